@@ -1,0 +1,100 @@
+//! The command line (SPEC §7). Every flag falls back to its environment variable, then to the
+//! default: flags > env > defaults.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "coins", version, about = "Loyalty-coins engine, wire-compatible with the EnKash Point Management API")]
+pub struct Cli {
+    /// Database: `postgres://user@host/db`, or an SQLite file path (`sqlite://path` also works).
+    /// Default: ./coins-data/coins.db, created on first run.
+    #[arg(long, env = "COINS_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Log filter in tracing syntax, e.g. `info` or `coins=debug,info`.
+    #[arg(long, env = "COINS_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format: `text` for people, `json` for one JSON object per line.
+    #[arg(long, env = "COINS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server; applies pending migrations first.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage API clients (credentials).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Check the ledger invariants: every balance equals its entries and its lots. Exit 1 on any difference.
+    Verify,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    #[arg(long, env = "COINS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "COINS_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+    pub token_ttl_secs: i64,
+
+    /// Consecutive failed authentications that lock a client or password user.
+    #[arg(long, env = "COINS_LOCKOUT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub lockout_failures: i64,
+
+    /// How long a lock lasts, in seconds.
+    #[arg(long, env = "COINS_LOCKOUT_SECS", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+    pub lockout_secs: i64,
+
+    /// Admin client id to make sure exists at start-up (with COINS_ADMIN_CLIENT_SECRET).
+    #[arg(long, env = "COINS_ADMIN_CLIENT_ID", hide_env_values = true)]
+    pub admin_client_id: Option<String>,
+
+    /// Its secret. Prefer the environment variable: flags are visible to other local users.
+    #[arg(long, env = "COINS_ADMIN_CLIENT_SECRET", hide_env_values = true)]
+    pub admin_client_secret: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print `client_id:` and `client_secret:` lines (the secret is shown once).
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["admin", "company"])))]
+    Create {
+        /// A name for people reading `client list`.
+        #[arg(long)]
+        name: String,
+        /// May act for any company and manage DEFAULT configurations.
+        #[arg(long)]
+        admin: bool,
+        /// A company this client may act for; repeat or list several.
+        #[arg(long, num_args = 1..)]
+        company: Vec<String>,
+    },
+    /// Create or replace a user of the OAuth password grant for client ID.
+    AddUser {
+        /// The client the user belongs to.
+        id: String,
+        #[arg(long)]
+        username: String,
+        /// The password. Prefer COINS_USER_PASSWORD: flags are visible to other local users.
+        #[arg(long, env = "COINS_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// List clients (never their secrets).
+    List,
+    /// Revoke a client; its tokens stop working within 30 s in every server process.
+    Revoke {
+        /// The client id.
+        id: String,
+    },
+}

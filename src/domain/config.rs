@@ -1,0 +1,115 @@
+//! Coin configurations: how many coins an event earns, and for whom (SPEC §1, §5).
+
+use super::{CoinConfigId, Coins, CompanyId, EventName};
+
+/// `DEFAULT` applies to an event for every company; `CUSTOM` overrides it for one company.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigKind {
+    Default,
+    Custom,
+}
+
+impl ConfigKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "DEFAULT" => Some(Self::Default),
+            "CUSTOM" => Some(Self::Custom),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "DEFAULT",
+            Self::Custom => "CUSTOM",
+        }
+    }
+}
+
+/// Largest `validityDays` accepted: 100 years keeps `expires_at` far from i64 overflow.
+pub const VALIDITY_DAYS_MAX: i64 = 36_500;
+/// Largest cap accepted for `maxPerUser` / `maxPerUserPerDay`.
+pub const CAP_MAX: i64 = 1_000_000_000;
+
+/// Everything a client can set on a configuration. Create takes all of it; PATCH merges into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigValues {
+    pub kind: ConfigKind,
+    pub company_id: CompanyId,
+    pub event: EventName,
+    pub amount: Coins,
+    pub validity_days: Option<i64>,
+    pub max_per_user_per_day: Option<i64>,
+    pub max_per_user: Option<i64>,
+    pub active: bool,
+}
+
+/// A stored configuration. `version` increases on every change (optimistic concurrency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinConfig {
+    pub id: CoinConfigId,
+    pub values: ConfigValues,
+    pub version: i64,
+}
+
+/// SPEC §1: the active CUSTOM configuration of the company for the event, else the active DEFAULT
+/// one, else none. Inactive configurations are skipped, not treated as "no coins".
+pub fn resolve<'a>(custom: Option<&'a CoinConfig>, default: Option<&'a CoinConfig>) -> Option<&'a CoinConfig> {
+    custom
+        .filter(|c| c.values.active && c.values.kind == ConfigKind::Custom)
+        .or(default.filter(|c| c.values.active && c.values.kind == ConfigKind::Default))
+}
+
+/// Milliseconds in one day, for `validityDays` and the per-day cap window.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// When coins credited at `now_ms` under `validity_days` expire; `None` = never.
+pub fn expiry_for(now_ms: i64, validity_days: Option<i64>) -> Option<i64> {
+    validity_days.map(|d| now_ms + d * DAY_MS)
+}
+
+/// Start of the UTC day containing `now_ms`: the window of `maxPerUserPerDay`.
+pub fn utc_day_start(now_ms: i64) -> i64 {
+    now_ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: ConfigKind, active: bool, amount: i64) -> CoinConfig {
+        CoinConfig {
+            id: CoinConfigId::from_seq(amount),
+            values: ConfigValues {
+                kind,
+                company_id: CompanyId::parse("C1").unwrap(),
+                event: EventName::parse("E").unwrap(),
+                amount: Coins::amount(amount).unwrap(),
+                validity_days: None,
+                max_per_user_per_day: None,
+                max_per_user: None,
+                active,
+            },
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn custom_wins_over_default_and_inactive_ones_are_skipped() {
+        let custom = cfg(ConfigKind::Custom, true, 7);
+        let default = cfg(ConfigKind::Default, true, 5);
+        assert_eq!(resolve(Some(&custom), Some(&default)).unwrap().values.amount.get(), 7);
+        let inactive = cfg(ConfigKind::Custom, false, 7);
+        assert_eq!(resolve(Some(&inactive), Some(&default)).unwrap().values.amount.get(), 5);
+        let inactive_default = cfg(ConfigKind::Default, false, 5);
+        assert_eq!(resolve(None, Some(&inactive_default)), None);
+        assert_eq!(resolve(None, None), None);
+    }
+
+    #[test]
+    fn day_windows_and_expiry_are_utc_milliseconds() {
+        assert_eq!(utc_day_start(DAY_MS * 3 + 5), DAY_MS * 3);
+        assert_eq!(expiry_for(1_000, Some(2)), Some(1_000 + 2 * DAY_MS));
+        assert_eq!(expiry_for(1_000, None), None);
+    }
+}

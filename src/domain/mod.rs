@@ -1,0 +1,16 @@
+//! Pure domain types and rules: no I/O here.
+//!
+//! - [`ids`]: validated identifiers (`CompanyId`, `UserId`, `RequestId`, `EventName`, `CoinConfigId`).
+//! - [`coins`]: `Coins`, a checked amount, and the per-request limits.
+//! - [`config`]: coin configurations, their kinds and the resolution rule of SPEC §1.
+//! - [`principal`]: who is calling and which companies they may act for.
+
+pub mod coins;
+pub mod config;
+pub mod ids;
+pub mod principal;
+
+pub use coins::Coins;
+pub use config::{CoinConfig, ConfigKind};
+pub use ids::{CoinConfigId, CompanyId, EventName, RequestId, UserId};
+pub use principal::Principal;

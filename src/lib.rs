@@ -1,0 +1,100 @@
+//! coins: a loyalty-coins engine, wire-compatible with the EnKash Point Management API.
+//!
+//! Map of the crate:
+//! - [`cli`] and [`config`]: the command line and typed settings (flags > env > defaults).
+//! - [`app`]: bind, serve, shut down gracefully. [`admin`]: the operator commands.
+//! - [`domain`]: validated ids, coin amounts, configuration resolution; no I/O.
+//! - [`store`]: the storage trait with SQLite and PostgreSQL implementations and migrations.
+//! - [`http`]: router, handlers, the error envelope, auth.
+//! - [`clock`] (injectable time) and [`crypto`] (tokens and secret hashes).
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod http;
+pub mod store;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cli::{Cli, ClientCommand, Command};
+
+/// Sets up logging to stderr in the chosen format and filter.
+pub fn init_tracing(filter: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs one CLI command to completion.
+pub async fn run(cli: Cli) -> ExitCode {
+    match run_command(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(cli: Cli) -> Result<ExitCode, String> {
+    let url = config::database_url(&cli);
+    let store = store::open(&url).await.map_err(|e| format!("opening the database: {e}"))?;
+    store.migrate().await.map_err(|e| format!("applying migrations: {e}"))?;
+    let fail = |e: store::StoreError| e.to_string();
+    match cli.command {
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => admin::verify(store).await.map_err(fail),
+        Command::Client(ClientCommand::Create { name, admin, company }) => {
+            let companies = admin::parse_companies(&company)?;
+            let (id, secret) = admin::create_client(&*store, &name, admin, companies).await.map_err(fail)?;
+            println!("client_id: {id}");
+            println!("client_secret: {secret}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(ClientCommand::AddUser { id, username, password }) => {
+            if username.is_empty() || password.is_empty() {
+                return Err("--username and --password must not be empty".into());
+            }
+            let hash = crypto::hash_secret(&password);
+            if store.upsert_password_user(&id, &username, &hash, clock::system_now_ms()).await.map_err(fail)? {
+                println!("user {username} can now use the password grant with client {id}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!("no client {id}"))
+            }
+        }
+        Command::Client(ClientCommand::List) => admin::print_clients(store).await.map(|()| ExitCode::SUCCESS).map_err(fail),
+        Command::Client(ClientCommand::Revoke { id }) => {
+            if store.revoke_client(&id, clock::system_now_ms()).await.map_err(fail)? {
+                println!("client {id} revoked; its tokens stop working within 30 s everywhere");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!("no client {id}"))
+            }
+        }
+        Command::Serve(args) => {
+            let settings = config::ServeSettings::from_args(&args)?;
+            let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
+            let app = app::App::build(&settings, store.clone(), clock).await.map_err(|e| format!("binding {}: {e}", settings.listen))?;
+            let addr = app.local_addr().map_err(|e| e.to_string())?;
+            admin::bootstrap_admin(&*store, &settings, addr).await.map_err(fail)?;
+            tracing::info!(%addr, database = if url.starts_with("postgres") { "postgresql" } else { "sqlite" }, "coins is listening");
+            println!("coins listening on http://{addr}");
+            app.run_until(app::shutdown_signal()).await.map_err(|e| e.to_string())?;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

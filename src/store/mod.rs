@@ -1,0 +1,324 @@
+//! Storage: one async trait, [`Store`], with an SQLite and a PostgreSQL implementation.
+//!
+//! - `sqlite.rs`: the embedded default. One writer thread owns the only write connection and
+//!   applies every queued write in one database transaction (group commit), each write in its
+//!   own savepoint so one refusal never undoes a neighbour; reads use a small pool.
+//! - `postgres.rs`: for production and several server processes. Row locks and unique keys make
+//!   concurrent processes safe; a deadlock or serialization failure retries the transaction.
+//! - `migrations/{sqlite,postgres}/`: embedded in the binary, applied by `migrate` and `serve`.
+//!
+//! Domain decisions (replay or conflict, resolution, caps) are the same on both backends; the
+//! SQL differs only in dialect. Times are stored as Unix milliseconds (UTC).
+
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::config::ConfigValues;
+use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, EventName, RequestId, UserId};
+
+/// Why the store refused an operation that was well formed: mapped to a 404 or 409 at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no active coin configuration for event {event} and company {company}")]
+    ConfigNotFound { company: CompanyId, event: EventName },
+    #[error("coin configuration {0} not found")]
+    UnknownConfig(String),
+    #[error("a {kind} configuration for event {event}{scope} already exists: {existing}")]
+    DuplicateConfig { existing: CoinConfigId, kind: &'static str, event: EventName, scope: String },
+    #[error("requestId {0} was already used for a different operation")]
+    RequestIdConflict(RequestId),
+    #[error("userId {user} belongs to another company than {company}")]
+    UserCompanyMismatch { user: UserId, company: CompanyId },
+    #[error("{0}")]
+    LimitReached(String),
+    #[error("the balance of userId {0} would overflow")]
+    BalanceOverflow(UserId),
+    #[error("configuration {0} was changed concurrently; retry")]
+    ConcurrentUpdate(CoinConfigId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Anything else the database said. The text goes to the log, never to a client.
+    #[error("database: {0}")]
+    Db(String),
+    /// A unique key stopped a concurrent duplicate that the pre-checks could not see.
+    #[error("unique key: {0}")]
+    Unique(String),
+    /// The write queue is full or the writer has stopped.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // `Display` of a tokio-postgres error is only "db error"; the detail is in the source.
+        match e.as_db_error() {
+            Some(db) if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+                StoreError::Unique(format!("{}: {}", db.message(), db.detail().unwrap_or("")))
+            }
+            Some(db) => StoreError::Db(format!("{} ({}): {}", db.message(), db.code().code(), db.detail().unwrap_or(""))),
+            None => StoreError::Db(format!("{e:?}")),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An API credential as stored. `secret_hash` is an Argon2 PHC string, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub admin: bool,
+    pub companies: Vec<CompanyId>,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub failed_attempts: i64,
+    pub locked_until_ms: Option<i64>,
+}
+
+/// A user of the OAuth password grant, created per client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordUserRecord {
+    pub client_id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub failed_attempts: i64,
+    pub locked_until_ms: Option<i64>,
+}
+
+/// Whose failed or successful authentication to record for lockout (SPEC §3).
+#[derive(Debug, Clone, Copy)]
+pub enum AuthSubject<'a> {
+    Client(&'a str),
+    PasswordUser { client_id: &'a str, username: &'a str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// An issued token, keyed by the SHA-256 of the token text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_hash: String,
+    pub kind: TokenKind,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// Lockout policy, passed in so the store stays free of settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    pub max_failures: i64,
+    pub lock_ms: i64,
+}
+
+/// One allocation request (SPEC §4), already validated and authorised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocateCmd {
+    pub company: CompanyId,
+    pub user: UserId,
+    pub event: EventName,
+    pub request_id: RequestId,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocateOk {
+    /// Newly credited; durable once the caller sees it.
+    Allocated { coins: Coins, balance: Coins, entry_id: i64 },
+    /// The same request was applied before; nothing was credited now.
+    Replayed { coins: Coins },
+}
+
+/// A user's coins as clients see them: stored balance less lots already past expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBalance {
+    pub company: CompanyId,
+    pub balance: Coins,
+}
+
+/// What `coins verify` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub users_checked: i64,
+    pub entries_checked: i64,
+    pub problems: Vec<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations. Safe to call from several processes at once.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_client(&self, client: ClientRecord) -> StoreResult<()>;
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    async fn count_clients(&self) -> StoreResult<i64>;
+    /// Marks the client revoked and deletes its tokens; false if there is no such client.
+    async fn revoke_client(&self, client_id: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Creates or replaces a password-grant user; false if the client does not exist.
+    async fn upsert_password_user(&self, client_id: &str, username: &str, password_hash: &str, now_ms: i64) -> StoreResult<bool>;
+    async fn get_password_user(&self, client_id: &str, username: &str) -> StoreResult<Option<PasswordUserRecord>>;
+    /// Counts a failure; locks the subject when the count reaches the policy's maximum.
+    async fn record_auth_failure(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<()>;
+    /// Resets the consecutive-failure count.
+    async fn record_auth_success(&self, who: AuthSubject<'_>) -> StoreResult<()>;
+
+    async fn insert_tokens(&self, tokens: Vec<TokenRecord>) -> StoreResult<()>;
+    /// An unexpired access token with its (unrevoked) client.
+    async fn lookup_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<(TokenRecord, ClientRecord)>>;
+    /// Uses up a refresh token (at most once, even under concurrency) and returns it.
+    async fn consume_refresh_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>>;
+
+    /// Creates a configuration and its audit row; `DuplicateConfig` names the existing one.
+    async fn create_config(&self, values: ConfigValues, actor: &str, now_ms: i64) -> StoreResult<CoinConfig>;
+    async fn get_config(&self, id: CoinConfigId) -> StoreResult<Option<CoinConfig>>;
+    /// Replaces the values if the stored version is still `expected_version` (else
+    /// `ConcurrentUpdate`), bumps the version and writes the audit row.
+    async fn update_config(&self, id: CoinConfigId, expected_version: i64, values: ConfigValues, actor: &str, now_ms: i64) -> StoreResult<CoinConfig>;
+
+    /// Applies each allocation exactly once, independently: one result per command, in order.
+    async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>>;
+    /// `None` for a user never credited.
+    async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>>;
+
+    /// Recomputes every balance from the ledger and the lots (SPEC §6).
+    async fn verify(&self) -> StoreResult<VerifyReport>;
+}
+
+/// Opens the store a URL names: `postgres://` / `postgresql://` or `sqlite://path` / a bare path.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path))?))
+    }
+}
+
+/// Companies are stored space-separated: ids cannot contain spaces.
+pub(crate) fn join_companies(companies: &[CompanyId]) -> String {
+    companies.iter().map(CompanyId::as_str).collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn split_companies(s: &str) -> Vec<CompanyId> {
+    s.split_whitespace().map(|c| CompanyId::from_trusted(c.to_owned())).collect()
+}
+
+/// The audit snapshot of a configuration, as the `/history` endpoint will show it.
+pub(crate) fn audit_json(values: &ConfigValues) -> String {
+    serde_json::json!({
+        "configuration": values.kind.as_str(),
+        "companyId": values.company_id.as_str(),
+        "event": values.event.as_str(),
+        "amount": values.amount.get(),
+        "validityDays": values.validity_days,
+        "maxPerUserPerDay": values.max_per_user_per_day,
+        "maxPerUser": values.max_per_user,
+        "active": values.active,
+    })
+    .to_string()
+}
+
+/// The refusal for a second DEFAULT (per event) or CUSTOM (per company and event).
+pub(crate) fn duplicate(existing: CoinConfigId, values: &ConfigValues) -> Refusal {
+    use crate::domain::ConfigKind;
+    Refusal::DuplicateConfig {
+        existing,
+        kind: values.kind.as_str(),
+        event: values.event.clone(),
+        scope: match values.kind {
+            ConfigKind::Default => String::new(),
+            ConfigKind::Custom => format!(" and company {}", values.company_id),
+        },
+    }
+}
+
+/// The `LIMIT_REACHED` sentence for a cap.
+pub(crate) fn cap_message(cmd: &AllocateCmd, cap_name: &str, cap: i64) -> String {
+    format!(
+        "userId {} has reached {cap_name} ({cap}) for event {} of company {}",
+        cmd.user, cmd.event, cmd.company
+    )
+}
+
+/// Stored balance less the lots already past expiry that the sweeper has not written off yet.
+pub(crate) const BALANCE_SQL_SQLITE: &str = "SELECT u.company_id, u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l \
+     WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at <= ?2), 0) \
+     FROM users u WHERE u.user_id = ?1";
+pub(crate) const BALANCE_SQL_POSTGRES: &str = "SELECT u.company_id, u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l \
+     WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT \
+     FROM users u WHERE u.user_id = $1";
+
+/// SPEC §6 checks, in SQL both backends speak. Each query returns one text column per problem.
+pub(crate) const VERIFY_CHECKS: &[(&str, &str)] = &[
+    (
+        "SELECT u.company_id || '/' || u.user_id || ': balance ' || CAST(u.balance AS TEXT) || ', entries sum to ' \
+         || CAST(COALESCE(e.total, 0) AS TEXT) FROM users u LEFT JOIN \
+         (SELECT company_id, user_id, SUM(coins) AS total FROM ledger_entries GROUP BY company_id, user_id) e \
+         ON e.company_id = u.company_id AND e.user_id = u.user_id WHERE u.balance <> COALESCE(e.total, 0)",
+        "balance differs from the sum of the ledger",
+    ),
+    (
+        "SELECT u.company_id || '/' || u.user_id || ': balance ' || CAST(u.balance AS TEXT) || ', lots hold ' \
+         || CAST(COALESCE(l.total, 0) AS TEXT) FROM users u LEFT JOIN \
+         (SELECT company_id, user_id, SUM(remaining) AS total FROM lots GROUP BY company_id, user_id) l \
+         ON l.company_id = u.company_id AND l.user_id = u.user_id WHERE u.balance <> COALESCE(l.total, 0)",
+        "balance differs from the coins left in lots",
+    ),
+    (
+        "SELECT e.company_id || '/' || e.user_id || ': entry ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e \
+         WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.company_id = e.company_id AND u.user_id = e.user_id)",
+        "ledger entry of a user with no account",
+    ),
+    (
+        "SELECT company_id || '/' || user_id || ': entry ' || CAST(entry_id AS TEXT) || ' says ' || CAST(balance_after AS TEXT) \
+         || ', running sum is ' || CAST(prev + coins AS TEXT) FROM (SELECT entry_id, company_id, user_id, coins, balance_after, \
+         LAG(balance_after, 1, 0) OVER (PARTITION BY company_id, user_id ORDER BY entry_id) AS prev FROM ledger_entries) chain \
+         WHERE balance_after <> prev + coins",
+        "balanceAfter breaks the running sum",
+    ),
+    (
+        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
+         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind) <> 1",
+        "request without exactly one ledger entry",
+    ),
+    (
+        "SELECT e.company_id || '/' || e.request_id || ': entry ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e \
+         WHERE e.request_id IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM requests r WHERE r.company_id = e.company_id AND r.request_id = e.request_id)",
+        "ledger entry without its request",
+    ),
+];

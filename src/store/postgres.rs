@@ -1,0 +1,682 @@
+//! The PostgreSQL backend, for production and for several `coins serve` processes sharing one
+//! database.
+//!
+//! Exactly-once across processes rests on the database, not on this process: the `requests`
+//! primary key decides which of two concurrent duplicates applies (the loser waits for the
+//! winner's commit, then replays it), and `SELECT ... FOR UPDATE` on the user's row serialises
+//! everything that changes one balance, so caps and balances stay exact. A transaction that hits
+//! a deadlock or serialization failure is retried whole; it had no effect.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::{NoTls, Row, error::SqlState};
+
+use super::migrate;
+use super::*;
+use crate::domain::config::{self as cfg, ConfigValues};
+use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName, UserId};
+
+/// Connections per process; PostgreSQL's default max_connections (100) allows several processes.
+const POOL_MAX: usize = 16;
+/// Attempts for a transaction that PostgreSQL aborted to break a deadlock or serialization cycle.
+const TX_ATTEMPTS_MAX: usize = 5;
+
+/// An arbitrary constant naming the advisory lock that serialises migrations across processes.
+const MIGRATION_LOCK_KEY: i64 = 0x636f_696e_73;
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.into(),
+        other => StoreError::Unavailable(format!("postgres pool: {other}")),
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+/// Errors inside a transaction keep the raw driver error so the retry loop can classify it.
+enum TxError {
+    Pg(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TxError::Pg(e)
+    }
+}
+
+impl From<Refusal> for TxError {
+    fn from(r: Refusal) -> Self {
+        TxError::Store(r.into())
+    }
+}
+
+impl From<TxError> for StoreError {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Pg(e) => e.into(),
+            TxError::Store(e) => e,
+        }
+    }
+}
+
+type TxResult<T> = Result<T, TxError>;
+
+const CLIENT_COLUMNS: &str =
+    "client_id, name, secret_hash, is_admin, companies, created_at, revoked_at, failed_attempts, locked_until";
+
+fn client_from_row(row: &Row) -> ClientRecord {
+    ClientRecord {
+        client_id: row.get(0),
+        name: row.get(1),
+        secret_hash: row.get(2),
+        admin: row.get(3),
+        companies: split_companies(row.get::<_, &str>(4)),
+        created_at_ms: row.get(5),
+        revoked_at_ms: row.get(6),
+        failed_attempts: row.get(7),
+        locked_until_ms: row.get(8),
+    }
+}
+
+const CONFIG_COLUMNS: &str =
+    "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version";
+
+fn config_from_row(row: &Row) -> CoinConfig {
+    CoinConfig {
+        id: CoinConfigId::from_seq(row.get(0)),
+        values: ConfigValues {
+            kind: ConfigKind::parse(row.get(1)).unwrap_or(ConfigKind::Custom),
+            company_id: CompanyId::from_trusted(row.get(2)),
+            event: EventName::from_trusted(row.get(3)),
+            amount: Coins::from_stored(row.get(4)),
+            validity_days: row.get(5),
+            max_per_user_per_day: row.get(6),
+            max_per_user: row.get(7),
+            active: row.get(8),
+        },
+        version: row.get(9),
+    }
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Db(format!("bad database url: {e}")))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_MAX)
+            .build()
+            .map_err(|e| StoreError::Db(format!("building postgres pool: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs `work` in a transaction, retrying it whole after a deadlock or serialization failure.
+    async fn transact<T, F>(&self, mut work: F) -> StoreResult<T>
+    where
+        F: for<'t> FnMut(&'t Transaction<'t>) -> std::pin::Pin<Box<dyn Future<Output = TxResult<T>> + Send + 't>>,
+    {
+        let mut client = self.client().await?;
+        let mut attempt = 1;
+        loop {
+            let tx = client.transaction().await?;
+            let outcome = work(&tx).await;
+            let outcome = match outcome {
+                Ok(value) => tx.commit().await.map(|()| value).map_err(TxError::Pg),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Err(TxError::Pg(e)) if is_retryable(&e) && attempt < TX_ATTEMPTS_MAX => {
+                    tracing::debug!(attempt, error = ?e, "retrying postgres transaction");
+                    attempt += 1;
+                }
+                other => return other.map_err(StoreError::from),
+            }
+        }
+    }
+}
+
+async fn conflicting_config(tx: &impl GenericClient, values: &ConfigValues, except_seq: i64) -> TxResult<Option<CoinConfigId>> {
+    let row = match values.kind {
+        ConfigKind::Default => {
+            let stmt = tx.prepare_cached("SELECT seq FROM coin_configs WHERE configuration = 'DEFAULT' AND event = $1 AND seq <> $2").await?;
+            tx.query_opt(&stmt, &[&values.event.as_str(), &except_seq]).await?
+        }
+        ConfigKind::Custom => {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT seq FROM coin_configs WHERE configuration = 'CUSTOM' AND company_id = $1 AND event = $2 AND seq <> $3",
+                )
+                .await?;
+            tx.query_opt(&stmt, &[&values.company_id.as_str(), &values.event.as_str(), &except_seq]).await?
+        }
+    };
+    Ok(row.map(|r| CoinConfigId::from_seq(r.get(0))))
+}
+
+async fn insert_audit(tx: &Transaction<'_>, seq: i64, action: &str, actor: &str, now_ms: i64, before: Option<String>, after: String) -> TxResult<()> {
+    let stmt = tx
+        .prepare_cached("INSERT INTO coin_config_audit (seq, action, client_id, at, before_json, after_json) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await?;
+    tx.execute(&stmt, &[&seq, &action, &actor, &now_ms, &before, &after]).await?;
+    Ok(())
+}
+
+/// The replay-or-conflict decision for a request id that is already taken.
+async fn previous_request(tx: &Transaction<'_>, cmd: &AllocateCmd) -> TxResult<Option<StoreResult<AllocateOk>>> {
+    let stmt = tx.prepare_cached("SELECT kind, user_id, event, coins FROM requests WHERE company_id = $1 AND request_id = $2").await?;
+    let Some(row) = tx.query_opt(&stmt, &[&cmd.company.as_str(), &cmd.request_id.as_str()]).await? else {
+        return Ok(None);
+    };
+    let (kind, user, event): (&str, &str, Option<&str>) = (row.get(0), row.get(1), row.get(2));
+    Ok(Some(if kind == "ALLOCATE" && user == cmd.user.as_str() && event == Some(cmd.event.as_str()) {
+        Ok(AllocateOk::Replayed { coins: Coins::from_stored(row.get(3)) })
+    } else {
+        Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into())
+    }))
+}
+
+async fn allocate_one(tx: &Transaction<'_>, cmd: &AllocateCmd) -> TxResult<AllocateOk> {
+    let company = cmd.company.as_str();
+    let user = cmd.user.as_str();
+    let event = cmd.event.as_str();
+    // Replays must answer even if the configuration has since been deactivated: check them first.
+    if let Some(answer) = previous_request(tx, cmd).await? {
+        return answer.map_err(TxError::Store);
+    }
+
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = $1 \
+             AND (configuration = 'DEFAULT' OR (configuration = 'CUSTOM' AND company_id = $2))"
+        ))
+        .await?;
+    let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&event, &company]).await?.iter().map(config_from_row).collect();
+    let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
+    let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
+    let Some(config) = cfg::resolve(custom, default) else {
+        return Err(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }.into());
+    };
+    let amount = config.values.amount;
+
+    // Claim the request id. A concurrent duplicate blocks here until the first commits, then
+    // inserts nothing and replays it.
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at) \
+             VALUES ($1, $2, 'ALLOCATE', $3, $4, $5, '', $6) ON CONFLICT (company_id, request_id) DO NOTHING",
+        )
+        .await?;
+    if tx.execute(&stmt, &[&company, &cmd.request_id.as_str(), &user, &event, &amount.get(), &cmd.now_ms]).await? == 0 {
+        return match previous_request(tx, cmd).await? {
+            Some(answer) => answer.map_err(TxError::Store),
+            None => Err(TxError::Store(StoreError::Db("request row vanished after a conflict".into()))),
+        };
+    }
+
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO users (company_id, user_id, balance, created_at) VALUES ($1, $2, 0, $3) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .await?;
+    tx.execute(&stmt, &[&company, &user, &cmd.now_ms]).await?;
+    let stmt = tx.prepare_cached("SELECT company_id, balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
+    let row = tx.query_one(&stmt, &[&user]).await?;
+    if row.get::<_, &str>(0) != company {
+        return Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }.into());
+    }
+    let old_balance = Coins::from_stored(row.get(1));
+
+    check_caps(tx, cmd, config).await?;
+
+    let balance = old_balance.checked_add(amount).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
+    let expires_at = cfg::expiry_for(cmd.now_ms, config.values.validity_days);
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+             VALUES ($1, $2, 'ALLOCATE', $3, $4, $5, $6, $7, $8, $9) RETURNING entry_id",
+        )
+        .await?;
+    let entry_id: i64 = tx
+        .query_one(
+            &stmt,
+            &[&company, &user, &amount.get(), &balance.get(), &event, &cmd.request_id.as_str(), &config.id.to_string(), &cmd.now_ms, &expires_at],
+        )
+        .await?
+        .get(0);
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&company, &user, &entry_id, &amount.get(), &expires_at, &cmd.now_ms]).await?;
+    let stmt = tx
+        .prepare_cached("UPDATE users SET balance = $3, lifetime_earned = lifetime_earned + $4 WHERE company_id = $1 AND user_id = $2")
+        .await?;
+    tx.execute(&stmt, &[&company, &user, &balance.get(), &amount.get()]).await?;
+    Ok(AllocateOk::Allocated { coins: amount, balance, entry_id })
+}
+
+async fn check_caps(tx: &Transaction<'_>, cmd: &AllocateCmd, config: &CoinConfig) -> TxResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM ledger_entries WHERE company_id = $1 AND user_id = $2 AND event = $3 \
+             AND type = 'ALLOCATE' AND created_at >= $4",
+        )
+        .await?;
+    let caps = [
+        (config.values.max_per_user_per_day, cfg::utc_day_start(cmd.now_ms), "maxPerUserPerDay"),
+        (config.values.max_per_user, i64::MIN, "maxPerUser"),
+    ];
+    for (cap, since, name) in caps {
+        let Some(cap) = cap else { continue };
+        let count: i64 = tx.query_one(&stmt, &[&cmd.company.as_str(), &cmd.user.as_str(), &cmd.event.as_str(), &since]).await?.get(0);
+        if count >= cap {
+            return Err(Refusal::LimitReached(cap_message(cmd, name, cap)).into());
+        }
+    }
+    Ok(())
+}
+
+/// See the SQLite twin: counts a failure unless locked; locks at the maximum.
+macro_rules! lockout_update {
+    ($table:literal, $filter:literal) => {
+        concat!(
+            "UPDATE ", $table, " SET ",
+            "failed_attempts = CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN 1 ELSE failed_attempts + 1 END, ",
+            "locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN NULL ",
+            "WHEN failed_attempts + 1 >= $2 THEN $1 + $3 ELSE locked_until END ",
+            "WHERE ", $filter, " AND (locked_until IS NULL OR locked_until <= $1)"
+        )
+    };
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await?;
+        tx.batch_execute(migrate::CREATE_TABLE).await?;
+        for m in migrate::POSTGRES {
+            let done: bool = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", &[&m.version])
+                .await?
+                .get(0);
+            if !done {
+                tx.batch_execute(m.sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &crate::clock::system_now_ms()],
+                )
+                .await?;
+                tracing::info!(version = m.version, name = m.name, "applied migration");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn insert_client(&self, c: ClientRecord) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+                &[
+                    &c.client_id,
+                    &c.name,
+                    &c.secret_hash,
+                    &c.admin,
+                    &join_companies(&c.companies),
+                    &c.created_at_ms,
+                    &c.revoked_at_ms,
+                    &c.failed_attempts,
+                    &c.locked_until_ms,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1")).await?;
+        Ok(client.query_opt(&stmt, &[&client_id]).await?.as_ref().map(client_from_row))
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        let rows = self.client().await?.query(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, client_id"), &[]).await?;
+        Ok(rows.iter().map(client_from_row).collect())
+    }
+
+    async fn count_clients(&self) -> StoreResult<i64> {
+        Ok(self.client().await?.query_one("SELECT COUNT(*) FROM clients", &[]).await?.get(0))
+    }
+
+    async fn revoke_client(&self, client_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let id = client_id.to_owned();
+        self.transact(move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                tx.execute("UPDATE clients SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL", &[&id, &now_ms]).await?;
+                tx.execute("DELETE FROM tokens WHERE client_id = $1", &[&id]).await?;
+                Ok(tx.query_one("SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)", &[&id]).await?.get(0))
+            })
+        })
+        .await
+    }
+
+    async fn upsert_password_user(&self, client_id: &str, username: &str, password_hash: &str, now_ms: i64) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let exists: bool = client.query_one("SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)", &[&client_id]).await?.get(0);
+        if !exists {
+            return Ok(false);
+        }
+        client
+            .execute(
+                "INSERT INTO password_users (client_id, username, password_hash, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (client_id, username) DO UPDATE SET password_hash = excluded.password_hash, \
+                 failed_attempts = 0, locked_until = NULL",
+                &[&client_id, &username, &password_hash, &now_ms],
+            )
+            .await?;
+        Ok(true)
+    }
+
+    async fn get_password_user(&self, client_id: &str, username: &str) -> StoreResult<Option<PasswordUserRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT client_id, username, password_hash, failed_attempts, locked_until FROM password_users \
+                 WHERE client_id = $1 AND username = $2",
+            )
+            .await?;
+        Ok(client.query_opt(&stmt, &[&client_id, &username]).await?.map(|r| PasswordUserRecord {
+            client_id: r.get(0),
+            username: r.get(1),
+            password_hash: r.get(2),
+            failed_attempts: r.get(3),
+            locked_until_ms: r.get(4),
+        }))
+    }
+
+    async fn record_auth_failure(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<()> {
+        let client = self.client().await?;
+        match who {
+            AuthSubject::Client(id) => {
+                client
+                    .execute(lockout_update!("clients", "client_id = $4"), &[&now_ms, &policy.max_failures, &policy.lock_ms, &id])
+                    .await?
+            }
+            AuthSubject::PasswordUser { client_id, username } => {
+                client
+                    .execute(
+                        lockout_update!("password_users", "client_id = $4 AND username = $5"),
+                        &[&now_ms, &policy.max_failures, &policy.lock_ms, &client_id, &username],
+                    )
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn record_auth_success(&self, who: AuthSubject<'_>) -> StoreResult<()> {
+        let client = self.client().await?;
+        match who {
+            AuthSubject::Client(id) => {
+                client
+                    .execute("UPDATE clients SET failed_attempts = 0, locked_until = NULL WHERE client_id = $1 AND failed_attempts > 0", &[&id])
+                    .await?
+            }
+            AuthSubject::PasswordUser { client_id, username } => {
+                client
+                    .execute(
+                        "UPDATE password_users SET failed_attempts = 0, locked_until = NULL \
+                         WHERE client_id = $1 AND username = $2 AND failed_attempts > 0",
+                        &[&client_id, &username],
+                    )
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn insert_tokens(&self, tokens: Vec<TokenRecord>) -> StoreResult<()> {
+        self.transact(move |tx| {
+            let tokens = tokens.clone();
+            Box::pin(async move {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO tokens (token_hash, kind, client_id, username, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .await?;
+                for t in &tokens {
+                    tx.execute(&stmt, &[&t.token_hash, &t.kind.as_str(), &t.client_id, &t.username, &t.created_at_ms, &t.expires_at_ms])
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn lookup_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<(TokenRecord, ClientRecord)>> {
+        let client = self.client().await?;
+        let cols = CLIENT_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {cols}, t.username, t.created_at, t.expires_at FROM tokens t JOIN clients c ON c.client_id = t.client_id \
+                 WHERE t.token_hash = $1 AND t.kind = 'access' AND t.expires_at > $2 AND c.revoked_at IS NULL"
+            ))
+            .await?;
+        Ok(client.query_opt(&stmt, &[&token_hash, &now_ms]).await?.map(|r| {
+            let c = client_from_row(&r);
+            (
+                TokenRecord {
+                    token_hash: token_hash.to_owned(),
+                    kind: TokenKind::Access,
+                    client_id: c.client_id.clone(),
+                    username: r.get(9),
+                    created_at_ms: r.get(10),
+                    expires_at_ms: r.get(11),
+                },
+                c,
+            )
+        }))
+    }
+
+    async fn consume_refresh_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE tokens SET used_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND used_at IS NULL AND expires_at > $2 \
+                 RETURNING client_id, username, created_at, expires_at",
+                &[&token_hash, &now_ms],
+            )
+            .await?;
+        Ok(row.map(|r| TokenRecord {
+            token_hash: token_hash.to_owned(),
+            kind: TokenKind::Refresh,
+            client_id: r.get(0),
+            username: r.get(1),
+            created_at_ms: r.get(2),
+            expires_at_ms: r.get(3),
+        }))
+    }
+
+    async fn create_config(&self, values: ConfigValues, actor: &str, now_ms: i64) -> StoreResult<CoinConfig> {
+        let actor = actor.to_owned();
+        let v = values.clone();
+        let outcome = self
+            .transact(move |tx| {
+                let (v, actor) = (v.clone(), actor.clone());
+                Box::pin(async move {
+                    if let Some(existing) = conflicting_config(tx, &v, -1).await? {
+                        return Err(duplicate(existing, &v).into());
+                    }
+                    let stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO coin_configs (configuration, company_id, event, amount, validity_days, max_per_user_per_day, \
+                             max_per_user, active, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) \
+                             RETURNING seq",
+                        )
+                        .await?;
+                    let seq: i64 = tx
+                        .query_one(
+                            &stmt,
+                            &[
+                                &v.kind.as_str(),
+                                &v.company_id.as_str(),
+                                &v.event.as_str(),
+                                &v.amount.get(),
+                                &v.validity_days,
+                                &v.max_per_user_per_day,
+                                &v.max_per_user,
+                                &v.active,
+                                &now_ms,
+                            ],
+                        )
+                        .await?
+                        .get(0);
+                    insert_audit(tx, seq, "CREATE", &actor, now_ms, None, audit_json(&v)).await?;
+                    Ok(CoinConfig { id: CoinConfigId::from_seq(seq), values: v, version: 1 })
+                })
+            })
+            .await;
+        self.explain_unique_violation(outcome, &values, -1).await
+    }
+
+    async fn get_config(&self, id: CoinConfigId) -> StoreResult<Option<CoinConfig>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = $1")).await?;
+        Ok(client.query_opt(&stmt, &[&id.seq()]).await?.as_ref().map(config_from_row))
+    }
+
+    async fn update_config(&self, id: CoinConfigId, expected_version: i64, values: ConfigValues, actor: &str, now_ms: i64) -> StoreResult<CoinConfig> {
+        let actor = actor.to_owned();
+        let v = values.clone();
+        let outcome = self
+            .transact(move |tx| {
+                let (v, actor) = (v.clone(), actor.clone());
+                Box::pin(async move {
+                    let stmt = tx.prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = $1 FOR UPDATE")).await?;
+                    let before = tx
+                        .query_opt(&stmt, &[&id.seq()])
+                        .await?
+                        .as_ref()
+                        .map(config_from_row)
+                        .ok_or_else(|| Refusal::UnknownConfig(id.to_string()))?;
+                    if before.version != expected_version {
+                        return Err(Refusal::ConcurrentUpdate(id).into());
+                    }
+                    if let Some(existing) = conflicting_config(tx, &v, id.seq()).await? {
+                        return Err(duplicate(existing, &v).into());
+                    }
+                    let stmt = tx
+                        .prepare_cached(
+                            "UPDATE coin_configs SET configuration = $2, company_id = $3, event = $4, amount = $5, validity_days = $6, \
+                             max_per_user_per_day = $7, max_per_user = $8, active = $9, version = version + 1, updated_at = $10 WHERE seq = $1",
+                        )
+                        .await?;
+                    tx.execute(
+                        &stmt,
+                        &[
+                            &id.seq(),
+                            &v.kind.as_str(),
+                            &v.company_id.as_str(),
+                            &v.event.as_str(),
+                            &v.amount.get(),
+                            &v.validity_days,
+                            &v.max_per_user_per_day,
+                            &v.max_per_user,
+                            &v.active,
+                            &now_ms,
+                        ],
+                    )
+                    .await?;
+                    insert_audit(tx, id.seq(), "UPDATE", &actor, now_ms, Some(audit_json(&before.values)), audit_json(&v)).await?;
+                    Ok(CoinConfig { id, values: v, version: expected_version + 1 })
+                })
+            })
+            .await;
+        self.explain_unique_violation(outcome, &values, id.seq()).await
+    }
+
+    async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
+        let mut results = Vec::with_capacity(cmds.len());
+        for cmd in &cmds {
+            let cmd = cmd.clone();
+            results.push(
+                self.transact(move |tx| {
+                    let cmd = cmd.clone();
+                    Box::pin(async move { allocate_one(tx, &cmd).await })
+                })
+                .await,
+            );
+        }
+        results
+    }
+
+    async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(BALANCE_SQL_POSTGRES).await?;
+        Ok(client
+            .query_opt(&stmt, &[&user.as_str(), &now_ms])
+            .await?
+            .map(|r| UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }))
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        let client = self.client().await?;
+        // One snapshot for all checks, so a concurrent write cannot show up as a false difference.
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        let mut report = VerifyReport {
+            users_checked: client.query_one("SELECT COUNT(*) FROM users", &[]).await?.get(0),
+            entries_checked: client.query_one("SELECT COUNT(*) FROM ledger_entries", &[]).await?.get(0),
+            problems: Vec::new(),
+        };
+        for (sql, what) in VERIFY_CHECKS {
+            for row in client.query(*sql, &[]).await? {
+                report.problems.push(format!("{what}: {}", row.get::<_, String>(0)));
+            }
+        }
+        client.batch_execute("COMMIT").await?;
+        Ok(report)
+    }
+}
+
+impl PgStore {
+    /// Two processes creating the same configuration at once both pass the pre-check; the unique
+    /// index stops the second. Name the winner, as a sequential conflict would.
+    async fn explain_unique_violation(&self, outcome: StoreResult<CoinConfig>, values: &ConfigValues, except_seq: i64) -> StoreResult<CoinConfig> {
+        match outcome {
+            Err(StoreError::Unique(text)) => {
+                let client = self.client().await?;
+                match conflicting_config(&client, values, except_seq).await {
+                    Ok(Some(existing)) => Err(duplicate(existing, values).into()),
+                    _ => Err(StoreError::Unique(text)),
+                }
+            }
+            other => other,
+        }
+    }
+}

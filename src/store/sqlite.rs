@@ -1,0 +1,714 @@
+//! The embedded SQLite backend (the default).
+//!
+//! Writes: one writer thread owns the only write connection. Callers queue jobs on a bounded
+//! channel; the writer takes everything queued (up to `WRITE_BATCH_MAX`), runs each job in its
+//! own savepoint inside one `BEGIN IMMEDIATE` transaction and commits once, then answers every
+//! job. So concurrent requests share one fsync (group commit) and a job that fails rolls back
+//! only its own savepoint. WAL with `synchronous=FULL` makes a commit durable before anyone
+//! hears of it.
+//!
+//! Reads: a small pool of connections used from `spawn_blocking`; WAL lets them run beside the
+//! writer and see only committed data.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::migrate::{self, Migration};
+use super::*;
+use crate::domain::config::{self as cfg, ConfigValues};
+use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName, UserId};
+
+/// Most jobs one transaction takes: bounds how long the first job of a burst waits for commit.
+const WRITE_BATCH_MAX: usize = 512;
+/// Jobs that may wait for the writer before callers are told the store is busy.
+const WRITE_QUEUE_MAX: usize = 8_192;
+/// Read connections: a few more than cores, since reads also wait on the disk.
+const READERS_MAX: usize = 4;
+
+trait WriteJob: Send {
+    /// Runs inside the batch transaction; returns false if its savepoint must be rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the batch is committed (or failed).
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T: Send, F: FnOnce(&Connection) -> StoreResult<T> + Send> WriteJob for Job<T, F> {
+    fn run(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a job runs once");
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let answer = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), _) => Err(StoreError::Db(e)),
+            (Ok(()), None) => Err(StoreError::Db("write job was not run".into())),
+        };
+        // The caller may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    // FULL: the WAL is synced at every commit, so an acknowledged write survives power loss.
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = open_connection(path)?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Db(format!("starting writer thread: {e}")))?;
+        Ok(Self {
+            jobs: tx,
+            readers: Arc::new(Readers { path: path.to_owned(), idle: Mutex::new(Vec::new()), permits: Semaphore::new(READERS_MAX) }),
+        })
+    }
+
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Job { work: Some(work), result: None, reply });
+        self.jobs.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer dropped the job".into()))?
+    }
+
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let _permit = self.readers.permits.acquire().await.map_err(|_| StoreError::Unavailable("closed".into()))?;
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&readers.path)?,
+            };
+            let result = work(&conn);
+            readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("read task failed: {e}")))?
+    }
+}
+
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(WRITE_BATCH_MAX);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < WRITE_BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, &mut batch);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = batch.len(), "sqlite batch failed; nothing in it was applied");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in batch.drain(..) {
+            job.finish(outcome.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job").map_err(|e| e.to_string())?;
+        let sql = if job.run(conn) { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        conn.execute_batch(sql).map_err(|e| e.to_string())?;
+    }
+    conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+}
+
+/// Runs `work` in a nested savepoint: its writes stay only if it succeeds.
+fn in_savepoint<T>(conn: &Connection, work: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT item")?;
+    let result = work();
+    conn.execute_batch(if result.is_ok() { "RELEASE item" } else { "ROLLBACK TO item; RELEASE item" })?;
+    result
+}
+
+const CLIENT_COLUMNS: &str =
+    "client_id, name, secret_hash, is_admin, companies, created_at, revoked_at, failed_attempts, locked_until";
+
+fn client_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
+    Ok(ClientRecord {
+        client_id: row.get(0)?,
+        name: row.get(1)?,
+        secret_hash: row.get(2)?,
+        admin: row.get(3)?,
+        companies: split_companies(&row.get::<_, String>(4)?),
+        created_at_ms: row.get(5)?,
+        revoked_at_ms: row.get(6)?,
+        failed_attempts: row.get(7)?,
+        locked_until_ms: row.get(8)?,
+    })
+}
+
+const CONFIG_COLUMNS: &str =
+    "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version";
+
+fn config_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CoinConfig> {
+    let kind: String = row.get(1)?;
+    Ok(CoinConfig {
+        id: CoinConfigId::from_seq(row.get(0)?),
+        values: ConfigValues {
+            kind: ConfigKind::parse(&kind).unwrap_or(ConfigKind::Custom),
+            company_id: CompanyId::from_trusted(row.get(2)?),
+            event: EventName::from_trusted(row.get(3)?),
+            amount: Coins::from_stored(row.get(4)?),
+            validity_days: row.get(5)?,
+            max_per_user_per_day: row.get(6)?,
+            max_per_user: row.get(7)?,
+            active: row.get(8)?,
+        },
+        version: row.get(9)?,
+    })
+}
+
+/// The configuration that already holds the unique slot `values` wants, if any other does.
+fn conflicting_config(conn: &Connection, values: &ConfigValues, except_seq: i64) -> StoreResult<Option<CoinConfigId>> {
+    let seq: Option<i64> = match values.kind {
+        ConfigKind::Default => conn
+            .prepare_cached("SELECT seq FROM coin_configs WHERE configuration = 'DEFAULT' AND event = ?1 AND seq <> ?2")?
+            .query_row(params![values.event.as_str(), except_seq], |r| r.get(0))
+            .optional()?,
+        ConfigKind::Custom => conn
+            .prepare_cached(
+                "SELECT seq FROM coin_configs WHERE configuration = 'CUSTOM' AND company_id = ?1 AND event = ?2 AND seq <> ?3",
+            )?
+            .query_row(params![values.company_id.as_str(), values.event.as_str(), except_seq], |r| r.get(0))
+            .optional()?,
+    };
+    Ok(seq.map(CoinConfigId::from_seq))
+}
+
+fn insert_audit(conn: &Connection, seq: i64, action: &str, actor: &str, now_ms: i64, before: Option<String>, after: String) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO coin_config_audit (seq, action, client_id, at, before_json, after_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![seq, action, actor, now_ms, before, after])?;
+    Ok(())
+}
+
+fn allocate_one(conn: &Connection, cmd: &AllocateCmd) -> StoreResult<AllocateOk> {
+    let company = cmd.company.as_str();
+    let user = cmd.user.as_str();
+    let event = cmd.event.as_str();
+
+    let previous: Option<(String, String, Option<String>, i64)> = conn
+        .prepare_cached("SELECT kind, user_id, event, coins FROM requests WHERE company_id = ?1 AND request_id = ?2")?
+        .query_row(params![company, cmd.request_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    if let Some((kind, prev_user, prev_event, coins)) = previous {
+        return if kind == "ALLOCATE" && prev_user == user && prev_event.as_deref() == Some(event) {
+            Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins) })
+        } else {
+            Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into())
+        };
+    }
+
+    let candidates: Vec<CoinConfig> = conn
+        .prepare_cached(&format!(
+            "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ?1 \
+             AND (configuration = 'DEFAULT' OR (configuration = 'CUSTOM' AND company_id = ?2))"
+        ))?
+        .query_map(params![event, company], config_from_row)?
+        .collect::<Result<_, _>>()?;
+    let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
+    let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
+    let Some(config) = cfg::resolve(custom, default) else {
+        return Err(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }.into());
+    };
+
+    let owner: Option<(String, i64)> = conn
+        .prepare_cached("SELECT company_id, balance FROM users WHERE user_id = ?1")?
+        .query_row(params![user], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((owner_company, _)) = &owner {
+        if owner_company != company {
+            return Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }.into());
+        }
+    }
+
+    check_caps(conn, cmd, config)?;
+
+    let amount = config.values.amount;
+    let old_balance = Coins::from_stored(owner.as_ref().map_or(0, |(_, b)| *b));
+    let balance = old_balance.checked_add(amount).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
+    let expires_at = cfg::expiry_for(cmd.now_ms, config.values.validity_days);
+
+    conn.prepare_cached(
+        "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at) \
+         VALUES (?1, ?2, 'ALLOCATE', ?3, ?4, ?5, '', ?6)",
+    )?
+    .execute(params![company, cmd.request_id.as_str(), user, event, amount.get(), cmd.now_ms])?;
+    conn.prepare_cached(
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+         VALUES (?1, ?2, 'ALLOCATE', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        company,
+        user,
+        amount.get(),
+        balance.get(),
+        event,
+        cmd.request_id.as_str(),
+        config.id.to_string(),
+        cmd.now_ms,
+        expires_at
+    ])?;
+    let entry_id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+    )?
+    .execute(params![company, user, entry_id, amount.get(), expires_at, cmd.now_ms])?;
+    if owner.is_some() {
+        conn.prepare_cached(
+            "UPDATE users SET balance = ?3, lifetime_earned = lifetime_earned + ?4 WHERE company_id = ?1 AND user_id = ?2",
+        )?
+        .execute(params![company, user, balance.get(), amount.get()])?;
+    } else {
+        conn.prepare_cached(
+            "INSERT INTO users (company_id, user_id, balance, lifetime_earned, created_at) VALUES (?1, ?2, ?3, ?3, ?4)",
+        )?
+        .execute(params![company, user, balance.get(), cmd.now_ms])?;
+    }
+    Ok(AllocateOk::Allocated { coins: amount, balance, entry_id })
+}
+
+/// SPEC §5 caps: allocations of this event to this user, per UTC day and ever.
+fn check_caps(conn: &Connection, cmd: &AllocateCmd, config: &CoinConfig) -> StoreResult<()> {
+    let count_since = |since: i64| -> StoreResult<i64> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM ledger_entries WHERE company_id = ?1 AND user_id = ?2 AND event = ?3 \
+                 AND type = 'ALLOCATE' AND created_at >= ?4",
+            )?
+            .query_row(params![cmd.company.as_str(), cmd.user.as_str(), cmd.event.as_str(), since], |r| r.get(0))?)
+    };
+    if let Some(cap) = config.values.max_per_user_per_day {
+        if count_since(cfg::utc_day_start(cmd.now_ms))? >= cap {
+            return Err(Refusal::LimitReached(super::cap_message(cmd, "maxPerUserPerDay", cap)).into());
+        }
+    }
+    if let Some(cap) = config.values.max_per_user {
+        if count_since(i64::MIN)? >= cap {
+            return Err(Refusal::LimitReached(super::cap_message(cmd, "maxPerUser", cap)).into());
+        }
+    }
+    Ok(())
+}
+
+/// Counts a failure unless the subject is locked; locks when the count reaches the maximum, and a
+/// failure after an expired lock starts counting again at 1.
+macro_rules! lockout_update {
+    ($table:literal, $filter:literal) => {
+        concat!(
+            "UPDATE ", $table, " SET ",
+            "failed_attempts = CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1 ELSE failed_attempts + 1 END, ",
+            "locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN NULL ",
+            "WHEN failed_attempts + 1 >= ?2 THEN ?1 + ?3 ELSE locked_until END ",
+            "WHERE ", $filter, " AND (locked_until IS NULL OR locked_until <= ?1)"
+        )
+    };
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.write(|conn| apply_migrations(conn, migrate::SQLITE)).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn insert_client(&self, c: ClientRecord) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    c.client_id,
+                    c.name,
+                    c.secret_hash,
+                    c.admin,
+                    join_companies(&c.companies),
+                    c.created_at_ms,
+                    c.revoked_at_ms,
+                    c.failed_attempts,
+                    c.locked_until_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        let id = client_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"))?
+                .query_row(params![id], client_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, client_id"))?
+                .query_map([], client_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn count_clients(&self) -> StoreResult<i64> {
+        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0))?)).await
+    }
+
+    async fn revoke_client(&self, client_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let id = client_id.to_owned();
+        self.write(move |conn| {
+            let n = conn.execute("UPDATE clients SET revoked_at = ?2 WHERE client_id = ?1 AND revoked_at IS NULL", params![id, now_ms])?;
+            conn.execute("DELETE FROM tokens WHERE client_id = ?1", params![id])?;
+            let exists: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = ?1)", params![id], |r| r.get(0))?;
+            Ok(n > 0 || exists)
+        })
+        .await
+    }
+
+    async fn upsert_password_user(&self, client_id: &str, username: &str, password_hash: &str, now_ms: i64) -> StoreResult<bool> {
+        let (client_id, username, hash) = (client_id.to_owned(), username.to_owned(), password_hash.to_owned());
+        self.write(move |conn| {
+            let exists: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = ?1)", params![client_id], |r| r.get(0))?;
+            if !exists {
+                return Ok(false);
+            }
+            conn.execute(
+                "INSERT INTO password_users (client_id, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (client_id, username) DO UPDATE SET password_hash = excluded.password_hash, \
+                 failed_attempts = 0, locked_until = NULL",
+                params![client_id, username, hash, now_ms],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn get_password_user(&self, client_id: &str, username: &str) -> StoreResult<Option<PasswordUserRecord>> {
+        let (client_id, username) = (client_id.to_owned(), username.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT client_id, username, password_hash, failed_attempts, locked_until FROM password_users \
+                     WHERE client_id = ?1 AND username = ?2",
+                )?
+                .query_row(params![client_id, username], |r| {
+                    Ok(PasswordUserRecord {
+                        client_id: r.get(0)?,
+                        username: r.get(1)?,
+                        password_hash: r.get(2)?,
+                        failed_attempts: r.get(3)?,
+                        locked_until_ms: r.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn record_auth_failure(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<()> {
+        let (max, lock) = (policy.max_failures, policy.lock_ms);
+        match who {
+            AuthSubject::Client(id) => {
+                let id = id.to_owned();
+                self.write(move |conn| {
+                    conn.prepare_cached(lockout_update!("clients", "client_id = ?4"))?.execute(params![now_ms, max, lock, id])?;
+                    Ok(())
+                })
+                .await
+            }
+            AuthSubject::PasswordUser { client_id, username } => {
+                let (client_id, username) = (client_id.to_owned(), username.to_owned());
+                self.write(move |conn| {
+                    conn.prepare_cached(lockout_update!("password_users", "client_id = ?4 AND username = ?5"))?
+                        .execute(params![now_ms, max, lock, client_id, username])?;
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+
+    async fn record_auth_success(&self, who: AuthSubject<'_>) -> StoreResult<()> {
+        let (sql, keys): (&str, Vec<String>) = match who {
+            AuthSubject::Client(id) => (
+                "UPDATE clients SET failed_attempts = 0, locked_until = NULL WHERE client_id = ?1 AND failed_attempts > 0",
+                vec![id.to_owned()],
+            ),
+            AuthSubject::PasswordUser { client_id, username } => (
+                "UPDATE password_users SET failed_attempts = 0, locked_until = NULL \
+                 WHERE client_id = ?1 AND username = ?2 AND failed_attempts > 0",
+                vec![client_id.to_owned(), username.to_owned()],
+            ),
+        };
+        self.write(move |conn| {
+            conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(keys.iter()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_tokens(&self, tokens: Vec<TokenRecord>) -> StoreResult<()> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO tokens (token_hash, kind, client_id, username, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for t in &tokens {
+                stmt.execute(params![t.token_hash, t.kind.as_str(), t.client_id, t.username, t.created_at_ms, t.expires_at_ms])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lookup_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<(TokenRecord, ClientRecord)>> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn| {
+            let cols = CLIENT_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {cols}, t.username, t.created_at, t.expires_at FROM tokens t JOIN clients c ON c.client_id = t.client_id \
+                     WHERE t.token_hash = ?1 AND t.kind = 'access' AND t.expires_at > ?2 AND c.revoked_at IS NULL"
+                ))?
+                .query_row(params![hash, now_ms], |r| {
+                    let client = client_from_row(r)?;
+                    Ok((
+                        TokenRecord {
+                            token_hash: hash.clone(),
+                            kind: TokenKind::Access,
+                            client_id: client.client_id.clone(),
+                            username: r.get(9)?,
+                            created_at_ms: r.get(10)?,
+                            expires_at_ms: r.get(11)?,
+                        },
+                        client,
+                    ))
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn consume_refresh_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>> {
+        let hash = token_hash.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE tokens SET used_at = ?2 WHERE token_hash = ?1 AND kind = 'refresh' AND used_at IS NULL AND expires_at > ?2 \
+                     RETURNING client_id, username, created_at, expires_at",
+                )?
+                .query_row(params![hash, now_ms], |r| {
+                    Ok(TokenRecord {
+                        token_hash: hash.clone(),
+                        kind: TokenKind::Refresh,
+                        client_id: r.get(0)?,
+                        username: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                        expires_at_ms: r.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_config(&self, values: ConfigValues, actor: &str, now_ms: i64) -> StoreResult<CoinConfig> {
+        let actor = actor.to_owned();
+        self.write(move |conn| {
+            if let Some(existing) = conflicting_config(conn, &values, -1)? {
+                return Err(duplicate(existing, &values).into());
+            }
+            let v = &values;
+            conn.prepare_cached(
+                "INSERT INTO coin_configs (configuration, company_id, event, amount, validity_days, max_per_user_per_day, \
+                 max_per_user, active, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+            )?
+            .execute(params![
+                v.kind.as_str(),
+                v.company_id.as_str(),
+                v.event.as_str(),
+                v.amount.get(),
+                v.validity_days,
+                v.max_per_user_per_day,
+                v.max_per_user,
+                v.active,
+                now_ms
+            ])?;
+            let seq = conn.last_insert_rowid();
+            insert_audit(conn, seq, "CREATE", &actor, now_ms, None, audit_json(v))?;
+            Ok(CoinConfig { id: CoinConfigId::from_seq(seq), values, version: 1 })
+        })
+        .await
+    }
+
+    async fn get_config(&self, id: CoinConfigId) -> StoreResult<Option<CoinConfig>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = ?1"))?
+                .query_row(params![id.seq()], config_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn update_config(&self, id: CoinConfigId, expected_version: i64, values: ConfigValues, actor: &str, now_ms: i64) -> StoreResult<CoinConfig> {
+        let actor = actor.to_owned();
+        self.write(move |conn| {
+            let before = conn
+                .prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = ?1"))?
+                .query_row(params![id.seq()], config_from_row)
+                .optional()?
+                .ok_or_else(|| Refusal::UnknownConfig(id.to_string()))?;
+            if before.version != expected_version {
+                return Err(Refusal::ConcurrentUpdate(id).into());
+            }
+            if let Some(existing) = conflicting_config(conn, &values, id.seq())? {
+                return Err(duplicate(existing, &values).into());
+            }
+            let v = &values;
+            conn.prepare_cached(
+                "UPDATE coin_configs SET configuration = ?2, company_id = ?3, event = ?4, amount = ?5, validity_days = ?6, \
+                 max_per_user_per_day = ?7, max_per_user = ?8, active = ?9, version = version + 1, updated_at = ?10 WHERE seq = ?1",
+            )?
+            .execute(params![
+                id.seq(),
+                v.kind.as_str(),
+                v.company_id.as_str(),
+                v.event.as_str(),
+                v.amount.get(),
+                v.validity_days,
+                v.max_per_user_per_day,
+                v.max_per_user,
+                v.active,
+                now_ms
+            ])?;
+            insert_audit(conn, id.seq(), "UPDATE", &actor, now_ms, Some(audit_json(&before.values)), audit_json(v))?;
+            Ok(CoinConfig { id, values, version: expected_version + 1 })
+        })
+        .await
+    }
+
+    async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
+        let n = cmds.len();
+        let outcome = self
+            .write(move |conn| Ok(cmds.iter().map(|cmd| in_savepoint(conn, || allocate_one(conn, cmd))).collect::<Vec<_>>()))
+            .await;
+        match outcome {
+            Ok(results) => results,
+            Err(e) => {
+                let text = e.to_string();
+                (0..n).map(|_| Err(StoreError::Unavailable(text.clone()))).collect()
+            }
+        }
+    }
+
+    async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
+        let user = user.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(super::BALANCE_SQL_SQLITE)?
+                .query_row(params![user.as_str(), now_ms], |r| {
+                    Ok(UserBalance { company: CompanyId::from_trusted(r.get(0)?), balance: Coins::from_stored(r.get(1)?) })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        self.read(|conn| {
+            let mut report = VerifyReport {
+                users_checked: conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?,
+                entries_checked: conn.query_row("SELECT COUNT(*) FROM ledger_entries", [], |r| r.get(0))?,
+                problems: Vec::new(),
+            };
+            for (sql, what) in super::VERIFY_CHECKS {
+                let mut stmt = conn.prepare(sql)?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                for row in rows {
+                    report.problems.push(format!("{what}: {}", row?));
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
+}
+
+fn apply_migrations(conn: &Connection, migrations: &[Migration]) -> StoreResult<()> {
+    conn.execute_batch(migrate::CREATE_TABLE)?;
+    for m in migrations {
+        let done: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", params![m.version], |r| r.get(0))?;
+        if !done {
+            conn.execute_batch(m.sql)?;
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![m.version, m.name, crate::clock::system_now_ms()],
+            )?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+    }
+    Ok(())
+}
