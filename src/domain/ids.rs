@@ -155,7 +155,8 @@ mod tests {
     proptest! {
         #[test]
         fn any_string_from_the_alphabet_is_a_valid_user_id(s in "[A-Za-z0-9_.:@-]{1,64}") {
-            prop_assert_eq!(UserId::parse(&s).unwrap().as_str(), s.as_str());
+            let id = UserId::parse(&s).unwrap();
+            prop_assert_eq!(id.as_str(), s.as_str());
         }
 
         #[test]

@@ -14,6 +14,11 @@ use crate::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 /// Largest JSON body accepted by single-item endpoints (SPEC §2: 64 KiB).
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 
+/// Oversized bodies up to this size are read and discarded before the 413 is sent: a server that
+/// closes while the client is still uploading can make the client's kernel reset the connection
+/// and lose the 413. Larger ones are cut off (the reset is then the cheaper outcome).
+const DRAIN_BYTES_MAX: usize = 1024 * 1024;
+
 /// A JSON object body, checked for content type (415), size (413) and syntax (400).
 pub struct JsonObject(pub Map<String, Value>);
 
@@ -41,6 +46,9 @@ pub async fn read_object(req: Request, limit: usize) -> Result<Map<String, Value
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        if declared.is_some_and(|n| n <= DRAIN_BYTES_MAX) {
+            let _ = axum::body::to_bytes(req.into_body(), DRAIN_BYTES_MAX).await;
+        }
         return Err(ApiError::payload_too_large(limit));
     }
     let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError::payload_too_large(limit))?;

@@ -1,0 +1,12 @@
+//! One integration test binary (faster to link than one per file): the real server over HTTP,
+//! every test on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod allocate;
+mod cli;
+mod configs;
+mod concurrency;
+mod errors;
+mod model;
+mod oauth;
