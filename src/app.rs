@@ -15,27 +15,75 @@ use crate::store::Store;
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
+    sweeper: Sweeper,
+}
+
+/// The expiry sweeper: every interval, writes the EXPIRE entries of lots past expiry. Reads never
+/// wait for it (they leave expired coins out themselves); it makes the ledger say so. Safe in
+/// several processes at once: each user's lots are expired under that user's lock, once.
+struct Sweeper {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    interval: std::time::Duration,
+}
+
+impl Sweeper {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            // A pass handles a bounded number of users; keep going while there is work, unless told to stop.
+            loop {
+                match self.store.sweep_expired(self.clock.now_ms()).await {
+                    Ok(0) => break,
+                    Ok(lots) => tracing::info!(lots, "expired lots"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "expiry sweep failed; retrying next interval");
+                        break;
+                    }
+                }
+                if *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl App {
     pub async fn build(settings: &ServeSettings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> std::io::Result<App> {
         let listener = TcpListener::bind(settings.listen).await?;
+        let sweeper = Sweeper { store: store.clone(), clock: clock.clone(), interval: settings.sweep_interval };
         let state = AppState {
             store,
             clock,
             settings: Arc::new(HttpSettings { token_ttl_secs: settings.token_ttl_secs, lockout: settings.lockout }),
             tokens: Arc::default(),
         };
-        Ok(App { listener, router: http::router(state) })
+        Ok(App { listener, router: http::router(state), sweeper })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests end.
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests end and
+    /// stops the sweeper between passes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(self.sweeper.run(stop_rx));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        let _ = sweeper.await;
+        served
     }
 }
 

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "COINS_LOCKOUT_SECS", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
     pub lockout_secs: i64,
 
+    /// Seconds between expiry sweeps (reads leave expired coins out even before a sweep).
+    #[arg(long, env = "COINS_SWEEP_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sweep_interval_secs: u64,
+
     /// Admin client id to make sure exists at start-up (with COINS_ADMIN_CLIENT_SECRET).
     #[arg(long, env = "COINS_ADMIN_CLIENT_ID", hide_env_values = true)]
     pub admin_client_id: Option<String>,

@@ -40,6 +40,7 @@ pub struct ServeSettings {
     pub token_ttl_secs: i64,
     pub lockout: LockoutPolicy,
     pub admin: Option<(String, Secret)>,
+    pub sweep_interval: std::time::Duration,
 }
 
 impl ServeSettings {
@@ -54,6 +55,7 @@ impl ServeSettings {
             token_ttl_secs: args.token_ttl_secs,
             lockout: LockoutPolicy { max_failures: args.lockout_failures, lock_ms: args.lockout_secs * 1000 },
             admin,
+            sweep_interval: std::time::Duration::from_secs(args.sweep_interval_secs),
         })
     }
 
@@ -64,6 +66,7 @@ impl ServeSettings {
             token_ttl_secs: 3600,
             lockout: LockoutPolicy { max_failures: 5, lock_ms: 900_000 },
             admin: None,
+            sweep_interval: std::time::Duration::from_secs(60),
         }
     }
 }

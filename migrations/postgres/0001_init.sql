@@ -83,9 +83,12 @@ CREATE TABLE requests (
     event       TEXT,
     coins       BIGINT NOT NULL,
     fingerprint TEXT NOT NULL,
+    original_request_id TEXT,
+    response    TEXT,
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (company_id, request_id)
 );
+CREATE UNIQUE INDEX requests_one_reversal ON requests (company_id, original_request_id) WHERE kind = 'REVERSE';
 
 CREATE TABLE ledger_entries (
     entry_id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -130,4 +133,14 @@ CREATE TABLE lot_moves (
     lot_id   BIGINT NOT NULL REFERENCES lots (lot_id),
     coins    BIGINT NOT NULL,
     PRIMARY KEY (entry_id, lot_id)
+);
+CREATE INDEX lot_moves_by_lot ON lot_moves (lot_id);
+
+-- What one coin is worth, per company; company_id '' holds the installation-wide default.
+CREATE TABLE coin_values (
+    company_id           TEXT PRIMARY KEY,
+    currency             TEXT NOT NULL,
+    minor_units_per_coin BIGINT NOT NULL CHECK (minor_units_per_coin >= 1),
+    updated_by           TEXT NOT NULL,
+    updated_at           BIGINT NOT NULL
 );

@@ -85,9 +85,13 @@ CREATE TABLE requests (
     event       TEXT,
     coins       INTEGER NOT NULL,
     fingerprint TEXT NOT NULL,                -- further parameters a replay must repeat
+    original_request_id TEXT,                 -- for REVERSE: the request it reverses
+    response    TEXT,                         -- the original response payload, replayed verbatim
     created_at  INTEGER NOT NULL,
     PRIMARY KEY (company_id, request_id)
 );
+-- A request is reversed at most once, even when two reversals race.
+CREATE UNIQUE INDEX requests_one_reversal ON requests (company_id, original_request_id) WHERE kind = 'REVERSE';
 
 CREATE TABLE ledger_entries (
     entry_id       INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,4 +136,14 @@ CREATE TABLE lot_moves (
     lot_id   INTEGER NOT NULL REFERENCES lots (lot_id),
     coins    INTEGER NOT NULL,                 -- signed, like the entry
     PRIMARY KEY (entry_id, lot_id)
+);
+CREATE INDEX lot_moves_by_lot ON lot_moves (lot_id);
+
+-- What one coin is worth, per company; company_id '' holds the installation-wide default.
+CREATE TABLE coin_values (
+    company_id           TEXT PRIMARY KEY,
+    currency             TEXT NOT NULL,
+    minor_units_per_coin INTEGER NOT NULL CHECK (minor_units_per_coin >= 1),
+    updated_by           TEXT NOT NULL,
+    updated_at           INTEGER NOT NULL
 );

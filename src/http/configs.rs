@@ -1,7 +1,9 @@
 //! Coin configurations (SPEC §4, §5): create, read and change, with DEFAULT/CUSTOM scoping.
 
+use std::collections::HashMap;
+
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State, rejection::QueryRejection};
 use serde::Serialize;
 
 use super::auth::Auth;
@@ -9,8 +11,8 @@ use super::error::ApiError;
 use super::extract::{Fields, JsonObject};
 use super::{AppState, Envelope};
 use crate::domain::config::ConfigValues;
-use crate::domain::{CoinConfig, CoinConfigId, ConfigKind};
-use crate::store::{Refusal, StoreError};
+use crate::domain::{CoinConfig, CoinConfigId, CompanyId, ConfigKind, EventName};
+use crate::store::{ConfigFilter, Refusal, StoreError};
 
 /// The configuration object on the wire: EnKash's five fields first, then ours (SPEC §5).
 #[derive(Serialize)]
@@ -141,4 +143,51 @@ pub async fn patch(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `GET /api/v0/enkash-coins?companyId=&event=&configuration=`: every configuration the caller
+/// may read (DEFAULTs and, for company clients, their own CUSTOMs), by id.
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Envelope<Vec<ConfigView>>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::validation(format!("bad query string: {e}")))?;
+    let filter = ConfigFilter {
+        company: q.get("companyId").map(|c| CompanyId::parse(c).map_err(|_| ApiError::validation(format!("companyId must be {}", CompanyId::RULE)))).transpose()?,
+        event: q.get("event").map(|e| EventName::parse(e).map_err(|_| ApiError::validation(format!("event must be {}", EventName::RULE)))).transpose()?,
+        kind: q.get("configuration").map(|k| ConfigKind::parse(k).ok_or_else(|| ApiError::validation("configuration must be DEFAULT or CUSTOM"))).transpose()?,
+    };
+    let configs = state.store.list_configs(filter).await?;
+    Ok(Envelope::ok(configs.iter().filter(|c| authorize_read(&auth, c).is_ok()).map(ConfigView::from).collect()))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    action: String,
+    client_id: String,
+    at: String,
+    before: Option<serde_json::Value>,
+    after: serde_json::Value,
+}
+
+/// `GET /api/v0/enkash-coins/{coinConfigId}/history`: every create and change, oldest first.
+pub async fn history(State(state): State<AppState>, auth: Auth, Path(raw): Path<String>) -> Result<Json<Envelope<Vec<AuditView>>>, ApiError> {
+    let id = parse_id(&raw)?;
+    let config = state.store.get_config(id).await?.ok_or(Refusal::UnknownConfig(raw))?;
+    authorize_read(&auth, &config)?;
+    let parse = |s: &str| serde_json::from_str(s).map_err(ApiError::internal);
+    let records = state.store.config_history(id).await?;
+    let mut views = Vec::with_capacity(records.len());
+    for r in records {
+        views.push(AuditView {
+            action: r.action,
+            client_id: r.client_id,
+            at: crate::clock::rfc3339(r.at_ms),
+            before: r.before_json.as_deref().map(parse).transpose()?,
+            after: parse(&r.after_json)?,
+        });
+    }
+    Ok(Envelope::ok(views))
 }

@@ -84,6 +84,11 @@ impl From<Refusal> for ApiError {
             Refusal::ConfigNotFound { .. } | Refusal::UnknownConfig(_) => {
                 return ApiError::not_found("COIN_CONFIG_NOT_FOUND", r.to_string());
             }
+            Refusal::UserNotFound(_) => return ApiError::not_found("USER_NOT_FOUND", r.to_string()),
+            Refusal::OriginalNotFound(_) => return ApiError::not_found("NOT_FOUND", r.to_string()),
+            Refusal::InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
+            Refusal::AlreadyReversed(_) => "ALREADY_REVERSED",
+            Refusal::NotReversible(_) => "NOT_REVERSIBLE",
             Refusal::DuplicateConfig { .. } => "DUPLICATE_COIN_CONFIG",
             Refusal::RequestIdConflict(_) => "REQUEST_ID_CONFLICT",
             Refusal::UserCompanyMismatch { .. } => "USER_COMPANY_MISMATCH",

@@ -2,7 +2,7 @@
 //!
 //! - `error.rs`: the one error type and its envelope.
 //! - `extract.rs`: JSON bodies and validated fields; `auth.rs`: bearer tokens.
-//! - `oauth.rs`, `configs.rs`, `coins.rs`, `health.rs`: one module per resource.
+//! - `oauth.rs`, `configs.rs`, `coins.rs`, `lifecycle.rs`, `health.rs`: one module per resource.
 
 pub mod auth;
 pub mod coins;
@@ -10,6 +10,7 @@ pub mod configs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod lifecycle;
 pub mod oauth;
 
 use std::sync::Arc;
@@ -62,8 +63,16 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/api/v0/enkash-coins/create-coins-config", post(configs::create))
         .route("/api/v0/enkash-coins/allocate-coin", post(coins::allocate))
+        .route("/api/v0/enkash-coins/allocate-coins", post(lifecycle::allocate_many))
+        .route("/api/v0/enkash-coins", get(configs::list))
         .route("/api/v0/enkash-coins/{coinConfigId}", get(configs::get).patch(configs::patch))
+        .route("/api/v0/enkash-coins/{coinConfigId}/history", get(configs::history))
         .route("/api/v0/coins/balance", get(coins::balance))
+        .route("/api/v0/coins/redeem", post(lifecycle::redeem))
+        .route("/api/v0/coins/reverse", post(lifecycle::reverse))
+        .route("/api/v0/coins/coin-value", get(lifecycle::get_coin_value).put(lifecycle::put_coin_value))
+        .route("/api/v0/coins/users/{userId}", get(lifecycle::user))
+        .route("/api/v0/coins/transactions", get(lifecycle::transactions))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)

@@ -40,6 +40,16 @@ pub enum Refusal {
     BalanceOverflow(UserId),
     #[error("configuration {0} was changed concurrently; retry")]
     ConcurrentUpdate(CoinConfigId),
+    #[error("userId {0} has never been credited")]
+    UserNotFound(UserId),
+    #[error("userId {user} has {available} coins available, {needed} are needed")]
+    InsufficientBalance { user: UserId, needed: i64, available: i64 },
+    #[error("originalRequestId {0} was already reversed")]
+    AlreadyReversed(RequestId),
+    #[error("originalRequestId {0} not found for this company")]
+    OriginalNotFound(RequestId),
+    #[error("originalRequestId {0} is itself a reversal and cannot be reversed")]
+    NotReversible(RequestId),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +170,159 @@ pub enum AllocateOk {
     Replayed { coins: Coins },
 }
 
+/// How a redemption names its amount (SPEC §5): exactly one of the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemAmount {
+    Coins(Coins),
+    /// Currency minor units; the coins needed are rounded up at the company's coin value.
+    Minor(i64),
+}
+
+impl RedeemAmount {
+    /// What a replay must repeat besides the user.
+    pub fn fingerprint(self) -> String {
+        match self {
+            RedeemAmount::Coins(c) => format!("coins={c}"),
+            RedeemAmount::Minor(m) => format!("amountMinor={m}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedeemCmd {
+    pub company: CompanyId,
+    pub user: UserId,
+    pub request_id: RequestId,
+    pub amount: RedeemAmount,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseCmd {
+    pub company: CompanyId,
+    pub request_id: RequestId,
+    pub original: RequestId,
+    pub now_ms: i64,
+}
+
+/// The redemption response payload; stored with the request so a replay repeats it exactly.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedeemReceipt {
+    pub request_id: String,
+    pub coins: i64,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub balance: i64,
+}
+
+/// The reversal response payload. `coins` is signed like the ledger entry: negative when an
+/// allocation is taken back, positive when a redemption is given back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReverseReceipt {
+    pub request_id: String,
+    pub original_request_id: String,
+    pub coins: i64,
+    pub balance: i64,
+}
+
+/// An idempotent operation's answer: newly applied, or the stored answer of the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<T> {
+    pub receipt: T,
+    pub replayed: bool,
+}
+
+/// What one coin is worth for a company (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinValue {
+    /// `None`: the installation-wide default.
+    pub company: Option<CompanyId>,
+    pub currency: String,
+    pub minor_units_per_coin: i64,
+}
+
+/// Until set: INR, 100 minor units (1 coin = ₹1).
+pub const DEFAULT_CURRENCY: &str = "INR";
+pub const DEFAULT_MINOR_UNITS_PER_COIN: i64 = 100;
+
+/// The key a company's coin value is stored under; '' is the default (no company id is empty).
+pub(crate) fn coin_value_key(company: Option<&CompanyId>) -> &str {
+    company.map_or("", CompanyId::as_str)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub user: UserId,
+    pub company: CompanyId,
+    pub balance: i64,
+    pub lifetime_earned: i64,
+    pub lifetime_redeemed: i64,
+    pub lifetime_expired: i64,
+    /// `(coins, expires_at_ms)` of lots expiring within the window, soonest first.
+    pub expiring_soon: Vec<(i64, i64)>,
+}
+
+/// Days ahead that `expiringSoon` looks (SPEC §5).
+pub const EXPIRING_SOON_DAYS: i64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub entry_id: i64,
+    pub kind: String,
+    pub coins: i64,
+    pub balance_after: i64,
+    pub event: Option<String>,
+    pub request_id: Option<String>,
+    pub coin_config_id: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub action: String,
+    pub client_id: String,
+    pub at_ms: i64,
+    pub before_json: Option<String>,
+    pub after_json: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFilter {
+    pub company: Option<CompanyId>,
+    pub event: Option<EventName>,
+    pub kind: Option<crate::domain::ConfigKind>,
+}
+
+/// Largest `amountMinor` a redemption accepts (10^15 minor units: far above any purchase).
+pub const AMOUNT_MINOR_MAX: i64 = 1_000_000_000_000_000;
+
+/// The coin value stored as `(company_id, currency, minor_units)`, or the built-in default.
+pub(crate) fn coin_value_from(row: Option<(String, String, i64)>) -> CoinValue {
+    match row {
+        Some((company, currency, minor_units_per_coin)) => CoinValue {
+            company: (!company.is_empty()).then(|| CompanyId::from_trusted(company)),
+            currency,
+            minor_units_per_coin,
+        },
+        None => CoinValue { company: None, currency: DEFAULT_CURRENCY.to_owned(), minor_units_per_coin: DEFAULT_MINOR_UNITS_PER_COIN },
+    }
+}
+
+/// `(coins, amountMinor)` of a redemption at this coin value.
+pub(crate) fn redemption_amounts(amount: RedeemAmount, minor_per_coin: i64) -> StoreResult<(i64, i64)> {
+    let overflow = || StoreError::Refused(Refusal::LimitReached("the redemption amount is too large".into()));
+    match amount {
+        RedeemAmount::Coins(c) => Ok((c.get(), c.get().checked_mul(minor_per_coin).ok_or_else(overflow)?)),
+        RedeemAmount::Minor(m) => Ok((crate::domain::lots::coins_for_minor(m, minor_per_coin).ok_or_else(overflow)?, m)),
+    }
+}
+
+/// Users whose due lots one sweeper transaction expires, at most.
+pub const SWEEP_USERS_MAX: usize = 256;
+
 /// A user's coins as clients see them: stored balance less lots already past expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserBalance {
@@ -213,6 +376,30 @@ pub trait Store: Send + Sync + 'static {
     async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>>;
     /// `None` for a user never credited.
     async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>>;
+
+    /// Configurations matching every filter given, by id.
+    async fn list_configs(&self, filter: ConfigFilter) -> StoreResult<Vec<CoinConfig>>;
+    /// The audit trail of one configuration, oldest first.
+    async fn config_history(&self, id: CoinConfigId) -> StoreResult<Vec<AuditRecord>>;
+
+    async fn set_coin_value(&self, value: CoinValue, actor: &str, now_ms: i64) -> StoreResult<()>;
+    /// The value in force: the company's own, else the default, else INR 100.
+    async fn coin_value(&self, company: Option<&CompanyId>) -> StoreResult<CoinValue>;
+
+    /// Debits unexpired lots, soonest expiry first; exactly-once on (company, requestId).
+    async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>>;
+    /// Undoes an allocation or a redemption once; exactly-once on (company, requestId).
+    async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>>;
+
+    /// Writes the `EXPIRE` entries of this user's lots that are past expiry (if any), so that
+    /// the history read next agrees with the balance.
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()>;
+    /// One sweeper pass: expires the due lots of up to `SWEEP_USERS_MAX` users; returns the
+    /// number of lots expired (0 when nothing is due).
+    async fn sweep_expired(&self, now_ms: i64) -> StoreResult<u64>;
+    async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>>;
+    /// Newest first, entries with id below `before_entry_id` (keyset pagination).
+    async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>>;
 
     /// Recomputes every balance from the ledger and the lots (SPEC §6).
     async fn verify(&self) -> StoreResult<VerifyReport>;
@@ -314,6 +501,20 @@ pub(crate) const VERIFY_CHECKS: &[(&str, &str)] = &[
         "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
          FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind) <> 1",
         "request without exactly one ledger entry",
+    ),
+    (
+        "SELECT CAST(l.lot_id AS TEXT) || ' holds ' || CAST(l.remaining AS TEXT) || ' of ' || CAST(l.coins AS TEXT) \
+         || ', moves sum to ' || CAST(COALESCE(m.total, 0) AS TEXT) FROM lots l LEFT JOIN \
+         (SELECT lot_id, SUM(coins) AS total FROM lot_moves GROUP BY lot_id) m ON m.lot_id = l.lot_id \
+         WHERE l.remaining <> l.coins + COALESCE(m.total, 0)",
+        "lot remainder differs from its credit and moves",
+    ),
+    (
+        "SELECT CAST(e.entry_id AS TEXT) || ' (' || e.type || ') moves ' || CAST(e.coins AS TEXT) || ', its lot moves sum to ' \
+         || CAST(COALESCE(m.total, 0) AS TEXT) FROM ledger_entries e LEFT JOIN \
+         (SELECT entry_id, SUM(coins) AS total FROM lot_moves GROUP BY entry_id) m ON m.entry_id = e.entry_id \
+         WHERE e.type <> 'ALLOCATE' AND e.coins <> COALESCE(m.total, 0)",
+        "debit or restore differs from the lots it touched",
     ),
     (
         "SELECT e.company_id || '/' || e.request_id || ': entry ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e \

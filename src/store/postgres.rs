@@ -16,6 +16,7 @@ use tokio_postgres::{NoTls, Row, error::SqlState};
 use super::migrate;
 use super::*;
 use crate::domain::config::{self as cfg, ConfigValues};
+use crate::domain::lots::{self, OpenLot, debit_order};
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName, UserId};
 
 /// Connections per process; PostgreSQL's default max_connections (100) allows several processes.
@@ -50,6 +51,12 @@ enum TxError {
 impl From<tokio_postgres::Error> for TxError {
     fn from(e: tokio_postgres::Error) -> Self {
         TxError::Pg(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
     }
 }
 
@@ -622,18 +629,49 @@ impl Store for PgStore {
     }
 
     async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
-        let mut results = Vec::with_capacity(cmds.len());
-        for cmd in &cmds {
-            let cmd = cmd.clone();
-            results.push(
+        let n = cmds.len();
+        if n == 1 {
+            let cmd = cmds[0].clone();
+            return vec![
                 self.transact(move |tx| {
                     let cmd = cmd.clone();
                     Box::pin(async move { allocate_one(tx, &cmd).await })
                 })
                 .await,
-            );
+            ];
         }
-        results
+        // Several items share one transaction (one commit); each runs in a savepoint so a refusal
+        // or an item-level database error rolls back only that item. A deadlock retries them all.
+        let outcome = self
+            .transact(move |tx| {
+                let cmds = cmds.clone();
+                Box::pin(async move {
+                    let mut results = Vec::with_capacity(cmds.len());
+                    for cmd in &cmds {
+                        tx.batch_execute("SAVEPOINT item").await?;
+                        match allocate_one(tx, cmd).await {
+                            Ok(ok) => {
+                                tx.batch_execute("RELEASE SAVEPOINT item").await?;
+                                results.push(Ok(ok));
+                            }
+                            Err(TxError::Pg(e)) if is_retryable(&e) => return Err(TxError::Pg(e)),
+                            Err(e) => {
+                                tx.batch_execute("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item").await?;
+                                results.push(Err(StoreError::from(e)));
+                            }
+                        }
+                    }
+                    Ok(results)
+                })
+            })
+            .await;
+        match outcome {
+            Ok(results) => results,
+            Err(e) => {
+                let text = e.to_string();
+                (0..n).map(|_| Err(StoreError::Unavailable(text.clone()))).collect()
+            }
+        }
     }
 
     async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
@@ -643,6 +681,142 @@ impl Store for PgStore {
             .query_opt(&stmt, &[&user.as_str(), &now_ms])
             .await?
             .map(|r| UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }))
+    }
+
+    async fn list_configs(&self, filter: ConfigFilter) -> StoreResult<Vec<CoinConfig>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE ($1::TEXT IS NULL OR company_id = $1) AND ($2::TEXT IS NULL OR event = $2) \
+                 AND ($3::TEXT IS NULL OR configuration = $3) ORDER BY seq"
+            ))
+            .await?;
+        let company = filter.company.as_ref().map(CompanyId::as_str);
+        let event = filter.event.as_ref().map(EventName::as_str);
+        let kind = filter.kind.map(ConfigKind::as_str);
+        Ok(client.query(&stmt, &[&company, &event, &kind]).await?.iter().map(config_from_row).collect())
+    }
+
+    async fn config_history(&self, id: CoinConfigId) -> StoreResult<Vec<AuditRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT action, client_id, at, before_json, after_json FROM coin_config_audit WHERE seq = $1 ORDER BY audit_id", &[&id.seq()])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRecord { action: r.get(0), client_id: r.get(1), at_ms: r.get(2), before_json: r.get(3), after_json: r.get(4) })
+            .collect())
+    }
+
+    async fn set_coin_value(&self, value: CoinValue, actor: &str, now_ms: i64) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO coin_values (company_id, currency, minor_units_per_coin, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency, \
+                 minor_units_per_coin = excluded.minor_units_per_coin, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                &[&coin_value_key(value.company.as_ref()), &value.currency, &value.minor_units_per_coin, &actor, &now_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn coin_value(&self, company: Option<&CompanyId>) -> StoreResult<CoinValue> {
+        let client = self.client().await?;
+        Ok(coin_value_in(&client, company).await?)
+    }
+
+    async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
+        self.transact(move |tx| {
+            let cmd = cmd.clone();
+            Box::pin(async move { redeem_one(tx, &cmd).await })
+        })
+        .await
+    }
+
+    async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
+        self.transact(move |tx| {
+            let cmd = cmd.clone();
+            Box::pin(async move { reverse_one(tx, &cmd).await })
+        })
+        .await
+    }
+
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT l.company_id FROM users u JOIN lots l ON l.company_id = u.company_id AND l.user_id = u.user_id \
+                 WHERE u.user_id = $1 AND l.remaining > 0 AND l.expires_at <= $2 LIMIT 1",
+                &[&user.as_str(), &now_ms],
+            )
+            .await?;
+        drop(client);
+        if let Some(row) = row {
+            self.settle_user(row.get(0), user.to_string(), now_ms).await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep_expired(&self, now_ms: i64) -> StoreResult<u64> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT DISTINCT company_id, user_id FROM lots WHERE remaining > 0 AND expires_at <= $1 LIMIT {SWEEP_USERS_MAX}"),
+                &[&now_ms],
+            )
+            .await?;
+        let mut expired = 0;
+        for row in rows {
+            expired += self.settle_user(row.get(0), row.get(1), now_ms).await?;
+        }
+        Ok(expired)
+    }
+
+    async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>> {
+        let client = self.client().await?;
+        let Some(r) = client
+            .query_opt(
+                "SELECT u.company_id, u.balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
+                 COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT FROM users u WHERE u.user_id = $1",
+                &[&user.as_str(), &now_ms],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let company: String = r.get(0);
+        let unswept: i64 = r.get(5);
+        let soon = client
+            .query(
+                "SELECT remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
+                 AND expires_at > $3 AND expires_at <= $4 ORDER BY expires_at, lot_id",
+                &[&company, &user.as_str(), &now_ms, &(now_ms + EXPIRING_SOON_DAYS * cfg::DAY_MS)],
+            )
+            .await?;
+        Ok(Some(UserSummary {
+            user: user.clone(),
+            company: CompanyId::from_trusted(company),
+            balance: r.get::<_, i64>(1) - unswept,
+            lifetime_earned: r.get(2),
+            lifetime_redeemed: r.get(3),
+            lifetime_expired: r.get::<_, i64>(4) + unswept,
+            expiring_soon: soon.iter().map(|s| (s.get(0), s.get(1))).collect(),
+        }))
+    }
+
+    async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
+                 FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
+                 WHERE u.user_id = $1 AND e.entry_id < $2 ORDER BY e.entry_id DESC LIMIT $3",
+            )
+            .await?;
+        Ok(client.query(&stmt, &[&user.as_str(), &before_entry_id.unwrap_or(i64::MAX), &limit]).await?.iter().map(entry_from_row).collect())
     }
 
     async fn verify(&self) -> StoreResult<VerifyReport> {
@@ -679,4 +853,329 @@ impl PgStore {
             other => other,
         }
     }
+}
+
+// ---- Lifecycle: redemption, reversal, expiry, reads (SPEC §5) ----
+//
+// Lock order, the same in every operation, so concurrent ones cannot deadlock each other:
+// the request id (by inserting its row) -> the user's row (FOR UPDATE) -> the user's lots.
+
+struct PrevRequest {
+    kind: String,
+    user_id: String,
+    fingerprint: String,
+    original: Option<String>,
+    response: Option<String>,
+}
+
+async fn prev_request(tx: &Transaction<'_>, company: &str, request_id: &str) -> TxResult<Option<PrevRequest>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT kind, user_id, fingerprint, original_request_id, response FROM requests WHERE company_id = $1 AND request_id = $2",
+        )
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&company, &request_id]).await?.map(|r| PrevRequest {
+        kind: r.get(0),
+        user_id: r.get(1),
+        fingerprint: r.get(2),
+        original: r.get(3),
+        response: r.get(4),
+    }))
+}
+
+fn stored_receipt<T: serde::de::DeserializeOwned>(prev: &PrevRequest) -> TxResult<Applied<T>> {
+    let text = prev.response.as_deref().ok_or_else(|| TxError::Store(StoreError::Db("stored request has no response".into())))?;
+    let receipt = serde_json::from_str(text).map_err(|e| TxError::Store(StoreError::Db(format!("stored response: {e}"))))?;
+    Ok(Applied { receipt, replayed: true })
+}
+
+/// Locks the user's row and returns its balance; refuses unknown and other companies' users.
+async fn lock_account(tx: &Transaction<'_>, company: &CompanyId, user: &UserId) -> TxResult<i64> {
+    let stmt = tx.prepare_cached("SELECT company_id, balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
+    match tx.query_opt(&stmt, &[&user.as_str()]).await? {
+        None => Err(Refusal::UserNotFound(user.clone()).into()),
+        Some(r) if r.get::<_, &str>(0) != company.as_str() => {
+            Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into())
+        }
+        Some(r) => Ok(r.get(1)),
+    }
+}
+
+struct NewEntry<'a> {
+    company: &'a str,
+    user: &'a str,
+    kind: &'static str,
+    coins: i64,
+    balance_after: i64,
+    event: Option<&'a str>,
+    request_id: Option<&'a str>,
+    coin_config_id: Option<&'a str>,
+    now_ms: i64,
+    expires_at: Option<i64>,
+}
+
+async fn insert_entry(tx: &Transaction<'_>, e: &NewEntry<'_>) -> TxResult<i64> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING entry_id",
+        )
+        .await?;
+    Ok(tx
+        .query_one(
+            &stmt,
+            &[&e.company, &e.user, &e.kind, &e.coins, &e.balance_after, &e.event, &e.request_id, &e.coin_config_id, &e.now_ms, &e.expires_at],
+        )
+        .await?
+        .get(0))
+}
+
+async fn apply_moves(tx: &Transaction<'_>, entry_id: i64, moves: &[(i64, i64)]) -> TxResult<()> {
+    let update = tx.prepare_cached("UPDATE lots SET remaining = remaining + $2 WHERE lot_id = $1").await?;
+    let record = tx.prepare_cached("INSERT INTO lot_moves (entry_id, lot_id, coins) VALUES ($1, $2, $3)").await?;
+    for &(lot_id, coins) in moves {
+        tx.execute(&update, &[&lot_id, &coins]).await?;
+        tx.execute(&record, &[&entry_id, &lot_id, &coins]).await?;
+    }
+    Ok(())
+}
+
+async fn set_balance(tx: &Transaction<'_>, company: &str, user: &str, balance: i64, column: &str, delta: i64) -> TxResult<()> {
+    // `column` is one of our own lifetime_* names, never user input.
+    let stmt = tx
+        .prepare_cached(&format!("UPDATE users SET balance = $3, {column} = {column} + $4 WHERE company_id = $1 AND user_id = $2"))
+        .await?;
+    tx.execute(&stmt, &[&company, &user, &balance, &delta]).await?;
+    Ok(())
+}
+
+/// Writes one EXPIRE entry per due lot. The caller holds the user's row lock.
+async fn expire_user(tx: &Transaction<'_>, company: &str, user: &str, balance: i64, now_ms: i64) -> TxResult<(u64, i64)> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT l.lot_id, l.remaining, l.expires_at, e.event, e.coin_config_id FROM lots l \
+             JOIN ledger_entries e ON e.entry_id = l.entry_id \
+             WHERE l.company_id = $1 AND l.user_id = $2 AND l.remaining > 0 AND l.expires_at <= $3 ORDER BY l.expires_at, l.lot_id",
+        )
+        .await?;
+    let due = tx.query(&stmt, &[&company, &user, &now_ms]).await?;
+    if due.is_empty() {
+        return Ok((0, balance));
+    }
+    let mut balance = balance;
+    let mut expired = 0;
+    for row in &due {
+        let (lot_id, remaining, expires_at): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        balance -= remaining;
+        expired += remaining;
+        let entry = NewEntry {
+            company,
+            user,
+            kind: "EXPIRE",
+            coins: -remaining,
+            balance_after: balance,
+            event: row.get(3),
+            request_id: None,
+            coin_config_id: row.get(4),
+            now_ms,
+            expires_at: Some(expires_at),
+        };
+        let entry_id = insert_entry(tx, &entry).await?;
+        apply_moves(tx, entry_id, &[(lot_id, -remaining)]).await?;
+    }
+    set_balance(tx, company, user, balance, "lifetime_expired", expired).await?;
+    Ok((due.len() as u64, balance))
+}
+
+async fn open_lots(tx: &Transaction<'_>, company: &str, user: &str, now_ms: i64) -> TxResult<Vec<OpenLot>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT lot_id, remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .await?;
+    let mut lots: Vec<OpenLot> = tx
+        .query(&stmt, &[&company, &user, &now_ms])
+        .await?
+        .iter()
+        .map(|r| OpenLot { lot_id: r.get(0), remaining: r.get(1), expires_at: r.get(2) })
+        .collect();
+    lots.sort_by(debit_order);
+    Ok(lots)
+}
+
+async fn coin_value_in(client: &impl GenericClient, company: Option<&CompanyId>) -> TxResult<CoinValue> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT company_id, currency, minor_units_per_coin FROM coin_values WHERE company_id IN ($1, '') ORDER BY company_id DESC LIMIT 1",
+        )
+        .await?;
+    let row = client.query_opt(&stmt, &[&coin_value_key(company)]).await?;
+    Ok(coin_value_from(row.map(|r| (r.get(0), r.get(1), r.get(2)))))
+}
+
+/// Claims a request id; `false` if another request (committed, or committing now) holds it.
+async fn claim_request(
+    tx: &Transaction<'_>,
+    company: &str,
+    request_id: &str,
+    kind: &str,
+    user: &str,
+    fingerprint: &str,
+    original: Option<&str>,
+    now_ms: i64,
+) -> TxResult<bool> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
+             VALUES ($1, $2, $3, $4, NULL, 0, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    Ok(tx.execute(&stmt, &[&company, &request_id, &kind, &user, &fingerprint, &original, &now_ms]).await? == 1)
+}
+
+async fn finish_request(tx: &Transaction<'_>, company: &str, request_id: &str, coins: i64, response: &str) -> TxResult<()> {
+    let stmt = tx.prepare_cached("UPDATE requests SET coins = $3, response = $4 WHERE company_id = $1 AND request_id = $2").await?;
+    tx.execute(&stmt, &[&company, &request_id, &coins, &response]).await?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> TxResult<String> {
+    serde_json::to_string(value).map_err(|e| TxError::Store(StoreError::Db(e.to_string())))
+}
+
+async fn redeem_one(tx: &Transaction<'_>, cmd: &RedeemCmd) -> TxResult<Applied<RedeemReceipt>> {
+    let (company, user) = (cmd.company.as_str(), cmd.user.as_str());
+    let fingerprint = cmd.amount.fingerprint();
+    let replay_or_conflict = |prev: Option<PrevRequest>| match prev {
+        Some(p) if p.kind == "REDEEM" && p.user_id == user && p.fingerprint == fingerprint => stored_receipt(&p),
+        _ => Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into()),
+    };
+    if let Some(prev) = prev_request(tx, company, cmd.request_id.as_str()).await? {
+        return replay_or_conflict(Some(prev));
+    }
+    if !claim_request(tx, company, cmd.request_id.as_str(), "REDEEM", user, &fingerprint, None, cmd.now_ms).await? {
+        return replay_or_conflict(prev_request(tx, company, cmd.request_id.as_str()).await?);
+    }
+    let balance = lock_account(tx, &cmd.company, &cmd.user).await?;
+    let (_, balance) = expire_user(tx, company, user, balance, cmd.now_ms).await?;
+    let value = coin_value_in(tx, Some(&cmd.company)).await?;
+    let (coins, amount_minor) = redemption_amounts(cmd.amount, value.minor_units_per_coin)?;
+    let lots = open_lots(tx, company, user, cmd.now_ms).await?;
+    let available: i64 = lots.iter().map(|l| l.remaining).sum();
+    let takes = lots::take(lots, coins).ok_or_else(|| Refusal::InsufficientBalance { user: cmd.user.clone(), needed: coins, available })?;
+    let balance = balance - coins;
+    let receipt = RedeemReceipt { request_id: cmd.request_id.to_string(), coins, currency: value.currency, amount_minor, balance };
+    let entry = NewEntry {
+        company,
+        user,
+        kind: "REDEEM",
+        coins: -coins,
+        balance_after: balance,
+        event: None,
+        request_id: Some(cmd.request_id.as_str()),
+        coin_config_id: None,
+        now_ms: cmd.now_ms,
+        expires_at: None,
+    };
+    let entry_id = insert_entry(tx, &entry).await?;
+    apply_moves(tx, entry_id, &takes.iter().map(|&(lot, n)| (lot, -n)).collect::<Vec<_>>()).await?;
+    set_balance(tx, company, user, balance, "lifetime_redeemed", coins).await?;
+    finish_request(tx, company, cmd.request_id.as_str(), coins, &to_json(&receipt)?).await?;
+    Ok(Applied { receipt, replayed: false })
+}
+
+async fn reverse_one(tx: &Transaction<'_>, cmd: &ReverseCmd) -> TxResult<Applied<ReverseReceipt>> {
+    let company = cmd.company.as_str();
+    let replay_or_conflict = |prev: Option<PrevRequest>| match prev {
+        Some(p) if p.kind == "REVERSE" && p.original.as_deref() == Some(cmd.original.as_str()) => stored_receipt(&p),
+        _ => Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into()),
+    };
+    if let Some(prev) = prev_request(tx, company, cmd.request_id.as_str()).await? {
+        return replay_or_conflict(Some(prev));
+    }
+    let original = prev_request(tx, company, cmd.original.as_str()).await?.ok_or_else(|| Refusal::OriginalNotFound(cmd.original.clone()))?;
+    if original.kind == "REVERSE" {
+        return Err(Refusal::NotReversible(cmd.original.clone()).into());
+    }
+    let user = original.user_id.as_str();
+    let user_id = UserId::from_trusted(original.user_id.clone());
+    if !claim_request(tx, company, cmd.request_id.as_str(), "REVERSE", user, cmd.original.as_str(), Some(cmd.original.as_str()), cmd.now_ms).await? {
+        // Either this request id is taken, or another reversal of the same original holds the slot.
+        return match prev_request(tx, company, cmd.request_id.as_str()).await? {
+            Some(prev) => replay_or_conflict(Some(prev)),
+            None => Err(Refusal::AlreadyReversed(cmd.original.clone()).into()),
+        };
+    }
+    let balance = lock_account(tx, &cmd.company, &user_id).await?;
+    let (_, balance) = expire_user(tx, company, user, balance, cmd.now_ms).await?;
+    let stmt = tx
+        .prepare_cached("SELECT entry_id, coins, event, coin_config_id FROM ledger_entries WHERE company_id = $1 AND request_id = $2 AND type = $3")
+        .await?;
+    let orig = tx.query_one(&stmt, &[&company, &cmd.original.as_str(), &original.kind]).await?;
+    let (orig_entry, orig_coins): (i64, i64) = (orig.get(0), orig.get(1));
+    let (delta, moves, column) = if original.kind == "ALLOCATE" {
+        let lots = open_lots(tx, company, user, cmd.now_ms).await?;
+        let stmt = tx.prepare_cached("SELECT lot_id FROM lots WHERE entry_id = $1").await?;
+        let own: Vec<i64> = tx.query(&stmt, &[&orig_entry]).await?.iter().map(|r| r.get(0)).collect();
+        let (first, rest): (Vec<OpenLot>, Vec<OpenLot>) = lots.into_iter().partition(|l| own.contains(&l.lot_id));
+        let available: i64 = first.iter().chain(&rest).map(|l| l.remaining).sum();
+        let takes = lots::take(first.into_iter().chain(rest), orig_coins)
+            .ok_or_else(|| Refusal::InsufficientBalance { user: user_id.clone(), needed: orig_coins, available })?;
+        (-orig_coins, takes.into_iter().map(|(lot, n)| (lot, -n)).collect::<Vec<_>>(), "lifetime_earned")
+    } else {
+        let stmt = tx.prepare_cached("SELECT lot_id, -coins FROM lot_moves WHERE entry_id = $1 ORDER BY lot_id").await?;
+        let moves = tx.query(&stmt, &[&orig_entry]).await?.iter().map(|r| (r.get(0), r.get(1))).collect::<Vec<_>>();
+        (-orig_coins, moves, "lifetime_redeemed")
+    };
+    let balance = balance + delta;
+    let entry = NewEntry {
+        company,
+        user,
+        kind: "REVERSE",
+        coins: delta,
+        balance_after: balance,
+        event: orig.get(2),
+        request_id: Some(cmd.request_id.as_str()),
+        coin_config_id: orig.get(3),
+        now_ms: cmd.now_ms,
+        expires_at: None,
+    };
+    let entry_id = insert_entry(tx, &entry).await?;
+    apply_moves(tx, entry_id, &moves).await?;
+    set_balance(tx, company, user, balance, column, -delta.abs()).await?;
+    let (_, balance) = expire_user(tx, company, user, balance, cmd.now_ms).await?;
+    let receipt = ReverseReceipt { request_id: cmd.request_id.to_string(), original_request_id: cmd.original.to_string(), coins: delta, balance };
+    finish_request(tx, company, cmd.request_id.as_str(), delta.abs(), &to_json(&receipt)?).await?;
+    Ok(Applied { receipt, replayed: false })
+}
+
+fn entry_from_row(r: &Row) -> LedgerEntry {
+    LedgerEntry {
+        entry_id: r.get(0),
+        kind: r.get(1),
+        coins: r.get(2),
+        balance_after: r.get(3),
+        event: r.get(4),
+        request_id: r.get(5),
+        coin_config_id: r.get(6),
+        created_at_ms: r.get(7),
+        expires_at_ms: r.get(8),
+    }
+}
+
+impl PgStore {
+    /// Expires one user's due lots in its own transaction (under the user's row lock).
+    async fn settle_user(&self, company: String, user: String, now_ms: i64) -> StoreResult<u64> {
+        self.transact(move |tx| {
+            let (company, user) = (company.clone(), user.clone());
+            Box::pin(async move {
+                let stmt = tx.prepare_cached("SELECT balance FROM users WHERE company_id = $1 AND user_id = $2 FOR UPDATE").await?;
+                let Some(row) = tx.query_opt(&stmt, &[&company, &user]).await? else { return Ok(0) };
+                Ok(expire_user(tx, &company, &user, row.get(0), now_ms).await?.0)
+            })
+        })
+        .await
+    }
+
 }

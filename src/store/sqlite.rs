@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::migrate::{self, Migration};
 use super::*;
 use crate::domain::config::{self as cfg, ConfigValues};
+use crate::domain::lots::{self, OpenLot, debit_order};
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName, UserId};
 
 /// Most jobs one transaction takes: bounds how long the first job of a burst waits for commit.
@@ -241,13 +242,9 @@ fn allocate_one(conn: &Connection, cmd: &AllocateCmd) -> StoreResult<AllocateOk>
     let user = cmd.user.as_str();
     let event = cmd.event.as_str();
 
-    let previous: Option<(String, String, Option<String>, i64)> = conn
-        .prepare_cached("SELECT kind, user_id, event, coins FROM requests WHERE company_id = ?1 AND request_id = ?2")?
-        .query_row(params![company, cmd.request_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .optional()?;
-    if let Some((kind, prev_user, prev_event, coins)) = previous {
-        return if kind == "ALLOCATE" && prev_user == user && prev_event.as_deref() == Some(event) {
-            Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins) })
+    if let Some(prev) = previous_request(conn, company, cmd.request_id.as_str())? {
+        return if prev.kind == "ALLOCATE" && prev.user_id == user && prev.event.as_deref() == Some(event) {
+            Ok(AllocateOk::Replayed { coins: Coins::from_stored(prev.coins) })
         } else {
             Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into())
         };
@@ -676,6 +673,114 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_configs(&self, filter: ConfigFilter) -> StoreResult<Vec<CoinConfig>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE (?1 IS NULL OR company_id = ?1) AND (?2 IS NULL OR event = ?2) \
+                 AND (?3 IS NULL OR configuration = ?3) ORDER BY seq"
+            );
+            let company = filter.company.as_ref().map(CompanyId::as_str);
+            let event = filter.event.as_ref().map(EventName::as_str);
+            let kind = filter.kind.map(ConfigKind::as_str);
+            Ok(conn.prepare_cached(&sql)?.query_map(params![company, event, kind], config_from_row)?.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn config_history(&self, id: CoinConfigId) -> StoreResult<Vec<AuditRecord>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT action, client_id, at, before_json, after_json FROM coin_config_audit WHERE seq = ?1 ORDER BY audit_id")?
+                .query_map(params![id.seq()], |r| {
+                    Ok(AuditRecord { action: r.get(0)?, client_id: r.get(1)?, at_ms: r.get(2)?, before_json: r.get(3)?, after_json: r.get(4)? })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_coin_value(&self, value: CoinValue, actor: &str, now_ms: i64) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO coin_values (company_id, currency, minor_units_per_coin, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency, \
+                 minor_units_per_coin = excluded.minor_units_per_coin, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            )?
+            .execute(params![coin_value_key(value.company.as_ref()), value.currency, value.minor_units_per_coin, actor, now_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn coin_value(&self, company: Option<&CompanyId>) -> StoreResult<CoinValue> {
+        let company = company.cloned();
+        self.read(move |conn| coin_value_in(conn, company.as_ref())).await
+    }
+
+    async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
+        self.write(move |conn| redeem_one(conn, &cmd)).await
+    }
+
+    async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
+        self.write(move |conn| reverse_one(conn, &cmd)).await
+    }
+
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
+        let u = user.clone();
+        let due: Option<String> = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT company_id FROM lots WHERE company_id = (SELECT company_id FROM users WHERE user_id = ?1) \
+                         AND user_id = ?1 AND remaining > 0 AND expires_at <= ?2 LIMIT 1",
+                    )?
+                    .query_row(params![u.as_str(), now_ms], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        let Some(company) = due else { return Ok(()) };
+        let user = user.clone();
+        self.write(move |conn| expire_user(conn, &company, user.as_str(), now_ms).map(|_| ())).await
+    }
+
+    async fn sweep_expired(&self, now_ms: i64) -> StoreResult<u64> {
+        self.write(move |conn| {
+            let users: Vec<(String, String)> = conn
+                .prepare_cached(&format!(
+                    "SELECT DISTINCT company_id, user_id FROM lots WHERE remaining > 0 AND expires_at <= ?1 LIMIT {SWEEP_USERS_MAX}"
+                ))?
+                .query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut expired = 0;
+            for (company, user) in users {
+                expired += expire_user(conn, &company, &user, now_ms)?;
+            }
+            Ok(expired)
+        })
+        .await
+    }
+
+    async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>> {
+        let user = user.clone();
+        self.read(move |conn| summary_in(conn, &user, now_ms)).await
+    }
+
+    async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>> {
+        let user = user.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
+                     FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
+                     WHERE u.user_id = ?1 AND e.entry_id < ?2 ORDER BY e.entry_id DESC LIMIT ?3",
+                )?
+                .query_map(params![user.as_str(), before_entry_id.unwrap_or(i64::MAX), limit], entry_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn verify(&self) -> StoreResult<VerifyReport> {
         self.read(|conn| {
             let mut report = VerifyReport {
@@ -711,4 +816,346 @@ fn apply_migrations(conn: &Connection, migrations: &[Migration]) -> StoreResult<
         }
     }
     Ok(())
+}
+
+// ---- Lifecycle: redemption, reversal, expiry, reads (SPEC §5) ----
+
+/// A stored request, for replay and conflict decisions.
+struct PrevRequest {
+    kind: String,
+    user_id: String,
+    event: Option<String>,
+    coins: i64,
+    fingerprint: String,
+    original: Option<String>,
+    response: Option<String>,
+}
+
+fn previous_request(conn: &Connection, company: &str, request_id: &str) -> StoreResult<Option<PrevRequest>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response FROM requests \
+             WHERE company_id = ?1 AND request_id = ?2",
+        )?
+        .query_row(params![company, request_id], |r| {
+            Ok(PrevRequest {
+                kind: r.get(0)?,
+                user_id: r.get(1)?,
+                event: r.get(2)?,
+                coins: r.get(3)?,
+                fingerprint: r.get(4)?,
+                original: r.get(5)?,
+                response: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+fn stored_receipt<T: serde::de::DeserializeOwned>(prev: &PrevRequest) -> StoreResult<Applied<T>> {
+    let text = prev.response.as_deref().ok_or_else(|| StoreError::Db("stored request has no response".into()))?;
+    let receipt = serde_json::from_str(text).map_err(|e| StoreError::Db(format!("stored response: {e}")))?;
+    Ok(Applied { receipt, replayed: true })
+}
+
+fn user_account(conn: &Connection, user: &str) -> StoreResult<Option<(String, i64)>> {
+    Ok(conn
+        .prepare_cached("SELECT company_id, balance FROM users WHERE user_id = ?1")?
+        .query_row(params![user], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// The user's account in `company`: refuses unknown users and other companies' users.
+fn account_in(conn: &Connection, company: &CompanyId, user: &UserId) -> StoreResult<i64> {
+    match user_account(conn, user.as_str())? {
+        None => Err(Refusal::UserNotFound(user.clone()).into()),
+        Some((owner, _)) if owner != company.as_str() => {
+            Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into())
+        }
+        Some((_, balance)) => Ok(balance),
+    }
+}
+
+struct NewEntry<'a> {
+    company: &'a str,
+    user: &'a str,
+    kind: &'static str,
+    coins: i64,
+    balance_after: i64,
+    event: Option<&'a str>,
+    request_id: Option<&'a str>,
+    coin_config_id: Option<&'a str>,
+    now_ms: i64,
+    expires_at: Option<i64>,
+}
+
+fn insert_entry(conn: &Connection, e: &NewEntry<'_>) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![e.company, e.user, e.kind, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.now_ms, e.expires_at])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Applies signed per-lot changes and records them against the entry that caused them.
+fn apply_moves(conn: &Connection, entry_id: i64, moves: &[(i64, i64)]) -> StoreResult<()> {
+    for &(lot_id, coins) in moves {
+        conn.prepare_cached("UPDATE lots SET remaining = remaining + ?2 WHERE lot_id = ?1")?.execute(params![lot_id, coins])?;
+        conn.prepare_cached("INSERT INTO lot_moves (entry_id, lot_id, coins) VALUES (?1, ?2, ?3)")?
+            .execute(params![entry_id, lot_id, coins])?;
+    }
+    Ok(())
+}
+
+fn set_balance(conn: &Connection, company: &str, user: &str, balance: i64, column: &str, delta: i64) -> StoreResult<()> {
+    // `column` is one of our own lifetime_* names, never user input.
+    conn.prepare_cached(&format!(
+        "UPDATE users SET balance = ?3, {column} = {column} + ?4 WHERE company_id = ?1 AND user_id = ?2"
+    ))?
+    .execute(params![company, user, balance, delta])?;
+    Ok(())
+}
+
+/// Writes one `EXPIRE` entry per lot of this user past expiry; returns how many lots expired.
+fn expire_user(conn: &Connection, company: &str, user: &str, now_ms: i64) -> StoreResult<u64> {
+    let due: Vec<(i64, i64, i64, Option<String>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT l.lot_id, l.remaining, l.expires_at, e.event, e.coin_config_id FROM lots l \
+             JOIN ledger_entries e ON e.entry_id = l.entry_id \
+             WHERE l.company_id = ?1 AND l.user_id = ?2 AND l.remaining > 0 AND l.expires_at <= ?3 ORDER BY l.expires_at, l.lot_id",
+        )?
+        .query_map(params![company, user, now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<Result<_, _>>()?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let (_, mut balance) = user_account(conn, user)?.ok_or_else(|| StoreError::Db(format!("lots of a missing user {user}")))?;
+    let mut expired = 0;
+    for (lot_id, remaining, expires_at, event, config_id) in &due {
+        balance -= remaining;
+        expired += remaining;
+        let entry = NewEntry {
+            company,
+            user,
+            kind: "EXPIRE",
+            coins: -remaining,
+            balance_after: balance,
+            event: event.as_deref(),
+            request_id: None,
+            coin_config_id: config_id.as_deref(),
+            now_ms,
+            expires_at: Some(*expires_at),
+        };
+        let entry_id = insert_entry(conn, &entry)?;
+        apply_moves(conn, entry_id, &[(*lot_id, -remaining)])?;
+    }
+    set_balance(conn, company, user, balance, "lifetime_expired", expired)?;
+    Ok(due.len() as u64)
+}
+
+/// Lots with coins left that have not expired, in debit order.
+fn open_lots(conn: &Connection, company: &str, user: &str, now_ms: i64) -> StoreResult<Vec<OpenLot>> {
+    let mut lots: Vec<OpenLot> = conn
+        .prepare_cached(
+            "SELECT lot_id, remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
+             AND (expires_at IS NULL OR expires_at > ?3)",
+        )?
+        .query_map(params![company, user, now_ms], |r| Ok(OpenLot { lot_id: r.get(0)?, remaining: r.get(1)?, expires_at: r.get(2)? }))?
+        .collect::<Result<_, _>>()?;
+    lots.sort_by(debit_order);
+    Ok(lots)
+}
+
+fn coin_value_in(conn: &Connection, company: Option<&CompanyId>) -> StoreResult<CoinValue> {
+    let row: Option<(String, String, i64)> = conn
+        .prepare_cached(
+            "SELECT company_id, currency, minor_units_per_coin FROM coin_values WHERE company_id IN (?1, '') \
+             ORDER BY company_id DESC LIMIT 1",
+        )?
+        .query_row(params![coin_value_key(company)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(coin_value_from(row))
+}
+
+fn insert_request(
+    conn: &Connection,
+    company: &str,
+    request_id: &str,
+    kind: &str,
+    user: &str,
+    coins: i64,
+    fingerprint: &str,
+    original: Option<&str>,
+    response: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, response, created_at) \
+         VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![company, request_id, kind, user, coins, fingerprint, original, response, now_ms])?;
+    Ok(())
+}
+
+fn redeem_one(conn: &Connection, cmd: &RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
+    let (company, user) = (cmd.company.as_str(), cmd.user.as_str());
+    let fingerprint = cmd.amount.fingerprint();
+    if let Some(prev) = previous_request(conn, company, cmd.request_id.as_str())? {
+        return if prev.kind == "REDEEM" && prev.user_id == user && prev.fingerprint == fingerprint {
+            stored_receipt(&prev)
+        } else {
+            Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into())
+        };
+    }
+    account_in(conn, &cmd.company, &cmd.user)?;
+    expire_user(conn, company, user, cmd.now_ms)?;
+    let balance = account_in(conn, &cmd.company, &cmd.user)?;
+    let value = coin_value_in(conn, Some(&cmd.company))?;
+    let (coins, amount_minor) = redemption_amounts(cmd.amount, value.minor_units_per_coin)?;
+    let lots = open_lots(conn, company, user, cmd.now_ms)?;
+    let available: i64 = lots.iter().map(|l| l.remaining).sum();
+    let takes = lots::take(lots, coins)
+        .ok_or_else(|| Refusal::InsufficientBalance { user: cmd.user.clone(), needed: coins, available })?;
+    let balance = balance - coins;
+    let receipt = RedeemReceipt { request_id: cmd.request_id.to_string(), coins, currency: value.currency, amount_minor, balance };
+    let response = serde_json::to_string(&receipt).map_err(|e| StoreError::Db(e.to_string()))?;
+    insert_request(conn, company, cmd.request_id.as_str(), "REDEEM", user, coins, &fingerprint, None, &response, cmd.now_ms)?;
+    let entry = NewEntry {
+        company,
+        user,
+        kind: "REDEEM",
+        coins: -coins,
+        balance_after: balance,
+        event: None,
+        request_id: Some(cmd.request_id.as_str()),
+        coin_config_id: None,
+        now_ms: cmd.now_ms,
+        expires_at: None,
+    };
+    let entry_id = insert_entry(conn, &entry)?;
+    apply_moves(conn, entry_id, &takes.iter().map(|&(lot, n)| (lot, -n)).collect::<Vec<_>>())?;
+    set_balance(conn, company, user, balance, "lifetime_redeemed", coins)?;
+    Ok(Applied { receipt, replayed: false })
+}
+
+fn reverse_one(conn: &Connection, cmd: &ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
+    let company = cmd.company.as_str();
+    if let Some(prev) = previous_request(conn, company, cmd.request_id.as_str())? {
+        return if prev.kind == "REVERSE" && prev.original.as_deref() == Some(cmd.original.as_str()) {
+            stored_receipt(&prev)
+        } else {
+            Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into())
+        };
+    }
+    let original = previous_request(conn, company, cmd.original.as_str())?.ok_or_else(|| Refusal::OriginalNotFound(cmd.original.clone()))?;
+    if original.kind == "REVERSE" {
+        return Err(Refusal::NotReversible(cmd.original.clone()).into());
+    }
+    let already: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM requests WHERE company_id = ?1 AND kind = 'REVERSE' AND original_request_id = ?2)")?
+        .query_row(params![company, cmd.original.as_str()], |r| r.get(0))?;
+    if already {
+        return Err(Refusal::AlreadyReversed(cmd.original.clone()).into());
+    }
+    let user = original.user_id.as_str();
+    let user_id = UserId::from_trusted(original.user_id.clone());
+    expire_user(conn, company, user, cmd.now_ms)?;
+    let balance = account_in(conn, &cmd.company, &user_id)?;
+    let (orig_entry, orig_coins, event, config_id): (i64, i64, Option<String>, Option<String>) = conn
+        .prepare_cached(
+            "SELECT entry_id, coins, event, coin_config_id FROM ledger_entries WHERE company_id = ?1 AND request_id = ?2 AND type = ?3",
+        )?
+        .query_row(params![company, cmd.original.as_str(), original.kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+
+    let (delta, moves, column) = if original.kind == "ALLOCATE" {
+        // Take the coins back: from the allocation's own lot first, then soonest-expiring lots.
+        let lots = open_lots(conn, company, user, cmd.now_ms)?;
+        let own: Vec<i64> = conn
+            .prepare_cached("SELECT lot_id FROM lots WHERE entry_id = ?1")?
+            .query_map(params![orig_entry], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let (first, rest): (Vec<OpenLot>, Vec<OpenLot>) = lots.into_iter().partition(|l| own.contains(&l.lot_id));
+        let available: i64 = first.iter().chain(&rest).map(|l| l.remaining).sum();
+        let takes = lots::take(first.into_iter().chain(rest), orig_coins)
+            .ok_or_else(|| Refusal::InsufficientBalance { user: user_id.clone(), needed: orig_coins, available })?;
+        (-orig_coins, takes.into_iter().map(|(lot, n)| (lot, -n)).collect::<Vec<_>>(), "lifetime_earned")
+    } else {
+        // Give the coins back to the lots they came from, with their original expiry.
+        let moves: Vec<(i64, i64)> = conn
+            .prepare_cached("SELECT lot_id, -coins FROM lot_moves WHERE entry_id = ?1 ORDER BY lot_id")?
+            .query_map(params![orig_entry], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        (-orig_coins, moves, "lifetime_redeemed")
+    };
+    let balance = balance + delta;
+    let entry = NewEntry {
+        company,
+        user,
+        kind: "REVERSE",
+        coins: delta,
+        balance_after: balance,
+        event: event.as_deref(),
+        request_id: Some(cmd.request_id.as_str()),
+        coin_config_id: config_id.as_deref(),
+        now_ms: cmd.now_ms,
+        expires_at: None,
+    };
+    let entry_id = insert_entry(conn, &entry)?;
+    apply_moves(conn, entry_id, &moves)?;
+    // Both lifetime counters shrink: a reversed allocation was not earned, a reversed redemption not spent.
+    set_balance(conn, company, user, balance, column, -delta.abs())?;
+    // Coins given back to lots that have expired meanwhile expire again at once.
+    expire_user(conn, company, user, cmd.now_ms)?;
+    let (_, balance) = user_account(conn, user)?.ok_or_else(|| StoreError::Db("user vanished".into()))?;
+    let receipt = ReverseReceipt {
+        request_id: cmd.request_id.to_string(),
+        original_request_id: cmd.original.to_string(),
+        coins: delta,
+        balance,
+    };
+    let response = serde_json::to_string(&receipt).map_err(|e| StoreError::Db(e.to_string()))?;
+    insert_request(conn, company, cmd.request_id.as_str(), "REVERSE", user, delta.abs(), cmd.original.as_str(), Some(cmd.original.as_str()), &response, cmd.now_ms)?;
+    Ok(Applied { receipt, replayed: false })
+}
+
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        entry_id: r.get(0)?,
+        kind: r.get(1)?,
+        coins: r.get(2)?,
+        balance_after: r.get(3)?,
+        event: r.get(4)?,
+        request_id: r.get(5)?,
+        coin_config_id: r.get(6)?,
+        created_at_ms: r.get(7)?,
+        expires_at_ms: r.get(8)?,
+    })
+}
+
+fn summary_in(conn: &Connection, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>> {
+    let row: Option<(String, i64, i64, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT u.company_id, u.balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
+             COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                       AND l.remaining > 0 AND l.expires_at <= ?2), 0) FROM users u WHERE u.user_id = ?1",
+        )?
+        .query_row(params![user.as_str(), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    let Some((company, balance, earned, redeemed, expired, unswept)) = row else { return Ok(None) };
+    let expiring_soon = conn
+        .prepare_cached(
+            "SELECT remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
+             AND expires_at > ?3 AND expires_at <= ?4 ORDER BY expires_at, lot_id",
+        )?
+        .query_map(params![company, user.as_str(), now_ms, now_ms + EXPIRING_SOON_DAYS * cfg::DAY_MS], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(UserSummary {
+        user: user.clone(),
+        company: CompanyId::from_trusted(company),
+        balance: balance - unswept,
+        lifetime_earned: earned,
+        lifetime_redeemed: redeemed,
+        lifetime_expired: expired + unswept,
+        expiring_soon,
+    }))
 }

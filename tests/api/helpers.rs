@@ -172,8 +172,14 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// Token lifetime of harness apps: a year, because lifecycle tests move the clock by days and
+/// the admin token must outlive that. Expiry itself is tested with explicit settings.
+pub const TEST_TOKEN_TTL_SECS: i64 = 365 * 86_400;
+
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    spawn_app_with(backend, ServeSettings::for_tests()).await
+    let mut settings = ServeSettings::for_tests();
+    settings.token_ttl_secs = TEST_TOKEN_TTL_SECS;
+    spawn_app_with(backend, settings).await
 }
 
 pub async fn spawn_app_with(backend: Backend, settings: ServeSettings) -> Option<TestApp> {

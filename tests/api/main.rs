@@ -8,5 +8,6 @@ mod cli;
 mod configs;
 mod concurrency;
 mod errors;
+mod lifecycle;
 mod model;
 mod oauth;

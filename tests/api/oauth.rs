@@ -24,7 +24,7 @@ both_backends! {
         keys.sort_unstable();
         assert_eq!(keys, ["access_token", "expires_in", "refresh_token", "scope", "token_type"]);
         assert_eq!(res.body["token_type"], json!("bearer"));
-        assert_eq!(res.body["expires_in"], json!(3600));
+        assert_eq!(res.body["expires_in"], json!(TEST_TOKEN_TTL_SECS));
         assert_eq!(res.body["scope"], json!("read write"));
         assert!(res.body["access_token"].as_str().unwrap().len() >= 27, "at least 160 bits of base64");
         assert_eq!(res.header("cache-control"), Some("no-store"));
@@ -140,7 +140,10 @@ both_backends! {
 
     async fn tokens_expire_after_their_lifetime(app: &TestApp) {
         assert_eq!(app.balance("U").await, 0);
-        app.clock.advance_ms(3_600_000);
+        // The test clock is real time plus an offset, so leave a margin for the time the test takes.
+        app.clock.advance_ms(TEST_TOKEN_TTL_SECS * 1000 - 5_000);
+        assert_eq!(app.balance("U").await, 0, "still valid shortly before its lifetime ends");
+        app.clock.advance_ms(5_000);
         let res = app.get("/api/v0/coins/balance?userId=U", &app.admin_token).await;
         res.assert_error(401, "UNAUTHENTICATED");
         assert_eq!(res.header("www-authenticate"), Some("Bearer"));
@@ -156,4 +159,16 @@ both_backends! {
         let res = app.token_request(Some((&id, &secret)), &[("grant_type", "client_credentials")]).await;
         assert_oauth_error(&res, 401, "invalid_client");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_last_an_hour_by_default() {
+    let app = spawn_app_with(Backend::Sqlite, coins::config::ServeSettings::for_tests()).await.unwrap();
+    let res = app.token_request(Some((&app.admin_id, &app.admin_secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(res.body["expires_in"], json!(3600));
+    app.clock.advance_ms(3_595_000);
+    assert_eq!(app.balance("U").await, 0);
+    app.clock.advance_ms(5_000);
+    app.get("/api/v0/coins/balance?userId=U", &app.admin_token).await.assert_error(401, "UNAUTHENTICATED");
+    app.stop().await;
 }
