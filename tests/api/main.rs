@@ -9,5 +9,6 @@ mod configs;
 mod concurrency;
 mod errors;
 mod lifecycle;
+mod lifecycle_model;
 mod model;
 mod oauth;
