@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, env = "COINS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
     pub log_format: String,
 
+    /// `on`: concurrent writes share one transaction and commit (each answered after it).
+    /// `off`: one transaction per request (for comparison and troubleshooting).
+    #[arg(long, env = "COINS_GROUP_COMMIT", default_value = "on", global = true, value_parser = ["on", "off"])]
+    pub group_commit: String,
+
     #[command(subcommand)]
     pub command: Command,
 }

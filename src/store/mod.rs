@@ -405,13 +405,31 @@ pub trait Store: Send + Sync + 'static {
     async fn verify(&self) -> StoreResult<VerifyReport>;
 }
 
+/// How the store runs, beyond where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Concurrent writes share one transaction and one commit (each still answered only after
+    /// that commit). Off: one transaction per request, for comparison and troubleshooting.
+    pub group_commit: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { group_commit: true }
+    }
+}
+
 /// Opens the store a URL names: `postgres://` / `postgresql://` or `sqlite://path` / a bare path.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    open_with(url, StoreOptions::default()).await
+}
+
+pub async fn open_with(url: &str, options: StoreOptions) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+        Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
     } else {
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path))?))
+        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path), options)?))
     }
 }
 

@@ -29,6 +29,61 @@ const MIGRATION_LOCK_KEY: i64 = 0x636f_696e_73;
 
 pub struct PgStore {
     pool: Pool,
+    /// Group commit for single allocations; `None` when turned off (one transaction each).
+    batcher: Option<Batcher>,
+}
+
+/// Most allocations one group-commit transaction carries.
+const GROUP_BATCH_MAX: usize = 512;
+/// Group-commit transactions in flight at once; each holds one pooled connection.
+const GROUP_IN_FLIGHT_MAX: usize = 4;
+/// Allocations that may wait for a group-commit slot before callers get 503 + Retry-After.
+const GROUP_QUEUE_MAX: usize = 16_384;
+
+type Pending = (AllocateCmd, tokio::sync::oneshot::Sender<StoreResult<AllocateOk>>);
+
+/// Gathers concurrent single allocations into shared transactions. A dispatcher waits for a free
+/// slot, then takes everything queued (up to `GROUP_BATCH_MAX`) as one batch; while the slots
+/// are busy the queue grows, so batches grow with load and each commit carries more requests.
+struct Batcher {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    fn start(store: PgStore) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(GROUP_QUEUE_MAX);
+        let store = std::sync::Arc::new(store);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(GROUP_IN_FLIGHT_MAX));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let Some(first) = rx.recv().await else { return };
+                let mut batch = vec![first];
+                while batch.len() < GROUP_BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (cmds, replies): (Vec<AllocateCmd>, Vec<_>) = batch.into_iter().unzip();
+                    let results = store.allocate_now(cmds).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { queue }
+    }
+
+    async fn submit(&self, cmd: AllocateCmd) -> StoreResult<AllocateOk> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue.try_send((cmd, reply)).map_err(|_| StoreError::Unavailable("the allocation queue is full".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the group-commit worker stopped".into()))?
+    }
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -115,14 +170,41 @@ fn config_from_row(row: &Row) -> CoinConfig {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
         let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Db(format!("bad database url: {e}")))?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_MAX)
             .build()
             .map_err(|e| StoreError::Db(format!("building postgres pool: {e}")))?;
-        Ok(Self { pool })
+        let batcher = options.group_commit.then(|| Batcher::start(PgStore { pool: pool.clone(), batcher: None }));
+        Ok(Self { pool, batcher })
+    }
+
+    /// Applies these allocations in one transaction now. If the batch fails as a whole for a
+    /// reason other than a refusal (which the function answers per item), each item is retried
+    /// alone, so one broken item never fails or loses its neighbours.
+    async fn allocate_now(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
+        let n = cmds.len();
+        let batch = cmds.clone();
+        let outcome = self
+            .transact(move |tx| {
+                let batch = batch.clone();
+                Box::pin(async move { allocate_batch(tx, &batch).await })
+            })
+            .await;
+        match outcome {
+            Ok(results) => results,
+            Err(e) if n == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, items = n, "allocation batch failed; applying its items one by one");
+                let mut results = Vec::with_capacity(n);
+                for cmd in cmds {
+                    results.push(Box::pin(self.allocate_now(vec![cmd])).await.pop().unwrap_or_else(|| Err(StoreError::Db("no result".into()))));
+                }
+                results
+            }
+        }
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
@@ -183,120 +265,44 @@ async fn insert_audit(tx: &Transaction<'_>, seq: i64, action: &str, actor: &str,
     Ok(())
 }
 
-/// The replay-or-conflict decision for a request id that is already taken.
-async fn previous_request(tx: &Transaction<'_>, cmd: &AllocateCmd) -> TxResult<Option<StoreResult<AllocateOk>>> {
-    let stmt = tx.prepare_cached("SELECT kind, user_id, event, coins FROM requests WHERE company_id = $1 AND request_id = $2").await?;
-    let Some(row) = tx.query_opt(&stmt, &[&cmd.company.as_str(), &cmd.request_id.as_str()]).await? else {
-        return Ok(None);
-    };
-    let (kind, user, event): (&str, &str, Option<&str>) = (row.get(0), row.get(1), row.get(2));
-    Ok(Some(if kind == "ALLOCATE" && user == cmd.user.as_str() && event == Some(cmd.event.as_str()) {
-        Ok(AllocateOk::Replayed { coins: Coins::from_stored(row.get(3)) })
-    } else {
-        Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into())
-    }))
-}
-
-async fn allocate_one(tx: &Transaction<'_>, cmd: &AllocateCmd) -> TxResult<AllocateOk> {
-    let company = cmd.company.as_str();
-    let user = cmd.user.as_str();
-    let event = cmd.event.as_str();
-    // Replays must answer even if the configuration has since been deactivated: check them first.
-    if let Some(answer) = previous_request(tx, cmd).await? {
-        return answer.map_err(TxError::Store);
+/// Applies a batch of allocations with one call of the `coins_allocate` function (see
+/// migrations/postgres/0002): one round trip whatever the batch size.
+async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd]) -> TxResult<Vec<StoreResult<AllocateOk>>> {
+    let companies: Vec<&str> = cmds.iter().map(|c| c.company.as_str()).collect();
+    let users: Vec<&str> = cmds.iter().map(|c| c.user.as_str()).collect();
+    let events: Vec<&str> = cmds.iter().map(|c| c.event.as_str()).collect();
+    let requests: Vec<&str> = cmds.iter().map(|c| c.request_id.as_str()).collect();
+    let nows: Vec<i64> = cmds.iter().map(|c| c.now_ms).collect();
+    let stmt = tx
+        .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate($1, $2, $3, $4, $5)")
+        .await?;
+    let rows = tx.query(&stmt, &[&companies, &users, &events, &requests, &nows]).await?;
+    if rows.len() != cmds.len() {
+        return Err(TxError::Store(StoreError::Db(format!("coins_allocate answered {} of {} items", rows.len(), cmds.len()))));
     }
-
-    let stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = $1 \
-             AND (configuration = 'DEFAULT' OR (configuration = 'CUSTOM' AND company_id = $2))"
-        ))
-        .await?;
-    let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&event, &company]).await?.iter().map(config_from_row).collect();
-    let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
-    let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
-    let Some(config) = cfg::resolve(custom, default) else {
-        return Err(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }.into());
-    };
-    let amount = config.values.amount;
-
-    // Claim the request id. A concurrent duplicate blocks here until the first commits, then
-    // inserts nothing and replays it.
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at) \
-             VALUES ($1, $2, 'ALLOCATE', $3, $4, $5, '', $6) ON CONFLICT (company_id, request_id) DO NOTHING",
-        )
-        .await?;
-    if tx.execute(&stmt, &[&company, &cmd.request_id.as_str(), &user, &event, &amount.get(), &cmd.now_ms]).await? == 0 {
-        return match previous_request(tx, cmd).await? {
-            Some(answer) => answer.map_err(TxError::Store),
-            None => Err(TxError::Store(StoreError::Db("request row vanished after a conflict".into()))),
-        };
-    }
-
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO users (company_id, user_id, balance, created_at) VALUES ($1, $2, 0, $3) ON CONFLICT (user_id) DO NOTHING",
-        )
-        .await?;
-    tx.execute(&stmt, &[&company, &user, &cmd.now_ms]).await?;
-    let stmt = tx.prepare_cached("SELECT company_id, balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
-    let row = tx.query_one(&stmt, &[&user]).await?;
-    if row.get::<_, &str>(0) != company {
-        return Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }.into());
-    }
-    let old_balance = Coins::from_stored(row.get(1));
-
-    check_caps(tx, cmd, config).await?;
-
-    let balance = old_balance.checked_add(amount).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
-    let expires_at = cfg::expiry_for(cmd.now_ms, config.values.validity_days);
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
-             VALUES ($1, $2, 'ALLOCATE', $3, $4, $5, $6, $7, $8, $9) RETURNING entry_id",
-        )
-        .await?;
-    let entry_id: i64 = tx
-        .query_one(
-            &stmt,
-            &[&company, &user, &amount.get(), &balance.get(), &event, &cmd.request_id.as_str(), &config.id.to_string(), &cmd.now_ms, &expires_at],
-        )
-        .await?
-        .get(0);
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)",
-        )
-        .await?;
-    tx.execute(&stmt, &[&company, &user, &entry_id, &amount.get(), &expires_at, &cmd.now_ms]).await?;
-    let stmt = tx
-        .prepare_cached("UPDATE users SET balance = $3, lifetime_earned = lifetime_earned + $4 WHERE company_id = $1 AND user_id = $2")
-        .await?;
-    tx.execute(&stmt, &[&company, &user, &balance.get(), &amount.get()]).await?;
-    Ok(AllocateOk::Allocated { coins: amount, balance, entry_id })
-}
-
-async fn check_caps(tx: &Transaction<'_>, cmd: &AllocateCmd, config: &CoinConfig) -> TxResult<()> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT COUNT(*) FROM ledger_entries WHERE company_id = $1 AND user_id = $2 AND event = $3 \
-             AND type = 'ALLOCATE' AND created_at >= $4",
-        )
-        .await?;
-    let caps = [
-        (config.values.max_per_user_per_day, cfg::utc_day_start(cmd.now_ms), "maxPerUserPerDay"),
-        (config.values.max_per_user, i64::MIN, "maxPerUser"),
-    ];
-    for (cap, since, name) in caps {
-        let Some(cap) = cap else { continue };
-        let count: i64 = tx.query_one(&stmt, &[&cmd.company.as_str(), &cmd.user.as_str(), &cmd.event.as_str(), &since]).await?.get(0);
-        if count >= cap {
-            return Err(Refusal::LimitReached(cap_message(cmd, name, cap)).into());
-        }
-    }
-    Ok(())
+    Ok(rows
+        .iter()
+        .zip(cmds)
+        .map(|(row, cmd)| {
+            let coins: Option<i64> = row.get(2);
+            let status: &str = row.get(1);
+            match status {
+                "ALLOCATED" => Ok(AllocateOk::Allocated {
+                    coins: Coins::from_stored(coins.unwrap_or(0)),
+                    balance: Coins::from_stored(row.get::<_, Option<i64>>(3).unwrap_or(0)),
+                    entry_id: row.get::<_, Option<i64>>(4).unwrap_or(0),
+                }),
+                "REPLAYED" => Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) }),
+                "REQUEST_ID_CONFLICT" => Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into()),
+                "CONFIG_NOT_FOUND" => Err(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }.into()),
+                "USER_COMPANY_MISMATCH" => Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }.into()),
+                "LIMIT_PER_DAY" => Err(Refusal::LimitReached(cap_message(cmd, "maxPerUserPerDay", coins.unwrap_or(0))).into()),
+                "LIMIT_EVER" => Err(Refusal::LimitReached(cap_message(cmd, "maxPerUser", coins.unwrap_or(0))).into()),
+                "BALANCE_OVERFLOW" => Err(Refusal::BalanceOverflow(cmd.user.clone()).into()),
+                other => Err(StoreError::Db(format!("coins_allocate returned unknown status {other}"))),
+            }
+        })
+        .collect())
 }
 
 /// See the SQLite twin: counts a failure unless locked; locks at the maximum.
@@ -629,48 +635,12 @@ impl Store for PgStore {
     }
 
     async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
-        let n = cmds.len();
-        if n == 1 {
-            let cmd = cmds[0].clone();
-            return vec![
-                self.transact(move |tx| {
-                    let cmd = cmd.clone();
-                    Box::pin(async move { allocate_one(tx, &cmd).await })
-                })
-                .await,
-            ];
-        }
-        // Several items share one transaction (one commit); each runs in a savepoint so a refusal
-        // or an item-level database error rolls back only that item. A deadlock retries them all.
-        let outcome = self
-            .transact(move |tx| {
-                let cmds = cmds.clone();
-                Box::pin(async move {
-                    let mut results = Vec::with_capacity(cmds.len());
-                    for cmd in &cmds {
-                        tx.batch_execute("SAVEPOINT item").await?;
-                        match allocate_one(tx, cmd).await {
-                            Ok(ok) => {
-                                tx.batch_execute("RELEASE SAVEPOINT item").await?;
-                                results.push(Ok(ok));
-                            }
-                            Err(TxError::Pg(e)) if is_retryable(&e) => return Err(TxError::Pg(e)),
-                            Err(e) => {
-                                tx.batch_execute("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item").await?;
-                                results.push(Err(StoreError::from(e)));
-                            }
-                        }
-                    }
-                    Ok(results)
-                })
-            })
-            .await;
-        match outcome {
-            Ok(results) => results,
-            Err(e) => {
-                let text = e.to_string();
-                (0..n).map(|_| Err(StoreError::Unavailable(text.clone()))).collect()
+        match (&self.batcher, cmds.len()) {
+            (Some(batcher), 1) => {
+                let cmd = cmds.into_iter().next().expect("one command");
+                vec![batcher.submit(cmd).await]
             }
+            _ => self.allocate_now(cmds).await,
         }
     }
 

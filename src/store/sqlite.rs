@@ -86,7 +86,7 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> StoreResult<Self> {
+    pub fn open(path: &Path, options: StoreOptions) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         }
@@ -94,7 +94,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, if options.group_commit { WRITE_BATCH_MAX } else { 1 }))
             .map_err(|e| StoreError::Db(format!("starting writer thread: {e}")))?;
         Ok(Self {
             jobs: tx,
@@ -109,7 +109,11 @@ impl SqliteStore {
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job { work: Some(work), result: None, reply });
-        self.jobs.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        // Full queue: refuse at once (503 + Retry-After) rather than queue without bound.
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("the write queue is full".into()),
+            mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("the writer has stopped".into()),
+        })?;
         answer.await.map_err(|_| StoreError::Unavailable("the writer dropped the job".into()))?
     }
 
@@ -135,11 +139,11 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(WRITE_BATCH_MAX);
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>, batch_max: usize) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
-        while batch.len() < WRITE_BATCH_MAX {
+        while batch.len() < batch_max {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
