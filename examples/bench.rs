@@ -1,0 +1,517 @@
+//! Load benchmark for `coins serve` (issue: fast allocation). Run it through `scripts/bench`,
+//! which builds the release binaries first:
+//!
+//!     scripts/bench sqlite            # or: scripts/bench postgres
+//!
+//! On a fresh database it starts the release server, preloads ledger entries through the bulk
+//! endpoint (measuring bulk throughput), then drives each phase for `--secs` seconds with its own
+//! keep-alive HTTP/1.1 load generator (a unique body per request): `GET /healthz` as the HTTP
+//! ceiling, `allocate-coin` with unique requestIds over 10,000 users, and balance reads, at 64 and
+//! 256 connections. It reports requests/s, p50/p99/p99.9 latency, errors, the server's peak RSS and
+//! the ratios to healthz; for PostgreSQL it also measures allocation with group commit off. Last,
+//! it checks that every allocation answered 200 is in the ledger exactly once and that
+//! `coins verify` passes. Traffic goes to 127.0.0.1 only; every phase ends by itself.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const USERS: u64 = 10_000;
+const EVENT: &str = "BENCH_EVENT";
+const COMPANY: &str = "BENCHCO";
+const BULK_ITEMS: usize = 1_000;
+
+struct Args {
+    backend: String,
+    secs: u64,
+    preload: u64,
+    conns: Vec<usize>,
+    pg_url: String,
+    /// Only these phases (healthz, allocate, balance); all by default. Handy for profiling.
+    only: Vec<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        backend: "sqlite".into(),
+        secs: 20,
+        preload: 1_000_000,
+        conns: vec![64, 256],
+        pg_url: std::env::var("COINS_BENCH_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        only: vec!["healthz".into(), "allocate".into(), "balance".into()],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--backend" => args.backend = value(),
+            "--secs" => args.secs = value().parse().expect("--secs N"),
+            "--preload" => args.preload = value().parse().expect("--preload N"),
+            "--conns" => args.conns = value().split(',').map(|c| c.parse().expect("--conns 64,256")).collect(),
+            "--pg-url" => args.pg_url = value(),
+            "--only" => args.only = value().split(',').map(str::to_owned).collect(),
+            other => panic!("unknown argument {other}; see the module doc"),
+        }
+    }
+    args
+}
+
+/// A running `coins serve` started by us; stopped by PID with SIGTERM.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(db_url: &str, group_commit: &str) -> Server {
+        let bin = std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into());
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("COINS_DATABASE_URL", db_url)
+            .env("COINS_ADMIN_CLIENT_ID", "bench-admin")
+            .env("COINS_ADMIN_CLIENT_SECRET", "bench-secret-not-for-production")
+            .env("COINS_GROUP_COMMIT", group_commit)
+            .env("COINS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start coins serve (run scripts/bench, which builds it)");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let addr = loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).expect("read") > 0, "coins serve exited before listening");
+            if let Some(a) = line.trim().strip_prefix("coins listening on http://") {
+                break a.to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Server { child, addr }
+    }
+
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection that sends a request and reads one response at a time.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn { stream, buf: Vec::with_capacity(8192) }
+    }
+
+    /// Returns (status, body).
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        let header_end = loop {
+            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..header_end]).unwrap_or("");
+        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        while self.buf.len() < header_end + length {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok((status, self.buf[header_end..header_end + length].to_vec()))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn request(method: &str, path: &str, token: &str, body: Option<&str>) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n");
+    if let Some(b) = body {
+        r.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        r.push_str("\r\n");
+    }
+    r.into_bytes()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Healthz,
+    Allocate,
+    Balance,
+}
+
+struct PhaseResult {
+    name: String,
+    conns: usize,
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    p50_us: u32,
+    p99_us: u32,
+    p999_us: u32,
+    non_200: Vec<(u16, u64)>,
+}
+
+impl PhaseResult {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    fn print(&self) {
+        println!(
+            "  {:<26} {:>4} conns  {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  errors {}{}",
+            self.name,
+            self.conns,
+            self.rps(),
+            self.p50_us as f64 / 1000.0,
+            self.p99_us as f64 / 1000.0,
+            self.p999_us as f64 / 1000.0,
+            self.errors,
+            if self.non_200.is_empty() { String::new() } else { format!(" (statuses {:?})", self.non_200) }
+        );
+    }
+}
+
+/// Drives one phase; allocation phases record which request sequence numbers got a 200.
+async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag: &str, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) -> PhaseResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for c in 0..conns {
+        let (addr, token, stop, seq, tag, ok_ids) = (addr.to_owned(), token.to_owned(), stop.clone(), seq.clone(), tag.to_owned(), ok_ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut lat: Vec<u32> = Vec::with_capacity(64 * 1024);
+            let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+            let mut errors = 0u64;
+            let mut mine = Vec::new();
+            let health = request("GET", "/healthz", &token, None);
+            while !stop.load(Ordering::Relaxed) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let (req, rid) = match kind {
+                    Kind::Healthz => (health.clone(), None),
+                    Kind::Allocate => {
+                        let rid = format!("{tag}-{n}");
+                        let body = format!(
+                            r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"{rid}","userId":"U{}"}}"#,
+                            n % USERS
+                        );
+                        (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
+                    }
+                    Kind::Balance => (request("GET", &format!("/api/v0/coins/balance?userId=U{}", n.wrapping_mul(7919) % USERS), &token, None), None),
+                };
+                let t = Instant::now();
+                match conn.send(&req).await {
+                    Ok((status, _)) => {
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        if status == 200 {
+                            if let Some(rid) = rid {
+                                mine.push(rid);
+                            }
+                        } else {
+                            *statuses.entry(status).or_default() += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        conn = Conn::open(&addr).await;
+                    }
+                }
+            }
+            let _ = c;
+            ok_ids.lock().unwrap().extend(mine);
+            (lat, statuses, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, st, e) = t.await.expect("load task");
+        all.extend(lat);
+        for (k, v) in st {
+            *statuses.entry(k).or_default() += v;
+        }
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    let non_200: Vec<(u16, u64)> = statuses.into_iter().collect();
+    PhaseResult {
+        name: match kind {
+            Kind::Healthz => "GET /healthz".into(),
+            Kind::Allocate => format!("allocate-coin ({tag})"),
+            Kind::Balance => "GET balance".into(),
+        },
+        conns,
+        requests: all.len() as u64,
+        errors: errors + non_200.iter().map(|(_, n)| n).sum::<u64>(),
+        secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        non_200,
+    }
+}
+
+async fn http_json(addr: &str, req: Vec<u8>) -> (u16, serde_json::Value) {
+    let mut conn = Conn::open(addr).await;
+    let (status, body) = conn.send(&req).await.expect("request");
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+async fn get_token(addr: &str) -> String {
+    let body = "grant_type=client_credentials&client_id=bench-admin&client_secret=bench-secret-not-for-production";
+    let req = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, json) = http_json(addr, req.into_bytes()).await;
+    assert_eq!(status, 200, "token: {json}");
+    json["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Preloads `total` allocations through the bulk endpoint; returns (allocations/s, conns).
+async fn preload(addr: &str, token: &str, total: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) -> (f64, usize) {
+    const CONNS: usize = 4;
+    let requests = total.div_ceil(BULK_ITEMS as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS {
+        let (addr, token, next, ok_ids) = (addr.to_owned(), token.to_owned(), next.clone(), ok_ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut allocated = 0u64;
+            loop {
+                let r = next.fetch_add(1, Ordering::Relaxed);
+                if r >= requests {
+                    break;
+                }
+                let items: Vec<String> = (0..BULK_ITEMS as u64)
+                    .map(|i| {
+                        let n = r * BULK_ITEMS as u64 + i;
+                        format!(r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"bulk-{n}","userId":"U{}"}}"#, n % USERS)
+                    })
+                    .collect();
+                let body = format!(r#"{{"allocations":[{}]}}"#, items.join(","));
+                let (status, resp) = conn.send(&request("POST", "/api/v0/enkash-coins/allocate-coins", &token, Some(&body))).await.expect("bulk");
+                assert_eq!(status, 200, "bulk request failed: {}", String::from_utf8_lossy(&resp));
+                let json: serde_json::Value = serde_json::from_slice(&resp).expect("bulk json");
+                let mut ids = ok_ids.lock().unwrap();
+                for item in json["payload"]["results"].as_array().expect("results") {
+                    if item["status"] == "ALLOCATED" {
+                        allocated += 1;
+                        ids.push(item["requestId"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+            allocated
+        }));
+    }
+    let mut allocated = 0;
+    for t in tasks {
+        allocated += t.await.expect("bulk task");
+    }
+    (allocated as f64 / started.elapsed().as_secs_f64(), CONNS)
+}
+
+/// Every allocation answered 200 is in the ledger exactly once, and nothing else is.
+async fn check_ledger(backend: &str, db_url: &str, ok_ids: &[String]) -> Result<usize, String> {
+    let entries: Vec<String> = if backend == "sqlite" {
+        let conn = rusqlite::Connection::open(db_url).map_err(|e| e.to_string())?;
+        let mut stmt = conn.prepare("SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'").map_err(|e| e.to_string())?;
+        stmt.query_map([], |r| r.get(0)).map_err(|e| e.to_string())?.collect::<Result<_, _>>().map_err(|e| e.to_string())?
+    } else {
+        let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        client
+            .query("SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let mut seen = HashSet::with_capacity(entries.len());
+    for e in &entries {
+        if !seen.insert(e.as_str()) {
+            return Err(format!("request {e} has two ALLOCATE entries"));
+        }
+    }
+    let answered: HashSet<&str> = ok_ids.iter().map(String::as_str).collect();
+    if answered.len() != ok_ids.len() {
+        return Err("the server answered 200 twice for one new request".into());
+    }
+    if let Some(missing) = answered.iter().find(|id| !seen.contains(**id)) {
+        return Err(format!("request {missing} was answered 200 but is not in the ledger"));
+    }
+    // Entries without a 200 can only be requests whose answer was lost (connection errors).
+    Ok(entries.len() - answered.len())
+}
+
+fn verify(db_url: &str) -> bool {
+    let bin = std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into());
+    let out = Command::new(bin).arg("verify").env("COINS_DATABASE_URL", db_url).env("COINS_LOG", "warn").output().expect("coins verify");
+    print!("  coins verify: {}", String::from_utf8_lossy(&out.stdout));
+    out.status.success()
+}
+
+fn main() {
+    let args = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let ok = rt.block_on(run(args));
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+async fn fresh_db(args: &Args) -> (String, Box<dyn FnOnce() + Send>) {
+    if args.backend == "sqlite" {
+        let dir = std::env::temp_dir().join(format!("coins-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = dir.join("coins.db").to_string_lossy().into_owned();
+        (url, Box::new(move || drop(std::fs::remove_dir_all(&dir))))
+    } else {
+        let schema = format!("coins_bench_{}", std::process::id());
+        let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.expect("schema");
+        let sep = if args.pg_url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}options=-csearch_path%3D{schema}", args.pg_url);
+        let admin = args.pg_url.clone();
+        (
+            url,
+            Box::new(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+                rt.block_on(async {
+                    if let Ok((c, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                    }
+                });
+            }),
+        )
+    }
+}
+
+async fn run(args: Args) -> bool {
+    println!("coins benchmark: backend {}, {} s per phase, connections {:?}, preload {} entries", args.backend, args.secs, args.conns, args.preload);
+    let (db_url, cleanup) = fresh_db(&args).await;
+    let server = Server::start(&db_url, "on");
+    let addr = server.addr.clone();
+    let token = get_token(&addr).await;
+    let cfg = format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{EVENT}","amount":1}}"#);
+    let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(&cfg))).await;
+    assert_eq!(status, 200, "create config: {json}");
+
+    let ok_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut results = Vec::new();
+    if args.preload > 0 {
+        let (rate, conns) = preload(&addr, &token, args.preload, ok_ids.clone()).await;
+        println!("  bulk allocate-coins (1,000 items/request, {conns} conns): {rate:.0} allocations/s while preloading {} entries", args.preload);
+        println!("  server peak RSS after preload: {:.1} MB", server.peak_rss_mb());
+    }
+    let wants = |p: &str| args.only.iter().any(|o| o == p);
+    for &conns in &args.conns {
+        let run = |kind, wanted: bool, tag: String| {
+            let (addr, token, ok_ids) = (addr.clone(), token.clone(), ok_ids.clone());
+            async move {
+                if !wanted {
+                    return None;
+                }
+                let r = phase(&addr, &token, kind, conns, args.secs, &tag, ok_ids).await;
+                r.print();
+                Some(r)
+            }
+        };
+        let h = run(Kind::Healthz, wants("healthz"), "h".into()).await;
+        let a = run(Kind::Allocate, wants("allocate"), format!("gc-on-{conns}")).await;
+        let b = run(Kind::Balance, wants("balance"), "b".into()).await;
+        results.push((conns, h, a, b));
+    }
+    let peak_rss = server.peak_rss_mb();
+    server.stop();
+
+    let mut off_best = None::<f64>;
+    if args.backend == "postgres" && wants("allocate") {
+        let server = Server::start(&db_url, "off");
+        let token = get_token(&server.addr).await;
+        for &conns in &args.conns {
+            let r = phase(&server.addr, &token, Kind::Allocate, conns, args.secs, &format!("gc-off-{conns}"), ok_ids.clone()).await;
+            r.print();
+            off_best = Some(off_best.map_or(r.rps(), |b: f64| b.max(r.rps())));
+        }
+        server.stop();
+    }
+
+    println!("summary ({}):", args.backend);
+    for (conns, h, a, b) in &results {
+        let (Some(h), Some(a), Some(b)) = (h, a, b) else { continue };
+        println!(
+            "  {conns:>4} conns: allocate {:.0}/s = {:.0}% of healthz {:.0}/s (p99 {:.2} ms); balance {:.0}/s = {:.0}% of healthz",
+            a.rps(),
+            100.0 * a.rps() / h.rps(),
+            h.rps(),
+            a.p99_us as f64 / 1000.0,
+            b.rps(),
+            100.0 * b.rps() / h.rps()
+        );
+    }
+    if let Some(off) = off_best {
+        let best_on = results.iter().filter_map(|r| r.2.as_ref()).map(PhaseResult::rps).fold(0.0, f64::max);
+        println!("  group commit: best on {best_on:.0}/s vs best off {off:.0}/s = {:.2}x", best_on / off);
+    }
+    println!("  server peak RSS: {peak_rss:.1} MB");
+
+    let ids = ok_ids.lock().unwrap().clone();
+    let ledger_ok = match check_ledger(&args.backend, &db_url, &ids).await {
+        Ok(unanswered) => {
+            println!("  ledger: all {} allocations answered 200 are in the ledger exactly once ({unanswered} applied whose answer was lost)", ids.len());
+            true
+        }
+        Err(e) => {
+            println!("  ledger: FAILED: {e}");
+            false
+        }
+    };
+    let verified = verify(&db_url);
+    cleanup();
+    ledger_ok && verified
+}
