@@ -402,12 +402,31 @@ fn main() {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
-async fn fresh_db(args: &Args) -> (String, Box<dyn FnOnce() + Send>) {
+/// A fresh database for the run, and how to remove it afterwards.
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Schema { admin_url: String, schema: String },
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Cleanup::Dir(dir) => drop(std::fs::remove_dir_all(dir)),
+            Cleanup::Schema { admin_url, schema } => {
+                if let Ok((c, conn)) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                }
+            }
+        }
+    }
+}
+
+async fn fresh_db(args: &Args) -> (String, Cleanup) {
     if args.backend == "sqlite" {
         let dir = std::env::temp_dir().join(format!("coins-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let url = dir.join("coins.db").to_string_lossy().into_owned();
-        (url, Box::new(move || drop(std::fs::remove_dir_all(&dir))))
+        (dir.join("coins.db").to_string_lossy().into_owned(), Cleanup::Dir(dir))
     } else {
         let schema = format!("coins_bench_{}", std::process::id());
         let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
@@ -415,19 +434,7 @@ async fn fresh_db(args: &Args) -> (String, Box<dyn FnOnce() + Send>) {
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.expect("schema");
         let sep = if args.pg_url.contains('?') { '&' } else { '?' };
         let url = format!("{}{sep}options=-csearch_path%3D{schema}", args.pg_url);
-        let admin = args.pg_url.clone();
-        (
-            url,
-            Box::new(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-                rt.block_on(async {
-                    if let Ok((c, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
-                        tokio::spawn(conn);
-                        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
-                    }
-                });
-            }),
-        )
+        (url, Cleanup::Schema { admin_url: args.pg_url.clone(), schema })
     }
 }
 
@@ -512,6 +519,6 @@ async fn run(args: Args) -> bool {
         }
     };
     let verified = verify(&db_url);
-    cleanup();
+    cleanup.run().await;
     ledger_ok && verified
 }

@@ -86,6 +86,9 @@ struct Readers {
     permits: Semaphore,
 }
 
+/// Page cache of each worker thread's inline read connection, in KiB.
+const INLINE_CACHE_KIB: i64 = 8 * 1024;
+
 /// Page cache of the writer connection, in KiB: the hot index pages of a large ledger stay in
 /// memory. Readers get less; together they stay well inside the 150 MB RSS budget.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
@@ -145,6 +148,23 @@ impl SqliteStore {
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("the write queue is full".into()),
             mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("the writer has stopped".into()),
+        })
+    }
+
+    /// A point read (a few indexed lookups) on the calling worker thread's own connection: no
+    /// thread hop, no pool lock. Only for reads that take microseconds; anything that scans goes
+    /// through [`Self::read`] on the blocking pool.
+    fn read_inline<T>(&self, work: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        thread_local! {
+            static CONNECTIONS: std::cell::RefCell<std::collections::HashMap<PathBuf, Connection>> = Default::default();
+        }
+        CONNECTIONS.with(|cell| {
+            let mut connections = cell.borrow_mut();
+            let conn = match connections.entry(self.readers.path.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(open_connection(&self.readers.path, INLINE_CACHE_KIB)?),
+            };
+            work(conn)
         })
     }
 
@@ -784,8 +804,7 @@ impl Store for SqliteStore {
     }
 
     async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
-        let user = user.clone();
-        self.read(move |conn| {
+        self.read_inline(|conn| {
             Ok(conn
                 .prepare_cached(super::BALANCE_SQL_SQLITE)?
                 .query_row(params![user.as_str(), now_ms], |r| {
@@ -793,7 +812,6 @@ impl Store for SqliteStore {
                 })
                 .optional()?)
         })
-        .await
     }
 
     async fn list_configs(&self, filter: ConfigFilter) -> StoreResult<Vec<CoinConfig>> {
