@@ -6,6 +6,7 @@ mod helpers;
 mod allocate;
 mod cli;
 mod configs;
+mod crash;
 mod concurrency;
 mod errors;
 mod lifecycle;
