@@ -87,6 +87,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Serve(args) => {
             let settings = config::ServeSettings::from_args(&args)?;
+            let _serve_lock = store::sqlite_path(&url).map(store::lock_sqlite_for_serve).transpose()?;
             let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
             let app = app::App::build(&settings, store.clone(), clock).await.map_err(|e| format!("binding {}: {e}", settings.listen))?;
             let addr = app.local_addr().map_err(|e| e.to_string())?;

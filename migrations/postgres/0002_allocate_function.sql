@@ -60,9 +60,12 @@ BEGIN
             RETURN NEXT; CONTINUE;
         END IF;
 
-        -- The user's row lock serialises everything that changes this balance.
+        -- The user's row lock serialises everything that changes this balance. No conflict
+        -- target: users has two unique keys (the primary key and user_id), and a concurrent first
+        -- credit of the same user can collide on either; a targeted ON CONFLICT would let the
+        -- other one surface as an error.
         INSERT INTO users (company_id, user_id, balance, created_at) VALUES (p_company[i], p_user[i], 0, p_now[i])
-        ON CONFLICT (user_id) DO NOTHING;
+        ON CONFLICT DO NOTHING;
         SELECT u.company_id, u.balance INTO acct FROM users u WHERE u.user_id = p_user[i] FOR UPDATE;
         IF acct.company_id <> p_company[i] THEN
             DELETE FROM requests WHERE company_id = p_company[i] AND request_id = p_request[i];

@@ -10,6 +10,7 @@
 //! Domain decisions (replay or conflict, resolution, caps) are the same on both backends; the
 //! SQL differs only in dialect. Times are stored as Unix milliseconds (UTC).
 
+mod balance_cache;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;
@@ -425,12 +426,35 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
 }
 
 pub async fn open_with(url: &str, options: StoreOptions) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
-    } else {
-        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path), options)?))
+    match sqlite_path(url) {
+        None => Ok(Arc::new(postgres::PgStore::connect(url, options).await?)),
+        Some(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, options)?)),
     }
+}
+
+/// The SQLite file a URL names, or `None` for PostgreSQL.
+pub fn sqlite_path(url: &str) -> Option<&std::path::Path> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        None
+    } else {
+        Some(std::path::Path::new(url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url)))
+    }
+}
+
+/// One `serve` per SQLite file: its writer thread and balance cache assume they see every write.
+/// The lock lasts as long as the returned file is open; the OS drops it if the process dies.
+pub fn lock_sqlite_for_serve(path: &std::path::Path) -> Result<std::fs::File, String> {
+    let lock_path = path.with_extension("serve-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!("another `coins serve` is already using {}; use PostgreSQL to run several servers", path.display())
+    })?;
+    Ok(file)
 }
 
 /// Companies are stored space-separated: ids cannot contain spaces.
@@ -480,9 +504,6 @@ pub(crate) fn cap_message(cmd: &AllocateCmd, cap_name: &str, cap: i64) -> String
 }
 
 /// Stored balance less the lots already past expiry that the sweeper has not written off yet.
-pub(crate) const BALANCE_SQL_SQLITE: &str = "SELECT u.company_id, u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l \
-     WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at <= ?2), 0) \
-     FROM users u WHERE u.user_id = ?1";
 pub(crate) const BALANCE_SQL_POSTGRES: &str = "SELECT u.company_id, u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l \
      WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT \
      FROM users u WHERE u.user_id = $1";

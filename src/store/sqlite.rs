@@ -12,8 +12,9 @@
 //! back and each item is re-applied in a transaction of its own, so no neighbour is failed or
 //! lost. Every other job runs in its own savepoint, so one that fails undoes only itself.
 //!
-//! Reads: a small pool of connections used from `spawn_blocking`; WAL lets them run beside the
-//! writer and see only committed data.
+//! Reads: point reads run on a per-worker-thread connection, scans on a small pool used from
+//! `spawn_blocking`; WAL lets them run beside the writer and see only committed data. Balance
+//! reads are usually answered from [`BalanceCache`], which the writer keeps exact.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::balance_cache::BalanceCache;
 use super::migrate::{self, Migration};
 use super::*;
 use crate::domain::config::{self as cfg, ConfigValues};
@@ -76,6 +78,7 @@ enum Queued {
 }
 
 pub struct SqliteStore {
+    balances: Arc<BalanceCache>,
     jobs: mpsc::Sender<Queued>,
     readers: Arc<Readers>,
 }
@@ -124,11 +127,14 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(checkpointer))
             .map_err(|e| StoreError::Db(format!("starting checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let balances = Arc::new(BalanceCache::default());
+        let writer_balances = balances.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, if options.group_commit { WRITE_BATCH_MAX } else { 1 }))
+            .spawn(move || writer_loop(conn, rx, if options.group_commit { WRITE_BATCH_MAX } else { 1 }, &writer_balances))
             .map_err(|e| StoreError::Db(format!("starting writer thread: {e}")))?;
         Ok(Self {
+            balances,
             jobs: tx,
             readers: Arc::new(Readers { path: path.to_owned(), idle: Mutex::new(Vec::new()), permits: Semaphore::new(READERS_MAX) }),
         })
@@ -191,7 +197,7 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: usize) {
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: usize, balances: &BalanceCache) {
     let mut generic: Vec<Box<dyn WriteJob>> = Vec::new();
     let mut allocations: Vec<(Vec<AllocateCmd>, oneshot::Sender<Vec<StoreResult<AllocateOk>>>)> = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
@@ -214,12 +220,14 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: us
                 tracing::error!(error = %e, jobs = generic.len(), "sqlite batch failed; nothing in it was applied");
                 let _ = conn.execute_batch("ROLLBACK");
             }
+            // Generic jobs do not say whose balance they changed (redemptions, reversals, expiry).
+            balances.invalidate_all();
             for job in generic.drain(..) {
                 job.finish(outcome.clone());
             }
         }
         if !allocations.is_empty() {
-            run_allocations(&conn, &mut allocations);
+            run_allocations(&conn, &mut allocations, balances);
         }
     }
 }
@@ -251,7 +259,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
 
 /// The allocations of one writer round in one transaction, without savepoints (see the module
 /// doc); answered after the commit.
-fn run_allocations(conn: &Connection, batch: &mut Vec<(Vec<AllocateCmd>, oneshot::Sender<Vec<StoreResult<AllocateOk>>>)>) {
+fn run_allocations(
+    conn: &Connection,
+    batch: &mut Vec<(Vec<AllocateCmd>, oneshot::Sender<Vec<StoreResult<AllocateOk>>>)>,
+    balances: &BalanceCache,
+) {
     let fast = (|| -> Result<Vec<Vec<StoreResult<AllocateOk>>>, String> {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         let mut answers = Vec::with_capacity(batch.len());
@@ -270,7 +282,12 @@ fn run_allocations(conn: &Connection, batch: &mut Vec<(Vec<AllocateCmd>, oneshot
     })();
     match fast {
         Ok(answers) => {
-            for ((_, reply), results) in batch.drain(..).zip(answers) {
+            for ((cmds, reply), results) in batch.drain(..).zip(answers) {
+                for (cmd, result) in cmds.iter().zip(&results) {
+                    if let Ok(AllocateOk::Allocated { .. }) = result {
+                        balances.invalidate(cmd.user.as_str());
+                    }
+                }
                 let _ = reply.send(results);
             }
         }
@@ -279,6 +296,7 @@ fn run_allocations(conn: &Connection, batch: &mut Vec<(Vec<AllocateCmd>, oneshot
             let _ = conn.execute_batch("ROLLBACK");
             for (cmds, reply) in batch.drain(..) {
                 let results = cmds.iter().map(|cmd| allocate_alone(conn, cmd)).collect();
+                balances.invalidate_all();
                 let _ = reply.send(results);
             }
         }
@@ -805,14 +823,24 @@ impl Store for SqliteStore {
     }
 
     async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
-        self.read_inline(|conn| {
-            Ok(conn
-                .prepare_cached(super::BALANCE_SQL_SQLITE)?
-                .query_row(params![user.as_str(), now_ms], |r| {
-                    Ok(UserBalance { company: CompanyId::from_trusted(r.get(0)?), balance: Coins::from_stored(r.get(1)?) })
-                })
-                .optional()?)
-        })
+        if let Some(cached) = self.balances.get(user.as_str(), now_ms) {
+            return Ok(cached);
+        }
+        let ticket = self.balances.ticket(user.as_str());
+        let (balance, next_expiry) = self.read_inline(|conn| {
+            let row: Option<(String, i64, Option<i64>)> = conn
+                .prepare_cached(BALANCE_WITH_NEXT_EXPIRY_SQL)?
+                .query_row(params![user.as_str(), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            Ok(match row {
+                Some((company, coins, next)) => {
+                    (Some(UserBalance { company: CompanyId::from_trusted(company), balance: Coins::from_stored(coins) }), next)
+                }
+                None => (None, None),
+            })
+        })?;
+        self.balances.fill(user.as_str(), ticket, balance.clone(), next_expiry);
+        Ok(balance)
     }
 
     async fn list_configs(&self, filter: ConfigFilter) -> StoreResult<Vec<CoinConfig>> {
@@ -961,6 +989,14 @@ fn apply_migrations(conn: &Connection, migrations: &[Migration]) -> StoreResult<
 }
 
 // ---- Lifecycle: redemption, reversal, expiry, reads (SPEC §5) ----
+
+/// The visible balance and when it will next drop by itself (the soonest unexpired lot expiry).
+const BALANCE_WITH_NEXT_EXPIRY_SQL: &str = "SELECT u.company_id, \
+     u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at <= ?2), 0), \
+     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at > ?2) \
+     FROM users u WHERE u.user_id = ?1";
 
 /// A stored request, for replay and conflict decisions.
 struct PrevRequest {

@@ -3,6 +3,7 @@
 use tokio::task::JoinSet;
 
 use crate::both_backends;
+use crate::helpers::*;
 
 both_backends! {
     async fn fifty_identical_allocations_at_once_credit_once(app: &TestApp) {
@@ -53,6 +54,28 @@ both_backends! {
         assert_eq!(report.entries_checked, 200);
     }
 
+    async fn many_concurrent_first_credits_of_new_users_all_land(app: &TestApp) {
+        // Each new user gets several credits at the same instant, so their first credits race
+        // to create the user's row (a unique-key race the database must absorb, not report).
+        app.config("DEFAULT", "C", "E", 1).await;
+        let mut set = JoinSet::new();
+        for i in 0..240 {
+            let (http, url, token) = (app.http.clone(), app.url("/api/v0/enkash-coins/allocate-coin"), app.admin_token.clone());
+            set.spawn(async move {
+                let body = serde_json::json!({"companyId":"C","event":"E","requestId": format!("R{i}"),"userId": format!("NEW{}", i / 6)});
+                let res = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+                (res.status().as_u16(), res.text().await.unwrap())
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            let (status, body) = done.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+        for u in 0..40 {
+            assert_eq!(app.balance(&format!("NEW{u}")).await, 6);
+        }
+    }
+
     async fn concurrent_first_credits_of_one_user_from_two_companies_bind_it_to_one(app: &TestApp) {
         app.config("DEFAULT", "C", "E", 1).await;
         let mut set = JoinSet::new();
@@ -75,4 +98,53 @@ both_backends! {
         assert_eq!(ok, 10, "all of one company's requests land and none of the other's");
         assert_eq!(app.balance("SHARED").await, 10);
     }
+}
+
+/// Without group commit every allocation is its own transaction, so first credits of one new user
+/// really race across transactions to create the user's row, which has two unique keys. Each
+/// must land (PostgreSQL: the conflict must be absorbed whichever key it hits first).
+async fn first_credits_racing_across_transactions_all_land(backend: Backend) {
+    let Some(db) = test_db(backend).await else { return };
+    let store = coins::store::open_with(&db.url, coins::store::StoreOptions { group_commit: false }).await.unwrap();
+    let values = coins::domain::config::ConfigValues {
+        kind: coins::domain::ConfigKind::Default,
+        company_id: coins::domain::CompanyId::parse("C").unwrap(),
+        event: coins::domain::EventName::parse("E").unwrap(),
+        amount: coins::domain::Coins::amount(1).unwrap(),
+        validity_days: None,
+        max_per_user_per_day: None,
+        max_per_user: None,
+        active: true,
+    };
+    store.create_config(values, "test", 0).await.unwrap();
+    let mut set = JoinSet::new();
+    for i in 0..2000 {
+        let store = store.clone();
+        set.spawn(async move {
+            let cmd = coins::store::AllocateCmd {
+                company: coins::domain::CompanyId::parse("C").unwrap(),
+                user: coins::domain::UserId::parse(&format!("NEW{}", i / 4)).unwrap(),
+                event: coins::domain::EventName::parse("E").unwrap(),
+                request_id: coins::domain::RequestId::parse(&format!("R{i}")).unwrap(),
+                now_ms: 1,
+            };
+            store.allocate(vec![cmd]).await.pop().unwrap()
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        if let Err(e) = done.unwrap() {
+            panic!("a first credit failed: {e}");
+        }
+    }
+    assert!(store.verify().await.unwrap().problems.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_credits_racing_across_transactions_all_land_on_sqlite() {
+    first_credits_racing_across_transactions_all_land(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_credits_racing_across_transactions_all_land_on_postgres() {
+    first_credits_racing_across_transactions_all_land(Backend::Postgres).await;
 }
