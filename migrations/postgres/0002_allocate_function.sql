@@ -20,6 +20,10 @@ DECLARE
     v_expires BIGINT;
     v_entry BIGINT;
 BEGIN
+    -- Lock the batch's existing users up front, in user_id order: concurrent batches then take
+    -- these locks in one global order and cannot deadlock on them (a deadlock would still be
+    -- retried whole by the caller, but costs PostgreSQL's deadlock_timeout first).
+    PERFORM 1 FROM users WHERE user_id = ANY (p_user) ORDER BY user_id FOR UPDATE;
     FOR i IN 1 .. coalesce(array_length(p_company, 1), 0) LOOP
         out_idx := i; out_coins := NULL; out_balance := NULL; out_entry := NULL;
 

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::extract::{Query, State, rejection::QueryRejection};
 use serde::Serialize;
 
 use super::auth::Auth;
 use super::error::ApiError;
-use super::extract::{Fields, JsonObject};
+use super::extract::{Fields, JsonObject, PathParam};
 use super::{AppState, Envelope};
 use crate::domain::config::ConfigValues;
 use crate::domain::{CoinConfig, CoinConfigId, CompanyId, ConfigKind, EventName};
@@ -83,7 +83,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, JsonObject(body):
     Ok(Envelope::ok(ConfigView::from(&config)))
 }
 
-pub async fn get(State(state): State<AppState>, auth: Auth, Path(raw): Path<String>) -> Result<Json<Envelope<ConfigView>>, ApiError> {
+pub async fn get(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Result<Json<Envelope<ConfigView>>, ApiError> {
     let id = parse_id(&raw)?;
     let config = state.store.get_config(id).await?.ok_or(Refusal::UnknownConfig(raw))?;
     authorize_read(&auth, &config)?;
@@ -98,7 +98,7 @@ const PATCH_ATTEMPTS_MAX: usize = 3;
 pub async fn patch(
     State(state): State<AppState>,
     auth: Auth,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Envelope<ConfigView>>, ApiError> {
     let id = parse_id(&raw)?;
@@ -173,7 +173,7 @@ pub struct AuditView {
 }
 
 /// `GET /api/v0/enkash-coins/{coinConfigId}/history`: every create and change, oldest first.
-pub async fn history(State(state): State<AppState>, auth: Auth, Path(raw): Path<String>) -> Result<Json<Envelope<Vec<AuditView>>>, ApiError> {
+pub async fn history(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Result<Json<Envelope<Vec<AuditView>>>, ApiError> {
     let id = parse_id(&raw)?;
     let config = state.store.get_config(id).await?.ok_or(Refusal::UnknownConfig(raw))?;
     authorize_read(&auth, &config)?;

@@ -146,3 +146,18 @@ impl<'a> Fields<'a> {
 pub fn parse_user(field: &str, s: &str) -> Result<UserId, ApiError> {
     UserId::parse(s).map_err(|e| ApiError::validation(id_message(field, UserId::RULE, e)))
 }
+
+/// A path segment (`{coinConfigId}`, `{userId}`): like axum's `Path<String>`, but a segment that
+/// is not valid percent-encoded UTF-8 gets the API's 400 envelope, not axum's plain text.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| PathParam(p))
+            .map_err(|e| ApiError::validation(format!("bad path parameter: {e}")))
+    }
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State, rejection::QueryRejection};
+use axum::extract::{Query, Request, State, rejection::QueryRejection};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::auth::Auth;
 use super::coins::IDEMPOTENT_REPLAYED;
 use super::error::ApiError;
-use super::extract::{Fields, JsonObject, parse_user, read_object};
+use super::extract::{Fields, JsonObject, PathParam, parse_user, read_object};
 use super::{AppState, Envelope};
 use crate::clock::rfc3339;
 use crate::domain::{CompanyId, UserId};
@@ -258,7 +258,7 @@ async fn visible_user(state: &AppState, auth: &Auth, user: &UserId, now_ms: i64)
 }
 
 /// `GET /api/v0/coins/users/{userId}`
-pub async fn user(State(state): State<AppState>, auth: Auth, Path(raw): Path<String>) -> Result<Json<Envelope<UserView>>, ApiError> {
+pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Result<Json<Envelope<UserView>>, ApiError> {
     let user = parse_user("userId", &raw)?;
     let now_ms = state.clock.now_ms();
     visible_user(&state, &auth, &user, now_ms).await?;

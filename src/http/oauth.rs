@@ -110,17 +110,18 @@ async fn authenticate_client(state: &AppState, id: &str, secret: &str) -> Result
         verify_slow(secret.to_owned(), crypto::dummy_hash().to_owned()).await;
         return Err(OAuthError::invalid_client("unknown client or wrong secret"));
     };
-    if client.locked_until_ms.is_some_and(|t| t > now_ms) {
+    // Reserve the attempt before the slow check, so parallel guesses cannot all be checked
+    // against a row that still reads unlocked: at most the lockout maximum per lock period.
+    let locked = client.locked_until_ms.is_some_and(|t| t > now_ms)
+        || !state.store.reserve_auth_attempt(AuthSubject::Client(id), now_ms, state.settings.lockout).await?;
+    if locked {
         return Err(OAuthError::invalid_client("the client is locked after repeated failed authentications; try again later"));
     }
     if !verify_slow(secret.to_owned(), client.secret_hash.clone()).await {
-        state.store.record_auth_failure(AuthSubject::Client(id), now_ms, state.settings.lockout).await?;
         tracing::info!(client_id = id, "client authentication failed");
         return Err(OAuthError::invalid_client("unknown client or wrong secret"));
     }
-    if client.failed_attempts > 0 {
-        state.store.record_auth_success(AuthSubject::Client(id)).await?;
-    }
+    state.store.record_auth_success(AuthSubject::Client(id)).await?;
     Ok(client)
 }
 
@@ -131,17 +132,15 @@ async fn authenticate_user(state: &AppState, client_id: &str, username: &str, pa
         return Err(OAuthError::invalid_grant("unknown username or wrong password"));
     };
     let who = AuthSubject::PasswordUser { client_id, username };
-    if user.locked_until_ms.is_some_and(|t| t > now_ms) {
+    let locked = user.locked_until_ms.is_some_and(|t| t > now_ms) || !state.store.reserve_auth_attempt(who, now_ms, state.settings.lockout).await?;
+    if locked {
         return Err(OAuthError::invalid_grant("the user is locked after repeated failed authentications; try again later"));
     }
     if !verify_slow(password.to_owned(), user.password_hash.clone()).await {
-        state.store.record_auth_failure(who, now_ms, state.settings.lockout).await?;
         tracing::info!(client_id, "password grant authentication failed");
         return Err(OAuthError::invalid_grant("unknown username or wrong password"));
     }
-    if user.failed_attempts > 0 {
-        state.store.record_auth_success(who).await?;
-    }
+    state.store.record_auth_success(who).await?;
     Ok(())
 }
 

@@ -355,9 +355,12 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a password-grant user; false if the client does not exist.
     async fn upsert_password_user(&self, client_id: &str, username: &str, password_hash: &str, now_ms: i64) -> StoreResult<bool>;
     async fn get_password_user(&self, client_id: &str, username: &str) -> StoreResult<Option<PasswordUserRecord>>;
-    /// Counts a failure; locks the subject when the count reaches the policy's maximum.
-    async fn record_auth_failure(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<()>;
-    /// Resets the consecutive-failure count.
+    /// Reserves one authentication attempt before the secret is checked: counts it as a failure
+    /// (locking the subject when the count reaches the maximum) unless the subject is locked.
+    /// `false`: locked (or unknown), do not check the secret. Reserving first means a burst of
+    /// parallel guesses gets at most `max_failures` secret checks per lock period.
+    async fn reserve_auth_attempt(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<bool>;
+    /// The secret was right: the reserved attempt was no failure; resets the count and lock.
     async fn record_auth_success(&self, who: AuthSubject<'_>) -> StoreResult<()>;
 
     async fn insert_tokens(&self, tokens: Vec<TokenRecord>) -> StoreResult<()>;

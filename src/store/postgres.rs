@@ -305,7 +305,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd]) -> TxResult<
         .collect())
 }
 
-/// See the SQLite twin: counts a failure unless locked; locks at the maximum.
+/// See the SQLite twin: reserves an attempt unless locked; locks at the maximum.
 macro_rules! lockout_update {
     ($table:literal, $filter:literal) => {
         concat!(
@@ -432,9 +432,9 @@ impl Store for PgStore {
         }))
     }
 
-    async fn record_auth_failure(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<()> {
+    async fn reserve_auth_attempt(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<bool> {
         let client = self.client().await?;
-        match who {
+        let reserved = match who {
             AuthSubject::Client(id) => {
                 client
                     .execute(lockout_update!("clients", "client_id = $4"), &[&now_ms, &policy.max_failures, &policy.lock_ms, &id])
@@ -449,7 +449,7 @@ impl Store for PgStore {
                     .await?
             }
         };
-        Ok(())
+        Ok(reserved == 1)
     }
 
     async fn record_auth_success(&self, who: AuthSubject<'_>) -> StoreResult<()> {
@@ -457,14 +457,13 @@ impl Store for PgStore {
         match who {
             AuthSubject::Client(id) => {
                 client
-                    .execute("UPDATE clients SET failed_attempts = 0, locked_until = NULL WHERE client_id = $1 AND failed_attempts > 0", &[&id])
+                    .execute("UPDATE clients SET failed_attempts = 0, locked_until = NULL WHERE client_id = $1", &[&id])
                     .await?
             }
             AuthSubject::PasswordUser { client_id, username } => {
                 client
                     .execute(
-                        "UPDATE password_users SET failed_attempts = 0, locked_until = NULL \
-                         WHERE client_id = $1 AND username = $2 AND failed_attempts > 0",
+                        "UPDATE password_users SET failed_attempts = 0, locked_until = NULL WHERE client_id = $1 AND username = $2",
                         &[&client_id, &username],
                     )
                     .await?
@@ -739,7 +738,12 @@ impl Store for PgStore {
             .await?;
         let mut expired = 0;
         for row in rows {
-            expired += self.settle_user(row.get(0), row.get(1), now_ms).await?;
+            let (company, user): (String, String) = (row.get(0), row.get(1));
+            // One user's failure must not hold up everyone else's expiry.
+            match self.settle_user(company, user.clone(), now_ms).await {
+                Ok(n) => expired += n,
+                Err(e) => tracing::error!(%user, error = %e, "expiring this user's lots failed; will retry next pass"),
+            }
         }
         Ok(expired)
     }
@@ -790,20 +794,26 @@ impl Store for PgStore {
     }
 
     async fn verify(&self) -> StoreResult<VerifyReport> {
-        let client = self.client().await?;
-        // One snapshot for all checks, so a concurrent write cannot show up as a false difference.
-        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        let mut client = self.client().await?;
+        // One snapshot for all checks, so a concurrent write cannot show up as a false difference;
+        // a transaction object, so an early return rolls back instead of pooling an open one.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
         let mut report = VerifyReport {
-            users_checked: client.query_one("SELECT COUNT(*) FROM users", &[]).await?.get(0),
-            entries_checked: client.query_one("SELECT COUNT(*) FROM ledger_entries", &[]).await?.get(0),
+            users_checked: tx.query_one("SELECT COUNT(*) FROM users", &[]).await?.get(0),
+            entries_checked: tx.query_one("SELECT COUNT(*) FROM ledger_entries", &[]).await?.get(0),
             problems: Vec::new(),
         };
         for (sql, what) in VERIFY_CHECKS {
-            for row in client.query(*sql, &[]).await? {
+            for row in tx.query(*sql, &[]).await? {
                 report.problems.push(format!("{what}: {}", row.get::<_, String>(0)));
             }
         }
-        client.batch_execute("COMMIT").await?;
+        tx.commit().await?;
         Ok(report)
     }
 }
@@ -827,8 +837,9 @@ impl PgStore {
 
 // ---- Lifecycle: redemption, reversal, expiry, reads (SPEC §5) ----
 //
-// Lock order, the same in every operation, so concurrent ones cannot deadlock each other:
-// the request id (by inserting its row) -> the user's row (FOR UPDATE) -> the user's lots.
+// Lock order: the request id (by inserting its row) -> the user's row (FOR UPDATE) -> the
+// user's lots. Allocation batches lock their users first, in user_id order (see 0002). Any
+// deadlock that remains possible is retried whole by `transact`.
 
 struct PrevRequest {
     kind: String,
@@ -864,9 +875,8 @@ async fn lock_account(tx: &Transaction<'_>, company: &CompanyId, user: &UserId) 
     let stmt = tx.prepare_cached("SELECT company_id, balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
     match tx.query_opt(&stmt, &[&user.as_str()]).await? {
         None => Err(Refusal::UserNotFound(user.clone()).into()),
-        Some(r) if r.get::<_, &str>(0) != company.as_str() => {
-            Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into())
-        }
+        // Another company's user reads as never credited: scoping must not reveal who exists.
+        Some(r) if r.get::<_, &str>(0) != company.as_str() => Err(Refusal::UserNotFound(user.clone()).into()),
         Some(r) => Ok(r.get(1)),
     }
 }

@@ -505,8 +505,8 @@ fn check_caps(conn: &Connection, cmd: &AllocateCmd, config: &CoinConfig) -> Stor
     Ok(())
 }
 
-/// Counts a failure unless the subject is locked; locks when the count reaches the maximum, and a
-/// failure after an expired lock starts counting again at 1.
+/// Reserves an attempt (counted as a failure until the secret proves right) unless the subject is
+/// locked; locks when the count reaches the maximum; after an expired lock counting restarts at 1.
 macro_rules! lockout_update {
     ($table:literal, $filter:literal) => {
         concat!(
@@ -627,23 +627,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_auth_failure(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<()> {
+    async fn reserve_auth_attempt(&self, who: AuthSubject<'_>, now_ms: i64, policy: LockoutPolicy) -> StoreResult<bool> {
         let (max, lock) = (policy.max_failures, policy.lock_ms);
         match who {
             AuthSubject::Client(id) => {
                 let id = id.to_owned();
-                self.write(move |conn| {
-                    conn.prepare_cached(lockout_update!("clients", "client_id = ?4"))?.execute(params![now_ms, max, lock, id])?;
-                    Ok(())
-                })
-                .await
+                self.write(move |conn| Ok(conn.prepare_cached(lockout_update!("clients", "client_id = ?4"))?.execute(params![now_ms, max, lock, id])? == 1))
+                    .await
             }
             AuthSubject::PasswordUser { client_id, username } => {
                 let (client_id, username) = (client_id.to_owned(), username.to_owned());
                 self.write(move |conn| {
-                    conn.prepare_cached(lockout_update!("password_users", "client_id = ?4 AND username = ?5"))?
-                        .execute(params![now_ms, max, lock, client_id, username])?;
-                    Ok(())
+                    Ok(conn
+                        .prepare_cached(lockout_update!("password_users", "client_id = ?4 AND username = ?5"))?
+                        .execute(params![now_ms, max, lock, client_id, username])?
+                        == 1)
                 })
                 .await
             }
@@ -653,12 +651,11 @@ impl Store for SqliteStore {
     async fn record_auth_success(&self, who: AuthSubject<'_>) -> StoreResult<()> {
         let (sql, keys): (&str, Vec<String>) = match who {
             AuthSubject::Client(id) => (
-                "UPDATE clients SET failed_attempts = 0, locked_until = NULL WHERE client_id = ?1 AND failed_attempts > 0",
+                "UPDATE clients SET failed_attempts = 0, locked_until = NULL WHERE client_id = ?1",
                 vec![id.to_owned()],
             ),
             AuthSubject::PasswordUser { client_id, username } => (
-                "UPDATE password_users SET failed_attempts = 0, locked_until = NULL \
-                 WHERE client_id = ?1 AND username = ?2 AND failed_attempts > 0",
+                "UPDATE password_users SET failed_attempts = 0, locked_until = NULL WHERE client_id = ?1 AND username = ?2",
                 vec![client_id.to_owned(), username.to_owned()],
             ),
         };
@@ -1046,9 +1043,8 @@ fn user_account(conn: &Connection, user: &str) -> StoreResult<Option<(String, i6
 fn account_in(conn: &Connection, company: &CompanyId, user: &UserId) -> StoreResult<i64> {
     match user_account(conn, user.as_str())? {
         None => Err(Refusal::UserNotFound(user.clone()).into()),
-        Some((owner, _)) if owner != company.as_str() => {
-            Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into())
-        }
+        // Another company's user reads as never credited: scoping must not reveal who exists.
+        Some((owner, _)) if owner != company.as_str() => Err(Refusal::UserNotFound(user.clone()).into()),
         Some((_, balance)) => Ok(balance),
     }
 }

@@ -61,6 +61,11 @@ both_backends! {
         assert_ne!(other.header("x-request-id"), Some(id));
     }
 
+    async fn undecodable_path_segments_get_the_envelope(app: &TestApp) {
+        app.get("/api/v0/coins/users/%FF", &app.admin_token).await.assert_error(400, "VALIDATION_FAILED");
+        app.get("/api/v0/enkash-coins/%FF%FE", &app.admin_token).await.assert_error(400, "VALIDATION_FAILED");
+    }
+
     async fn health_and_readiness_need_no_auth(app: &TestApp) {
         let res = app.send(reqwest::Method::GET, "/healthz", None, None).await;
         res.assert_ok();

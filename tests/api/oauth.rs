@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use coins::clock::Clock;
+
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -119,6 +121,36 @@ both_backends! {
         assert!(assert_oauth_error(&res, 401, "invalid_client").contains("locked"));
         app.clock.advance_ms(2_000);
         app.token(&id, &secret).await;
+    }
+
+    async fn a_parallel_burst_of_attempts_gets_at_most_five_secret_checks(app: &TestApp) {
+        let (id, _) = app.create_client(&["C"]).await;
+        let policy = coins::store::LockoutPolicy { max_failures: 5, lock_ms: 900_000 };
+        let now = app.clock.now_ms();
+        let mut reservations = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let (store, id) = (app.db.store.clone(), id.clone());
+            reservations.spawn(async move { store.reserve_auth_attempt(coins::store::AuthSubject::Client(&id), now, policy).await.unwrap() });
+        }
+        let mut granted = 0;
+        while let Some(r) = reservations.join_next().await {
+            granted += usize::from(r.unwrap());
+        }
+        assert_eq!(granted, 5, "a burst may check at most five secrets before the lock");
+        // Over HTTP: a burst of wrong secrets leaves the client locked against the right one too.
+        let (id, secret) = app.create_client(&["C"]).await;
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let (http, url, id) = (app.http.clone(), app.url("/oauth/token"), id.clone());
+            burst.spawn(async move {
+                http.post(url).basic_auth(id, Some("wrong")).form(&[("grant_type", "client_credentials")]).send().await.unwrap().status().as_u16()
+            });
+        }
+        while let Some(status) = burst.join_next().await {
+            assert_eq!(status.unwrap(), 401);
+        }
+        let res = app.token_request(Some((&id, &secret)), &[("grant_type", "client_credentials")]).await;
+        assert!(assert_oauth_error(&res, 401, "invalid_client").contains("locked"));
     }
 
     async fn five_failed_passwords_lock_the_password_user(app: &TestApp) {
