@@ -93,7 +93,7 @@ struct Readers {
 /// each per-user index, so its hot set grows with the number of active users (about 120 MB for
 /// 10,000 users), and a miss costs it a read from the OS. Readers do point lookups in small
 /// tables; the checkpointer only copies pages. Together they stay inside a 150 MB RSS budget.
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+const WRITER_CACHE_KIB: i64 = 56 * 1024;
 const INLINE_CACHE_KIB: i64 = 4 * 1024;
 const READER_CACHE_KIB: i64 = 2 * 1024;
 const CHECKPOINT_CACHE_KIB: i64 = 512;
