@@ -47,7 +47,8 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn run_command(cli: Cli) -> Result<ExitCode, String> {
     let url = config::database_url(&cli);
-    let options = store::StoreOptions { group_commit: cli.group_commit == "on" };
+    let serving = matches!(cli.command, Command::Serve(_));
+    let options = store::StoreOptions { group_commit: cli.group_commit == "on", listen: serving };
     let store = store::open_with(&url, options).await.map_err(|e| format!("opening the database: {e}"))?;
     store.migrate().await.map_err(|e| format!("applying migrations: {e}"))?;
     let fail = |e: store::StoreError| e.to_string();

@@ -1,17 +1,20 @@
-//! A per-process cache of visible balances for the SQLite backend, so balance reads usually
-//! touch no database at all.
+//! A per-process cache of visible balances, so balance reads usually touch no database at all.
 //!
-//! Sound because every SQLite write goes through this process's one writer thread (one `serve`
-//! per SQLite file; the CLI never changes balances). The rules that keep it exact:
+//! SQLite: exact, because every write goes through this process's one writer thread (one `serve`
+//! per SQLite file; the CLI never changes balances). PostgreSQL: every transaction that changes
+//! a balance also sends `NOTIFY coins_balances` with the users it changed, and every process
+//! LISTENs; another process's change is seen once its notification arrives (milliseconds after
+//! the commit), and the cache is not used at all while the listening connection is down. The
+//! rules that keep it correct:
 //! - the writer invalidates a user after the COMMIT that changed them and before answering, by
-//!   removing the entry and bumping its shard's version;
+//!   removing the entry and bumping its shard's version (a notification does the same);
 //! - a reader notes the shard's version before its database read and stores what it read only if
 //!   the version has not moved, so a read that raced a commit is never cached;
 //! - an entry holds only until the user's next lot expiry, when the visible balance drops by itself.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::UserBalance;
 
@@ -30,11 +33,13 @@ struct Entry {
 pub struct BalanceCache {
     shards: [Mutex<HashMap<String, Entry>>; SHARDS],
     versions: [AtomicU64; SHARDS],
+    /// False while invalidations might be missed (PostgreSQL listener down): no hits, no fills.
+    live: AtomicBool,
 }
 
 impl Default for BalanceCache {
     fn default() -> Self {
-        Self { shards: std::array::from_fn(|_| Mutex::default()), versions: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Self::new(true)
     }
 }
 
@@ -54,8 +59,30 @@ pub struct Ticket {
 }
 
 impl BalanceCache {
+    pub fn new(live: bool) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            versions: std::array::from_fn(|_| AtomicU64::new(0)),
+            live: AtomicBool::new(live),
+        }
+    }
+
+    /// Turns the cache on (emptied first: invalidations may have been missed while off) or off.
+    pub fn set_live(&self, live: bool) {
+        if live {
+            self.invalidate_all();
+        }
+        self.live.store(live, Ordering::SeqCst);
+        if !live {
+            self.invalidate_all();
+        }
+    }
+
     /// The cached balance if it is still exact at `now_ms`.
     pub fn get(&self, user: &str, now_ms: i64) -> Option<Option<UserBalance>> {
+        if !self.live.load(Ordering::SeqCst) {
+            return None;
+        }
         let shard = self.shards[shard_of(user)].lock().unwrap_or_else(|p| p.into_inner());
         shard.get(user).filter(|e| e.valid_until_ms.is_none_or(|t| now_ms < t)).map(|e| e.balance.clone())
     }
@@ -69,7 +96,7 @@ impl BalanceCache {
     /// Stores what was read, unless a commit touched the shard since the ticket was taken.
     pub fn fill(&self, user: &str, ticket: Ticket, balance: Option<UserBalance>, valid_until_ms: Option<i64>) {
         let mut shard = self.shards[ticket.shard].lock().unwrap_or_else(|p| p.into_inner());
-        if self.versions[ticket.shard].load(Ordering::SeqCst) != ticket.version {
+        if self.versions[ticket.shard].load(Ordering::SeqCst) != ticket.version || !self.live.load(Ordering::SeqCst) {
             return;
         }
         if shard.len() >= SHARD_ENTRIES_MAX {

@@ -16,6 +16,7 @@ pub const SQLITE: &[Migration] = &[Migration {
 pub const POSTGRES: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/postgres/0001_init.sql") },
     Migration { version: 2, name: "allocate_function", sql: include_str!("../../migrations/postgres/0002_allocate_function.sql") },
+    Migration { version: 3, name: "allocate_set", sql: include_str!("../../migrations/postgres/0003_allocate_set.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

@@ -11,7 +11,9 @@
 //! SQL differs only in dialect. Times are stored as Unix milliseconds (UTC).
 
 mod balance_cache;
+mod config_cache;
 mod migrate;
+mod pg_listen;
 pub mod postgres;
 pub mod sqlite;
 
@@ -415,11 +417,14 @@ pub struct StoreOptions {
     /// Concurrent writes share one transaction and one commit (each still answered only after
     /// that commit). Off: one transaction per request, for comparison and troubleshooting.
     pub group_commit: bool,
+    /// PostgreSQL: keep a LISTEN connection so this process may cache configurations and
+    /// balances (see `pg_listen.rs`). Off for one-shot CLI commands, which cache nothing.
+    pub listen: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { group_commit: true }
+        Self { group_commit: true, listen: true }
     }
 }
 
@@ -505,11 +510,6 @@ pub(crate) fn cap_message(cmd: &AllocateCmd, cap_name: &str, cap: i64) -> String
         cmd.user, cmd.event, cmd.company
     )
 }
-
-/// Stored balance less the lots already past expiry that the sweeper has not written off yet.
-pub(crate) const BALANCE_SQL_POSTGRES: &str = "SELECT u.company_id, u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l \
-     WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT \
-     FROM users u WHERE u.user_id = $1";
 
 /// SPEC §6 checks, in SQL both backends speak. Each query returns one text column per problem.
 pub(crate) const VERIFY_CHECKS: &[(&str, &str)] = &[

@@ -7,13 +7,17 @@
 //! everything that changes one balance, so caps and balances stay exact. A transaction that hits
 //! a deadlock or serialization failure is retried whole; it had no effect.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use tokio_postgres::{NoTls, Row, error::SqlState};
 
+use super::config_cache::Resolved;
 use super::migrate;
+use super::pg_listen::{self, BALANCES_CHANNEL, CONFIGS_CHANNEL, Caches};
 use super::*;
 use crate::domain::config::{self as cfg, ConfigValues};
 use crate::domain::lots::{self, OpenLot, debit_order};
@@ -31,6 +35,9 @@ pub struct PgStore {
     pool: Pool,
     /// Group commit for single allocations; `None` when turned off (one transaction each).
     batcher: Option<Batcher>,
+    /// Resolved configurations and balances; live only while `listener` is listening.
+    caches: Arc<Caches>,
+    _listener: Option<pg_listen::Listener>,
 }
 
 /// Most allocations one group-commit transaction carries.
@@ -172,13 +179,17 @@ fn config_from_row(row: &Row) -> CoinConfig {
 impl PgStore {
     pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
         let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Db(format!("bad database url: {e}")))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_MAX)
             .build()
             .map_err(|e| StoreError::Db(format!("building postgres pool: {e}")))?;
-        let batcher = options.group_commit.then(|| Batcher::start(PgStore { pool: pool.clone(), batcher: None }));
-        Ok(Self { pool, batcher })
+        let caches = Arc::new(Caches::new());
+        let listener = options.listen.then(|| pg_listen::spawn(config, caches.clone()));
+        let batcher = options
+            .group_commit
+            .then(|| Batcher::start(PgStore { pool: pool.clone(), batcher: None, caches: caches.clone(), _listener: None }));
+        Ok(Self { pool, batcher, caches, _listener: listener })
     }
 
     /// Applies these allocations in one transaction now. If the batch fails as a whole for a
@@ -187,14 +198,22 @@ impl PgStore {
     async fn allocate_now(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
         let n = cmds.len();
         let batch = cmds.clone();
+        let caches = self.caches.clone();
         let outcome = self
             .transact(move |tx| {
-                let batch = batch.clone();
-                Box::pin(async move { allocate_batch(tx, &batch).await })
+                let (batch, caches) = (batch.clone(), caches.clone());
+                Box::pin(async move { allocate_batch(tx, &batch, &caches).await })
             })
             .await;
         match outcome {
-            Ok(results) => results,
+            Ok(results) => {
+                for (cmd, result) in cmds.iter().zip(&results) {
+                    if let Ok(AllocateOk::Allocated { .. }) = result {
+                        self.caches.balances.invalidate(cmd.user.as_str());
+                    }
+                }
+                results
+            }
             Err(e) if n == 1 => vec![Err(e)],
             Err(e) => {
                 tracing::warn!(error = %e, items = n, "allocation batch failed; applying its items one by one");
@@ -265,44 +284,148 @@ async fn insert_audit(tx: &Transaction<'_>, seq: i64, action: &str, actor: &str,
     Ok(())
 }
 
-/// Applies a batch of allocations with one call of the `coins_allocate` function (see
-/// migrations/postgres/0002): one round trip whatever the batch size.
-async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd]) -> TxResult<Vec<StoreResult<AllocateOk>>> {
-    let companies: Vec<&str> = cmds.iter().map(|c| c.company.as_str()).collect();
-    let users: Vec<&str> = cmds.iter().map(|c| c.user.as_str()).collect();
-    let events: Vec<&str> = cmds.iter().map(|c| c.event.as_str()).collect();
-    let requests: Vec<&str> = cmds.iter().map(|c| c.request_id.as_str()).collect();
-    let nows: Vec<i64> = cmds.iter().map(|c| c.now_ms).collect();
-    let stmt = tx
-        .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate($1, $2, $3, $4, $5)")
-        .await?;
-    let rows = tx.query(&stmt, &[&companies, &users, &events, &requests, &nows]).await?;
-    if rows.len() != cmds.len() {
-        return Err(TxError::Store(StoreError::Db(format!("coins_allocate answered {} of {} items", rows.len(), cmds.len()))));
-    }
-    Ok(rows
-        .iter()
-        .zip(cmds)
-        .map(|(row, cmd)| {
-            let coins: Option<i64> = row.get(2);
-            let status: &str = row.get(1);
-            match status {
-                "ALLOCATED" => Ok(AllocateOk::Allocated {
-                    coins: Coins::from_stored(coins.unwrap_or(0)),
-                    balance: Coins::from_stored(row.get::<_, Option<i64>>(3).unwrap_or(0)),
-                    entry_id: row.get::<_, Option<i64>>(4).unwrap_or(0),
-                }),
-                "REPLAYED" => Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) }),
-                "REQUEST_ID_CONFLICT" => Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into()),
-                "CONFIG_NOT_FOUND" => Err(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }.into()),
-                "USER_COMPANY_MISMATCH" => Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }.into()),
-                "LIMIT_PER_DAY" => Err(Refusal::LimitReached(cap_message(cmd, "maxPerUserPerDay", coins.unwrap_or(0))).into()),
-                "LIMIT_EVER" => Err(Refusal::LimitReached(cap_message(cmd, "maxPerUser", coins.unwrap_or(0))).into()),
-                "BALANCE_OVERFLOW" => Err(Refusal::BalanceOverflow(cmd.user.clone()).into()),
-                other => Err(StoreError::Db(format!("coins_allocate returned unknown status {other}"))),
+/// The visible balance (stored balance less lots past expiry that are not written off yet) and
+/// when it will next drop by itself (the soonest unexpired lot expiry).
+const BALANCE_WITH_NEXT_EXPIRY_SQL: &str = "SELECT u.company_id, \
+     u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT, \
+     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at > $2) \
+     FROM users u WHERE u.user_id = $1";
+
+/// The configuration each allocation resolves to (SPEC §1), from the cache where possible; the
+/// misses are resolved with one query and cached. One resolution per (company, event) per batch,
+/// so every item of a pair is decided under the same configuration.
+async fn resolve_configs(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> TxResult<Vec<Resolved>> {
+    let mut resolved: HashMap<(&str, &str), Resolved> = HashMap::new();
+    let mut missing: Vec<(&str, &str)> = Vec::new();
+    for cmd in cmds {
+        let key = (cmd.company.as_str(), cmd.event.as_str());
+        if resolved.contains_key(&key) || missing.contains(&key) {
+            continue;
+        }
+        match caches.configs.get(key.0, key.1) {
+            Some(hit) => {
+                resolved.insert(key, hit);
             }
-        })
-        .collect())
+            None => missing.push(key),
+        }
+    }
+    if !missing.is_empty() {
+        let generation = caches.configs.generation();
+        let events: Vec<&str> = missing.iter().map(|k| k.1).collect();
+        let companies: Vec<&str> = missing.iter().map(|k| k.0).collect();
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ANY($1) AND (configuration = 'DEFAULT' OR company_id = ANY($2))"
+            ))
+            .await?;
+        let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&events, &companies]).await?.iter().map(config_from_row).collect();
+        let mut fills = Vec::with_capacity(missing.len());
+        for (company, event) in missing {
+            let custom = candidates.iter().find(|c| {
+                c.values.kind == ConfigKind::Custom && c.values.company_id.as_str() == company && c.values.event.as_str() == event
+            });
+            let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default && c.values.event.as_str() == event);
+            let value = cfg::resolve(custom, default).cloned();
+            fills.push((company.to_owned(), event.to_owned(), value.clone()));
+            resolved.insert((company, event), value);
+        }
+        caches.configs.fill(generation, fills);
+    }
+    Ok(cmds.iter().map(|c| resolved.get(&(c.company.as_str(), c.event.as_str())).cloned().flatten()).collect())
+}
+
+/// Applies a batch of allocations with the set-based `coins_allocate_set` function (see
+/// migrations/postgres/0003): a handful of statements whatever the batch size. A request id that
+/// occurs twice in the batch goes to a later call in the same transaction, where it finds the
+/// first occurrence and replays it, exactly as two requests one after the other would.
+async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> TxResult<Vec<StoreResult<AllocateOk>>> {
+    let configs = resolve_configs(tx, cmds, caches).await?;
+    let mut results: Vec<Option<StoreResult<AllocateOk>>> = cmds.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..cmds.len()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT out_idx, out_status, out_coins, out_balance, out_entry \
+             FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await?;
+    while !pending.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) =
+            pending.iter().partition(|&&i| seen.insert((cmds[i].company.as_str(), cmds[i].request_id.as_str())));
+        let pick = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&i| f(&cmds[i])).collect() };
+        let companies = pick(&|c| c.company.as_str());
+        let users = pick(&|c| c.user.as_str());
+        let events = pick(&|c| c.event.as_str());
+        let requests = pick(&|c| c.request_id.as_str());
+        let nows: Vec<i64> = round.iter().map(|&i| cmds[i].now_ms).collect();
+        let config = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> {
+            round.iter().map(|&i| configs[i].as_ref().and_then(f)).collect()
+        };
+        let seqs = config(&|c| Some(c.id.seq()));
+        let amounts = config(&|c| Some(c.values.amount.get()));
+        let validity = config(&|c| c.values.validity_days);
+        let cap_day = config(&|c| c.values.max_per_user_per_day);
+        let cap_ever = config(&|c| c.values.max_per_user);
+        let rows = tx
+            .query(&stmt, &[&companies, &users, &events, &requests, &nows, &seqs, &amounts, &validity, &cap_day, &cap_ever])
+            .await?;
+        if rows.len() != round.len() {
+            return Err(TxError::Store(StoreError::Db(format!("coins_allocate_set answered {} of {} items", rows.len(), round.len()))));
+        }
+        for (row, &i) in rows.iter().zip(&round) {
+            results[i] = Some(allocation_outcome(row, &cmds[i])?);
+        }
+        pending = later;
+    }
+    let mut changed: Vec<&str> =
+        cmds.iter().zip(&results).filter(|(_, r)| matches!(r, Some(Ok(AllocateOk::Allocated { .. })))).map(|(c, _)| c.user.as_str()).collect();
+    changed.sort_unstable();
+    changed.dedup();
+    notify_balances(tx, changed).await?;
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Db("allocation not answered".into())))).collect())
+}
+
+/// One row of `coins_allocate_set`, as the item's answer. `ALONE` fails the whole transaction:
+/// the caller then applies the items one by one.
+fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> TxResult<StoreResult<AllocateOk>> {
+    let coins: Option<i64> = row.get(2);
+    let status: &str = row.get(1);
+    Ok(match status {
+        "ALLOCATED" => Ok(AllocateOk::Allocated {
+            coins: Coins::from_stored(coins.unwrap_or(0)),
+            balance: Coins::from_stored(row.get::<_, Option<i64>>(3).unwrap_or(0)),
+            entry_id: row.get::<_, Option<i64>>(4).unwrap_or(0),
+        }),
+        "REPLAYED" => Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) }),
+        "REQUEST_ID_CONFLICT" => Err(Refusal::RequestIdConflict(cmd.request_id.clone()).into()),
+        "CONFIG_NOT_FOUND" => Err(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }.into()),
+        "USER_COMPANY_MISMATCH" => Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }.into()),
+        "LIMIT_PER_DAY" => Err(Refusal::LimitReached(cap_message(cmd, "maxPerUserPerDay", coins.unwrap_or(0))).into()),
+        "LIMIT_EVER" => Err(Refusal::LimitReached(cap_message(cmd, "maxPerUser", coins.unwrap_or(0))).into()),
+        "BALANCE_OVERFLOW" => Err(Refusal::BalanceOverflow(cmd.user.clone()).into()),
+        "ALONE" => return Err(TxError::Store(StoreError::Db("this batch needs its items applied one by one".into()))),
+        other => Err(StoreError::Db(format!("coins_allocate_set returned unknown status {other}"))),
+    })
+}
+
+/// Tells every process (this one included) that these users' balances changed; delivered only
+/// if and when this transaction commits.
+async fn notify_balances<'a>(tx: &Transaction<'_>, users: impl IntoIterator<Item = &'a str>) -> TxResult<()> {
+    let payloads = pg_listen::payloads(users);
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p").await?;
+    tx.execute(&stmt, &[&BALANCES_CHANNEL, &payloads]).await?;
+    Ok(())
+}
+
+/// Tells every process that configurations changed (delivered on commit).
+async fn notify_configs(tx: &Transaction<'_>) -> TxResult<()> {
+    tx.execute("SELECT pg_notify($1, '')", &[&CONFIGS_CHANNEL]).await?;
+    Ok(())
 }
 
 /// See the SQLite twin: reserves an attempt unless locked; locks at the maximum.
@@ -570,10 +693,13 @@ impl Store for PgStore {
                         .await?
                         .get(0);
                     insert_audit(tx, seq, "CREATE", &actor, now_ms, None, audit_json(&v)).await?;
+                    notify_configs(tx).await?;
                     Ok(CoinConfig { id: CoinConfigId::from_seq(seq), values: v, version: 1 })
                 })
             })
             .await;
+        // At once in this process; other processes clear on the notification.
+        self.caches.configs.clear();
         self.explain_unique_violation(outcome, &values, -1).await
     }
 
@@ -626,10 +752,12 @@ impl Store for PgStore {
                     )
                     .await?;
                     insert_audit(tx, id.seq(), "UPDATE", &actor, now_ms, Some(audit_json(&before.values)), audit_json(&v)).await?;
+                    notify_configs(tx).await?;
                     Ok(CoinConfig { id, values: v, version: expected_version + 1 })
                 })
             })
             .await;
+        self.caches.configs.clear();
         self.explain_unique_violation(outcome, &values, id.seq()).await
     }
 
@@ -644,12 +772,19 @@ impl Store for PgStore {
     }
 
     async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
+        if let Some(cached) = self.caches.balances.get(user.as_str(), now_ms) {
+            return Ok(cached);
+        }
+        let ticket = self.caches.balances.ticket(user.as_str());
         let client = self.client().await?;
-        let stmt = client.prepare_cached(BALANCE_SQL_POSTGRES).await?;
-        Ok(client
-            .query_opt(&stmt, &[&user.as_str(), &now_ms])
-            .await?
-            .map(|r| UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }))
+        let stmt = client.prepare_cached(BALANCE_WITH_NEXT_EXPIRY_SQL).await?;
+        let row = client.query_opt(&stmt, &[&user.as_str(), &now_ms]).await?;
+        let (balance, next_expiry) = match row {
+            Some(r) => (Some(UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }), r.get(2)),
+            None => (None, None),
+        };
+        self.caches.balances.fill(user.as_str(), ticket, balance.clone(), next_expiry);
+        Ok(balance)
     }
 
     async fn list_configs(&self, filter: ConfigFilter) -> StoreResult<Vec<CoinConfig>> {
@@ -696,19 +831,27 @@ impl Store for PgStore {
     }
 
     async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
-        self.transact(move |tx| {
-            let cmd = cmd.clone();
-            Box::pin(async move { redeem_one(tx, &cmd).await })
-        })
-        .await
+        let user = cmd.user.clone();
+        let outcome = self
+            .transact(move |tx| {
+                let cmd = cmd.clone();
+                Box::pin(async move { redeem_one(tx, &cmd).await })
+            })
+            .await;
+        self.caches.balances.invalidate(user.as_str());
+        outcome
     }
 
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
-        self.transact(move |tx| {
-            let cmd = cmd.clone();
-            Box::pin(async move { reverse_one(tx, &cmd).await })
-        })
-        .await
+        let outcome = self
+            .transact(move |tx| {
+                let cmd = cmd.clone();
+                Box::pin(async move { reverse_one(tx, &cmd).await })
+            })
+            .await;
+        // The reversed request names no user; reversals are rare enough to drop everything.
+        self.caches.balances.invalidate_all();
+        outcome
     }
 
     async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
@@ -926,7 +1069,7 @@ async fn set_balance(tx: &Transaction<'_>, company: &str, user: &str, balance: i
         .prepare_cached(&format!("UPDATE users SET balance = $3, {column} = {column} + $4 WHERE company_id = $1 AND user_id = $2"))
         .await?;
     tx.execute(&stmt, &[&company, &user, &balance, &delta]).await?;
-    Ok(())
+    notify_balances(tx, [user]).await
 }
 
 /// Writes one EXPIRE entry per due lot. The caller holds the user's row lock.
@@ -1147,15 +1290,19 @@ fn entry_from_row(r: &Row) -> LedgerEntry {
 impl PgStore {
     /// Expires one user's due lots in its own transaction (under the user's row lock).
     async fn settle_user(&self, company: String, user: String, now_ms: i64) -> StoreResult<u64> {
-        self.transact(move |tx| {
-            let (company, user) = (company.clone(), user.clone());
-            Box::pin(async move {
-                let stmt = tx.prepare_cached("SELECT balance FROM users WHERE company_id = $1 AND user_id = $2 FOR UPDATE").await?;
-                let Some(row) = tx.query_opt(&stmt, &[&company, &user]).await? else { return Ok(0) };
-                Ok(expire_user(tx, &company, &user, row.get(0), now_ms).await?.0)
+        let who = user.clone();
+        let outcome = self
+            .transact(move |tx| {
+                let (company, user) = (company.clone(), user.clone());
+                Box::pin(async move {
+                    let stmt = tx.prepare_cached("SELECT balance FROM users WHERE company_id = $1 AND user_id = $2 FOR UPDATE").await?;
+                    let Some(row) = tx.query_opt(&stmt, &[&company, &user]).await? else { return Ok(0) };
+                    Ok(expire_user(tx, &company, &user, row.get(0), now_ms).await?.0)
+                })
             })
-        })
-        .await
+            .await;
+        self.caches.balances.invalidate(&who);
+        outcome
     }
 
 }

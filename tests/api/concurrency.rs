@@ -105,7 +105,7 @@ both_backends! {
 /// must land (PostgreSQL: the conflict must be absorbed whichever key it hits first).
 async fn first_credits_racing_across_transactions_all_land(backend: Backend) {
     let Some(db) = test_db(backend).await else { return };
-    let store = coins::store::open_with(&db.url, coins::store::StoreOptions { group_commit: false }).await.unwrap();
+    let store = coins::store::open_with(&db.url, coins::store::StoreOptions { group_commit: false, ..Default::default() }).await.unwrap();
     let values = coins::domain::config::ConfigValues {
         kind: coins::domain::ConfigKind::Default,
         company_id: coins::domain::CompanyId::parse("C").unwrap(),

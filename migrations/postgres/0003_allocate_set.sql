@@ -1,0 +1,134 @@
+-- Allocation, set-based: the decisions of coins_allocate (0002) for a whole batch in five
+-- statements instead of about eight per item (per-statement executor set-up was most of
+-- PostgreSQL's CPU time). The caller resolves each item's configuration (from its cache, see
+-- src/store/config_cache.rs) and passes it in; p_cfg is NULL where no active configuration
+-- applies. The caller passes each (company_id, request_id) at most once per call; a repeat goes
+-- to a later call in the same transaction and replays the first.
+--
+-- Items are decided exactly as if applied one by one in array order: a refused item leaves
+-- nothing behind; caps count the earlier items of the batch; balance_after chains in entry order.
+-- out_status as in 0002, plus ALONE: the batch needs item-by-item treatment (a balance at the
+-- edge of BIGINT, or one capped user's items on both sides of midnight UTC), and the caller
+-- rolls back and applies the items one by one.
+CREATE FUNCTION coins_allocate_set(
+    p_company TEXT[], p_user TEXT[], p_event TEXT[], p_request TEXT[], p_now BIGINT[],
+    p_cfg BIGINT[], p_amount BIGINT[], p_validity BIGINT[], p_cap_day BIGINT[], p_cap_ever BIGINT[])
+RETURNS TABLE (out_idx INT, out_status TEXT, out_coins BIGINT, out_balance BIGINT, out_entry BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_single BOOLEAN := coalesce(array_length(p_company, 1), 0) = 1;
+    v_claimed BOOLEAN[];
+BEGIN
+    -- Existing users first, in user_id order, so concurrent batches cannot deadlock on them.
+    PERFORM 1 FROM users WHERE user_id = ANY (p_user) ORDER BY user_id FOR UPDATE;
+
+    -- Claim the request ids of items that have a configuration, in key order. A concurrent
+    -- duplicate in another transaction waits here for that one's commit, then is not claimed.
+    WITH ins AS (
+        INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at)
+        SELECT t.c, t.q, 'ALLOCATE', t.u, t.e, t.a, '', t.nw
+          FROM unnest(p_company, p_request, p_user, p_event, p_amount, p_now, p_cfg) AS t(c, q, u, e, a, nw, cfg)
+         WHERE t.cfg IS NOT NULL
+         ORDER BY t.c, t.q
+        ON CONFLICT DO NOTHING
+        RETURNING company_id, request_id)
+    SELECT array_agg(ins.request_id IS NOT NULL ORDER BY i.idx) INTO v_claimed
+      FROM unnest(p_company, p_request) WITH ORDINALITY AS i(c, q, idx)
+      LEFT JOIN ins ON ins.company_id = i.c AND ins.request_id = i.q;
+
+    -- A new user belongs to the company of its first claimed item. No conflict target: users
+    -- has two unique keys and a concurrent first credit can collide on either.
+    INSERT INTO users (company_id, user_id, balance, created_at)
+    SELECT DISTINCT ON (i.u) i.c, i.u, 0, i.nw
+      FROM unnest(p_company, p_user, p_now) WITH ORDINALITY AS i(c, u, nw, idx)
+     WHERE v_claimed[i.idx::INT]
+     ORDER BY i.u, i.idx
+    ON CONFLICT DO NOTHING;
+    -- Users another transaction created since the first lock: lock them too (same order).
+    PERFORM 1 FROM users WHERE user_id = ANY (p_user) ORDER BY user_id FOR UPDATE;
+
+    RETURN QUERY
+    WITH items AS (
+        SELECT i.idx::INT AS idx, i.c, i.u, i.e, i.q, i.nw, i.cfg, i.a, i.vd, i.cd, i.ce
+          FROM unnest(p_company, p_user, p_event, p_request, p_now, p_cfg, p_amount, p_validity, p_cap_day, p_cap_ever)
+               WITH ORDINALITY AS i(c, u, e, q, nw, cfg, a, vd, cd, ce, idx)
+         WHERE v_claimed[i.idx::INT]),
+    -- Claimed items whose user belongs to their company (the others are USER_COMPANY_MISMATCH),
+    -- with what the caps need: allocations already in the ledger, and this item's rank among the
+    -- batch's items of the same (company, user, event).
+    owned AS (
+        SELECT it.*, acct.balance AS base,
+               CASE WHEN it.cd IS NULL THEN 0 ELSE (
+                   SELECT count(*) FROM ledger_entries le
+                    WHERE le.company_id = it.c AND le.user_id = it.u AND le.event = it.e AND le.type = 'ALLOCATE'
+                      AND le.created_at >= it.nw - it.nw % 86400000) END AS day_n,
+               CASE WHEN it.ce IS NULL THEN 0 ELSE (
+                   SELECT count(*) FROM ledger_entries le
+                    WHERE le.company_id = it.c AND le.user_id = it.u AND le.event = it.e AND le.type = 'ALLOCATE') END AS ever_n,
+               row_number() OVER w - 1 AS rank_n,
+               min(it.nw - it.nw % 86400000) OVER w <> max(it.nw - it.nw % 86400000) OVER w AS split_days
+          FROM items it JOIN users acct ON acct.user_id = it.u AND acct.company_id = it.c
+        WINDOW w AS (PARTITION BY it.c, it.u, it.e ORDER BY it.idx ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+    -- Refused items do not count towards later ones, and once a cap refuses one item it refuses
+    -- every later one of the group, so exactly the first `allowed_n` items of a group pass.
+    capped AS (
+        SELECT o.*,
+               CASE
+                   WHEN o.cd IS NOT NULL AND o.split_days THEN 'ALONE'
+                   WHEN o.cd IS NOT NULL AND o.day_n + least(o.rank_n, o.allowed_n) >= o.cd THEN 'LIMIT_PER_DAY'
+                   WHEN o.ce IS NOT NULL AND o.ever_n + least(o.rank_n, o.allowed_n) >= o.ce THEN 'LIMIT_EVER'
+                   ELSE 'ALLOCATED'
+               END AS cap_status
+          FROM (SELECT o.*, greatest(0, least(coalesce(o.cd - o.day_n, 9223372036854775807),
+                                              coalesce(o.ce - o.ever_n, 9223372036854775807))) AS allowed_n
+                  FROM owned o) o),
+    balanced AS (
+        SELECT c.*, c.base::NUMERIC + sum(c.a) FILTER (WHERE c.cap_status = 'ALLOCATED')
+                   OVER (PARTITION BY c.u ORDER BY c.idx) AS bal
+          FROM capped c),
+    decided AS (
+        SELECT b.*,
+               CASE
+                   WHEN b.cap_status <> 'ALLOCATED' THEN b.cap_status
+                   WHEN b.bal > 9223372036854775807 THEN CASE WHEN v_single THEN 'BALANCE_OVERFLOW' ELSE 'ALONE' END
+                   ELSE 'ALLOCATED'
+               END AS status
+          FROM balanced b),
+    refused AS (
+        DELETE FROM requests r USING items it LEFT JOIN decided d ON d.idx = it.idx
+         WHERE coalesce(d.status, 'USER_COMPANY_MISMATCH') <> 'ALLOCATED'
+           AND r.company_id = it.c AND r.request_id = it.q),
+    entries AS (
+        INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at)
+        SELECT d.c, d.u, 'ALLOCATE', d.a, d.bal::BIGINT, d.e, d.q, 'WCC' || (d.cfg + 100000)::TEXT, d.nw, d.nw + d.vd * 86400000
+          FROM decided d WHERE d.status = 'ALLOCATED'
+         ORDER BY d.idx
+        RETURNING entry_id, company_id, user_id, request_id, coins, expires_at, created_at),
+    new_lots AS (
+        INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at)
+        SELECT en.company_id, en.user_id, en.entry_id, en.coins, en.coins, en.expires_at, en.created_at FROM entries en),
+    balances AS (
+        UPDATE users u SET balance = s.bal, lifetime_earned = u.lifetime_earned + s.earned
+          FROM (SELECT d.c, d.u, max(d.bal)::BIGINT AS bal, sum(d.a)::BIGINT AS earned
+                  FROM decided d WHERE d.status = 'ALLOCATED' GROUP BY d.c, d.u) s
+         WHERE u.company_id = s.c AND u.user_id = s.u)
+    SELECT i.idx::INT,
+           CASE
+               WHEN v_claimed[i.idx::INT] THEN coalesce(d.status, 'USER_COMPANY_MISMATCH')
+               WHEN r.kind IS NULL THEN 'CONFIG_NOT_FOUND'
+               WHEN r.kind = 'ALLOCATE' AND r.user_id = i.u AND r.event = i.e THEN 'REPLAYED'
+               ELSE 'REQUEST_ID_CONFLICT'
+           END,
+           CASE
+               WHEN v_claimed[i.idx::INT] THEN CASE d.status WHEN 'ALLOCATED' THEN d.a WHEN 'LIMIT_PER_DAY' THEN d.cd WHEN 'LIMIT_EVER' THEN d.ce END
+               WHEN r.kind = 'ALLOCATE' AND r.user_id = i.u AND r.event = i.e THEN r.coins
+           END,
+           CASE WHEN d.status = 'ALLOCATED' THEN d.bal::BIGINT END,
+           en.entry_id
+      FROM unnest(p_company, p_user, p_event, p_request) WITH ORDINALITY AS i(c, u, e, q, idx)
+      LEFT JOIN requests r ON NOT v_claimed[i.idx::INT] AND r.company_id = i.c AND r.request_id = i.q
+      LEFT JOIN decided d ON d.idx = i.idx
+      LEFT JOIN entries en ON en.company_id = i.c AND en.request_id = i.q
+     ORDER BY i.idx;
+END;
+$$;

@@ -1,0 +1,156 @@
+//! Resolved allocation configurations, cached per process, so an allocation does not look its
+//! configuration up in the database.
+//!
+//! What is cached is the *resolution* (SPEC §1): for a (company, event), the active CUSTOM
+//! configuration, else the active DEFAULT one, else none. The rules that keep it correct:
+//! - every configuration change made by this process clears the cache after its COMMIT and before
+//!   it is answered, so it takes effect at once here;
+//! - on PostgreSQL every configuration change also sends `NOTIFY coins_configs` inside its
+//!   transaction; every process LISTENs and clears its cache on arrival (milliseconds after the
+//!   commit). While that listening connection is down the cache is not used at all ("not live"),
+//!   and it is cleared when listening resumes, so a lost notification cannot leave a stale entry;
+//! - a reader notes the generation before its database read and stores what it read only if no
+//!   clear happened meanwhile, so a read that raced a change is never cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::domain::CoinConfig;
+
+/// Entries kept before the cache is cleared wholesale (a cheap bound on memory: ~100 bytes each).
+const ENTRIES_MAX: usize = 65_536;
+
+/// `None`: no active configuration applies.
+pub type Resolved = Option<CoinConfig>;
+
+#[derive(Default)]
+struct Inner {
+    generation: u64,
+    entries: usize,
+    /// company → event → resolution; nested so a lookup needs no allocation.
+    by_company: HashMap<String, HashMap<String, Resolved>>,
+}
+
+pub struct ConfigCache {
+    inner: Mutex<Inner>,
+    live: AtomicBool,
+}
+
+impl ConfigCache {
+    /// `live: false` until whoever keeps it correct across processes says otherwise.
+    pub fn new(live: bool) -> Self {
+        Self { inner: Mutex::default(), live: AtomicBool::new(live) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached resolution, or `None` on a miss (or while the cache is not live).
+    pub fn get(&self, company: &str, event: &str) -> Option<Resolved> {
+        if !self.live.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.lock().by_company.get(company)?.get(event).cloned()
+    }
+
+    /// Take before reading the database; pass to [`ConfigCache::fill`].
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Stores resolutions read from the database, unless the cache was cleared since `generation`.
+    pub fn fill(&self, generation: u64, resolved: impl IntoIterator<Item = (String, String, Resolved)>) {
+        let mut inner = self.lock();
+        if inner.generation != generation || !self.live.load(Ordering::SeqCst) {
+            return;
+        }
+        for (company, event, value) in resolved {
+            if inner.entries >= ENTRIES_MAX {
+                inner.by_company.clear();
+                inner.entries = 0;
+            }
+            if inner.by_company.entry(company).or_default().insert(event, value).is_none() {
+                inner.entries += 1;
+            }
+        }
+    }
+
+    /// After any configuration change (here or, by notification, in another process).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.by_company.clear();
+        inner.entries = 0;
+    }
+
+    /// Turns the cache on (cleared first: changes may have been missed while off) or off.
+    pub fn set_live(&self, live: bool) {
+        if live {
+            self.clear();
+        }
+        self.live.store(live, Ordering::SeqCst);
+        if !live {
+            self.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::ConfigValues;
+    use crate::domain::{CoinConfigId, Coins, CompanyId, ConfigKind, EventName};
+
+    fn config(amount: i64) -> CoinConfig {
+        CoinConfig {
+            id: CoinConfigId::from_seq(1),
+            values: ConfigValues {
+                kind: ConfigKind::Default,
+                company_id: CompanyId::from_trusted("C".into()),
+                event: EventName::from_trusted("E".into()),
+                amount: Coins::from_stored(amount),
+                validity_days: None,
+                max_per_user_per_day: None,
+                max_per_user: None,
+                active: true,
+            },
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn fills_hit_until_cleared() {
+        let cache = ConfigCache::new(true);
+        assert!(cache.get("C", "E").is_none());
+        let g = cache.generation();
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5))), ("C".to_owned(), "F".to_owned(), None)]);
+        assert_eq!(cache.get("C", "E").unwrap().unwrap().values.amount.get(), 5);
+        assert_eq!(cache.get("C", "F"), Some(None), "a cached 'no configuration' is a hit");
+        cache.clear();
+        assert!(cache.get("C", "E").is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_a_change_is_not_stored() {
+        let cache = ConfigCache::new(true);
+        let g = cache.generation();
+        cache.clear(); // a change committed while the reader was reading
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5)))]);
+        assert!(cache.get("C", "E").is_none());
+    }
+
+    #[test]
+    fn not_live_means_never_hit_and_resuming_starts_empty() {
+        let cache = ConfigCache::new(true);
+        let g = cache.generation();
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5)))]);
+        cache.set_live(false);
+        assert!(cache.get("C", "E").is_none());
+        let g = cache.generation();
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(6)))]);
+        cache.set_live(true);
+        assert!(cache.get("C", "E").is_none(), "nothing from the time without notifications survives");
+    }
+}
