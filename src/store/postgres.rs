@@ -338,7 +338,7 @@ async fn resolve_configs(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Ca
 
 /// Applies a batch of allocations with the set-based `coins_allocate_set` function (see
 /// migrations/postgres/0003): a handful of statements whatever the batch size. A request id that
-/// occurs twice in the batch goes to a later call in the same transaction, where it finds the
+/// occurs twice in the batch starts a later call in the same transaction, where it finds the
 /// first occurrence and replays it, exactly as two requests one after the other would.
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> TxResult<Vec<StoreResult<AllocateOk>>> {
     let configs = resolve_configs(tx, cmds, caches).await?;
@@ -351,9 +351,12 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         )
         .await?;
     while !pending.is_empty() {
+        // The longest run of items without a repeated request id: later items must see the
+        // effects of earlier ones, so a round is always a consecutive run.
         let mut seen = std::collections::HashSet::new();
-        let (round, later): (Vec<usize>, Vec<usize>) =
-            pending.iter().partition(|&&i| seen.insert((cmds[i].company.as_str(), cmds[i].request_id.as_str())));
+        let cut = pending.iter().position(|&i| !seen.insert((cmds[i].company.as_str(), cmds[i].request_id.as_str()))).unwrap_or(pending.len());
+        let later = pending.split_off(cut);
+        let round = pending;
         let pick = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&i| f(&cmds[i])).collect() };
         let companies = pick(&|c| c.company.as_str());
         let users = pick(&|c| c.user.as_str());

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod allocate;
+mod batch_model;
 mod cli;
 mod configs;
 mod crash;

@@ -1,0 +1,152 @@
+//! Property test of group commit: a batch of allocations must decide every item exactly as the
+//! same items applied one at a time, in order. Random batches mixing replays, request-id
+//! conflicts, duplicates within the batch, users of another company, missing configurations and
+//! per-day / lifetime caps (some batches straddle midnight UTC) run as one `allocate` call on one
+//! database and item by item on another; the per-item answers, every user's ledger history and
+//! `verify` must agree.
+
+use coins::domain::config::ConfigValues;
+use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+use coins::store::{AllocateCmd, AllocateOk, Refusal, Store, StoreError};
+use proptest::prelude::*;
+
+use crate::helpers::*;
+
+const COMPANIES: [&str; 2] = ["C1", "C2"];
+const USERS: usize = 4;
+const REQUESTS: usize = 8;
+/// Midnight UTC.
+const MIDNIGHT_MS: i64 = 1_700_006_400_000;
+
+/// (kind, company, event, amount, validity days, maxPerUserPerDay, maxPerUser). E3 has none.
+type Cfg = (ConfigKind, &'static str, &'static str, i64, Option<i64>, Option<i64>, Option<i64>);
+const CONFIGS: [Cfg; 5] = [
+    (ConfigKind::Default, "C1", "E0", 5, None, None, None),
+    (ConfigKind::Default, "C1", "E1", 3, None, None, Some(2)),
+    (ConfigKind::Default, "C1", "E2", 7, Some(1), Some(1), None),
+    (ConfigKind::Custom, "C2", "E4", 11, Some(3), Some(2), Some(3)),
+    (ConfigKind::Default, "C1", "E4", 13, None, None, None),
+];
+const EVENTS: [&str; 4] = ["E0", "E1", "E2", "E4"];
+
+#[derive(Debug, Clone)]
+struct Item {
+    company: usize,
+    user: usize,
+    event: usize,
+    req: usize,
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    // Mostly C1 so users are shared; E3 (no configuration) now and then.
+    (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], 0..USERS, prop_oneof![6 => 0..4usize, 1 => Just(4usize)], 0..REQUESTS)
+        .prop_map(|(company, user, event, req)| Item { company, user, event, req })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Allocated(i64, i64),
+    Replayed(i64),
+    Refused(&'static str),
+}
+
+fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
+    match r {
+        Ok(AllocateOk::Allocated { coins, balance, .. }) => Outcome::Allocated(coins.get(), balance.get()),
+        Ok(AllocateOk::Replayed { coins }) => Outcome::Replayed(coins.get()),
+        Err(StoreError::Refused(r)) => Outcome::Refused(match r {
+            Refusal::RequestIdConflict(_) => "REQUEST_ID_CONFLICT",
+            Refusal::ConfigNotFound { .. } => "CONFIG_NOT_FOUND",
+            Refusal::UserCompanyMismatch { .. } => "USER_COMPANY_MISMATCH",
+            Refusal::LimitReached(m) if m.contains("PerDay") => "LIMIT_PER_DAY",
+            Refusal::LimitReached(_) => "LIMIT_EVER",
+            other => panic!("unexpected refusal {other:?}"),
+        }),
+        Err(other) => panic!("unexpected store error {other}"),
+    }
+}
+
+fn cmd(it: &Item, now_ms: i64) -> AllocateCmd {
+    let event = EVENTS.get(it.event).copied().unwrap_or("E3");
+    AllocateCmd {
+        company: CompanyId::parse(COMPANIES[it.company]).unwrap(),
+        user: UserId::parse(&format!("U{}", it.user)).unwrap(),
+        event: EventName::parse(event).unwrap(),
+        request_id: RequestId::parse(&format!("R{}", it.req)).unwrap(),
+        now_ms,
+    }
+}
+
+async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb> {
+    let db = test_db(backend).await?;
+    for (kind, company, event, amount, validity, per_day, ever) in CONFIGS {
+        let values = ConfigValues {
+            kind,
+            company_id: CompanyId::parse(company).unwrap(),
+            event: EventName::parse(event).unwrap(),
+            amount: Coins::amount(amount).unwrap(),
+            validity_days: validity,
+            max_per_user_per_day: per_day,
+            max_per_user: ever,
+            active: true,
+        };
+        db.store.create_config(values, "model", start - 100_000).await.unwrap();
+    }
+    // Earlier traffic, one by one on both sides; request ids R100+ so the batch can replay none.
+    for (i, it) in history.iter().enumerate() {
+        let mut c = cmd(it, start - 50_000 + i as i64);
+        c.request_id = RequestId::parse(&format!("R{}", 100 + i)).unwrap();
+        db.store.allocate(vec![c]).await;
+    }
+    Some(db)
+}
+
+async fn ledger(store: &dyn Store) -> Vec<(String, Vec<(String, i64, i64, Option<String>, Option<i64>)>)> {
+    let mut out = Vec::new();
+    for u in 0..USERS {
+        let user = UserId::parse(&format!("U{u}")).unwrap();
+        let entries = store.transactions(&user, None, 500).await.unwrap();
+        let entries = entries.into_iter().rev().map(|e| (e.kind, e.coins, e.balance_after, e.request_id, e.expires_at_ms)).collect();
+        out.push((format!("U{u}"), entries));
+    }
+    out
+}
+
+async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle: bool) {
+    // Straddling batches put some items after midnight, so a per-day cap restarts mid-batch.
+    let start = if straddle { MIDNIGHT_MS - 3_000 } else { MIDNIGHT_MS - 3_600_000 };
+    let Some(batched) = setup(backend, &history, start).await else { return };
+    let Some(single) = setup(backend, &history, start).await else { return };
+    let cmds: Vec<AllocateCmd> = batch.iter().enumerate().map(|(i, it)| cmd(it, start + 1_000 * i as i64)).collect();
+
+    let together: Vec<Outcome> = batched.store.allocate(cmds.clone()).await.into_iter().map(outcome).collect();
+    let mut apart = Vec::new();
+    for c in cmds {
+        apart.push(outcome(single.store.allocate(vec![c]).await.pop().unwrap()));
+    }
+    assert_eq!(together, apart, "per-item answers differ for batch {batch:?} after {history:?}");
+    assert_eq!(ledger(&*batched.store).await, ledger(&*single.store).await, "ledgers differ");
+    for db in [&batched, &single] {
+        let report = db.store.verify().await.unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+}
+
+fn run_cases(backend: Backend, cases: u32) {
+    let config = ProptestConfig { cases, ..ProptestConfig::default() };
+    let items = |n| proptest::collection::vec(item(), 0..n);
+    proptest!(config, |(history in items(8), batch in items(40), straddle in proptest::bool::weighted(0.3))| {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(check(backend, history, batch, straddle));
+    });
+}
+
+#[test]
+fn a_batch_decides_each_item_as_if_applied_alone_on_sqlite() {
+    run_cases(Backend::Sqlite, 48);
+}
+
+#[test]
+fn a_batch_decides_each_item_as_if_applied_alone_on_postgres() {
+    run_cases(Backend::Postgres, 48);
+}
