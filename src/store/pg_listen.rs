@@ -63,7 +63,9 @@ impl Drop for Listener {
     }
 }
 
-pub fn spawn(config: tokio_postgres::Config, caches: Arc<Caches>) -> Listener {
+pub fn spawn(mut config: tokio_postgres::Config, caches: Arc<Caches>) -> Listener {
+    // Named, so an operator can see it in pg_stat_activity (and the tests can cut it).
+    config.application_name("coins-cache-listener");
     Listener(tokio::spawn(async move {
         loop {
             let why = listen(&config, &caches).await;

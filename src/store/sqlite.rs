@@ -25,6 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::balance_cache::BalanceCache;
+use super::config_cache::ConfigCache;
 use super::migrate::{self, Migration};
 use super::*;
 use crate::domain::config::{self as cfg, ConfigValues};
@@ -198,6 +199,9 @@ impl SqliteStore {
 }
 
 fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: usize, balances: &BalanceCache) {
+    // Resolved configurations, owned by the writer: every configuration change is a generic job
+    // run by this thread, so clearing after each generic batch keeps the cache exact.
+    let configs = ConfigCache::new(true);
     let mut generic: Vec<Box<dyn WriteJob>> = Vec::new();
     let mut allocations: Vec<(Vec<AllocateCmd>, oneshot::Sender<Vec<StoreResult<AllocateOk>>>)> = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
@@ -220,14 +224,16 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: us
                 tracing::error!(error = %e, jobs = generic.len(), "sqlite batch failed; nothing in it was applied");
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            // Generic jobs do not say whose balance they changed (redemptions, reversals, expiry).
+            // Generic jobs do not say whose balance they changed (redemptions, reversals, expiry)
+            // or whether they changed a configuration.
             balances.invalidate_all();
+            configs.clear();
             for job in generic.drain(..) {
                 job.finish(outcome.clone());
             }
         }
         if !allocations.is_empty() {
-            run_allocations(&conn, &mut allocations, balances);
+            run_allocations(&conn, &mut allocations, balances, &configs);
         }
     }
 }
@@ -263,6 +269,7 @@ fn run_allocations(
     conn: &Connection,
     batch: &mut Vec<(Vec<AllocateCmd>, oneshot::Sender<Vec<StoreResult<AllocateOk>>>)>,
     balances: &BalanceCache,
+    configs: &ConfigCache,
 ) {
     let fast = (|| -> Result<Vec<Vec<StoreResult<AllocateOk>>>, String> {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
@@ -270,7 +277,7 @@ fn run_allocations(
         for (cmds, _) in batch.iter() {
             let mut results = Vec::with_capacity(cmds.len());
             for cmd in cmds {
-                match allocate_one(conn, cmd) {
+                match allocate_one(conn, cmd, configs) {
                     Err(StoreError::Db(e)) => return Err(e),
                     other => results.push(other),
                 }
@@ -295,7 +302,7 @@ fn run_allocations(
             tracing::warn!(error = %e, "allocation batch failed; re-applying its items one by one");
             let _ = conn.execute_batch("ROLLBACK");
             for (cmds, reply) in batch.drain(..) {
-                let results = cmds.iter().map(|cmd| allocate_alone(conn, cmd)).collect();
+                let results = cmds.iter().map(|cmd| allocate_alone(conn, cmd, configs)).collect();
                 balances.invalidate_all();
                 let _ = reply.send(results);
             }
@@ -304,9 +311,9 @@ fn run_allocations(
 }
 
 /// One allocation in its own transaction: the slow path after a batch failed.
-fn allocate_alone(conn: &Connection, cmd: &AllocateCmd) -> StoreResult<AllocateOk> {
+fn allocate_alone(conn: &Connection, cmd: &AllocateCmd, configs: &ConfigCache) -> StoreResult<AllocateOk> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = allocate_one(conn, cmd);
+    let result = allocate_one(conn, cmd, configs);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     if let Err(e) = conn.execute_batch(end) {
         let _ = conn.execute_batch("ROLLBACK");
@@ -378,7 +385,7 @@ fn insert_audit(conn: &Connection, seq: i64, action: &str, actor: &str, now_ms: 
     Ok(())
 }
 
-fn allocate_one(conn: &Connection, cmd: &AllocateCmd) -> StoreResult<AllocateOk> {
+fn allocate_one(conn: &Connection, cmd: &AllocateCmd, configs: &ConfigCache) -> StoreResult<AllocateOk> {
     let company = cmd.company.as_str();
     let user = cmd.user.as_str();
     let event = cmd.event.as_str();
@@ -393,18 +400,27 @@ fn allocate_one(conn: &Connection, cmd: &AllocateCmd) -> StoreResult<AllocateOk>
         }
     };
 
-    let candidates: Vec<CoinConfig> = conn
-        .prepare_cached(&format!(
-            "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ?1 \
-             AND (configuration = 'DEFAULT' OR (configuration = 'CUSTOM' AND company_id = ?2))"
-        ))?
-        .query_map(params![event, company], config_from_row)?
-        .collect::<Result<_, _>>()?;
-    let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
-    let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
+    let resolved = match configs.get(company, event) {
+        Some(hit) => hit,
+        None => {
+            let generation = configs.generation();
+            let candidates: Vec<CoinConfig> = conn
+                .prepare_cached(&format!(
+                    "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ?1 \
+                     AND (configuration = 'DEFAULT' OR (configuration = 'CUSTOM' AND company_id = ?2))"
+                ))?
+                .query_map(params![event, company], config_from_row)?
+                .collect::<Result<_, _>>()?;
+            let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
+            let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
+            let resolved = cfg::resolve(custom, default).cloned();
+            configs.fill(generation, [(company.to_owned(), event.to_owned(), resolved.clone())]);
+            resolved
+        }
+    };
     // No configuration: still a replay if the request was applied before (it may have been
     // deactivated since), else refused.
-    let Some(config) = cfg::resolve(custom, default) else { return replay_or_conflict() };
+    let Some(config) = resolved.as_ref() else { return replay_or_conflict() };
     let amount = config.values.amount;
 
     // Claim the request id: for a new request this insert is the only lookup of the key; a

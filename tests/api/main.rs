@@ -5,6 +5,7 @@ mod helpers;
 
 mod allocate;
 mod batch_model;
+mod caches;
 mod cli;
 mod configs;
 mod crash;
