@@ -7,20 +7,31 @@
 --
 -- Items are decided exactly as if applied one by one in array order: a refused item leaves
 -- nothing behind; caps count the earlier items of the batch; balance_after chains in entry order.
--- out_status as in 0002, plus ALONE: the batch needs item-by-item treatment (a balance at the
+-- One row per item, in no particular order (out_idx says which). out_status as in 0002, plus ALONE: the batch needs item-by-item treatment (a balance at the
 -- edge of BIGINT, or one capped user's items on both sides of midnight UTC), and the caller
 -- rolls back and applies the items one by one.
 CREATE FUNCTION coins_allocate_set(
     p_company TEXT[], p_user TEXT[], p_event TEXT[], p_request TEXT[], p_now BIGINT[],
     p_cfg BIGINT[], p_amount BIGINT[], p_validity BIGINT[], p_cap_day BIGINT[], p_cap_ever BIGINT[])
 RETURNS TABLE (out_idx INT, out_status TEXT, out_coins BIGINT, out_balance BIGINT, out_entry BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Custom plans re-plan the large statement on every call (about 1 ms, more than a one-item batch
+-- costs to run); the generic plan does not depend on the batch and uses the indexes throughout.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     v_single BOOLEAN := coalesce(array_length(p_company, 1), 0) = 1;
     v_claimed BOOLEAN[];
+    v_idx INT[];
+    v_status TEXT[];
+    v_coins BIGINT[];
+    v_bal BIGINT[];
+    v_rank BIGINT[];
+    v_entries BIGINT[];
 BEGIN
     -- Existing users first, in user_id order, so concurrent batches cannot deadlock on them.
-    PERFORM 1 FROM users WHERE user_id = ANY (p_user) ORDER BY user_id FOR UPDATE;
+    -- (A join with unnest, not `= ANY`: a generic plan for `= ANY ($1)` scans the whole table.)
+    PERFORM 1 FROM users u JOIN unnest(p_user) AS x(uid) ON u.user_id = x.uid ORDER BY u.user_id FOR UPDATE OF u;
 
     -- Claim the request ids of items that have a configuration, in key order. A concurrent
     -- duplicate in another transaction waits here for that one's commit, then is not claimed.
@@ -45,19 +56,21 @@ BEGIN
      ORDER BY i.u, i.idx
     ON CONFLICT DO NOTHING;
     -- Users another transaction created since the first lock: lock them too (same order).
-    PERFORM 1 FROM users WHERE user_id = ANY (p_user) ORDER BY user_id FOR UPDATE;
+    PERFORM 1 FROM users u JOIN unnest(p_user) AS x(uid) ON u.user_id = x.uid ORDER BY u.user_id FOR UPDATE OF u;
 
-    RETURN QUERY
+    -- One statement decides every claimed item and writes the result. Its outputs go into arrays
+    -- rather than being joined back to the input: the planner cannot estimate these CTEs, and a
+    -- nested-loop join between two of them is quadratic in the batch size.
     WITH items AS (
         SELECT i.idx::INT AS idx, i.c, i.u, i.e, i.q, i.nw, i.cfg, i.a, i.vd, i.cd, i.ce
           FROM unnest(p_company, p_user, p_event, p_request, p_now, p_cfg, p_amount, p_validity, p_cap_day, p_cap_ever)
                WITH ORDINALITY AS i(c, u, e, q, nw, cfg, a, vd, cd, ce, idx)
          WHERE v_claimed[i.idx::INT]),
-    -- Claimed items whose user belongs to their company (the others are USER_COMPANY_MISMATCH),
-    -- with what the caps need: allocations already in the ledger, and this item's rank among the
-    -- batch's items of the same (company, user, event).
+    -- Each claimed item with its user's row (locked above); a user of another company makes the
+    -- item USER_COMPANY_MISMATCH. For the caps: allocations already in the ledger, and the item's
+    -- rank among the batch's items of the same (company, user, event).
     owned AS (
-        SELECT it.*, acct.balance AS base,
+        SELECT it.*, acct.balance AS base, acct.company_id IS DISTINCT FROM it.c AS mismatch,
                CASE WHEN it.cd IS NULL THEN 0 ELSE (
                    SELECT count(*) FROM ledger_entries le
                     WHERE le.company_id = it.c AND le.user_id = it.u AND le.event = it.e AND le.type = 'ALLOCATE'
@@ -67,13 +80,16 @@ BEGIN
                     WHERE le.company_id = it.c AND le.user_id = it.u AND le.event = it.e AND le.type = 'ALLOCATE') END AS ever_n,
                row_number() OVER w - 1 AS rank_n,
                min(it.nw - it.nw % 86400000) OVER w <> max(it.nw - it.nw % 86400000) OVER w AS split_days
-          FROM items it JOIN users acct ON acct.user_id = it.u AND acct.company_id = it.c
+          FROM items it
+          -- LATERAL ... OFFSET 0: one index lookup per item, never a scan of the whole table.
+          LEFT JOIN LATERAL (SELECT a.balance, a.company_id FROM users a WHERE a.user_id = it.u OFFSET 0) acct ON true
         WINDOW w AS (PARTITION BY it.c, it.u, it.e ORDER BY it.idx ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
     -- Refused items do not count towards later ones, and once a cap refuses one item it refuses
     -- every later one of the group, so exactly the first `allowed_n` items of a group pass.
     capped AS (
         SELECT o.*,
                CASE
+                   WHEN o.mismatch THEN 'USER_COMPANY_MISMATCH'
                    WHEN o.cd IS NOT NULL AND o.split_days THEN 'ALONE'
                    WHEN o.cd IS NOT NULL AND o.day_n + least(o.rank_n, o.allowed_n) >= o.cd THEN 'LIMIT_PER_DAY'
                    WHEN o.ce IS NOT NULL AND o.ever_n + least(o.rank_n, o.allowed_n) >= o.ce THEN 'LIMIT_EVER'
@@ -95,15 +111,16 @@ BEGIN
                END AS status
           FROM balanced b),
     refused AS (
-        DELETE FROM requests r USING items it LEFT JOIN decided d ON d.idx = it.idx
-         WHERE coalesce(d.status, 'USER_COMPANY_MISMATCH') <> 'ALLOCATED'
-           AND r.company_id = it.c AND r.request_id = it.q),
+        DELETE FROM requests r USING (SELECT d.c, d.q FROM decided d WHERE d.status <> 'ALLOCATED' OFFSET 0) x
+         WHERE r.company_id = x.c AND r.request_id = x.q),
+    -- Entry ids follow the insertion order, which is item order: the n-th allocated item gets the
+    -- n-th smallest new entry id.
     entries AS (
         INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at)
         SELECT d.c, d.u, 'ALLOCATE', d.a, d.bal::BIGINT, d.e, d.q, 'WCC' || (d.cfg + 100000)::TEXT, d.nw, d.nw + d.vd * 86400000
           FROM decided d WHERE d.status = 'ALLOCATED'
          ORDER BY d.idx
-        RETURNING entry_id, company_id, user_id, request_id, coins, expires_at, created_at),
+        RETURNING entry_id, company_id, user_id, coins, expires_at, created_at),
     new_lots AS (
         INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at)
         SELECT en.company_id, en.user_id, en.entry_id, en.coins, en.coins, en.expires_at, en.created_at FROM entries en),
@@ -111,24 +128,37 @@ BEGIN
         UPDATE users u SET balance = s.bal, lifetime_earned = u.lifetime_earned + s.earned
           FROM (SELECT d.c, d.u, max(d.bal)::BIGINT AS bal, sum(d.a)::BIGINT AS earned
                   FROM decided d WHERE d.status = 'ALLOCATED' GROUP BY d.c, d.u) s
-         WHERE u.company_id = s.c AND u.user_id = s.u)
+         WHERE u.company_id = s.c AND u.user_id = s.u),
+    ranked AS (
+        SELECT d.idx, d.status,
+               CASE d.status WHEN 'ALLOCATED' THEN d.a WHEN 'LIMIT_PER_DAY' THEN d.cd WHEN 'LIMIT_EVER' THEN d.ce END AS coins,
+               CASE WHEN d.status = 'ALLOCATED' THEN d.bal::BIGINT END AS bal,
+               count(*) FILTER (WHERE d.status = 'ALLOCATED') OVER (ORDER BY d.idx) AS alloc_rank
+          FROM decided d)
+    SELECT array_agg(r.idx), array_agg(r.status), array_agg(r.coins), array_agg(r.bal), array_agg(r.alloc_rank),
+           (SELECT array_agg(en.entry_id ORDER BY en.entry_id) FROM entries en)
+      INTO v_idx, v_status, v_coins, v_bal, v_rank, v_entries
+      FROM ranked r;
+
+    RETURN QUERY
+    SELECT d.idx, d.status, d.coins, d.bal, CASE WHEN d.status = 'ALLOCATED' THEN v_entries[d.alloc_rank] END
+      FROM unnest(v_idx, v_status, v_coins, v_bal, v_rank) AS d(idx, status, coins, bal, alloc_rank)
+     WHERE d.idx IS NOT NULL;
+
+    -- Items not claimed: a replay, a request-id conflict, or no configuration.
+    RETURN QUERY
     SELECT i.idx::INT,
            CASE
-               WHEN v_claimed[i.idx::INT] THEN coalesce(d.status, 'USER_COMPANY_MISMATCH')
                WHEN r.kind IS NULL THEN 'CONFIG_NOT_FOUND'
                WHEN r.kind = 'ALLOCATE' AND r.user_id = i.u AND r.event = i.e THEN 'REPLAYED'
                ELSE 'REQUEST_ID_CONFLICT'
            END,
-           CASE
-               WHEN v_claimed[i.idx::INT] THEN CASE d.status WHEN 'ALLOCATED' THEN d.a WHEN 'LIMIT_PER_DAY' THEN d.cd WHEN 'LIMIT_EVER' THEN d.ce END
-               WHEN r.kind = 'ALLOCATE' AND r.user_id = i.u AND r.event = i.e THEN r.coins
-           END,
-           CASE WHEN d.status = 'ALLOCATED' THEN d.bal::BIGINT END,
-           en.entry_id
+           CASE WHEN r.kind = 'ALLOCATE' AND r.user_id = i.u AND r.event = i.e THEN r.coins END,
+           NULL::BIGINT,
+           NULL::BIGINT
       FROM unnest(p_company, p_user, p_event, p_request) WITH ORDINALITY AS i(c, u, e, q, idx)
-      LEFT JOIN requests r ON NOT v_claimed[i.idx::INT] AND r.company_id = i.c AND r.request_id = i.q
-      LEFT JOIN decided d ON d.idx = i.idx
-      LEFT JOIN entries en ON en.company_id = i.c AND en.request_id = i.q
-     ORDER BY i.idx;
+      LEFT JOIN LATERAL (SELECT rq.kind, rq.user_id, rq.event, rq.coins FROM requests rq
+                          WHERE rq.company_id = i.c AND rq.request_id = i.q OFFSET 0) r ON true
+     WHERE NOT v_claimed[i.idx::INT];
 END;
 $$;

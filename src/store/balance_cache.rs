@@ -28,6 +28,7 @@ struct Entry {
     balance: Option<UserBalance>,
     /// Unix ms of the user's next lot expiry; `None`: no lot will expire.
     valid_until_ms: Option<i64>,
+    filled: std::time::Instant,
 }
 
 pub struct BalanceCache {
@@ -35,6 +36,8 @@ pub struct BalanceCache {
     versions: [AtomicU64; SHARDS],
     /// False while invalidations might be missed (PostgreSQL listener down): no hits, no fills.
     live: AtomicBool,
+    /// Entries older than this are misses (a bound on staleness if an invalidation is lost).
+    max_age: Option<std::time::Duration>,
 }
 
 impl Default for BalanceCache {
@@ -64,7 +67,12 @@ impl BalanceCache {
             shards: std::array::from_fn(|_| Mutex::default()),
             versions: std::array::from_fn(|_| AtomicU64::new(0)),
             live: AtomicBool::new(live),
+            max_age: None,
         }
+    }
+
+    pub fn with_max_age(live: bool, max_age: std::time::Duration) -> Self {
+        Self { max_age: Some(max_age), ..Self::new(live) }
     }
 
     /// Turns the cache on (emptied first: invalidations may have been missed while off) or off.
@@ -84,7 +92,11 @@ impl BalanceCache {
             return None;
         }
         let shard = self.shards[shard_of(user)].lock().unwrap_or_else(|p| p.into_inner());
-        shard.get(user).filter(|e| e.valid_until_ms.is_none_or(|t| now_ms < t)).map(|e| e.balance.clone())
+        shard
+            .get(user)
+            .filter(|e| e.valid_until_ms.is_none_or(|t| now_ms < t))
+            .filter(|e| self.max_age.is_none_or(|age| e.filled.elapsed() < age))
+            .map(|e| e.balance.clone())
     }
 
     /// Take before reading the database.
@@ -102,7 +114,7 @@ impl BalanceCache {
         if shard.len() >= SHARD_ENTRIES_MAX {
             shard.clear();
         }
-        shard.insert(user.to_owned(), Entry { balance, valid_until_ms });
+        shard.insert(user.to_owned(), Entry { balance, valid_until_ms, filled: std::time::Instant::now() });
     }
 
     /// After a commit that changed this user's balance.

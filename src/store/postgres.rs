@@ -17,7 +17,7 @@ use tokio_postgres::{NoTls, Row, error::SqlState};
 
 use super::config_cache::Resolved;
 use super::migrate;
-use super::pg_listen::{self, BALANCES_CHANNEL, CONFIGS_CHANNEL, Caches};
+use super::pg_listen::{self, CONFIGS_CHANNEL, Caches};
 use super::*;
 use crate::domain::config::{self as cfg, ConfigValues};
 use crate::domain::lots::{self, OpenLot, debit_order};
@@ -38,6 +38,8 @@ pub struct PgStore {
     /// Resolved configurations and balances; live only while `listener` is listening.
     caches: Arc<Caches>,
     _listener: Option<pg_listen::Listener>,
+    /// Tells other processes about balance changes after each commit (with the listener).
+    notifier: Option<Arc<pg_listen::Notifier>>,
 }
 
 /// Most allocations one group-commit transaction carries.
@@ -185,11 +187,22 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Db(format!("building postgres pool: {e}")))?;
         let caches = Arc::new(Caches::new());
+        let notifier = options.listen.then(|| Arc::new(pg_listen::Notifier::spawn(config.clone())));
         let listener = options.listen.then(|| pg_listen::spawn(config, caches.clone()));
-        let batcher = options
-            .group_commit
-            .then(|| Batcher::start(PgStore { pool: pool.clone(), batcher: None, caches: caches.clone(), _listener: None }));
-        Ok(Self { pool, batcher, caches, _listener: listener })
+        let batcher = options.group_commit.then(|| {
+            Batcher::start(PgStore { pool: pool.clone(), batcher: None, caches: caches.clone(), _listener: None, notifier: notifier.clone() })
+        });
+        Ok(Self { pool, batcher, caches, _listener: listener, notifier })
+    }
+
+    /// After a commit that changed these users' balances: at once here, soon everywhere else.
+    fn balances_changed<'a>(&self, users: impl IntoIterator<Item = &'a str> + Clone) {
+        for user in users.clone() {
+            self.caches.balances.invalidate(user);
+        }
+        if let Some(n) = &self.notifier {
+            n.changed(users);
+        }
     }
 
     /// Applies these allocations in one transaction now. If the batch fails as a whole for a
@@ -207,11 +220,8 @@ impl PgStore {
             .await;
         match outcome {
             Ok(results) => {
-                for (cmd, result) in cmds.iter().zip(&results) {
-                    if let Ok(AllocateOk::Allocated { .. }) = result {
-                        self.caches.balances.invalidate(cmd.user.as_str());
-                    }
-                }
+                let changed = cmds.iter().zip(&results).filter(|(_, r)| matches!(r, Ok(AllocateOk::Allocated { .. })));
+                self.balances_changed(changed.map(|(c, _)| c.user.as_str()));
                 results
             }
             Err(e) if n == 1 => vec![Err(e)],
@@ -377,16 +387,16 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         if rows.len() != round.len() {
             return Err(TxError::Store(StoreError::Db(format!("coins_allocate_set answered {} of {} items", rows.len(), round.len()))));
         }
-        for (row, &i) in rows.iter().zip(&round) {
+        for row in &rows {
+            // out_idx is 1-based within this call; rows come in no particular order.
+            let i = usize::try_from(row.get::<_, i32>(0)).ok().and_then(|k| k.checked_sub(1)).and_then(|k| round.get(k).copied());
+            let Some(i) = i.filter(|&i| results[i].is_none()) else {
+                return Err(TxError::Store(StoreError::Db("coins_allocate_set answered an unknown or repeated item".into())));
+            };
             results[i] = Some(allocation_outcome(row, &cmds[i])?);
         }
         pending = later;
     }
-    let mut changed: Vec<&str> =
-        cmds.iter().zip(&results).filter(|(_, r)| matches!(r, Some(Ok(AllocateOk::Allocated { .. })))).map(|(c, _)| c.user.as_str()).collect();
-    changed.sort_unstable();
-    changed.dedup();
-    notify_balances(tx, changed).await?;
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Db("allocation not answered".into())))).collect())
 }
 
@@ -411,18 +421,6 @@ fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> TxResult<StoreResult<Allo
         "ALONE" => return Err(TxError::Store(StoreError::Db("this batch needs its items applied one by one".into()))),
         other => Err(StoreError::Db(format!("coins_allocate_set returned unknown status {other}"))),
     })
-}
-
-/// Tells every process (this one included) that these users' balances changed; delivered only
-/// if and when this transaction commits.
-async fn notify_balances<'a>(tx: &Transaction<'_>, users: impl IntoIterator<Item = &'a str>) -> TxResult<()> {
-    let payloads = pg_listen::payloads(users);
-    if payloads.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx.prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p").await?;
-    tx.execute(&stmt, &[&BALANCES_CHANNEL, &payloads]).await?;
-    Ok(())
 }
 
 /// Tells every process that configurations changed (delivered on commit).
@@ -841,7 +839,7 @@ impl Store for PgStore {
                 Box::pin(async move { redeem_one(tx, &cmd).await })
             })
             .await;
-        self.caches.balances.invalidate(user.as_str());
+        self.balances_changed([user.as_str()]);
         outcome
     }
 
@@ -854,6 +852,9 @@ impl Store for PgStore {
             .await;
         // The reversed request names no user; reversals are rare enough to drop everything.
         self.caches.balances.invalidate_all();
+        if let Some(n) = &self.notifier {
+            n.changed_unknown();
+        }
         outcome
     }
 
@@ -1072,7 +1073,7 @@ async fn set_balance(tx: &Transaction<'_>, company: &str, user: &str, balance: i
         .prepare_cached(&format!("UPDATE users SET balance = $3, {column} = {column} + $4 WHERE company_id = $1 AND user_id = $2"))
         .await?;
     tx.execute(&stmt, &[&company, &user, &balance, &delta]).await?;
-    notify_balances(tx, [user]).await
+    Ok(())
 }
 
 /// Writes one EXPIRE entry per due lot. The caller holds the user's row lock.
@@ -1304,7 +1305,7 @@ impl PgStore {
                 })
             })
             .await;
-        self.caches.balances.invalidate(&who);
+        self.balances_changed([who.as_str()]);
         outcome
     }
 
