@@ -347,7 +347,8 @@ async fn resolve_configs(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Ca
 }
 
 /// Applies a batch of allocations with the set-based `coins_allocate_set` function (see
-/// migrations/postgres/0003): a handful of statements whatever the batch size. A request id that
+/// migrations/postgres/0003): a handful of statements whatever the batch size; a lone item goes
+/// to `coins_allocate_one`, cheaper when there is nothing to share. A request id that
 /// occurs twice in the batch starts a later call in the same transaction, where it finds the
 /// first occurrence and replays it, exactly as two requests one after the other would.
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> TxResult<Vec<StoreResult<AllocateOk>>> {
@@ -358,6 +359,12 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         .prepare_cached(
             "SELECT out_idx, out_status, out_coins, out_balance, out_entry \
              FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await?;
+    let one = tx
+        .prepare_cached(
+            "SELECT out_idx, out_status, out_coins, out_balance, out_entry \
+             FROM coins_allocate_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .await?;
     while !pending.is_empty() {
@@ -381,9 +388,28 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         let validity = config(&|c| c.values.validity_days);
         let cap_day = config(&|c| c.values.max_per_user_per_day);
         let cap_ever = config(&|c| c.values.max_per_user);
-        let rows = tx
-            .query(&stmt, &[&companies, &users, &events, &requests, &nows, &seqs, &amounts, &validity, &cap_day, &cap_ever])
-            .await?;
+        let rows = if let [i] = round[..] {
+            let (c, cfg) = (&cmds[i], configs[i].as_ref());
+            let field = |f: &dyn Fn(&CoinConfig) -> Option<i64>| cfg.and_then(f);
+            tx.query(
+                &one,
+                &[
+                    &c.company.as_str(),
+                    &c.user.as_str(),
+                    &c.event.as_str(),
+                    &c.request_id.as_str(),
+                    &c.now_ms,
+                    &field(&|c| Some(c.id.seq())),
+                    &field(&|c| Some(c.values.amount.get())),
+                    &field(&|c| c.values.validity_days),
+                    &field(&|c| c.values.max_per_user_per_day),
+                    &field(&|c| c.values.max_per_user),
+                ],
+            )
+            .await?
+        } else {
+            tx.query(&stmt, &[&companies, &users, &events, &requests, &nows, &seqs, &amounts, &validity, &cap_day, &cap_ever]).await?
+        };
         if rows.len() != round.len() {
             return Err(TxError::Store(StoreError::Db(format!("coins_allocate_set answered {} of {} items", rows.len(), round.len()))));
         }
