@@ -1,4 +1,4 @@
--- Allocation, set-based: the decisions of coins_allocate (0002) for a whole batch in five
+-- Allocation, set-based: the decisions of coins_allocate (0002) for a whole batch in seven
 -- statements instead of about eight per item (per-statement executor set-up was most of
 -- PostgreSQL's CPU time). The caller resolves each item's configuration (from its cache, see
 -- src/store/config_cache.rs) and passes it in; p_cfg is NULL where no active configuration
@@ -31,6 +31,8 @@ DECLARE
     v_bal BIGINT[];
     v_rank BIGINT[];
     v_entries BIGINT[];
+    v_allocated_keys TEXT[];
+    v_entry_keys TEXT[];
 BEGIN
     -- Existing users first, in user_id order, so concurrent batches cannot deadlock on them.
     -- (A join with unnest, not `= ANY`: a generic plan for `= ANY ($1)` scans the whole table.)
@@ -71,7 +73,8 @@ BEGIN
          WHERE v_claimed[i.idx::INT]),
     -- Each claimed item with its user's row (locked above); a user of another company makes the
     -- item USER_COMPANY_MISMATCH. For the caps: allocations already in the ledger, and the item's
-    -- rank among the batch's items of the same (company, user, event).
+    -- rank among the batch's items of the same (company, user, event). The caller resolves one
+    -- configuration per (company, event) per call, so all items of a group carry the same caps.
     owned AS (
         SELECT it.*, acct.balance AS base, acct.company_id IS DISTINCT FROM it.c AS mismatch,
                CASE WHEN it.cd IS NULL THEN 0 ELSE (
@@ -123,7 +126,7 @@ BEGIN
         SELECT d.c, d.u, 'ALLOCATE', d.a, d.bal::BIGINT, d.e, d.q, 'WCC' || (d.cfg + 100000)::TEXT, d.nw, d.nw + d.vd * 86400000
           FROM decided d WHERE d.status = 'ALLOCATED'
          ORDER BY d.idx
-        RETURNING entry_id, company_id, user_id, coins, expires_at, created_at),
+        RETURNING entry_id, company_id, user_id, request_id, coins, expires_at, created_at),
     new_lots AS (
         INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at)
         SELECT en.company_id, en.user_id, en.entry_id, en.coins, en.coins, en.expires_at, en.created_at FROM entries en),
@@ -133,15 +136,23 @@ BEGIN
                   FROM decided d WHERE d.status = 'ALLOCATED' GROUP BY d.c, d.u) s
          WHERE u.company_id = s.c AND u.user_id = s.u),
     ranked AS (
-        SELECT d.idx, d.status,
+        SELECT d.idx, d.status, d.c, d.q,
                CASE d.status WHEN 'ALLOCATED' THEN d.a WHEN 'LIMIT_PER_DAY' THEN d.cd WHEN 'LIMIT_EVER' THEN d.ce END AS coins,
                CASE WHEN d.status = 'ALLOCATED' THEN d.bal::BIGINT END AS bal,
                count(*) FILTER (WHERE d.status = 'ALLOCATED') OVER (ORDER BY d.idx) AS alloc_rank
           FROM decided d)
     SELECT array_agg(r.idx), array_agg(r.status), array_agg(r.coins), array_agg(r.bal), array_agg(r.alloc_rank),
-           (SELECT array_agg(en.entry_id ORDER BY en.entry_id) FROM entries en)
-      INTO v_idx, v_status, v_coins, v_bal, v_rank, v_entries
+           array_agg(r.c || ' ' || r.q ORDER BY r.idx) FILTER (WHERE r.status = 'ALLOCATED'),
+           (SELECT array_agg(en.entry_id ORDER BY en.entry_id) FROM entries en),
+           (SELECT array_agg(en.company_id || ' ' || en.request_id ORDER BY en.entry_id) FROM entries en)
+      INTO v_idx, v_status, v_coins, v_bal, v_rank, v_allocated_keys, v_entries, v_entry_keys
       FROM ranked r;
+    -- The rank mapping (and the balance_after chain) relies on identity values following the
+    -- insertion order. PostgreSQL does that, but does not promise it: should it ever not, the
+    -- batch fails whole and the caller applies its items one by one.
+    IF v_allocated_keys IS DISTINCT FROM v_entry_keys THEN
+        RAISE EXCEPTION 'coins_allocate_set: ledger entry ids are not in item order';
+    END IF;
 
     RETURN QUERY
     SELECT d.idx, d.status, d.coins, d.bal, CASE WHEN d.status = 'ALLOCATED' THEN v_entries[d.alloc_rank] END

@@ -1,10 +1,12 @@
 //! A per-process cache of visible balances, so balance reads usually touch no database at all.
 //!
 //! SQLite: exact, because every write goes through this process's one writer thread (one `serve`
-//! per SQLite file; the CLI never changes balances). PostgreSQL: every transaction that changes
-//! a balance also sends `NOTIFY coins_balances` with the users it changed, and every process
-//! LISTENs; another process's change is seen once its notification arrives (milliseconds after
-//! the commit), and the cache is not used at all while the listening connection is down. The
+//! per SQLite file; the CLI never changes balances). PostgreSQL: after each commit that changes
+//! balances the writing process invalidates here and queues a `NOTIFY coins_balances` naming the
+//! users (see `pg_listen.rs`); every process LISTENs, so another process's change is seen once
+//! its notification arrives (milliseconds after the commit). A notification can be lost (a crash
+//! right after the commit, a full notifier queue, a failed notifier connection, or a listener
+//! whose death is not yet noticed), so PostgreSQL entries also expire after a maximum age. The
 //! rules that keep it correct:
 //! - the writer invalidates a user after the COMMIT that changed them and before answering, by
 //!   removing the entry and bumping its shard's version (a notification does the same);

@@ -10,16 +10,22 @@
 //!   commit). While that listening connection is down the cache is not used at all ("not live"),
 //!   and it is cleared when listening resumes, so a lost notification cannot leave a stale entry;
 //! - a reader notes the generation before its database read and stores what it read only if no
-//!   clear happened meanwhile, so a read that raced a change is never cached.
+//!   clear happened meanwhile, so a read that raced a change is never cached;
+//! - an entry older than [`MAX_AGE`] is a miss: a backstop should notifications stop arriving
+//!   unnoticed (a dead connection is only detected by the next failed ping, ~3 s; LISTEN through
+//!   a transaction-mode pooler never delivers at all).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::domain::CoinConfig;
 
 /// Entries kept before the cache is cleared wholesale (a cheap bound on memory: ~100 bytes each).
 const ENTRIES_MAX: usize = 65_536;
+/// Age after which an entry is read again, whatever the notifications said.
+pub const MAX_AGE: Duration = Duration::from_secs(4);
 
 /// `None`: no active configuration applies.
 pub type Resolved = Option<CoinConfig>;
@@ -28,8 +34,8 @@ pub type Resolved = Option<CoinConfig>;
 struct Inner {
     generation: u64,
     entries: usize,
-    /// company → event → resolution; nested so a lookup needs no allocation.
-    by_company: HashMap<String, HashMap<String, Resolved>>,
+    /// company → event → (resolution, when read); nested so a lookup needs no allocation.
+    by_company: HashMap<String, HashMap<String, (Resolved, Instant)>>,
 }
 
 pub struct ConfigCache {
@@ -52,7 +58,9 @@ impl ConfigCache {
         if !self.live.load(Ordering::SeqCst) {
             return None;
         }
-        self.lock().by_company.get(company)?.get(event).cloned()
+        let inner = self.lock();
+        let (value, read_at) = inner.by_company.get(company)?.get(event)?;
+        (read_at.elapsed() < MAX_AGE).then(|| value.clone())
     }
 
     /// Take before reading the database; pass to [`ConfigCache::fill`].
@@ -71,7 +79,7 @@ impl ConfigCache {
                 inner.by_company.clear();
                 inner.entries = 0;
             }
-            if inner.by_company.entry(company).or_default().insert(event, value).is_none() {
+            if inner.by_company.entry(company).or_default().insert(event, (value, Instant::now())).is_none() {
                 inner.entries += 1;
             }
         }

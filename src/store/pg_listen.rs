@@ -7,12 +7,16 @@
 //!   batches, by one [`Notifier`] connection per process: a transaction that notifies takes a
 //!   database-wide lock until its commit is flushed, so notifying from every writing transaction
 //!   would serialise all commits (measured: one-transaction-per-allocation fell from 2.7k/s to
-//!   0.7k/s). A notification lost that way (crash right after a commit) is covered by the balance
-//!   cache's age limit, [`BALANCE_MAX_AGE`].
+//!   0.7k/s). A notification can be lost (a crash right after the commit, a full notifier queue,
+//!   a notifier connection failing mid-send); the balance cache's age limit, [`BALANCE_MAX_AGE`],
+//!   bounds how long another process may serve the old balance.
 //!
-//! One dedicated connection per process LISTENs to both. It is pinged every second; while it is
-//! down (or not yet up) both caches are switched off, so reads go to the database, and they are
-//! emptied when listening resumes, so a notification lost meanwhile cannot leave a stale entry.
+//! One dedicated connection per process LISTENs to both. It is pinged every second; once it is
+//! found down (a failed or 2 s-late ping, so within about 3 s) both caches are switched off, so
+//! reads go to the database, and they are emptied when listening resumes. Entries of both caches
+//! also expire by age (4 s for configurations, 5 s for balances), the backstop for the seconds
+//! before a dead connection is noticed. LISTEN needs a session: through a transaction-mode pooler
+//! (pgbouncer) notifications never arrive, and only the age limits apply.
 
 use std::sync::Arc;
 use std::time::Duration;

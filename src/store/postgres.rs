@@ -224,8 +224,13 @@ impl PgStore {
                 self.balances_changed(changed.map(|(c, _)| c.user.as_str()));
                 results
             }
-            Err(e) if n == 1 => vec![Err(e)],
             Err(e) => {
+                // A COMMIT can succeed and still be reported as failed (connection lost): the
+                // users may have changed, so their cached balances go, here and elsewhere.
+                self.balances_changed(cmds.iter().map(|c| c.user.as_str()));
+                if n == 1 {
+                    return vec![Err(e)];
+                }
                 tracing::warn!(error = %e, items = n, "allocation batch failed; applying its items one by one");
                 let mut results = Vec::with_capacity(n);
                 for cmd in cmds {

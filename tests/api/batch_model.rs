@@ -119,7 +119,20 @@ async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle:
     let Some(single) = setup(backend, &history, start).await else { return };
     let cmds: Vec<AllocateCmd> = batch.iter().enumerate().map(|(i, it)| cmd(it, start + 1_000 * i as i64)).collect();
 
-    let together: Vec<Outcome> = batched.store.allocate(cmds.clone()).await.into_iter().map(outcome).collect();
+    let answers = batched.store.allocate(cmds.clone()).await;
+    // Each ledger entry id a batch answers with is the entry of that very request.
+    let mut entry_requests = std::collections::HashMap::new();
+    for u in 0..USERS {
+        for e in batched.store.transactions(&UserId::parse(&format!("U{u}")).unwrap(), None, 500).await.unwrap() {
+            entry_requests.insert(e.entry_id, e.request_id);
+        }
+    }
+    for (c, answer) in cmds.iter().zip(&answers) {
+        if let Ok(AllocateOk::Allocated { entry_id, .. }) = answer {
+            assert_eq!(entry_requests.get(entry_id), Some(&Some(c.request_id.to_string())), "entry id answered for {}", c.request_id);
+        }
+    }
+    let together: Vec<Outcome> = answers.into_iter().map(outcome).collect();
     let mut apart = Vec::new();
     for c in cmds {
         apart.push(outcome(single.store.allocate(vec![c]).await.pop().unwrap()));
