@@ -3,7 +3,7 @@
 //! process's balance change is seen by the next read once its notification arrives; while the
 //! listening connection is down the caches are off, so nothing stale is served.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -20,23 +20,8 @@ struct Peer {
 
 impl Peer {
     fn start(db_url: &str, token: &str) -> Peer {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coins"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("COINS_DATABASE_URL", db_url)
-            .env("COINS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start coins serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        loop {
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "peer exited before listening");
-            if let Some(addr) = line.trim().strip_prefix("coins listening on ") {
-                std::thread::spawn(move || for _ in out.lines() {});
-                return Peer { child, base: addr.to_owned(), http: reqwest::Client::new(), token: token.to_owned() };
-            }
-        }
+        let (child, base) = start_coins_serve(db_url, &[]);
+        Peer { child, base, http: reqwest::Client::new(), token: token.to_owned() }
     }
 
     async fn allocate(&self, request_id: &str, user: &str) -> (u16, Value) {

@@ -4,8 +4,7 @@
 //! safe; afterwards every request is in the ledger exactly once and `coins verify` passes.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,24 +18,7 @@ const ADMIN_SECRET: &str = "crash-secret-for-tests-only";
 const WORKERS: usize = 32;
 
 fn start_server(db_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coins"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("COINS_DATABASE_URL", db_url)
-        .env("COINS_ADMIN_CLIENT_ID", ADMIN_ID)
-        .env("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)
-        .env("COINS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start coins serve");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if let Some(addr) = line.trim().strip_prefix("coins listening on ") {
-            std::thread::spawn(move || for _ in out.lines() {});
-            return (child, addr.to_owned());
-        }
-    }
+    start_coins_serve(db_url, &[("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)])
 }
 
 async fn admin_token(http: &reqwest::Client, base: &str) -> String {

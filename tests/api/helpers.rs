@@ -344,3 +344,23 @@ macro_rules! both_backends {
         }
     )*};
 }
+
+/// Starts the real `coins serve` binary on a free port against `db_url`; returns the child and
+/// its base URL once it is listening. The caller ends it (kill, or SIGTERM for a clean stop).
+pub fn start_coins_serve(db_url: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_coins"));
+    command.args(["serve", "--listen", "127.0.0.1:0"]).env("COINS_DATABASE_URL", db_url).env("COINS_LOG", "warn");
+    command.envs(env.iter().copied()).stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("start coins serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).expect("read server output") > 0, "coins serve exited before listening");
+        if let Some(addr) = line.trim().strip_prefix("coins listening on ") {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || for _ in out.lines() {});
+            return (child, addr);
+        }
+    }
+}
