@@ -238,15 +238,17 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: us
         if !allocations.is_empty() {
             run_allocations(&conn, &mut allocations, balances, &configs);
         }
-        restart_wal_if_long(&conn, wal_frames);
+        restart_wal_if_long(&conn, wal_frames, jobs.is_empty());
     }
 }
 
 /// How often the checkpointer runs; the WAL grows by at most this much of write traffic.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// WAL frames (about 4 KiB each) after which the writer restarts the log from its beginning.
-const WAL_RESTART_FRAMES: i64 = 65_536;
+/// WAL frames (about 4 KiB each) after which the writer restarts the log from its beginning when
+/// nothing is waiting for it (256 MiB), or whatever is waiting (1 GiB).
+const WAL_RESTART_FRAMES_IDLE: i64 = 65_536;
+const WAL_RESTART_FRAMES_BUSY: i64 = 262_144;
 
 /// PASSIVE checkpoints never block the writer or readers. The thread publishes how long the WAL
 /// is (`wal_frames`) for the writer's restarts (see `restart_wal_if_long`). It ends when the
@@ -267,14 +269,15 @@ fn checkpoint_loop(conn: Connection, wal_frames: &AtomicI64) {
 /// Under a steady stream of commits PASSIVE checkpoints never catch up completely, and SQLite only
 /// rewinds the WAL once everything in it has been copied back: the WAL grows without bound (seen:
 /// 2 GB within a minute of allocation load, with 18% of the writer's time spent in the kernel
-/// zeroing the file's new blocks). So between two of its transactions, when the log is past
-/// `WAL_RESTART_FRAMES` (256 MiB), the writer itself runs a RESTART checkpoint: it copies the
-/// frames PASSIVE left over, and the next commit starts the log from the beginning again. Run by
-/// the writer it never waits for the write lock, but it does pause writes while it copies (the
-/// p99.9 latency in docs/BENCHMARKS.md). A checkpoint already running (BUSY) means trying again
-/// after the next PASSIVE one.
-fn restart_wal_if_long(conn: &Connection, wal_frames: &AtomicI64) {
-    if wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES {
+/// zeroing the file's new blocks). So between two of its transactions, when the log is long, the
+/// writer itself runs a RESTART checkpoint: it copies the frames PASSIVE left over, and the next
+/// commit starts the log from the beginning again. Run by the writer it never waits for the write
+/// lock, but writes wait while it copies (the p99.9 latency in docs/BENCHMARKS.md), so it runs
+/// past 256 MiB only when no write is queued, and past 1 GiB regardless. A checkpoint already
+/// running (BUSY) means trying again after the next PASSIVE one.
+fn restart_wal_if_long(conn: &Connection, wal_frames: &AtomicI64, idle: bool) {
+    let limit = if idle { WAL_RESTART_FRAMES_IDLE } else { WAL_RESTART_FRAMES_BUSY };
+    if wal_frames.load(Ordering::Relaxed) <= limit {
         return;
     }
     wal_frames.store(0, Ordering::Relaxed);
