@@ -565,3 +565,17 @@ pub(crate) const VERIFY_CHECKS: &[(&str, &str)] = &[
         "ledger entry without its request",
     ),
 ];
+
+/// A ledger entry about to be written (both backends' insert helpers take it).
+pub(crate) struct NewEntry<'a> {
+    pub company: &'a str,
+    pub user: &'a str,
+    pub kind: &'static str,
+    pub coins: i64,
+    pub balance_after: i64,
+    pub event: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub coin_config_id: Option<&'a str>,
+    pub now_ms: i64,
+    pub expires_at: Option<i64>,
+}

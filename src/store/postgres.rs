@@ -1059,19 +1059,6 @@ async fn lock_account(tx: &Transaction<'_>, company: &CompanyId, user: &UserId) 
     }
 }
 
-struct NewEntry<'a> {
-    company: &'a str,
-    user: &'a str,
-    kind: &'static str,
-    coins: i64,
-    balance_after: i64,
-    event: Option<&'a str>,
-    request_id: Option<&'a str>,
-    coin_config_id: Option<&'a str>,
-    now_ms: i64,
-    expires_at: Option<i64>,
-}
-
 async fn insert_entry(tx: &Transaction<'_>, e: &NewEntry<'_>) -> TxResult<i64> {
     let stmt = tx
         .prepare_cached(

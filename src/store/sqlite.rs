@@ -1098,19 +1098,6 @@ fn account_in(conn: &Connection, company: &CompanyId, user: &UserId) -> StoreRes
     }
 }
 
-struct NewEntry<'a> {
-    company: &'a str,
-    user: &'a str,
-    kind: &'static str,
-    coins: i64,
-    balance_after: i64,
-    event: Option<&'a str>,
-    request_id: Option<&'a str>,
-    coin_config_id: Option<&'a str>,
-    now_ms: i64,
-    expires_at: Option<i64>,
-}
-
 fn insert_entry(conn: &Connection, e: &NewEntry<'_>) -> StoreResult<i64> {
     conn.prepare_cached(
         "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
