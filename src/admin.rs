@@ -11,12 +11,15 @@ use crate::clock::system_now_ms;
 use crate::config::ServeSettings;
 use crate::crypto;
 use crate::domain::CompanyId;
+use secrecy::ExposeSecret;
+
+use crate::domain::lockout::LockState;
+use crate::store::model::join_companies;
 use crate::store::{ClientRecord, Store, StoreResult};
 
 /// A new client id: `cl_` and 20 hex digits (80 random bits; ids are not secrets).
 pub fn new_client_id() -> String {
-    let bytes = crypto::random_bytes::<10>();
-    format!("cl_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("cl_{}", hex::encode(crypto::random_bytes::<10>()))
 }
 
 pub fn new_client(client_id: String, name: &str, secret: &str, admin: bool, companies: Vec<CompanyId>) -> ClientRecord {
@@ -28,8 +31,7 @@ pub fn new_client(client_id: String, name: &str, secret: &str, admin: bool, comp
         companies,
         created_at_ms: system_now_ms(),
         revoked_at_ms: None,
-        failed_attempts: 0,
-        locked_until_ms: None,
+        lock: LockState::default(),
     }
 }
 
@@ -46,12 +48,12 @@ pub async fn bootstrap_admin(store: &dyn Store, settings: &ServeSettings, listen
     if let Some((id, secret)) = &settings.admin {
         match store.get_client(id).await? {
             Some(existing) => {
-                if !existing.admin || existing.revoked_at_ms.is_some() || !crypto::verify_secret(secret.expose(), &existing.secret_hash) {
+                if !existing.admin || existing.revoked_at_ms.is_some() || !crypto::verify_secret(secret.expose_secret(), &existing.secret_hash) {
                     tracing::warn!(client_id = %id, "COINS_ADMIN_CLIENT_ID exists but is not an active admin with that secret; left unchanged");
                 }
             }
             None => {
-                store.insert_client(new_client(id.clone(), "admin (from environment)", secret.expose(), true, Vec::new())).await?;
+                store.insert_client(new_client(id.clone(), "admin (from environment)", secret.expose_secret(), true, Vec::new())).await?;
                 tracing::info!(client_id = %id, "created the admin client named by COINS_ADMIN_CLIENT_ID");
             }
         }
@@ -79,7 +81,7 @@ pub async fn print_clients(store: Arc<dyn Store>) -> StoreResult<()> {
     println!("{:<24} {:<8} {:<8} {:<30} NAME", "CLIENT_ID", "ADMIN", "STATUS", "COMPANIES");
     for c in clients {
         let status = if c.revoked_at_ms.is_some() { "revoked" } else { "active" };
-        let companies = if c.admin { "*".to_owned() } else { crate::store::join_companies(&c.companies) };
+        let companies = if c.admin { "*".to_owned() } else { join_companies(&c.companies) };
         println!("{:<24} {:<8} {:<8} {:<30} {}", c.client_id, c.admin, status, companies, c.name);
     }
     Ok(())

@@ -39,10 +39,11 @@ impl Sweeper {
             // A pass handles a bounded number of users; keep going while there is work, unless told to stop.
             loop {
                 match self.store.sweep_expired(self.clock.now_ms()).await {
-                    Ok(0) => break,
-                    Ok(lots) => tracing::info!(lots, "expired lots"),
+                    // Users that failed are logged by the store and retried next interval.
+                    Ok(report) if report.lots_expired == 0 => break,
+                    Ok(report) => tracing::info!(lots = report.lots_expired, users_failed = report.users_failed, "expired lots"),
                     Err(e) => {
-                        tracing::error!(error = %e, "expiry sweep failed; retrying next interval");
+                        tracing::error!(error = %crate::store::error::chain(&e), "expiry sweep failed; retrying next interval");
                         break;
                     }
                 }

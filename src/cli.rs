@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "coins", version, about = "Loyalty-coins engine, wire-compatible with the EnKash Point Management API")]
@@ -18,16 +18,33 @@ pub struct Cli {
     pub log: String,
 
     /// Log format: `text` for people, `json` for one JSON object per line.
-    #[arg(long, env = "COINS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, env = "COINS_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
 
     /// `on`: concurrent writes share one transaction and commit (each answered after it).
     /// `off`: one transaction per request (for comparison and troubleshooting).
-    #[arg(long, env = "COINS_GROUP_COMMIT", default_value = "on", global = true, value_parser = ["on", "off"])]
-    pub group_commit: String,
+    #[arg(long, env = "COINS_GROUP_COMMIT", default_value = "on", global = true)]
+    pub group_commit: Switch,
+
+    /// SQLite: the size in MiB past which the write-ahead log is restarted (and the file cut back
+    /// to it). Smaller keeps less disk; larger costs fewer restart pauses under heavy writes.
+    #[arg(long, env = "COINS_SQLITE_WAL_MAX_MB", default_value_t = 64, global = true, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub sqlite_wal_max_mb: u64,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

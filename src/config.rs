@@ -1,36 +1,24 @@
-//! Typed settings resolved from the CLI (flags > env > defaults). Secrets are wrapped so that
+//! Typed settings resolved from the CLI (flags > env > defaults). Secrets are `SecretString`s, so
 //! neither `Debug` nor logs can print them.
 
-use std::fmt;
 use std::net::SocketAddr;
 
-use crate::cli::{Cli, ServeArgs};
-use crate::store::LockoutPolicy;
+use secrecy::SecretString;
+
+use crate::cli::{Cli, ServeArgs, Switch};
+use crate::domain::lockout::LockoutPolicy;
+use crate::store::StoreOptions;
 
 /// Where the default SQLite database lives, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = "coins-data/coins.db";
 
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 pub fn database_url(cli: &Cli) -> String {
     cli.database_url.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_owned())
+}
+
+/// How the store runs; `serving`: a long-lived server (PostgreSQL caches need a listener).
+pub fn store_options(cli: &Cli, serving: bool) -> StoreOptions {
+    StoreOptions { group_commit: cli.group_commit == Switch::On, listen: serving, wal_max_bytes: cli.sqlite_wal_max_mb * 1024 * 1024 }
 }
 
 /// What `serve` needs beyond the database.
@@ -39,14 +27,14 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     pub token_ttl_secs: i64,
     pub lockout: LockoutPolicy,
-    pub admin: Option<(String, Secret)>,
+    pub admin: Option<(String, SecretString)>,
     pub sweep_interval: std::time::Duration,
 }
 
 impl ServeSettings {
     pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
         let admin = match (&args.admin_client_id, &args.admin_client_secret) {
-            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Some((id.clone(), Secret::new(secret.clone()))),
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Some((id.clone(), SecretString::from(secret.clone()))),
             (None, None) => None,
             _ => return Err("COINS_ADMIN_CLIENT_ID and COINS_ADMIN_CLIENT_SECRET must be set together".into()),
         };

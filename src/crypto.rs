@@ -28,12 +28,7 @@ pub fn random_token<const N: usize>() -> String {
 
 /// Hex SHA-256, the only form in which tokens are stored.
 pub fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// An Argon2id PHC string for a secret or password.

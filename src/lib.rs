@@ -22,15 +22,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cli::{Cli, ClientCommand, Command};
+use store::error::chain;
 
 /// Sets up logging to stderr in the chosen format and filter.
-pub fn init_tracing(filter: &str, format: &str) {
+pub fn init_tracing(filter: &str, format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Text => builder.init(),
     }
 }
 
@@ -48,10 +48,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn run_command(cli: Cli) -> Result<ExitCode, String> {
     let url = config::database_url(&cli);
     let serving = matches!(cli.command, Command::Serve(_));
-    let options = store::StoreOptions { group_commit: cli.group_commit == "on", listen: serving };
-    let store = store::open_with(&url, options).await.map_err(|e| format!("opening the database: {e}"))?;
-    store.migrate().await.map_err(|e| format!("applying migrations: {e}"))?;
-    let fail = |e: store::StoreError| e.to_string();
+    let store = store::open_with(&url, config::store_options(&cli, serving)).await.map_err(|e| format!("opening the database: {}", chain(&e)))?;
+    store.migrate().await.map_err(|e| format!("applying migrations: {}", chain(&e)))?;
+    let fail = |e: store::StoreError| chain(&e);
     match cli.command {
         Command::Migrate => {
             println!("migrations applied");

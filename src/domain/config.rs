@@ -1,5 +1,6 @@
 //! Coin configurations: how many coins an event earns, and for whom (SPEC §1, §5).
 
+use super::refusal::Refusal;
 use super::{CoinConfigId, Coins, CompanyId, EventName};
 
 /// `DEFAULT` applies to an event for every company; `CUSTOM` overrides it for one company.
@@ -42,6 +43,14 @@ pub struct ConfigValues {
     pub max_per_user_per_day: Option<i64>,
     pub max_per_user: Option<i64>,
     pub active: bool,
+}
+
+impl ConfigValues {
+    /// SPEC §1: at most one DEFAULT per event, at most one CUSTOM per (company, event); a
+    /// configuration with these values would take the slot `existing` holds.
+    pub fn duplicate_of(&self, existing: CoinConfigId) -> Refusal {
+        Refusal::DuplicateConfig { existing, kind: self.kind, event: self.event.clone(), company: self.company_id.clone() }
+    }
 }
 
 /// A stored configuration. `version` increases on every change (optimistic concurrency).

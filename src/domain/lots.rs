@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn soonest_expiry_first_then_never_expiring_then_fifo() {
-        let mut lots = vec![lot(1, 5, None), lot(2, 5, Some(30)), lot(3, 5, Some(10)), lot(4, 5, Some(10)), lot(5, 5, None)];
+        let mut lots = [lot(1, 5, None), lot(2, 5, Some(30)), lot(3, 5, Some(10)), lot(4, 5, Some(10)), lot(5, 5, None)];
         lots.sort_by(debit_order);
         assert_eq!(lots.iter().map(|l| l.lot_id).collect::<Vec<_>>(), [3, 4, 2, 1, 5]);
     }

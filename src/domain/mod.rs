@@ -1,18 +1,31 @@
-//! Pure domain types and rules: no I/O here.
+//! The domain: validated types and every ledger rule, as pure functions. No I/O here.
 //!
-//! - [`ids`]: validated identifiers (`CompanyId`, `UserId`, `RequestId`, `EventName`, `CoinConfigId`).
-//! - [`coins`]: `Coins`, a checked amount, and the per-request limits.
-//! - [`config`]: coin configurations, their kinds and the resolution rule of SPEC §1.
-//! - [`lots`]: which lots a debit consumes, currency to coins.
-//! - [`principal`]: who is calling and which companies they may act for.
+//! Each operation is decided from the rows a backend fetched and answered with a plan (the
+//! entries, lot moves and balance to write) or a typed [`Refusal`]; the backends only fetch and
+//! write what the plan says (see `store/ledger.rs` for the order they do it in).
+//!
+//! - [`ids`], [`coins`]: identifiers and coin amounts, valid once constructed.
+//! - [`config`]: coin configurations and their resolution (SPEC §1).
+//! - [`principal`]: who is calling and for which companies; [`lockout`]: failed-authentication locks.
+//! - [`ledger`]: the shared vocabulary of plans — entry kinds, lot moves, stored requests.
+//! - [`allocate`], [`redeem`], [`reverse`], [`expire`]: one module per operation.
+//! - [`lots`]: which lots a debit takes; [`refusal`]: why an operation was refused.
 
+pub mod allocate;
 pub mod coins;
 pub mod config;
+pub mod expire;
 pub mod ids;
+pub mod ledger;
+pub mod lockout;
 pub mod lots;
 pub mod principal;
+pub mod redeem;
+pub mod refusal;
+pub mod reverse;
 
 pub use coins::Coins;
 pub use config::{CoinConfig, ConfigKind};
 pub use ids::{CoinConfigId, CompanyId, EventName, RequestId, UserId};
 pub use principal::Principal;
+pub use refusal::Refusal;

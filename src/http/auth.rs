@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for Auth {
         let hash = crypto::token_hash(token);
         let now_ms = state.clock.now_ms();
         if let Some(principal) = state.tokens.get(&hash, now_ms) {
-            return Ok(Auth(principal));
+            return Ok(Auth::noted(parts, principal));
         }
         let (record, client) = state
             .store
@@ -83,11 +83,19 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::unauthenticated("the access token is invalid, expired or revoked"))?;
         let principal = Principal { client_id: client.client_id, admin: client.admin, companies: client.companies };
         state.tokens.put(hash, Cached { principal: principal.clone(), token_expires_at_ms: record.expires_at_ms, cached_at_ms: now_ms });
-        Ok(Auth(principal))
+        Ok(Auth::noted(parts, principal))
     }
 }
 
 impl Auth {
+    /// The caller, noted for the request's log line.
+    fn noted(parts: &Parts, principal: Principal) -> Self {
+        if let Some(slot) = parts.extensions.get::<super::CallerSlot>() {
+            let _ = slot.0.set(principal.client_id.clone());
+        }
+        Auth(principal)
+    }
+
     pub fn require_company(&self, company: &crate::domain::CompanyId) -> Result<(), ApiError> {
         if self.0.can_act_for(company) {
             Ok(())

@@ -1,33 +1,36 @@
 //! The HTTP edge: router, shared state, and the middleware every response passes through.
 //!
-//! - `error.rs`: the one error type and its envelope.
-//! - `extract.rs`: JSON bodies and validated fields; `auth.rs`: bearer tokens.
-//! - `oauth.rs`, `configs.rs`, `coins.rs`, `lifecycle.rs`, `health.rs`: one module per resource.
+//! - `wire/`: every request and response body, as types (what the API description derives from).
+//! - `extract.rs`: reading bodies, queries and paths into those types; `auth.rs`: bearer tokens.
+//! - `error.rs`: the one error type, the envelope, and the wording of every refusal.
+//! - `oauth.rs`, `configs.rs`, `ledger.rs`, `users.rs`, `health.rs`: handlers, one module per
+//!   resource; each extracts, calls the store, maps the result.
 
 pub mod auth;
-pub mod coins;
 pub mod configs;
 pub mod error;
 pub mod extract;
 pub mod health;
-pub mod lifecycle;
+pub mod ledger;
 pub mod oauth;
+pub mod users;
+pub mod wire;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::store::{LockoutPolicy, Store};
-use error::ApiError;
+use crate::domain::lockout::LockoutPolicy;
+use crate::store::Store;
+use error::{ApiError, FailureCause};
 
 /// Settings the handlers need, resolved once at start-up.
 #[derive(Debug, Clone)]
@@ -44,35 +47,21 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
 }
 
-/// The success envelope of SPEC §2.
-#[derive(Serialize)]
-pub struct Envelope<T> {
-    pub payload: T,
-    pub response_code: u8,
-    pub response_message: &'static str,
-}
-
-impl<T: Serialize> Envelope<T> {
-    pub fn ok(payload: T) -> axum::Json<Self> {
-        axum::Json(Self { payload, response_code: 0, response_message: "Success" })
-    }
-}
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/oauth/token", post(oauth::token))
         .route("/api/v0/enkash-coins/create-coins-config", post(configs::create))
-        .route("/api/v0/enkash-coins/allocate-coin", post(coins::allocate))
-        .route("/api/v0/enkash-coins/allocate-coins", post(lifecycle::allocate_many))
+        .route("/api/v0/enkash-coins/allocate-coin", post(ledger::allocate))
+        .route("/api/v0/enkash-coins/allocate-coins", post(ledger::allocate_many))
         .route("/api/v0/enkash-coins", get(configs::list))
         .route("/api/v0/enkash-coins/{coinConfigId}", get(configs::get).patch(configs::patch))
         .route("/api/v0/enkash-coins/{coinConfigId}/history", get(configs::history))
-        .route("/api/v0/coins/balance", get(coins::balance))
-        .route("/api/v0/coins/redeem", post(lifecycle::redeem))
-        .route("/api/v0/coins/reverse", post(lifecycle::reverse))
-        .route("/api/v0/coins/coin-value", get(lifecycle::get_coin_value).put(lifecycle::put_coin_value))
-        .route("/api/v0/coins/users/{userId}", get(lifecycle::user))
-        .route("/api/v0/coins/transactions", get(lifecycle::transactions))
+        .route("/api/v0/coins/balance", get(users::balance))
+        .route("/api/v0/coins/redeem", post(ledger::redeem))
+        .route("/api/v0/coins/reverse", post(ledger::reverse))
+        .route("/api/v0/coins/coin-value", get(users::get_coin_value).put(users::put_coin_value))
+        .route("/api/v0/coins/users/{userId}", get(users::user))
+        .route("/api/v0/coins/transactions", get(users::transactions))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
@@ -95,14 +84,20 @@ fn client_request_id(req: &Request) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
-/// Request id, one log line per request, and the envelope for the router's own 405s.
-async fn request_context(req: Request, next: Next) -> Response {
-    let request_id = client_request_id(&req).unwrap_or_else(|| {
-        let bytes = crate::crypto::random_bytes::<8>();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    });
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let span = tracing::info_span!("request", id = %request_id, %method, %path);
+/// Where the auth extractor leaves the calling client's id for the request's log line.
+#[derive(Clone, Default)]
+pub struct CallerSlot(pub Arc<OnceLock<String>>);
+
+/// Request id, the one log line per request (with the cause of a failure, logged only here),
+/// and the envelope for the router's own 405s.
+async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id = client_request_id(&req).unwrap_or_else(|| hex::encode(crate::crypto::random_bytes::<8>()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let caller = CallerSlot::default();
+    req.extensions_mut().insert(caller.clone());
+    let span = tracing::info_span!("request", id = %request_id);
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
     if res.status() == StatusCode::METHOD_NOT_ALLOWED && res.headers().get(header::CONTENT_TYPE).is_none() {
@@ -116,13 +111,15 @@ async fn request_context(req: Request, next: Next) -> Response {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     let status = res.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
-    span.in_scope(|| {
-        if status >= 400 {
-            tracing::info!(status, latency_us, "request refused");
-        } else {
-            tracing::debug!(status, latency_us, "request served");
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let client = caller.0.get().map_or("-", String::as_str);
+    let cause = res.extensions().get::<FailureCause>().map(|c| c.0.as_str());
+    span.in_scope(|| match cause {
+        Some(cause) if status >= 500 && status != 503 => {
+            tracing::error!(%method, route, status, latency_ms, client, cause, "request failed")
         }
+        Some(cause) => tracing::warn!(%method, route, status, latency_ms, client, cause, "request refused"),
+        None => tracing::info!(%method, route, status, latency_ms, client, "request"),
     });
     res
 }

@@ -1,19 +1,21 @@
 //! `POST /oauth/token` (SPEC §3, RFC 6749): client_credentials, password and refresh_token grants.
 //!
 //! Errors use RFC 6749 §5.2 bodies, not the API envelope. Failed client or user authentications
-//! count towards a lockout; while locked, even the right secret is refused with "locked".
+//! count towards a lockout (`domain::lockout`); while locked, even the right secret is refused
+//! with "locked". The form is limited to [`BODY_BYTES_MAX`] like every other body.
 
-use std::collections::HashMap;
-
-use axum::extract::{Form, State, rejection::FormRejection};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
 
 use super::AppState;
+use super::error::FailureCause;
+use super::extract::{BODY_BYTES_MAX, read_body};
+use super::wire::oauth::{GrantType, OAuthErrorBody, OAuthErrorKind, TokenForm, TokenResponse};
 use crate::crypto;
+use crate::store::error::chain;
 use crate::store::{AuthSubject, ClientRecord, StoreError, TokenKind, TokenRecord};
 
 /// Refresh tokens live 30 days; each is single use and replaced at every refresh.
@@ -21,62 +23,89 @@ pub const REFRESH_TTL_MS: i64 = 30 * 86_400_000;
 
 #[derive(Debug)]
 pub struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
+    kind: OAuthErrorKind,
     description: String,
-}
-
-#[derive(Serialize)]
-struct OAuthErrorBody<'a> {
-    error: &'a str,
-    error_description: &'a str,
+    cause: Option<String>,
 }
 
 impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self { status, error, description: description.into() }
+    fn new(kind: OAuthErrorKind, description: impl Into<String>) -> Self {
+        Self { kind, description: description.into(), cause: None }
     }
     fn invalid_request(d: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+        Self::new(OAuthErrorKind::InvalidRequest, d)
     }
     fn invalid_client(d: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+        Self::new(OAuthErrorKind::InvalidClient, d)
     }
     fn invalid_grant(d: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
+        Self::new(OAuthErrorKind::InvalidGrant, d)
     }
 }
 
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "token endpoint storage failure");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+        let (kind, description) = if e.is_transient() {
+            (OAuthErrorKind::TemporarilyUnavailable, "the service is temporarily unavailable; retry shortly")
+        } else {
+            (OAuthErrorKind::ServerError, "internal error")
+        };
+        Self { kind, description: description.into(), cause: Some(chain(&e)) }
     }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&OAuthErrorBody { error: self.error, error_description: &self.description }).unwrap_or_default();
-        let mut res = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"coins\""));
+        let status = match self.kind {
+            OAuthErrorKind::InvalidClient => StatusCode::UNAUTHORIZED,
+            OAuthErrorKind::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthErrorKind::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let body = serde_json::to_vec(&OAuthErrorBody { error: self.kind.as_str(), error_description: &self.description }).unwrap_or_default();
+        let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let headers = res.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"coins\""));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
-        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(cause) = self.cause {
+            res.extensions_mut().insert(FailureCause(cause));
+        }
         res
     }
 }
 
-#[derive(Serialize)]
-struct TokenResponse {
-    access_token: String,
-    token_type: &'static str,
-    refresh_token: String,
-    expires_in: i64,
-    scope: &'static str,
+/// A credential as sent, and (RFC 6749 §2.3.1) its form-decoded reading when that differs: a
+/// strict client form-encodes id and secret before Base64, a lenient one does not; both work.
+struct Credential {
+    raw: String,
+    decoded: Option<String>,
+}
+
+impl Credential {
+    fn plain(raw: String) -> Self {
+        Self { raw, decoded: None }
+    }
+
+    fn from_basic_part(raw: &str) -> Self {
+        let decoded = form_urlencoded::parse(format!("x={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()).filter(|d| d != raw);
+        Self { raw: raw.to_owned(), decoded }
+    }
+
+    fn readings(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.raw.as_str()).chain(self.decoded.as_deref())
+    }
 }
 
 /// The credentials a client presented: HTTP Basic, else `client_id`/`client_secret` fields.
-fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(String, String), OAuthError> {
+fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(Credential, Credential), OAuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let encoded = value
             .to_str()
@@ -91,52 +120,65 @@ fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> Re
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| OAuthError::invalid_client("the Basic credentials are not valid base64 UTF-8"))?;
         let (id, secret) = decoded.split_once(':').ok_or_else(|| OAuthError::invalid_client("the Basic credentials must be id:secret"))?;
-        return Ok((id.to_owned(), secret.to_owned()));
+        let (id, secret) = (Credential::from_basic_part(id), Credential::from_basic_part(secret));
+        if id.readings().chain(secret.readings()).any(|s| s.contains('\0')) {
+            return Err(OAuthError::invalid_client("the Basic credentials must not contain NUL characters"));
+        }
+        return Ok((id, secret));
     }
-    match (form.get("client_id"), form.get("client_secret")) {
-        (Some(id), Some(secret)) => Ok((id.clone(), secret.clone())),
+    match (&form.client_id, &form.client_secret) {
+        (Some(id), Some(secret)) => Ok((Credential::plain(id.clone()), Credential::plain(secret.clone()))),
         _ => Err(OAuthError::invalid_client("client authentication is required (HTTP Basic or client_id and client_secret)")),
     }
 }
 
-async fn verify_slow(secret: String, hash: String) -> bool {
-    // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    tokio::task::spawn_blocking(move || crypto::verify_secret(&secret, &hash)).await.unwrap_or(false)
+/// Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+async fn verify_slow(secrets: Vec<String>, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || secrets.iter().any(|s| crypto::verify_secret(s, &hash))).await.unwrap_or(false)
 }
 
-async fn authenticate_client(state: &AppState, id: &str, secret: &str) -> Result<ClientRecord, OAuthError> {
+async fn authenticate_client(state: &AppState, id: &Credential, secret: &Credential) -> Result<ClientRecord, OAuthError> {
     let now_ms = state.clock.now_ms();
-    let Some(client) = state.store.get_client(id).await?.filter(|c| c.revoked_at_ms.is_none()) else {
-        verify_slow(secret.to_owned(), crypto::dummy_hash().to_owned()).await;
+    let mut found = None;
+    for reading in id.readings() {
+        if let Some(client) = state.store.get_client(reading).await?.filter(|c| c.revoked_at_ms.is_none()) {
+            found = Some(client);
+            break;
+        }
+    }
+    let secrets: Vec<String> = secret.readings().map(str::to_owned).collect();
+    let Some(client) = found else {
+        // An unknown id costs the same Argon2 time as a wrong secret: no oracle for valid ids.
+        verify_slow(secrets, crypto::dummy_hash().to_owned()).await;
         return Err(OAuthError::invalid_client("unknown client or wrong secret"));
     };
     // Reserve the attempt before the slow check, so parallel guesses cannot all be checked
     // against a row that still reads unlocked: at most the lockout maximum per lock period.
-    let locked = client.locked_until_ms.is_some_and(|t| t > now_ms)
-        || !state.store.reserve_auth_attempt(AuthSubject::Client(id), now_ms, state.settings.lockout).await?;
+    let subject = AuthSubject::Client(&client.client_id);
+    let locked = client.lock.is_locked(now_ms) || !state.store.reserve_auth_attempt(subject, now_ms, state.settings.lockout).await?;
     if locked {
         return Err(OAuthError::invalid_client("the client is locked after repeated failed authentications; try again later"));
     }
-    if !verify_slow(secret.to_owned(), client.secret_hash.clone()).await {
-        tracing::info!(client_id = id, "client authentication failed");
+    if !verify_slow(secrets, client.secret_hash.clone()).await {
+        tracing::info!(client_id = %client.client_id, "client authentication failed");
         return Err(OAuthError::invalid_client("unknown client or wrong secret"));
     }
-    state.store.record_auth_success(AuthSubject::Client(id)).await?;
+    state.store.record_auth_success(subject).await?;
     Ok(client)
 }
 
 async fn authenticate_user(state: &AppState, client_id: &str, username: &str, password: &str) -> Result<(), OAuthError> {
     let now_ms = state.clock.now_ms();
     let Some(user) = state.store.get_password_user(client_id, username).await? else {
-        verify_slow(password.to_owned(), crypto::dummy_hash().to_owned()).await;
+        verify_slow(vec![password.to_owned()], crypto::dummy_hash().to_owned()).await;
         return Err(OAuthError::invalid_grant("unknown username or wrong password"));
     };
     let who = AuthSubject::PasswordUser { client_id, username };
-    let locked = user.locked_until_ms.is_some_and(|t| t > now_ms) || !state.store.reserve_auth_attempt(who, now_ms, state.settings.lockout).await?;
+    let locked = user.lock.is_locked(now_ms) || !state.store.reserve_auth_attempt(who, now_ms, state.settings.lockout).await?;
     if locked {
         return Err(OAuthError::invalid_grant("the user is locked after repeated failed authentications; try again later"));
     }
-    if !verify_slow(password.to_owned(), user.password_hash.clone()).await {
+    if !verify_slow(vec![password.to_owned()], user.password_hash.clone()).await {
         tracing::info!(client_id, "password grant authentication failed");
         return Err(OAuthError::invalid_grant("unknown username or wrong password"));
     }
@@ -144,48 +186,48 @@ async fn authenticate_user(state: &AppState, client_id: &str, username: &str, pa
     Ok(())
 }
 
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Response {
-    match issue(&state, &headers, form).await {
+pub async fn token(State(state): State<AppState>, req: Request) -> Response {
+    match issue(&state, req).await {
         Ok(res) => res,
         Err(e) => e.into_response(),
     }
 }
 
-async fn issue(state: &AppState, headers: &HeaderMap, form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Result<Response, OAuthError> {
-    let Form(pairs) = form.map_err(|e| OAuthError::invalid_request(format!("the body must be application/x-www-form-urlencoded: {e}")))?;
-    let mut params = HashMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        if params.insert(k.clone(), v).is_some() {
-            return Err(OAuthError::invalid_request(format!("parameter {k} appears more than once")));
-        }
+async fn read_form(req: Request) -> Result<(HeaderMap, TokenForm), OAuthError> {
+    let headers = req.headers().clone();
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
     }
-    let grant = params.get("grant_type").cloned().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
-    if !matches!(grant.as_str(), "client_credentials" | "password" | "refresh_token") {
-        return Err(OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "grant_type must be client_credentials, password or refresh_token",
-        ));
-    }
-    let (client_id, secret) = client_credentials(headers, &params)?;
-    let client = authenticate_client(state, &client_id, &secret).await?;
+    let bytes = read_body(req, BODY_BYTES_MAX).await.map_err(|e| OAuthError::invalid_request(e.message))?;
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
+    let form = TokenForm::from_pairs(pairs).map_err(|(kind, description)| OAuthError::new(kind, description))?;
+    Ok((headers, form))
+}
 
-    let username = match grant.as_str() {
-        "client_credentials" => None,
-        "password" => {
-            let username = params.get("username").ok_or_else(|| OAuthError::invalid_request("username is required"))?;
-            let password = params.get("password").ok_or_else(|| OAuthError::invalid_request("password is required"))?;
+async fn issue(state: &AppState, req: Request) -> Result<Response, OAuthError> {
+    let (headers, form) = read_form(req).await?;
+    let (id, secret) = client_credentials(&headers, &form)?;
+    let client = authenticate_client(state, &id, &secret).await?;
+
+    let username = match form.grant_type {
+        GrantType::ClientCredentials => None,
+        GrantType::Password => {
+            let username = form.username.as_deref().ok_or_else(|| OAuthError::invalid_request("username is required"))?;
+            let password = form.password.as_deref().ok_or_else(|| OAuthError::invalid_request("password is required"))?;
             authenticate_user(state, &client.client_id, username, password).await?;
-            Some(username.clone())
+            Some(username.to_owned())
         }
-        _ => {
-            let refresh = params.get("refresh_token").ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
-            let now_ms = state.clock.now_ms();
+        GrantType::RefreshToken => {
+            let refresh = form.refresh_token.as_deref().ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+            // Only this client's token is used up: another client's is refused and left intact.
             let record = state
                 .store
-                .consume_refresh_token(&crypto::token_hash(refresh), now_ms)
+                .consume_refresh_token(&crypto::token_hash(refresh), &client.client_id, state.clock.now_ms())
                 .await?
-                .filter(|r| r.client_id == client.client_id)
                 .ok_or_else(|| OAuthError::invalid_grant("the refresh token is invalid, expired, already used or not this client's"))?;
             record.username
         }
@@ -203,10 +245,7 @@ async fn issue(state: &AppState, headers: &HeaderMap, form: Result<Form<Vec<(Str
         created_at_ms: now_ms,
         expires_at_ms: now_ms + ttl_ms,
     };
-    state
-        .store
-        .insert_tokens(vec![record(&access, TokenKind::Access, ttl_secs * 1000), record(&refresh, TokenKind::Refresh, REFRESH_TTL_MS)])
-        .await?;
+    state.store.insert_tokens(vec![record(&access, TokenKind::Access, ttl_secs * 1000), record(&refresh, TokenKind::Refresh, REFRESH_TTL_MS)]).await?;
     let body = TokenResponse { access_token: access, token_type: "bearer", refresh_token: refresh, expires_in: ttl_secs, scope: "read write" };
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

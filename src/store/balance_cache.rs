@@ -3,7 +3,7 @@
 //! SQLite: exact, because every write goes through this process's one writer thread (one `serve`
 //! per SQLite file; the CLI never changes balances). PostgreSQL: after each commit that changes
 //! balances the writing process invalidates here and queues a `NOTIFY coins_balances` naming the
-//! users (see `pg_listen.rs`); every process LISTENs, so another process's change is seen once
+//! users (see `postgres/listen.rs`); every process LISTENs, so another process's change is seen once
 //! its notification arrives (milliseconds after the commit). A notification can be lost (a crash
 //! right after the commit, a full notifier queue, a failed notifier connection, or a listener
 //! whose death is not yet noticed), so PostgreSQL entries also expire after a maximum age. The

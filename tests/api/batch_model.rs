@@ -3,11 +3,21 @@
 //! conflicts, duplicates within the batch, users of another company, missing configurations and
 //! per-day / lifetime caps (some batches straddle midnight UTC) run as one `allocate` call on one
 //! database and item by item on another; the per-item answers, every user's ledger history and
-//! `verify` must agree.
+//! `verify` must agree. Both must also agree with the pure plan: the same items decided by
+//! `domain::allocate` alone, on rows kept in memory (PostgreSQL decides batches in set-based SQL,
+//! so this is what holds that SQL to the rules).
 
-use coins::domain::config::ConfigValues;
+use std::collections::HashMap;
+
+use coins::domain::CoinConfigId;
+use coins::domain::allocate::{answer_repeat, cap_windows, plan_credit};
+use coins::domain::config::{CoinConfig, ConfigValues, resolve};
+use coins::domain::ledger::{Account, RequestKind, StoredRequest};
 use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
-use coins::store::{AllocateCmd, AllocateOk, Refusal, Store, StoreError};
+use coins::domain::Refusal;
+use coins::domain::allocate::{AllocateCmd, AllocateOk};
+use coins::domain::refusal::Cap;
+use coins::store::{Store, StoreError};
 use proptest::prelude::*;
 
 use crate::helpers::*;
@@ -58,8 +68,8 @@ fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
             Refusal::RequestIdConflict(_) => "REQUEST_ID_CONFLICT",
             Refusal::ConfigNotFound { .. } => "CONFIG_NOT_FOUND",
             Refusal::UserCompanyMismatch { .. } => "USER_COMPANY_MISMATCH",
-            Refusal::LimitReached(m) if m.contains("PerDay") => "LIMIT_PER_DAY",
-            Refusal::LimitReached(_) => "LIMIT_EVER",
+            Refusal::LimitReached { cap: Cap::PerDay, .. } => "LIMIT_PER_DAY",
+            Refusal::LimitReached { cap: Cap::Ever, .. } => "LIMIT_EVER",
             other => panic!("unexpected refusal {other:?}"),
         }),
         Err(other) => panic!("unexpected store error {other}"),
@@ -75,6 +85,78 @@ fn cmd(it: &Item, now_ms: i64) -> AllocateCmd {
         request_id: RequestId::parse(&format!("R{}", it.req)).unwrap(),
         now_ms,
     }
+}
+
+fn config_values() -> Vec<CoinConfig> {
+    CONFIGS
+        .iter()
+        .enumerate()
+        .map(|(i, &(kind, company, event, amount, validity, per_day, ever))| CoinConfig {
+            id: CoinConfigId::from_seq(i as i64 + 1),
+            values: ConfigValues {
+                kind,
+                company_id: CompanyId::parse(company).unwrap(),
+                event: EventName::parse(event).unwrap(),
+                amount: Coins::amount(amount).unwrap(),
+                validity_days: validity,
+                max_per_user_per_day: per_day,
+                max_per_user: ever,
+                active: true,
+            },
+            version: 1,
+        })
+        .collect()
+}
+
+/// The pure plan: `domain::allocate` deciding each item from rows kept in memory.
+#[derive(Default)]
+struct PurePlan {
+    requests: HashMap<(CompanyId, RequestId), StoredRequest>,
+    accounts: HashMap<UserId, Account>,
+    /// (company, user, event, created_at) of every allocation.
+    allocations: Vec<(CompanyId, UserId, EventName, i64)>,
+}
+
+impl PurePlan {
+    fn allocate(&mut self, cmd: &AllocateCmd, configs: &[CoinConfig]) -> Outcome {
+        let find = |kind: ConfigKind| configs.iter().find(|c| c.values.kind == kind && c.values.event == cmd.event && (kind == ConfigKind::Default || c.values.company_id == cmd.company));
+        let key = (cmd.company.clone(), cmd.request_id.clone());
+        let prev = self.requests.get(&key);
+        let config = match resolve(find(ConfigKind::Custom), find(ConfigKind::Default)) {
+            Some(config) if prev.is_none() => config,
+            _ => return outcome(answer_repeat(prev, cmd).map_err(StoreError::from)),
+        };
+        let counts: Vec<i64> = cap_windows(&config.values, cmd.now_ms)
+            .iter()
+            .map(|w| {
+                let same = |a: &&(CompanyId, UserId, EventName, i64)| a.0 == cmd.company && a.1 == cmd.user && a.2 == cmd.event && a.3 >= w.since_ms;
+                self.allocations.iter().filter(same).count() as i64
+            })
+            .collect();
+        let plan = match plan_credit(cmd, config, self.accounts.get(&cmd.user), &counts) {
+            Ok(plan) => plan,
+            Err(refusal) => return outcome(Err(refusal.into())),
+        };
+        let stored = StoredRequest {
+            kind: RequestKind::Allocate,
+            user: cmd.user.clone(),
+            event: Some(cmd.event.to_string()),
+            coins: plan.lot.coins,
+            fingerprint: String::new(),
+            original: None,
+            response: None,
+        };
+        self.requests.insert(key, stored);
+        self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance });
+        self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
+        Outcome::Allocated(plan.lot.coins, plan.balance.get())
+    }
+}
+
+fn history_cmd(i: usize, it: &Item, start: i64) -> AllocateCmd {
+    let mut c = cmd(it, start - 50_000 + i as i64);
+    c.request_id = RequestId::parse(&format!("R{}", 100 + i)).unwrap();
+    c
 }
 
 async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb> {
@@ -94,9 +176,7 @@ async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb>
     }
     // Earlier traffic, one by one on both sides; request ids R100+ so the batch can replay none.
     for (i, it) in history.iter().enumerate() {
-        let mut c = cmd(it, start - 50_000 + i as i64);
-        c.request_id = RequestId::parse(&format!("R{}", 100 + i)).unwrap();
-        db.store.allocate(vec![c]).await;
+        db.store.allocate(vec![history_cmd(i, it, start)]).await;
     }
     Some(db)
 }
@@ -134,10 +214,17 @@ async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle:
     }
     let together: Vec<Outcome> = answers.into_iter().map(outcome).collect();
     let mut apart = Vec::new();
-    for c in cmds {
-        apart.push(outcome(single.store.allocate(vec![c]).await.pop().unwrap()));
+    for c in &cmds {
+        apart.push(outcome(single.store.allocate(vec![c.clone()]).await.pop().unwrap()));
     }
     assert_eq!(together, apart, "per-item answers differ for batch {batch:?} after {history:?}");
+    let configs = config_values();
+    let mut pure = PurePlan::default();
+    for (i, it) in history.iter().enumerate() {
+        pure.allocate(&history_cmd(i, it, start), &configs);
+    }
+    let planned: Vec<Outcome> = cmds.iter().map(|c| pure.allocate(c, &configs)).collect();
+    assert_eq!(together, planned, "the store differs from the pure plan for batch {batch:?} after {history:?}");
     assert_eq!(ledger(&*batched.store).await, ledger(&*single.store).await, "ledgers differ");
     for db in [&batched, &single] {
         let report = db.store.verify().await.unwrap();

@@ -121,7 +121,7 @@ async fn first_credits_racing_across_transactions_all_land(backend: Backend) {
     for i in 0..2000 {
         let store = store.clone();
         set.spawn(async move {
-            let cmd = coins::store::AllocateCmd {
+            let cmd = coins::domain::allocate::AllocateCmd {
                 company: coins::domain::CompanyId::parse("C").unwrap(),
                 user: coins::domain::UserId::parse(&format!("NEW{}", i / 4)).unwrap(),
                 event: coins::domain::EventName::parse("E").unwrap(),

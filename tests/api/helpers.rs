@@ -352,6 +352,7 @@ pub fn start_coins_serve(db_url: &str, env: &[(&str, &str)]) -> (std::process::C
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_coins"));
     command.args(["serve", "--listen", "127.0.0.1:0"]).env("COINS_DATABASE_URL", db_url).env("COINS_LOG", "warn");
     command.envs(env.iter().copied()).stdout(std::process::Stdio::piped());
+    #[allow(clippy::zombie_processes)] // the caller owns the child and waits for it
     let mut child = command.spawn().expect("start coins serve");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     loop {

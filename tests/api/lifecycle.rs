@@ -69,7 +69,7 @@ both_backends! {
         assert_eq!(sorted, ["balanceAfter","coinConfigId","coins","createdAt","entryId","event","expiresAt","requestId","type"]);
         assert!(entries[3]["expiresAt"].as_str().unwrap().ends_with('Z'));
         assert_eq!(entries[0]["requestId"], json!(null));
-        assert_eq!(app.db.store.sweep_expired(app.clock.now_ms()).await.unwrap(), 0, "already settled; sweeping again does nothing");
+        assert_eq!(app.db.store.sweep_expired(app.clock.now_ms()).await.unwrap().lots_expired, 0, "already settled; sweeping again does nothing");
     }
 
     async fn redemption_by_currency_rounds_up_and_replays_exactly(app: &TestApp) {
@@ -163,6 +163,31 @@ both_backends! {
         assert_eq!(types(&entries), [("EXPIRE".into(), -4), ("REVERSE".into(), 4), ("EXPIRE".into(), -6), ("REDEEM".into(), -4), ("ALLOCATE".into(), 10)]);
         let s = app.summary("U").await;
         assert_eq!((s["lifetimeEarned"].clone(), s["lifetimeRedeemed"].clone(), s["lifetimeExpired"].clone()), (json!(10), json!(0), json!(10)));
+    }
+
+    async fn reversing_an_allocation_whose_lot_expired_never_takes_the_expired_coins_twice(app: &TestApp) {
+        app.config_with(json!({"configuration":"DEFAULT","companyId":"C","event":"SHORT","amount":100,"validityDays":30})).await;
+        app.config_with(json!({"configuration":"DEFAULT","companyId":"C","event":"KEEP","amount":50})).await;
+        app.allocate(&app.admin_token, "C", "SHORT", "A1", "U").await.assert_ok();
+        app.allocate(&app.admin_token, "C", "KEEP", "A2", "U").await.assert_ok();
+        app.redeem("C", "U", "R1", json!({"coins": 30})).await.assert_ok(); // from A1's lot, the sooner to expire
+        app.clock.advance_ms(30 * DAY_MS); // the 70 left of A1 expire
+        assert_eq!(app.balance("U").await, 50);
+        // A1 credited 100: 30 were spent and 70 already left through EXPIRE, so only 30 are taken.
+        let res = app.reverse("C", "X1", "A1").await;
+        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"A1","coins":-30,"balance":20}));
+        let entries = app.history("U").await;
+        assert_eq!(types(&entries), [("REVERSE".into(), -30), ("EXPIRE".into(), -70), ("REDEEM".into(), -30), ("ALLOCATE".into(), 50), ("ALLOCATE".into(), 100)]);
+        let s = app.summary("U").await;
+        assert_eq!((s["balance"].clone(), s["lifetimeEarned"].clone(), s["lifetimeRedeemed"].clone(), s["lifetimeExpired"].clone()),
+                   (json!(20), json!(120), json!(30), json!(70)), "balance = earned - redeemed - expired");
+        // An allocation whose lot expired whole is reversed for nothing.
+        app.config_with(json!({"configuration":"DEFAULT","companyId":"C","event":"BRIEF","amount":5,"validityDays":1})).await;
+        app.allocate(&app.admin_token, "C", "BRIEF", "A3", "U").await.assert_ok();
+        app.clock.advance_ms(2 * DAY_MS);
+        let res = app.reverse("C", "X2", "A3").await;
+        assert_eq!(res.assert_ok(), &json!({"requestId":"X2","originalRequestId":"A3","coins":0,"balance":20}));
+        app.reverse("C", "X3", "A3").await.assert_error(409, "ALREADY_REVERSED");
     }
 
     async fn caps_limit_allocations_per_user_per_day_and_ever(app: &TestApp) {
@@ -333,7 +358,7 @@ both_backends! {
         let ids = |res: &Resp| res.assert_ok().as_array().unwrap().iter().map(|c| c["coinConfigId"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert_eq!(ids(&app.get("/api/v0/enkash-coins", &app.admin_token).await), [d.clone(), c1.clone(), c2.clone(), e2.clone()]);
         assert_eq!(ids(&app.get("/api/v0/enkash-coins?event=E1&configuration=CUSTOM", &app.admin_token).await), [c1.clone(), c2.clone()]);
-        assert_eq!(ids(&app.get("/api/v0/enkash-coins?companyId=C2", &app.admin_token).await), [c2.clone()]);
+        assert_eq!(ids(&app.get("/api/v0/enkash-coins?companyId=C2", &app.admin_token).await), std::slice::from_ref(&c2));
         let token = app.company_token(&["C1"]).await;
         assert_eq!(ids(&app.get("/api/v0/enkash-coins", &token).await), [d, c1, e2]);
         app.get("/api/v0/enkash-coins?configuration=other", &app.admin_token).await.assert_error(400, "VALIDATION_FAILED");

@@ -7,7 +7,11 @@ use std::collections::HashMap;
 
 use coins::domain::config::ConfigValues;
 use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
-use coins::store::{AllocateCmd, AllocateOk, CoinValue, RedeemAmount, RedeemCmd, Refusal, ReverseCmd, Store, StoreError};
+use coins::domain::Refusal;
+use coins::domain::allocate::{AllocateCmd, AllocateOk};
+use coins::domain::redeem::{CoinValue, RedeemAmount, RedeemCmd};
+use coins::domain::reverse::ReverseCmd;
+use coins::store::{Store, StoreError};
 use proptest::prelude::*;
 
 use crate::helpers::*;
@@ -49,6 +53,8 @@ struct Lot {
     user: usize,
     remaining: i64,
     expires_at: Option<i64>,
+    /// Coins of this lot that left the balance through EXPIRE.
+    expired: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +112,7 @@ impl Model {
         due.sort_by_key(|&i| (self.lots[i].expires_at, i));
         for i in due {
             let n = std::mem::take(&mut self.lots[i].remaining);
+            self.lots[i].expired += n;
             let acct = &mut self.accounts[user];
             acct.expired += n;
             acct.push("EXPIRE", -n);
@@ -153,7 +160,7 @@ impl Model {
             return Outcome::Refused("LIMIT_REACHED");
         }
         *self.allocations.entry((user, event)).or_default() += 1;
-        self.lots.push(Lot { user, remaining: amount, expires_at: validity.map(|d| now + d * DAY_MS) });
+        self.lots.push(Lot { user, remaining: amount, expires_at: validity.map(|d| now + d * DAY_MS), expired: 0 });
         self.requests.insert(req, Req::Allocate { user, event, coins: amount, lot: self.lots.len() - 1 });
         let acct = &mut self.accounts[user];
         acct.exists = true;
@@ -214,6 +221,8 @@ impl Model {
                 next.settle(user, now);
                 let open = next.open_lots(user, now);
                 let order: Vec<usize> = open.iter().copied().filter(|&i| i == lot).chain(open.iter().copied().filter(|&i| i != lot)).collect();
+                // SPEC §5: coins that already expired from its own lot are not taken a second time.
+                let coins = (coins - next.lots[lot].expired).max(0);
                 let Some(takes) = next.take(&order, coins) else { return Outcome::Refused("INSUFFICIENT_BALANCE") };
                 for (i, n) in takes {
                     next.lots[i].remaining -= n;
@@ -245,7 +254,7 @@ fn refusal_code(e: StoreError) -> &'static str {
     match e {
         StoreError::Refused(r) => match r {
             Refusal::RequestIdConflict(_) => "REQUEST_ID_CONFLICT",
-            Refusal::LimitReached(_) => "LIMIT_REACHED",
+            Refusal::LimitReached { .. } | Refusal::AmountTooLarge => "LIMIT_REACHED",
             Refusal::UserNotFound(_) => "USER_NOT_FOUND",
             Refusal::InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
             Refusal::OriginalNotFound(_) => "NOT_FOUND",
@@ -374,4 +383,32 @@ fn random_lifecycle_sequences_match_the_model_on_sqlite() {
 #[test]
 fn random_lifecycle_sequences_match_the_model_on_postgres() {
     run_cases(Backend::Postgres, 32);
+}
+
+/// SPEC §5 "Reversal": an allocation whose own lot expired in part gives back only what is left
+/// of it (here 10 credited, 4 spent, 6 expired: the reversal takes 4, from the other lot), and
+/// one whose lot expired whole takes nothing; the model and both backends agree step by step.
+fn reversal_after_expiry() -> Vec<Op> {
+    vec![
+        Op::Allocate { user: 0, event: 0, req: 0 },
+        Op::Allocate { user: 0, event: 1, req: 1 },
+        Op::RedeemCoins { user: 0, req: 2, coins: 4 },
+        Op::Advance { hours: 49 },
+        Op::Reverse { req: 3, original: 0 },
+        Op::Allocate { user: 1, event: 2, req: 4 },
+        Op::Advance { hours: 25 },
+        Op::Sweep,
+        Op::Reverse { req: 5, original: 4 },
+        Op::Reverse { req: 6, original: 2 },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversing_an_allocation_whose_lot_expired_takes_back_only_what_is_left_on_sqlite() {
+    check_sequence(Backend::Sqlite, reversal_after_expiry()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversing_an_allocation_whose_lot_expired_takes_back_only_what_is_left_on_postgres() {
+    check_sequence(Backend::Postgres, reversal_after_expiry()).await;
 }

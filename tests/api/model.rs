@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use coins::domain::config::ConfigValues;
 use coins::domain::{CoinConfigId, Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
-use coins::store::{AllocateCmd, AllocateOk, Refusal, StoreError};
+use coins::domain::Refusal;
+use coins::domain::allocate::{AllocateCmd, AllocateOk};
+use coins::store::StoreError;
 use proptest::prelude::*;
 
 use crate::helpers::*;
@@ -76,10 +78,10 @@ impl Model {
             return if u == user && e == event { Expect::Replayed(coins) } else { Expect::Conflict };
         }
         let Some(amount) = self.amount_for(company, event) else { return Expect::NoConfig };
-        if let Some(&(owner, _)) = self.users.get(&user) {
-            if owner != company {
-                return Expect::Mismatch;
-            }
+        if let Some(&(owner, _)) = self.users.get(&user)
+            && owner != company
+        {
+            return Expect::Mismatch;
         }
         self.requests.insert((company, request), (user, event, amount));
         self.users.entry(user).or_insert((company, 0)).1 += amount;

@@ -125,7 +125,7 @@ both_backends! {
 
     async fn a_parallel_burst_of_attempts_gets_at_most_five_secret_checks(app: &TestApp) {
         let (id, _) = app.create_client(&["C"]).await;
-        let policy = coins::store::LockoutPolicy { max_failures: 5, lock_ms: 900_000 };
+        let policy = coins::domain::lockout::LockoutPolicy { max_failures: 5, lock_ms: 900_000 };
         let now = app.clock.now_ms();
         let mut reservations = tokio::task::JoinSet::new();
         for _ in 0..40 {

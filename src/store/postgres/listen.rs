@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::balance_cache::BalanceCache;
-use super::config_cache::ConfigCache;
+use crate::store::balance_cache::BalanceCache;
+use crate::store::config_cache::ConfigCache;
 
 pub const CONFIGS_CHANNEL: &str = "coins_configs";
 pub const BALANCES_CHANNEL: &str = "coins_balances";

@@ -1,0 +1,114 @@
+//! The ledger's vocabulary, shared by every plan: entry and request kinds, the entry a plan
+//! writes, the lot moves that go with it, and what a stored request remembers for replays.
+
+use super::refusal::Refusal;
+use super::{Coins, CompanyId, RequestId, UserId};
+
+/// The kind of a ledger entry (SPEC §5 `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    Allocate,
+    Redeem,
+    Reverse,
+    Expire,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allocate => "ALLOCATE",
+            Self::Redeem => "REDEEM",
+            Self::Reverse => "REVERSE",
+            Self::Expire => "EXPIRE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Allocate, Self::Redeem, Self::Reverse, Self::Expire].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The operations a client asks for by request id; each one writes one entry of its own kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    Allocate,
+    Redeem,
+    Reverse,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        self.entry_kind().as_str()
+    }
+
+    pub fn entry_kind(self) -> EntryKind {
+        match self {
+            Self::Allocate => EntryKind::Allocate,
+            Self::Redeem => EntryKind::Redeem,
+            Self::Reverse => EntryKind::Reverse,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Allocate, Self::Redeem, Self::Reverse].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A ledger entry a plan writes. `coins` is signed: credits positive, debits negative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub kind: EntryKind,
+    pub coins: i64,
+    pub balance_after: i64,
+    pub event: Option<String>,
+    pub request_id: Option<RequestId>,
+    pub coin_config_id: Option<String>,
+    /// Unix ms: the expiry of the credited lot (ALLOCATE) or of the lot that expired (EXPIRE).
+    pub expires_at: Option<i64>,
+}
+
+/// A signed change to one lot, recorded against the entry that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LotMove {
+    pub lot_id: i64,
+    pub coins: i64,
+}
+
+/// The lifetime counter an entry changes (SPEC §5 user summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    Earned,
+    Redeemed,
+    Expired,
+}
+
+/// A user's account as stored: the stored balance still counts lots past expiry that the
+/// sweeper has not written off yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub company: CompanyId,
+    pub balance: Coins,
+}
+
+/// The account of `user` in `company`. Another company's user reads as never credited, exactly
+/// like a user who does not exist: scoping never reveals which users exist.
+pub fn account_in(account: Option<Account>, company: &CompanyId, user: &UserId) -> Result<Account, Refusal> {
+    account.filter(|a| &a.company == company).ok_or_else(|| Refusal::UserNotFound(user.clone()))
+}
+
+/// What the idempotency record of a request keeps, to tell a replay from a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRequest {
+    pub kind: RequestKind,
+    pub user: UserId,
+    /// Allocations: the event.
+    pub event: Option<String>,
+    /// Allocations: the coins credited (what a replay reports).
+    pub coins: i64,
+    /// Redemptions: the amount asked for (see `RedeemAmount::fingerprint`).
+    pub fingerprint: String,
+    /// Reversals: the request reversed.
+    pub original: Option<RequestId>,
+    /// Redemptions and reversals: the stored receipt, replayed verbatim.
+    pub response: Option<String>,
+}

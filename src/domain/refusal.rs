@@ -1,0 +1,42 @@
+//! Why a well-formed request was refused: typed, carrying the ids involved. The sentences a
+//! client reads are chosen once, at the HTTP edge (`http/error.rs`); nothing here is wire text.
+
+use super::{CoinConfigId, CompanyId, ConfigKind, EventName, RequestId, UserId};
+
+/// Which per-user cap of a configuration was reached (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `maxPerUserPerDay`: allocations of the event to the user in one UTC day.
+    PerDay,
+    /// `maxPerUser`: allocations of the event to the user, ever.
+    Ever,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No active configuration resolves for this company and event.
+    ConfigNotFound { company: CompanyId, event: EventName },
+    /// No configuration has this id (the id as the client wrote it).
+    UnknownConfig(String),
+    /// The unique slot (one DEFAULT per event, one CUSTOM per company and event) is taken.
+    DuplicateConfig { existing: CoinConfigId, kind: ConfigKind, event: EventName, company: CompanyId },
+    /// The request id was used before for a different operation.
+    RequestIdConflict(RequestId),
+    /// The user was first credited under another company.
+    UserCompanyMismatch { user: UserId, company: CompanyId },
+    /// A per-user cap of the configuration is reached.
+    LimitReached { cap: Cap, limit: i64, user: UserId, event: EventName, company: CompanyId },
+    /// A redemption whose amount overflows at the coin value in force.
+    AmountTooLarge,
+    /// Crediting would overflow the user's 64-bit balance.
+    BalanceOverflow(UserId),
+    /// The configuration changed between read and write (optimistic concurrency).
+    ConcurrentUpdate(CoinConfigId),
+    /// Never credited, or (for a scoped caller) another company's user.
+    UserNotFound(UserId),
+    InsufficientBalance { user: UserId, needed: i64, available: i64 },
+    AlreadyReversed(RequestId),
+    OriginalNotFound(RequestId),
+    /// The original is itself a reversal.
+    NotReversible(RequestId),
+}

@@ -1,0 +1,79 @@
+//! Reading coins (SPEC §4, §5): the balance, a user's summary and history, and the coin value.
+//! Another company's user reads exactly like a user never credited.
+
+use axum::Json as JsonResponse;
+use axum::extract::State;
+
+use super::auth::Auth;
+use super::error::ApiError;
+use super::extract::{Json, PathParam, Query};
+use super::wire::coins::{BalanceQuery, CoinValueQuery, CoinValueRequest, CoinValueView};
+use super::wire::users::{PageView, TransactionsQuery, UserView, encode_cursor};
+use super::wire::{Envelope, FromField};
+use super::AppState;
+use crate::domain::redeem::CoinValue;
+use crate::domain::UserId;
+
+type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
+
+/// `GET /api/v0/coins/balance?userId=`: `0` for a user never credited (or another company's).
+pub async fn balance(State(state): State<AppState>, auth: Auth, Query(q): Query<BalanceQuery>) -> Answer<i64> {
+    let found = state.store.balance(&q.user_id, state.clock.now_ms()).await?;
+    let coins = found.filter(|b| auth.0.can_act_for(&b.company)).map_or(0, |b| b.balance.get());
+    Ok(JsonResponse(Envelope::ok(coins)))
+}
+
+/// Refuses users the caller may not see (exactly like unknown ones), then writes any `EXPIRE`
+/// entries that are due, so history, summary and balance agree.
+async fn visible_user(state: &AppState, auth: &Auth, user: &UserId, now_ms: i64) -> Result<(), ApiError> {
+    let not_found = || ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found"));
+    let found = state.store.balance(user, now_ms).await?.ok_or_else(not_found)?;
+    if !auth.0.can_act_for(&found.company) {
+        return Err(not_found());
+    }
+    state.store.settle_expired(user, now_ms).await?;
+    Ok(())
+}
+
+/// `GET /api/v0/coins/users/{userId}`
+pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<UserView> {
+    let user = UserId::from_field("userId", Some(&serde_json::Value::String(raw))).map_err(ApiError::validation)?;
+    let now_ms = state.clock.now_ms();
+    visible_user(&state, &auth, &user, now_ms).await?;
+    let summary = state.store.user_summary(&user, now_ms).await?.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found")))?;
+    Ok(JsonResponse(Envelope::ok(UserView::from(summary))))
+}
+
+/// `GET /api/v0/coins/transactions?userId=&limit=&cursor=`: newest first, keyset-paginated by
+/// entry id, so pages stay stable while new entries arrive.
+pub async fn transactions(State(state): State<AppState>, auth: Auth, Query(q): Query<TransactionsQuery>) -> Answer<PageView> {
+    let now_ms = state.clock.now_ms();
+    visible_user(&state, &auth, &q.user_id, now_ms).await?;
+    let mut entries = state.store.transactions(&q.user_id, q.before_entry_id, q.limit + 1).await?;
+    let more = entries.len() as i64 > q.limit;
+    entries.truncate(q.limit as usize);
+    let next_cursor = if more { entries.last().map(|e| encode_cursor(e.entry_id)) } else { None };
+    Ok(JsonResponse(Envelope::ok(PageView { entries: entries.into_iter().map(Into::into).collect(), next_cursor })))
+}
+
+/// `PUT /api/v0/coins/coin-value`: a company's own value, or (`companyId: null`, admin) the default.
+pub async fn put_coin_value(State(state): State<AppState>, auth: Auth, Json(body): Json<CoinValueRequest>) -> Answer<CoinValueView> {
+    match &body.company_id.0 {
+        Some(c) => auth.require_company(c)?,
+        None => auth.require_admin("set the default coin value")?,
+    }
+    let value = CoinValue { company: body.company_id.0, currency: body.currency.0, minor_units_per_coin: body.minor_units_per_coin.0 };
+    state.store.set_coin_value(value.clone(), &auth.0.client_id, state.clock.now_ms()).await?;
+    Ok(JsonResponse(Envelope::ok(value.into())))
+}
+
+/// `GET /api/v0/coins/coin-value?companyId=`: the value in force (the default without companyId).
+pub async fn get_coin_value(State(state): State<AppState>, auth: Auth, Query(q): Query<CoinValueQuery>) -> Answer<CoinValueView> {
+    if let Some(c) = &q.company_id {
+        auth.require_company(c)?;
+    }
+    let mut value = state.store.coin_value(q.company_id.as_ref()).await?;
+    // Report the company asked about, even when the value in force is the default.
+    value.company = q.company_id.or(value.company);
+    Ok(JsonResponse(Envelope::ok(value.into())))
+}

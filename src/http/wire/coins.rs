@@ -1,0 +1,254 @@
+//! Earning and spending coins (SPEC §4, §5): single and bulk allocation, balance, redemption,
+//! reversal, coin value.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{FromField, FromJsonObject, FromQuery, Nullable, query_id};
+use crate::domain::redeem::{AMOUNT_MINOR_MAX, MINOR_UNITS_PER_COIN_MAX, RedeemAmount, RedeemReceipt};
+use crate::domain::reverse::ReverseReceipt;
+use crate::domain::{Coins, CompanyId, EventName, RequestId, UserId};
+use crate::request_body;
+
+/// EnKash's success payload for an allocation, byte for byte.
+pub const ALLOCATED: &str = "Successfully allocated enkash Coins";
+/// Items one bulk request may carry (SPEC §5).
+pub const BULK_ITEMS_MAX: usize = 1_000;
+
+request_body! {
+    /// `POST /api/v0/enkash-coins/allocate-coin`, and each item of `allocate-coins`.
+    pub struct AllocateRequest {
+        "companyId" => pub company_id: CompanyId,
+        "event" => pub event: EventName,
+        "requestId" => pub request_id: RequestId,
+        "userId" => pub user_id: UserId,
+    }
+}
+
+/// `GET /api/v0/coins/balance?userId=`
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceQuery {
+    pub user_id: UserId,
+}
+
+impl FromQuery for BalanceQuery {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
+        Ok(Self { user_id: query_id(q, "userId")?.ok_or("userId is required")? })
+    }
+}
+
+/// An item of a bulk request that could not be read, with the request id it named (if any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadItem {
+    pub request_id: Option<String>,
+    pub message: String,
+}
+
+/// `POST /api/v0/enkash-coins/allocate-coins`: each item is read on its own; one that cannot be
+/// read fails alone, in its place in the results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkAllocateRequest {
+    pub allocations: Vec<Result<AllocateRequest, BadItem>>,
+}
+
+impl FromJsonObject for BulkAllocateRequest {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, String> {
+        let items = match o.get("allocations") {
+            Some(Value::Array(items)) if (1..=BULK_ITEMS_MAX).contains(&items.len()) => items,
+            _ => return Err(format!("allocations must be an array of 1 to {BULK_ITEMS_MAX} items")),
+        };
+        let allocations = items
+            .iter()
+            .map(|item| {
+                let request_id = item.get("requestId").and_then(Value::as_str).map(str::to_owned);
+                match item {
+                    Value::Object(map) => AllocateRequest::from_object(map).map_err(|message| BadItem { request_id, message }),
+                    _ => Err(BadItem { request_id, message: "each allocation must be a JSON object".into() }),
+                }
+            })
+            .collect();
+        Ok(Self { allocations })
+    }
+}
+
+/// One item's outcome in a bulk answer, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkItemResult {
+    pub request_id: Option<String>,
+    /// `ALLOCATED`, `REPLAYED` or `FAILED`.
+    pub status: &'static str,
+    pub coins: Option<i64>,
+    pub error_code: Option<&'static str>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BulkResult {
+    pub allocated: usize,
+    pub replayed: usize,
+    pub failed: usize,
+    pub results: Vec<BulkItemResult>,
+}
+
+/// `amountMinor`: currency minor units to cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AmountMinor(pub i64);
+
+impl FromField for AmountMinor {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        value
+            .and_then(Value::as_i64)
+            .filter(|m| (1..=AMOUNT_MINOR_MAX).contains(m))
+            .map(AmountMinor)
+            .ok_or_else(|| format!("{name} must be a whole number of minor units between 1 and {AMOUNT_MINOR_MAX}"))
+    }
+}
+
+/// `POST /api/v0/coins/redeem`: exactly one of `coins` and `amountMinor`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedeemRequest {
+    pub company_id: CompanyId,
+    pub user_id: UserId,
+    pub request_id: RequestId,
+    pub coins: Option<Coins>,
+    pub amount_minor: Option<AmountMinor>,
+}
+
+impl FromJsonObject for RedeemRequest {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, String> {
+        let company_id = FromField::from_field("companyId", o.get("companyId"))?;
+        let user_id = FromField::from_field("userId", o.get("userId"))?;
+        let request_id = FromField::from_field("requestId", o.get("requestId"))?;
+        // `null` counts as absent here: the rule is about which amount was given.
+        let given = |k: &str| o.get(k).filter(|v| !v.is_null());
+        let (coins, amount_minor) = match (given("coins"), given("amountMinor")) {
+            (Some(c), None) => (Some(Coins::from_field("coins", Some(c))?), None),
+            (None, Some(m)) => (None, Some(AmountMinor::from_field("amountMinor", Some(m))?)),
+            _ => return Err("exactly one of coins or amountMinor is required".into()),
+        };
+        Ok(Self { company_id, user_id, request_id, coins, amount_minor })
+    }
+}
+
+impl RedeemRequest {
+    pub fn amount(&self) -> RedeemAmount {
+        match (self.coins, self.amount_minor) {
+            (Some(c), _) => RedeemAmount::Coins(c),
+            (None, Some(m)) => RedeemAmount::Minor(m.0),
+            // Reading guarantees exactly one of the two.
+            (None, None) => RedeemAmount::Minor(0),
+        }
+    }
+}
+
+/// A redemption's answer (and its replay, verbatim).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedeemView {
+    pub request_id: RequestId,
+    pub coins: i64,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub balance: i64,
+}
+
+impl From<RedeemReceipt> for RedeemView {
+    fn from(r: RedeemReceipt) -> Self {
+        Self { request_id: r.request_id, coins: r.coins, currency: r.currency, amount_minor: r.amount_minor, balance: r.balance }
+    }
+}
+
+request_body! {
+    /// `POST /api/v0/coins/reverse`
+    pub struct ReverseRequest {
+        "companyId" => pub company_id: CompanyId,
+        "requestId" => pub request_id: RequestId,
+        "originalRequestId" => pub original_request_id: RequestId,
+    }
+}
+
+/// A reversal's answer. `coins` is signed like its ledger entry: `-100` when an allocation is
+/// taken back, `30` when a redemption is given back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReverseView {
+    pub request_id: RequestId,
+    pub original_request_id: RequestId,
+    pub coins: i64,
+    pub balance: i64,
+}
+
+impl From<ReverseReceipt> for ReverseView {
+    fn from(r: ReverseReceipt) -> Self {
+        Self { request_id: r.request_id, original_request_id: r.original_request_id, coins: r.coins, balance: r.balance }
+    }
+}
+
+/// An ISO 4217 code such as `INR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Currency(pub String);
+
+impl FromField for Currency {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        match value.and_then(Value::as_str) {
+            Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Currency(c.to_owned())),
+            _ => Err(format!("{name} must be a three-letter ISO 4217 code such as INR")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct MinorUnitsPerCoin(pub i64);
+
+impl FromField for MinorUnitsPerCoin {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        value
+            .and_then(Value::as_i64)
+            .filter(|n| (1..=MINOR_UNITS_PER_COIN_MAX).contains(n))
+            .map(MinorUnitsPerCoin)
+            .ok_or_else(|| format!("{name} must be a whole number between 1 and {MINOR_UNITS_PER_COIN_MAX}"))
+    }
+}
+
+request_body! {
+    /// `PUT /api/v0/coins/coin-value`: a company's own value, or (`companyId` null, admin only)
+    /// the default of every company.
+    pub struct CoinValueRequest {
+        "companyId" => pub company_id: Nullable<CompanyId>,
+        "currency" => pub currency: Currency,
+        "minorUnitsPerCoin" => pub minor_units_per_coin: MinorUnitsPerCoin,
+    }
+}
+
+/// `GET /api/v0/coins/coin-value?companyId=`
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoinValueQuery {
+    pub company_id: Option<CompanyId>,
+}
+
+impl FromQuery for CoinValueQuery {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
+        Ok(Self { company_id: query_id(q, "companyId")? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoinValueView {
+    pub company_id: Option<CompanyId>,
+    pub currency: String,
+    pub minor_units_per_coin: i64,
+}
+
+impl From<crate::domain::redeem::CoinValue> for CoinValueView {
+    fn from(v: crate::domain::redeem::CoinValue) -> Self {
+        Self { company_id: v.company, currency: v.currency, minor_units_per_coin: v.minor_units_per_coin }
+    }
+}

@@ -1,0 +1,102 @@
+//! `POST /oauth/token` (SPEC §3, RFC 6749): the form it reads and the JSON it answers, which
+//! are OAuth's own shapes, not the API envelope.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+/// The grants SPEC §3 offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    ClientCredentials,
+    Password,
+    RefreshToken,
+}
+
+/// Why a token request was refused, RFC 6749 §5.2; the status is 401 for `invalid_client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthErrorKind {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnsupportedGrantType,
+    /// Not from RFC 6749 §5.2 but the usual word for "try again later" (503).
+    TemporarilyUnavailable,
+    ServerError,
+}
+
+impl OAuthErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::ServerError => "server_error",
+        }
+    }
+}
+
+/// The form of a token request, checked: each parameter at most once, none holding a NUL (no
+/// text that a database refuses goes further), a known grant type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenForm {
+    pub grant_type: GrantType,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+impl TokenForm {
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, (OAuthErrorKind, String)> {
+        let invalid = |m: String| (OAuthErrorKind::InvalidRequest, m);
+        let mut params: HashMap<String, String> = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if k.contains('\0') || v.contains('\0') {
+                return Err(invalid("parameters must not contain NUL characters".into()));
+            }
+            if params.contains_key(&k) {
+                return Err(invalid(format!("parameter {k} appears more than once")));
+            }
+            params.insert(k, v);
+        }
+        let grant_type = match params.get("grant_type").map(String::as_str) {
+            None => return Err(invalid("grant_type is required".into())),
+            Some("client_credentials") => GrantType::ClientCredentials,
+            Some("password") => GrantType::Password,
+            Some("refresh_token") => GrantType::RefreshToken,
+            Some(_) => {
+                return Err((OAuthErrorKind::UnsupportedGrantType, "grant_type must be client_credentials, password or refresh_token".into()));
+            }
+        };
+        let mut take = |k: &str| params.remove(k);
+        Ok(Self {
+            grant_type,
+            client_id: take("client_id"),
+            client_secret: take("client_secret"),
+            username: take("username"),
+            password: take("password"),
+            refresh_token: take("refresh_token"),
+        })
+    }
+}
+
+/// The success body (no envelope, as EnKash and RFC 6749 do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub scope: &'static str,
+}
+
+/// The error body of RFC 6749 §5.2.
+#[derive(Debug, Serialize)]
+pub struct OAuthErrorBody<'a> {
+    pub error: &'a str,
+    pub error_description: &'a str,
+}

@@ -1,0 +1,128 @@
+//! What a user can see of their coins (SPEC §5): the summary and the paginated history.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+
+use super::{FromQuery, query_id};
+use crate::clock::rfc3339;
+use crate::domain::{CompanyId, UserId};
+use crate::store::{LedgerEntry, UserSummary};
+
+/// History page sizes (SPEC §5).
+pub const PAGE_LIMIT_MAX: i64 = 500;
+pub const PAGE_LIMIT_DEFAULT: i64 = 50;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiringView {
+    pub coins: i64,
+    pub expires_at: String,
+}
+
+/// `GET /api/v0/coins/users/{userId}`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub user_id: UserId,
+    pub company_id: CompanyId,
+    pub balance: i64,
+    pub lifetime_earned: i64,
+    pub lifetime_redeemed: i64,
+    pub lifetime_expired: i64,
+    /// Lots expiring within 30 days, soonest first.
+    pub expiring_soon: Vec<ExpiringView>,
+}
+
+impl From<UserSummary> for UserView {
+    fn from(s: UserSummary) -> Self {
+        Self {
+            user_id: s.user,
+            company_id: s.company,
+            balance: s.balance,
+            lifetime_earned: s.lifetime_earned,
+            lifetime_redeemed: s.lifetime_redeemed,
+            lifetime_expired: s.lifetime_expired,
+            expiring_soon: s.expiring_soon.into_iter().map(|(coins, at)| ExpiringView { coins, expires_at: rfc3339(at) }).collect(),
+        }
+    }
+}
+
+/// `GET /api/v0/coins/transactions?userId=&limit=&cursor=`
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionsQuery {
+    pub user_id: UserId,
+    pub limit: i64,
+    /// Entries older than this entry id (from `nextCursor`).
+    pub before_entry_id: Option<i64>,
+}
+
+impl FromQuery for TransactionsQuery {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
+        let user_id = query_id(q, "userId")?.ok_or("userId is required")?;
+        let limit = match q.get("limit") {
+            None => PAGE_LIMIT_DEFAULT,
+            Some(l) => l
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=PAGE_LIMIT_MAX).contains(n))
+                .ok_or_else(|| format!("limit must be a whole number between 1 and {PAGE_LIMIT_MAX}"))?,
+        };
+        let before_entry_id = q.get("cursor").map(|c| decode_cursor(c).ok_or("cursor is not one this API issued")).transpose()?;
+        Ok(Self { user_id, limit, before_entry_id })
+    }
+}
+
+/// One ledger entry on the wire; fields that do not apply are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryView {
+    pub entry_id: i64,
+    /// `ALLOCATE`, `REDEEM`, `REVERSE` or `EXPIRE`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Signed: credits positive, debits negative.
+    pub coins: i64,
+    pub balance_after: i64,
+    pub event: Option<String>,
+    pub request_id: Option<String>,
+    pub coin_config_id: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+impl From<LedgerEntry> for EntryView {
+    fn from(e: LedgerEntry) -> Self {
+        Self {
+            entry_id: e.entry_id,
+            kind: e.kind,
+            coins: e.coins,
+            balance_after: e.balance_after,
+            event: e.event,
+            request_id: e.request_id,
+            coin_config_id: e.coin_config_id,
+            created_at: rfc3339(e.created_at_ms),
+            expires_at: e.expires_at_ms.map(rfc3339),
+        }
+    }
+}
+
+/// A page of history, newest first; `nextCursor` is `null` on the last page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageView {
+    pub entries: Vec<EntryView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Cursors are opaque to clients: the last entry id of a page, encoded.
+pub fn encode_cursor(entry_id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("e{entry_id}"))
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<i64> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    text.strip_prefix('e')?.parse().ok().filter(|n: &i64| *n > 0)
+}

@@ -1,0 +1,194 @@
+//! The order every ledger write takes, written once for both backends: fetch what the rule
+//! needs, ask `domain` for the plan, write the plan. Each backend implements [`LedgerTx`] — the
+//! fetches and writes in its own SQL dialect, inside one database transaction — and nothing else
+//! of these operations.
+//!
+//! Idempotency is the same everywhere: a request id is *claimed* (its row inserted) before any
+//! other write; a claim lost to a concurrent duplicate waits for that one's commit and then
+//! replays it. A refusal after the claim undoes the whole transaction (PostgreSQL), the job's
+//! savepoint (SQLite) or, for SQLite allocations, which run without savepoints, the claim itself
+//! (every allocation refusal comes before its first other write).
+//!
+//! The SQLite writer thread runs these flows with [`run_now`]: its `LedgerTx` methods never wait,
+//! so each future completes on its first poll.
+
+use std::future::Future;
+
+use super::model::{Applied, StoredReceipt};
+use super::{StoreError, StoreResult};
+use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot};
+use crate::domain::expire::{self, DueLot, ExpiryPlan};
+use crate::domain::ledger::{self as rules, Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::lots::OpenLot;
+use crate::domain::redeem::{self, CoinValue, RedeemCmd, RedeemReceipt};
+use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::{CoinConfig, CompanyId, Refusal, RequestId, UserId};
+
+/// The idempotency row a request inserts before anything else.
+pub(crate) struct Claim<'a> {
+    pub kind: RequestKind,
+    pub user: &'a UserId,
+    pub event: Option<&'a str>,
+    pub coins: i64,
+    pub fingerprint: &'a str,
+    pub original: Option<&'a RequestId>,
+}
+
+/// The fetches and writes of the ledger, inside one database transaction.
+pub(crate) trait LedgerTx {
+    async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>>;
+    /// Inserts the request's row; `false` if the id (or, for a reversal, the original's one
+    /// reversal) is taken by a committed or committing request.
+    async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, claim: &Claim<'_>, now_ms: i64) -> StoreResult<bool>;
+    /// Stores the answer of a claimed request, for replays.
+    async fn finish(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, response: &str) -> StoreResult<()>;
+    /// Removes a claim whose request was refused.
+    async fn release(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<()>;
+    /// The user's account, locked against concurrent balance changes until the commit.
+    async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>>;
+    async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()>;
+    /// The user's allocations of the command's event in its company since `since_ms`.
+    async fn count_allocations(&mut self, cmd: &AllocateCmd, since_ms: i64) -> StoreResult<i64>;
+    async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>>;
+    async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>>;
+    async fn coin_value(&mut self, company: &CompanyId) -> StoreResult<CoinValue>;
+    async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original>;
+    async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>>;
+    async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>>;
+    async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
+    async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
+    async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()>;
+    async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
+}
+
+/// Polls a future that never waits (the SQLite writer's flows) to completion.
+pub(crate) fn run_now<T>(flow: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    let mut flow = std::pin::pin!(flow);
+    match flow.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(StoreError::Corrupt("a SQLite ledger step tried to wait".into())),
+    }
+}
+
+fn replayed<R: StoredReceipt>(prev: &StoredRequest) -> StoreResult<Applied<R>> {
+    Ok(Applied { receipt: R::from_stored(prev.response.as_deref())?, replayed: true })
+}
+
+/// A lost claim means a duplicate committed first; its row is there now.
+async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, request_id: &RequestId) -> StoreResult<StoredRequest> {
+    tx.request(company, request_id).await?.ok_or_else(|| Refusal::RequestIdConflict(request_id.clone()).into())
+}
+
+/// A new allocation on SQLite (PostgreSQL decides whole batches in SQL: `postgres/ledger.rs`).
+/// `config` is the resolution for the command's company and event.
+pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>) -> StoreResult<AllocateOk> {
+    let (company, user) = (&cmd.company, &cmd.user);
+    let Some(config) = config else {
+        return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
+    };
+    let amount = config.values.amount;
+    let claim = Claim { kind: RequestKind::Allocate, user, event: Some(cmd.event.as_str()), coins: amount.get(), fingerprint: "", original: None };
+    if !tx.claim(company, &cmd.request_id, &claim, cmd.now_ms).await? {
+        return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
+    }
+    let account = tx.account(user).await?;
+    let mut counts = Vec::new();
+    for window in allocate::cap_windows(&config.values, cmd.now_ms) {
+        counts.push(tx.count_allocations(cmd, window.since_ms).await?);
+    }
+    let plan = match allocate::plan_credit(cmd, config, account.as_ref(), &counts) {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            tx.release(company, &cmd.request_id).await?;
+            return Err(refusal.into());
+        }
+    };
+    if plan.new_account {
+        tx.open_account(company, user, cmd.now_ms).await?;
+    }
+    let entry_id = tx.insert_entry(company, user, &plan.entry, cmd.now_ms).await?;
+    tx.insert_lot(company, user, entry_id, &plan.lot, cmd.now_ms).await?;
+    tx.set_balance(company, user, plan.balance.get(), Lifetime::Earned, amount.get()).await?;
+    Ok(AllocateOk::Allocated { coins: amount, balance: plan.balance, entry_id })
+}
+
+/// Writes off the user's due lots; the plan's `balance` is the stored balance after them.
+pub(crate) async fn expire_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, balance: i64, now_ms: i64) -> StoreResult<ExpiryPlan> {
+    let plan = expire::plan_expiry(balance, tx.due_lots(company, user, now_ms).await?);
+    for (entry, lot_move) in &plan.entries {
+        let entry_id = tx.insert_entry(company, user, entry, now_ms).await?;
+        tx.apply_moves(entry_id, std::slice::from_ref(lot_move)).await?;
+    }
+    if !plan.is_empty() {
+        tx.set_balance(company, user, plan.balance, Lifetime::Expired, plan.expired).await?;
+    }
+    Ok(plan)
+}
+
+/// Expires one user's due lots (the sweeper, and reads that must agree with the balance);
+/// returns the number of lots expired.
+pub(crate) async fn settle<T: LedgerTx>(tx: &mut T, user: &UserId, now_ms: i64) -> StoreResult<u64> {
+    let Some(account) = tx.account(user).await? else { return Ok(0) };
+    Ok(expire_due(tx, &account.company, user, account.balance.get(), now_ms).await?.entries.len() as u64)
+}
+
+pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
+    let (company, user, request_id) = (&cmd.company, &cmd.user, &cmd.request_id);
+    if let Some(prev) = tx.request(company, request_id).await? {
+        redeem::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let fingerprint = cmd.amount.fingerprint();
+    let claim = Claim { kind: RequestKind::Redeem, user, event: None, coins: 0, fingerprint: &fingerprint, original: None };
+    if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
+        let prev = request_after_lost_claim(tx, company, request_id).await?;
+        redeem::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let account = rules::account_in(tx.account(user).await?, company, user)?;
+    let balance = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?.balance;
+    let value = tx.coin_value(company).await?;
+    let open = tx.open_lots(company, user, cmd.now_ms).await?;
+    let plan = redeem::plan_redemption(cmd, balance, &value, open)?;
+    let entry_id = tx.insert_entry(company, user, &plan.entry, cmd.now_ms).await?;
+    tx.apply_moves(entry_id, &plan.moves).await?;
+    tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Redeemed, plan.receipt.coins).await?;
+    tx.finish(company, request_id, plan.receipt.coins, &plan.receipt.to_stored()).await?;
+    Ok(Applied { receipt: plan.receipt, replayed: false })
+}
+
+pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
+    let (company, request_id) = (&cmd.company, &cmd.request_id);
+    if let Some(prev) = tx.request(company, request_id).await? {
+        reverse::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let original = tx.request(company, &cmd.original).await?;
+    let original = reverse::check_original(original.as_ref(), cmd)?.clone();
+    let user = &original.user;
+    let claim = Claim { kind: RequestKind::Reverse, user, event: None, coins: 0, fingerprint: cmd.original.as_str(), original: Some(&cmd.original) };
+    if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
+        let prev = tx.request(company, request_id).await?;
+        reverse::answer_lost_claim(prev.as_ref(), cmd)?;
+        return prev.as_ref().map_or_else(|| Err(Refusal::AlreadyReversed(cmd.original.clone()).into()), replayed);
+    }
+    let account = rules::account_in(tx.account(user).await?, company, user)?;
+    let balance = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?.balance;
+    let entry = tx.original_entry(company, &cmd.original, original.kind).await?;
+    let plan = if original.kind == RequestKind::Allocate {
+        let own = tx.own_lots(entry.entry_id).await?;
+        let open = tx.open_lots(company, user, cmd.now_ms).await?;
+        reverse::plan_take_back(cmd, user, &entry, balance, &own, open)?
+    } else {
+        let taken = tx.moves_of(entry.entry_id).await?;
+        reverse::plan_give_back(cmd, &entry, balance, &taken)
+    };
+    let entry_id = tx.insert_entry(company, user, &plan.entry, cmd.now_ms).await?;
+    tx.apply_moves(entry_id, &plan.moves).await?;
+    tx.set_balance(company, user, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta).await?;
+    // Coins given back to lots that have expired meanwhile expire again at once.
+    let balance = expire_due(tx, company, user, plan.entry.balance_after, cmd.now_ms).await?.balance;
+    let receipt = ReverseReceipt { request_id: request_id.clone(), original_request_id: cmd.original.clone(), coins: plan.entry.coins, balance };
+    tx.finish(company, request_id, plan.entry.coins.abs(), &receipt.to_stored()).await?;
+    Ok(Applied { receipt, replayed: false })
+}

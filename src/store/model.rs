@@ -1,0 +1,283 @@
+//! What the store keeps and returns besides the ledger's own plans: credentials and tokens,
+//! read models for reports, and the stored form of receipts (replayed verbatim).
+
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, StoreResult};
+use crate::domain::lockout::LockState;
+use crate::domain::redeem::RedeemReceipt;
+use crate::domain::reverse::ReverseReceipt;
+use crate::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+
+/// An API credential as stored. `secret_hash` is an Argon2 PHC string, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub admin: bool,
+    pub companies: Vec<CompanyId>,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub lock: LockState,
+}
+
+/// A user of the OAuth password grant, created per client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordUserRecord {
+    pub client_id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub lock: LockState,
+}
+
+/// Whose authentication attempt is being counted for lockout (SPEC §3).
+#[derive(Debug, Clone, Copy)]
+pub enum AuthSubject<'a> {
+    Client(&'a str),
+    PasswordUser { client_id: &'a str, username: &'a str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// An issued token, keyed by the SHA-256 of the token text (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_hash: String,
+    pub kind: TokenKind,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// An idempotent operation's answer: newly applied, or the stored answer of the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<T> {
+    pub receipt: T,
+    pub replayed: bool,
+}
+
+/// A user's coins as clients see them: stored balance less lots already past expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBalance {
+    pub company: CompanyId,
+    pub balance: Coins,
+}
+
+/// Days ahead that `expiringSoon` looks (SPEC §5).
+pub const EXPIRING_SOON_DAYS: i64 = 30;
+
+/// The user summary (SPEC §5). Built from the stored account and the coins of lots already past
+/// expiry that no `EXPIRE` entry has written off yet (`unswept`): reads never count those.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub user: UserId,
+    pub company: CompanyId,
+    pub balance: i64,
+    pub lifetime_earned: i64,
+    pub lifetime_redeemed: i64,
+    pub lifetime_expired: i64,
+    /// `(coins, expires_at_ms)` of lots expiring within [`EXPIRING_SOON_DAYS`], soonest first.
+    pub expiring_soon: Vec<(i64, i64)>,
+}
+
+impl UserSummary {
+    /// `stored` is the account's `[balance, earned, redeemed, expired]`; the `unswept` coins of
+    /// lots past expiry count as expired already, so the summary agrees with the balance.
+    pub fn from_stored(user: UserId, company: CompanyId, stored: [i64; 4], unswept: i64, expiring_soon: Vec<(i64, i64)>) -> Self {
+        let [balance, earned, redeemed, expired] = stored;
+        Self {
+            user,
+            company,
+            balance: balance - unswept,
+            lifetime_earned: earned,
+            lifetime_redeemed: redeemed,
+            lifetime_expired: expired + unswept,
+            expiring_soon,
+        }
+    }
+}
+
+/// One stored ledger entry, as the history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub entry_id: i64,
+    pub kind: String,
+    pub coins: i64,
+    pub balance_after: i64,
+    pub event: Option<String>,
+    pub request_id: Option<String>,
+    pub coin_config_id: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// One create or change of a configuration; the snapshots are JSON objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub action: String,
+    pub client_id: String,
+    pub at_ms: i64,
+    pub before_json: Option<String>,
+    pub after_json: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFilter {
+    pub company: Option<CompanyId>,
+    pub event: Option<EventName>,
+    pub kind: Option<ConfigKind>,
+}
+
+/// What one sweeper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub lots_expired: u64,
+    /// Users whose expiry failed this pass (logged once each; retried next pass).
+    pub users_failed: u64,
+}
+
+/// Users whose due lots one sweeper pass expires, at most.
+pub const SWEEP_USERS_MAX: usize = 256;
+
+/// What `coins verify` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub users_checked: i64,
+    pub entries_checked: i64,
+    pub problems: Vec<String>,
+}
+
+/// The stored form of a redemption receipt (the `requests.response` column): the wire payload
+/// as first answered, so that a replay repeats it byte for byte.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredRedeemReceipt {
+    request_id: String,
+    coins: i64,
+    currency: String,
+    amount_minor: i64,
+    balance: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredReverseReceipt {
+    request_id: String,
+    original_request_id: String,
+    coins: i64,
+    balance: i64,
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Plain structs of strings and integers always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn from_json<'a, T: Deserialize<'a>>(text: Option<&'a str>) -> StoreResult<T> {
+    let text = text.ok_or_else(|| StoreError::Corrupt("a stored request has no response".into()))?;
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("a stored response does not parse: {e}")))
+}
+
+fn stored_id(s: String) -> RequestId {
+    RequestId::from_trusted(s)
+}
+
+/// The receipts a request stores and replays.
+pub trait StoredReceipt: Sized {
+    fn to_stored(&self) -> String;
+    fn from_stored(text: Option<&str>) -> StoreResult<Self>;
+}
+
+impl StoredReceipt for RedeemReceipt {
+    fn to_stored(&self) -> String {
+        to_json(&StoredRedeemReceipt {
+            request_id: self.request_id.to_string(),
+            coins: self.coins,
+            currency: self.currency.clone(),
+            amount_minor: self.amount_minor,
+            balance: self.balance,
+        })
+    }
+
+    fn from_stored(text: Option<&str>) -> StoreResult<Self> {
+        let r: StoredRedeemReceipt = from_json(text)?;
+        Ok(RedeemReceipt { request_id: stored_id(r.request_id), coins: r.coins, currency: r.currency, amount_minor: r.amount_minor, balance: r.balance })
+    }
+}
+
+impl StoredReceipt for ReverseReceipt {
+    fn to_stored(&self) -> String {
+        to_json(&StoredReverseReceipt {
+            request_id: self.request_id.to_string(),
+            original_request_id: self.original_request_id.to_string(),
+            coins: self.coins,
+            balance: self.balance,
+        })
+    }
+
+    fn from_stored(text: Option<&str>) -> StoreResult<Self> {
+        let r: StoredReverseReceipt = from_json(text)?;
+        Ok(ReverseReceipt {
+            request_id: stored_id(r.request_id),
+            original_request_id: stored_id(r.original_request_id),
+            coins: r.coins,
+            balance: r.balance,
+        })
+    }
+}
+
+/// Companies are stored space-separated: ids cannot contain spaces.
+pub(crate) fn join_companies(companies: &[CompanyId]) -> String {
+    companies.iter().map(CompanyId::as_str).collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn split_companies(s: &str) -> Vec<CompanyId> {
+    s.split_whitespace().map(|c| CompanyId::from_trusted(c.to_owned())).collect()
+}
+
+/// The audit snapshot of a configuration, as the `/history` endpoint shows it.
+pub(crate) fn audit_json(values: &crate::domain::config::ConfigValues) -> String {
+    serde_json::json!({
+        "configuration": values.kind.as_str(),
+        "companyId": values.company_id.as_str(),
+        "event": values.event.as_str(),
+        "amount": values.amount.get(),
+        "validityDays": values.validity_days,
+        "maxPerUserPerDay": values.max_per_user_per_day,
+        "maxPerUser": values.max_per_user,
+        "active": values.active,
+    })
+    .to_string()
+}
+
+/// The key a company's coin value is stored under; '' is the default (no company id is empty).
+pub(crate) fn coin_value_key(company: Option<&CompanyId>) -> &str {
+    company.map_or("", CompanyId::as_str)
+}
+
+/// The coin value stored as `(company_id, currency, minor_units)`, or the built-in default.
+pub(crate) fn coin_value_from(row: Option<(String, String, i64)>) -> crate::domain::redeem::CoinValue {
+    match row {
+        Some((company, currency, minor_units_per_coin)) => crate::domain::redeem::CoinValue {
+            company: (!company.is_empty()).then(|| CompanyId::from_trusted(company)),
+            currency,
+            minor_units_per_coin,
+        },
+        None => crate::domain::redeem::CoinValue::builtin(),
+    }
+}

@@ -1,0 +1,444 @@
+//! The ledger on PostgreSQL: the fetches and writes of `store/ledger.rs` in PostgreSQL's dialect,
+//! and allocation batches decided set-based by `coins_allocate_set` (migrations/postgres/0003):
+//! seven statements per batch whatever its size, where item-by-item SQL cost about eight per
+//! item. A property test (`tests/api/batch_model.rs`) holds that function's answers equal to the
+//! items applied one by one and to the pure plan of `domain::allocate`.
+//!
+//! Lock order: the request id (by inserting its row) -> the user's row (FOR UPDATE) -> the
+//! user's lots. Allocation batches lock their users first, in user_id order. Any deadlock that
+//! remains possible is retried whole by `Core::transact`.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::configs::{coin_value_in, resolve_batch};
+use super::listen::Caches;
+use super::{Core, PgStore, PgTx};
+use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
+use crate::domain::expire::DueLot;
+use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::lots::OpenLot;
+use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
+use crate::domain::refusal::Cap;
+use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::{CoinConfig, Coins, CompanyId, Refusal, RequestId, UserId};
+use crate::store::ledger::{self, Claim, LedgerTx};
+use crate::store::error::Shared;
+use crate::store::{Applied, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
+
+impl LedgerTx for PgTx<'_> {
+    async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response FROM requests WHERE company_id = $1 AND request_id = $2",
+            )
+            .await?;
+        let Some(r) = self.0.query_opt(&stmt, &[&company.as_str(), &request_id.as_str()]).await? else { return Ok(None) };
+        let kind: &str = r.get(0);
+        Ok(Some(StoredRequest {
+            kind: RequestKind::parse(kind).ok_or_else(|| StoreError::Corrupt(format!("unknown request kind {kind}")))?,
+            user: UserId::from_trusted(r.get(1)),
+            event: r.get(2),
+            coins: r.get(3),
+            fingerprint: r.get(4),
+            original: r.get::<_, Option<String>>(5).map(RequestId::from_trusted),
+            response: r.get(6),
+        }))
+    }
+
+    async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, c: &Claim<'_>, now_ms: i64) -> StoreResult<bool> {
+        // A concurrent duplicate waits here for the other transaction's commit, then is not
+        // inserted (ON CONFLICT covers the key and the one-reversal-per-original index).
+        let stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let n = self
+            .0
+            .execute(
+                &stmt,
+                &[
+                    &company.as_str(),
+                    &request_id.as_str(),
+                    &c.kind.as_str(),
+                    &c.user.as_str(),
+                    &c.event,
+                    &c.coins,
+                    &c.fingerprint,
+                    &c.original.map(RequestId::as_str),
+                    &now_ms,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn finish(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, response: &str) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("UPDATE requests SET coins = $3, response = $4 WHERE company_id = $1 AND request_id = $2").await?;
+        self.0.execute(&stmt, &[&company.as_str(), &request_id.as_str(), &coins, &response]).await?;
+        Ok(())
+    }
+
+    async fn release(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("DELETE FROM requests WHERE company_id = $1 AND request_id = $2").await?;
+        self.0.execute(&stmt, &[&company.as_str(), &request_id.as_str()]).await?;
+        Ok(())
+    }
+
+    async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
+        let stmt = self.0.prepare_cached("SELECT company_id, balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
+        Ok(self
+            .0
+            .query_opt(&stmt, &[&user.as_str()])
+            .await?
+            .map(|r| Account { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }))
+    }
+
+    async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("INSERT INTO users (company_id, user_id, balance, created_at) VALUES ($1, $2, 0, $3)").await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &now_ms]).await?;
+        Ok(())
+    }
+
+    async fn count_allocations(&mut self, cmd: &AllocateCmd, since_ms: i64) -> StoreResult<i64> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT COUNT(*) FROM ledger_entries WHERE company_id = $1 AND user_id = $2 AND event = $3 AND type = 'ALLOCATE' AND created_at >= $4",
+            )
+            .await?;
+        Ok(self.0.query_one(&stmt, &[&cmd.company.as_str(), &cmd.user.as_str(), &cmd.event.as_str(), &since_ms]).await?.get(0))
+    }
+
+    async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT l.lot_id, l.remaining, l.expires_at, e.event, e.coin_config_id FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id \
+                 WHERE l.company_id = $1 AND l.user_id = $2 AND l.remaining > 0 AND l.expires_at <= $3",
+            )
+            .await?;
+        Ok(self
+            .0
+            .query(&stmt, &[&company.as_str(), &user.as_str(), &now_ms])
+            .await?
+            .iter()
+            .map(|r| DueLot { lot_id: r.get(0), remaining: r.get(1), expires_at: r.get(2), event: r.get(3), coin_config_id: r.get(4) })
+            .collect())
+    }
+
+    async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT lot_id, remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
+                 AND (expires_at IS NULL OR expires_at > $3)",
+            )
+            .await?;
+        Ok(self
+            .0
+            .query(&stmt, &[&company.as_str(), &user.as_str(), &now_ms])
+            .await?
+            .iter()
+            .map(|r| OpenLot { lot_id: r.get(0), remaining: r.get(1), expires_at: r.get(2) })
+            .collect())
+    }
+
+    async fn coin_value(&mut self, company: &CompanyId) -> StoreResult<CoinValue> {
+        coin_value_in(self.0, Some(company)).await
+    }
+
+    async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original> {
+        let stmt = self
+            .0
+            .prepare_cached("SELECT entry_id, coins, event, coin_config_id FROM ledger_entries WHERE company_id = $1 AND request_id = $2 AND type = $3")
+            .await?;
+        let r = self.0.query_one(&stmt, &[&company.as_str(), &request_id.as_str(), &kind.as_str()]).await?;
+        Ok(Original { entry_id: r.get(0), kind, coins: r.get(1), event: r.get(2), coin_config_id: r.get(3) })
+    }
+
+    async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT l.lot_id, COALESCE((SELECT -SUM(m.coins) FROM lot_moves m JOIN ledger_entries e ON e.entry_id = m.entry_id \
+                 WHERE m.lot_id = l.lot_id AND e.type = 'EXPIRE'), 0)::BIGINT FROM lots l WHERE l.entry_id = $1",
+            )
+            .await?;
+        Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| OwnLot { lot_id: r.get(0), expired: r.get(1) }).collect())
+    }
+
+    async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>> {
+        let stmt = self.0.prepare_cached("SELECT lot_id, coins FROM lot_moves WHERE entry_id = $1 ORDER BY lot_id").await?;
+        Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| LotMove { lot_id: r.get(0), coins: r.get(1) }).collect())
+    }
+
+    async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, e: &NewEntry, now_ms: i64) -> StoreResult<i64> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING entry_id",
+            )
+            .await?;
+        let request_id = e.request_id.as_ref().map(RequestId::as_str);
+        let row = self
+            .0
+            .query_one(
+                &stmt,
+                &[&company.as_str(), &user.as_str(), &e.kind.as_str(), &e.coins, &e.balance_after, &e.event, &request_id, &e.coin_config_id, &now_ms, &e.expires_at],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &entry_id, &lot.coins, &lot.expires_at, &now_ms]).await?;
+        Ok(())
+    }
+
+    async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()> {
+        let update = self.0.prepare_cached("UPDATE lots SET remaining = remaining + $2 WHERE lot_id = $1").await?;
+        let record = self.0.prepare_cached("INSERT INTO lot_moves (entry_id, lot_id, coins) VALUES ($1, $2, $3)").await?;
+        for m in moves {
+            self.0.execute(&update, &[&m.lot_id, &m.coins]).await?;
+            self.0.execute(&record, &[&entry_id, &m.lot_id, &m.coins]).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()> {
+        let sql = match lifetime {
+            Lifetime::Earned => "UPDATE users SET balance = $3, lifetime_earned = lifetime_earned + $4 WHERE company_id = $1 AND user_id = $2",
+            Lifetime::Redeemed => "UPDATE users SET balance = $3, lifetime_redeemed = lifetime_redeemed + $4 WHERE company_id = $1 AND user_id = $2",
+            Lifetime::Expired => "UPDATE users SET balance = $3, lifetime_expired = lifetime_expired + $4 WHERE company_id = $1 AND user_id = $2",
+        };
+        let stmt = self.0.prepare_cached(sql).await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &balance, &delta]).await?;
+        Ok(())
+    }
+}
+
+impl Core {
+    /// Applies these allocations in one transaction now. If the batch fails as a whole for a
+    /// reason other than a refusal (which the function answers per item), each item is retried
+    /// alone, so one broken item never fails or loses its neighbours.
+    pub(super) async fn allocate_now(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
+        let n = cmds.len();
+        let batch = cmds.clone();
+        let caches = self.caches.clone();
+        let outcome = self
+            .transact(move |tx| {
+                let (batch, caches) = (batch.clone(), caches.clone());
+                Box::pin(async move { allocate_batch(tx, &batch, &caches).await })
+            })
+            .await;
+        match outcome {
+            Ok(results) => {
+                let changed = cmds.iter().zip(&results).filter(|(_, r)| matches!(r, Ok(AllocateOk::Allocated { .. })));
+                self.balances_changed(changed.map(|(c, _)| c.user.as_str()));
+                results
+            }
+            Err(e) => {
+                // A COMMIT can succeed and still be reported as failed (connection lost): the
+                // users may have changed, so their cached balances go, here and elsewhere.
+                self.balances_changed(cmds.iter().map(|c| c.user.as_str()));
+                if n == 1 {
+                    return vec![Err(e)];
+                }
+                if e.is_transient() {
+                    // The database is away: trying each item alone would only wait n times.
+                    let shared = std::sync::Arc::new(e);
+                    return (0..n).map(|_| Err(StoreError::Unavailable(Box::new(Shared(shared.clone()))))).collect();
+                }
+                tracing::warn!(error = %crate::store::error::chain(&e), items = n, "allocation batch failed; applying its items one by one");
+                let mut results = Vec::with_capacity(n);
+                for cmd in cmds {
+                    results.push(Box::pin(self.allocate_now(vec![cmd])).await.pop().unwrap_or_else(|| Err(StoreError::Corrupt("no result".into()))));
+                }
+                results
+            }
+        }
+    }
+}
+
+/// Applies a batch with `coins_allocate_set`; a lone item goes to `coins_allocate_one`, cheaper
+/// when there is nothing to share. A request id that occurs twice in the batch starts a later
+/// call in the same transaction, where it finds the first occurrence and replays it, exactly as
+/// two requests one after the other would.
+async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<StoreResult<AllocateOk>>> {
+    let configs = resolve_batch(tx, cmds, caches).await?;
+    let mut results: Vec<Option<StoreResult<AllocateOk>>> = cmds.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..cmds.len()).collect();
+    let set = tx
+        .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .await?;
+    let one = tx
+        .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .await?;
+    while !pending.is_empty() {
+        // The longest run of items without a repeated request id: later items must see the
+        // effects of earlier ones, so a round is always a consecutive run.
+        let mut seen = HashSet::new();
+        let cut = pending.iter().position(|&i| !seen.insert((cmds[i].company.as_str(), cmds[i].request_id.as_str()))).unwrap_or(pending.len());
+        let later = pending.split_off(cut);
+        let round = pending;
+        let pick = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&i| f(&cmds[i])).collect() };
+        let config = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|&i| configs[i].as_ref().and_then(f)).collect() };
+        let (companies, users, events, requests) = (pick(&|c| c.company.as_str()), pick(&|c| c.user.as_str()), pick(&|c| c.event.as_str()), pick(&|c| c.request_id.as_str()));
+        let nows: Vec<i64> = round.iter().map(|&i| cmds[i].now_ms).collect();
+        let (seqs, amounts) = (config(&|c| Some(c.id.seq())), config(&|c| Some(c.values.amount.get())));
+        let (validity, cap_day, cap_ever) = (config(&|c| c.values.validity_days), config(&|c| c.values.max_per_user_per_day), config(&|c| c.values.max_per_user));
+        let rows = if round.len() == 1 {
+            tx.query(&one, &[&companies[0], &users[0], &events[0], &requests[0], &nows[0], &seqs[0], &amounts[0], &validity[0], &cap_day[0], &cap_ever[0]]).await?
+        } else {
+            tx.query(&set, &[&companies, &users, &events, &requests, &nows, &seqs, &amounts, &validity, &cap_day, &cap_ever]).await?
+        };
+        if rows.len() != round.len() {
+            return Err(StoreError::Corrupt(format!("coins_allocate_set answered {} of {} items", rows.len(), round.len())));
+        }
+        for row in &rows {
+            // out_idx is 1-based within this call; rows come in no particular order.
+            let i = usize::try_from(row.get::<_, i32>(0)).ok().and_then(|k| k.checked_sub(1)).and_then(|k| round.get(k).copied());
+            let Some(i) = i.filter(|&i| results[i].is_none()) else {
+                return Err(StoreError::Corrupt("coins_allocate_set answered an unknown or repeated item".into()));
+            };
+            results[i] = Some(allocation_outcome(row, &cmds[i])?);
+        }
+        pending = later;
+    }
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("an allocation was not answered".into())))).collect())
+}
+
+/// One row of `coins_allocate_set`, as the item's answer. `ALONE` fails the whole transaction:
+/// the caller then applies the items one by one.
+fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> StoreResult<StoreResult<AllocateOk>> {
+    let coins: Option<i64> = row.get(2);
+    let status: &str = row.get(1);
+    let limit = |cap| Refusal::LimitReached { cap, limit: coins.unwrap_or(0), user: cmd.user.clone(), event: cmd.event.clone(), company: cmd.company.clone() };
+    let refused = |r: Refusal| Ok(Err(r.into()));
+    match status {
+        "ALLOCATED" => Ok(Ok(AllocateOk::Allocated {
+            coins: Coins::from_stored(coins.unwrap_or(0)),
+            balance: Coins::from_stored(row.get::<_, Option<i64>>(3).unwrap_or(0)),
+            entry_id: row.get::<_, Option<i64>>(4).unwrap_or(0),
+        })),
+        "REPLAYED" => Ok(Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) })),
+        "REQUEST_ID_CONFLICT" => refused(Refusal::RequestIdConflict(cmd.request_id.clone())),
+        "CONFIG_NOT_FOUND" => refused(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }),
+        "USER_COMPANY_MISMATCH" => refused(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }),
+        "LIMIT_PER_DAY" => refused(limit(Cap::PerDay)),
+        "LIMIT_EVER" => refused(limit(Cap::Ever)),
+        "BALANCE_OVERFLOW" => refused(Refusal::BalanceOverflow(cmd.user.clone())),
+        "ALONE" => Err(StoreError::Corrupt("this batch needs its items applied one by one".into())),
+        other => Err(StoreError::Corrupt(format!("coins_allocate_set returned unknown status {other}"))),
+    }
+}
+
+impl PgStore {
+    /// Expires one user's due lots in its own transaction (under the user's row lock).
+    async fn settle_user(&self, user: &UserId, now_ms: i64) -> StoreResult<u64> {
+        let who = user.clone();
+        let outcome = self
+            .core
+            .transact(move |tx| {
+                let who = who.clone();
+                Box::pin(async move { ledger::settle(&mut PgTx(tx), &who, now_ms).await })
+            })
+            .await;
+        self.core.balances_changed([user.as_str()]);
+        outcome
+    }
+}
+
+#[async_trait]
+impl LedgerStore for PgStore {
+    async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
+        match (&self.batcher, cmds.len()) {
+            (Some(batcher), 1) => match cmds.into_iter().next() {
+                Some(cmd) => vec![batcher.submit(cmd).await],
+                None => Vec::new(),
+            },
+            _ => self.core.allocate_now(cmds).await,
+        }
+    }
+
+    async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
+        let user = cmd.user.clone();
+        let outcome = self
+            .core
+            .transact(move |tx| {
+                let cmd = cmd.clone();
+                Box::pin(async move { ledger::redeem(&mut PgTx(tx), &cmd).await })
+            })
+            .await;
+        self.core.balances_changed([user.as_str()]);
+        outcome
+    }
+
+    async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
+        let outcome = self
+            .core
+            .transact(move |tx| {
+                let cmd = cmd.clone();
+                Box::pin(async move { ledger::reverse(&mut PgTx(tx), &cmd).await })
+            })
+            .await;
+        // The reversed request names no user here; reversals are rare enough to drop everything.
+        self.core.all_balances_changed();
+        outcome
+    }
+
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
+        // Most reads find nothing due: look first, so they do not open a writing transaction.
+        let due = self
+            .core
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM users u JOIN lots l ON l.company_id = u.company_id AND l.user_id = u.user_id \
+                 WHERE u.user_id = $1 AND l.remaining > 0 AND l.expires_at <= $2 LIMIT 1",
+                &[&user.as_str(), &now_ms],
+            )
+            .await?;
+        if due.is_some() {
+            self.settle_user(user, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep_expired(&self, now_ms: i64) -> StoreResult<SweepReport> {
+        let rows = self
+            .core
+            .client()
+            .await?
+            .query(&format!("SELECT DISTINCT user_id FROM lots WHERE remaining > 0 AND expires_at <= $1 LIMIT {SWEEP_USERS_MAX}"), &[&now_ms])
+            .await?;
+        let mut report = SweepReport::default();
+        for row in rows {
+            let user = UserId::from_trusted(row.get(0));
+            // One user's failure must not hold up everyone else's expiry.
+            match self.settle_user(&user, now_ms).await {
+                Ok(n) => report.lots_expired += n,
+                Err(e) => {
+                    report.users_failed += 1;
+                    tracing::error!(%user, error = %crate::store::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");
+                }
+            }
+        }
+        Ok(report)
+    }
+}

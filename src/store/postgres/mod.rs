@@ -1,0 +1,186 @@
+//! The PostgreSQL backend, for production and for several `coins serve` processes sharing one
+//! database.
+//!
+//! Exactly-once across processes rests on the database, not on this process: the `requests`
+//! primary key decides which of two concurrent duplicates applies (the loser waits for the
+//! winner's commit, then replays it), and `SELECT ... FOR UPDATE` on the user's row serialises
+//! everything that changes one balance, so caps and balances stay exact. A transaction that hits
+//! a deadlock or serialization failure is retried whole; it had no effect.
+//!
+//! - `batcher.rs`: group commit for single allocations; `ledger.rs`: the ledger's fetches and
+//!   writes, and the set-based allocation of whole batches (migrations/postgres/0003).
+//! - `listen.rs`: LISTEN/NOTIFY keeping this process's caches right when others write.
+//! - `clients.rs`, `configs.rs`, `reports.rs`: one file per store trait.
+
+mod batcher;
+mod clients;
+mod configs;
+mod ledger;
+mod listen;
+mod reports;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use super::migrate::{self, Migration, MigrationTarget};
+use super::{Store, StoreError, StoreOptions, StoreResult};
+use batcher::Batcher;
+use listen::Caches;
+
+/// Connections per process; PostgreSQL's default max_connections (100) allows several processes.
+const POOL_MAX: usize = 16;
+/// How long a request waits for a pooled connection before it is told to retry (503).
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long opening a connection may take (a failover target that does not answer).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Attempts for a transaction that PostgreSQL aborted to break a deadlock or serialization cycle.
+const TX_ATTEMPTS_MAX: usize = 5;
+/// An arbitrary constant naming the advisory lock that serialises migrations across processes.
+const MIGRATION_LOCK_KEY: i64 = i64::from_be_bytes(*b"\0\0\0coins");
+
+pub struct PgStore {
+    core: Arc<Core>,
+    /// Group commit for single allocations; `None` when turned off (one transaction each).
+    batcher: Option<Batcher>,
+    _listener: Option<listen::Listener>,
+}
+
+/// What every part of the backend shares: the pool and the caches it keeps right.
+pub(crate) struct Core {
+    pool: Pool,
+    /// Resolved configurations and balances; live only while the listener is listening.
+    caches: Arc<Caches>,
+    /// Tells other processes about balance changes after each commit (with the listener).
+    notifier: Option<listen::Notifier>,
+}
+
+/// A transaction, for the backend-neutral flows of `store/ledger.rs` and `store/configs.rs`.
+pub(crate) struct PgTx<'a>(pub &'a Transaction<'a>);
+
+/// Work to run in a transaction; called again if PostgreSQL asks for a retry.
+type TxWork<'t, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 't>>;
+
+fn is_retryable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(e) if matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.into(),
+        // Timeouts (the pool exhausted, or connecting did not finish) and a closed pool.
+        other => StoreError::Unavailable(Box::new(other)),
+    }
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_MAX)
+            .wait_timeout(Some(POOL_WAIT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let caches = Arc::new(Caches::new());
+        let notifier = options.listen.then(|| listen::Notifier::spawn(config.clone()));
+        let listener = options.listen.then(|| listen::spawn(config, caches.clone()));
+        let core = Arc::new(Core { pool, caches, notifier });
+        let batcher = options.group_commit.then(|| Batcher::start(core.clone()));
+        Ok(Self { core, batcher, _listener: listener })
+    }
+}
+
+impl Core {
+    /// After a commit that changed these users' balances: at once here, soon everywhere else.
+    fn balances_changed<'a>(&self, users: impl IntoIterator<Item = &'a str> + Clone) {
+        for user in users.clone() {
+            self.caches.balances.invalidate(user);
+        }
+        if let Some(n) = &self.notifier {
+            n.changed(users);
+        }
+    }
+
+    /// After a commit whose users are not known here: every process drops every cached balance.
+    fn all_balances_changed(&self) {
+        self.caches.balances.invalidate_all();
+        if let Some(n) = &self.notifier {
+            n.changed_unknown();
+        }
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs `work` in a transaction, retrying it whole after a deadlock or serialization failure.
+    async fn transact<T, F>(&self, mut work: F) -> StoreResult<T>
+    where
+        F: for<'t> FnMut(&'t Transaction<'t>) -> TxWork<'t, T>,
+    {
+        let mut client = self.client().await?;
+        let mut attempt = 1;
+        loop {
+            let tx = client.transaction().await?;
+            let outcome = match work(&tx).await {
+                Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Err(e) if is_retryable(&e) && attempt < TX_ATTEMPTS_MAX => {
+                    tracing::debug!(attempt, "retrying a postgres transaction after a deadlock or serialization failure");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Migrations run in one transaction holding an advisory lock, so processes starting together
+/// apply each migration once.
+struct PgMigrations<'a>(&'a Transaction<'a>);
+
+impl MigrationTarget for PgMigrations<'_> {
+    async fn applied(&mut self) -> StoreResult<Vec<i64>> {
+        self.0.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await?;
+        self.0.batch_execute(migrate::CREATE_TABLE).await?;
+        Ok(self.0.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn apply(&mut self, m: &Migration, now_ms: i64) -> StoreResult<()> {
+        self.0.batch_execute(m.sql).await?;
+        self.0.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)", &[&m.version, &m.name, &now_ms]).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.core.client().await?;
+        let tx = client.transaction().await?;
+        migrate::run(&mut PgMigrations(&tx), migrate::POSTGRES).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.core.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}

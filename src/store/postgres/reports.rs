@@ -1,0 +1,98 @@
+//! What is read back on PostgreSQL: balances (cached), user summaries, history and `verify`.
+
+use async_trait::async_trait;
+
+use super::PgStore;
+use crate::domain::config::DAY_MS;
+use crate::domain::{Coins, CompanyId, UserId};
+use crate::store::verify::CHECKS;
+use crate::store::{EXPIRING_SOON_DAYS, LedgerEntry, ReportStore, StoreResult, UserBalance, UserSummary, VerifyReport};
+
+/// The visible balance (stored balance less lots past expiry not yet written off) and when it
+/// will next drop by itself (the soonest unexpired lot expiry).
+const BALANCE_SQL: &str = "SELECT u.company_id, \
+     u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT, \
+     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at > $2) \
+     FROM users u WHERE u.user_id = $1";
+
+/// The stored account with the coins of its lots past expiry not yet written off.
+const SUMMARY_SQL: &str = "SELECT u.company_id, u.balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
+     COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+               AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT FROM users u WHERE u.user_id = $1";
+
+const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
+     AND expires_at > $3 AND expires_at <= $4 ORDER BY expires_at, lot_id";
+
+const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
+     FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
+     WHERE u.user_id = $1 AND e.entry_id < $2 ORDER BY e.entry_id DESC LIMIT $3";
+
+#[async_trait]
+impl ReportStore for PgStore {
+    async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
+        let cache = &self.core.caches.balances;
+        if let Some(cached) = cache.get(user.as_str(), now_ms) {
+            return Ok(cached);
+        }
+        let ticket = cache.ticket(user.as_str());
+        let client = self.core.client().await?;
+        let stmt = client.prepare_cached(BALANCE_SQL).await?;
+        let (balance, next_expiry) = match client.query_opt(&stmt, &[&user.as_str(), &now_ms]).await? {
+            Some(r) => (Some(UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }), r.get(2)),
+            None => (None, None),
+        };
+        cache.fill(user.as_str(), ticket, balance.clone(), next_expiry);
+        Ok(balance)
+    }
+
+    async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>> {
+        let client = self.core.client().await?;
+        let Some(r) = client.query_opt(SUMMARY_SQL, &[&user.as_str(), &now_ms]).await? else { return Ok(None) };
+        let company: String = r.get(0);
+        let soon = client.query(EXPIRING_SQL, &[&company, &user.as_str(), &now_ms, &(now_ms + EXPIRING_SOON_DAYS * DAY_MS)]).await?;
+        let stored = [r.get(1), r.get(2), r.get(3), r.get(4)];
+        let expiring_soon = soon.iter().map(|s| (s.get(0), s.get(1))).collect();
+        Ok(Some(UserSummary::from_stored(user.clone(), CompanyId::from_trusted(company), stored, r.get(5), expiring_soon)))
+    }
+
+    async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>> {
+        let client = self.core.client().await?;
+        let stmt = client.prepare_cached(HISTORY_SQL).await?;
+        let rows = client.query(&stmt, &[&user.as_str(), &before_entry_id.unwrap_or(i64::MAX), &limit]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerEntry {
+                entry_id: r.get(0),
+                kind: r.get(1),
+                coins: r.get(2),
+                balance_after: r.get(3),
+                event: r.get(4),
+                request_id: r.get(5),
+                coin_config_id: r.get(6),
+                created_at_ms: r.get(7),
+                expires_at_ms: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        let mut client = self.core.client().await?;
+        // One snapshot for all checks, so a concurrent write cannot show up as a false difference;
+        // a transaction object, so an early return rolls back instead of pooling an open one.
+        let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let mut report = VerifyReport {
+            users_checked: tx.query_one("SELECT COUNT(*) FROM users", &[]).await?.get(0),
+            entries_checked: tx.query_one("SELECT COUNT(*) FROM ledger_entries", &[]).await?.get(0),
+            problems: Vec::new(),
+        };
+        for (sql, what) in CHECKS {
+            for row in tx.query(*sql, &[]).await? {
+                report.problems.push(format!("{what}: {}", row.get::<_, String>(0)));
+            }
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,288 @@
+//! The ledger on SQLite: the fetches and writes of `store/ledger.rs` in SQLite's dialect, and the
+//! [`LedgerStore`] entry points that hand them to the writer thread.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+
+use super::configs::coin_value_in;
+use super::writer::Queued;
+use super::{SqliteStore, SqliteTx};
+use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
+use crate::domain::expire::DueLot;
+use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::lots::OpenLot;
+use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
+use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::{Coins, CompanyId, RequestId, UserId};
+use crate::store::ledger::{self, Claim, LedgerTx, run_now};
+use crate::store::{Applied, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
+
+fn corrupt_kind(kind: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown request kind {kind}"))
+}
+
+impl LedgerTx for SqliteTx<'_> {
+    async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>> {
+        let row = self
+            .0
+            .prepare_cached(
+                "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response FROM requests \
+                 WHERE company_id = ?1 AND request_id = ?2",
+            )?
+            .query_row(params![company.as_str(), request_id.as_str()], |r| {
+                let kind: String = r.get(0)?;
+                let request = StoredRequest {
+                    kind: RequestKind::Allocate,
+                    user: UserId::from_trusted(r.get(1)?),
+                    event: r.get(2)?,
+                    coins: r.get(3)?,
+                    fingerprint: r.get(4)?,
+                    original: r.get::<_, Option<String>>(5)?.map(RequestId::from_trusted),
+                    response: r.get(6)?,
+                };
+                Ok((kind, request))
+            })
+            .optional()?;
+        let Some((kind, request)) = row else { return Ok(None) };
+        Ok(Some(StoredRequest { kind: RequestKind::parse(&kind).ok_or_else(|| corrupt_kind(&kind))?, ..request }))
+    }
+
+    async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, c: &Claim<'_>, now_ms: i64) -> StoreResult<bool> {
+        // OR IGNORE: a taken id, or a second reversal of one original (requests_one_reversal).
+        Ok(self
+            .0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                company.as_str(),
+                request_id.as_str(),
+                c.kind.as_str(),
+                c.user.as_str(),
+                c.event,
+                c.coins,
+                c.fingerprint,
+                c.original.map(RequestId::as_str),
+                now_ms
+            ])?
+            == 1)
+    }
+
+    async fn finish(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, response: &str) -> StoreResult<()> {
+        self.0
+            .prepare_cached("UPDATE requests SET coins = ?3, response = ?4 WHERE company_id = ?1 AND request_id = ?2")?
+            .execute(params![company.as_str(), request_id.as_str(), coins, response])?;
+        Ok(())
+    }
+
+    async fn release(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<()> {
+        self.0.prepare_cached("DELETE FROM requests WHERE company_id = ?1 AND request_id = ?2")?.execute(params![company.as_str(), request_id.as_str()])?;
+        Ok(())
+    }
+
+    async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
+        // The writer thread is the only writer: reading is locking.
+        Ok(self
+            .0
+            .prepare_cached("SELECT company_id, balance FROM users WHERE user_id = ?1")?
+            .query_row(params![user.as_str()], |r| Ok(Account { company: CompanyId::from_trusted(r.get(0)?), balance: Coins::from_stored(r.get(1)?) }))
+            .optional()?)
+    }
+
+    async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()> {
+        self.0
+            .prepare_cached("INSERT INTO users (company_id, user_id, balance, created_at) VALUES (?1, ?2, 0, ?3)")?
+            .execute(params![company.as_str(), user.as_str(), now_ms])?;
+        Ok(())
+    }
+
+    async fn count_allocations(&mut self, cmd: &AllocateCmd, since_ms: i64) -> StoreResult<i64> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT COUNT(*) FROM ledger_entries WHERE company_id = ?1 AND user_id = ?2 AND event = ?3 AND type = 'ALLOCATE' AND created_at >= ?4",
+            )?
+            .query_row(params![cmd.company.as_str(), cmd.user.as_str(), cmd.event.as_str(), since_ms], |r| r.get(0))?)
+    }
+
+    async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT l.lot_id, l.remaining, l.expires_at, e.event, e.coin_config_id FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id \
+                 WHERE l.company_id = ?1 AND l.user_id = ?2 AND l.remaining > 0 AND l.expires_at <= ?3",
+            )?
+            .query_map(params![company.as_str(), user.as_str(), now_ms], |r| {
+                Ok(DueLot { lot_id: r.get(0)?, remaining: r.get(1)?, expires_at: r.get(2)?, event: r.get(3)?, coin_config_id: r.get(4)? })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT lot_id, remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
+                 AND (expires_at IS NULL OR expires_at > ?3)",
+            )?
+            .query_map(params![company.as_str(), user.as_str(), now_ms], |r| Ok(OpenLot { lot_id: r.get(0)?, remaining: r.get(1)?, expires_at: r.get(2)? }))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn coin_value(&mut self, company: &CompanyId) -> StoreResult<CoinValue> {
+        coin_value_in(self.0, Some(company))
+    }
+
+    async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT entry_id, coins, event, coin_config_id FROM ledger_entries WHERE company_id = ?1 AND request_id = ?2 AND type = ?3")?
+            .query_row(params![company.as_str(), request_id.as_str(), kind.as_str()], |r| {
+                Ok(Original { entry_id: r.get(0)?, kind, coins: r.get(1)?, event: r.get(2)?, coin_config_id: r.get(3)? })
+            })?)
+    }
+
+    async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT l.lot_id, COALESCE((SELECT -SUM(m.coins) FROM lot_moves m JOIN ledger_entries e ON e.entry_id = m.entry_id \
+                 WHERE m.lot_id = l.lot_id AND e.type = 'EXPIRE'), 0) FROM lots l WHERE l.entry_id = ?1",
+            )?
+            .query_map(params![entry_id], |r| Ok(OwnLot { lot_id: r.get(0)?, expired: r.get(1)? }))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT lot_id, coins FROM lot_moves WHERE entry_id = ?1 ORDER BY lot_id")?
+            .query_map(params![entry_id], |r| Ok(LotMove { lot_id: r.get(0)?, coins: r.get(1)? }))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, e: &NewEntry, now_ms: i64) -> StoreResult<i64> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                company.as_str(),
+                user.as_str(),
+                e.kind.as_str(),
+                e.coins,
+                e.balance_after,
+                e.event,
+                e.request_id.as_ref().map(RequestId::as_str),
+                e.coin_config_id,
+                now_ms,
+                e.expires_at
+            ])?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+            )?
+            .execute(params![company.as_str(), user.as_str(), entry_id, lot.coins, lot.expires_at, now_ms])?;
+        Ok(())
+    }
+
+    async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()> {
+        for m in moves {
+            self.0.prepare_cached("UPDATE lots SET remaining = remaining + ?2 WHERE lot_id = ?1")?.execute(params![m.lot_id, m.coins])?;
+            self.0.prepare_cached("INSERT INTO lot_moves (entry_id, lot_id, coins) VALUES (?1, ?2, ?3)")?.execute(params![entry_id, m.lot_id, m.coins])?;
+        }
+        Ok(())
+    }
+
+    async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()> {
+        let sql = match lifetime {
+            Lifetime::Earned => "UPDATE users SET balance = ?3, lifetime_earned = lifetime_earned + ?4 WHERE company_id = ?1 AND user_id = ?2",
+            Lifetime::Redeemed => "UPDATE users SET balance = ?3, lifetime_redeemed = lifetime_redeemed + ?4 WHERE company_id = ?1 AND user_id = ?2",
+            Lifetime::Expired => "UPDATE users SET balance = ?3, lifetime_expired = lifetime_expired + ?4 WHERE company_id = ?1 AND user_id = ?2",
+        };
+        self.0.prepare_cached(sql)?.execute(params![company.as_str(), user.as_str(), balance, delta])?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>> {
+        let n = cmds.len();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let outcome = match self.writer.enqueue(Queued::Allocate { cmds, reply }) {
+            Ok(()) => answer.await.map_err(|_| "the writer dropped the job"),
+            Err(StoreError::Busy(why)) => Err(why),
+            Err(_) => Err("the writer refused the job"),
+        };
+        outcome.unwrap_or_else(|why| (0..n).map(|_| Err(StoreError::Busy(why))).collect())
+    }
+
+    async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
+        self.write(move |conn| run_now(ledger::redeem(&mut SqliteTx(conn), &cmd))).await
+    }
+
+    async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
+        self.write(move |conn| run_now(ledger::reverse(&mut SqliteTx(conn), &cmd))).await
+    }
+
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
+        // Most reads find nothing due: look first, so they do not queue a write.
+        let u = user.clone();
+        let due: bool = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM lots WHERE company_id = (SELECT company_id FROM users WHERE user_id = ?1) \
+                         AND user_id = ?1 AND remaining > 0 AND expires_at <= ?2)",
+                    )?
+                    .query_row(params![u.as_str(), now_ms], |r| r.get(0))?)
+            })
+            .await?;
+        if due {
+            let user = user.clone();
+            self.write(move |conn| run_now(ledger::settle(&mut SqliteTx(conn), &user, now_ms))).await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep_expired(&self, now_ms: i64) -> StoreResult<SweepReport> {
+        let users: Vec<String> = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(&format!("SELECT DISTINCT user_id FROM lots WHERE remaining > 0 AND expires_at <= ?1 LIMIT {SWEEP_USERS_MAX}"))?
+                    .query_map(params![now_ms], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .await?;
+        // One job per user, queued together: they share a commit, and each runs in a savepoint
+        // of its own, so one user's failure undoes only that user's expiry.
+        let mut pending = Vec::with_capacity(users.len());
+        for user in users {
+            let id = UserId::from_trusted(user);
+            let job_user = id.clone();
+            pending.push((id, self.submit(move |conn| run_now(ledger::settle(&mut SqliteTx(conn), &job_user, now_ms)))));
+        }
+        let mut report = SweepReport::default();
+        for (user, job) in pending {
+            let outcome = match job {
+                Ok(answer) => answer.await.unwrap_or(Err(StoreError::Busy("the writer dropped the job"))),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(lots) => report.lots_expired += lots,
+                Err(e) => {
+                    report.users_failed += 1;
+                    tracing::error!(%user, error = %crate::store::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,108 @@
+//! What is read back on SQLite: balances (cached), user summaries, history and `verify`.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+
+use super::SqliteStore;
+use crate::domain::config::DAY_MS;
+use crate::domain::{Coins, CompanyId, UserId};
+use crate::store::verify::CHECKS;
+use crate::store::{EXPIRING_SOON_DAYS, LedgerEntry, ReportStore, StoreResult, UserBalance, UserSummary, VerifyReport};
+
+/// The visible balance (stored balance less lots past expiry not yet written off) and when it
+/// will next drop by itself (the soonest unexpired lot expiry).
+const BALANCE_SQL: &str = "SELECT u.company_id, \
+     u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at <= ?2), 0), \
+     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.expires_at > ?2) \
+     FROM users u WHERE u.user_id = ?1";
+
+/// The stored account with the coins of its lots past expiry not yet written off.
+const SUMMARY_SQL: &str = "SELECT u.company_id, u.balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
+     COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+               AND l.remaining > 0 AND l.expires_at <= ?2), 0) FROM users u WHERE u.user_id = ?1";
+
+const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
+     AND expires_at > ?3 AND expires_at <= ?4 ORDER BY expires_at, lot_id";
+
+const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
+     FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
+     WHERE u.user_id = ?1 AND e.entry_id < ?2 ORDER BY e.entry_id DESC LIMIT ?3";
+
+#[async_trait]
+impl ReportStore for SqliteStore {
+    async fn balance(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserBalance>> {
+        if let Some(cached) = self.balances.get(user.as_str(), now_ms) {
+            return Ok(cached);
+        }
+        let ticket = self.balances.ticket(user.as_str());
+        let row: Option<(String, i64, Option<i64>)> = self.read_inline(|conn| {
+            Ok(conn.prepare_cached(BALANCE_SQL)?.query_row(params![user.as_str(), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+        })?;
+        let (balance, next_expiry) = match row {
+            Some((company, coins, next)) => (Some(UserBalance { company: CompanyId::from_trusted(company), balance: Coins::from_stored(coins) }), next),
+            None => (None, None),
+        };
+        self.balances.fill(user.as_str(), ticket, balance.clone(), next_expiry);
+        Ok(balance)
+    }
+
+    async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>> {
+        let user = user.clone();
+        self.read(move |conn| {
+            let row: Option<(String, i64, i64, i64, i64, i64)> = conn
+                .prepare_cached(SUMMARY_SQL)?
+                .query_row(params![user.as_str(), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .optional()?;
+            let Some((company, balance, earned, redeemed, expired, unswept)) = row else { return Ok(None) };
+            let expiring_soon = conn
+                .prepare_cached(EXPIRING_SQL)?
+                .query_map(params![company, user.as_str(), now_ms, now_ms + EXPIRING_SOON_DAYS * DAY_MS], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(UserSummary::from_stored(user, CompanyId::from_trusted(company), [balance, earned, redeemed, expired], unswept, expiring_soon)))
+        })
+        .await
+    }
+
+    async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>> {
+        let user = user.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(HISTORY_SQL)?
+                .query_map(params![user.as_str(), before_entry_id.unwrap_or(i64::MAX), limit], |r| {
+                    Ok(LedgerEntry {
+                        entry_id: r.get(0)?,
+                        kind: r.get(1)?,
+                        coins: r.get(2)?,
+                        balance_after: r.get(3)?,
+                        event: r.get(4)?,
+                        request_id: r.get(5)?,
+                        coin_config_id: r.get(6)?,
+                        created_at_ms: r.get(7)?,
+                        expires_at_ms: r.get(8)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        self.read(|conn| {
+            let mut report = VerifyReport {
+                users_checked: conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?,
+                entries_checked: conn.query_row("SELECT COUNT(*) FROM ledger_entries", [], |r| r.get(0))?,
+                problems: Vec::new(),
+            };
+            for (sql, what) in CHECKS {
+                let mut stmt = conn.prepare(sql)?;
+                for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                    report.problems.push(format!("{what}: {}", row?));
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
+}
