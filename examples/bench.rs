@@ -11,6 +11,11 @@
 //! the ratios to healthz; for PostgreSQL it also measures allocation with group commit off. Last,
 //! it checks that every allocation answered 200 is in the ledger exactly once and that
 //! `coins verify` passes. Traffic goes to 127.0.0.1 only; every phase ends by itself.
+//!
+//! `--only slow` measures balance reads at 64 connections alone and then beside 500 slow clients
+//! (each sends a request head one byte a second, and reconnects when cut off), so the cost of
+//! slow clients shows as a ratio of the same run. On SQLite the peak size of the WAL file is
+//! reported; `--wal-max-mb N` sets the server's bound (`COINS_SQLITE_WAL_MAX_MB`).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -33,8 +38,10 @@ struct Args {
     preload: u64,
     conns: Vec<usize>,
     pg_url: String,
-    /// Only these phases (healthz, allocate, balance); all by default. Handy for profiling.
+    /// Only these phases (healthz, allocate, balance, slow); all but slow by default.
     only: Vec<String>,
+    /// SQLite: the server's WAL bound in MiB (its default when not given).
+    wal_max_mb: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +52,7 @@ fn parse_args() -> Args {
         conns: vec![64, 256],
         pg_url: std::env::var("COINS_BENCH_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         only: vec!["healthz".into(), "allocate".into(), "balance".into()],
+        wal_max_mb: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -56,6 +64,7 @@ fn parse_args() -> Args {
             "--conns" => args.conns = value().split(',').map(|c| c.parse().expect("--conns 64,256")).collect(),
             "--pg-url" => args.pg_url = value(),
             "--only" => args.only = value().split(',').map(str::to_owned).collect(),
+            "--wal-max-mb" => args.wal_max_mb = Some(value().parse().expect("--wal-max-mb N")),
             other => panic!("unknown argument {other}; see the module doc"),
         }
     }
@@ -69,15 +78,21 @@ struct Server {
 }
 
 impl Server {
-    fn start(db_url: &str, group_commit: &str) -> Server {
+    fn start(db_url: &str, group_commit: &str, wal_max_mb: Option<u64>) -> Server {
         let bin = std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into());
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(mb) = wal_max_mb {
+            command.env("COINS_SQLITE_WAL_MAX_MB", mb.to_string());
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("COINS_DATABASE_URL", db_url)
             .env("COINS_ADMIN_CLIENT_ID", "bench-admin")
             .env("COINS_ADMIN_CLIENT_SECRET", "bench-secret-not-for-production")
             .env("COINS_GROUP_COMMIT", group_commit)
             .env("COINS_LOG", "warn")
+            // One client drives the whole load: the per-client rate limit would measure itself.
+            .env("COINS_RATE_LIMIT_PER_SEC", "0")
             .stdout(Stdio::piped())
             .spawn()
             .expect("start coins serve (run scripts/bench, which builds it)");
@@ -402,6 +417,72 @@ fn main() {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
+/// Slow clients: each holds a connection by sending a request head one byte a second, and opens a
+/// new one when the server cuts it off. Returns how many times they were cut off.
+fn slow_clients(addr: &str, n: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let addr = addr.to_owned();
+    tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut cut = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(&addr).await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.is_err() {
+                        continue;
+                    }
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if stop.load(Ordering::Relaxed) {
+                            return cut;
+                        }
+                        if s.write_all(b"a").await.is_err() {
+                            cut += 1;
+                            break;
+                        }
+                    }
+                }
+                cut
+            }));
+        }
+        let mut cut = 0;
+        for t in tasks {
+            cut += t.await.unwrap_or(0);
+        }
+        cut
+    })
+}
+
+/// Balance reads at 64 connections, alone and then beside 500 slow clients.
+async fn slow_phase(addr: &str, token: &str, secs: u64) {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let alone = phase(addr, token, Kind::Balance, 64, secs, "slow-alone", ids.clone()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = slow_clients(addr, 500, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let beside = phase(addr, token, Kind::Balance, 64, secs, "slow-beside", ids).await;
+    stop.store(true, Ordering::Relaxed);
+    let cut = slow.await.unwrap_or(0);
+    println!(
+        "  balance, 64 conns, alone:                 {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms",
+        alone.rps(),
+        alone.p50_us as f64 / 1000.0,
+        alone.p99_us as f64 / 1000.0,
+        alone.p999_us as f64 / 1000.0
+    );
+    println!(
+        "  balance, 64 conns, beside 500 slow ones: {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  (slow clients cut off {cut} times)",
+        beside.rps(),
+        beside.p50_us as f64 / 1000.0,
+        beside.p99_us as f64 / 1000.0,
+        beside.p999_us as f64 / 1000.0
+    );
+}
+
 /// A fresh database for the run, and how to remove it afterwards.
 enum Cleanup {
     Dir(std::path::PathBuf),
@@ -441,8 +522,20 @@ async fn fresh_db(args: &Args) -> (String, Cleanup) {
 async fn run(args: Args) -> bool {
     println!("coins benchmark: backend {}, {} s per phase, connections {:?}, preload {} entries", args.backend, args.secs, args.conns, args.preload);
     let (db_url, cleanup) = fresh_db(&args).await;
-    let server = Server::start(&db_url, "on");
+    let server = Server::start(&db_url, "on", args.wal_max_mb);
     let addr = server.addr.clone();
+    let wal_peak = Arc::new(AtomicU64::new(0));
+    let wal_watch = (args.backend == "sqlite").then(|| {
+        let (wal, peak) = (format!("{db_url}-wal"), wal_peak.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(m) = std::fs::metadata(&wal) {
+                    peak.fetch_max(m.len(), Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
     let token = get_token(&addr).await;
     let cfg = format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{EVENT}","amount":1}}"#);
     let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(&cfg))).await;
@@ -473,12 +566,19 @@ async fn run(args: Args) -> bool {
         let b = run(Kind::Balance, wants("balance"), "b".into()).await;
         results.push((conns, h, a, b));
     }
+    if wants("slow") {
+        slow_phase(&addr, &token, args.secs).await;
+    }
     let peak_rss = server.peak_rss_mb();
     server.stop();
+    if let Some(w) = wal_watch {
+        w.abort();
+        println!("  SQLite WAL file: peak {:.1} MiB", wal_peak.load(Ordering::Relaxed) as f64 / 1_048_576.0);
+    }
 
     let mut off_best = None::<f64>;
     if args.backend == "postgres" && wants("allocate") {
-        let server = Server::start(&db_url, "off");
+        let server = Server::start(&db_url, "off", args.wal_max_mb);
         let token = get_token(&server.addr).await;
         for &conns in &args.conns {
             let r = phase(&server.addr, &token, Kind::Allocate, conns, args.secs, &format!("gc-off-{conns}"), ok_ids.clone()).await;

@@ -9,14 +9,21 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::ServeSettings;
+use crate::http::limits::RateLimits;
 use crate::http::{self, AppState, HttpSettings};
+use crate::server::{self, ConnectionLimits};
 use crate::store::Store;
 
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
     sweeper: Sweeper,
+    connections: ConnectionLimits,
+    limits: Arc<RateLimits>,
 }
+
+/// How often rate-limit buckets of idle keys are dropped.
+const FORGET_IDLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The expiry sweeper: every interval, writes the EXPIRE entries of lots past expiry. Reads never
 /// wait for it (they leave expired coins out themselves); it makes the ledger say so. Safe in
@@ -59,13 +66,15 @@ impl App {
     pub async fn build(settings: &ServeSettings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> std::io::Result<App> {
         let listener = TcpListener::bind(settings.listen).await?;
         let sweeper = Sweeper { store: store.clone(), clock: clock.clone(), interval: settings.sweep_interval };
+        let limits = Arc::new(RateLimits::new(settings.rates));
         let state = AppState {
             store,
             clock,
-            settings: Arc::new(HttpSettings { token_ttl_secs: settings.token_ttl_secs, lockout: settings.lockout }),
+            settings: Arc::new(HttpSettings { token_ttl_secs: settings.token_ttl_secs, lockout: settings.lockout, request_timeout: settings.request_timeout }),
             tokens: Arc::default(),
+            limits: limits.clone(),
         };
-        Ok(App { listener, router: http::router(state), sweeper })
+        Ok(App { listener, router: http::router(state), sweeper, connections: settings.connections, limits })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -77,14 +86,22 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(self.sweeper.run(stop_rx));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
+        let limits = self.limits.clone();
+        let forgetter = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(FORGET_IDLE_INTERVAL);
+            loop {
+                ticker.tick().await;
+                limits.forget_idle();
+            }
+        });
+        server::serve(self.listener, self.router, self.connections, async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        forgetter.abort();
         let _ = sweeper.await;
-        served
+        Ok(())
     }
 }
 

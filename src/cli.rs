@@ -82,6 +82,52 @@ pub struct ServeArgs {
     #[arg(long, env = "COINS_SWEEP_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub sweep_interval_secs: u64,
 
+    /// Connections open at once, at most; past that, new ones wait in the kernel's backlog.
+    #[arg(long, env = "COINS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Seconds a client has to send a request's headers, from their first byte.
+    #[arg(long, env = "COINS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds to answer a request, from its headers: reading the body included (408 if the
+    /// body did not arrive in time, 503 if the answer did not come in time).
+    #[arg(long, env = "COINS_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub request_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may stay silent between requests before it is closed.
+    #[arg(long, env = "COINS_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Authenticated API calls per second per client, sustained (0 turns the limit off).
+    #[arg(long, env = "COINS_RATE_LIMIT_PER_SEC", default_value_t = 5_000)]
+    pub rate_limit_per_sec: u32,
+
+    /// Calls a client may make at once on top of the sustained rate.
+    #[arg(long, env = "COINS_RATE_LIMIT_BURST", default_value_t = 10_000)]
+    pub rate_limit_burst: u32,
+
+    /// Token requests per second per presented client id (0 turns the limit off).
+    #[arg(long, env = "COINS_TOKEN_RATE_LIMIT_PER_SEC", default_value_t = 5)]
+    pub token_rate_limit_per_sec: u32,
+
+    /// Token requests at once per client id, on top of the sustained rate.
+    #[arg(long, env = "COINS_TOKEN_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub token_rate_limit_burst: u32,
+
+    /// Token requests per second per source address (0 turns the limit off).
+    #[arg(long, env = "COINS_TOKEN_IP_RATE_LIMIT_PER_SEC", default_value_t = 20)]
+    pub token_ip_rate_limit_per_sec: u32,
+
+    /// Token requests at once per source address, on top of the sustained rate.
+    #[arg(long, env = "COINS_TOKEN_IP_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub token_ip_rate_limit_burst: u32,
+
+    /// For tests of expiry across restarts only: the server's clock runs this many seconds ahead
+    /// of the system clock. Never set it in production.
+    #[arg(long, env = "COINS_CLOCK_OFFSET_SECS", default_value_t = 0, hide = true)]
+    pub clock_offset_secs: i64,
+
     /// Admin client id to make sure exists at start-up (with COINS_ADMIN_CLIENT_SECRET).
     #[arg(long, env = "COINS_ADMIN_CLIENT_ID", hide_env_values = true)]
     pub admin_client_id: Option<String>,

@@ -2,11 +2,14 @@
 //! neither `Debug` nor logs can print them.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
 use crate::cli::{Cli, ServeArgs, Switch};
 use crate::domain::lockout::LockoutPolicy;
+use crate::http::limits::{Rate, RateSettings};
+use crate::server::ConnectionLimits;
 use crate::store::StoreOptions;
 
 /// Where the default SQLite database lives, relative to the working directory.
@@ -28,7 +31,10 @@ pub struct ServeSettings {
     pub token_ttl_secs: i64,
     pub lockout: LockoutPolicy,
     pub admin: Option<(String, SecretString)>,
-    pub sweep_interval: std::time::Duration,
+    pub sweep_interval: Duration,
+    pub connections: ConnectionLimits,
+    pub request_timeout: Duration,
+    pub rates: RateSettings,
 }
 
 impl ServeSettings {
@@ -43,7 +49,18 @@ impl ServeSettings {
             token_ttl_secs: args.token_ttl_secs,
             lockout: LockoutPolicy { max_failures: args.lockout_failures, lock_ms: args.lockout_secs * 1000 },
             admin,
-            sweep_interval: std::time::Duration::from_secs(args.sweep_interval_secs),
+            sweep_interval: Duration::from_secs(args.sweep_interval_secs),
+            connections: ConnectionLimits {
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                header_read: Duration::from_secs(args.header_read_timeout_secs),
+                idle: Duration::from_secs(args.idle_timeout_secs),
+            },
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            rates: RateSettings {
+                per_client: Rate { per_second: args.rate_limit_per_sec, burst: args.rate_limit_burst },
+                token_per_client: Rate { per_second: args.token_rate_limit_per_sec, burst: args.token_rate_limit_burst },
+                token_per_address: Rate { per_second: args.token_ip_rate_limit_per_sec, burst: args.token_ip_rate_limit_burst },
+            },
         })
     }
 
@@ -54,7 +71,16 @@ impl ServeSettings {
             token_ttl_secs: 3600,
             lockout: LockoutPolicy { max_failures: 5, lock_ms: 900_000 },
             admin: None,
-            sweep_interval: std::time::Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(60),
+            connections: ConnectionLimits { max_connections: 4096, header_read: Duration::from_secs(10), idle: Duration::from_secs(60) },
+            request_timeout: Duration::from_secs(30),
+            // Generous: the suite makes many tokens and calls from one address; the limits
+            // themselves are tested with explicit settings.
+            rates: RateSettings {
+                per_client: Rate { per_second: 100_000, burst: 100_000 },
+                token_per_client: Rate { per_second: 1_000, burst: 1_000 },
+                token_per_address: Rate { per_second: 1_000, burst: 1_000 },
+            },
         }
     }
 }

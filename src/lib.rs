@@ -2,10 +2,13 @@
 //!
 //! Map of the crate:
 //! - [`cli`] and [`config`]: the command line and typed settings (flags > env > defaults).
-//! - [`app`]: bind, serve, shut down gracefully. [`admin`]: the operator commands.
-//! - [`domain`]: validated ids, coin amounts, configuration resolution; no I/O.
-//! - [`store`]: the storage trait with SQLite and PostgreSQL implementations and migrations.
-//! - [`http`]: router, handlers, the error envelope, auth.
+//! - [`app`]: bind, serve, shut down gracefully; [`server`]: connection limits and timeouts.
+//!   [`admin`]: the operator commands.
+//! - [`domain`]: every rule as a pure function — validated ids and amounts, configuration
+//!   resolution, and one plan per ledger operation; no I/O.
+//! - [`store`]: small storage traits, the one order every write takes, and the SQLite and
+//!   PostgreSQL backends that fetch and write for it.
+//! - [`http`]: router, the wire types of every body, extraction, handlers, the error envelope.
 //! - [`clock`] (injectable time) and [`crypto`] (tokens and secret hashes).
 
 pub mod admin;
@@ -16,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod server;
 pub mod store;
 
 use std::process::ExitCode;
@@ -25,13 +29,25 @@ use cli::{Cli, ClientCommand, Command};
 use store::error::chain;
 
 /// Sets up logging to stderr in the chosen format and filter.
+///
+/// Whatever the filter says, the PostgreSQL driver's debug and trace events never pass: they
+/// print query parameters, which include password and token hashes. Colour only on a terminal.
 pub fn init_tracing(filter: &str, format: cli::LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        cli::LogFormat::Json => builder.json().init(),
-        cli::LogFormat::Text => builder.init(),
-    }
+    let no_query_parameters = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let fmt = match format {
+        cli::LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),
+        cli::LogFormat::Text => fmt.boxed(),
+    };
+    tracing_subscriber::registry().with(fmt.with_filter(filter).with_filter(no_query_parameters)).init();
 }
 
 /// Runs one CLI command to completion.
@@ -88,7 +104,13 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(args) => {
             let settings = config::ServeSettings::from_args(&args)?;
             let _serve_lock = store::sqlite_path(&url).map(store::lock_sqlite_for_serve).transpose()?;
-            let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
+            let clock: Arc<dyn clock::Clock> = if args.clock_offset_secs == 0 {
+                Arc::new(clock::SystemClock)
+            } else {
+                let shifted = clock::ShiftedClock::default();
+                shifted.advance_ms(args.clock_offset_secs.saturating_mul(1000));
+                Arc::new(shifted)
+            };
             let app = app::App::build(&settings, store.clone(), clock).await.map_err(|e| format!("binding {}: {e}", settings.listen))?;
             let addr = app.local_addr().map_err(|e| e.to_string())?;
             admin::bootstrap_admin(&*store, &settings, addr).await.map_err(fail)?;

@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for Auth {
         let hash = crypto::token_hash(token);
         let now_ms = state.clock.now_ms();
         if let Some(principal) = state.tokens.get(&hash, now_ms) {
-            return Ok(Auth::noted(parts, principal));
+            return Auth::noted(parts, state, principal);
         }
         let (record, client) = state
             .store
@@ -83,17 +83,19 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::unauthenticated("the access token is invalid, expired or revoked"))?;
         let principal = Principal { client_id: client.client_id, admin: client.admin, companies: client.companies };
         state.tokens.put(hash, Cached { principal: principal.clone(), token_expires_at_ms: record.expires_at_ms, cached_at_ms: now_ms });
-        Ok(Auth::noted(parts, principal))
+        Auth::noted(parts, state, principal)
     }
 }
 
 impl Auth {
-    /// The caller, noted for the request's log line.
-    fn noted(parts: &Parts, principal: Principal) -> Self {
+    /// The caller, noted for the request's log line, within its rate limit.
+    fn noted(parts: &Parts, state: &AppState, principal: Principal) -> Result<Self, ApiError> {
         if let Some(slot) = parts.extensions.get::<super::CallerSlot>() {
             let _ = slot.0.set(principal.client_id.clone());
         }
-        Auth(principal)
+        state.limits.check_client(&principal.client_id).map_err(ApiError::rate_limited)?;
+        tracing::debug!(client_id = %principal.client_id, admin = principal.admin, "authenticated");
+        Ok(Auth(principal))
     }
 
     pub fn require_company(&self, company: &crate::domain::CompanyId) -> Result<(), ApiError> {

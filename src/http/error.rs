@@ -68,6 +68,14 @@ impl ApiError {
         Self { retry_after_secs: Some(retry_after_secs), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message) }
     }
 
+    /// 429: this client is over its rate; retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", format!("too many requests from this client; retry after {secs} s"))
+        }
+    }
+
     /// 500: a cause that is ours, not the client's; logged with the request id, hidden.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::new(

@@ -45,6 +45,7 @@ fn is_length_limit(e: &axum::Error) -> bool {
 
 /// Reads a whole body of at most `limit` bytes: 413 over the limit, 400 for broken framing.
 pub async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    let done = req.extensions().get::<super::BodyRead>().cloned();
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         if declared.is_some_and(|n| n <= DRAIN_BYTES_MAX) {
@@ -52,13 +53,17 @@ pub async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, 
         }
         return Err(ApiError::payload_too_large(limit));
     }
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
         if is_length_limit(&e) {
             ApiError::payload_too_large(limit)
         } else {
             ApiError::malformed_json(format!("the request body could not be read: {e}"))
         }
-    })
+    })?;
+    if let Some(done) = done {
+        done.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(bytes)
 }
 
 impl<S: Send + Sync, T: FromJsonObject, const LIMIT: usize> FromRequest<S> for Json<T, LIMIT> {

@@ -11,16 +11,18 @@ pub mod configs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod ledger;
 pub mod oauth;
 pub mod users;
 pub mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -37,6 +39,8 @@ use error::{ApiError, FailureCause};
 pub struct HttpSettings {
     pub token_ttl_secs: i64,
     pub lockout: LockoutPolicy,
+    /// A request must be answered within this, its body read included.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -45,6 +49,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<HttpSettings>,
     pub tokens: Arc<auth::TokenCache>,
+    pub limits: Arc<limits::RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,7 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(request_context))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }
 
@@ -88,18 +93,46 @@ fn client_request_id(req: &Request) -> Option<String> {
 #[derive(Clone, Default)]
 pub struct CallerSlot(pub Arc<OnceLock<String>>);
 
-/// Request id, the one log line per request (with the cause of a failure, logged only here),
-/// and the envelope for the router's own 405s.
-async fn request_context(mut req: Request, next: Next) -> Response {
+/// Set once the request's body has been read whole (`extract::read_body`), so a timeout can tell
+/// a client that was too slow to send (408) from an answer that was too slow to come (503).
+#[derive(Clone, Default)]
+pub struct BodyRead(pub Arc<AtomicBool>);
+
+fn timed_out(body_read: &BodyRead, limit: Duration) -> Response {
+    let secs = limit.as_secs();
+    if body_read.0.load(Ordering::Relaxed) {
+        // The answer is late (a slow database): a write may still complete; retrying with the
+        // same request id is safe.
+        ApiError::unavailable(&format!("the request was not answered within {secs} s; retry it (with the same requestId)"), 1).into_response()
+    } else {
+        let mut res = ApiError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", format!("the request was not received within {secs} s"))
+            .into_response();
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    }
+}
+
+/// Request id, the request timeout, the one log line per request (with the cause of a failure,
+/// logged only here), and the envelope for the router's own 405s.
+async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let request_id = client_request_id(&req).unwrap_or_else(|| hex::encode(crate::crypto::random_bytes::<8>()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let caller = CallerSlot::default();
     req.extensions_mut().insert(caller.clone());
+    let body_read = BodyRead::default();
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        body_read.0.store(true, Ordering::Relaxed);
+    }
+    req.extensions_mut().insert(body_read.clone());
     let span = tracing::info_span!("request", id = %request_id);
     let started = Instant::now();
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let limit = state.settings.request_timeout;
+    let mut res = match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
+        Ok(res) => res,
+        Err(_) => timed_out(&body_read, limit),
+    };
     if res.status() == StatusCode::METHOD_NOT_ALLOWED && res.headers().get(header::CONTENT_TYPE).is_none() {
         let allow = res.headers().get(header::ALLOW).cloned();
         res = ApiError::method_not_allowed(method.as_str(), &path).into_response();

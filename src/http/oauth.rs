@@ -4,7 +4,9 @@
 //! count towards a lockout (`domain::lockout`); while locked, even the right secret is refused
 //! with "locked". The form is limited to [`BODY_BYTES_MAX`] like every other body.
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -26,11 +28,21 @@ pub struct OAuthError {
     kind: OAuthErrorKind,
     description: String,
     cause: Option<String>,
+    /// 413 and 429 keep their HTTP meaning under the OAuth body.
+    status: Option<StatusCode>,
+    retry_after_secs: Option<u64>,
 }
 
 impl OAuthError {
     fn new(kind: OAuthErrorKind, description: impl Into<String>) -> Self {
-        Self { kind, description: description.into(), cause: None }
+        Self { kind, description: description.into(), cause: None, status: None, retry_after_secs: None }
+    }
+    fn rate_limited(secs: u64) -> Self {
+        Self {
+            status: Some(StatusCode::TOO_MANY_REQUESTS),
+            retry_after_secs: Some(secs),
+            ..Self::new(OAuthErrorKind::SlowDown, format!("too many token requests; retry after {secs} s"))
+        }
     }
     fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(OAuthErrorKind::InvalidRequest, d)
@@ -50,29 +62,27 @@ impl From<StoreError> for OAuthError {
         } else {
             (OAuthErrorKind::ServerError, "internal error")
         };
-        Self { kind, description: description.into(), cause: Some(chain(&e)) }
+        let retry_after_secs = e.is_transient().then_some(1);
+        Self { kind, description: description.into(), cause: Some(chain(&e)), status: None, retry_after_secs }
     }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let status = match self.kind {
+        let status = self.status.unwrap_or(match self.kind {
             OAuthErrorKind::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthErrorKind::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             OAuthErrorKind::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
-        };
+        });
         let body = serde_json::to_vec(&OAuthErrorBody { error: self.kind.as_str(), error_description: &self.description }).unwrap_or_default();
         let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         let headers = res.headers_mut();
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"coins\""));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
-            }
-            _ => {}
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"coins\""));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(cause) = self.cause {
@@ -202,15 +212,18 @@ async fn read_form(req: Request) -> Result<(HeaderMap, TokenForm), OAuthError> {
     if !is_form {
         return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
     }
-    let bytes = read_body(req, BODY_BYTES_MAX).await.map_err(|e| OAuthError::invalid_request(e.message))?;
+    let bytes = read_body(req, BODY_BYTES_MAX).await.map_err(|e| OAuthError { status: Some(e.status), ..OAuthError::invalid_request(e.message) })?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
     let form = TokenForm::from_pairs(pairs).map_err(|(kind, description)| OAuthError::new(kind, description))?;
     Ok((headers, form))
 }
 
 async fn issue(state: &AppState, req: Request) -> Result<Response, OAuthError> {
+    let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (headers, form) = read_form(req).await?;
     let (id, secret) = client_credentials(&headers, &form)?;
+    // Before any Argon2 work: per presented client id and per source address.
+    state.limits.check_token(&id.raw, address).map_err(OAuthError::rate_limited)?;
     let client = authenticate_client(state, &id, &secret).await?;
 
     let username = match form.grant_type {
@@ -246,6 +259,7 @@ async fn issue(state: &AppState, req: Request) -> Result<Response, OAuthError> {
         expires_at_ms: now_ms + ttl_ms,
     };
     state.store.insert_tokens(vec![record(&access, TokenKind::Access, ttl_secs * 1000), record(&refresh, TokenKind::Refresh, REFRESH_TTL_MS)]).await?;
+    tracing::debug!(client_id = %client.client_id, grant = ?form.grant_type, user = username.is_some(), "tokens issued");
     let body = TokenResponse { access_token: access, token_type: "bearer", refresh_token: refresh, expires_in: ttl_secs, scope: "read write" };
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

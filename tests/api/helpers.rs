@@ -316,15 +316,41 @@ pub type TestFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Runs one test body against a fresh app, then checks the ledger and shuts down gracefully.
 pub async fn run(backend: Backend, body: for<'a> fn(&'a TestApp) -> TestFuture<'a>) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let mut settings = ServeSettings::for_tests();
+    settings.token_ttl_secs = TEST_TOKEN_TTL_SECS;
+    run_with(backend, settings, body).await
+}
+
+/// [`run`] with settings of the test's own.
+pub async fn run_with(backend: Backend, settings: ServeSettings, body: for<'a> fn(&'a TestApp) -> TestFuture<'a>) {
+    let Some(app) = spawn_app_with(backend, settings).await else { return };
     body(&app).await;
     app.assert_ledger_consistent().await;
     app.stop().await;
 }
 
-/// Declares each test once and runs it as `<name>::sqlite` and `<name>::postgres`.
+/// Declares each test once and runs it as `<name>::sqlite` and `<name>::postgres`; with
+/// `settings = f;` first, each app is built with `f()` instead of the test defaults.
 #[macro_export]
 macro_rules! both_backends {
+    (settings = $settings:expr; $(async fn $name:ident($app:ident: &TestApp) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn body($app: &$crate::helpers::TestApp) $body
+            fn boxed(app: &$crate::helpers::TestApp) -> $crate::helpers::TestFuture<'_> {
+                Box::pin(body(app))
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::helpers::run_with($crate::helpers::Backend::Sqlite, $settings(), boxed).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::helpers::run_with($crate::helpers::Backend::Postgres, $settings(), boxed).await
+            }
+        }
+    )*};
     ($(async fn $name:ident($app:ident: &TestApp) $body:block)*) => {$(
         mod $name {
             #[allow(unused_imports)]
@@ -348,10 +374,18 @@ macro_rules! both_backends {
 /// Starts the real `coins serve` binary on a free port against `db_url`; returns the child and
 /// its base URL once it is listening. The caller ends it (kill, or SIGTERM for a clean stop).
 pub fn start_coins_serve(db_url: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    start_coins_serve_logging(db_url, env, None)
+}
+
+/// [`start_coins_serve`], with the server's log (stderr) written to `log` when given.
+pub fn start_coins_serve_logging(db_url: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_coins"));
     command.args(["serve", "--listen", "127.0.0.1:0"]).env("COINS_DATABASE_URL", db_url).env("COINS_LOG", "warn");
     command.envs(env.iter().copied()).stdout(std::process::Stdio::piped());
+    if let Some(path) = log {
+        command.stderr(std::fs::File::create(path).expect("log file"));
+    }
     #[allow(clippy::zombie_processes)] // the caller owns the child and waits for it
     let mut child = command.spawn().expect("start coins serve");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));

@@ -22,6 +22,8 @@ pub enum OAuthErrorKind {
     UnsupportedGrantType,
     /// Not from RFC 6749 §5.2 but the usual word for "try again later" (503).
     TemporarilyUnavailable,
+    /// Too many token requests (429), the word RFC 8628 uses for polling too fast.
+    SlowDown,
     ServerError,
 }
 
@@ -33,6 +35,7 @@ impl OAuthErrorKind {
             Self::InvalidGrant => "invalid_grant",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::SlowDown => "slow_down",
             Self::ServerError => "server_error",
         }
     }

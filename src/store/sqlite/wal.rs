@@ -10,14 +10,13 @@
 //! once the log is longer than the limit, the writer itself runs a RESTART checkpoint: it copies
 //! what PASSIVE left over, and the next commit starts the log from the beginning again;
 //! `journal_size_limit` then truncates the file back to the limit. Run by the writer it never
-//! waits for the write lock, but writes wait while it copies (the p99.9 cost in
-//! docs/BENCHMARKS.md), so it runs past the limit when no write is queued, and past twice the
-//! limit regardless. A checkpoint already running (BUSY) means trying again after the next
-//! PASSIVE one.
+//! waits for the write lock, but writes wait while it copies (the cost in docs/BENCHMARKS.md).
+//! PASSIVE runs often, so little is left over; the two never run at once (a lock), since a
+//! RESTART that found PASSIVE running would fail BUSY and let the log grow past the limit.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -26,7 +25,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// How often the checkpointer runs; the WAL grows by at most this much of write traffic between
 /// two looks at its length.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// Default bound on the WAL (`COINS_SQLITE_WAL_MAX_MB`): tens of MiB, what an operator of an
 /// embedded database expects beside a database of any size.
 pub const WAL_MAX_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -35,8 +34,10 @@ const CHECKPOINT_CACHE_KIB: i64 = 512;
 pub struct Wal {
     /// Frames in the WAL as the checkpointer last saw them.
     frames: Arc<AtomicI64>,
-    /// Frames past which the writer restarts the log when idle (twice that regardless).
+    /// Frames past which the writer restarts the log.
     limit_frames: i64,
+    /// Held by whoever checkpoints: PASSIVE and RESTART never overlap.
+    checkpointing: Arc<Mutex<()>>,
 }
 
 impl Wal {
@@ -47,32 +48,36 @@ impl Wal {
         writer.execute_batch(&format!("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={max_bytes};"))?;
         let checkpointer = super::open_connection(path, CHECKPOINT_CACHE_KIB)?;
         let frames = Arc::new(AtomicI64::new(0));
-        let published = frames.clone();
+        let checkpointing = Arc::new(Mutex::new(()));
+        let (published, lock) = (frames.clone(), checkpointing.clone());
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &published))
+            .spawn(move || checkpoint_loop(&checkpointer, &published, &lock))
             .map_err(|e| StoreError::io("starting the SQLite checkpoint thread", e))?;
-        Ok(Self { frames, limit_frames: limit_frames.max(1) })
+        Ok(Self { frames, limit_frames: limit_frames.max(1), checkpointing })
     }
 
-    /// Called by the writer between transactions; `idle`: no write is waiting.
-    pub fn restart_if_long(&self, writer: &Connection, idle: bool) {
-        let limit = if idle { self.limit_frames } else { self.limit_frames.saturating_mul(2) };
-        if self.frames.load(Ordering::Relaxed) <= limit {
+    /// Called by the writer between transactions.
+    pub fn restart_if_long(&self, writer: &Connection) {
+        if self.frames.load(Ordering::Relaxed) <= self.limit_frames {
             return;
         }
-        self.frames.store(0, Ordering::Relaxed);
-        if let Err(e) = writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-            tracing::debug!(error = %e, "WAL restart checkpoint skipped");
+        let _alone = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        match writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+            // 0: done; the next commit starts the log from its beginning.
+            Ok(0) => self.frames.store(0, Ordering::Relaxed),
+            Ok(_) => tracing::debug!("WAL restart checkpoint could not finish (a reader); trying after the next commit"),
+            Err(e) => tracing::debug!(error = %e, "WAL restart checkpoint failed"),
         }
     }
 }
 
 /// PASSIVE checkpoints, publishing the WAL's length. Ends when the database is gone (the store
 /// dropped and the file removed) or a checkpoint fails for good.
-fn checkpoint_loop(conn: &Connection, frames: &AtomicI64) {
+fn checkpoint_loop(conn: &Connection, frames: &AtomicI64, checkpointing: &Mutex<()>) {
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
+        let _alone = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             Ok(n) => frames.store(n, Ordering::Relaxed),
             Err(e) => {

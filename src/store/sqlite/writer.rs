@@ -141,7 +141,7 @@ fn writer_loop(conn: &Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: u
         if !allocations.is_empty() {
             run_allocations(conn, &mut allocations, balances, &configs);
         }
-        wal.restart_if_long(conn, jobs.is_empty());
+        wal.restart_if_long(conn);
     }
 }
 

@@ -1,0 +1,432 @@
+//! Crash cycles with every operation: several client workers drive single and bulk allocations,
+//! replays, redemptions (by coins and by currency), reversals of both kinds and expiry sweeps
+//! against the real `coins serve`, which is SIGKILLed mid-load again and again and restarted on
+//! the same database with its clock two days further on (so lots expire between cycles and the
+//! sweeper, every second, is killed mid-pass too).
+//!
+//! Each worker owns its users, so it knows the outcome of everything it was told: a client-side
+//! model of every definite outcome. After the last restart every unanswered request is retried
+//! and every acknowledged one replayed; then each must have had exactly one effect (its one
+//! ledger entry, of its kind and its coins), no refused one any, every balance must equal the
+//! model, and `coins verify` must pass. `COINS_CRASH_CYCLES` sets the number of kills
+//! (default 5; `scripts/crash-long` runs 20 on each backend).
+
+use std::collections::{HashMap, HashSet};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const ADMIN_ID: &str = "cycles-admin";
+const ADMIN_SECRET: &str = "cycles-secret-for-tests-only";
+const WORKERS: usize = 6;
+const USERS_PER_WORKER: usize = 3;
+/// (event, coins, validityDays)
+const EVENTS: [(&str, i64, Option<i64>); 2] = [("KEEP", 10, None), ("SHORT", 5, Some(1))];
+const DAY_SECS: i64 = 86_400;
+
+fn kills() -> usize {
+    std::env::var("COINS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+}
+
+/// A request as sent, so it can be sent again byte for byte.
+#[derive(Debug, Clone)]
+struct Sent {
+    path: &'static str,
+    body: Value,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Allocate { rid: String, user: String, coins: i64 },
+    Bulk { items: Vec<(String, String, i64)> },
+    Redeem { rid: String, user: String },
+    Reverse { rid: String, user: String, original: String },
+}
+
+/// A definite effect: one ledger entry with this request id, type and coins.
+#[derive(Debug, Clone, PartialEq)]
+struct Effect {
+    user: String,
+    kind: &'static str,
+    coins: i64,
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: usize,
+    acknowledged: usize,
+    refused: usize,
+    unanswered: usize,
+    busy: usize,
+}
+
+struct Worker {
+    id: usize,
+    seq: u64,
+    rng: u64,
+    /// Request id -> its one effect, for everything acknowledged as applied.
+    effects: HashMap<String, Effect>,
+    /// Acknowledged requests, with the answer to expect on a replay.
+    acked: Vec<(Sent, Value)>,
+    /// Requests refused for good (nothing may be in the ledger for them).
+    refused: HashSet<String>,
+    /// Sent, outcome unknown (no answer, or 503): retried after the last restart.
+    unknown: Vec<Sent>,
+    /// Originals already targeted by a reversal.
+    reversed: HashSet<String>,
+    tally: Tally,
+}
+
+impl Worker {
+    fn new(id: usize) -> Self {
+        Self {
+            id,
+            seq: 0,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1),
+            effects: HashMap::new(),
+            acked: Vec::new(),
+            refused: HashSet::new(),
+            unknown: Vec::new(),
+            reversed: HashSet::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    fn next(&mut self, n: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % n
+    }
+
+    fn rid(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("W{}-{prefix}{}", self.id, self.seq)
+    }
+
+    fn user(&mut self) -> String {
+        let n = self.next(USERS_PER_WORKER as u64);
+        format!("W{}U{n}", self.id)
+    }
+
+    /// The next request to send: mostly allocations, then redemptions, reversals, replays.
+    fn plan(&mut self) -> Sent {
+        match self.next(10) {
+            0..=3 => {
+                let (event, coins, _) = EVENTS[self.next(2) as usize];
+                let (rid, user) = (self.rid("A"), self.user());
+                let body = json!({"companyId":"C","event":event,"requestId":rid,"userId":user});
+                Sent { path: "/api/v0/enkash-coins/allocate-coin", body, kind: Kind::Allocate { rid, user, coins } }
+            }
+            4 => {
+                let mut items = Vec::new();
+                let mut json_items = Vec::new();
+                for _ in 0..5 {
+                    let (event, coins, _) = EVENTS[self.next(2) as usize];
+                    let (rid, user) = (self.rid("B"), self.user());
+                    json_items.push(json!({"companyId":"C","event":event,"requestId":rid,"userId":user}));
+                    items.push((rid, user, coins));
+                }
+                Sent { path: "/api/v0/enkash-coins/allocate-coins", body: json!({"allocations": json_items}), kind: Kind::Bulk { items } }
+            }
+            5 | 6 => {
+                let (rid, user) = (self.rid("R"), self.user());
+                let amount = if self.next(2) == 0 { json!({"coins": 1 + self.next(4)}) } else { json!({"amountMinor": 50 + self.next(300)}) };
+                let mut body = json!({"companyId":"C","userId":user,"requestId":rid});
+                for (k, v) in amount.as_object().unwrap() {
+                    body[k] = v.clone();
+                }
+                Sent { path: "/api/v0/coins/redeem", body, kind: Kind::Redeem { rid, user } }
+            }
+            7 | 8 => {
+                let candidates: Vec<(String, String)> = self
+                    .effects
+                    .iter()
+                    .filter(|(rid, e)| e.kind != "REVERSE" && !self.reversed.contains(*rid))
+                    .map(|(rid, e)| (rid.clone(), e.user.clone()))
+                    .collect();
+                if candidates.is_empty() {
+                    return self.plan();
+                }
+                let mut candidates = candidates;
+                candidates.sort();
+                let (original, user) = candidates[self.next(candidates.len() as u64) as usize].clone();
+                self.reversed.insert(original.clone());
+                let rid = self.rid("X");
+                let body = json!({"companyId":"C","requestId":rid,"originalRequestId":original});
+                Sent { path: "/api/v0/coins/reverse", body, kind: Kind::Reverse { rid, user, original } }
+            }
+            _ => match self.acked.len() {
+                0 => self.plan(),
+                n => {
+                    let pick = self.next(n as u64) as usize;
+                    self.acked[pick].0.clone()
+                }
+            },
+        }
+    }
+
+    /// Records a definite answer; `Err` for an answer the SPEC does not allow here.
+    fn record(&mut self, sent: &Sent, status: u16, body: &Value) -> Result<(), String> {
+        match (status, &sent.kind) {
+            (200, Kind::Allocate { rid, user, coins }) => {
+                self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: *coins });
+            }
+            (200, Kind::Bulk { items }) => {
+                for ((rid, user, coins), result) in items.iter().zip(body["payload"]["results"].as_array().ok_or("bulk results")?) {
+                    match result["status"].as_str() {
+                        Some("ALLOCATED" | "REPLAYED") => self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: *coins }),
+                        other => return Err(format!("bulk item {rid}: {other:?} {result}")),
+                    }
+                }
+            }
+            (200, Kind::Redeem { rid, user }) => {
+                let coins = body["payload"]["coins"].as_i64().ok_or("redeem coins")?;
+                self.applied(rid, Effect { user: user.clone(), kind: "REDEEM", coins: -coins });
+            }
+            (200, Kind::Reverse { rid, user, .. }) => {
+                let coins = body["payload"]["coins"].as_i64().ok_or("reverse coins")?;
+                self.applied(rid, Effect { user: user.clone(), kind: "REVERSE", coins });
+            }
+            // Refused for good: a short balance, or a redemption for a user never credited yet.
+            (409, Kind::Redeem { rid, .. } | Kind::Reverse { rid, .. }) | (404, Kind::Redeem { rid, .. })
+                if body["error_code"] == json!("INSUFFICIENT_BALANCE") || body["error_code"] == json!("USER_NOT_FOUND") =>
+            {
+                self.tally.refused += 1;
+                self.refused.insert(rid.clone());
+                return Ok(());
+            }
+            _ => return Err(format!("{} answered {status}: {body}", sent.path)),
+        }
+        if !self.acked.iter().any(|(s, _)| s.body == sent.body) {
+            self.acked.push((sent.clone(), body["payload"].clone()));
+        }
+        self.tally.acknowledged += 1;
+        Ok(())
+    }
+
+    fn applied(&mut self, rid: &str, effect: Effect) {
+        let previous = self.effects.insert(rid.to_owned(), effect.clone());
+        assert!(previous.is_none_or(|p| p == effect), "{rid} changed its effect");
+    }
+}
+
+/// One attempt: `Some((status, body))`, or `None` when no whole answer came (the server died).
+async fn send(http: &reqwest::Client, base: &str, token: &str, sent: &Sent) -> Option<(u16, Value, bool)> {
+    let res = http.post(format!("{base}{}", sent.path)).bearer_auth(token).json(&sent.body).send().await.ok()?;
+    let status = res.status().as_u16();
+    let replayed = res.headers().get("idempotent-replayed").is_some();
+    let text = res.text().await.ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null), replayed))
+}
+
+fn start(url: &str, cycle: usize) -> (Child, String) {
+    let offset = (cycle as i64 * 2 * DAY_SECS).to_string();
+    start_coins_serve(
+        url,
+        &[
+            ("COINS_ADMIN_CLIENT_ID", ADMIN_ID),
+            ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
+            ("COINS_CLOCK_OFFSET_SECS", offset.as_str()),
+            ("COINS_SWEEP_INTERVAL_SECS", "1"),
+            ("COINS_RATE_LIMIT_PER_SEC", "0"),
+        ],
+    )
+}
+
+async fn token(http: &reqwest::Client, base: &str) -> String {
+    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn kill(child: &mut Child) {
+    assert!(std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap().success());
+    let _ = child.wait();
+}
+
+/// Every ledger entry with a request id: (request id, type, coins, user).
+async fn ledger(backend: Backend, url: &str) -> Vec<(String, String, i64, String)> {
+    let sql = "SELECT request_id, type, coins, user_id FROM ledger_entries WHERE request_id IS NOT NULL";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+        }
+    }
+}
+
+/// Each user's `EXPIRE` total (negative), after the history read settles every due lot.
+async fn expired(backend: Backend, url: &str) -> HashMap<String, i64> {
+    let sql = "SELECT user_id, CAST(SUM(coins) AS BIGINT) FROM ledger_entries WHERE type = 'EXPIRE' GROUP BY user_id";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get::<_, Option<i64>>(1).unwrap_or(0))).collect()
+        }
+    }
+}
+
+async fn run_cycles(backend: Backend) {
+    let Some(db) = test_db(backend).await else { return };
+    let url = db.url.clone();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let (mut child, base) = start(&url, 0);
+    let admin = token(&http, &base).await;
+    for (event, coins, validity) in EVENTS {
+        let body = json!({"configuration":"DEFAULT","companyId":"C","event":event,"amount":coins,"validityDays":validity});
+        let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    let mut workers: Vec<Worker> = (0..WORKERS).map(Worker::new).collect();
+    let (mut base, mut admin) = (base, admin);
+    let cycles = kills();
+    for cycle in 0..=cycles {
+        if cycle > 0 {
+            let (c, b) = start(&url, cycle);
+            (child, base) = (c, b);
+            admin = token(&http, &base).await;
+        }
+        let last = cycle == cycles;
+        let dying = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        for mut w in workers.drain(..) {
+            let (http, base, admin, dying) = (http.clone(), base.clone(), admin.clone(), dying.clone());
+            tasks.spawn(async move {
+                // Unknown outcomes first: once the server answers, each becomes definite.
+                let pending = std::mem::take(&mut w.unknown);
+                for sent in pending {
+                    loop {
+                        match send(&http, &base, &admin, &sent).await {
+                            Some((503, _, _)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                            Some((status, body, _)) => {
+                                w.record(&sent, status, &body).unwrap_or_else(|e| panic!("retrying: {e}"));
+                                break;
+                            }
+                            None if last => panic!("the server stopped answering in the last cycle"),
+                            None => {
+                                w.unknown.push(sent.clone());
+                                break;
+                            }
+                        }
+                    }
+                }
+                while !last && !dying.load(Ordering::Relaxed) {
+                    let sent = w.plan();
+                    w.tally.requests += 1;
+                    match send(&http, &base, &admin, &sent).await {
+                        None => {
+                            w.tally.unanswered += 1;
+                            w.unknown.push(sent);
+                            break;
+                        }
+                        Some((503, _, _)) => {
+                            w.tally.busy += 1;
+                            w.unknown.push(sent);
+                        }
+                        Some((status, body, _)) => w.record(&sent, status, &body).unwrap_or_else(|e| panic!("{e}")),
+                    }
+                }
+                w
+            });
+        }
+        if !last {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            kill(&mut child);
+            dying.store(true, Ordering::Relaxed);
+        }
+        while let Some(w) = tasks.join_next().await {
+            workers.push(w.unwrap());
+        }
+        workers.sort_by_key(|w| w.id);
+    }
+
+    // Every acknowledged request replays its first answer exactly, and changes nothing.
+    for w in &workers {
+        for (sent, payload) in &w.acked {
+            let (status, body, replayed) = send(&http, &base, &admin, sent).await.expect("replay answered");
+            assert_eq!(status, 200, "replaying {sent:?}: {body}");
+            match &sent.kind {
+                Kind::Bulk { .. } => {
+                    assert!(body["payload"]["results"].as_array().unwrap().iter().all(|r| r["status"] == json!("REPLAYED")), "{body}");
+                }
+                _ => {
+                    assert!(replayed, "no Idempotent-Replayed on {sent:?}");
+                    assert_eq!(&body["payload"], payload, "the replay of {sent:?} differs from its first answer");
+                }
+            }
+        }
+    }
+    // Settle every due lot so the ledger says what the balances say.
+    let mut summaries = HashMap::new();
+    for w in &workers {
+        for u in 0..USERS_PER_WORKER {
+            let user = format!("W{}U{u}", w.id);
+            let res = http.get(format!("{base}/api/v0/coins/users/{user}")).bearer_auth(&admin).send().await.unwrap();
+            let body: Value = res.json().await.unwrap();
+            summaries.insert(user, body["payload"]["balance"].as_i64().unwrap_or(0));
+        }
+    }
+    let entries = ledger(backend, &url).await;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let expected: HashMap<&String, &Effect> = workers.iter().flat_map(|w| w.effects.iter()).collect();
+    let refused: HashSet<&String> = workers.iter().flat_map(|w| w.refused.iter()).collect();
+    for (rid, kind, coins, user) in &entries {
+        *seen.entry(rid.as_str()).or_default() += 1;
+        let effect = expected.get(rid).unwrap_or_else(|| panic!("{rid} ({kind} {coins}) is in the ledger but no client was told it was applied"));
+        assert_eq!((effect.kind, effect.coins, &effect.user), (kind.as_str(), *coins, user), "the entry of {rid}");
+        assert!(!refused.contains(rid), "{rid} was refused but has an entry");
+    }
+    for rid in expected.keys() {
+        assert_eq!(seen.get(rid.as_str()), Some(&1), "{rid}: acknowledged, so exactly one entry");
+    }
+    let expired = expired(backend, &url).await;
+    for (user, balance) in &summaries {
+        let model: i64 = expected.values().filter(|e| &e.user == user).map(|e| e.coins).sum::<i64>() + expired.get(user).copied().unwrap_or(0);
+        assert_eq!(*balance, model, "balance of {user}");
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", &url).env("COINS_LOG", "warn").output().unwrap();
+    assert!(verify.status.success(), "coins verify: {}", String::from_utf8_lossy(&verify.stdout));
+    let sum = |f: fn(&Tally) -> usize| workers.iter().map(|w| f(&w.tally)).sum::<usize>();
+    let expirations = entries.len(); // request-bearing entries
+    eprintln!(
+        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged, {} refused, {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired",
+        sum(|t| t.requests),
+        sum(|t| t.acknowledged),
+        sum(|t| t.refused),
+        sum(|t| t.unanswered),
+        sum(|t| t.busy),
+        expirations,
+        -expired.values().sum::<i64>()
+    );
+    assert!(sum(|t| t.unanswered) >= 1, "no request was in flight at any kill: the test proves nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_survives_repeated_sigkills_on_sqlite() {
+    run_cycles(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_survives_repeated_sigkills_on_postgres() {
+    run_cycles(Backend::Postgres).await;
+}
