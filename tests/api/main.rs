@@ -12,6 +12,7 @@ mod crash;
 mod crash_cycles;
 mod concurrency;
 mod errors;
+mod failover;
 mod faults;
 mod hardening;
 mod lifecycle;
