@@ -9,7 +9,7 @@
 //! - [`store`]: small storage traits, the one order every write takes, and the SQLite and
 //!   PostgreSQL backends that fetch and write for it.
 //! - [`http`]: router, the wire types of every body, extraction, handlers, the error envelope.
-//! - [`clock`] (injectable time) and [`crypto`] (tokens and secret hashes).
+//! - [`clock`] (injectable time), [`crypto`] (tokens and secret hashes), [`metrics`] (Prometheus).
 
 pub mod admin;
 pub mod app;
@@ -19,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod store;
 

@@ -6,8 +6,10 @@ use axum::extract::State;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
-use super::wire::Envelope;
-use super::wire::configs::{AuditEntryView, CoinConfigView, ConfigListQuery, CreateConfigRequest, PatchConfigRequest};
+use super::wire::{Envelope, ErrorEnvelope};
+#[allow(unused_imports)]
+use serde_json::json;
+use super::wire::configs::{AuditEntryView, CoinConfigView, ConfigListQuery, CreateConfigRequest, PatchConfigRequest, PatchConfigSchema};
 use super::AppState;
 use crate::domain::config::ConfigValues;
 use crate::domain::{CoinConfig, CoinConfigId, ConfigKind, Refusal};
@@ -41,6 +43,14 @@ async fn readable(state: &AppState, auth: &Auth, raw: &str) -> Result<CoinConfig
     Ok(config)
 }
 
+#[utoipa::path(post, path = "/api/v0/enkash-coins/create-coins-config", tag = "configurations",
+    request_body(content = CreateConfigRequest, example = json!({"configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6})),
+    responses(
+        (status = 200, description = "The configuration created", body = Envelope<CoinConfigView>,
+         example = json!({"payload":{"coinConfigId":"WCC817428","configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6,"validityDays":null,"maxPerUserPerDay":null,"maxPerUser":null,"active":true},"response_code":0,"response_message":"Success"})),
+        (status = 403, description = "FORBIDDEN: a DEFAULT by a non-admin, or a CUSTOM of another company", body = ErrorEnvelope),
+        (status = 409, description = "DUPLICATE_COIN_CONFIG: the slot is taken; the sentence names the configuration holding it; CONFLICT: a concurrent create won", body = ErrorEnvelope),
+    ))]
 pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<CreateConfigRequest>) -> Answer<CoinConfigView> {
     let values = body.into_values();
     authorize(&auth, &values)?;
@@ -48,6 +58,13 @@ pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<
     Ok(JsonResponse(Envelope::ok(CoinConfigView::from(&config))))
 }
 
+#[utoipa::path(get, path = "/api/v0/enkash-coins/{coinConfigId}", tag = "configurations",
+    params(("coinConfigId" = String, Path, description = "`WCC` and digits", example = "WCC817428")),
+    responses(
+        (status = 200, description = "The configuration", body = Envelope<CoinConfigView>),
+        (status = 403, description = "FORBIDDEN: another company's CUSTOM configuration", body = ErrorEnvelope),
+        (status = 404, description = "COIN_CONFIG_NOT_FOUND", body = ErrorEnvelope),
+    ))]
 pub async fn get(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<CoinConfigView> {
     let config = readable(&state, &auth, &raw).await?;
     Ok(JsonResponse(Envelope::ok(CoinConfigView::from(&config))))
@@ -56,6 +73,15 @@ pub async fn get(State(state): State<AppState>, auth: Auth, PathParam(raw): Path
 /// Re-reads after a concurrent change before giving up with `CONCURRENT_UPDATE`.
 const PATCH_ATTEMPTS_MAX: usize = 3;
 
+#[utoipa::path(patch, path = "/api/v0/enkash-coins/{coinConfigId}", tag = "configurations",
+    params(("coinConfigId" = String, Path, description = "`WCC` and digits", example = "WCC817428")),
+    request_body(content = PatchConfigSchema, example = json!({"amount": 10, "configuration": "DEFAULT"})),
+    responses(
+        (status = 200, description = "The configuration as changed", body = Envelope<CoinConfigView>),
+        (status = 403, description = "FORBIDDEN: a DEFAULT by a non-admin, or moving a CUSTOM to another company", body = ErrorEnvelope),
+        (status = 404, description = "COIN_CONFIG_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "DUPLICATE_COIN_CONFIG, CONCURRENT_UPDATE or CONFLICT", body = ErrorEnvelope),
+    ))]
 pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam, Json(change): Json<PatchConfigRequest>) -> Answer<CoinConfigView> {
     let id = parse_id(&raw)?;
     let mut attempt = 1;
@@ -76,6 +102,8 @@ pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): Pa
 
 /// Every configuration the caller may read (DEFAULTs and, for company clients, their own
 /// CUSTOMs), by id.
+#[utoipa::path(get, path = "/api/v0/enkash-coins", tag = "configurations", params(ConfigListQuery),
+    responses((status = 200, description = "The configurations the caller may read, by id", body = Envelope<Vec<CoinConfigView>>)))]
 pub async fn list(State(state): State<AppState>, auth: Auth, Query(q): Query<ConfigListQuery>) -> Answer<Vec<CoinConfigView>> {
     let filter = ConfigFilter { company: q.company_id, event: q.event, kind: q.configuration };
     let configs = state.store.list_configs(filter).await?;
@@ -83,6 +111,13 @@ pub async fn list(State(state): State<AppState>, auth: Auth, Query(q): Query<Con
 }
 
 /// Every create and change, oldest first.
+#[utoipa::path(get, path = "/api/v0/enkash-coins/{coinConfigId}/history", tag = "configurations",
+    params(("coinConfigId" = String, Path, description = "`WCC` and digits", example = "WCC817428")),
+    responses(
+        (status = 200, description = "Every create and change, oldest first", body = Envelope<Vec<AuditEntryView>>),
+        (status = 403, description = "FORBIDDEN: another company's CUSTOM configuration", body = ErrorEnvelope),
+        (status = 404, description = "COIN_CONFIG_NOT_FOUND", body = ErrorEnvelope),
+    ))]
 pub async fn history(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<Vec<AuditEntryView>> {
     let config = readable(&state, &auth, &raw).await?;
     let parse = |s: &str| serde_json::from_str(s).map_err(ApiError::internal);

@@ -9,7 +9,9 @@ use serde::Serialize;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{BULK_BODY_BYTES_MAX, Json};
-use super::wire::Envelope;
+use super::wire::{Envelope, ErrorEnvelope};
+#[allow(unused_imports)]
+use serde_json::json;
 use super::wire::coins::{ALLOCATED, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest, RedeemView, ReverseRequest, ReverseView};
 use super::AppState;
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
@@ -32,12 +34,26 @@ fn command(body: AllocateRequest, now_ms: i64) -> AllocateCmd {
 }
 
 /// `POST /api/v0/enkash-coins/allocate-coin`
+#[utoipa::path(post, path = "/api/v0/enkash-coins/allocate-coin", tag = "coins",
+    request_body(content = AllocateRequest, example = json!({"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ1234567","userId":"EKQZVMQK"})),
+    responses(
+        (status = 200, description = "Credited, or (with `Idempotent-Replayed: true`) credited before by the same request", body = Envelope<String>,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+         example = json!({"payload":"Successfully allocated enkash Coins","response_code":0,"response_message":"Success"})),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+        (status = 404, description = "COIN_CONFIG_NOT_FOUND: no active configuration for the company and event", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED or BALANCE_OVERFLOW; nothing was credited", body = ErrorEnvelope),
+    ))]
 pub async fn allocate(State(state): State<AppState>, auth: Auth, Json(body): Json<AllocateRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
     let outcome = state.store.allocate(vec![command(body, state.clock.now_ms())]).await.pop().ok_or_else(|| ApiError::internal("allocate returned no result"))?;
     Ok(answer(ALLOCATED, matches!(outcome?, AllocateOk::Replayed { .. })))
 }
 
+#[utoipa::path(post, path = "/api/v0/enkash-coins/allocate-coins", tag = "coins",
+    request_body(content = BulkAllocateRequest, description = "1 to 1,000 items; the body may be up to 1 MiB",
+        example = json!({"allocations":[{"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ1","userId":"EKQZVMQK"},{"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ2","userId":"EK6CYE6K"}]})),
+    responses((status = 200, description = "One result per item, in request order; a failed item carries the code a single allocation would have answered (FORBIDDEN, VALIDATION_FAILED, COIN_CONFIG_NOT_FOUND, REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED, BALANCE_OVERFLOW, UNAVAILABLE)", body = Envelope<BulkResult>)))]
 /// `POST /api/v0/enkash-coins/allocate-coins`: each item applied exactly as a single allocation
 /// would be, independently; one result per item, in request order.
 pub async fn allocate_many(
@@ -102,6 +118,16 @@ pub async fn allocate_many(
 }
 
 /// `POST /api/v0/coins/redeem`
+#[utoipa::path(post, path = "/api/v0/coins/redeem", tag = "coins",
+    request_body(content = RedeemRequest, example = json!({"companyId":"SHOP","userId":"ASHA","requestId":"SPEND-1","coins":30})),
+    responses(
+        (status = 200, description = "Debited, or (with `Idempotent-Replayed: true`) the first answer again", body = Envelope<RedeemView>,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+         example = json!({"payload":{"requestId":"SPEND-1","coins":30,"currency":"INR","amountMinor":3000,"balance":70},"response_code":0,"response_message":"Success"})),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+        (status = 404, description = "USER_NOT_FOUND: never credited, or another company's", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, INSUFFICIENT_BALANCE or LIMIT_REACHED (an amount too large); nothing was debited", body = ErrorEnvelope),
+    ))]
 pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<RedeemRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
     let amount = body.amount();
@@ -111,6 +137,16 @@ pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<
 }
 
 /// `POST /api/v0/coins/reverse`
+#[utoipa::path(post, path = "/api/v0/coins/reverse", tag = "coins",
+    request_body(content = ReverseRequest, example = json!({"companyId":"SHOP","requestId":"RETURN-1","originalRequestId":"SPEND-1"})),
+    responses(
+        (status = 200, description = "Reversed, or (with `Idempotent-Replayed: true`) the first answer again", body = Envelope<ReverseView>,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+         example = json!({"payload":{"requestId":"RETURN-1","originalRequestId":"SPEND-1","coins":30,"balance":100},"response_code":0,"response_message":"Success"})),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such originalRequestId in the company", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, ALREADY_REVERSED, NOT_REVERSIBLE or INSUFFICIENT_BALANCE; nothing was changed", body = ErrorEnvelope),
+    ))]
 pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json<ReverseRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
     let cmd = ReverseCmd { company: body.company_id, request_id: body.request_id, original: body.original_request_id, now_ms: state.clock.now_ms() };

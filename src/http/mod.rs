@@ -8,12 +8,14 @@
 
 pub mod auth;
 pub mod configs;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod ledger;
 pub mod oauth;
+pub mod openapi;
 pub mod users;
 pub mod wire;
 
@@ -26,7 +28,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tracing::Instrument;
 
 use crate::clock::Clock;
@@ -52,26 +53,44 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/oauth/token", post(oauth::token))
-        .route("/api/v0/enkash-coins/create-coins-config", post(configs::create))
-        .route("/api/v0/enkash-coins/allocate-coin", post(ledger::allocate))
-        .route("/api/v0/enkash-coins/allocate-coins", post(ledger::allocate_many))
-        .route("/api/v0/enkash-coins", get(configs::list))
-        .route("/api/v0/enkash-coins/{coinConfigId}", get(configs::get).patch(configs::patch))
-        .route("/api/v0/enkash-coins/{coinConfigId}/history", get(configs::history))
-        .route("/api/v0/coins/balance", get(users::balance))
-        .route("/api/v0/coins/redeem", post(ledger::redeem))
-        .route("/api/v0/coins/reverse", post(ledger::reverse))
-        .route("/api/v0/coins/coin-value", get(users::get_coin_value).put(users::put_coin_value))
-        .route("/api/v0/coins/users/{userId}", get(users::user))
-        .route("/api/v0/coins/transactions", get(users::transactions))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+/// The router and the API document, built together from the same registrations.
+pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    use utoipa::{Modify, OpenApi};
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(oauth::token))
+        .routes(routes!(configs::create))
+        .routes(routes!(ledger::allocate))
+        .routes(routes!(ledger::allocate_many))
+        .routes(routes!(configs::list))
+        .routes(routes!(configs::get, configs::patch))
+        .routes(routes!(configs::history))
+        .routes(routes!(users::balance))
+        .routes(routes!(ledger::redeem))
+        .routes(routes!(ledger::reverse))
+        .routes(routes!(users::get_coin_value, users::put_coin_value))
+        .routes(routes!(users::user))
+        .routes(routes!(users::transactions))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(docs::metrics))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::docs_page))
+        .routes(routes!(docs::docs_asset))
+        .split_for_parts();
+    openapi::EdgeResponses.modify(&mut document);
+    let json = serde_json::to_string_pretty(&document).unwrap_or_default();
+    let router = routes
         .fallback(not_found)
+        .layer(axum::Extension(docs::ApiDocument(Arc::new(json))))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
-        .with_state(state)
+        .with_state(state);
+    (router, document)
+}
+
+pub fn router(state: AppState) -> Router {
+    router_and_document(state).0
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -147,6 +166,7 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let client = caller.0.get().map_or("-", String::as_str);
     let cause = res.extensions().get::<FailureCause>().map(|c| c.0.as_str());
+    crate::metrics::request(method.as_str(), &route, status, started.elapsed());
     span.in_scope(|| match cause {
         Some(cause) if status >= 500 && status != 503 => {
             tracing::error!(%method, route, status, latency_ms, client, cause, "request failed")

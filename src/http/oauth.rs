@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::AppState;
 use super::error::FailureCause;
 use super::extract::{BODY_BYTES_MAX, read_body};
-use super::wire::oauth::{GrantType, OAuthErrorBody, OAuthErrorKind, TokenForm, TokenResponse};
+use super::wire::oauth::{GrantType, OAuthErrorBody, OAuthErrorKind, TokenForm, TokenFormSchema, TokenResponse};
 use crate::crypto;
 use crate::store::error::chain;
 use crate::store::{AuthSubject, ClientRecord, StoreError, TokenKind, TokenRecord};
@@ -196,6 +196,19 @@ async fn authenticate_user(state: &AppState, client_id: &str, username: &str, pa
     Ok(())
 }
 
+#[utoipa::path(post, path = "/oauth/token", tag = "auth",
+    description = "OAuth 2.0 token endpoint (RFC 6749): `client_credentials` (recommended), `password` (EnKash's), `refresh_token`. Answers RFC 6749 bodies, not the envelope.",
+    request_body(content = TokenFormSchema, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basic" = [])),
+    responses(
+        (status = 200, description = "Tokens (192 random bits each; the refresh token is single use)", body = TokenResponse),
+        (status = 400, description = "invalid_request, invalid_grant or unsupported_grant_type", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client: unknown client, wrong secret, or locked after repeated failures (the description then says \"locked\")", body = OAuthErrorBody),
+        (status = 413, description = "invalid_request: the form is over 64 KiB", body = OAuthErrorBody),
+        (status = 429, description = "slow_down: too many token requests for this client id or address", body = OAuthErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "server_error", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: the database is away", body = OAuthErrorBody, headers(("Retry-After" = u64))),
+    ))]
 pub async fn token(State(state): State<AppState>, req: Request) -> Response {
     match issue(&state, req).await {
         Ok(res) => res,

@@ -9,7 +9,9 @@ use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
 use super::wire::coins::{BalanceQuery, CoinValueQuery, CoinValueRequest, CoinValueView};
 use super::wire::users::{PageView, TransactionsQuery, UserView, encode_cursor};
-use super::wire::{Envelope, FromField};
+use super::wire::{Envelope, ErrorEnvelope, FromField};
+#[allow(unused_imports)]
+use serde_json::json;
 use super::AppState;
 use crate::domain::redeem::CoinValue;
 use crate::domain::UserId;
@@ -17,6 +19,9 @@ use crate::domain::UserId;
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 
 /// `GET /api/v0/coins/balance?userId=`: `0` for a user never credited (or another company's).
+#[utoipa::path(get, path = "/api/v0/coins/balance", tag = "coins", params(BalanceQuery),
+    responses((status = 200, description = "The balance in coins; expired coins never count", body = Envelope<i64>,
+        example = json!({"payload":0,"response_code":0,"response_message":"Success"}))))]
 pub async fn balance(State(state): State<AppState>, auth: Auth, Query(q): Query<BalanceQuery>) -> Answer<i64> {
     let found = state.store.balance(&q.user_id, state.clock.now_ms()).await?;
     let coins = found.filter(|b| auth.0.can_act_for(&b.company)).map_or(0, |b| b.balance.get());
@@ -36,6 +41,12 @@ async fn visible_user(state: &AppState, auth: &Auth, user: &UserId, now_ms: i64)
 }
 
 /// `GET /api/v0/coins/users/{userId}`
+#[utoipa::path(get, path = "/api/v0/coins/users/{userId}", tag = "users",
+    params(("userId" = UserId, Path)),
+    responses(
+        (status = 200, description = "Balance, lifetime figures and coins expiring within 30 days", body = Envelope<UserView>),
+        (status = 404, description = "USER_NOT_FOUND: never credited, or another company's", body = ErrorEnvelope),
+    ))]
 pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<UserView> {
     let user = UserId::from_field("userId", Some(&serde_json::Value::String(raw))).map_err(ApiError::validation)?;
     let now_ms = state.clock.now_ms();
@@ -44,6 +55,11 @@ pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): Pat
     Ok(JsonResponse(Envelope::ok(UserView::from(summary))))
 }
 
+#[utoipa::path(get, path = "/api/v0/coins/transactions", tag = "users", params(TransactionsQuery),
+    responses(
+        (status = 200, description = "A page of the user's ledger, newest first", body = Envelope<PageView>),
+        (status = 404, description = "USER_NOT_FOUND: never credited, or another company's", body = ErrorEnvelope),
+    ))]
 /// `GET /api/v0/coins/transactions?userId=&limit=&cursor=`: newest first, keyset-paginated by
 /// entry id, so pages stay stable while new entries arrive.
 pub async fn transactions(State(state): State<AppState>, auth: Auth, Query(q): Query<TransactionsQuery>) -> Answer<PageView> {
@@ -56,6 +72,12 @@ pub async fn transactions(State(state): State<AppState>, auth: Auth, Query(q): Q
     Ok(JsonResponse(Envelope::ok(PageView { entries: entries.into_iter().map(Into::into).collect(), next_cursor })))
 }
 
+#[utoipa::path(put, path = "/api/v0/coins/coin-value", tag = "coins",
+    request_body(content = CoinValueRequest, example = json!({"companyId":"SHOP","currency":"INR","minorUnitsPerCoin":25})),
+    responses(
+        (status = 200, description = "The value set", body = Envelope<CoinValueView>),
+        (status = 403, description = "FORBIDDEN: another company, or the default by a non-admin", body = ErrorEnvelope),
+    ))]
 /// `PUT /api/v0/coins/coin-value`: a company's own value, or (`companyId: null`, admin) the default.
 pub async fn put_coin_value(State(state): State<AppState>, auth: Auth, Json(body): Json<CoinValueRequest>) -> Answer<CoinValueView> {
     match &body.company_id.0 {
@@ -67,6 +89,11 @@ pub async fn put_coin_value(State(state): State<AppState>, auth: Auth, Json(body
     Ok(JsonResponse(Envelope::ok(value.into())))
 }
 
+#[utoipa::path(get, path = "/api/v0/coins/coin-value", tag = "coins", params(CoinValueQuery),
+    responses(
+        (status = 200, description = "The value in force (default INR, 100 minor units per coin)", body = Envelope<CoinValueView>),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+    ))]
 /// `GET /api/v0/coins/coin-value?companyId=`: the value in force (the default without companyId).
 pub async fn get_coin_value(State(state): State<AppState>, auth: Auth, Query(q): Query<CoinValueQuery>) -> Answer<CoinValueView> {
     if let Some(c) = &q.company_id {

@@ -14,7 +14,7 @@
 
 use std::future::Future;
 
-use super::model::{Applied, StoredReceipt};
+use super::model::{Applied, Expired, StoredReceipt};
 use super::{StoreError, StoreResult};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot};
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
@@ -125,11 +125,11 @@ pub(crate) async fn expire_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, use
     Ok(plan)
 }
 
-/// Expires one user's due lots (the sweeper, and reads that must agree with the balance);
-/// returns the number of lots expired.
-pub(crate) async fn settle<T: LedgerTx>(tx: &mut T, user: &UserId, now_ms: i64) -> StoreResult<u64> {
-    let Some(account) = tx.account(user).await? else { return Ok(0) };
-    Ok(expire_due(tx, &account.company, user, account.balance.get(), now_ms).await?.entries.len() as u64)
+/// Expires one user's due lots (the sweeper, and reads that must agree with the balance).
+pub(crate) async fn settle<T: LedgerTx>(tx: &mut T, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
+    let Some(account) = tx.account(user).await? else { return Ok(Expired::default()) };
+    let plan = expire_due(tx, &account.company, user, account.balance.get(), now_ms).await?;
+    Ok(Expired { lots: plan.entries.len() as u64, coins: plan.expired.max(0) as u64 })
 }
 
 pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {

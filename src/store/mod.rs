@@ -92,7 +92,7 @@ pub trait LedgerStore: Send + Sync {
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>>;
     /// Writes the `EXPIRE` entries of this user's lots past expiry (if any), so that the history
     /// read next agrees with the balance.
-    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()>;
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired>;
     /// One sweeper pass over up to [`SWEEP_USERS_MAX`] users with due lots. A user whose expiry
     /// fails is logged, counted and skipped; the others go on.
     async fn sweep_expired(&self, now_ms: i64) -> StoreResult<SweepReport>;
@@ -116,6 +116,8 @@ pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportSt
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+    /// Publishes the connection and queue gauges (before a metrics scrape).
+    fn observe(&self) {}
 }
 
 /// How the store runs, beyond where it is.

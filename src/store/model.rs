@@ -143,10 +143,18 @@ pub struct ConfigFilter {
     pub kind: Option<ConfigKind>,
 }
 
+/// Lots written off by `EXPIRE` entries, and the coins they held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub lots: u64,
+    pub coins: u64,
+}
+
 /// What one sweeper pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub lots_expired: u64,
+    pub coins_expired: u64,
     /// Users whose expiry failed this pass (logged once each; retried next pass).
     pub users_failed: u64,
 }

@@ -19,5 +19,7 @@ mod lifecycle;
 mod lifecycle_model;
 mod model;
 mod oauth;
+mod openapi;
 mod processes;
+mod schemathesis;
 mod secrets;

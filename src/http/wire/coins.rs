@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{FromField, FromJsonObject, FromQuery, Nullable, query_id};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+use super::{FromField, FromJsonObject, FromQuery, Nullable, int_schema, query_id, whole_number};
 use crate::domain::redeem::{AMOUNT_MINOR_MAX, MINOR_UNITS_PER_COIN_MAX, RedeemAmount, RedeemReceipt};
 use crate::domain::reverse::ReverseReceipt;
 use crate::domain::{Coins, CompanyId, EventName, RequestId, UserId};
@@ -28,8 +30,11 @@ request_body! {
 }
 
 /// `GET /api/v0/coins/balance?userId=`
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BalanceQuery {
+    /// The user whose balance to read (`0` for a user never credited, or another company's).
+    #[param(rename = "userId", value_type = UserId)]
     pub user_id: UserId,
 }
 
@@ -48,8 +53,11 @@ pub struct BadItem {
 
 /// `POST /api/v0/enkash-coins/allocate-coins`: each item is read on its own; one that cannot be
 /// read fails alone, in its place in the results.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct BulkAllocateRequest {
+    /// 1 to 1,000 allocations, each an `AllocateRequest` applied exactly as a single one would
+    /// be; an item that is not one fails alone, in its place in the results.
+    #[schema(value_type = Vec<Value>, min_items = 1, max_items = 1000)]
     pub allocations: Vec<Result<AllocateRequest, BadItem>>,
 }
 
@@ -74,18 +82,21 @@ impl FromJsonObject for BulkAllocateRequest {
 }
 
 /// One item's outcome in a bulk answer, in request order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkItemResult {
     pub request_id: Option<String>,
+    #[schema(value_type = String, example = "ALLOCATED")]
     /// `ALLOCATED`, `REPLAYED` or `FAILED`.
     pub status: &'static str,
     pub coins: Option<i64>,
+    /// For a failed item: the code a single allocation would have answered.
+    #[schema(value_type = Option<String>)]
     pub error_code: Option<&'static str>,
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BulkResult {
     pub allocated: usize,
     pub replayed: usize,
@@ -98,10 +109,12 @@ pub struct BulkResult {
 #[serde(transparent)]
 pub struct AmountMinor(pub i64);
 
+schema_of!(AmountMinor, "AmountMinor", int_schema(1, AMOUNT_MINOR_MAX, false, "Currency minor units (paise for INR) to pay with coins; the coins needed are rounded up"));
+
 impl FromField for AmountMinor {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
         value
-            .and_then(Value::as_i64)
+            .and_then(whole_number)
             .filter(|m| (1..=AMOUNT_MINOR_MAX).contains(m))
             .map(AmountMinor)
             .ok_or_else(|| format!("{name} must be a whole number of minor units between 1 and {AMOUNT_MINOR_MAX}"))
@@ -135,6 +148,32 @@ impl FromJsonObject for RedeemRequest {
     }
 }
 
+/// The document's RedeemRequest: the ids, and exactly one of the two amounts (`oneOf`).
+impl utoipa::PartialSchema for RedeemRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
+        let ids = ObjectBuilder::new()
+            .property("companyId", <CompanyId as utoipa::PartialSchema>::schema())
+            .property("userId", <UserId as utoipa::PartialSchema>::schema())
+            .property("requestId", <RequestId as utoipa::PartialSchema>::schema())
+            .required("companyId")
+            .required("userId")
+            .required("requestId");
+        // The other amount absent or null: `null` counts as not given.
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let by_coins = ObjectBuilder::new().property("coins", <Coins as utoipa::PartialSchema>::schema()).property("amountMinor", null()).required("coins");
+        let by_minor = ObjectBuilder::new().property("amountMinor", <AmountMinor as utoipa::PartialSchema>::schema()).property("coins", null()).required("amountMinor");
+        AllOfBuilder::new()
+            .item(ids)
+            .item(OneOfBuilder::new().item(by_coins).item(by_minor))
+            .description(Some("Exactly one of `coins` (whole coins) or `amountMinor` (currency minor units; the coins needed are rounded up)"))
+            .examples([serde_json::json!({"companyId":"SHOP","userId":"ASHA","requestId":"SPEND-1","coins":30})])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RedeemRequest {}
+
 impl RedeemRequest {
     pub fn amount(&self) -> RedeemAmount {
         match (self.coins, self.amount_minor) {
@@ -147,7 +186,7 @@ impl RedeemRequest {
 }
 
 /// A redemption's answer (and its replay, verbatim).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedeemView {
     pub request_id: RequestId,
@@ -174,7 +213,7 @@ request_body! {
 
 /// A reversal's answer. `coins` is signed like its ledger entry: `-100` when an allocation is
 /// taken back, `30` when a redemption is given back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReverseView {
     pub request_id: RequestId,
@@ -194,6 +233,12 @@ impl From<ReverseReceipt> for ReverseView {
 #[serde(transparent)]
 pub struct Currency(pub String);
 
+schema_of!(
+    Currency,
+    "Currency",
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[A-Z]{3}$")).examples(["INR"]).description(Some("An ISO 4217 code")).into()
+);
+
 impl FromField for Currency {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
         match value.and_then(Value::as_str) {
@@ -207,10 +252,12 @@ impl FromField for Currency {
 #[serde(transparent)]
 pub struct MinorUnitsPerCoin(pub i64);
 
+schema_of!(MinorUnitsPerCoin, "MinorUnitsPerCoin", int_schema(1, MINOR_UNITS_PER_COIN_MAX, false, "Currency minor units one coin is worth"));
+
 impl FromField for MinorUnitsPerCoin {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
         value
-            .and_then(Value::as_i64)
+            .and_then(whole_number)
             .filter(|n| (1..=MINOR_UNITS_PER_COIN_MAX).contains(n))
             .map(MinorUnitsPerCoin)
             .ok_or_else(|| format!("{name} must be a whole number between 1 and {MINOR_UNITS_PER_COIN_MAX}"))
@@ -221,6 +268,8 @@ request_body! {
     /// `PUT /api/v0/coins/coin-value`: a company's own value, or (`companyId` null, admin only)
     /// the default of every company.
     pub struct CoinValueRequest {
+        /// The company, or `null` for the default of every company (admin only).
+        #[schema(value_type = Option<CompanyId>)]
         "companyId" => pub company_id: Nullable<CompanyId>,
         "currency" => pub currency: Currency,
         "minorUnitsPerCoin" => pub minor_units_per_coin: MinorUnitsPerCoin,
@@ -228,8 +277,11 @@ request_body! {
 }
 
 /// `GET /api/v0/coins/coin-value?companyId=`
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CoinValueQuery {
+    /// The company; without it, the default of every company.
+    #[param(rename = "companyId", value_type = Option<CompanyId>)]
     pub company_id: Option<CompanyId>,
 }
 
@@ -239,7 +291,7 @@ impl FromQuery for CoinValueQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CoinValueView {
     pub company_id: Option<CompanyId>,

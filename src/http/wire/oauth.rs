@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+#[allow(unused_imports)]
+use serde_json::json;
 
 /// The grants SPEC §3 offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,18 +90,48 @@ impl TokenForm {
 }
 
 /// The success body (no envelope, as EnKash and RFC 6749 do).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"access_token":"bCFIP675fIyGKIf6CWak43LF1rI","token_type":"bearer","refresh_token":"i2UQSYGeDZPogy_V6szNOi5Q0W0","expires_in":3600,"scope":"read write"}))]
 pub struct TokenResponse {
     pub access_token: String,
+    /// Always `bearer`.
+    #[schema(value_type = String)]
     pub token_type: &'static str,
     pub refresh_token: String,
+    /// Seconds the access token lives.
     pub expires_in: i64,
+    #[schema(value_type = String)]
     pub scope: &'static str,
 }
 
 /// The error body of RFC 6749 §5.2.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OAuthErrorBody<'a> {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `unsupported_grant_type`,
+    /// `slow_down` (429), `temporarily_unavailable` (503) or `server_error`.
+    #[schema(value_type = String, example = "invalid_client")]
     pub error: &'a str,
+    #[schema(value_type = String)]
     pub error_description: &'a str,
+}
+
+/// The token request form as the API document shows it (read by [`TokenForm::from_pairs`]).
+/// The client authenticates with HTTP Basic (`client_id:client_secret`, form-encoded or raw) or
+/// with the `client_id` / `client_secret` fields.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenFormSchema {
+    #[schema(example = "client_credentials", pattern = "^(client_credentials|password|refresh_token)$")]
+    grant_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// For `grant_type=password`.
+    username: Option<String>,
+    /// For `grant_type=password`.
+    password: Option<String>,
+    /// EnKash's redundant field of the password grant; ignored.
+    #[serde(rename = "clientId")]
+    client_id_enkash: Option<String>,
+    /// For `grant_type=refresh_token`.
+    refresh_token: Option<String>,
 }

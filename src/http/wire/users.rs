@@ -15,7 +15,7 @@ use crate::store::{LedgerEntry, UserSummary};
 pub const PAGE_LIMIT_MAX: i64 = 500;
 pub const PAGE_LIMIT_DEFAULT: i64 = 50;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpiringView {
     pub coins: i64,
@@ -23,7 +23,7 @@ pub struct ExpiringView {
 }
 
 /// `GET /api/v0/coins/users/{userId}`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub user_id: UserId,
@@ -51,11 +51,17 @@ impl From<UserSummary> for UserView {
 }
 
 /// `GET /api/v0/coins/transactions?userId=&limit=&cursor=`
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TransactionsQuery {
+    /// The user whose history to read.
+    #[param(rename = "userId", value_type = UserId)]
     pub user_id: UserId,
+    /// Entries per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500, required = false)]
     pub limit: i64,
-    /// Entries older than this entry id (from `nextCursor`).
+    /// The `nextCursor` of the previous page; absent for the newest entries.
+    #[param(rename = "cursor", value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{2,40}$")]
     pub before_entry_id: Option<i64>,
 }
 
@@ -76,12 +82,13 @@ impl FromQuery for TransactionsQuery {
 }
 
 /// One ledger entry on the wire; fields that do not apply are `null`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryView {
     pub entry_id: i64,
     /// `ALLOCATE`, `REDEEM`, `REVERSE` or `EXPIRE`.
     #[serde(rename = "type")]
+    #[schema(example = "ALLOCATE")]
     pub kind: String,
     /// Signed: credits positive, debits negative.
     pub coins: i64,
@@ -110,7 +117,7 @@ impl From<LedgerEntry> for EntryView {
 }
 
 /// A page of history, newest first; `nextCursor` is `null` on the last page.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageView {
     pub entries: Vec<EntryView>,

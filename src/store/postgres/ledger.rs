@@ -27,7 +27,7 @@ use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::{CoinConfig, Coins, CompanyId, Refusal, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx};
 use crate::store::error::Shared;
-use crate::store::{Applied, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
+use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 impl LedgerTx for PgTx<'_> {
     async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>> {
@@ -350,7 +350,7 @@ fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> StoreResult<StoreResult<A
 
 impl PgStore {
     /// Expires one user's due lots in its own transaction (under the user's row lock).
-    async fn settle_user(&self, user: &UserId, now_ms: i64) -> StoreResult<u64> {
+    async fn settle_user(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
         let who = user.clone();
         let outcome = self
             .core
@@ -402,7 +402,7 @@ impl LedgerStore for PgStore {
         outcome
     }
 
-    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
         // Most reads find nothing due: look first, so they do not open a writing transaction.
         let due = self
             .core
@@ -414,10 +414,10 @@ impl LedgerStore for PgStore {
                 &[&user.as_str(), &now_ms],
             )
             .await?;
-        if due.is_some() {
-            self.settle_user(user, now_ms).await?;
+        match due {
+            Some(_) => self.settle_user(user, now_ms).await,
+            None => Ok(Expired::default()),
         }
-        Ok(())
     }
 
     async fn sweep_expired(&self, now_ms: i64) -> StoreResult<SweepReport> {
@@ -432,7 +432,10 @@ impl LedgerStore for PgStore {
             let user = UserId::from_trusted(row.get(0));
             // One user's failure must not hold up everyone else's expiry.
             match self.settle_user(&user, now_ms).await {
-                Ok(n) => report.lots_expired += n,
+                Ok(done) => {
+                    report.lots_expired += done.lots;
+                    report.coins_expired += done.coins;
+                }
                 Err(e) => {
                     report.users_failed += 1;
                     tracing::error!(%user, error = %crate::store::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");

@@ -15,7 +15,7 @@ use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::{Coins, CompanyId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, run_now};
-use crate::store::{Applied, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
+use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 fn corrupt_kind(kind: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown request kind {kind}"))
@@ -232,7 +232,7 @@ impl LedgerStore for SqliteStore {
         self.write(move |conn| run_now(ledger::reverse(&mut SqliteTx(conn), &cmd))).await
     }
 
-    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<()> {
+    async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
         // Most reads find nothing due: look first, so they do not queue a write.
         let u = user.clone();
         let due: bool = self
@@ -245,11 +245,11 @@ impl LedgerStore for SqliteStore {
                     .query_row(params![u.as_str(), now_ms], |r| r.get(0))?)
             })
             .await?;
-        if due {
-            let user = user.clone();
-            self.write(move |conn| run_now(ledger::settle(&mut SqliteTx(conn), &user, now_ms))).await?;
+        if !due {
+            return Ok(Expired::default());
         }
-        Ok(())
+        let user = user.clone();
+        self.write(move |conn| run_now(ledger::settle(&mut SqliteTx(conn), &user, now_ms))).await
     }
 
     async fn sweep_expired(&self, now_ms: i64) -> StoreResult<SweepReport> {
@@ -276,7 +276,10 @@ impl LedgerStore for SqliteStore {
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(lots) => report.lots_expired += lots,
+                Ok(done) => {
+                    report.lots_expired += done.lots;
+                    report.coins_expired += done.coins;
+                }
                 Err(e) => {
                     report.users_failed += 1;
                     tracing::error!(%user, error = %crate::store::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");
