@@ -16,6 +16,8 @@ use crate::store::Store;
 
 pub struct App {
     listener: TcpListener,
+    /// `COINS_METRICS_LISTEN`: `/metrics` without authentication, on an address of its own.
+    metrics: Option<(TcpListener, axum::Router)>,
     router: axum::Router,
     sweeper: Sweeper,
     connections: ConnectionLimits,
@@ -45,7 +47,12 @@ impl Sweeper {
             }
             // A pass handles a bounded number of users; keep going while there is work, unless told to stop.
             loop {
-                match self.store.sweep_expired(self.clock.now_ms()).await {
+                let pass = self.store.sweep_expired(self.clock.now_ms()).await;
+                if let Ok(report) = &pass {
+                    crate::metrics::sweep(report.users_failed);
+                    crate::metrics::moved(crate::metrics::Movement::Expired, report.lots_expired, report.coins_expired);
+                }
+                match pass {
                     // Users that failed are logged by the store and retried next interval.
                     Ok(report) if report.lots_expired == 0 => break,
                     Ok(report) => tracing::info!(lots = report.lots_expired, users_failed = report.users_failed, "expired lots"),
@@ -66,6 +73,16 @@ impl App {
     pub async fn build(settings: &ServeSettings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> std::io::Result<App> {
         let listener = TcpListener::bind(settings.listen).await?;
         let sweeper = Sweeper { store: store.clone(), clock: clock.clone(), interval: settings.sweep_interval };
+        let metrics = match settings.metrics_listen {
+            Some(addr) => {
+                let store = store.clone();
+                let router = axum::Router::new().route("/metrics", axum::routing::get(move || async move { http::docs::metrics_text(&*store) }));
+                Some((TcpListener::bind(addr).await?, router))
+            }
+            None => None,
+        };
+        // Installed before the first request, so nothing it counts is lost.
+        crate::metrics::handle();
         let limits = Arc::new(RateLimits::new(settings.rates));
         let state = AppState {
             store,
@@ -74,11 +91,16 @@ impl App {
             tokens: Arc::default(),
             limits: limits.clone(),
         };
-        Ok(App { listener, router: http::router(state), sweeper, connections: settings.connections, limits })
+        Ok(App { listener, metrics, router: http::router(state), sweeper, connections: settings.connections, limits })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address `/metrics` is also served on, when `COINS_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests end and
@@ -94,12 +116,16 @@ impl App {
                 limits.forget_idle();
             }
         });
+        let metrics = self.metrics.map(|(listener, router)| tokio::spawn(async move { axum::serve(listener, router).await }));
         server::serve(self.listener, self.router, self.connections, async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })
         .await;
         forgetter.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         let _ = sweeper.await;
         Ok(())
     }

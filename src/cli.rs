@@ -82,6 +82,11 @@ pub struct ServeArgs {
     #[arg(long, env = "COINS_SWEEP_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub sweep_interval_secs: u64,
 
+    /// Also serve `GET /metrics` here, without authentication, for a Prometheus on a private
+    /// network (on the API port `/metrics` needs an admin token). Unset: not served separately.
+    #[arg(long, env = "COINS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Connections open at once, at most; past that, new ones wait in the kernel's backlog.
     #[arg(long, env = "COINS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,

@@ -35,6 +35,8 @@ pub struct ServeSettings {
     pub connections: ConnectionLimits,
     pub request_timeout: Duration,
     pub rates: RateSettings,
+    /// Where `/metrics` is also served without authentication, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeSettings {
@@ -61,6 +63,7 @@ impl ServeSettings {
                 token_per_client: Rate { per_second: args.token_rate_limit_per_sec, burst: args.token_rate_limit_burst },
                 token_per_address: Rate { per_second: args.token_ip_rate_limit_per_sec, burst: args.token_ip_rate_limit_burst },
             },
+            metrics_listen: args.metrics_listen,
         })
     }
 
@@ -81,6 +84,7 @@ impl ServeSettings {
                 token_per_client: Rate { per_second: 1_000, burst: 1_000 },
                 token_per_address: Rate { per_second: 1_000, burst: 1_000 },
             },
+            metrics_listen: None,
         }
     }
 }

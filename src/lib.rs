@@ -117,6 +117,9 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             admin::bootstrap_admin(&*store, &settings, addr).await.map_err(fail)?;
             tracing::info!(%addr, database = if url.starts_with("postgres") { "postgresql" } else { "sqlite" }, "coins is listening");
             println!("coins listening on http://{addr}");
+            if let Some(metrics) = app.metrics_addr() {
+                println!("metrics on http://{metrics}/metrics");
+            }
             app.run_until(app::shutdown_signal()).await.map_err(|e| e.to_string())?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)

@@ -73,7 +73,9 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be Bearer <access_token>"))?;
         let hash = crypto::token_hash(token);
         let now_ms = state.clock.now_ms();
-        if let Some(principal) = state.tokens.get(&hash, now_ms) {
+        let cached = state.tokens.get(&hash, now_ms);
+        crate::metrics::cache("token", cached.is_some());
+        if let Some(principal) = cached {
             return Auth::noted(parts, state, principal);
         }
         let (record, client) = state
@@ -93,7 +95,10 @@ impl Auth {
         if let Some(slot) = parts.extensions.get::<super::CallerSlot>() {
             let _ = slot.0.set(principal.client_id.clone());
         }
-        state.limits.check_client(&principal.client_id).map_err(ApiError::rate_limited)?;
+        state.limits.check_client(&principal.client_id).map_err(|secs| {
+            crate::metrics::rate_limited("client");
+            ApiError::rate_limited(secs)
+        })?;
         tracing::debug!(client_id = %principal.client_id, admin = principal.admin, "authenticated");
         Ok(Auth(principal))
     }

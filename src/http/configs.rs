@@ -42,7 +42,9 @@ async fn readable(state: &AppState, auth: &Auth, raw: &str) -> Result<CoinConfig
     authorize_read(auth, &config)?;
     Ok(config)
 }
-
+/// Creates a coin configuration.
+/// 
+/// SPEC §4: `DEFAULT` applies to every company (admin clients only); `CUSTOM` overrides it for one.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/create-coins-config", tag = "configurations",
     request_body(content = CreateConfigRequest, example = json!({"configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6})),
     responses(
@@ -57,7 +59,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<
     let config = state.store.create_config(values, &auth.0.client_id, state.clock.now_ms()).await?;
     Ok(JsonResponse(Envelope::ok(CoinConfigView::from(&config))))
 }
-
+/// Reads a coin configuration.
 #[utoipa::path(get, path = "/api/v0/enkash-coins/{coinConfigId}", tag = "configurations",
     params(("coinConfigId" = String, Path, description = "`WCC` and digits", example = "WCC817428")),
     responses(
@@ -72,7 +74,7 @@ pub async fn get(State(state): State<AppState>, auth: Auth, PathParam(raw): Path
 
 /// Re-reads after a concurrent change before giving up with `CONCURRENT_UPDATE`.
 const PATCH_ATTEMPTS_MAX: usize = 3;
-
+/// Changes a coin configuration; past allocations are never rewritten.
 #[utoipa::path(patch, path = "/api/v0/enkash-coins/{coinConfigId}", tag = "configurations",
     params(("coinConfigId" = String, Path, description = "`WCC` and digits", example = "WCC817428")),
     request_body(content = PatchConfigSchema, example = json!({"amount": 10, "configuration": "DEFAULT"})),
@@ -100,8 +102,7 @@ pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): Pa
     }
 }
 
-/// Every configuration the caller may read (DEFAULTs and, for company clients, their own
-/// CUSTOMs), by id.
+/// Lists the configurations the caller may read, by id.
 #[utoipa::path(get, path = "/api/v0/enkash-coins", tag = "configurations", params(ConfigListQuery),
     responses((status = 200, description = "The configurations the caller may read, by id", body = Envelope<Vec<CoinConfigView>>)))]
 pub async fn list(State(state): State<AppState>, auth: Auth, Query(q): Query<ConfigListQuery>) -> Answer<Vec<CoinConfigView>> {
@@ -110,7 +111,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth, Query(q): Query<Con
     Ok(JsonResponse(Envelope::ok(configs.iter().filter(|c| authorize_read(&auth, c).is_ok()).map(CoinConfigView::from).collect())))
 }
 
-/// Every create and change, oldest first.
+/// The audit trail of a configuration: every create and change, oldest first.
 #[utoipa::path(get, path = "/api/v0/enkash-coins/{coinConfigId}/history", tag = "configurations",
     params(("coinConfigId" = String, Path, description = "`WCC` and digits", example = "WCC817428")),
     responses(

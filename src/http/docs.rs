@@ -28,7 +28,7 @@ fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
     res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     res
 }
-
+/// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object)))]
 pub async fn openapi_json(Extension(doc): Extension<ApiDocument>) -> Response {
@@ -36,13 +36,13 @@ pub async fn openapi_json(Extension(doc): Extension<ApiDocument>) -> Response {
     res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     res
 }
-
+/// The interactive API reference.
 #[utoipa::path(get, path = "/docs", tag = "operations", security(()),
     responses((status = 200, description = "The interactive API reference", content_type = "text/html; charset=utf-8", body = String)))]
 pub async fn docs_page() -> Response {
     asset("text/html; charset=utf-8", include_bytes!("../../web/docs/index.html"))
 }
-
+/// A script or style of the reference.
 #[utoipa::path(get, path = "/docs/{asset}", tag = "operations", security(()),
     params(("asset" = String, Path, description = "swagger-ui-bundle.js, swagger-ui.css, init.js or docs.css")),
     responses(
@@ -65,7 +65,7 @@ pub fn metrics_text(store: &dyn crate::store::Store) -> Response {
     store.observe();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], crate::metrics::render()).into_response()
 }
-
+/// Prometheus metrics (admin clients).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),

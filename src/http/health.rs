@@ -7,13 +7,13 @@ use super::AppState;
 use super::error::ApiError;
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::store::error::chain;
-
+/// The process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "The process answers", body = Envelope<String>, example = json!({"payload":"ok","response_code":0,"response_message":"Success"}))))]
 pub async fn healthz() -> Json<Envelope<&'static str>> {
     Json(Envelope::ok("ok"))
 }
-
+/// The database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "The database answers", body = Envelope<String>, example = json!({"payload":"ready","response_code":0,"response_message":"Success"})),

@@ -17,6 +17,7 @@ use super::AppState;
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
 use crate::domain::redeem::RedeemCmd;
 use crate::domain::reverse::ReverseCmd;
+use crate::metrics::{self, Movement};
 use crate::store::Applied;
 
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -33,7 +34,7 @@ fn command(body: AllocateRequest, now_ms: i64) -> AllocateCmd {
     AllocateCmd { company: body.company_id, user: body.user_id, event: body.event, request_id: body.request_id, now_ms }
 }
 
-/// `POST /api/v0/enkash-coins/allocate-coin`
+/// Credits a user the coins an event earns, exactly once per requestId.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/allocate-coin", tag = "coins",
     request_body(content = AllocateRequest, example = json!({"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ1234567","userId":"EKQZVMQK"})),
     responses(
@@ -47,15 +48,17 @@ fn command(body: AllocateRequest, now_ms: i64) -> AllocateCmd {
 pub async fn allocate(State(state): State<AppState>, auth: Auth, Json(body): Json<AllocateRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
     let outcome = state.store.allocate(vec![command(body, state.clock.now_ms())]).await.pop().ok_or_else(|| ApiError::internal("allocate returned no result"))?;
-    Ok(answer(ALLOCATED, matches!(outcome?, AllocateOk::Replayed { .. })))
+    let outcome = outcome?;
+    if let AllocateOk::Allocated { coins, .. } = outcome {
+        metrics::moved(Movement::Allocated, 1, coins.get().unsigned_abs());
+    }
+    Ok(answer(ALLOCATED, matches!(outcome, AllocateOk::Replayed { .. })))
 }
-
+/// Allocates up to 1,000 items, each exactly as a single allocation would be.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/allocate-coins", tag = "coins",
     request_body(content = BulkAllocateRequest, description = "1 to 1,000 items; the body may be up to 1 MiB",
         example = json!({"allocations":[{"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ1","userId":"EKQZVMQK"},{"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ2","userId":"EK6CYE6K"}]})),
     responses((status = 200, description = "One result per item, in request order; a failed item carries the code a single allocation would have answered (FORBIDDEN, VALIDATION_FAILED, COIN_CONFIG_NOT_FOUND, REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED, BALANCE_OVERFLOW, UNAVAILABLE)", body = Envelope<BulkResult>)))]
-/// `POST /api/v0/enkash-coins/allocate-coins`: each item applied exactly as a single allocation
-/// would be, independently; one result per item, in request order.
 pub async fn allocate_many(
     State(state): State<AppState>,
     auth: Auth,
@@ -100,7 +103,10 @@ pub async fn allocate_many(
                     message: None,
                 };
                 match outcomes[i].take() {
-                    Some(Ok(AllocateOk::Allocated { coins, .. })) => done("ALLOCATED", coins),
+                    Some(Ok(AllocateOk::Allocated { coins, .. })) => {
+                        metrics::moved(Movement::Allocated, 1, coins.get().unsigned_abs());
+                        done("ALLOCATED", coins)
+                    }
                     Some(Ok(AllocateOk::Replayed { coins })) => done("REPLAYED", coins),
                     Some(Err(e)) => failed(request_id, e.into()),
                     None => failed(request_id, ApiError::internal("bulk allocation lost an item")),
@@ -117,7 +123,7 @@ pub async fn allocate_many(
     Ok(axum::Json(Envelope::ok(result)))
 }
 
-/// `POST /api/v0/coins/redeem`
+/// Spends a user's coins, soonest-expiring first, exactly once per requestId.
 #[utoipa::path(post, path = "/api/v0/coins/redeem", tag = "coins",
     request_body(content = RedeemRequest, example = json!({"companyId":"SHOP","userId":"ASHA","requestId":"SPEND-1","coins":30})),
     responses(
@@ -133,10 +139,13 @@ pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<
     let amount = body.amount();
     let cmd = RedeemCmd { company: body.company_id, user: body.user_id, request_id: body.request_id, amount, now_ms: state.clock.now_ms() };
     let Applied { receipt, replayed } = state.store.redeem(cmd).await?;
+    if !replayed {
+        metrics::moved(Movement::Redeemed, 1, receipt.coins.unsigned_abs());
+    }
     Ok(answer(RedeemView::from(receipt), replayed))
 }
 
-/// `POST /api/v0/coins/reverse`
+/// Undoes an allocation or a redemption, once.
 #[utoipa::path(post, path = "/api/v0/coins/reverse", tag = "coins",
     request_body(content = ReverseRequest, example = json!({"companyId":"SHOP","requestId":"RETURN-1","originalRequestId":"SPEND-1"})),
     responses(
@@ -151,5 +160,8 @@ pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json
     auth.require_company(&body.company_id)?;
     let cmd = ReverseCmd { company: body.company_id, request_id: body.request_id, original: body.original_request_id, now_ms: state.clock.now_ms() };
     let Applied { receipt, replayed } = state.store.reverse(cmd).await?;
+    if !replayed {
+        metrics::moved(Movement::Reversed, 1, receipt.coins.unsigned_abs());
+    }
     Ok(answer(ReverseView::from(receipt), replayed))
 }

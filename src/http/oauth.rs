@@ -195,7 +195,7 @@ async fn authenticate_user(state: &AppState, client_id: &str, username: &str, pa
     state.store.record_auth_success(who).await?;
     Ok(())
 }
-
+/// Issues access and refresh tokens.
 #[utoipa::path(post, path = "/oauth/token", tag = "auth",
     description = "OAuth 2.0 token endpoint (RFC 6749): `client_credentials` (recommended), `password` (EnKash's), `refresh_token`. Answers RFC 6749 bodies, not the envelope.",
     request_body(content = TokenFormSchema, content_type = "application/x-www-form-urlencoded"),
@@ -236,7 +236,10 @@ async fn issue(state: &AppState, req: Request) -> Result<Response, OAuthError> {
     let (headers, form) = read_form(req).await?;
     let (id, secret) = client_credentials(&headers, &form)?;
     // Before any Argon2 work: per presented client id and per source address.
-    state.limits.check_token(&id.raw, address).map_err(OAuthError::rate_limited)?;
+    state.limits.check_token(&id.raw, address).map_err(|secs| {
+        crate::metrics::rate_limited("token");
+        OAuthError::rate_limited(secs)
+    })?;
     let client = authenticate_client(state, &id, &secret).await?;
 
     let username = match form.grant_type {

@@ -18,7 +18,7 @@ use crate::domain::UserId;
 
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 
-/// `GET /api/v0/coins/balance?userId=`: `0` for a user never credited (or another company's).
+/// A user's balance (`0` for a user never credited, or another company's).
 #[utoipa::path(get, path = "/api/v0/coins/balance", tag = "coins", params(BalanceQuery),
     responses((status = 200, description = "The balance in coins; expired coins never count", body = Envelope<i64>,
         example = json!({"payload":0,"response_code":0,"response_message":"Success"}))))]
@@ -36,11 +36,12 @@ async fn visible_user(state: &AppState, auth: &Auth, user: &UserId, now_ms: i64)
     if !auth.0.can_act_for(&found.company) {
         return Err(not_found());
     }
-    state.store.settle_expired(user, now_ms).await?;
+    let expired = state.store.settle_expired(user, now_ms).await?;
+    crate::metrics::moved(crate::metrics::Movement::Expired, expired.lots, expired.coins);
     Ok(())
 }
 
-/// `GET /api/v0/coins/users/{userId}`
+/// A user's balance, lifetime figures and coins expiring soon.
 #[utoipa::path(get, path = "/api/v0/coins/users/{userId}", tag = "users",
     params(("userId" = UserId, Path)),
     responses(
@@ -54,14 +55,12 @@ pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): Pat
     let summary = state.store.user_summary(&user, now_ms).await?.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found")))?;
     Ok(JsonResponse(Envelope::ok(UserView::from(summary))))
 }
-
+/// A user's ledger, newest first, keyset-paginated.
 #[utoipa::path(get, path = "/api/v0/coins/transactions", tag = "users", params(TransactionsQuery),
     responses(
         (status = 200, description = "A page of the user's ledger, newest first", body = Envelope<PageView>),
         (status = 404, description = "USER_NOT_FOUND: never credited, or another company's", body = ErrorEnvelope),
     ))]
-/// `GET /api/v0/coins/transactions?userId=&limit=&cursor=`: newest first, keyset-paginated by
-/// entry id, so pages stay stable while new entries arrive.
 pub async fn transactions(State(state): State<AppState>, auth: Auth, Query(q): Query<TransactionsQuery>) -> Answer<PageView> {
     let now_ms = state.clock.now_ms();
     visible_user(&state, &auth, &q.user_id, now_ms).await?;
@@ -71,14 +70,13 @@ pub async fn transactions(State(state): State<AppState>, auth: Auth, Query(q): Q
     let next_cursor = if more { entries.last().map(|e| encode_cursor(e.entry_id)) } else { None };
     Ok(JsonResponse(Envelope::ok(PageView { entries: entries.into_iter().map(Into::into).collect(), next_cursor })))
 }
-
+/// Sets what one coin is worth, for a company or (admin) for all.
 #[utoipa::path(put, path = "/api/v0/coins/coin-value", tag = "coins",
     request_body(content = CoinValueRequest, example = json!({"companyId":"SHOP","currency":"INR","minorUnitsPerCoin":25})),
     responses(
         (status = 200, description = "The value set", body = Envelope<CoinValueView>),
         (status = 403, description = "FORBIDDEN: another company, or the default by a non-admin", body = ErrorEnvelope),
     ))]
-/// `PUT /api/v0/coins/coin-value`: a company's own value, or (`companyId: null`, admin) the default.
 pub async fn put_coin_value(State(state): State<AppState>, auth: Auth, Json(body): Json<CoinValueRequest>) -> Answer<CoinValueView> {
     match &body.company_id.0 {
         Some(c) => auth.require_company(c)?,
@@ -88,13 +86,12 @@ pub async fn put_coin_value(State(state): State<AppState>, auth: Auth, Json(body
     state.store.set_coin_value(value.clone(), &auth.0.client_id, state.clock.now_ms()).await?;
     Ok(JsonResponse(Envelope::ok(value.into())))
 }
-
+/// The coin value in force for a company (or the default).
 #[utoipa::path(get, path = "/api/v0/coins/coin-value", tag = "coins", params(CoinValueQuery),
     responses(
         (status = 200, description = "The value in force (default INR, 100 minor units per coin)", body = Envelope<CoinValueView>),
         (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
     ))]
-/// `GET /api/v0/coins/coin-value?companyId=`: the value in force (the default without companyId).
 pub async fn get_coin_value(State(state): State<AppState>, auth: Auth, Query(q): Query<CoinValueQuery>) -> Answer<CoinValueView> {
     if let Some(c) = &q.company_id {
         auth.require_company(c)?;

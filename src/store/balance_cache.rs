@@ -94,11 +94,13 @@ impl BalanceCache {
             return None;
         }
         let shard = self.shards[shard_of(user)].lock().unwrap_or_else(|p| p.into_inner());
-        shard
+        let hit = shard
             .get(user)
             .filter(|e| e.valid_until_ms.is_none_or(|t| now_ms < t))
             .filter(|e| self.max_age.is_none_or(|age| e.filled.elapsed() < age))
-            .map(|e| e.balance.clone())
+            .map(|e| e.balance.clone());
+        crate::metrics::cache("balance", hit.is_some());
+        hit
     }
 
     /// Take before reading the database.

@@ -59,8 +59,9 @@ impl ConfigCache {
             return None;
         }
         let inner = self.lock();
-        let (value, read_at) = inner.by_company.get(company)?.get(event)?;
-        (read_at.elapsed() < MAX_AGE).then(|| value.clone())
+        let hit = inner.by_company.get(company).and_then(|e| e.get(event)).filter(|(_, read_at)| read_at.elapsed() < MAX_AGE).map(|(v, _)| v.clone());
+        crate::metrics::cache("config", hit.is_some());
+        hit
     }
 
     /// Take before reading the database; pass to [`ConfigCache::fill`].

@@ -5,6 +5,7 @@ mod helpers;
 
 mod allocate;
 mod batch_model;
+mod browser;
 mod caches;
 mod cli;
 mod configs;
@@ -17,6 +18,8 @@ mod faults;
 mod hardening;
 mod lifecycle;
 mod lifecycle_model;
+mod logs;
+mod metrics;
 mod model;
 mod oauth;
 mod openapi;

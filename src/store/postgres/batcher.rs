@@ -37,6 +37,7 @@ impl Batcher {
                         Err(_) => break,
                     }
                 }
+                crate::metrics::batch("postgres", batch.len(), rx.len());
                 let core = core.clone();
                 tokio::spawn(async move {
                     let (cmds, replies): (Vec<AllocateCmd>, Vec<_>) = batch.into_iter().unzip();

@@ -183,4 +183,9 @@ impl Store for PgStore {
         self.core.client().await?.simple_query("SELECT 1").await?;
         Ok(())
     }
+
+    fn observe(&self) {
+        let status = self.core.pool.status();
+        crate::metrics::connections("postgres", status.size.saturating_sub(status.available), status.available, status.waiting);
+    }
 }

@@ -173,4 +173,12 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
+
+    /// The read pool (the writer's one connection is always busy or idle; its queue is a gauge
+    /// of its own, set per transaction).
+    fn observe(&self) {
+        let idle = self.readers.idle.lock().map_or(0, |v| v.len());
+        let in_use = READERS_MAX.saturating_sub(self.readers.permits.available_permits());
+        crate::metrics::connections("sqlite", in_use, idle, 0);
+    }
 }

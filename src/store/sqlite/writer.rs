@@ -123,6 +123,7 @@ fn writer_loop(conn: &Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: u
                 next = jobs.try_recv().ok();
             }
         }
+        crate::metrics::batch("sqlite", generic.len() + allocations.iter().map(|(c, _)| c.len()).sum::<usize>(), jobs.len());
         // Jobs queued at the same time are concurrent, so either transaction may go first.
         if !generic.is_empty() {
             let outcome = run_batch(conn, &mut generic);
