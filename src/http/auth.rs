@@ -63,13 +63,7 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer <access_token> header is required"))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty())
+        let token = super::wire::oauth::bearer_token(value.as_bytes())
             .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be Bearer <access_token>"))?;
         let hash = crypto::token_hash(token);
         let now_ms = state.clock.now_ms();

@@ -9,13 +9,11 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 use super::AppState;
 use super::error::FailureCause;
 use super::extract::{BODY_BYTES_MAX, read_body};
-use super::wire::oauth::{GrantType, OAuthErrorBody, OAuthErrorKind, TokenForm, TokenFormSchema, TokenResponse};
+use super::wire::oauth::{Credential, GrantType, OAuthErrorBody, OAuthErrorKind, TokenForm, TokenFormSchema, TokenResponse, basic_credentials};
 use crate::crypto;
 use crate::store::error::chain;
 use crate::store::{AuthSubject, ClientRecord, StoreError, TokenKind, TokenRecord};
@@ -92,49 +90,10 @@ impl IntoResponse for OAuthError {
     }
 }
 
-/// A credential as sent, and (RFC 6749 §2.3.1) its form-decoded reading when that differs: a
-/// strict client form-encodes id and secret before Base64, a lenient one does not; both work.
-struct Credential {
-    raw: String,
-    decoded: Option<String>,
-}
-
-impl Credential {
-    fn plain(raw: String) -> Self {
-        Self { raw, decoded: None }
-    }
-
-    fn from_basic_part(raw: &str) -> Self {
-        let decoded = form_urlencoded::parse(format!("x={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()).filter(|d| d != raw);
-        Self { raw: raw.to_owned(), decoded }
-    }
-
-    fn readings(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.raw.as_str()).chain(self.decoded.as_deref())
-    }
-}
-
 /// The credentials a client presented: HTTP Basic, else `client_id`/`client_secret` fields.
 fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(Credential, Credential), OAuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let encoded = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-            .map(|(_, rest)| rest.trim())
-            .ok_or_else(|| OAuthError::invalid_client("the Authorization header must use the Basic scheme"))?;
-        let decoded = STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| OAuthError::invalid_client("the Basic credentials are not valid base64 UTF-8"))?;
-        let (id, secret) = decoded.split_once(':').ok_or_else(|| OAuthError::invalid_client("the Basic credentials must be id:secret"))?;
-        let (id, secret) = (Credential::from_basic_part(id), Credential::from_basic_part(secret));
-        if id.readings().chain(secret.readings()).any(|s| s.contains('\0')) {
-            return Err(OAuthError::invalid_client("the Basic credentials must not contain NUL characters"));
-        }
-        return Ok((id, secret));
+        return basic_credentials(value.as_bytes()).map_err(OAuthError::invalid_client);
     }
     match (&form.client_id, &form.client_secret) {
         (Some(id), Some(secret)) => Ok((Credential::plain(id.clone()), Credential::plain(secret.clone()))),

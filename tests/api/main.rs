@@ -3,6 +3,7 @@
 
 mod helpers;
 
+
 mod allocate;
 mod batch_model;
 mod browser;
@@ -15,7 +16,10 @@ mod concurrency;
 mod errors;
 mod failover;
 mod faults;
+mod fuzz;
 mod hardening;
+mod http_property;
+mod isolation;
 mod lifecycle;
 mod lifecycle_model;
 mod logs;

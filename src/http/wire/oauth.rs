@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 #[allow(unused_imports)]
 use serde_json::json;
@@ -134,4 +136,58 @@ pub struct TokenFormSchema {
     client_id_enkash: Option<String>,
     /// For `grant_type=refresh_token`.
     refresh_token: Option<String>,
+}
+
+/// A credential as sent, and (RFC 6749 §2.3.1) its form-decoded reading when that differs: a
+/// strict client form-encodes id and secret before Base64, a lenient one does not; both work.
+pub struct Credential {
+    pub raw: String,
+    pub decoded: Option<String>,
+}
+
+impl Credential {
+    pub fn plain(raw: String) -> Self {
+        Self { raw, decoded: None }
+    }
+
+    fn from_basic_part(raw: &str) -> Self {
+        let decoded = form_urlencoded::parse(format!("x={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()).filter(|d| d != raw);
+        Self { raw: raw.to_owned(), decoded }
+    }
+
+    pub fn readings(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.raw.as_str()).chain(self.decoded.as_deref())
+    }
+}
+
+/// Reads an `Authorization: Basic` header into (client id, secret). `Err`: the sentence of the
+/// 401 `invalid_client`.
+pub fn basic_credentials(header: &[u8]) -> Result<(Credential, Credential), &'static str> {
+    let encoded = std::str::from_utf8(header)
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, rest)| rest.trim())
+        .ok_or("the Authorization header must use the Basic scheme")?;
+    let decoded = STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or("the Basic credentials are not valid base64 UTF-8")?;
+    let (id, secret) = decoded.split_once(':').ok_or("the Basic credentials must be id:secret")?;
+    let (id, secret) = (Credential::from_basic_part(id), Credential::from_basic_part(secret));
+    if id.readings().chain(secret.readings()).any(|s| s.contains('\0')) {
+        return Err("the Basic credentials must not contain NUL characters");
+    }
+    Ok((id, secret))
+}
+
+/// Reads an `Authorization: Bearer` header into its token, if it is one.
+pub fn bearer_token(header: &[u8]) -> Option<&str> {
+    std::str::from_utf8(header)
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
 }

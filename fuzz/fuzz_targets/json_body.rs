@@ -1,0 +1,29 @@
+//! Any bytes as a JSON body, read into every request type: never a panic; a body that reads
+//! holds only valid values (ids that parse again, amounts in range).
+#![no_main]
+
+use coins::http::wire::FromJsonObject;
+use coins::http::wire::coins::{AllocateRequest, BulkAllocateRequest, CoinValueRequest, RedeemRequest, ReverseRequest};
+use coins::http::wire::configs::{CreateConfigRequest, PatchConfigRequest};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(data) else { return };
+    if let Ok(r) = AllocateRequest::from_object(&object) {
+        assert!(coins::domain::UserId::parse(r.user_id.as_str()).is_ok());
+    }
+    if let Ok(r) = CreateConfigRequest::from_object(&object) {
+        assert!((1..=1_000_000_000).contains(&r.amount.get()));
+    }
+    let _ = PatchConfigRequest::from_object(&object);
+    if let Ok(r) = RedeemRequest::from_object(&object) {
+        assert!(r.coins.is_some() != r.amount_minor.is_some(), "exactly one amount");
+    }
+    let _ = ReverseRequest::from_object(&object);
+    let _ = CoinValueRequest::from_object(&object);
+    if let Ok(r) = BulkAllocateRequest::from_object(&object) {
+        assert!((1..=1000).contains(&r.allocations.len()));
+    }
+    // The serde path reads exactly what the edge reads.
+    assert_eq!(serde_json::from_slice::<AllocateRequest>(data).ok(), AllocateRequest::from_object(&object).ok());
+});

@@ -1,0 +1,30 @@
+//! A short run of every `cargo fuzz` target (fuzz/fuzz_targets: JSON bodies, query strings,
+//! cursors, Authorization headers, the token form), so the fuzz targets build and hold in CI.
+//! `COINS_FUZZ_SECS` per target (default 10); `scripts/fuzz` runs them long. Needs cargo-fuzz
+//! (`.ci/run` installs it); outside CI its absence skips, loudly.
+
+use std::process::Command;
+
+const TARGETS: [&str; 5] = ["json_body", "query_string", "cursor", "auth_header", "token_form"];
+
+#[test]
+fn every_fuzz_target_survives_a_short_run() {
+    let installed = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "cargo-fuzz is not installed; CI must run the fuzz targets");
+        eprintln!("\n!!! SKIPPED: cargo-fuzz is not installed (cargo install cargo-fuzz) !!!\n");
+        return;
+    }
+    let secs = std::env::var("COINS_FUZZ_SECS").unwrap_or_else(|_| "10".into());
+    for target in TARGETS {
+        let out = Command::new("cargo")
+            .args(["fuzz", "run", target, "-s", "none", "--", &format!("-max_total_time={secs}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo fuzz");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fuzz target {target} failed:\n{}", stderr.lines().rev().take(40).collect::<Vec<_>>().join("\n"));
+        let done = stderr.lines().find(|l| l.starts_with("Done ")).unwrap_or("?");
+        eprintln!("fuzz {target}: {done}");
+    }
+}
