@@ -16,6 +16,11 @@
 //! (each sends a request head one byte a second, and reconnects when cut off), so the cost of
 //! slow clients shows as a ratio of the same run. On SQLite the peak size of the WAL file is
 //! reported; `--wal-max-mb N` sets the server's bound (`COINS_SQLITE_WAL_MAX_MB`).
+//!
+//! `--only webhooks` measures allocation at each connection count without a webhook, then with one
+//! subscription for every event to a fast receiver in this process (answers 200 at once), and
+//! reports the throughput ratio and the delivery lag (entry `createdAt` to arrival, p50/p99), and
+//! how long the outbox took to drain after the load stopped.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -38,7 +43,7 @@ struct Args {
     preload: u64,
     conns: Vec<usize>,
     pg_url: String,
-    /// Only these phases (healthz, allocate, balance, slow); all but slow by default.
+    /// Only these phases (healthz, allocate, balance, slow, webhooks); all but slow and webhooks by default.
     only: Vec<String>,
     /// SQLite: the server's WAL bound in MiB (its default when not given).
     wal_max_mb: Option<u64>,
@@ -93,6 +98,10 @@ impl Server {
             .env("COINS_LOG", "warn")
             // One client drives the whole load: the per-client rate limit would measure itself.
             .env("COINS_RATE_LIMIT_PER_SEC", "0")
+            // The webhook phase's receiver is plain HTTP on 127.0.0.1.
+            .env("COINS_WEBHOOK_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+            .env("COINS_WEBHOOK_ALLOW_HTTP", "true")
+            .env("COINS_WEBHOOK_ALLOW_PRIVATE", "true")
             .stdout(Stdio::piped())
             .spawn()
             .expect("start coins serve (run scripts/bench, which builds it)");
@@ -483,6 +492,100 @@ async fn slow_phase(addr: &str, token: &str, secs: u64) {
     );
 }
 
+/// What the webhook receiver saw: per event, milliseconds from the entry's `createdAt` to arrival.
+#[derive(Default)]
+struct Receipts {
+    lags_ms: std::sync::Mutex<Vec<f64>>,
+    ids: std::sync::Mutex<HashSet<String>>,
+    requests: AtomicU64,
+}
+
+/// A receiver that answers every request 200 at once (keep-alive HTTP/1.1); its URL.
+async fn receiver(receipts: Arc<Receipts>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let receipts = receipts.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(4096);
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let head_end = loop {
+                        if let Some(p) = find(&buf, b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let arrived = time::OffsetDateTime::now_utc();
+                    let id = head.lines().find_map(|l| l.strip_prefix("webhook-id:")).unwrap_or("").trim().to_owned();
+                    if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&buf[head_end..head_end + length]) {
+                        let created = event["data"]["createdAt"].as_str().and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+                        if let (Some(created), true) = (created, receipts.ids.lock().unwrap().insert(id)) {
+                            receipts.lags_ms.lock().unwrap().push((arrived - created).as_seconds_f64() * 1000.0);
+                        }
+                    }
+                    receipts.requests.fetch_add(1, Ordering::Relaxed);
+                    buf.drain(..head_end + length);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Allocation without and with a subscription to every event, and the delivery lag.
+async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) {
+    let without = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-off-{conns}"), ok_ids.clone()).await;
+    without.print();
+    let receipts = Arc::new(Receipts::default());
+    let url = receiver(receipts.clone()).await;
+    let hook = format!(r#"{{"companyId":"{COMPANY}","url":"{url}","events":["coins.allocated","coins.redeemed","coins.reversed","coins.expired"]}}"#);
+    let (status, json) = http_json(addr, request("POST", "/api/v0/coins/webhooks", token, Some(&hook))).await;
+    assert_eq!(status, 200, "create webhook: {json}");
+    let webhook_id = json["payload"]["webhookId"].as_str().expect("webhookId").to_owned();
+    let with = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-on-{conns}"), ok_ids).await;
+    with.print();
+    let during = receipts.ids.lock().unwrap().len();
+    let stopped = Instant::now();
+    let expected = with.requests - with.errors;
+    while (receipts.ids.lock().unwrap().len() as u64) < expected && stopped.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain = stopped.elapsed().as_secs_f64();
+    let (status, _) = http_json(addr, request("DELETE", &format!("/api/v0/coins/webhooks/{webhook_id}"), token, None)).await;
+    assert_eq!(status, 200, "delete webhook");
+    let mut lags = receipts.lags_ms.lock().unwrap().clone();
+    lags.sort_by(f64::total_cmp);
+    let pct = |p: f64| lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let delivered = receipts.ids.lock().unwrap().len();
+    println!(
+        "  webhooks, {conns:>4} conns: allocate {:.0}/s with a subscription vs {:.0}/s without = {:.0}%; {delivered} of {expected} events delivered \
+         ({during} during the load, the rest {drain:.1} s after it; {} requests); lag p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        with.rps(),
+        without.rps(),
+        100.0 * with.rps() / without.rps(),
+        receipts.requests.load(Ordering::Relaxed),
+        pct(0.5),
+        pct(0.99),
+        lags.last().copied().unwrap_or(f64::NAN),
+    );
+}
+
 /// A fresh database for the run, and how to remove it afterwards.
 enum Cleanup {
     Dir(std::path::PathBuf),
@@ -568,6 +671,11 @@ async fn run(args: Args) -> bool {
     }
     if wants("slow") {
         slow_phase(&addr, &token, args.secs).await;
+    }
+    if wants("webhooks") {
+        for &conns in &args.conns {
+            webhook_phase(&addr, &token, conns, args.secs, ok_ids.clone()).await;
+        }
     }
     let peak_rss = server.peak_rss_mb();
     server.stop();

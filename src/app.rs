@@ -13,6 +13,7 @@ use crate::http::limits::RateLimits;
 use crate::http::{self, AppState, HttpSettings};
 use crate::server::{self, ConnectionLimits};
 use crate::store::Store;
+use crate::webhooks::worker::Worker;
 
 pub struct App {
     listener: TcpListener,
@@ -20,6 +21,8 @@ pub struct App {
     metrics: Option<(TcpListener, axum::Router)>,
     router: axum::Router,
     sweeper: Sweeper,
+    /// Webhook delivery; `None` without a key to open signing secrets.
+    worker: Option<Worker>,
     connections: ConnectionLimits,
     limits: Arc<RateLimits>,
 }
@@ -84,14 +87,27 @@ impl App {
         // Installed before the first request, so nothing it counts is lost.
         crate::metrics::handle();
         let limits = Arc::new(RateLimits::new(settings.rates));
+        let webhooks = Arc::new(settings.webhooks.clone());
+        let worker = match webhooks.key {
+            Some(_) => Some(Worker::new(store.clone(), clock.clone(), webhooks.clone()).map_err(std::io::Error::other)?),
+            None => {
+                tracing::info!("no COINS_WEBHOOK_KEY: webhooks cannot be registered and none are delivered by this process");
+                None
+            }
+        };
         let state = AppState {
             store,
             clock,
-            settings: Arc::new(HttpSettings { token_ttl_secs: settings.token_ttl_secs, lockout: settings.lockout, request_timeout: settings.request_timeout }),
+            settings: Arc::new(HttpSettings {
+                token_ttl_secs: settings.token_ttl_secs,
+                lockout: settings.lockout,
+                request_timeout: settings.request_timeout,
+                webhooks: webhooks.clone(),
+            }),
             tokens: Arc::default(),
             limits: limits.clone(),
         };
-        Ok(App { listener, metrics, router: http::router(state), sweeper, connections: settings.connections, limits })
+        Ok(App { listener, metrics, router: http::router(state), sweeper, worker, connections: settings.connections, limits })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -107,7 +123,8 @@ impl App {
     /// stops the sweeper between passes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(self.sweeper.run(stop_rx));
+        let sweeper = tokio::spawn(self.sweeper.run(stop_rx.clone()));
+        let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
         let limits = self.limits.clone();
         let forgetter = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(FORGET_IDLE_INTERVAL);
@@ -127,6 +144,9 @@ impl App {
             m.abort();
         }
         let _ = sweeper.await;
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
         Ok(())
     }
 }

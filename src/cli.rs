@@ -50,7 +50,7 @@ pub enum Switch {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server; applies pending migrations first.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending migrations and exit.
     Migrate,
     /// Manage API clients (credentials).
@@ -127,6 +127,41 @@ pub struct ServeArgs {
     /// Token requests at once per source address, on top of the sustained rate.
     #[arg(long, env = "COINS_TOKEN_IP_RATE_LIMIT_BURST", default_value_t = 100)]
     pub token_ip_rate_limit_burst: u32,
+
+    /// Key sealing webhook signing secrets at rest: base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Unset: on SQLite a key file made beside the database
+    /// (`webhook.key`, mode 0600); on PostgreSQL webhooks cannot be registered.
+    #[arg(long, env = "COINS_WEBHOOK_KEY", hide_env_values = true)]
+    pub webhook_key: Option<String>,
+
+    /// Allow webhook URLs with plain `http://` (local development and tests).
+    #[arg(long, env = "COINS_WEBHOOK_ALLOW_HTTP", default_value = "false", action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+
+    /// Allow webhook targets on loopback, private and link-local addresses (local development and
+    /// tests; refused by default against SSRF).
+    #[arg(long, env = "COINS_WEBHOOK_ALLOW_PRIVATE", default_value = "false", action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
+    /// Webhook deliveries in flight at once, per process.
+    #[arg(long, env = "COINS_WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhook_concurrency: u64,
+
+    /// Seconds an endpoint has to answer a delivery with a 2xx.
+    #[arg(long, env = "COINS_WEBHOOK_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
+
+    /// Delays before each retry of a failed delivery; after the last one the message fails.
+    #[arg(long, env = "COINS_WEBHOOK_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    pub webhook_retry_schedule: String,
+
+    /// An endpoint whose every delivery has failed for this many seconds is disabled.
+    #[arg(long, env = "COINS_WEBHOOK_DISABLE_AFTER_SECS", default_value_t = 432_000, value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub webhook_disable_after_secs: u64,
+
+    /// Milliseconds between looks at the outbox when it is idle.
+    #[arg(long, env = "COINS_WEBHOOK_POLL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(5..=60_000))]
+    pub webhook_poll_ms: u64,
 
     /// For tests of expiry across restarts only: the server's clock runs this many seconds ahead
     /// of the system clock. Never set it in production.

@@ -2,6 +2,7 @@
 //! neither `Debug` nor logs can print them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -10,6 +11,8 @@ use crate::cli::{Cli, ServeArgs, Switch};
 use crate::domain::lockout::LockoutPolicy;
 use crate::http::limits::{Rate, RateSettings};
 use crate::server::ConnectionLimits;
+use crate::domain::webhooks::RetryPolicy;
+use crate::webhooks::{SealingKey, TargetPolicy, WebhookSettings};
 use crate::store::StoreOptions;
 
 /// Where the default SQLite database lives, relative to the working directory.
@@ -37,6 +40,7 @@ pub struct ServeSettings {
     pub rates: RateSettings,
     /// Where `/metrics` is also served without authentication, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    pub webhooks: WebhookSettings,
 }
 
 impl ServeSettings {
@@ -64,6 +68,17 @@ impl ServeSettings {
                 token_per_address: Rate { per_second: args.token_ip_rate_limit_per_sec, burst: args.token_ip_rate_limit_burst },
             },
             metrics_listen: args.metrics_listen,
+            webhooks: WebhookSettings {
+                key: args.webhook_key.as_deref().map(SealingKey::from_base64).transpose().map_err(|e| e.to_string())?.map(Arc::new),
+                targets: TargetPolicy { allow_http: args.webhook_allow_http, allow_private: args.webhook_allow_private },
+                concurrency: usize::try_from(args.webhook_concurrency).unwrap_or(16),
+                timeout: Duration::from_secs(args.webhook_timeout_secs),
+                retry: RetryPolicy {
+                    delays_ms: crate::webhooks::parse_schedule(&args.webhook_retry_schedule)?,
+                    disable_after_ms: i64::try_from(args.webhook_disable_after_secs).unwrap_or(i64::MAX).saturating_mul(1000),
+                },
+                poll: Duration::from_millis(args.webhook_poll_ms),
+            },
         })
     }
 
@@ -85,6 +100,17 @@ impl ServeSettings {
                 token_per_address: Rate { per_second: 1_000, burst: 1_000 },
             },
             metrics_listen: None,
+            webhooks: WebhookSettings::for_tests(),
         }
     }
+}
+
+/// The webhook key when `COINS_WEBHOOK_KEY` is unset: on SQLite, a key file beside the database
+/// (made on first use), so the default install needs no setup; on PostgreSQL none, since
+/// processes on several machines must share one key and only the operator can give it to them.
+pub fn default_webhook_key(database_url: &str) -> Result<Option<Arc<SealingKey>>, String> {
+    let Some(db) = crate::store::sqlite_path(database_url) else { return Ok(None) };
+    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    SealingKey::from_file(&dir.join("webhook.key")).map(|k| Some(Arc::new(k))).map_err(|e| e.to_string())
 }

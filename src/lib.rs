@@ -9,6 +9,7 @@
 //! - [`store`]: small storage traits, the one order every write takes, and the SQLite and
 //!   PostgreSQL backends that fetch and write for it.
 //! - [`http`]: router, the wire types of every body, extraction, handlers, the error envelope.
+//! - [`webhooks`]: signing, target checks and the delivery worker of the outbox.
 //! - [`clock`] (injectable time), [`crypto`] (tokens and secret hashes), [`metrics`] (Prometheus).
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -103,7 +105,10 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             }
         }
         Command::Serve(args) => {
-            let settings = config::ServeSettings::from_args(&args)?;
+            let mut settings = config::ServeSettings::from_args(&args)?;
+            if settings.webhooks.key.is_none() {
+                settings.webhooks.key = config::default_webhook_key(&url)?;
+            }
             let _serve_lock = store::sqlite_path(&url).map(store::lock_sqlite_for_serve).transpose()?;
             let clock: Arc<dyn clock::Clock> = if args.clock_offset_secs == 0 {
                 Arc::new(clock::SystemClock)

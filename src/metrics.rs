@@ -50,6 +50,9 @@ fn describe() {
     describe_counter!("coins_cache_lookups_total", "Cache lookups, by cache (balance, config, token) and result (hit, miss)");
     describe_counter!("coins_sweeper_runs_total", "Expiry sweeper passes");
     describe_counter!("coins_sweeper_users_failed_total", "Users whose expiry failed in a pass (skipped, retried next pass)");
+    describe_counter!("coins_webhook_deliveries_total", "Webhook delivery attempts, by outcome: delivered, failed");
+    describe_histogram!("coins_webhook_lag_seconds", metrics::Unit::Seconds, "From the ledger commit to the end of a delivery attempt, by outcome");
+    describe_gauge!("coins_webhook_outbox_depth", "Webhook messages waiting to be delivered (pending, retries included)");
     describe_counter!("coins_rate_limited_total", "Calls refused by a rate limit, by limit: client, token");
 }
 
@@ -114,4 +117,16 @@ pub fn sweep(users_failed: u64) {
 /// A call refused by a rate limit (`client`: API calls; `token`: the token endpoint).
 pub fn rate_limited(limit: &'static str) {
     counter!("coins_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// One webhook delivery attempt, `lag_secs` after its entry was committed.
+pub fn webhook_delivery(delivered: bool, lag_secs: f64) {
+    let outcome = if delivered { "delivered" } else { "failed" };
+    counter!("coins_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    histogram!("coins_webhook_lag_seconds", "outcome" => outcome).record(lag_secs.max(0.0));
+}
+
+/// Messages waiting in the outbox.
+pub fn outbox_depth(depth: i64) {
+    gauge!("coins_webhook_outbox_depth").set(depth as f64);
 }

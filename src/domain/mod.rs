@@ -10,6 +10,7 @@
 //! - [`ledger`]: the shared vocabulary of plans — entry kinds, lot moves, stored requests.
 //! - [`allocate`], [`redeem`], [`reverse`], [`expire`]: one module per operation.
 //! - [`lots`]: which lots a debit takes; [`refusal`]: why an operation was refused.
+//! - [`webhooks`]: event types, retries, disabling, forbidden targets.
 
 pub mod allocate;
 pub mod coins;
@@ -23,6 +24,7 @@ pub mod principal;
 pub mod redeem;
 pub mod refusal;
 pub mod reverse;
+pub mod webhooks;
 
 pub use coins::Coins;
 pub use config::{CoinConfig, ConfigKind};

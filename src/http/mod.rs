@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod oauth;
 pub mod openapi;
 pub mod users;
+pub mod webhooks;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,7 @@ pub struct HttpSettings {
     pub lockout: LockoutPolicy,
     /// A request must be answered within this, its body read included.
     pub request_timeout: Duration,
+    pub webhooks: Arc<crate::webhooks::WebhookSettings>,
 }
 
 #[derive(Clone)]
@@ -72,6 +74,12 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(users::get_coin_value, users::put_coin_value))
         .routes(routes!(users::user))
         .routes(routes!(users::transactions))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::patch, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::retry))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(docs::metrics))

@@ -24,11 +24,13 @@ the same `requestId`, which either replays the first answer or applies it once."
         license(name = "MIT"),
     ),
     security(("bearer" = [])),
+    components(schemas(crate::webhooks::payload::WebhookEvent)),
     tags(
         (name = "auth", description = "OAuth 2.0 tokens (SPEC §3)"),
         (name = "configurations", description = "How many coins an event earns (SPEC §4, §5)"),
         (name = "coins", description = "Allocating, redeeming, reversing; balances and coin value"),
         (name = "users", description = "A user's summary and history"),
+        (name = "webhooks", description = "Coin events pushed to the business's endpoints, signed (Standard Webhooks); the body each receives is the `WebhookEvent` schema"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -18,7 +18,7 @@ use super::model::{Applied, Expired, StoredReceipt};
 use super::{StoreError, StoreResult};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot};
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
-use crate::domain::ledger::{self as rules, Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::ledger::{self as rules, Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{self, CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt};
@@ -56,6 +56,9 @@ pub(crate) trait LedgerTx {
     async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>>;
     async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>>;
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
+    /// The outbox: one message per enabled subscription of the company that wants this kind of
+    /// entry, in the entry's own transaction.
+    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()>;
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
     async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()>;
     async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
@@ -68,6 +71,13 @@ pub(crate) fn run_now<T>(flow: impl Future<Output = StoreResult<T>>) -> StoreRes
         std::task::Poll::Ready(result) => result,
         std::task::Poll::Pending => Err(StoreError::Corrupt("a SQLite ledger step tried to wait".into())),
     }
+}
+
+/// A ledger entry and its webhook messages: never one without the other.
+async fn write_entry<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64> {
+    let entry_id = tx.insert_entry(company, user, entry, now_ms).await?;
+    tx.record_events(company, user, entry_id, entry.kind, now_ms).await?;
+    Ok(entry_id)
 }
 
 fn replayed<R: StoredReceipt>(prev: &StoredRequest) -> StoreResult<Applied<R>> {
@@ -106,7 +116,7 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     if plan.new_account {
         tx.open_account(company, user, cmd.now_ms).await?;
     }
-    let entry_id = tx.insert_entry(company, user, &plan.entry, cmd.now_ms).await?;
+    let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.insert_lot(company, user, entry_id, &plan.lot, cmd.now_ms).await?;
     tx.set_balance(company, user, plan.balance.get(), Lifetime::Earned, amount.get()).await?;
     Ok(AllocateOk::Allocated { coins: amount, balance: plan.balance, entry_id })
@@ -116,7 +126,7 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
 pub(crate) async fn expire_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, balance: i64, now_ms: i64) -> StoreResult<ExpiryPlan> {
     let plan = expire::plan_expiry(balance, tx.due_lots(company, user, now_ms).await?);
     for (entry, lot_move) in &plan.entries {
-        let entry_id = tx.insert_entry(company, user, entry, now_ms).await?;
+        let entry_id = write_entry(tx, company, user, entry, now_ms).await?;
         tx.apply_moves(entry_id, std::slice::from_ref(lot_move)).await?;
     }
     if !plan.is_empty() {
@@ -150,7 +160,7 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
     let value = tx.coin_value(company).await?;
     let open = tx.open_lots(company, user, cmd.now_ms).await?;
     let plan = redeem::plan_redemption(cmd, balance, &value, open)?;
-    let entry_id = tx.insert_entry(company, user, &plan.entry, cmd.now_ms).await?;
+    let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.apply_moves(entry_id, &plan.moves).await?;
     tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Redeemed, plan.receipt.coins).await?;
     tx.finish(company, request_id, plan.receipt.coins, &plan.receipt.to_stored()).await?;
@@ -183,7 +193,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         let taken = tx.moves_of(entry.entry_id).await?;
         reverse::plan_give_back(cmd, &entry, balance, &taken)
     };
-    let entry_id = tx.insert_entry(company, user, &plan.entry, cmd.now_ms).await?;
+    let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.apply_moves(entry_id, &plan.moves).await?;
     tx.set_balance(company, user, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta).await?;
     // Coins given back to lots that have expired meanwhile expire again at once.

@@ -13,6 +13,7 @@ pub struct Migration {
 pub const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "lots_by_entry", sql: include_str!("../../migrations/sqlite/0002_lots_by_entry.sql") },
+    Migration { version: 3, name: "webhooks", sql: include_str!("../../migrations/sqlite/0003_webhooks.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -21,6 +22,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 3, name: "allocate_set", sql: include_str!("../../migrations/postgres/0003_allocate_set.sql") },
     Migration { version: 4, name: "drop_unused_allocate", sql: include_str!("../../migrations/postgres/0004_drop_unused_allocate.sql") },
     Migration { version: 5, name: "lots_by_entry", sql: include_str!("../../migrations/postgres/0005_lots_by_entry.sql") },
+    Migration { version: 6, name: "webhooks", sql: include_str!("../../migrations/postgres/0006_webhooks.sql") },
 ];
 
 /// The bookkeeping table, in SQL both backends speak.

@@ -4,6 +4,7 @@
 //! - [`ConfigStore`]: coin configurations, their audit trail, coin values.
 //! - [`LedgerStore`]: every write to the ledger — allocate, redeem, reverse, expire.
 //! - [`ReportStore`]: what is read back — balances, summaries, history, `verify`.
+//! - [`WebhookStore`]: subscriptions, their outbox (written by the ledger's flows) and deliveries.
 //! - [`Store`]: all of the above plus migrations and a ping; what the app holds.
 //!
 //! Layout: `error.rs` (the one error type), `model.rs` (records and read models), `migrate.rs`
@@ -22,6 +23,7 @@ pub mod model;
 pub mod postgres;
 pub mod sqlite;
 mod verify;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -29,12 +31,14 @@ use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use webhooks::{AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord};
 
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
 use crate::domain::config::ConfigValues;
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{ReverseCmd, ReverseReceipt};
+use crate::domain::webhooks::RetryPolicy;
 use crate::domain::{CoinConfig, CoinConfigId, CompanyId, UserId};
 
 #[async_trait]
@@ -109,9 +113,36 @@ pub trait ReportStore: Send + Sync {
     async fn verify(&self) -> StoreResult<VerifyReport>;
 }
 
+/// Webhook subscriptions, their outbox and its delivery (SPEC §5 "Webhooks").
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(&self, webhook: WebhookRecord) -> StoreResult<()>;
+    /// Every company's, or one company's, by creation.
+    async fn list_webhooks(&self, company: Option<&CompanyId>) -> StoreResult<Vec<WebhookRecord>>;
+    async fn get_webhook(&self, webhook_id: &str) -> StoreResult<Option<WebhookRecord>>;
+    async fn update_webhook(&self, webhook_id: &str, change: WebhookChange, now_ms: i64) -> StoreResult<Option<WebhookRecord>>;
+    /// Removes the subscription with its messages and their attempts.
+    async fn delete_webhook(&self, webhook_id: &str) -> StoreResult<bool>;
+    /// Stores a new secret; the current one becomes the previous one, signing until `previous_until`.
+    async fn rotate_webhook_secret(&self, webhook_id: &str, sealed: String, previous_until: i64, now_ms: i64) -> StoreResult<bool>;
+    /// Queues a `webhook.test` message; its sequence number.
+    async fn enqueue_test_message(&self, webhook_id: &str, company: &CompanyId, now_ms: i64) -> StoreResult<i64>;
+    /// The delivery log, newest first, attempts with id below `before` (keyset pagination).
+    async fn webhook_attempts(&self, webhook_id: &str, before: Option<i64>, limit: i64) -> StoreResult<Vec<AttemptRecord>>;
+    /// Makes a message of this webhook due now again (delivered or failed ones too); false if none.
+    async fn retry_message(&self, webhook_id: &str, message_seq: i64, now_ms: i64) -> StoreResult<bool>;
+    /// Leases up to `limit` due messages for `lease_ms`: each the oldest pending one of its
+    /// (endpoint, user), of an enabled endpoint, not leased by anyone else.
+    async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>>;
+    /// Records an attempt and what follows from it (`store::webhooks::record`).
+    async fn record_attempt(&self, outcome: AttemptOutcome, attempts_before: i64, policy: &RetryPolicy) -> StoreResult<MessageState>;
+    /// Messages waiting to be delivered.
+    async fn outbox_depth(&self) -> StoreResult<i64>;
+}
+
 /// Everything the app needs from storage.
 #[async_trait]
-pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + 'static {
+pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + 'static {
     /// Applies pending migrations. Safe to call from several processes at once.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for `/readyz`.

@@ -236,8 +236,34 @@ fn start(url: &str, cycle: usize) -> (Child, String) {
             ("COINS_CLOCK_OFFSET_SECS", offset.as_str()),
             ("COINS_SWEEP_INTERVAL_SECS", "1"),
             ("COINS_RATE_LIMIT_PER_SEC", "0"),
+            // A webhook that never answers collects an outbox row per entry; it must not be
+            // disabled during the run (the clock moves two days per cycle).
+            ("COINS_WEBHOOK_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
+            ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("COINS_WEBHOOK_DISABLE_AFTER_SECS", "31536000"),
         ],
     )
+}
+
+/// (entries without exactly one outbox message, messages without their entry, messages).
+async fn outbox_mismatches(backend: Backend, url: &str) -> (i64, i64, i64) {
+    let sql = "SELECT \
+        (SELECT COUNT(*) FROM ledger_entries e WHERE (SELECT COUNT(*) FROM webhook_messages m WHERE m.entry_id = e.entry_id) <> 1), \
+        (SELECT COUNT(*) FROM webhook_messages m WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.entry_id = m.entry_id)), \
+        (SELECT COUNT(*) FROM webhook_messages)";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap()
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let r = client.query_one(sql, &[]).await.unwrap();
+            (r.get(0), r.get(1), r.get(2))
+        }
+    }
 }
 
 async fn token(http: &reqwest::Client, base: &str) -> String {
@@ -295,6 +321,10 @@ async fn run_cycles(backend: Backend) {
         let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200);
     }
+    // Every entry of the run is reported to this endpoint (which refuses connections).
+    let hook = json!({"companyId":"C","url":"http://127.0.0.1:9/never","events":["coins.allocated","coins.redeemed","coins.reversed","coins.expired"]});
+    let res = http.post(format!("{base}/api/v0/coins/webhooks")).bearer_auth(&admin).json(&hook).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
     let mut workers: Vec<Worker> = (0..WORKERS).map(Worker::new).collect();
     let (mut base, mut admin) = (base, admin);
     let cycles = kills();
@@ -397,6 +427,9 @@ async fn run_cycles(backend: Backend) {
     for rid in expected.keys() {
         assert_eq!(seen.get(rid.as_str()), Some(&1), "{rid}: acknowledged, so exactly one entry");
     }
+    // The outbox row of an entry is in the entry's own transaction: never one without the other.
+    let (unreported, orphans, messages) = outbox_mismatches(backend, &url).await;
+    assert_eq!((unreported, orphans), (0, 0), "entries without exactly one webhook message, messages without an entry ({messages} messages)");
     let expired = expired(backend, &url).await;
     for (user, balance) in &summaries {
         let model: i64 = expected.values().filter(|e| &e.user == user).map(|e| e.coins).sum::<i64>() + expired.get(user).copied().unwrap_or(0);
@@ -409,7 +442,7 @@ async fn run_cycles(backend: Backend) {
     let sum = |f: fn(&Tally) -> usize| workers.iter().map(|w| f(&w.tally)).sum::<usize>();
     let expirations = entries.len(); // request-bearing entries
     eprintln!(
-        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged, {} refused, {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired",
+        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged, {} refused, {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired, {messages} webhook messages (one per entry)",
         sum(|t| t.requests),
         sum(|t| t.acknowledged),
         sum(|t| t.refused),

@@ -29,7 +29,7 @@ struct Row {
     tries: Vec<(String, Option<Value>, Expect)>,
 }
 
-fn rows(b_config: &str) -> Vec<Row> {
+fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
     use Expect::*;
     let alloc_b = json!({"companyId":"B","event":"E","requestId":"B-A1","userId":"UB"});
     vec![
@@ -94,6 +94,39 @@ fn rows(b_config: &str) -> Vec<Row> {
         Row { method: "get", path: "/api/v0/coins/coin-value", tries: vec![("/api/v0/coins/coin-value?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
         Row { method: "get", path: "/api/v0/coins/users/{userId}", tries: vec![("/api/v0/coins/users/UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
         Row { method: "get", path: "/api/v0/coins/transactions", tries: vec![("/api/v0/coins/transactions?userId=UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
+        Row {
+            method: "post",
+            path: "/api/v0/coins/webhooks",
+            tries: vec![("/api/v0/coins/webhooks".into(), Some(json!({"companyId":"B","url":"http://127.0.0.1:9/h","events":["coins.allocated"]})), Refused(403, "FORBIDDEN"))],
+        },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/webhooks",
+            tries: vec![("/api/v0/coins/webhooks".into(), None, Hidden), ("/api/v0/coins/webhooks?companyId=B".into(), None, Refused(403, "FORBIDDEN"))],
+        },
+        Row { method: "get", path: "/api/v0/coins/webhooks/{webhookId}", tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), None, Refused(404, "WEBHOOK_NOT_FOUND"))] },
+        Row {
+            method: "patch",
+            path: "/api/v0/coins/webhooks/{webhookId}",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), Some(json!({"url":"http://127.0.0.1:9/stolen"})), Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
+        Row { method: "delete", path: "/api/v0/coins/webhooks/{webhookId}", tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), None, Refused(404, "WEBHOOK_NOT_FOUND"))] },
+        Row {
+            method: "post",
+            path: "/api/v0/coins/webhooks/{webhookId}/rotate-secret",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/rotate-secret"), Some(json!({})), Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
+        Row { method: "post", path: "/api/v0/coins/webhooks/{webhookId}/test", tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/test"), Some(json!({})), Refused(404, "WEBHOOK_NOT_FOUND"))] },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/webhooks/{webhookId}/deliveries",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/deliveries"), None, Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
+        Row {
+            method: "post",
+            path: "/api/v0/coins/webhooks/{webhookId}/deliveries/{messageId}/retry",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/deliveries/msg_1/retry"), Some(json!({})), Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
         Row { method: "get", path: "/healthz", tries: vec![("/healthz".into(), None, NotCompanyData("public"))] },
         Row { method: "get", path: "/readyz", tries: vec![("/readyz".into(), None, NotCompanyData("public"))] },
         Row { method: "get", path: "/openapi.json", tries: vec![("/openapi.json".into(), None, NotCompanyData("public"))] },
@@ -104,7 +137,7 @@ fn rows(b_config: &str) -> Vec<Row> {
 }
 
 /// Everything of B's that an admin can read.
-async fn b_state(app: &TestApp, b_config: &str) -> Vec<Value> {
+async fn b_state(app: &TestApp, b_config: &str, b_hook: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for path in [
         "/api/v0/coins/users/UB".to_owned(),
@@ -114,6 +147,8 @@ async fn b_state(app: &TestApp, b_config: &str) -> Vec<Value> {
         "/api/v0/enkash-coins?companyId=B".to_owned(),
         "/api/v0/coins/coin-value?companyId=B".to_owned(),
         "/api/v0/coins/coin-value".to_owned(),
+        format!("/api/v0/coins/webhooks/{b_hook}"),
+        format!("/api/v0/coins/webhooks/{b_hook}/deliveries"),
     ] {
         out.push(app.get(&path, &app.admin_token).await.assert_ok().clone());
     }
@@ -128,12 +163,14 @@ both_backends! {
         app.allocate(&app.admin_token, "B", "E", "B-A1", "UB").await.assert_ok();
         app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"B","userId":"UB","requestId":"B-R1","coins":2})).await.assert_ok();
         app.send(reqwest::Method::PUT, "/api/v0/coins/coin-value", Some(&app.admin_token), Some(&json!({"companyId":"B","currency":"INR","minorUnitsPerCoin":50}))).await.assert_ok();
-        let before = b_state(app, &b_config).await;
+        let hook = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"B","url":"http://127.0.0.1:9/b","events":["coins.allocated"]})).await;
+        let b_hook = hook.assert_ok()["webhookId"].as_str().unwrap().to_owned();
+        let before = b_state(app, &b_config, &b_hook).await;
         let a = app.company_token(&["A"]).await;
 
         // Every route the router serves has a row.
         let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
-        let rows = rows(&b_config);
+        let rows = rows(&b_config, &b_hook);
         let table: BTreeMap<(String, String), &Row> = rows.iter().map(|r| ((r.method.to_owned(), r.path.to_owned()), r)).collect();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys().filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str())) {
@@ -151,7 +188,7 @@ both_backends! {
                     Expect::Hidden => {
                         let payload = res.assert_ok();
                         let text = payload.to_string();
-                        assert!(!text.contains(&b_config) && !text.contains("\"allocated\":1") && payload != &json!(18), "{} {path}: B's data shows: {text}", row.method);
+                        assert!(!text.contains(&b_config) && !text.contains(&b_hook) && !text.contains("\"allocated\":1") && payload != &json!(18), "{} {path}: B's data shows: {text}", row.method);
                         if path.contains("allocate-coins") {
                             assert_eq!(payload["results"][0]["errorCode"], json!("FORBIDDEN"));
                         }
@@ -163,6 +200,6 @@ both_backends! {
                 }
             }
         }
-        assert_eq!(b_state(app, &b_config).await, before, "B's data changed");
+        assert_eq!(b_state(app, &b_config, &b_hook).await, before, "B's data changed");
     }
 }

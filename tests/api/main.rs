@@ -30,3 +30,4 @@ mod openapi;
 mod processes;
 mod schemathesis;
 mod secrets;
+mod webhooks;

@@ -41,7 +41,14 @@ async fn run(backend: Backend) {
         return;
     }
     let Some(db) = test_db(backend).await else { return };
-    let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0"), ("COINS_LOG", "error")];
+    // A webhook key on both backends: without one, PostgreSQL answers 503 to webhook creation.
+    let env = [
+        ("COINS_ADMIN_CLIENT_ID", ADMIN_ID),
+        ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
+        ("COINS_RATE_LIMIT_PER_SEC", "0"),
+        ("COINS_LOG", "error"),
+        ("COINS_WEBHOOK_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    ];
     let (mut child, base) = start_coins_serve(&db.url, &env);
     let http = reqwest::Client::new();
     let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();

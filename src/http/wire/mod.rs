@@ -16,6 +16,7 @@ pub mod coins;
 pub mod configs;
 pub mod oauth;
 pub mod users;
+pub mod webhooks;
 
 use std::collections::HashMap;
 

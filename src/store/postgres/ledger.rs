@@ -19,11 +19,12 @@ use super::listen::Caches;
 use super::{Core, PgStore, PgTx};
 use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
 use crate::domain::expire::DueLot;
-use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::refusal::Cap;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, Refusal, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx};
 use crate::store::error::Shared;
@@ -199,6 +200,19 @@ impl LedgerTx for PgTx<'_> {
         Ok(row.get(0))
     }
 
+    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()> {
+        let event = EventType::of_entry(kind);
+        let stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO webhook_messages (webhook_id, company_id, user_id, entry_id, event_type, state, next_attempt_at, created_at) \
+                 SELECT webhook_id, $1, $2, $3, $4, 'pending', $5, $5 FROM webhooks WHERE company_id = $1 AND enabled AND (event_mask & $6) <> 0",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &entry_id, &event.as_str(), &now_ms, &event.bit()]).await?;
+        Ok(())
+    }
+
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
         let stmt = self
             .0
@@ -318,9 +332,30 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
             };
             results[i] = Some(allocation_outcome(row, &cmds[i])?);
         }
+        record_allocated_events(tx, &rows).await?;
         pending = later;
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("an allocation was not answered".into())))).collect())
+}
+
+/// The outbox rows of a round's new entries, in one statement and in ledger order (the flows'
+/// `LedgerTx::record_events`, set-based).
+async fn record_allocated_events(tx: &Transaction<'_>, rows: &[Row]) -> StoreResult<()> {
+    let entries: Vec<i64> = rows.iter().filter(|r| r.get::<_, &str>(1) == "ALLOCATED").filter_map(|r| r.get::<_, Option<i64>>(4)).collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let event = EventType::Allocated;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO webhook_messages (webhook_id, company_id, user_id, entry_id, event_type, state, next_attempt_at, created_at) \
+             SELECT w.webhook_id, e.company_id, e.user_id, e.entry_id, $2, 'pending', e.created_at, e.created_at \
+             FROM ledger_entries e JOIN webhooks w ON w.company_id = e.company_id AND w.enabled AND (w.event_mask & $3) <> 0 \
+             WHERE e.entry_id = ANY($1) ORDER BY e.entry_id, w.webhook_id",
+        )
+        .await?;
+    tx.execute(&stmt, &[&entries, &event.as_str(), &event.bit()]).await?;
+    Ok(())
 }
 
 /// One row of `coins_allocate_set`, as the item's answer. `ALONE` fails the whole transaction:

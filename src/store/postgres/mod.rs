@@ -18,6 +18,7 @@ mod configs;
 mod ledger;
 mod listen;
 mod reports;
+mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;

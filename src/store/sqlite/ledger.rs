@@ -9,10 +9,11 @@ use super::writer::Queued;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
 use crate::domain::expire::DueLot;
-use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::webhooks::EventType;
 use crate::domain::{Coins, CompanyId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, run_now};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
@@ -181,6 +182,17 @@ impl LedgerTx for SqliteTx<'_> {
                 e.expires_at
             ])?;
         Ok(self.0.last_insert_rowid())
+    }
+
+    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()> {
+        let event = EventType::of_entry(kind);
+        self.0
+            .prepare_cached(
+                "INSERT INTO webhook_messages (webhook_id, company_id, user_id, entry_id, event_type, state, next_attempt_at, created_at) \
+                 SELECT webhook_id, ?1, ?2, ?3, ?4, 'pending', ?5, ?5 FROM webhooks WHERE company_id = ?1 AND enabled = 1 AND (event_mask & ?6) <> 0",
+            )?
+            .execute(params![company.as_str(), user.as_str(), entry_id, event.as_str(), now_ms, event.bit()])?;
+        Ok(())
     }
 
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {

@@ -14,6 +14,7 @@ mod clients;
 mod configs;
 mod ledger;
 mod reports;
+mod webhooks;
 mod wal;
 mod writer;
 

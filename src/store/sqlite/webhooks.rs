@@ -1,0 +1,320 @@
+//! Webhook subscriptions, their outbox and delivery log on SQLite. Claims and outcomes are writer
+//! jobs; the worker asks with a read first, so an idle outbox costs the writer nothing.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{SqliteStore, SqliteTx};
+use crate::domain::CompanyId;
+use crate::domain::webhooks::{EventType, RetryPolicy};
+use crate::store::ledger::run_now;
+use crate::store::webhooks::{self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord, WebhookTx};
+use crate::store::{LedgerEntry, StoreResult, WebhookStore};
+
+const WEBHOOK_COLUMNS: &str = "webhook_id, company_id, url, event_mask, description, enabled, disabled_reason, secret_sealed, previous_sealed, \
+                               previous_until, failing_since, created_by, created_at, updated_at";
+
+fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRecord> {
+    Ok(WebhookRecord {
+        webhook_id: r.get(0)?,
+        company: CompanyId::from_trusted(r.get(1)?),
+        url: r.get(2)?,
+        event_mask: r.get(3)?,
+        description: r.get(4)?,
+        enabled: r.get(5)?,
+        disabled_reason: r.get(6)?,
+        secret_sealed: r.get(7)?,
+        previous_sealed: r.get(8)?,
+        previous_until: r.get(9)?,
+        failing_since: r.get(10)?,
+        created_by: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+fn webhook_by_id(conn: &Connection, webhook_id: &str) -> StoreResult<Option<WebhookRecord>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE webhook_id = ?1"))?
+        .query_row(params![webhook_id], webhook_from_row)
+        .optional()?)
+}
+
+/// Due messages, each the oldest pending one of its (endpoint, user), of an enabled endpoint and
+/// not leased.
+const DUE_SQL: &str = "SELECT m.message_seq FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id AND w.enabled = 1 \
+     WHERE m.state = 'pending' AND m.next_attempt_at <= ?1 AND (m.lease_until IS NULL OR m.lease_until <= ?1) \
+     AND NOT EXISTS (SELECT 1 FROM webhook_messages p WHERE p.webhook_id = m.webhook_id AND p.user_id = m.user_id \
+                     AND p.state = 'pending' AND p.message_seq < m.message_seq) \
+     ORDER BY m.next_attempt_at, m.message_seq LIMIT ?2";
+
+const DELIVERY_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > ?2 THEN w.previous_sealed END, \
+     m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
+     e.coin_config_id, e.created_at, e.expires_at, e.type \
+     FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
+     WHERE m.message_seq = ?1";
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let event_type: String = r.get(5)?;
+    let company_id: String = r.get(7)?;
+    let data = match r.get::<_, Option<i64>>(9)? {
+        Some(entry_id) => Some(EventData {
+            user_id: r.get(10)?,
+            company_id: company_id.clone(),
+            entry: LedgerEntry {
+                entry_id,
+                kind: r.get(18)?,
+                coins: r.get(11)?,
+                balance_after: r.get(12)?,
+                event: r.get(13)?,
+                request_id: r.get(14)?,
+                coin_config_id: r.get(15)?,
+                created_at_ms: r.get(16)?,
+                expires_at_ms: r.get(17)?,
+            },
+        }),
+        None => None,
+    };
+    Ok(Delivery {
+        message_seq: r.get(0)?,
+        webhook_id: r.get(1)?,
+        url: r.get(2)?,
+        secret_sealed: r.get(3)?,
+        previous_sealed: r.get(4)?,
+        event_type: EventType::parse(&event_type)
+            .ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("unknown event type {event_type}").into()))?,
+        attempts: r.get(6)?,
+        company_id,
+        data,
+        created_at: r.get(8)?,
+    })
+}
+
+const ATTEMPTS_SQL: &str = "SELECT a.attempt_id, a.message_seq, m.event_type, m.entry_id, a.attempted_at, a.outcome, a.http_status, a.latency_ms, \
+     a.excerpt, a.next_attempt_at, m.state FROM webhook_attempts a JOIN webhook_messages m ON m.message_seq = a.message_seq \
+     WHERE a.webhook_id = ?1 AND a.attempt_id < ?2 ORDER BY a.attempt_id DESC LIMIT ?3";
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        attempt_id: r.get(0)?,
+        message_seq: r.get(1)?,
+        event_type: r.get(2)?,
+        entry_id: r.get(3)?,
+        attempted_at: r.get(4)?,
+        outcome: r.get(5)?,
+        http_status: r.get(6)?,
+        latency_ms: r.get(7)?,
+        excerpt: r.get(8)?,
+        next_attempt_at: r.get(9)?,
+        message_state: r.get(10)?,
+    })
+}
+
+impl WebhookTx for SqliteTx<'_> {
+    async fn insert_attempt(&mut self, o: &AttemptOutcome, next_attempt_at: Option<i64>) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO webhook_attempts (message_seq, webhook_id, attempted_at, outcome, http_status, latency_ms, excerpt, next_attempt_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                o.message_seq,
+                o.webhook_id,
+                o.attempted_at,
+                if o.delivered { "delivered" } else { "failed" },
+                o.http_status,
+                o.latency_ms,
+                o.excerpt,
+                next_attempt_at
+            ])?;
+        Ok(())
+    }
+
+    async fn finish_message(&mut self, seq: i64, state: MessageState, now_ms: i64) -> StoreResult<()> {
+        let (name, next, delivered_at) = webhooks::state_columns(state, now_ms);
+        self.0
+            .prepare_cached(
+                "UPDATE webhook_messages SET attempts = attempts + 1, state = ?2, next_attempt_at = COALESCE(?3, next_attempt_at), \
+                 delivered_at = COALESCE(?4, delivered_at), lease_until = NULL, lease_owner = NULL WHERE message_seq = ?1",
+            )?
+            .execute(params![seq, name, next, delivered_at])?;
+        Ok(())
+    }
+
+    async fn failing_since(&mut self, webhook_id: &str) -> StoreResult<Option<i64>> {
+        Ok(self.0.prepare_cached("SELECT failing_since FROM webhooks WHERE webhook_id = ?1")?.query_row(params![webhook_id], |r| r.get(0)).optional()?.flatten())
+    }
+
+    async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()> {
+        self.0.prepare_cached("UPDATE webhooks SET failing_since = ?2 WHERE webhook_id = ?1 AND failing_since IS NOT ?2")?.execute(params![webhook_id, since])?;
+        Ok(())
+    }
+
+    async fn disable(&mut self, webhook_id: &str, reason: &str, now_ms: i64) -> StoreResult<()> {
+        self.0
+            .prepare_cached("UPDATE webhooks SET enabled = 0, disabled_reason = ?2, updated_at = ?3 WHERE webhook_id = ?1")?
+            .execute(params![webhook_id, reason, now_ms])?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_webhook(&self, w: WebhookRecord) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(&format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?
+                .execute(params![
+                    w.webhook_id,
+                    w.company.as_str(),
+                    w.url,
+                    w.event_mask,
+                    w.description,
+                    w.enabled,
+                    w.disabled_reason,
+                    w.secret_sealed,
+                    w.previous_sealed,
+                    w.previous_until,
+                    w.failing_since,
+                    w.created_by,
+                    w.created_at,
+                    w.updated_at
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_webhooks(&self, company: Option<&CompanyId>) -> StoreResult<Vec<WebhookRecord>> {
+        let company = company.map(|c| c.as_str().to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE ?1 IS NULL OR company_id = ?1 ORDER BY created_at, webhook_id"))?
+                .query_map(params![company], webhook_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn get_webhook(&self, webhook_id: &str) -> StoreResult<Option<WebhookRecord>> {
+        let id = webhook_id.to_owned();
+        self.read(move |conn| webhook_by_id(conn, &id)).await
+    }
+
+    async fn update_webhook(&self, webhook_id: &str, change: WebhookChange, now_ms: i64) -> StoreResult<Option<WebhookRecord>> {
+        let id = webhook_id.to_owned();
+        self.write(move |conn| {
+            let (set_description, description) = match change.description {
+                Some(d) => (true, d),
+                None => (false, None),
+            };
+            let n = conn
+                .prepare_cached(
+                    "UPDATE webhooks SET url = COALESCE(?2, url), event_mask = COALESCE(?3, event_mask), \
+                     description = CASE WHEN ?4 THEN ?5 ELSE description END, enabled = COALESCE(?6, enabled), \
+                     disabled_reason = CASE WHEN ?6 = 1 THEN NULL ELSE disabled_reason END, \
+                     failing_since = CASE WHEN ?6 = 1 AND enabled = 0 THEN NULL ELSE failing_since END, updated_at = ?7 \
+                     WHERE webhook_id = ?1",
+                )?
+                .execute(params![id, change.url, change.event_mask, set_description, description, change.enabled, now_ms])?;
+            if n == 0 {
+                return Ok(None);
+            }
+            webhook_by_id(conn, &id)
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, webhook_id: &str) -> StoreResult<bool> {
+        let id = webhook_id.to_owned();
+        self.write(move |conn| {
+            // Attempts go with their messages, messages with their webhook (ON DELETE CASCADE).
+            Ok(conn.prepare_cached("DELETE FROM webhooks WHERE webhook_id = ?1")?.execute(params![id])? == 1)
+        })
+        .await
+    }
+
+    async fn rotate_webhook_secret(&self, webhook_id: &str, sealed: String, previous_until: i64, now_ms: i64) -> StoreResult<bool> {
+        let id = webhook_id.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE webhooks SET previous_sealed = secret_sealed, secret_sealed = ?2, previous_until = ?3, updated_at = ?4 WHERE webhook_id = ?1",
+                )?
+                .execute(params![id, sealed, previous_until, now_ms])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn enqueue_test_message(&self, webhook_id: &str, company: &CompanyId, now_ms: i64) -> StoreResult<i64> {
+        let (id, company) = (webhook_id.to_owned(), company.as_str().to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO webhook_messages (webhook_id, company_id, user_id, entry_id, event_type, state, next_attempt_at, created_at) \
+                 VALUES (?1, ?2, '', NULL, ?3, 'pending', ?4, ?4)",
+            )?
+            .execute(params![id, company, EventType::Test.as_str(), now_ms])?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn webhook_attempts(&self, webhook_id: &str, before: Option<i64>, limit: i64) -> StoreResult<Vec<AttemptRecord>> {
+        let id = webhook_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn.prepare_cached(ATTEMPTS_SQL)?.query_map(params![id, before.unwrap_or(i64::MAX), limit], attempt_from_row)?.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn retry_message(&self, webhook_id: &str, message_seq: i64, now_ms: i64) -> StoreResult<bool> {
+        let id = webhook_id.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE webhook_messages SET state = 'pending', next_attempt_at = ?3, lease_until = NULL, lease_owner = NULL \
+                     WHERE webhook_id = ?1 AND message_seq = ?2",
+                )?
+                .execute(params![id, message_seq, now_ms])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let any_due = self.read_inline(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM webhook_messages WHERE state = 'pending' AND next_attempt_at <= ?1 LIMIT 1")?
+                .query_row(params![now_ms], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            let seqs: Vec<i64> = conn.prepare_cached(DUE_SQL)?.query_map(params![now_ms, limit], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut lease = conn.prepare_cached("UPDATE webhook_messages SET lease_until = ?2, lease_owner = ?3 WHERE message_seq = ?1")?;
+            let mut fetch = conn.prepare_cached(DELIVERY_SQL)?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                lease.execute(params![seq, now_ms + lease_ms, owner])?;
+                out.push(fetch.query_row(params![seq, now_ms], delivery_from_row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, outcome: AttemptOutcome, attempts_before: i64, policy: &RetryPolicy) -> StoreResult<MessageState> {
+        let policy = policy.clone();
+        let jitter = webhooks::jitter();
+        self.write(move |conn| run_now(webhooks::record(&mut SqliteTx(conn), &outcome, attempts_before, &policy, jitter))).await
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<i64> {
+        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM webhook_messages WHERE state = 'pending'", [], |r| r.get(0))?)).await
+    }
+}

@@ -1,0 +1,112 @@
+//! Webhook signing secrets: made (`whsec_` + base64 of 32 random bytes, the Standard Webhooks
+//! form), and sealed before they are stored, with ChaCha20-Poly1305 under the key of the settings
+//! (`COINS_WEBHOOK_KEY`; on SQLite a key file beside the database when unset). A database dump
+//! alone therefore cannot sign: it holds only ciphertext, bound to its webhook id.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+use crate::crypto::random_bytes;
+
+/// Random bytes in a signing secret (Standard Webhooks asks for 24 to 64).
+const SECRET_BYTES: usize = 32;
+const NONCE_BYTES: usize = 12;
+
+/// The key that seals webhook secrets.
+pub struct SealingKey(SecretBox<[u8; 32]>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("COINS_WEBHOOK_KEY must be 32 bytes in base64 (openssl rand -base64 32)")]
+    Malformed,
+    #[error("reading or creating the webhook key file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+}
+
+impl SealingKey {
+    /// From the setting: base64 of 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        let bytes = STANDARD.decode(text.trim()).map_err(|_| KeyError::Malformed)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+        Ok(Self(SecretBox::new(Box::new(key))))
+    }
+
+    /// The key in `path`, made (readable by this user only) if it does not exist yet.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, KeyError> {
+        let err = |source| KeyError::File { path: path.display().to_string(), source };
+        if !path.exists() {
+            let text = STANDARD.encode(random_bytes::<32>());
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(path) {
+                Ok(mut f) => std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)?,
+                // Another process made it first: read theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Self::from_base64(&std::fs::read_to_string(path).map_err(err)?)
+    }
+
+    /// A key of fresh random bytes (tests, and nothing that must outlive the process).
+    pub fn random() -> Self {
+        Self(SecretBox::new(Box::new(random_bytes::<32>())))
+    }
+
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new(Key::from_slice(self.0.expose_secret()))
+    }
+
+    /// The stored form of `secret` for webhook `webhook_id`: base64 of nonce and ciphertext.
+    pub fn seal(&self, webhook_id: &str, secret: &SecretString) -> String {
+        let nonce = random_bytes::<NONCE_BYTES>();
+        let sealed = self
+            .cipher()
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.expose_secret().as_bytes(), aad: webhook_id.as_bytes() })
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        STANDARD.encode(out)
+    }
+
+    /// The secret sealed for `webhook_id`; `None` if it was sealed under another key or for
+    /// another webhook, or tampered with.
+    pub fn open(&self, webhook_id: &str, sealed: &str) -> Option<SecretString> {
+        let bytes = STANDARD.decode(sealed).ok()?;
+        if bytes.len() <= NONCE_BYTES {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
+        let plain = self.cipher().decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: webhook_id.as_bytes() }).ok()?;
+        String::from_utf8(plain).ok().map(SecretString::from)
+    }
+}
+
+/// A new signing secret, shown once to whoever created or rotated the webhook.
+pub fn new_secret() -> SecretString {
+    SecretString::from(format!("whsec_{}", STANDARD.encode(random_bytes::<SECRET_BYTES>())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key_and_webhook() {
+        let key = SealingKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap();
+        let secret = new_secret();
+        assert!(secret.expose_secret().starts_with("whsec_"));
+        let sealed = key.seal("wh_1", &secret);
+        assert!(!sealed.contains(&secret.expose_secret()[6..]), "ciphertext, not the secret");
+        assert_eq!(key.open("wh_1", &sealed).unwrap().expose_secret(), secret.expose_secret());
+        assert!(key.open("wh_2", &sealed).is_none(), "bound to its webhook");
+        let other = SealingKey::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
+        assert!(other.open("wh_1", &sealed).is_none());
+        assert!(SealingKey::from_base64("short").is_err());
+    }
+}

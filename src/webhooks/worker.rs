@@ -1,0 +1,201 @@
+//! The delivery worker of every `coins serve`: claims due messages from the outbox (leased, so
+//! several processes share one outbox without sending a message twice in the normal case), sends
+//! each as a signed POST, and records the attempt, which decides the retry, the failure and the
+//! disabling (`store::webhooks::record`). A process killed mid-delivery leaves its leases to run
+//! out; another process (or itself, restarted) then sends those messages again: at least once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use tokio::sync::{Semaphore, watch};
+
+use super::payload::WebhookEvent;
+use super::{WebhookSettings, sign, target};
+use crate::clock::Clock;
+use crate::store::error::chain;
+use crate::store::{AttemptOutcome, Delivery, Store};
+
+/// Bytes of a response body read at most; the rest is never read.
+pub const RESPONSE_BYTES_MAX: usize = 4 * 1024;
+/// Characters of a response (or error) kept in the delivery log.
+pub const EXCERPT_CHARS_MAX: usize = 256;
+/// Messages claimed at once.
+const CLAIM_MAX: usize = 64;
+/// A claim lasts twice the delivery's time limit and this much more: long enough for the attempt
+/// and its recording, short enough that a killed process's messages go out again soon.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often the outbox depth gauge is refreshed.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: Arc<WebhookSettings>,
+    client: reqwest::Client,
+    /// This process, as lease owner (for the operator reading the table).
+    owner: String,
+}
+
+impl Worker {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Arc<WebhookSettings>) -> reqwest::Result<Self> {
+        let client = target::client(settings.targets, settings.timeout)?;
+        let owner = format!("{}-{}", std::process::id(), hex::encode(crate::crypto::random_bytes::<4>()));
+        Ok(Self { store, clock, settings, client, owner })
+    }
+
+    /// Delivers until `stop` turns true, then lets deliveries in flight finish (each is bounded
+    /// by the delivery timeout).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.settings.concurrency.max(1)));
+        let lease_ms = i64::try_from((this.settings.timeout * 2 + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
+        let mut depth_at = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if depth_at.elapsed() >= DEPTH_INTERVAL {
+                depth_at = Instant::now();
+                if let Ok(depth) = this.store.outbox_depth().await {
+                    crate::metrics::outbox_depth(depth);
+                }
+            }
+            let free = slots.available_permits().min(CLAIM_MAX);
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                match this.store.claim_deliveries(this.clock.now_ms(), free, lease_ms, &this.owner).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %chain(&e), "claiming webhook deliveries failed; retrying");
+                        Vec::new()
+                    }
+                }
+            };
+            let full = claimed.len() == free && free > 0;
+            for delivery in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let worker = this.clone();
+                tokio::spawn(async move {
+                    worker.deliver(delivery).await;
+                    drop(permit);
+                });
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(this.settings.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let all = u32::try_from(this.settings.concurrency.max(1)).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(this.settings.timeout + Duration::from_secs(1), slots.acquire_many(all)).await;
+    }
+
+    /// Sends one message and records how it went.
+    async fn deliver(&self, d: Delivery) {
+        let started = Instant::now();
+        let sent = self.send(&d).await;
+        let now = self.clock.now_ms();
+        let delivered = matches!(sent, Sent::Answered { status, .. } if (200..300).contains(&status));
+        let (http_status, excerpt) = match sent {
+            Sent::Answered { status, excerpt } => (Some(status), excerpt),
+            Sent::Failed(reason) => (None, Some(reason)),
+        };
+        crate::metrics::webhook_delivery(delivered, (now - d.created_at) as f64 / 1000.0);
+        let outcome = AttemptOutcome {
+            message_seq: d.message_seq,
+            webhook_id: d.webhook_id.clone(),
+            attempted_at: now,
+            delivered,
+            http_status,
+            latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            excerpt,
+        };
+        if let Err(e) = self.store.record_attempt(outcome, d.attempts, &self.settings.retry).await {
+            // The lease runs out and the message is sent again: at least once.
+            tracing::warn!(webhook_id = %d.webhook_id, message = d.message_seq, error = %chain(&e), "recording a webhook attempt failed");
+        }
+    }
+
+    async fn send(&self, d: &Delivery) -> Sent {
+        let url = match target::check_delivery(&d.url, self.settings.targets) {
+            Ok(url) => url,
+            Err(reason) => return Sent::Failed(reason),
+        };
+        let Some(secrets) = self.secrets(d) else {
+            return Sent::Failed("the signing secret cannot be opened with this COINS_WEBHOOK_KEY".into());
+        };
+        let body = match serde_json::to_vec(&WebhookEvent::of(d)) {
+            Ok(body) => body,
+            Err(e) => return Sent::Failed(format!("encoding the event: {e}")),
+        };
+        let id = d.message_id();
+        // Wall-clock time, whatever the injected clock says: receivers hold it against theirs.
+        let timestamp = crate::clock::system_now_ms().div_euclid(1000);
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sign::header(&secrets, &id, timestamp, &body))
+            .body(body);
+        match request.send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let mut read = Vec::new();
+                while read.len() < RESPONSE_BYTES_MAX {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => read.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_BYTES_MAX - read.len())]),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                Sent::Answered { status, excerpt: excerpt(&String::from_utf8_lossy(&read)) }
+            }
+            Err(e) => Sent::Failed(failure(&e)),
+        }
+    }
+
+    /// The secrets that sign now: the current one, and the one before a rotation while it lasts.
+    fn secrets(&self, d: &Delivery) -> Option<Vec<SecretString>> {
+        let key = self.settings.key.as_ref()?;
+        let mut secrets = vec![key.open(&d.webhook_id, &d.secret_sealed)?];
+        secrets.extend(d.previous_sealed.as_deref().and_then(|p| key.open(&d.webhook_id, p)));
+        Some(secrets)
+    }
+}
+
+enum Sent {
+    Answered { status: u16, excerpt: Option<String> },
+    Failed(String),
+}
+
+/// What went wrong sending, in a few words (never the URL's query or the body).
+fn failure(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_redirect() {
+        "redirect"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    excerpt(&if detail.is_empty() { what.to_owned() } else { format!("{what}: {detail}") }).unwrap_or_default()
+}
+
+/// The start of a text, one line, printable only; `None` when empty.
+fn excerpt(text: &str) -> Option<String> {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(EXCERPT_CHARS_MAX).collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
+}
