@@ -84,8 +84,14 @@ struct Server {
 
 impl Server {
     fn start(db_url: &str, group_commit: &str, wal_max_mb: Option<u64>) -> Server {
+        Self::start_at(db_url, group_commit, wal_max_mb, 0)
+    }
+
+    /// With the server's clock `offset_secs` from the system's (the dashboard phase seeds past days).
+    fn start_at(db_url: &str, group_commit: &str, wal_max_mb: Option<u64>, offset_secs: i64) -> Server {
         let bin = std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into());
         let mut command = Command::new(bin);
+        command.env("COINS_CLOCK_OFFSET_SECS", offset_secs.to_string());
         if let Some(mb) = wal_max_mb {
             command.env("COINS_SQLITE_WAL_MAX_MB", mb.to_string());
         }
@@ -99,7 +105,7 @@ impl Server {
             // One client drives the whole load: the per-client rate limit would measure itself.
             .env("COINS_RATE_LIMIT_PER_SEC", "0")
             // The webhook phase's receiver is plain HTTP on 127.0.0.1.
-            .env("COINS_WEBHOOK_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+            .env("COINS_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
             .env("COINS_WEBHOOK_ALLOW_HTTP", "true")
             .env("COINS_WEBHOOK_ALLOW_PRIVATE", "true")
             .stdout(Stdio::piped())
@@ -137,13 +143,15 @@ impl Server {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The head of the last response (status line and headers).
+    head: String,
 }
 
 impl Conn {
     async fn open(addr: &str) -> Conn {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        Conn { stream, buf: Vec::with_capacity(8192) }
+        Conn { stream, buf: Vec::with_capacity(8192), head: String::new() }
     }
 
     /// Returns (status, body).
@@ -161,7 +169,8 @@ impl Conn {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         };
-        let head = std::str::from_utf8(&self.buf[..header_end]).unwrap_or("");
+        self.head = String::from_utf8_lossy(&self.buf[..header_end]).into_owned();
+        let head = self.head.as_str();
         let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         let length: usize = head
             .lines()
@@ -505,7 +514,15 @@ async fn receiver(receipts: Arc<Receipts>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
+        loop {
+            let mut s = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    eprintln!("receiver: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let receipts = receipts.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(4096);
@@ -623,6 +640,9 @@ async fn fresh_db(args: &Args) -> (String, Cleanup) {
 }
 
 async fn run(args: Args) -> bool {
+    if args.only == ["dashboard"] {
+        return dashboard_bench(&args).await;
+    }
     println!("coins benchmark: backend {}, {} s per phase, connections {:?}, preload {} entries", args.backend, args.secs, args.conns, args.preload);
     let (db_url, cleanup) = fresh_db(&args).await;
     let server = Server::start(&db_url, "on", args.wal_max_mb);
@@ -729,4 +749,101 @@ async fn run(args: Args) -> bool {
     let verified = verify(&db_url);
     cleanup.run().await;
     ledger_ok && verified
+}
+
+/// The dashboard at scale: `--preload` entries (10,000,000 for the issue's figure) over 90 days,
+/// 20 companies, 10 events and 100,000 users, seeded through the bulk endpoint by a server whose
+/// clock is set back, 3 days at a time; then the overview's time to answer, sequentially, for all
+/// companies and for one, over 30 and 90 days.
+async fn dashboard_bench(args: &Args) -> bool {
+    const CHUNKS: u64 = 30;
+    const COMPANIES: u64 = 20;
+    const EVENTS: u64 = 10;
+    const MEMBERS: u64 = 100_000;
+    println!("dashboard benchmark: backend {}, {} entries over 90 days", args.backend, args.preload);
+    let (db_url, cleanup) = fresh_db(args).await;
+    let started = Instant::now();
+    let per_chunk = args.preload / CHUNKS;
+    for chunk in 0..CHUNKS {
+        let offset = -((90 - 3 * chunk as i64) * 86_400);
+        let server = Server::start_at(&db_url, "on", args.wal_max_mb, offset);
+        let token = get_token(&server.addr).await;
+        if chunk == 0 {
+            for e in 0..EVENTS {
+                let cfg = format!(r#"{{"configuration":"DEFAULT","companyId":"C0","event":"E{e}","amount":{}}}"#, e + 1);
+                let (status, json) = http_json(&server.addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(&cfg))).await;
+                assert_eq!(status, 200, "config: {json}");
+            }
+        }
+        let next = Arc::new(AtomicU64::new(0));
+        let requests = per_chunk.div_ceil(BULK_ITEMS as u64);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (addr, token, next) = (server.addr.clone(), token.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&addr).await;
+                loop {
+                    let r = next.fetch_add(1, Ordering::Relaxed);
+                    if r >= requests {
+                        break;
+                    }
+                    let items: Vec<String> = (0..BULK_ITEMS as u64)
+                        .map(|i| {
+                            let n = (chunk * requests + r) * BULK_ITEMS as u64 + i;
+                            let member = n % MEMBERS;
+                            format!(r#"{{"companyId":"C{}","event":"E{}","requestId":"d-{n}","userId":"M{member}"}}"#, member % COMPANIES, n % EVENTS)
+                        })
+                        .collect();
+                    let body = format!(r#"{{"allocations":[{}]}}"#, items.join(","));
+                    let (status, resp) = conn.send(&request("POST", "/api/v0/enkash-coins/allocate-coins", &token, Some(&body))).await.expect("bulk");
+                    assert_eq!(status, 200, "bulk: {}", String::from_utf8_lossy(&resp));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("seed task");
+        }
+        server.stop();
+        println!("  seeded {} entries ({:.0} s)", (chunk + 1) * per_chunk, started.elapsed().as_secs_f64());
+    }
+    let server = Server::start(&db_url, "on", args.wal_max_mb);
+    let cookie = dashboard_session(&server.addr).await;
+    for path in ["/dashboard", "/dashboard?days=90", "/dashboard?companyId=C3", "/dashboard?companyId=C3&days=90"] {
+        let mut conn = Conn::open(&server.addr).await;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n").into_bytes();
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            let (status, body) = conn.send(&req).await.expect("overview");
+            assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("  GET {path:<34} p50 {:>7.2} ms  p95 {:>7.2} ms  max {:>7.2} ms  (100 requests)", times[50], times[95], times[99]);
+    }
+    server.stop();
+    let verified = verify(&db_url);
+    cleanup.run().await;
+    verified
+}
+
+/// Signs in to the dashboard as the bench admin; the `Cookie` header of the session.
+async fn dashboard_session(addr: &str) -> String {
+    let cookie_of = |head: &str, name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.trim().to_owned()))
+            .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
+            .unwrap_or_default()
+    };
+    let mut conn = Conn::open(addr).await;
+    conn.send(b"GET /dashboard/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.expect("login page");
+    let csrf = cookie_of(&conn.head, "coins_csrf");
+    let form = format!("csrf={csrf}&client_id=bench-admin&client_secret=bench-secret-not-for-production");
+    let req = format!(
+        "POST /dashboard/login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: coins_csrf={csrf}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let (status, _) = conn.send(req.as_bytes()).await.expect("sign in");
+    assert_eq!(status, 303, "dashboard sign-in");
+    format!("coins_session={}; coins_csrf={}", cookie_of(&conn.head, "coins_session"), cookie_of(&conn.head, "coins_csrf"))
 }

@@ -91,7 +91,7 @@ impl App {
         let worker = match webhooks.key {
             Some(_) => Some(Worker::new(store.clone(), clock.clone(), webhooks.clone()).map_err(std::io::Error::other)?),
             None => {
-                tracing::info!("no COINS_WEBHOOK_KEY: webhooks cannot be registered and none are delivered by this process");
+                tracing::info!("no COINS_SECRET_KEY: webhooks cannot be registered and none are delivered by this process");
                 None
             }
         };
@@ -103,6 +103,8 @@ impl App {
                 lockout: settings.lockout,
                 request_timeout: settings.request_timeout,
                 webhooks: webhooks.clone(),
+                member_link_ttl_secs: settings.member_link_ttl_secs,
+                public_url: settings.public_url.clone(),
             }),
             tokens: Arc::default(),
             limits: limits.clone(),

@@ -130,9 +130,9 @@ pub struct ServeArgs {
 
     /// Key sealing webhook signing secrets at rest: base64 of 32 random bytes
     /// (`openssl rand -base64 32`). Unset: on SQLite a key file made beside the database
-    /// (`webhook.key`, mode 0600); on PostgreSQL webhooks cannot be registered.
-    #[arg(long, env = "COINS_WEBHOOK_KEY", hide_env_values = true)]
-    pub webhook_key: Option<String>,
+    /// (`secret.key`, mode 0600); on PostgreSQL webhooks cannot be registered.
+    #[arg(long, env = "COINS_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 
     /// Allow webhook URLs with plain `http://` (local development and tests).
     #[arg(long, env = "COINS_WEBHOOK_ALLOW_HTTP", default_value = "false", action = clap::ArgAction::Set)]
@@ -162,6 +162,15 @@ pub struct ServeArgs {
     /// Milliseconds between looks at the outbox when it is idle.
     #[arg(long, env = "COINS_WEBHOOK_POLL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(5..=60_000))]
     pub webhook_poll_ms: u64,
+
+    /// Seconds a member page link opens its page (`POST .../users/{userId}/page-link`).
+    #[arg(long, env = "COINS_MEMBER_LINK_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(i64).range(60..=604_800))]
+    pub member_link_ttl_secs: i64,
+
+    /// The server's address as browsers reach it (e.g. `https://coins.example.com`), for the links
+    /// it hands out. Unset: the request's `Host` header over plain HTTP.
+    #[arg(long, env = "COINS_PUBLIC_URL")]
+    pub public_url: Option<String>,
 
     /// For tests of expiry across restarts only: the server's clock runs this many seconds ahead
     /// of the system clock. Never set it in production.

@@ -41,6 +41,8 @@ pub struct ServeSettings {
     /// Where `/metrics` is also served without authentication, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub webhooks: WebhookSettings,
+    pub member_link_ttl_secs: i64,
+    pub public_url: Option<String>,
 }
 
 impl ServeSettings {
@@ -69,7 +71,7 @@ impl ServeSettings {
             },
             metrics_listen: args.metrics_listen,
             webhooks: WebhookSettings {
-                key: args.webhook_key.as_deref().map(SealingKey::from_base64).transpose().map_err(|e| e.to_string())?.map(Arc::new),
+                key: args.secret_key.as_deref().map(SealingKey::from_base64).transpose().map_err(|e| e.to_string())?.map(Arc::new),
                 targets: TargetPolicy { allow_http: args.webhook_allow_http, allow_private: args.webhook_allow_private },
                 concurrency: usize::try_from(args.webhook_concurrency).unwrap_or(16),
                 timeout: Duration::from_secs(args.webhook_timeout_secs),
@@ -78,6 +80,12 @@ impl ServeSettings {
                     disable_after_ms: i64::try_from(args.webhook_disable_after_secs).unwrap_or(i64::MAX).saturating_mul(1000),
                 },
                 poll: Duration::from_millis(args.webhook_poll_ms),
+            },
+            member_link_ttl_secs: args.member_link_ttl_secs,
+            public_url: match args.public_url.as_deref().filter(|u| !u.is_empty()) {
+                Some(u) if url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some()) => Some(u.to_owned()),
+                Some(u) => return Err(format!("COINS_PUBLIC_URL must be an absolute http(s) URL; got {u:?}")),
+                None => None,
             },
         })
     }
@@ -101,16 +109,18 @@ impl ServeSettings {
             },
             metrics_listen: None,
             webhooks: WebhookSettings::for_tests(),
+            member_link_ttl_secs: 900,
+            public_url: None,
         }
     }
 }
 
-/// The webhook key when `COINS_WEBHOOK_KEY` is unset: on SQLite, a key file beside the database
+/// The webhook key when `COINS_SECRET_KEY` is unset: on SQLite, a key file beside the database
 /// (made on first use), so the default install needs no setup; on PostgreSQL none, since
 /// processes on several machines must share one key and only the operator can give it to them.
-pub fn default_webhook_key(database_url: &str) -> Result<Option<Arc<SealingKey>>, String> {
+pub fn default_secret_key(database_url: &str) -> Result<Option<Arc<SealingKey>>, String> {
     let Some(db) = crate::store::sqlite_path(database_url) else { return Ok(None) };
     let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    SealingKey::from_file(&dir.join("webhook.key")).map(|k| Some(Arc::new(k))).map_err(|e| e.to_string())
+    SealingKey::from_file(&dir.join("secret.key")).map(|k| Some(Arc::new(k))).map_err(|e| e.to_string())
 }

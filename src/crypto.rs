@@ -52,6 +52,11 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_secret("not-a-secret"))
 }
 
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //!   PostgreSQL backends that fetch and write for it.
 //! - [`http`]: router, the wire types of every body, extraction, handlers, the error envelope.
 //! - [`webhooks`]: signing, target checks and the delivery worker of the outbox.
+//! - [`dashboard`]: the staff dashboard and the member page, HTML rendered here.
 //! - [`clock`] (injectable time), [`crypto`] (tokens and secret hashes), [`metrics`] (Prometheus).
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod dashboard;
 pub mod domain;
 pub mod http;
 pub mod metrics;
@@ -107,7 +109,7 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(args) => {
             let mut settings = config::ServeSettings::from_args(&args)?;
             if settings.webhooks.key.is_none() {
-                settings.webhooks.key = config::default_webhook_key(&url)?;
+                settings.webhooks.key = config::default_secret_key(&url)?;
             }
             let _serve_lock = store::sqlite_path(&url).map(store::lock_sqlite_for_serve).transpose()?;
             let clock: Arc<dyn clock::Clock> = if args.clock_offset_secs == 0 {

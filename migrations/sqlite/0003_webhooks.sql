@@ -50,3 +50,5 @@ CREATE TABLE webhook_attempts (
     next_attempt_at  INTEGER                     -- NULL: no retry (delivered, or given up)
 );
 CREATE INDEX webhook_attempts_by_webhook ON webhook_attempts (webhook_id, attempt_id);
+-- Deleting a webhook deletes its messages, and each message its attempts.
+CREATE INDEX webhook_attempts_by_message ON webhook_attempts (message_seq);

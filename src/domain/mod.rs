@@ -23,6 +23,7 @@ pub mod lots;
 pub mod principal;
 pub mod redeem;
 pub mod refusal;
+pub mod report;
 pub mod reverse;
 pub mod webhooks;
 

@@ -43,6 +43,10 @@ impl TokenCache {
             .map(|c| c.principal.clone())
     }
 
+    fn remove(&self, hash: &str) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+    }
+
     fn put(&self, hash: String, entry: Cached) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= AUTH_CACHE_ENTRIES_MAX {
@@ -65,27 +69,42 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer <access_token> header is required"))?;
         let token = super::wire::oauth::bearer_token(value.as_bytes())
             .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be Bearer <access_token>"))?;
-        let hash = crypto::token_hash(token);
-        let now_ms = state.clock.now_ms();
-        let cached = state.tokens.get(&hash, now_ms);
-        crate::metrics::cache("token", cached.is_some());
-        if let Some(principal) = cached {
-            return Auth::noted(parts, state, principal);
-        }
-        let (record, client) = state
-            .store
-            .lookup_access_token(&hash, now_ms)
-            .await?
-            .ok_or_else(|| ApiError::unauthenticated("the access token is invalid, expired or revoked"))?;
-        let principal = Principal { client_id: client.client_id, admin: client.admin, companies: client.companies };
-        state.tokens.put(hash, Cached { principal: principal.clone(), token_expires_at_ms: record.expires_at_ms, cached_at_ms: now_ms });
+        let principal = principal_of(state, token).await?;
         Auth::noted(parts, state, principal)
     }
 }
 
+/// Whose access token this is: from the cache when it was verified recently, else the store.
+pub async fn principal_of(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let hash = crypto::token_hash(token);
+    let now_ms = state.clock.now_ms();
+    let cached = state.tokens.get(&hash, now_ms);
+    crate::metrics::cache("token", cached.is_some());
+    if let Some(principal) = cached {
+        return Ok(principal);
+    }
+    let (record, client) = state
+        .store
+        .lookup_access_token(&hash, now_ms)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("the access token is invalid, expired or revoked"))?;
+    let principal = Principal { client_id: client.client_id, admin: client.admin, companies: client.companies };
+    state.tokens.put(hash, Cached { principal: principal.clone(), token_expires_at_ms: record.expires_at_ms, cached_at_ms: now_ms });
+    Ok(principal)
+}
+
+/// Ends an access token at once, in this process's cache too (other processes' caches drop it
+/// within `AUTH_CACHE_TTL_MS`).
+pub async fn end_token(state: &AppState, token: &str) -> Result<(), ApiError> {
+    let hash = crypto::token_hash(token);
+    state.tokens.remove(&hash);
+    state.store.expire_access_token(&hash, state.clock.now_ms()).await?;
+    Ok(())
+}
+
 impl Auth {
     /// The caller, noted for the request's log line, within its rate limit.
-    fn noted(parts: &Parts, state: &AppState, principal: Principal) -> Result<Self, ApiError> {
+    pub fn noted(parts: &Parts, state: &AppState, principal: Principal) -> Result<Self, ApiError> {
         if let Some(slot) = parts.extensions.get::<super::CallerSlot>() {
             let _ = slot.0.set(principal.client_id.clone());
         }

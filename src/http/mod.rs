@@ -44,6 +44,10 @@ pub struct HttpSettings {
     /// A request must be answered within this, its body read included.
     pub request_timeout: Duration,
     pub webhooks: Arc<crate::webhooks::WebhookSettings>,
+    /// How long a member link opens its page.
+    pub member_link_ttl_secs: i64,
+    /// `COINS_PUBLIC_URL`: the base of links the server hands out (member pages).
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -74,6 +78,7 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(users::get_coin_value, users::put_coin_value))
         .routes(routes!(users::user))
         .routes(routes!(users::transactions))
+        .routes(routes!(users::page_link))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get, webhooks::patch, webhooks::delete))
         .routes(routes!(webhooks::rotate_secret))
@@ -90,6 +95,7 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
     openapi::EdgeResponses.modify(&mut document);
     let json = serde_json::to_string_pretty(&document).unwrap_or_default();
     let router = routes
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .layer(axum::Extension(docs::ApiDocument(Arc::new(json))))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
@@ -149,7 +155,10 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     let caller = CallerSlot::default();
     req.extensions_mut().insert(caller.clone());
     let body_read = BodyRead::default();
-    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+    // A request without a body has sent all it will: a late answer to it is ours (503), not its.
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim);
+    let no_body = declared == Some("0") || (declared.is_none() && !req.headers().contains_key(header::TRANSFER_ENCODING));
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD || no_body {
         body_read.0.store(true, Ordering::Relaxed);
     }
     req.extensions_mut().insert(body_read.clone());

@@ -221,23 +221,65 @@ async fn issue(state: &AppState, req: Request) -> Result<Response, OAuthError> {
         }
     };
 
-    let now_ms = state.clock.now_ms();
-    let access = crypto::random_token::<{ crypto::TOKEN_BYTES }>();
-    let refresh = crypto::random_token::<{ crypto::TOKEN_BYTES }>();
-    let ttl_secs = state.settings.token_ttl_secs;
-    let record = |token: &str, kind, ttl_ms| TokenRecord {
-        token_hash: crypto::token_hash(token),
-        kind,
-        client_id: client.client_id.clone(),
-        username: username.clone(),
-        created_at_ms: now_ms,
-        expires_at_ms: now_ms + ttl_ms,
-    };
-    state.store.insert_tokens(vec![record(&access, TokenKind::Access, ttl_secs * 1000), record(&refresh, TokenKind::Refresh, REFRESH_TTL_MS)]).await?;
+    let (access, refresh) = issue_tokens(state, &client.client_id, username.clone(), true).await?;
     tracing::debug!(client_id = %client.client_id, grant = ?form.grant_type, user = username.is_some(), "tokens issued");
-    let body = TokenResponse { access_token: access, token_type: "bearer", refresh_token: refresh, expires_in: ttl_secs, scope: "read write" };
+    let ttl_secs = state.settings.token_ttl_secs;
+    let body = TokenResponse { access_token: access, token_type: "bearer", refresh_token: refresh.unwrap_or_default(), expires_in: ttl_secs, scope: "read write" };
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(res)
+}
+
+/// Stores and returns a new access token (the settings' lifetime) and, when asked, a refresh token.
+async fn issue_tokens(state: &AppState, client_id: &str, username: Option<String>, with_refresh: bool) -> Result<(String, Option<String>), StoreError> {
+    let now_ms = state.clock.now_ms();
+    let access = crypto::random_token::<{ crypto::TOKEN_BYTES }>();
+    let refresh = with_refresh.then(crypto::random_token::<{ crypto::TOKEN_BYTES }>);
+    let record = |token: &str, kind, ttl_ms| TokenRecord {
+        token_hash: crypto::token_hash(token),
+        kind,
+        client_id: client_id.to_owned(),
+        username: username.clone(),
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms + ttl_ms,
+    };
+    let mut records = vec![record(&access, TokenKind::Access, state.settings.token_ttl_secs * 1000)];
+    records.extend(refresh.as_deref().map(|r| record(r, TokenKind::Refresh, REFRESH_TTL_MS)));
+    state.store.insert_tokens(records).await?;
+    Ok((access, refresh))
+}
+
+/// Why a dashboard sign-in was refused, in the token endpoint's words.
+#[derive(Debug)]
+pub struct SignInRefused {
+    pub message: String,
+    /// A 5xx cause, for the log.
+    pub cause: Option<String>,
+}
+
+impl From<OAuthError> for SignInRefused {
+    fn from(e: OAuthError) -> Self {
+        Self { message: e.description, cause: e.cause }
+    }
+}
+
+/// Signs a person in to the dashboard: the client's credentials, and a password-grant user's
+/// when given, checked exactly as the token endpoint checks them (rate limits, lockout, Argon2);
+/// an access token for the session (no refresh token: signing in again starts a new session).
+pub async fn sign_in(state: &AppState, client_id: &str, secret: &str, user: Option<(&str, &str)>, address: Option<std::net::IpAddr>) -> Result<String, SignInRefused> {
+    state.limits.check_token(client_id, address).map_err(|secs| {
+        crate::metrics::rate_limited("token");
+        OAuthError::rate_limited(secs)
+    })?;
+    let client = authenticate_client(state, &Credential::plain(client_id.to_owned()), &Credential::plain(secret.to_owned())).await?;
+    let username = match user {
+        Some((username, password)) => {
+            authenticate_user(state, &client.client_id, username, password).await?;
+            Some(username.to_owned())
+        }
+        None => None,
+    };
+    let (access, _) = issue_tokens(state, &client.client_id, username, false).await.map_err(OAuthError::from)?;
+    Ok(access)
 }

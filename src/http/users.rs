@@ -8,7 +8,7 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
 use super::wire::coins::{BalanceQuery, CoinValueQuery, CoinValueRequest, CoinValueView};
-use super::wire::users::{PageView, TransactionsQuery, UserView, encode_cursor};
+use super::wire::users::{PageLinkView, PageView, TransactionsQuery, UserView, encode_cursor};
 use super::wire::{Envelope, ErrorEnvelope, FromField};
 #[allow(unused_imports)]
 use serde_json::json;
@@ -100,4 +100,42 @@ pub async fn get_coin_value(State(state): State<AppState>, auth: Auth, Query(q):
     // Report the company asked about, even when the value in force is the default.
     value.company = q.company_id.or(value.company);
     Ok(JsonResponse(Envelope::ok(value.into())))
+}
+
+/// Longest `Host` header used to build a member link (without `COINS_PUBLIC_URL`).
+const HOST_CHARS_MAX: usize = 255;
+
+/// Where links point: `COINS_PUBLIC_URL`, else this request's `Host` over plain HTTP.
+fn public_base(state: &AppState, headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+    if let Some(base) = &state.settings.public_url {
+        return Ok(base.trim_end_matches('/').to_owned());
+    }
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let sane = !host.is_empty() && host.len() <= HOST_CHARS_MAX && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !sane {
+        return Err(ApiError::validation("the Host header cannot be used in a link; set COINS_PUBLIC_URL on the server"));
+    }
+    Ok(format!("http://{host}"))
+}
+
+/// A short-lived link to the user's own read-only page: balance, its value, coins expiring soon,
+/// recent history. No login; it expires (`COINS_MEMBER_LINK_TTL_SECS`, default 15 minutes) and
+/// grants nothing else.
+#[utoipa::path(post, path = "/api/v0/coins/users/{userId}/page-link", tag = "users",
+    params(("userId" = UserId, Path)),
+    responses(
+        (status = 200, description = "The link and when it expires", body = Envelope<PageLinkView>),
+        (status = 404, description = "USER_NOT_FOUND: never credited, or another company's", body = ErrorEnvelope),
+        (status = 503, description = "KEY_NOT_CONFIGURED: the server has no COINS_SECRET_KEY", body = ErrorEnvelope),
+    ))]
+pub async fn page_link(State(state): State<AppState>, auth: Auth, headers: axum::http::HeaderMap, PathParam(raw): PathParam) -> Answer<PageLinkView> {
+    let user = UserId::from_field("userId", Some(&serde_json::Value::String(raw))).map_err(ApiError::validation)?;
+    let key = super::webhooks::key(&state)?;
+    let now_ms = state.clock.now_ms();
+    let found = state.store.balance(&user, now_ms).await?.filter(|b| auth.0.can_act_for(&b.company));
+    let company = found.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found")))?.company;
+    let expires = now_ms + state.settings.member_link_ttl_secs * 1000;
+    let token = crate::dashboard::member::sign(key, &user, &company, expires);
+    let url = format!("{}/member/{token}", public_base(&state, &headers)?);
+    Ok(JsonResponse(Envelope::ok(PageLinkView { url, expires_at: crate::clock::rfc3339(expires) })))
 }

@@ -28,10 +28,10 @@ type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 /// Subscriptions one company may hold.
 pub const WEBHOOKS_PER_COMPANY_MAX: usize = 20;
 
-/// The sealing key, or why webhooks cannot be managed on this server.
-fn key(state: &AppState) -> Result<&SealingKey, ApiError> {
+/// The server's secret key, or why webhooks and member links cannot be made on this server.
+pub fn key(state: &AppState) -> Result<&SealingKey, ApiError> {
     state.settings.webhooks.key.as_deref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WEBHOOKS_NOT_CONFIGURED", "webhooks need COINS_WEBHOOK_KEY set on the server")
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "KEY_NOT_CONFIGURED", "webhooks and member links need COINS_SECRET_KEY set on the server")
     })
 }
 
@@ -77,7 +77,7 @@ fn with_secret(webhook: &WebhookRecord, secret: &secrecy::SecretString) -> Webho
         (status = 400, description = "VALIDATION_FAILED: a field, or a URL that is not https:// or resolves to a private address", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
         (status = 409, description = "LIMIT_REACHED: the company already has 20 subscriptions", body = ErrorEnvelope),
-        (status = 503, description = "WEBHOOKS_NOT_CONFIGURED: the server has no COINS_WEBHOOK_KEY", body = ErrorEnvelope),
+        (status = 503, description = "KEY_NOT_CONFIGURED: the server has no COINS_SECRET_KEY", body = ErrorEnvelope),
     ))]
 pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<CreateWebhookRequest>) -> Answer<WebhookSecretView> {
     auth.require_company(&body.company_id)?;
@@ -186,7 +186,7 @@ pub async fn delete(State(state): State<AppState>, auth: Auth, PathParam(raw): P
     responses(
         (status = 200, description = "The subscription with its new secret (shown only now)", body = Envelope<WebhookSecretView>),
         (status = 404, description = "WEBHOOK_NOT_FOUND: none, or another company's", body = ErrorEnvelope),
-        (status = 503, description = "WEBHOOKS_NOT_CONFIGURED: the server has no COINS_WEBHOOK_KEY", body = ErrorEnvelope),
+        (status = 503, description = "KEY_NOT_CONFIGURED: the server has no COINS_SECRET_KEY", body = ErrorEnvelope),
     ))]
 pub async fn rotate_secret(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<WebhookSecretView> {
     let key = key(&state)?;

@@ -59,6 +59,8 @@ pub(crate) trait LedgerTx {
     /// The outbox: one message per enabled subscription of the company that wants this kind of
     /// entry, in the entry's own transaction.
     async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()>;
+    /// Adds an entry to the daily roll-up (`ledger_daily`) in its own transaction.
+    async fn add_to_daily(&mut self, company: &CompanyId, entry: &NewEntry, now_ms: i64) -> StoreResult<()>;
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
     async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()>;
     async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
@@ -73,10 +75,12 @@ pub(crate) fn run_now<T>(flow: impl Future<Output = StoreResult<T>>) -> StoreRes
     }
 }
 
-/// A ledger entry and its webhook messages: never one without the other.
+/// A ledger entry, its webhook messages and its share of the daily roll-up: never one without
+/// the others.
 async fn write_entry<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64> {
     let entry_id = tx.insert_entry(company, user, entry, now_ms).await?;
     tx.record_events(company, user, entry_id, entry.kind, now_ms).await?;
+    tx.add_to_daily(company, entry, now_ms).await?;
     Ok(entry_id)
 }
 

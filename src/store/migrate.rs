@@ -14,6 +14,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "lots_by_entry", sql: include_str!("../../migrations/sqlite/0002_lots_by_entry.sql") },
     Migration { version: 3, name: "webhooks", sql: include_str!("../../migrations/sqlite/0003_webhooks.sql") },
+    Migration { version: 4, name: "ledger_daily", sql: include_str!("../../migrations/sqlite/0004_ledger_daily.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -23,6 +24,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 4, name: "drop_unused_allocate", sql: include_str!("../../migrations/postgres/0004_drop_unused_allocate.sql") },
     Migration { version: 5, name: "lots_by_entry", sql: include_str!("../../migrations/postgres/0005_lots_by_entry.sql") },
     Migration { version: 6, name: "webhooks", sql: include_str!("../../migrations/postgres/0006_webhooks.sql") },
+    Migration { version: 7, name: "ledger_daily", sql: include_str!("../../migrations/postgres/0007_ledger_daily.sql") },
 ];
 
 /// The bookkeeping table, in SQL both backends speak.

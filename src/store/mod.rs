@@ -64,6 +64,8 @@ pub trait TokenStore: Send + Sync {
     async fn insert_tokens(&self, tokens: Vec<TokenRecord>) -> StoreResult<()>;
     /// An unexpired access token with its (unrevoked) client.
     async fn lookup_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<(TokenRecord, ClientRecord)>>;
+    /// Ends an access token now (a dashboard sign-out).
+    async fn expire_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()>;
     /// Uses up a refresh token of this client (at most once, even under concurrency) and returns
     /// it. Another client's refresh token is refused and left unused.
     async fn consume_refresh_token(&self, token_hash: &str, client_id: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>>;
@@ -111,6 +113,10 @@ pub trait ReportStore: Send + Sync {
     async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>>;
     /// Recomputes every balance from the ledger and the lots (SPEC §6).
     async fn verify(&self) -> StoreResult<VerifyReport>;
+    /// The daily roll-up for days `from_day..=to_day` of the companies in scope.
+    async fn daily_totals(&self, scope: &CompanyScope, from_day: i64, to_day: i64) -> StoreResult<DailyTotals>;
+    /// Each company in scope with coins outstanding, at `now_ms`.
+    async fn outstanding(&self, scope: &CompanyScope, now_ms: i64) -> StoreResult<Vec<Outstanding>>;
 }
 
 /// Webhook subscriptions, their outbox and its delivery (SPEC §5 "Webhooks").
@@ -134,8 +140,9 @@ pub trait WebhookStore: Send + Sync {
     /// Leases up to `limit` due messages for `lease_ms`: each the oldest pending one of its
     /// (endpoint, user), of an enabled endpoint, not leased by anyone else.
     async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>>;
-    /// Records an attempt and what follows from it (`store::webhooks::record`).
-    async fn record_attempt(&self, outcome: AttemptOutcome, attempts_before: i64, policy: &RetryPolicy) -> StoreResult<MessageState>;
+    /// Records attempts, each with the number made before it, and what follows from each
+    /// (`store::webhooks::record`), in one transaction.
+    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<MessageState>>;
     /// Messages waiting to be delivered.
     async fn outbox_depth(&self) -> StoreResult<i64>;
 }

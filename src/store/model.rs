@@ -289,3 +289,24 @@ pub(crate) fn coin_value_from(row: Option<(String, String, i64)>) -> crate::doma
         None => crate::domain::redeem::CoinValue::builtin(),
     }
 }
+
+/// The daily roll-up (`ledger_daily`) over a range of days, grouped three ways (issue 11).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DailyTotals {
+    pub by_day: Vec<(i64, crate::domain::ledger::EntryKind, crate::domain::report::Moved)>,
+    pub by_event: Vec<(String, crate::domain::ledger::EntryKind, crate::domain::report::Moved)>,
+    pub by_company: Vec<(String, crate::domain::ledger::EntryKind, crate::domain::report::Moved)>,
+}
+
+/// A company's coins outstanding now: the liability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outstanding {
+    pub company: CompanyId,
+    /// Coins held by its users and not expired (lots past expiry not yet written off excluded).
+    pub balance: i64,
+    /// Of those, coins whose lots expire within the next 30 days.
+    pub expiring_soon: i64,
+}
+
+/// Which companies a report covers: `None`, all of them (an admin).
+pub type CompanyScope = Option<Vec<CompanyId>>;

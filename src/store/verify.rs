@@ -53,4 +53,17 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
          (SELECT 1 FROM requests r WHERE r.company_id = e.company_id AND r.request_id = e.request_id)",
         "ledger entry without its request",
     ),
+    (
+        "SELECT COALESCE(l.company_id, d.company_id) || ' day ' || CAST(COALESCE(l.day, d.day) AS TEXT) || ' ' || COALESCE(l.type, d.type) \
+         || ' ' || COALESCE(l.event, d.event) || ': ledger ' || CAST(COALESCE(l.credit, 0) AS TEXT) || '/' || CAST(COALESCE(l.debit, 0) AS TEXT) \
+         || ' in ' || CAST(COALESCE(l.entries, 0) AS TEXT) || ' entries, roll-up ' || CAST(COALESCE(d.credit, 0) AS TEXT) || '/' \
+         || CAST(COALESCE(d.debit, 0) AS TEXT) || ' in ' || CAST(COALESCE(d.entries, 0) AS TEXT) FROM \
+         (SELECT company_id, created_at / 86400000 AS day, COALESCE(event, '') AS event, type, SUM(CASE WHEN coins > 0 THEN coins ELSE 0 END) AS credit, \
+          SUM(CASE WHEN coins < 0 THEN -coins ELSE 0 END) AS debit, COUNT(*) AS entries FROM ledger_entries GROUP BY 1, 2, 3, 4) l \
+         FULL OUTER JOIN (SELECT company_id, day, event, type, SUM(credit) AS credit, SUM(debit) AS debit, SUM(entries) AS entries \
+          FROM ledger_daily GROUP BY 1, 2, 3, 4) d \
+         ON d.company_id = l.company_id AND d.day = l.day AND d.event = l.event AND d.type = l.type \
+         WHERE COALESCE(l.credit, 0) <> COALESCE(d.credit, 0) OR COALESCE(l.debit, 0) <> COALESCE(d.debit, 0) OR COALESCE(l.entries, 0) <> COALESCE(d.entries, 0)",
+        "daily roll-up differs from the ledger",
+    ),
 ];

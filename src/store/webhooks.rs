@@ -126,6 +126,15 @@ pub(crate) trait WebhookTx {
     async fn disable(&mut self, webhook_id: &str, reason: &str, now_ms: i64) -> StoreResult<()>;
 }
 
+/// Records attempts in order (see [`record`]), each retry spread by its own jitter.
+pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOutcome, i64)], policy: &RetryPolicy) -> StoreResult<Vec<MessageState>> {
+    let mut states = Vec::with_capacity(outcomes.len());
+    for (outcome, attempts_before) in outcomes {
+        states.push(record(tx, outcome, *attempts_before, policy, jitter()).await?);
+    }
+    Ok(states)
+}
+
 /// Records one attempt; `jitter` in [0, 1) spreads the retry (see `domain::webhooks`).
 pub(crate) async fn record<T: WebhookTx>(tx: &mut T, outcome: &AttemptOutcome, attempts_before: i64, policy: &RetryPolicy, jitter: f64) -> StoreResult<MessageState> {
     let now = outcome.attempted_at;

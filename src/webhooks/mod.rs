@@ -29,8 +29,9 @@ pub const ROTATION_OVERLAP_MS: i64 = 24 * 3_600_000;
 /// The webhook settings of `coins serve` (SPEC §7 style: `COINS_WEBHOOK_*`).
 #[derive(Clone)]
 pub struct WebhookSettings {
-    /// Seals signing secrets at rest. `None` (PostgreSQL without `COINS_WEBHOOK_KEY`): webhooks
-    /// cannot be registered and the worker does not run.
+    /// The server's key (`COINS_SECRET_KEY`): seals webhook signing secrets at rest and signs
+    /// member links. `None` (PostgreSQL without the setting): neither webhooks nor member links
+    /// can be made, and the worker does not run.
     pub key: Option<Arc<SealingKey>>,
     pub targets: TargetPolicy,
     /// Deliveries in flight at once, per process.

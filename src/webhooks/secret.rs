@@ -1,6 +1,6 @@
 //! Webhook signing secrets: made (`whsec_` + base64 of 32 random bytes, the Standard Webhooks
 //! form), and sealed before they are stored, with ChaCha20-Poly1305 under the key of the settings
-//! (`COINS_WEBHOOK_KEY`; on SQLite a key file beside the database when unset). A database dump
+//! (`COINS_SECRET_KEY`; on SQLite a key file beside the database when unset). A database dump
 //! alone therefore cannot sign: it holds only ciphertext, bound to its webhook id.
 
 use base64::Engine;
@@ -20,7 +20,7 @@ pub struct SealingKey(SecretBox<[u8; 32]>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("COINS_WEBHOOK_KEY must be 32 bytes in base64 (openssl rand -base64 32)")]
+    #[error("COINS_SECRET_KEY must be 32 bytes in base64 (openssl rand -base64 32)")]
     Malformed,
     #[error("reading or creating the webhook key file {path}: {source}")]
     File { path: String, source: std::io::Error },
@@ -56,6 +56,15 @@ impl SealingKey {
     /// A key of fresh random bytes (tests, and nothing that must outlive the process).
     pub fn random() -> Self {
         Self(SecretBox::new(Box::new(random_bytes::<32>())))
+    }
+
+    /// A key for another purpose (member links), derived so that neither use reveals the other:
+    /// HMAC-SHA256 of `purpose` under this key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     fn cipher(&self) -> ChaCha20Poly1305 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::payload::WebhookEvent;
 use super::{WebhookSettings, sign, target};
@@ -25,6 +25,10 @@ const CLAIM_MAX: usize = 64;
 /// A claim lasts twice the delivery's time limit and this much more: long enough for the attempt
 /// and its recording, short enough that a killed process's messages go out again soon.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Outcomes recorded in one transaction, at most.
+const RECORD_BATCH_MAX: usize = 256;
+/// Outcomes waiting to be recorded before deliveries wait for the recorder.
+const RECORD_QUEUE_MAX: usize = 4096;
 /// How often the outbox depth gauge is refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -45,11 +49,13 @@ impl Worker {
     }
 
     /// Delivers until `stop` turns true, then lets deliveries in flight finish (each is bounded
-    /// by the delivery timeout).
+    /// by the delivery timeout) and records them.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.settings.concurrency.max(1)));
         let lease_ms = i64::try_from((this.settings.timeout * 2 + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
+        let (outcomes, to_record) = mpsc::channel(RECORD_QUEUE_MAX);
+        let recorder = tokio::spawn(this.clone().record(to_record));
         let mut depth_at = Instant::now();
         loop {
             if *stop.borrow() {
@@ -61,27 +67,43 @@ impl Worker {
                     crate::metrics::outbox_depth(depth);
                 }
             }
-            let free = slots.available_permits().min(CLAIM_MAX);
-            let claimed = if free == 0 {
-                Vec::new()
-            } else {
-                match this.store.claim_deliveries(this.clock.now_ms(), free, lease_ms, &this.owner).await {
-                    Ok(claimed) => claimed,
-                    Err(e) => {
-                        tracing::warn!(error = %chain(&e), "claiming webhook deliveries failed; retrying");
-                        Vec::new()
-                    }
+            // A free slot first (waiting here while every slot is busy), then as many messages
+            // as there are free slots.
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = stop.changed() => continue,
+            };
+            let free = (1 + slots.available_permits()).min(CLAIM_MAX);
+            let claimed = match this.store.claim_deliveries(this.clock.now_ms(), free, lease_ms, &this.owner).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "claiming webhook deliveries failed; retrying");
+                    Vec::new()
                 }
             };
-            let full = claimed.len() == free && free > 0;
+            let full = claimed.len() == free;
+            let mut first = Some(first);
             for delivery in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                let worker = this.clone();
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                };
+                let (worker, outcomes) = (this.clone(), outcomes.clone());
                 tokio::spawn(async move {
-                    worker.deliver(delivery).await;
+                    let outcome = worker.attempt(&delivery).await;
                     drop(permit);
+                    // The recorder is gone only at shutdown; the lease then runs out and the
+                    // message is sent again (at least once).
+                    let _ = outcomes.send((outcome, delivery.attempts)).await;
                 });
             }
+            drop(first);
             if full {
                 continue;
             }
@@ -92,12 +114,33 @@ impl Worker {
         }
         let all = u32::try_from(this.settings.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(this.settings.timeout + Duration::from_secs(1), slots.acquire_many(all)).await;
+        drop(outcomes);
+        let _ = recorder.await;
     }
 
-    /// Sends one message and records how it went.
-    async fn deliver(&self, d: Delivery) {
+    /// Records outcomes as they come, many to a transaction: a delivery slot is free again as
+    /// soon as the endpoint has answered, and the database sees one commit per batch.
+    async fn record(self: Arc<Self>, mut outcomes: mpsc::Receiver<(AttemptOutcome, i64)>) {
+        while let Some(first) = outcomes.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH_MAX {
+                match outcomes.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            if let Err(e) = self.store.record_attempts(batch, &self.settings.retry).await {
+                // Their leases run out and the messages are sent again: at least once.
+                tracing::warn!(attempts = n, error = %chain(&e), "recording webhook attempts failed");
+            }
+        }
+    }
+
+    /// Sends one message; how it went.
+    async fn attempt(&self, d: &Delivery) -> AttemptOutcome {
         let started = Instant::now();
-        let sent = self.send(&d).await;
+        let sent = self.send(d).await;
         let now = self.clock.now_ms();
         let delivered = matches!(sent, Sent::Answered { status, .. } if (200..300).contains(&status));
         let (http_status, excerpt) = match sent {
@@ -105,7 +148,7 @@ impl Worker {
             Sent::Failed(reason) => (None, Some(reason)),
         };
         crate::metrics::webhook_delivery(delivered, (now - d.created_at) as f64 / 1000.0);
-        let outcome = AttemptOutcome {
+        AttemptOutcome {
             message_seq: d.message_seq,
             webhook_id: d.webhook_id.clone(),
             attempted_at: now,
@@ -113,10 +156,6 @@ impl Worker {
             http_status,
             latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             excerpt,
-        };
-        if let Err(e) = self.store.record_attempt(outcome, d.attempts, &self.settings.retry).await {
-            // The lease runs out and the message is sent again: at least once.
-            tracing::warn!(webhook_id = %d.webhook_id, message = d.message_seq, error = %chain(&e), "recording a webhook attempt failed");
         }
     }
 
@@ -126,7 +165,7 @@ impl Worker {
             Err(reason) => return Sent::Failed(reason),
         };
         let Some(secrets) = self.secrets(d) else {
-            return Sent::Failed("the signing secret cannot be opened with this COINS_WEBHOOK_KEY".into());
+            return Sent::Failed("the signing secret cannot be opened with this COINS_SECRET_KEY".into());
         };
         let body = match serde_json::to_vec(&WebhookEvent::of(d)) {
             Ok(body) => body,

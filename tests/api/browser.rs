@@ -48,3 +48,56 @@ async fn the_docs_page_lists_every_operation_and_tries_one_with_no_internet() {
     eprintln!("{out}");
     app.stop().await;
 }
+
+/// The dashboard end to end (tests/browser/dashboard.py) on data seeded over three days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_seeded_numbers_and_its_actions_work() {
+    use serde_json::json;
+    if !browser_available() {
+        return;
+    }
+    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    const DAY: i64 = 86_400_000;
+    let (id, secret) = app.create_client(&["SHOP"]).await;
+    let token = app.token(&id, &secret).await;
+    app.config("DEFAULT", "SHOP", "EARN", 10).await;
+    // Three days ago, a user with a long history, for paging (20 entries a page).
+    let mut days = serde_json::Map::new();
+    app.clock.advance_ms(-3 * DAY);
+    for i in 0..25 {
+        app.allocate(&token, "SHOP", "EARN", &format!("PAGE-{i}"), "PAGER").await.assert_ok();
+    }
+    days.insert(coins::clock::rfc3339(coins::clock::Clock::now_ms(&app.clock))[..10].to_owned(), json!({"issued": 250, "redeemed": 0}));
+    app.clock.advance_ms(3 * DAY);
+    // Two days ago: 3 allocations; yesterday: 2 and a redemption of 5; today: 1.
+    let mut seq = 0;
+    for (back, allocations, redeemed) in [(2, 3, 0), (1, 2, 5), (0, 1, 0)] {
+        app.clock.advance_ms(-back * DAY);
+        for _ in 0..allocations {
+            seq += 1;
+            app.allocate(&token, "SHOP", "EARN", &format!("SEED-{seq}"), "ASHA").await.assert_ok();
+        }
+        if redeemed > 0 {
+            app.post("/api/v0/coins/redeem", &token, json!({"companyId": "SHOP", "userId": "ASHA", "requestId": "SPEND-1", "coins": redeemed})).await.assert_ok();
+        }
+        let day = coins::clock::rfc3339(coins::clock::Clock::now_ms(&app.clock))[..10].to_owned();
+        days.insert(day, json!({"issued": allocations * 10, "redeemed": redeemed}));
+        app.clock.advance_ms(back * DAY);
+    }
+    let link = app.post("/api/v0/coins/users/ASHA/page-link", &token, json!({})).await;
+    let member_url = link.assert_ok()["url"].as_str().unwrap().to_owned();
+    let expected = json!({
+        "client_id": id, "client_secret": secret, "company": "SHOP", "event": "EARN",
+        "days": days,
+        "totals": {"issued": 60 + 250, "redeemed": 5, "reversed": 0, "expired": 0},
+        "pager_user": "PAGER", "pager_entries": 25,
+        "reverse_user": "ASHA", "reverse_request": "SEED-6", "reverse_coins": 10,
+        // Opened after the reversal: 60 - 5 - 10.
+        "member_url": member_url, "member_balance": 45,
+    });
+    let dir = screenshot("dashboard-overview.png").parent().unwrap().to_string_lossy().into_owned();
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || run_script("dashboard.py", &[&base, &expected.to_string(), &dir])).await.unwrap();
+    eprintln!("{out}");
+    app.stop().await;
+}

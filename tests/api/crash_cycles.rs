@@ -238,7 +238,7 @@ fn start(url: &str, cycle: usize) -> (Child, String) {
             ("COINS_RATE_LIMIT_PER_SEC", "0"),
             // A webhook that never answers collects an outbox row per entry; it must not be
             // disabled during the run (the clock moves two days per cycle).
-            ("COINS_WEBHOOK_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            ("COINS_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
             ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
             ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
             ("COINS_WEBHOOK_DISABLE_AFTER_SECS", "31536000"),

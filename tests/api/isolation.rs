@@ -93,6 +93,11 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
         },
         Row { method: "get", path: "/api/v0/coins/coin-value", tries: vec![("/api/v0/coins/coin-value?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
         Row { method: "get", path: "/api/v0/coins/users/{userId}", tries: vec![("/api/v0/coins/users/UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
+        Row {
+            method: "post",
+            path: "/api/v0/coins/users/{userId}/page-link",
+            tries: vec![("/api/v0/coins/users/UB/page-link".into(), Some(json!({})), Refused(404, "USER_NOT_FOUND"))],
+        },
         Row { method: "get", path: "/api/v0/coins/transactions", tries: vec![("/api/v0/coins/transactions?userId=UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
         Row {
             method: "post",

@@ -9,6 +9,7 @@ mod batch_model;
 mod browser;
 mod caches;
 mod cli;
+mod dashboard;
 mod configs;
 mod crash;
 mod crash_cycles;

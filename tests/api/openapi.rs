@@ -72,9 +72,15 @@ both_backends! {
                 }
             }
         }
-        // Nothing reaches the router except through the registrations the document is made from.
+        // Nothing reaches the router except through the registrations the document is made from,
+        // and the web pages of the dashboard (HTML, not API), all under /dashboard and /member.
         let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs")).unwrap();
+        let source = source.replacen(".merge(crate::dashboard::routes())", "", 1);
         assert!(!source.contains(".route(") && !source.contains(".nest(") && !source.contains(".merge("), "a route added outside routes!() would be missing from the document");
+        let pages = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/dashboard/mod.rs")).unwrap();
+        for route in pages.split(".route(\"").skip(1) {
+            assert!(route.starts_with("/dashboard") || route.starts_with("/member/"), "a page route outside /dashboard and /member: {}", &route[..40.min(route.len())]);
+        }
         assert!(seen.contains("post /api/v0/enkash-coins/allocate-coin") && seen.contains("post /oauth/token"), "{seen:?}");
         let res = app.get("/api/v0/not-a-route", &app.admin_token).await;
         res.assert_error(404, "NOT_FOUND");

@@ -47,7 +47,7 @@ async fn run(backend: Backend) {
         ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
         ("COINS_RATE_LIMIT_PER_SEC", "0"),
         ("COINS_LOG", "error"),
-        ("COINS_WEBHOOK_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ("COINS_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
     ];
     let (mut child, base) = start_coins_serve(&db.url, &env);
     let http = reqwest::Client::new();

@@ -305,7 +305,7 @@ both_backends! {
     settings = no_key;
     async fn without_a_key_webhooks_cannot_be_registered(app: &TestApp) {
         let res = app.post(HOOKS, &app.admin_token, json!({"companyId": "SHOP", "url": "http://127.0.0.1:9/h", "events": ["coins.allocated"]})).await;
-        assert!(res.assert_error(503, "WEBHOOKS_NOT_CONFIGURED").contains("COINS_WEBHOOK_KEY"));
+        assert!(res.assert_error(503, "KEY_NOT_CONFIGURED").contains("COINS_SECRET_KEY"));
     }
 }
 
@@ -548,7 +548,7 @@ const ADMIN_SECRET: &str = "wh-admin-secret-for-tests";
 
 fn serve(url: &str, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![
-        ("COINS_WEBHOOK_KEY", KEY),
+        ("COINS_SECRET_KEY", KEY),
         ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
         ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("COINS_WEBHOOK_POLL_MS", "20"),

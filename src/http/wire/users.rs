@@ -133,3 +133,13 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     text.strip_prefix('e')?.parse().ok().filter(|n: &i64| *n > 0)
 }
+
+/// `POST /api/v0/coins/users/{userId}/page-link`: a link to the user's own read-only page.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageLinkView {
+    /// Opens the page without a login until `expiresAt`; grants nothing else.
+    #[schema(example = "https://coins.example.com/member/eyJ1IjoiRUtRWlZNUUsiLCJjIjoiU0hPUCIsImUiOjE3OTYxOTAwMDAwMDB9.Xk3…")]
+    pub url: String,
+    pub expires_at: String,
+}

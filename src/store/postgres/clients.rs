@@ -173,6 +173,15 @@ impl TokenStore for PgStore {
             .await
     }
 
+    async fn expire_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()> {
+        self.core
+            .client()
+            .await?
+            .execute("UPDATE tokens SET expires_at = $2 WHERE token_hash = $1 AND kind = 'access' AND expires_at > $2", &[&token_hash, &now_ms])
+            .await?;
+        Ok(())
+    }
+
     async fn lookup_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<(TokenRecord, ClientRecord)>> {
         let client = self.core.client().await?;
         let cols = CLIENT_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");

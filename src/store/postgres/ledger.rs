@@ -24,6 +24,7 @@ use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::refusal::Cap;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::report;
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, Refusal, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx};
@@ -213,6 +214,21 @@ impl LedgerTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn add_to_daily(&mut self, company: &CompanyId, e: &NewEntry, now_ms: i64) -> StoreResult<()> {
+        let (credit, debit) = report::credit_debit(e.coins);
+        let stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) VALUES ($1, $2, $3, $4, $5, $6, $7, 1) \
+                 ON CONFLICT (company_id, day, event, type, shard) DO UPDATE SET credit = ledger_daily.credit + EXCLUDED.credit, \
+                 debit = ledger_daily.debit + EXCLUDED.debit, entries = ledger_daily.entries + 1",
+            )
+            .await?;
+        let event = e.event.as_deref().unwrap_or("");
+        self.0.execute(&stmt, &[&company.as_str(), &report::day_of(now_ms), &event, &e.kind.as_str(), &daily_shard(), &credit, &debit]).await?;
+        Ok(())
+    }
+
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
         let stmt = self
             .0
@@ -332,19 +348,38 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
             };
             results[i] = Some(allocation_outcome(row, &cmds[i])?);
         }
-        record_allocated_events(tx, &rows).await?;
+        after_allocations(tx, &rows).await?;
         pending = later;
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("an allocation was not answered".into())))).collect())
 }
 
-/// The outbox rows of a round's new entries, in one statement and in ledger order (the flows'
-/// `LedgerTx::record_events`, set-based).
-async fn record_allocated_events(tx: &Transaction<'_>, rows: &[Row]) -> StoreResult<()> {
+/// Rows of the daily roll-up that concurrent transactions spread their additions over, so they
+/// do not queue for one row lock each (readers sum over the shards).
+const DAILY_SHARDS: u8 = 16;
+
+fn daily_shard() -> i64 {
+    i64::from(crate::crypto::random_bytes::<1>()[0] % DAILY_SHARDS)
+}
+
+/// What `write_entry` adds beside each entry — outbox rows and the daily roll-up — for a round's
+/// new entries at once (the flows' `record_events` and `add_to_daily`, set-based), in ledger order.
+async fn after_allocations(tx: &Transaction<'_>, rows: &[Row]) -> StoreResult<()> {
     let entries: Vec<i64> = rows.iter().filter(|r| r.get::<_, &str>(1) == "ALLOCATED").filter_map(|r| r.get::<_, Option<i64>>(4)).collect();
     if entries.is_empty() {
         return Ok(());
     }
+    // Rows in key order, so two transactions on one shard lock them in the same order.
+    let daily = tx
+        .prepare_cached(
+            "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
+             SELECT company_id, created_at / 86400000, COALESCE(event, ''), type, $2, SUM(GREATEST(coins, 0)), SUM(GREATEST(-coins, 0)), COUNT(*) \
+             FROM ledger_entries WHERE entry_id = ANY($1) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
+             ON CONFLICT (company_id, day, event, type, shard) DO UPDATE SET credit = ledger_daily.credit + EXCLUDED.credit, \
+             debit = ledger_daily.debit + EXCLUDED.debit, entries = ledger_daily.entries + EXCLUDED.entries",
+        )
+        .await?;
+    tx.execute(&daily, &[&entries, &daily_shard()]).await?;
     let event = EventType::Allocated;
     let stmt = tx
         .prepare_cached(

@@ -6,7 +6,9 @@ use super::PgStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::{Coins, CompanyId, UserId};
 use crate::store::verify::CHECKS;
-use crate::store::{EXPIRING_SOON_DAYS, LedgerEntry, ReportStore, StoreResult, UserBalance, UserSummary, VerifyReport};
+use crate::domain::ledger::EntryKind;
+use crate::domain::report::Moved;
+use crate::store::{CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance, UserSummary, VerifyReport};
 
 /// The visible balance (stored balance less lots past expiry not yet written off) and when it
 /// will next drop by itself (the soonest unexpired lot expiry).
@@ -28,6 +30,23 @@ const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company
 const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
      FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
      WHERE u.user_id = $1 AND e.entry_id < $2 ORDER BY e.entry_id DESC LIMIT $3";
+
+/// The companies in scope: `$1` an array of ids, or NULL for all.
+const IN_SCOPE: &str = "($1::TEXT[] IS NULL OR company_id = ANY($1))";
+
+fn scope_ids(scope: &CompanyScope) -> Option<Vec<&str>> {
+    scope.as_ref().map(|c| c.iter().map(CompanyId::as_str).collect())
+}
+
+fn moved_rows<K: for<'a> tokio_postgres::types::FromSql<'a>>(rows: &[tokio_postgres::Row]) -> StoreResult<Vec<(K, EntryKind, Moved)>> {
+    rows.iter()
+        .map(|r| {
+            let kind: &str = r.get(1);
+            let kind = EntryKind::parse(kind).ok_or_else(|| StoreError::Corrupt(format!("roll-up row of unknown type {kind}")))?;
+            Ok((r.get::<_, K>(0), kind, Moved { credit: r.get(2), debit: r.get(3), entries: r.get(4) }))
+        })
+        .collect()
+}
 
 #[async_trait]
 impl ReportStore for PgStore {
@@ -75,6 +94,42 @@ impl ReportStore for PgStore {
                 expires_at_ms: r.get(8),
             })
             .collect())
+    }
+
+    async fn daily_totals(&self, scope: &CompanyScope, from_day: i64, to_day: i64) -> StoreResult<DailyTotals> {
+        let client = self.core.client().await?;
+        let scope = scope_ids(scope);
+        let grouped = |key: &str| {
+            format!(
+                "SELECT {key}, type, SUM(credit)::BIGINT, SUM(debit)::BIGINT, SUM(entries)::BIGINT FROM ledger_daily \
+                 WHERE {IN_SCOPE} AND day BETWEEN $2 AND $3 GROUP BY {key}, type ORDER BY {key}, type"
+            )
+        };
+        let mut totals = DailyTotals::default();
+        for (key, out) in [("day", 0), ("event", 1), ("company_id", 2)] {
+            let stmt = client.prepare_cached(&grouped(key)).await?;
+            let rows = client.query(&stmt, &[&scope, &from_day, &to_day]).await?;
+            match out {
+                0 => totals.by_day = moved_rows(&rows)?,
+                1 => totals.by_event = moved_rows(&rows)?,
+                _ => totals.by_company = moved_rows(&rows)?,
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn outstanding(&self, scope: &CompanyScope, now_ms: i64) -> StoreResult<Vec<Outstanding>> {
+        let client = self.core.client().await?;
+        let sql = format!(
+            "SELECT company_id, SUM(held)::BIGINT, SUM(soon)::BIGINT FROM ( \
+               SELECT company_id, SUM(credit) - SUM(debit) AS held, 0 AS soon FROM ledger_daily WHERE {IN_SCOPE} GROUP BY company_id \
+               UNION ALL SELECT company_id, -SUM(remaining), 0 FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at <= $2 GROUP BY company_id \
+               UNION ALL SELECT company_id, 0, SUM(remaining) FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at > $2 AND expires_at <= $3 GROUP BY company_id \
+             ) t GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 ORDER BY company_id"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, &[&scope_ids(scope), &now_ms, &(now_ms + EXPIRING_SOON_DAYS * DAY_MS)]).await?;
+        Ok(rows.iter().map(|r| Outstanding { company: CompanyId::from_trusted(r.get(0)), balance: r.get(1), expiring_soon: r.get(2) }).collect())
     }
 
     async fn verify(&self) -> StoreResult<VerifyReport> {

@@ -272,23 +272,33 @@ impl WebhookStore for PgStore {
 
     async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.core.client().await?;
-        let claim = client.prepare_cached(CLAIM_SQL).await?;
-        let seqs: Vec<i64> = client.query(&claim, &[&now_ms, &limit, &lease_ms, &owner]).await?.iter().map(|r| r.get(0)).collect();
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let fetch = client.prepare_cached(DELIVERY_SQL).await?;
-        client.query(&fetch, &[&seqs, &now_ms]).await?.iter().map(delivery_from_row).collect()
+        let mut client = self.core.client().await?;
+        let tx = client.transaction().await?;
+        // A lease lost in a crash only means the message goes out again: no need to wait for
+        // the commit to reach the disk.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        let claim = tx.prepare_cached(CLAIM_SQL).await?;
+        let seqs: Vec<i64> = tx.query(&claim, &[&now_ms, &limit, &lease_ms, &owner]).await?.iter().map(|r| r.get(0)).collect();
+        let deliveries = if seqs.is_empty() {
+            Vec::new()
+        } else {
+            let fetch = tx.prepare_cached(DELIVERY_SQL).await?;
+            tx.query(&fetch, &[&seqs, &now_ms]).await?.iter().map(delivery_from_row).collect::<StoreResult<_>>()?
+        };
+        tx.commit().await?;
+        Ok(deliveries)
     }
 
-    async fn record_attempt(&self, outcome: AttemptOutcome, attempts_before: i64, policy: &RetryPolicy) -> StoreResult<MessageState> {
+    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<MessageState>> {
         let policy = policy.clone();
-        let jitter = webhooks::jitter();
         self.core
             .transact(move |tx| {
-                let (outcome, policy) = (outcome.clone(), policy.clone());
-                Box::pin(async move { webhooks::record(&mut PgTx(tx), &outcome, attempts_before, &policy, jitter).await })
+                let (outcomes, policy) = (outcomes.clone(), policy.clone());
+                Box::pin(async move {
+                    // An outcome lost in a crash only means the message goes out again.
+                    tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+                    webhooks::record_all(&mut PgTx(tx), &outcomes, &policy).await
+                })
             })
             .await
     }

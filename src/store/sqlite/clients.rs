@@ -170,6 +170,15 @@ impl TokenStore for SqliteStore {
         .await
     }
 
+    async fn expire_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()> {
+        let hash = token_hash.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE token_hash = ?1 AND kind = 'access' AND expires_at > ?2")?.execute(params![hash, now_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn lookup_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<(TokenRecord, ClientRecord)>> {
         let hash = token_hash.to_owned();
         self.read(move |conn| {

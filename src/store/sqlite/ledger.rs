@@ -13,6 +13,7 @@ use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, Req
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::report;
 use crate::domain::webhooks::EventType;
 use crate::domain::{Coins, CompanyId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, run_now};
@@ -192,6 +193,18 @@ impl LedgerTx for SqliteTx<'_> {
                  SELECT webhook_id, ?1, ?2, ?3, ?4, 'pending', ?5, ?5 FROM webhooks WHERE company_id = ?1 AND enabled = 1 AND (event_mask & ?6) <> 0",
             )?
             .execute(params![company.as_str(), user.as_str(), entry_id, event.as_str(), now_ms, event.bit()])?;
+        Ok(())
+    }
+
+    async fn add_to_daily(&mut self, company: &CompanyId, e: &NewEntry, now_ms: i64) -> StoreResult<()> {
+        let (credit, debit) = report::credit_debit(e.coins);
+        self.0
+            .prepare_cached(
+                "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, 1) \
+                 ON CONFLICT (company_id, day, event, type, shard) DO UPDATE SET credit = credit + excluded.credit, \
+                 debit = debit + excluded.debit, entries = entries + 1",
+            )?
+            .execute(params![company.as_str(), report::day_of(now_ms), e.event.as_deref().unwrap_or(""), e.kind.as_str(), credit, debit])?;
         Ok(())
     }
 

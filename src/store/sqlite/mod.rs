@@ -45,6 +45,8 @@ const READER_CACHE_KIB: i64 = 2 * 1024;
 
 pub struct SqliteStore {
     balances: Arc<BalanceCache>,
+    /// Webhook messages claimed by this process's worker, until when (`webhooks.rs`).
+    leases: Mutex<std::collections::HashMap<i64, i64>>,
     writer: Writer,
     readers: Arc<Readers>,
 }
@@ -80,6 +82,7 @@ impl SqliteStore {
         let writer = Writer::start(conn, wal, if options.group_commit { writer::BATCH_MAX } else { 1 }, balances.clone())?;
         Ok(Self {
             balances,
+            leases: Mutex::default(),
             writer,
             readers: Arc::new(Readers { path: path.to_owned(), idle: Mutex::new(Vec::new()), permits: Semaphore::new(READERS_MAX) }),
         })

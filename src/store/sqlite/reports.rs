@@ -7,7 +7,9 @@ use super::SqliteStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::{Coins, CompanyId, UserId};
 use crate::store::verify::CHECKS;
-use crate::store::{EXPIRING_SOON_DAYS, LedgerEntry, ReportStore, StoreResult, UserBalance, UserSummary, VerifyReport};
+use crate::domain::ledger::EntryKind;
+use crate::domain::report::Moved;
+use crate::store::{CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance, UserSummary, VerifyReport};
 
 /// The visible balance (stored balance less lots past expiry not yet written off) and when it
 /// will next drop by itself (the soonest unexpired lot expiry).
@@ -25,6 +27,24 @@ const SUMMARY_SQL: &str = "SELECT u.company_id, u.balance, u.lifetime_earned, u.
 
 const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
      AND expires_at > ?3 AND expires_at <= ?4 ORDER BY expires_at, lot_id";
+
+/// The companies in scope: `?1` a JSON array of ids, or NULL for all.
+const IN_SCOPE: &str = "(?1 IS NULL OR company_id IN (SELECT value FROM json_each(?1)))";
+
+fn scope_json(scope: &CompanyScope) -> Option<String> {
+    scope.as_ref().map(|c| serde_json::Value::from(c.iter().map(CompanyId::as_str).collect::<Vec<_>>()).to_string())
+}
+
+/// Rows of `(key, type, credit, debit, entries)` as roll-up groups.
+fn moved_rows<K: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str, p: impl rusqlite::Params) -> StoreResult<Vec<(K, EntryKind, Moved)>> {
+    let mut out = Vec::new();
+    for row in conn.prepare_cached(sql)?.query_map(p, |r| Ok((r.get::<_, K>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))? {
+        let (key, kind, credit, debit, entries) = row?;
+        let kind = EntryKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("roll-up row of unknown type {kind}")))?;
+        out.push((key, kind, Moved { credit, debit, entries }));
+    }
+    Ok(out)
+}
 
 const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
      FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
@@ -84,6 +104,43 @@ impl ReportStore for SqliteStore {
                     })
                 })?
                 .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn daily_totals(&self, scope: &CompanyScope, from_day: i64, to_day: i64) -> StoreResult<DailyTotals> {
+        let scope = scope_json(scope);
+        self.read(move |conn| {
+            let grouped = |key: &str| {
+                format!(
+                    "SELECT {key}, type, SUM(credit), SUM(debit), SUM(entries) FROM ledger_daily WHERE {IN_SCOPE} AND day BETWEEN ?2 AND ?3 \
+                     GROUP BY {key}, type ORDER BY {key}, type"
+                )
+            };
+            Ok(DailyTotals {
+                by_day: moved_rows(conn, &grouped("day"), params![scope, from_day, to_day])?,
+                by_event: moved_rows(conn, &grouped("event"), params![scope, from_day, to_day])?,
+                by_company: moved_rows(conn, &grouped("company_id"), params![scope, from_day, to_day])?,
+            })
+        })
+        .await
+    }
+
+    async fn outstanding(&self, scope: &CompanyScope, now_ms: i64) -> StoreResult<Vec<Outstanding>> {
+        let scope = scope_json(scope);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT company_id, SUM(held), SUM(soon) FROM ( \
+                   SELECT company_id, SUM(credit) - SUM(debit) AS held, 0 AS soon FROM ledger_daily WHERE {IN_SCOPE} GROUP BY company_id \
+                   UNION ALL SELECT company_id, -SUM(remaining), 0 FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at <= ?2 GROUP BY company_id \
+                   UNION ALL SELECT company_id, 0, SUM(remaining) FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at > ?2 AND expires_at <= ?3 GROUP BY company_id \
+                 ) GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 ORDER BY company_id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![scope, now_ms, now_ms + EXPIRING_SOON_DAYS * DAY_MS], |r| {
+                Ok(Outstanding { company: CompanyId::from_trusted(r.get(0)?), balance: r.get(1)?, expiring_soon: r.get(2)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }

@@ -1,5 +1,8 @@
-//! Webhook subscriptions, their outbox and delivery log on SQLite. Claims and outcomes are writer
-//! jobs; the worker asks with a read first, so an idle outbox costs the writer nothing.
+//! Webhook subscriptions, their outbox and delivery log on SQLite. One `serve` holds the file, so
+//! the leases of claimed messages live in its memory and a claim is only a read; outcomes are
+//! recorded by the writer, many to a commit.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -40,19 +43,17 @@ fn webhook_by_id(conn: &Connection, webhook_id: &str) -> StoreResult<Option<Webh
         .optional()?)
 }
 
-/// Due messages, each the oldest pending one of its (endpoint, user), of an enabled endpoint and
-/// not leased.
-const DUE_SQL: &str = "SELECT m.message_seq FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id AND w.enabled = 1 \
-     WHERE m.state = 'pending' AND m.next_attempt_at <= ?1 AND (m.lease_until IS NULL OR m.lease_until <= ?1) \
+/// Due messages with what sending each needs: each the oldest pending one of its (endpoint,
+/// user), of an enabled endpoint (leases are this process's own, kept in memory: see
+/// `claim_deliveries`). `?1` is now, `?2` the most to return.
+const DUE_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > ?1 THEN w.previous_sealed END, \
+     m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
+     e.coin_config_id, e.created_at, e.expires_at, e.type \
+     FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id AND w.enabled = 1 LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
+     WHERE m.state = 'pending' AND m.next_attempt_at <= ?1 \
      AND NOT EXISTS (SELECT 1 FROM webhook_messages p WHERE p.webhook_id = m.webhook_id AND p.user_id = m.user_id \
                      AND p.state = 'pending' AND p.message_seq < m.message_seq) \
      ORDER BY m.next_attempt_at, m.message_seq LIMIT ?2";
-
-const DELIVERY_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > ?2 THEN w.previous_sealed END, \
-     m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
-     e.coin_config_id, e.created_at, e.expires_at, e.type \
-     FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
-     WHERE m.message_seq = ?1";
 
 fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let event_type: String = r.get(5)?;
@@ -281,37 +282,48 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
-    async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let any_due = self.read_inline(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM webhook_messages WHERE state = 'pending' AND next_attempt_at <= ?1 LIMIT 1")?
-                .query_row(params![now_ms], |_| Ok(()))
-                .optional()?
-                .is_some())
-        })?;
-        if !any_due {
-            return Ok(Vec::new());
+    async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, _owner: &str) -> StoreResult<Vec<Delivery>> {
+        // One `serve` per file: leases live in this process, and a claim is a read.
+        let leased: HashSet<i64> = {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            leases.retain(|_, until| *until > now_ms);
+            leases.keys().copied().collect()
+        };
+        let scan = i64::try_from(limit + leased.len()).unwrap_or(i64::MAX);
+        let claimed = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(DUE_SQL)?;
+                let due = stmt.query_map(params![now_ms, scan], delivery_from_row)?;
+                let mut out = Vec::with_capacity(limit);
+                for d in due {
+                    let d = d?;
+                    if !leased.contains(&d.message_seq) {
+                        out.push(d);
+                    }
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for d in &claimed {
+            leases.insert(d.message_seq, now_ms + lease_ms);
         }
-        let owner = owner.to_owned();
-        self.write(move |conn| {
-            let seqs: Vec<i64> = conn.prepare_cached(DUE_SQL)?.query_map(params![now_ms, limit], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            let mut lease = conn.prepare_cached("UPDATE webhook_messages SET lease_until = ?2, lease_owner = ?3 WHERE message_seq = ?1")?;
-            let mut fetch = conn.prepare_cached(DELIVERY_SQL)?;
-            let mut out = Vec::with_capacity(seqs.len());
-            for seq in seqs {
-                lease.execute(params![seq, now_ms + lease_ms, owner])?;
-                out.push(fetch.query_row(params![seq, now_ms], delivery_from_row)?);
-            }
-            Ok(out)
-        })
-        .await
+        Ok(claimed)
     }
 
-    async fn record_attempt(&self, outcome: AttemptOutcome, attempts_before: i64, policy: &RetryPolicy) -> StoreResult<MessageState> {
+    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<MessageState>> {
         let policy = policy.clone();
-        let jitter = webhooks::jitter();
-        self.write(move |conn| run_now(webhooks::record(&mut SqliteTx(conn), &outcome, attempts_before, &policy, jitter))).await
+        let seqs: Vec<i64> = outcomes.iter().map(|(o, _)| o.message_seq).collect();
+        let states = self.write(move |conn| run_now(webhooks::record_all(&mut SqliteTx(conn), &outcomes, &policy))).await?;
+        // Committed: the messages' next state is visible to the next claim.
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for seq in seqs {
+            leases.remove(&seq);
+        }
+        Ok(states)
     }
 
     async fn outbox_depth(&self) -> StoreResult<i64> {

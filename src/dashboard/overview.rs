@@ -1,0 +1,151 @@
+//! The overview: coins issued, redeemed, reversed and expired per day over 30 or 90 days, by event
+//! and by company, with totals; the outstanding liability and its value at the coin value in
+//! force; coins expiring in the next 30 days. Read from the daily roll-up and the open lots, never
+//! by scanning the ledger.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+
+use super::charts::{self, Series};
+use super::html::{esc, num, table};
+use super::{Session, refusal};
+use crate::domain::CompanyId;
+use crate::domain::report::{self, Movements, day_of, grouped, money};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::store::CompanyScope;
+
+const SERIES: [(&str, &str); 4] = [("issued", "Issued"), ("redeemed", "Redeemed"), ("reversed", "Reversed"), ("expired", "Expired")];
+
+fn values(m: &Movements) -> [i64; 4] {
+    [m.issued, m.redeemed, m.reversed, m.expired]
+}
+
+fn series_of(rows: &[Movements]) -> Vec<Series<'static>> {
+    SERIES.iter().enumerate().map(|(i, (name, label))| Series { name, label, values: rows.iter().map(|m| values(m)[i]).collect() }).collect()
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn date_of_day(day: i64) -> String {
+    crate::clock::rfc3339(day * report::DAY_MS).get(..10).unwrap_or_default().to_owned()
+}
+
+pub async fn page(State(state): State<AppState>, session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
+    match render(&state, &session, &q).await {
+        Ok(body) => super::page(Some(&session), "Overview", "overview", &body),
+        Err(e) => super::page(Some(&session), "Overview", "overview", &refusal(&e)),
+    }
+}
+
+async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>) -> Result<String, ApiError> {
+    let principal = &session.auth.0;
+    let days: i64 = if q.get("days").map(String::as_str) == Some("90") { 90 } else { 30 };
+    let company = match q.get("companyId").map(String::as_str).filter(|c| !c.is_empty()) {
+        Some(raw) => {
+            let c = CompanyId::parse(raw).map_err(|_| ApiError::validation(format!("companyId must be {}", CompanyId::RULE)))?;
+            session.auth.require_company(&c)?;
+            Some(c)
+        }
+        None => None,
+    };
+    let scope: CompanyScope = match (&company, principal.admin) {
+        (Some(c), _) => Some(vec![c.clone()]),
+        (None, true) => None,
+        (None, false) => Some(principal.companies.clone()),
+    };
+    let now = state.clock.now_ms();
+    let today = day_of(now);
+    let first = today - days + 1;
+    let totals = state.store.daily_totals(&scope, first, today).await?;
+    let outstanding = state.store.outstanding(&scope, now).await?;
+
+    let mut per_day: Vec<Movements> = vec![Movements::default(); usize::try_from(days).unwrap_or(30)];
+    let mut period = Movements::default();
+    for (day, kind, moved) in &totals.by_day {
+        if let Some(slot) = usize::try_from(day - first).ok().and_then(|i| per_day.get_mut(i)) {
+            slot.add(*kind, *moved);
+        }
+        period.add(*kind, *moved);
+    }
+    let keys: Vec<String> = (first..=today).map(date_of_day).collect();
+    let grouped_by = |rows: &[(String, crate::domain::ledger::EntryKind, report::Moved)]| {
+        let mut by: BTreeMap<String, Movements> = BTreeMap::new();
+        for (key, kind, moved) in rows {
+            by.entry(key.clone()).or_default().add(*kind, *moved);
+        }
+        let mut list: Vec<(String, Movements)> = by.into_iter().collect();
+        list.sort_by(|a, b| b.1.issued.cmp(&a.1.issued).then_with(|| a.0.cmp(&b.0)));
+        list.truncate(12);
+        list
+    };
+    let by_event = grouped_by(&totals.by_event);
+    let by_company = grouped_by(&totals.by_company);
+
+    // The liability, valued per company at its coin value, summed per currency.
+    let mut liability_rows = Vec::new();
+    let mut value_by_currency: BTreeMap<String, i128> = BTreeMap::new();
+    let (mut held, mut soon) = (0i64, 0i64);
+    for o in &outstanding {
+        let value = state.store.coin_value(Some(&o.company)).await?;
+        let minor = i128::from(o.balance) * i128::from(value.minor_units_per_coin);
+        *value_by_currency.entry(value.currency.clone()).or_default() += minor;
+        held = held.saturating_add(o.balance);
+        soon = soon.saturating_add(o.expiring_soon);
+        liability_rows.push(vec![
+            esc(o.company.as_str()),
+            num(&grouped(i128::from(o.balance))),
+            num(&money(&value.currency, minor)),
+            num(&grouped(i128::from(o.expiring_soon))),
+            num(&money(&value.currency, i128::from(o.expiring_soon) * i128::from(value.minor_units_per_coin))),
+        ]);
+    }
+    let value_text = if value_by_currency.is_empty() {
+        "—".to_owned()
+    } else {
+        value_by_currency.iter().map(|(c, m)| money(c, *m)).collect::<Vec<_>>().join(" + ")
+    };
+
+    let mut out = String::new();
+    let scope_name = company.as_ref().map_or_else(|| if principal.admin { "all companies".to_owned() } else { "your companies".to_owned() }, |c| format!("company {c}"));
+    let _ = write!(out, "<h1>Overview <small>{} · last {days} days</small></h1>", esc(&scope_name));
+    out.push_str(&filters(principal, company.as_ref(), days));
+    let card = |id: &str, label: &str, value: &str, note: &str| {
+        format!("<div class=\"card\" id=\"{id}\"><span class=\"label\">{}</span><span class=\"value\">{}</span><span class=\"note\">{}</span></div>", esc(label), esc(value), esc(note))
+    };
+    out.push_str("<section class=\"cards\" aria-label=\"Totals\">");
+    for (i, (name, label)) in SERIES.iter().enumerate() {
+        out.push_str(&card(&format!("total-{name}"), label, &grouped(i128::from(values(&period)[i])), &format!("coins, last {days} days")));
+    }
+    out.push_str(&card("liability", "Outstanding", &grouped(i128::from(held)), &value_text));
+    out.push_str(&card("expiring", "Expiring in 30 days", &grouped(i128::from(soon)), "coins"));
+    out.push_str("</section>");
+    out.push_str(&charts::lines("chart-daily", &format!("Coins per day, last {days} days (UTC)"), &keys, &series_of(&per_day)));
+    let (event_keys, event_rows): (Vec<String>, Vec<Movements>) = by_event.into_iter().unzip();
+    out.push_str(&charts::bars("chart-events", "By event", &event_keys, &series_of(&event_rows)));
+    let (company_keys, company_rows): (Vec<String>, Vec<Movements>) = by_company.into_iter().unzip();
+    out.push_str(&charts::bars("chart-companies", "By company", &company_keys, &series_of(&company_rows)));
+    out.push_str("<h2>Liability</h2>");
+    if liability_rows.is_empty() {
+        out.push_str("<p class=\"hint\">No coins outstanding.</p>");
+    } else {
+        out.push_str(&table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value"], &liability_rows));
+    }
+    Ok(out)
+}
+
+/// The period and company pickers (a GET form: no state changes).
+fn filters(principal: &crate::domain::Principal, company: Option<&CompanyId>, days: i64) -> String {
+    let current = company.map_or("", |c| c.as_str());
+    let picker = if principal.admin {
+        super::html::input("Company (empty: all)", "companyId", current, "autocomplete=\"off\"")
+    } else {
+        let mut options = vec![("", "All yours")];
+        options.extend(principal.companies.iter().map(|c| (c.as_str(), c.as_str())));
+        super::html::select("Company", "companyId", &options, current)
+    };
+    let period = super::html::select("Period", "days", &[("30", "Last 30 days"), ("90", "Last 90 days")], &days.to_string());
+    format!("<form method=\"get\" action=\"/dashboard\" class=\"filters\">{picker}{period}<button type=\"submit\">Show</button></form>")
+}

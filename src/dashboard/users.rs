@@ -1,0 +1,165 @@
+//! Users: look one up — balance, lifetime figures, lots expiring soon, paginated history — and,
+//! for support, reverse one of its allocations or redemptions after a confirmation step. The
+//! confirmation page carries a fresh request id, so submitting it twice reverses once.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use axum::extract::{Query, Request, State};
+use axum::response::Response;
+use serde_json::Value;
+
+use super::html::{csrf_field, esc, input, num, table, url_part};
+use super::{Session, notice, read_form, refusal};
+use crate::domain::report::{grouped, money};
+use crate::http::AppState;
+use crate::http::auth::Auth;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathParam, Query as ApiQuery};
+use crate::http::wire::coins::{CoinValueQuery, ReverseRequest};
+use crate::http::wire::users::TransactionsQuery;
+use crate::http::wire::{FromJsonObject, FromQuery};
+use crate::http::{ledger, users as api};
+
+fn caller(session: &Session) -> Auth {
+    Auth(session.auth.0.clone())
+}
+
+/// A user's page; `message` on top.
+async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>, message: Option<String>) -> Response {
+    let user = q.get("userId").map(|u| u.trim().to_owned()).unwrap_or_default();
+    let mut out = String::from("<h1>Users</h1>");
+    let _ = write!(
+        out,
+        "<form method=\"get\" action=\"/dashboard/users\" class=\"filters\" role=\"search\">{}<button type=\"submit\">Look up</button></form>",
+        input("User id", "userId", &user, "required autocomplete=\"off\"")
+    );
+    out.push_str(&message.unwrap_or_default());
+    if !user.is_empty()
+        && let Err(e) = user_details(state, session, q, &user, &mut out).await
+    {
+        out.push_str(&refusal(&e));
+    }
+    super::page(Some(session), "Users", "users", &out)
+}
+
+async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, String>, user: &str, out: &mut String) -> Result<(), ApiError> {
+    let summary = api::user(State(state.clone()), caller(session), PathParam(user.to_owned())).await?.0.payload;
+    let value_query = CoinValueQuery { company_id: Some(summary.company_id.clone()) };
+    let value = api::get_coin_value(State(state.clone()), caller(session), ApiQuery(value_query)).await?.0.payload;
+    let worth = |coins: i64| money(&value.currency, i128::from(coins) * i128::from(value.minor_units_per_coin));
+    let _ = write!(
+        out,
+        "<section class=\"cards\" aria-label=\"User {u}\"><div class=\"card\" id=\"user-balance\"><span class=\"label\">Balance of {u} ({c})</span>\
+         <span class=\"value\" data-value=\"{b}\">{bt}</span><span class=\"note\">worth {w}</span></div>\
+         <div class=\"card\"><span class=\"label\">Earned</span><span class=\"value\">{e}</span></div>\
+         <div class=\"card\"><span class=\"label\">Redeemed</span><span class=\"value\">{r}</span></div>\
+         <div class=\"card\"><span class=\"label\">Expired</span><span class=\"value\">{x}</span></div></section>",
+        u = esc(summary.user_id.as_str()),
+        c = esc(summary.company_id.as_str()),
+        b = summary.balance,
+        bt = grouped(i128::from(summary.balance)),
+        w = esc(&worth(summary.balance)),
+        e = grouped(i128::from(summary.lifetime_earned)),
+        r = grouped(i128::from(summary.lifetime_redeemed)),
+        x = grouped(i128::from(summary.lifetime_expired)),
+    );
+    if !summary.expiring_soon.is_empty() {
+        out.push_str("<h2>Expiring within 30 days</h2>");
+        let rows: Vec<Vec<String>> = summary.expiring_soon.iter().map(|l| vec![num(&grouped(i128::from(l.coins))), esc(&l.expires_at)]).collect();
+        out.push_str(&table("expiring", &["Coins", "Expires (UTC)"], &rows));
+    }
+    let mut params: HashMap<String, String> = HashMap::from([("userId".to_owned(), user.to_owned()), ("limit".to_owned(), "20".to_owned())]);
+    if let Some(c) = q.get("cursor").filter(|c| !c.is_empty()) {
+        params.insert("cursor".into(), c.clone());
+    }
+    let query = TransactionsQuery::from_query(&params).map_err(ApiError::validation)?;
+    let history = api::transactions(State(state.clone()), caller(session), ApiQuery(query)).await?.0.payload;
+    out.push_str("<h2>History</h2>");
+    let rows: Vec<Vec<String>> = history
+        .entries
+        .iter()
+        .map(|e| {
+            let action = match (e.kind.as_str(), &e.request_id) {
+                ("ALLOCATE" | "REDEEM", Some(rid)) => format!(
+                    "<a href=\"/dashboard/users/reverse?userId={}&amp;companyId={}&amp;requestId={}\">Reverse…</a>",
+                    url_part(user),
+                    url_part(summary.company_id.as_str()),
+                    url_part(rid)
+                ),
+                _ => String::new(),
+            };
+            vec![
+                esc(&e.created_at),
+                esc(&e.kind),
+                num(&grouped(i128::from(e.coins))),
+                num(&grouped(i128::from(e.balance_after))),
+                esc(e.event.as_deref().unwrap_or("")),
+                esc(e.request_id.as_deref().unwrap_or("")),
+                action,
+            ]
+        })
+        .collect();
+    out.push_str(&table("history", &["When (UTC)", "Type", "Coins", "Balance after", "Event", "Request id", ""], &rows));
+    let mut pager = String::from("<nav class=\"pager\" aria-label=\"History pages\">");
+    if q.get("cursor").is_some_and(|c| !c.is_empty()) {
+        let _ = write!(pager, "<a href=\"/dashboard/users?userId={}\">Newest</a>", url_part(user));
+    }
+    if let Some(next) = &history.next_cursor {
+        let _ = write!(pager, "<a href=\"/dashboard/users?userId={}&amp;cursor={}\" rel=\"next\">Older entries →</a>", url_part(user), url_part(next));
+    }
+    pager.push_str("</nav>");
+    out.push_str(&pager);
+    Ok(())
+}
+
+pub async fn page(State(state): State<AppState>, session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
+    render(&state, &session, &q, None).await
+}
+
+/// The confirmation step: what will be reversed, and a form that does it.
+pub async fn confirm_reverse(session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
+    let get = |k: &str| q.get(k).map_or("", String::as_str);
+    let fresh = format!("DASH-REV-{}", hex::encode(crate::crypto::random_bytes::<8>()));
+    let body = format!(
+        "<p><a href=\"/dashboard/users?userId={u}\">← {ue}</a></p><h1>Reverse {r}?</h1>\
+         <p>This takes back the coins of <strong>{r}</strong> (an allocation) or gives back the coins it spent (a redemption), \
+         for user <strong>{ue}</strong> of company <strong>{c}</strong>. It is written to the ledger as a reversal and cannot be undone.</p>\
+         <form method=\"post\" action=\"/dashboard/users/reverse\" id=\"confirm-reverse\">{csrf}\
+         <input type=\"hidden\" name=\"userId\" value=\"{ue}\"><input type=\"hidden\" name=\"companyId\" value=\"{c}\">\
+         <input type=\"hidden\" name=\"originalRequestId\" value=\"{r}\"><input type=\"hidden\" name=\"requestId\" value=\"{fresh}\">\
+         <button type=\"submit\" class=\"danger\">Reverse it</button> <a href=\"/dashboard/users?userId={u}\">Cancel</a></form>",
+        u = url_part(get("userId")),
+        ue = esc(get("userId")),
+        r = esc(get("requestId")),
+        c = esc(get("companyId")),
+        csrf = csrf_field(&session.csrf),
+    );
+    super::page(Some(&session), "Confirm reversal", "users", &body)
+}
+
+pub async fn reverse(State(state): State<AppState>, session: Session, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let q = HashMap::from([("userId".to_owned(), form.get("userId").to_owned())]);
+    let body: serde_json::Map<String, Value> = ["companyId", "requestId", "originalRequestId"]
+        .iter()
+        .map(|k| ((*k).to_owned(), Value::from(form.get(k))))
+        .collect();
+    let done = match ReverseRequest::from_object(&body).map_err(ApiError::validation) {
+        Ok(request) => ledger::reverse(State(state.clone()), caller(&session), Json(request)).await,
+        Err(e) => Err(e),
+    };
+    let message = match done {
+        Ok(res) => {
+            let bytes = axum::body::to_bytes(res.into_body(), 64 * 1024).await.unwrap_or_default();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let p = &answer["payload"];
+            notice(true, &format!("Reversed {}: {} coins; the balance is now {}.", form.get("originalRequestId"), p["coins"], p["balance"]))
+        }
+        Err(e) => refusal(&e),
+    };
+    render(&state, &session, &q, Some(message)).await
+}

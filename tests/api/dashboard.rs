@@ -1,0 +1,243 @@
+//! The dashboard's guarantees over HTTP (the browser test in tests/api/browser.rs drives it
+//! end to end): sessions and their cookies, CSRF on every state change, a company-scoped client
+//! seeing only its companies in every view, and member links that expire and cannot be altered.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+/// A browser's cookies, by hand (the client follows no redirects).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    jar: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { http, base: app.base.clone(), jar: HashMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep(&mut self, res: &reqwest::Response) -> Vec<String> {
+        let set: Vec<String> = res.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        for c in &set {
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() {
+                self.jar.remove(k);
+            } else {
+                self.jar.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        set
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, String, Option<String>) {
+        let res = self.http.get(format!("{}{path}", self.base)).header(COOKIE, self.cookie_header()).send().await.unwrap();
+        self.keep(&res);
+        let location = res.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
+        (res.status(), res.text().await.unwrap(), location)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, Option<String>) {
+        let res = self.http.post(format!("{}{path}", self.base)).header(COOKIE, self.cookie_header()).form(form).send().await.unwrap();
+        self.keep(&res);
+        let location = res.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
+        (res.status(), res.text().await.unwrap(), location)
+    }
+
+    fn csrf(&self) -> String {
+        self.jar.get("coins_csrf").cloned().unwrap_or_default()
+    }
+
+    async fn sign_in(&mut self, id: &str, secret: &str) {
+        self.get("/dashboard/login").await;
+        let csrf = self.csrf();
+        let (status, body, location) = self.post("/dashboard/login", &[("csrf", &csrf), ("client_id", id), ("client_secret", secret)]).await;
+        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/dashboard")), "{body}");
+    }
+}
+
+/// Every `data-value` of the daily chart's points of a series, summed.
+fn chart_total(html: &str, series: &str) -> i64 {
+    let needle = format!("data-series=\"{series}\" data-key=\"");
+    html.match_indices(&needle)
+        .filter(|(i, _)| html[..*i].rfind("<svg").is_some_and(|s| html[s..*i].contains("chart-daily")))
+        .map(|(i, _)| {
+            let rest = &html[i..];
+            let v = rest.split("data-value=\"").nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse::<i64>().unwrap()
+        })
+        .sum()
+}
+
+both_backends! {
+    async fn sessions_use_strict_cookies_and_sign_out_ends_the_token(app: &TestApp) {
+        let mut b = Browser::new(app);
+        // No session: every page sends to the sign-in page.
+        for path in ["/dashboard", "/dashboard/configs", "/dashboard/users", "/dashboard/webhooks"] {
+            let (status, _, location) = b.get(path).await;
+            assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/dashboard/login")), "{path}");
+        }
+        // Wrong secret: refused on the page, no session.
+        b.get("/dashboard/login").await;
+        let csrf = b.csrf();
+        let (status, body, _) = b.post("/dashboard/login", &[("csrf", &csrf), ("client_id", &app.admin_id), ("client_secret", "wrong")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("unknown client or wrong secret"), "{body}");
+        assert!(!b.jar.contains_key("coins_session"));
+        // Right one: cookies HttpOnly, SameSite=Strict; Secure behind TLS.
+        let csrf = b.csrf();
+        let res = b
+            .http
+            .post(format!("{}/dashboard/login", b.base))
+            .header(COOKIE, b.cookie_header())
+            .header("x-forwarded-proto", "https")
+            .form(&[("csrf", csrf.as_str()), ("client_id", &app.admin_id), ("client_secret", &app.admin_secret)])
+            .send()
+            .await
+            .unwrap();
+        let set = b.keep(&res);
+        let session = set.iter().find(|c| c.starts_with("coins_session=")).expect("session cookie");
+        for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+            assert!(session.contains(flag), "{session}");
+        }
+        let token = b.jar["coins_session"].clone();
+        let (status, page, _) = b.get("/dashboard").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("<h1>Overview"));
+        // The page may run no script and load nothing from elsewhere.
+        let res = b.http.get(format!("{}/dashboard", b.base)).header(COOKIE, b.cookie_header()).send().await.unwrap();
+        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!page.contains("<script"));
+        // The session is an API token: it works on the API until sign-out, and not after.
+        assert_eq!(app.get("/api/v0/coins/balance?userId=X", &token).await.status, StatusCode::OK);
+        let csrf = b.csrf();
+        let (status, _, location) = b.post("/dashboard/logout", &[("csrf", &csrf)]).await;
+        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/dashboard/login")));
+        app.get("/api/v0/coins/balance?userId=X", &token).await.assert_error(401, "UNAUTHENTICATED");
+        b.jar.insert("coins_session".into(), token);
+        let (_, _, location) = b.get("/dashboard").await;
+        assert_eq!(location.as_deref(), Some("/dashboard/login"));
+    }
+
+    async fn every_state_change_needs_the_csrf_token(app: &TestApp) {
+        let mut b = Browser::new(app);
+        b.get("/dashboard/login").await;
+        // Even signing in.
+        let (status, _, _) = b.post("/dashboard/login", &[("client_id", &app.admin_id), ("client_secret", &app.admin_secret)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        b.sign_in(&app.admin_id, &app.admin_secret).await;
+        let create = [("configuration", "DEFAULT"), ("companyId", "SHOP"), ("event", "CSRF_EVENT"), ("amount", "5"), ("active", "true")];
+        for csrf in [None, Some("forged"), Some("")] {
+            let mut form = create.to_vec();
+            if let Some(c) = csrf {
+                form.push(("csrf", c));
+            }
+            let (status, body, _) = b.post("/dashboard/configs", &form).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{csrf:?}: {body}");
+            assert!(body.contains("CSRF"));
+        }
+        for path in ["/dashboard/users/reverse", "/dashboard/webhooks/retry", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
+            let (status, _, _) = b.post(path, &[("csrf", "forged")]).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        }
+        assert_eq!(app.get("/api/v0/enkash-coins?event=CSRF_EVENT", &app.admin_token).await.assert_ok(), &json!([]), "nothing was created");
+        // With the token it goes through.
+        let csrf = b.csrf();
+        let mut form = create.to_vec();
+        form.push(("csrf", &csrf));
+        let (status, _, location) = b.post("/dashboard/configs", &form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(location.unwrap().starts_with("/dashboard/configs/WCC"));
+    }
+
+    async fn a_scoped_client_sees_only_its_companies_everywhere(app: &TestApp) {
+        app.config("DEFAULT", "A", "E", 7).await;
+        app.create_config(&app.admin_token, json!({"configuration": "CUSTOM", "companyId": "B", "event": "E", "amount": 4321})).await.assert_ok();
+        app.allocate(&app.admin_token, "A", "E", "A-1", "UA").await.assert_ok();
+        for i in 0..3 {
+            app.allocate(&app.admin_token, "B", "E", &format!("B-{i}"), "UB").await.assert_ok();
+        }
+        let hook = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId": "B", "url": "http://127.0.0.1:9/b", "events": ["coins.allocated"]})).await;
+        let b_hook = hook.assert_ok()["webhookId"].as_str().unwrap().to_owned();
+        app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId": "A", "url": "http://127.0.0.1:9/a", "events": ["coins.allocated"]})).await.assert_ok();
+        let (id, secret) = app.create_client(&["A"]).await;
+        let mut b = Browser::new(app);
+        b.sign_in(&id, &secret).await;
+
+        let (_, overview, _) = b.get("/dashboard").await;
+        assert_eq!(chart_total(&overview, "issued"), 7, "only A's allocation");
+        assert!(!overview.contains("12,963") && !overview.contains(">B<") && !overview.contains("UB"), "B's figures leak into the overview");
+        let (status, page, _) = b.get("/dashboard?companyId=B").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("FORBIDDEN") && chart_total(&page, "issued") == 0, "another company's overview");
+        // The admin sees both.
+        let mut admin = Browser::new(app);
+        admin.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, all, _) = admin.get("/dashboard").await;
+        assert_eq!(chart_total(&all, "issued"), 3 * 4_321 + 7);
+
+        let (_, configs, _) = b.get("/dashboard/configs").await;
+        assert!(configs.contains(">A<") || configs.contains("DEFAULT"));
+        assert!(!configs.contains("4321"), "B's CUSTOM configuration is listed");
+        let (_, users, _) = b.get("/dashboard/users?userId=UB").await;
+        assert!(users.contains("USER_NOT_FOUND") && !users.contains("user-balance"), "B's user is shown");
+        let (_, users, _) = b.get("/dashboard/users?userId=UA").await;
+        assert!(users.contains("id=\"user-balance\""));
+        let (_, hooks, _) = b.get(&format!("/dashboard/webhooks?webhookId={b_hook}")).await;
+        assert!(hooks.contains("127.0.0.1:9/a") && !hooks.contains("127.0.0.1:9/b") && hooks.contains("WEBHOOK_NOT_FOUND"), "B's webhook is shown");
+        // Reversing B's allocation through the form: refused, nothing changes.
+        let csrf = b.csrf();
+        let (_, page, _) = b.post("/dashboard/users/reverse", &[("csrf", &csrf), ("userId", "UB"), ("companyId", "B"), ("originalRequestId", "B-0"), ("requestId", "X-1")]).await;
+        assert!(page.contains("FORBIDDEN"), "{page}");
+        assert_eq!(app.balance("UB").await, 3 * 4_321);
+        // Its member links are refused too.
+        app.post("/api/v0/coins/users/UB/page-link", &app.token(&id, &secret).await, json!({})).await.assert_error(404, "USER_NOT_FOUND");
+    }
+
+    async fn member_links_show_one_user_expire_and_cannot_be_altered(app: &TestApp) {
+        app.config("DEFAULT", "SHOP", "E", 40).await;
+        app.allocate(&app.admin_token, "SHOP", "E", "R-1", "MEMBER").await.assert_ok();
+        app.allocate(&app.admin_token, "SHOP", "E", "R-2", "OTHER").await.assert_ok();
+        let res = app.post("/api/v0/coins/users/MEMBER/page-link", &app.admin_token, json!({})).await;
+        let link = res.assert_ok().clone();
+        assert_eq!(link.as_object().unwrap().keys().collect::<Vec<_>>(), ["expiresAt", "url"]);
+        let url = link["url"].as_str().unwrap().to_owned();
+        assert!(url.starts_with(&format!("{}/member/", app.base)), "{url}");
+        let http = reqwest::Client::new();
+        let res = http.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("data-value=\"40\"") && page.contains("INR 40.00"), "{page}");
+        assert!(!page.contains("OTHER"));
+        // Altered: another user's id under the same signature.
+        let token = url.rsplit('/').next().unwrap();
+        let (payload, tag) = token.split_once('.').unwrap();
+        use base64::Engine;
+        let claims = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.replace("MEMBER", "OTHER"));
+        for bad in [format!("{forged}.{tag}"), format!("{payload}.{tag}A"), "garbage".to_owned()] {
+            let res = http.get(format!("{}/member/{bad}", app.base)).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{bad}");
+            assert!(!res.text().await.unwrap().contains("data-value"));
+        }
+        // Expired after 15 minutes.
+        app.clock.advance_ms(15 * 60_000 + 1);
+        let res = http.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::GONE);
+        app.post("/api/v0/coins/users/NOBODY/page-link", &app.admin_token, json!({})).await.assert_error(404, "USER_NOT_FOUND");
+    }
+}

@@ -1,0 +1,145 @@
+"""The dashboard end to end in headless Chromium, cut off from everything but the server, against
+data the Rust test seeded (tests/api/browser.rs): sign in; read the seeded numbers back from the
+charts and totals; create and edit a configuration and see the audit trail; look a user up and
+page through the history; reverse an allocation and see the balance change; open a member link.
+Usage: dashboard.py BASE_URL EXPECTED_JSON SCREENSHOT_DIR
+EXPECTED_JSON: {"client_id", "client_secret", "days": {"YYYY-MM-DD": {"issued", "redeemed"}},
+"totals": {...}, "event", "pager_user", "pager_entries", "reverse_user", "reverse_request",
+"reverse_coins", "member_url", "member_balance"}"""
+
+import json
+import re
+import sys
+
+from common import Browser, fail
+
+base, expected, shots = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+b = Browser(base)
+page = b.page
+
+
+def value_of(selector):
+    el = page.locator(selector)
+    if el.count() != 1:
+        fail(f"{selector}: {el.count()} elements")
+    return int(el.get_attribute("data-value"))
+
+
+def number(text):
+    return int(text.replace(",", "").strip())
+
+
+# Sign in (keyboard only: Tab between fields, Enter to submit).
+page.goto(f"{base}/dashboard")
+if not page.url.endswith("/dashboard/login"):
+    fail(f"not sent to the sign-in page: {page.url}")
+page.focus("#f-client_id")
+page.keyboard.type(expected["client_id"])
+page.keyboard.press("Tab")
+page.keyboard.type(expected["client_secret"])
+page.keyboard.press("Enter")
+page.wait_for_url(f"{base}/dashboard")
+
+# The overview: every seeded day on the daily chart, the totals, the event bars.
+for day, moved in expected["days"].items():
+    for series, coins in moved.items():
+        got = value_of(f'svg.chart-daily circle[data-series="{series}"][data-key="{day}"]')
+        if got != coins:
+            fail(f"{series} on {day}: the chart shows {got}, seeded {coins}")
+for series, coins in expected["totals"].items():
+    shown = number(page.locator(f"#total-{series} .value").inner_text())
+    if shown != coins:
+        fail(f"total {series}: {shown} shown, seeded {coins}")
+event_issued = value_of(f'svg.chart-events rect[data-series="issued"][data-key="{expected["event"]}"]')
+if event_issued != expected["totals"]["issued"]:
+    fail(f"event {expected['event']} issued {event_issued}, seeded {expected['totals']['issued']}")
+liability = page.locator("#liability .note").inner_text()
+if not re.match(r"^[A-Z]{3} [0-9,]+\.[0-9]{2}$", liability):
+    fail(f"the liability is not shown as money: {liability!r}")
+page.screenshot(path=f"{shots}/dashboard-overview.png", full_page=True)
+page.set_viewport_size({"width": 1000, "height": 720})
+page.screenshot(path=f"{shots}/dashboard-small.png")  # docs/dashboard.png is made from this one
+page.set_viewport_size({"width": 1280, "height": 900})
+
+# Configurations: create one, edit it, read the audit trail.
+page.click("nav >> text=Configurations")
+page.select_option("#create-config select[name=configuration]", "CUSTOM")
+page.fill("#create-config input[name=companyId]", expected["company"])
+page.fill("#create-config input[name=event]", "BROWSER_EVENT")
+page.fill("#create-config input[name=amount]", "5")
+page.fill("#create-config input[name=maxPerUser]", "3")
+page.click("#create-config button[type=submit]")
+page.wait_for_selector("text=Configuration created.")
+page.fill("#edit-config input[name=amount]", "7")
+page.fill("#edit-config input[name=maxPerUser]", "")
+page.click("#edit-config button[type=submit]")
+page.wait_for_selector("text=Changes saved")
+audit = page.locator("table.audit").inner_text()
+if "amount: 5 → 7" not in audit or "maxPerUser: 3 → null" not in audit:
+    fail(f"the audit trail does not show the edit: {audit}")
+# A bad value is refused with the API's sentence, and nothing changes.
+page.fill("#edit-config input[name=amount]", "0")
+page.click("#edit-config button[type=submit]")
+page.wait_for_selector(".notice.error")
+if "amount must be a whole number" not in page.locator(".notice.error").inner_text():
+    fail("a bad amount was not refused with the API's sentence")
+
+# Users: look up, page through the history.
+page.click("nav >> text=Users")
+page.fill("input[name=userId]", expected["pager_user"])
+page.press("input[name=userId]", "Enter")
+page.wait_for_selector("table.history")
+first = page.locator("table.history tbody tr").count()
+page.click("text=Older entries")
+page.wait_for_selector("table.history")
+second = page.locator("table.history tbody tr").count()
+if first + second != expected["pager_entries"]:
+    fail(f"history pages hold {first} + {second} entries, seeded {expected['pager_entries']}")
+
+# Reverse an allocation, with the confirmation step, and see the balance change.
+page.fill("input[name=userId]", expected["reverse_user"])
+page.press("input[name=userId]", "Enter")
+before = value_of("#user-balance .value")
+row = page.locator("table.history tbody tr", has_text=expected["reverse_request"])
+row.locator("text=Reverse…").click()
+page.wait_for_selector("#confirm-reverse")
+page.screenshot(path=f"{shots}/dashboard-confirm.png")
+page.click("#confirm-reverse button[type=submit]")
+page.wait_for_selector(".notice.ok")
+after = value_of("#user-balance .value")
+if after != before - expected["reverse_coins"]:
+    fail(f"balance {before} → {after} after reversing {expected['reverse_coins']} coins")
+page.screenshot(path=f"{shots}/dashboard-user.png", full_page=True)
+
+# Phone width: the overview still fits.
+page.set_viewport_size({"width": 390, "height": 844})
+page.goto(f"{base}/dashboard")
+width = page.evaluate("document.documentElement.scrollWidth")
+if width > 400:
+    fail(f"the overview is {width}px wide at phone width")
+page.screenshot(path=f"{shots}/dashboard-phone.png", full_page=False)
+
+# Sign out: back to the sign-in page, and the overview asks for it again.
+page.set_viewport_size({"width": 1280, "height": 900})
+page.click("text=Sign out")
+page.wait_for_url(f"{base}/dashboard/login")
+page.goto(f"{base}/dashboard")
+if not page.url.endswith("/dashboard/login"):
+    fail("still signed in after signing out")
+
+# The member page, from a link, with no session.
+member = b.context.browser.new_context()
+mp = member.new_page()
+mp.goto(expected["member_url"])
+shown = int(mp.locator("#member-balance").get_attribute("data-value"))
+if shown != expected["member_balance"]:
+    fail(f"member page shows {shown}, expected {expected['member_balance']}")
+mp.screenshot(path=f"{shots}/member.png", full_page=True)
+member.close()
+
+b.check_cut_off()
+if b.errors:
+    fail(f"script errors on the page: {b.errors}")
+b.close()
+print(f"dashboard: charts and totals match the seeded data, configuration created and edited, "
+      f"history paged ({first} + {second}), reversal applied ({before} → {after}), member page shows {shown}")
