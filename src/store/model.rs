@@ -159,6 +159,23 @@ pub struct SweepReport {
     pub users_failed: u64,
 }
 
+impl SweepReport {
+    /// Counts one user's outcome. A failure is logged and skipped: one user's failure must not
+    /// hold up everyone else's expiry.
+    pub fn add(&mut self, user: &UserId, outcome: super::StoreResult<Expired>) {
+        match outcome {
+            Ok(done) => {
+                self.lots_expired += done.lots;
+                self.coins_expired += done.coins;
+            }
+            Err(e) => {
+                self.users_failed += 1;
+                tracing::error!(%user, error = %super::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");
+            }
+        }
+    }
+}
+
 /// Users whose due lots one sweeper pass expires, at most.
 pub const SWEEP_USERS_MAX: usize = 256;
 

@@ -9,7 +9,7 @@
 //! and every acknowledged one replayed; then each must have had exactly one effect (its one
 //! ledger entry, of its kind and its coins), no refused one any, every balance must equal the
 //! model, and `coins verify` must pass. `COINS_CRASH_CYCLES` sets the number of kills
-//! (default 5; `scripts/crash-long` runs 20 on each backend).
+//! (default 5; `COINS_CRASH_CYCLES=20 cargo nextest run crash_cycles` for a long run).
 
 use std::collections::{HashMap, HashSet};
 use std::process::Child;

@@ -500,17 +500,8 @@ impl LedgerStore for PgStore {
         let mut report = SweepReport::default();
         for row in rows {
             let user = UserId::from_trusted(row.get(0));
-            // One user's failure must not hold up everyone else's expiry.
-            match self.settle_user(&user, now_ms).await {
-                Ok(done) => {
-                    report.lots_expired += done.lots;
-                    report.coins_expired += done.coins;
-                }
-                Err(e) => {
-                    report.users_failed += 1;
-                    tracing::error!(%user, error = %crate::store::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");
-                }
-            }
+            let outcome = self.settle_user(&user, now_ms).await;
+            report.add(&user, outcome);
         }
         Ok(report)
     }

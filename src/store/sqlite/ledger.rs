@@ -300,16 +300,7 @@ impl LedgerStore for SqliteStore {
                 Ok(answer) => answer.await.unwrap_or(Err(StoreError::Busy("the writer dropped the job"))),
                 Err(e) => Err(e),
             };
-            match outcome {
-                Ok(done) => {
-                    report.lots_expired += done.lots;
-                    report.coins_expired += done.coins;
-                }
-                Err(e) => {
-                    report.users_failed += 1;
-                    tracing::error!(%user, error = %crate::store::error::chain(&e), "expiring this user's lots failed; skipped until the next pass");
-                }
-            }
+            report.add(&user, outcome);
         }
         Ok(report)
     }
