@@ -144,7 +144,7 @@ pub struct ServeArgs {
     pub webhook_allow_private: bool,
 
     /// Webhook deliveries in flight at once, per process.
-    #[arg(long, env = "COINS_WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, env = "COINS_WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub webhook_concurrency: u64,
 
     /// Seconds an endpoint has to answer a delivery with a 2xx.

@@ -141,8 +141,9 @@ pub trait WebhookStore: Send + Sync {
     /// (endpoint, user), of an enabled endpoint, not leased by anyone else.
     async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>>;
     /// Records attempts, each with the number made before it, and what follows from each
-    /// (`store::webhooks::record`), in one transaction.
-    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<MessageState>>;
+    /// (`store::webhooks::record_all`), in one transaction; `None` for an attempt whose webhook was
+    /// deleted meanwhile.
+    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<Option<MessageState>>>;
     /// Messages waiting to be delivered.
     async fn outbox_depth(&self) -> StoreResult<i64>;
 }

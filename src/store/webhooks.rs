@@ -6,6 +6,8 @@
 //! transaction as the entry it reports, one message per entry and enabled subscription that
 //! wants its event type.
 
+use std::collections::HashMap;
+
 use super::{LedgerEntry, StoreResult};
 use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy, should_disable};
@@ -117,57 +119,73 @@ pub enum MessageState {
     Failed,
 }
 
-/// The fetches and writes of recording an attempt, inside one database transaction.
+/// The fetches and writes of recording attempts, inside one database transaction.
 pub(crate) trait WebhookTx {
-    async fn insert_attempt(&mut self, outcome: &AttemptOutcome, next_attempt_at: Option<i64>) -> StoreResult<()>;
-    async fn finish_message(&mut self, seq: i64, state: MessageState, now_ms: i64) -> StoreResult<()>;
-    async fn failing_since(&mut self, webhook_id: &str) -> StoreResult<Option<i64>>;
+    /// Of these webhooks (sorted), the ones that still exist with the start of their failing
+    /// streak, locked in id order for the rest of the transaction: recording and deleting a
+    /// webhook both lock it first, so they never deadlock.
+    async fn lock_webhooks(&mut self, webhook_ids: &[String]) -> StoreResult<HashMap<String, Option<i64>>>;
+    /// One row per attempt, with the time of its retry (`None`: no retry).
+    async fn insert_attempts(&mut self, attempts: &[(&AttemptOutcome, Option<i64>)]) -> StoreResult<()>;
+    /// Each message's state after its attempt, made at the time given.
+    async fn finish_messages(&mut self, finished: &[(i64, MessageState, i64)]) -> StoreResult<()>;
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()>;
     async fn disable(&mut self, webhook_id: &str, reason: &str, now_ms: i64) -> StoreResult<()>;
 }
 
-/// Records attempts in order (see [`record`]), each retry spread by its own jitter.
-pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOutcome, i64)], policy: &RetryPolicy) -> StoreResult<Vec<MessageState>> {
-    let mut states = Vec::with_capacity(outcomes.len());
+/// Records attempts, each with the number made before it: the message is delivered, retried
+/// later (spread by its own jitter) or failed; a delivery ends its endpoint's failing streak, a
+/// failure starts one; an endpoint failing for the policy's period is disabled. The attempts are
+/// taken in order, as if recorded one by one, and written a few statements per batch. An attempt
+/// whose webhook was deleted meanwhile has nothing left to record it against and is skipped
+/// (`None`), so it cannot fail the others of its batch.
+pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOutcome, i64)], policy: &RetryPolicy) -> StoreResult<Vec<Option<MessageState>>> {
+    let mut ids: Vec<String> = outcomes.iter().map(|(o, _)| o.webhook_id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let before = tx.lock_webhooks(&ids).await?;
+    let mut failing = before.clone();
+    let (mut states, mut attempts, mut finished, mut disabled) = (Vec::new(), Vec::new(), Vec::new(), Vec::<(&str, i64)>::new());
     for (outcome, attempts_before) in outcomes {
-        states.push(record(tx, outcome, *attempts_before, policy, jitter()).await?);
-    }
-    Ok(states)
-}
-
-/// Records one attempt; `jitter` in [0, 1) spreads the retry (see `domain::webhooks`).
-pub(crate) async fn record<T: WebhookTx>(tx: &mut T, outcome: &AttemptOutcome, attempts_before: i64, policy: &RetryPolicy, jitter: f64) -> StoreResult<MessageState> {
-    let now = outcome.attempted_at;
-    let state = if outcome.delivered {
-        MessageState::Delivered
-    } else {
-        match crate::domain::webhooks::next_attempt(policy, attempts_before + 1, now, jitter) {
-            Some(at) => MessageState::Retry { at },
-            None => MessageState::Failed,
-        }
-    };
-    let next = match state {
-        MessageState::Retry { at } => Some(at),
-        _ => None,
-    };
-    tx.insert_attempt(outcome, next).await?;
-    tx.finish_message(outcome.message_seq, state, now).await?;
-    if outcome.delivered {
-        tx.set_failing_since(&outcome.webhook_id, None).await?;
-    } else {
-        let since = match tx.failing_since(&outcome.webhook_id).await? {
-            Some(since) => since,
-            None => {
-                tx.set_failing_since(&outcome.webhook_id, Some(now)).await?;
-                now
+        let Some(since) = failing.get_mut(&outcome.webhook_id) else {
+            states.push(None);
+            continue;
+        };
+        let now = outcome.attempted_at;
+        let state = if outcome.delivered {
+            MessageState::Delivered
+        } else {
+            match crate::domain::webhooks::next_attempt(policy, attempts_before + 1, now, jitter()) {
+                Some(at) => MessageState::Retry { at },
+                None => MessageState::Failed,
             }
         };
-        if should_disable(policy, since, now) {
-            tx.disable(&outcome.webhook_id, "failing", now).await?;
-            tracing::warn!(webhook_id = %outcome.webhook_id, "webhook disabled: every delivery failed for the configured period");
+        attempts.push((outcome, match state {
+            MessageState::Retry { at } => Some(at),
+            _ => None,
+        }));
+        finished.push((outcome.message_seq, state, now));
+        if outcome.delivered {
+            *since = None;
+        } else if should_disable(policy, *since.get_or_insert(now), now) && !disabled.iter().any(|(id, _)| *id == outcome.webhook_id) {
+            disabled.push((&outcome.webhook_id, now));
+        }
+        states.push(Some(state));
+    }
+    tx.insert_attempts(&attempts).await?;
+    tx.finish_messages(&finished).await?;
+    for id in &ids {
+        if let (Some(was), Some(now)) = (before.get(id), failing.get(id))
+            && was != now
+        {
+            tx.set_failing_since(id, *now).await?;
         }
     }
-    Ok(state)
+    for (id, now) in disabled {
+        tx.disable(id, "failing", now).await?;
+        tracing::warn!(webhook_id = %id, "webhook disabled: every delivery failed for the configured period");
+    }
+    Ok(states)
 }
 
 /// A message's `state`, `next_attempt_at` (None: unchanged) and `delivered_at` columns.

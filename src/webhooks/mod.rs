@@ -62,7 +62,7 @@ impl WebhookSettings {
         Self {
             key: None,
             targets: TargetPolicy::default(),
-            concurrency: 16,
+            concurrency: 64,
             timeout: Duration::from_secs(15),
             retry: RetryPolicy::standard(),
             poll: Duration::from_millis(100),

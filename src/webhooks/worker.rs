@@ -1,14 +1,14 @@
 //! The delivery worker of every `coins serve`: claims due messages from the outbox (leased, so
 //! several processes share one outbox without sending a message twice in the normal case), sends
 //! each as a signed POST, and records the attempt, which decides the retry, the failure and the
-//! disabling (`store::webhooks::record`). A process killed mid-delivery leaves its leases to run
+//! disabling (`store::webhooks::record_all`). A process killed mid-delivery leaves its leases to run
 //! out; another process (or itself, restarted) then sends those messages again: at least once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use super::payload::WebhookEvent;
 use super::{WebhookSettings, sign, target};
@@ -53,9 +53,13 @@ impl Worker {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.settings.concurrency.max(1)));
+        let claim_min = u32::try_from((this.settings.concurrency / 4).clamp(1, CLAIM_MAX)).unwrap_or(1);
         let lease_ms = i64::try_from((this.settings.timeout * 2 + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
         let (outcomes, to_record) = mpsc::channel(RECORD_QUEUE_MAX);
-        let recorder = tokio::spawn(this.clone().record(to_record));
+        // Rings after each recorded batch: the messages behind those (the same user's next ones)
+        // may be claimed now, without waiting for the next poll.
+        let recorded = Arc::new(Notify::new());
+        let recorder = tokio::spawn(this.clone().record(to_record, recorded.clone()));
         let mut depth_at = Instant::now();
         loop {
             if *stop.borrow() {
@@ -67,16 +71,17 @@ impl Worker {
                     crate::metrics::outbox_depth(depth);
                 }
             }
-            // A free slot first (waiting here while every slot is busy), then as many messages
-            // as there are free slots.
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
+            // A quarter of the slots free first (waiting here while they are busy), then as many
+            // messages as there are free slots: one claim (a round trip to the database) then
+            // serves many deliveries, however quickly each slot frees up under load.
+            let mut held = tokio::select! {
+                permits = slots.clone().acquire_many_owned(claim_min) => match permits {
                     Ok(p) => p,
                     Err(_) => break,
                 },
                 _ = stop.changed() => continue,
             };
-            let free = (1 + slots.available_permits()).min(CLAIM_MAX);
+            let free = (held.num_permits() + slots.available_permits()).min(CLAIM_MAX);
             let claimed = match this.store.claim_deliveries(this.clock.now_ms(), free, lease_ms, &this.owner).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
@@ -85,9 +90,8 @@ impl Worker {
                 }
             };
             let full = claimed.len() == free;
-            let mut first = Some(first);
             for delivery in claimed {
-                let permit = match first.take() {
+                let permit = match held.split(1) {
                     Some(p) => p,
                     None => match slots.clone().acquire_owned().await {
                         Ok(p) => p,
@@ -103,12 +107,13 @@ impl Worker {
                     let _ = outcomes.send((outcome, delivery.attempts)).await;
                 });
             }
-            drop(first);
+            drop(held);
             if full {
                 continue;
             }
             tokio::select! {
                 () = tokio::time::sleep(this.settings.poll) => {}
+                () = recorded.notified() => {}
                 _ = stop.changed() => {}
             }
         }
@@ -120,7 +125,7 @@ impl Worker {
 
     /// Records outcomes as they come, many to a transaction: a delivery slot is free again as
     /// soon as the endpoint has answered, and the database sees one commit per batch.
-    async fn record(self: Arc<Self>, mut outcomes: mpsc::Receiver<(AttemptOutcome, i64)>) {
+    async fn record(self: Arc<Self>, mut outcomes: mpsc::Receiver<(AttemptOutcome, i64)>, recorded: Arc<Notify>) {
         while let Some(first) = outcomes.recv().await {
             let mut batch = vec![first];
             while batch.len() < RECORD_BATCH_MAX {
@@ -134,6 +139,7 @@ impl Worker {
                 // Their leases run out and the messages are sent again: at least once.
                 tracing::warn!(attempts = n, error = %chain(&e), "recording webhook attempts failed");
             }
+            recorded.notify_one();
         }
     }
 

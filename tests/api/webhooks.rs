@@ -290,6 +290,29 @@ both_backends! {
 }
 
 both_backends! {
+    async fn an_attempt_recorded_after_its_webhook_was_deleted_is_skipped_not_an_error(app: &TestApp) {
+        // The worker had sent a message when the webhook was deleted (messages and attempts go
+        // with it): recording that attempt used to fail its whole batch (a foreign key), and on
+        // PostgreSQL the delete and the recording could deadlock into a 500.
+        app.config("DEFAULT", "SHOP", "EARN", 5).await;
+        let (gone, _) = app.webhook("SHOP", "http://127.0.0.1:9/gone", &["coins.allocated"]).await;
+        app.allocate(&app.admin_token, "SHOP", "EARN", "R-1", "U1").await.assert_ok();
+        assert_eq!(app.send(reqwest::Method::DELETE, &format!("{HOOKS}/{gone}"), Some(&app.admin_token), None).await.assert_ok(), &json!(gone));
+        let outcome = coins::store::AttemptOutcome {
+            message_seq: 1,
+            webhook_id: gone,
+            attempted_at: 0,
+            delivered: true,
+            http_status: Some(200),
+            latency_ms: 1,
+            excerpt: None,
+        };
+        let states = app.store().record_attempts(vec![(outcome, 0)], &coins::domain::webhooks::RetryPolicy::standard()).await;
+        assert_eq!(states.expect("recorded without error"), vec![None]);
+    }
+}
+
+both_backends! {
     settings = strict_targets;
     async fn urls_must_be_https_and_public_by_default(app: &TestApp) {
         let create = |url: &str| app.post(HOOKS, &app.admin_token, json!({"companyId": "SHOP", "url": url, "events": ["coins.allocated"]}));

@@ -146,6 +146,8 @@ impl Core {
                     tracing::debug!(attempt, "retrying a postgres transaction after a deadlock or serialization failure");
                     attempt += 1;
                 }
+                // Still conflicting after every attempt: busy, not broken; the client retries.
+                Err(e) if is_retryable(&e) => return Err(StoreError::Unavailable(Box::new(e))),
                 other => return other,
             }
         }

@@ -2,7 +2,7 @@
 //! the leases of claimed messages live in its memory and a claim is only a read; outcomes are
 //! recorded by the writer, many to a commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -112,13 +112,25 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
 }
 
 impl WebhookTx for SqliteTx<'_> {
-    async fn insert_attempt(&mut self, o: &AttemptOutcome, next_attempt_at: Option<i64>) -> StoreResult<()> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO webhook_attempts (message_seq, webhook_id, attempted_at, outcome, http_status, latency_ms, excerpt, next_attempt_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
+    async fn lock_webhooks(&mut self, webhook_ids: &[String]) -> StoreResult<HashMap<String, Option<i64>>> {
+        // One writer: the transaction already excludes every other write.
+        let mut stmt = self.0.prepare_cached("SELECT failing_since FROM webhooks WHERE webhook_id = ?1")?;
+        let mut existing = HashMap::with_capacity(webhook_ids.len());
+        for id in webhook_ids {
+            if let Some(since) = stmt.query_row(params![id], |r| r.get(0)).optional()? {
+                existing.insert(id.clone(), since);
+            }
+        }
+        Ok(existing)
+    }
+
+    async fn insert_attempts(&mut self, attempts: &[(&AttemptOutcome, Option<i64>)]) -> StoreResult<()> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO webhook_attempts (message_seq, webhook_id, attempted_at, outcome, http_status, latency_ms, excerpt, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (o, next_attempt_at) in attempts {
+            stmt.execute(params![
                 o.message_seq,
                 o.webhook_id,
                 o.attempted_at,
@@ -128,22 +140,20 @@ impl WebhookTx for SqliteTx<'_> {
                 o.excerpt,
                 next_attempt_at
             ])?;
+        }
         Ok(())
     }
 
-    async fn finish_message(&mut self, seq: i64, state: MessageState, now_ms: i64) -> StoreResult<()> {
-        let (name, next, delivered_at) = webhooks::state_columns(state, now_ms);
-        self.0
-            .prepare_cached(
-                "UPDATE webhook_messages SET attempts = attempts + 1, state = ?2, next_attempt_at = COALESCE(?3, next_attempt_at), \
-                 delivered_at = COALESCE(?4, delivered_at), lease_until = NULL, lease_owner = NULL WHERE message_seq = ?1",
-            )?
-            .execute(params![seq, name, next, delivered_at])?;
+    async fn finish_messages(&mut self, finished: &[(i64, MessageState, i64)]) -> StoreResult<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE webhook_messages SET attempts = attempts + 1, state = ?2, next_attempt_at = COALESCE(?3, next_attempt_at), \
+             delivered_at = COALESCE(?4, delivered_at), lease_until = NULL, lease_owner = NULL WHERE message_seq = ?1",
+        )?;
+        for &(seq, state, now_ms) in finished {
+            let (name, next, delivered_at) = webhooks::state_columns(state, now_ms);
+            stmt.execute(params![seq, name, next, delivered_at])?;
+        }
         Ok(())
-    }
-
-    async fn failing_since(&mut self, webhook_id: &str) -> StoreResult<Option<i64>> {
-        Ok(self.0.prepare_cached("SELECT failing_since FROM webhooks WHERE webhook_id = ?1")?.query_row(params![webhook_id], |r| r.get(0)).optional()?.flatten())
     }
 
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()> {
@@ -314,7 +324,7 @@ impl WebhookStore for SqliteStore {
         Ok(claimed)
     }
 
-    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<MessageState>> {
+    async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<Option<MessageState>>> {
         let policy = policy.clone();
         let seqs: Vec<i64> = outcomes.iter().map(|(o, _)| o.message_seq).collect();
         let states = self.write(move |conn| run_now(webhooks::record_all(&mut SqliteTx(conn), &outcomes, &policy))).await?;
