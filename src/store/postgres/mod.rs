@@ -86,6 +86,12 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // No JIT compilation: every query here reads a few rows through an index, yet a plan
+        // whose estimate crosses `jit_above_cost` (the dashboard's liability sum, estimating
+        // from a partial index it cannot see into) spent 80 ms compiling to run for 1. Options
+        // from the URL (a search_path, say) are kept.
+        let session = [config.get_options().unwrap_or(""), "-c jit=off"].join(" ");
+        config.options(session.trim());
         let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_MAX)

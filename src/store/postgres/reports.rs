@@ -119,12 +119,17 @@ impl ReportStore for PgStore {
     }
 
     async fn outstanding(&self, scope: &CompanyScope, now_ms: i64) -> StoreResult<Vec<Outstanding>> {
+        // The lots read only those expired and not yet swept, or expiring within the window,
+        // through the expiry index, and the scope filters what that finds (`OFFSET 0` keeps the
+        // planner from walking a scoped company's every open lot instead: 57 ms at 10M lots).
         let client = self.core.client().await?;
         let sql = format!(
             "SELECT company_id, SUM(held)::BIGINT, SUM(soon)::BIGINT FROM ( \
                SELECT company_id, SUM(credit) - SUM(debit) AS held, 0 AS soon FROM ledger_daily WHERE {IN_SCOPE} GROUP BY company_id \
-               UNION ALL SELECT company_id, -SUM(remaining), 0 FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at <= $2 GROUP BY company_id \
-               UNION ALL SELECT company_id, 0, SUM(remaining) FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at > $2 AND expires_at <= $3 GROUP BY company_id \
+               UNION ALL SELECT company_id, -SUM(remaining), 0 FROM ( \
+                 SELECT company_id, remaining FROM lots WHERE remaining > 0 AND expires_at <= $2 OFFSET 0) l WHERE {IN_SCOPE} GROUP BY company_id \
+               UNION ALL SELECT company_id, 0, SUM(remaining) FROM ( \
+                 SELECT company_id, remaining FROM lots WHERE remaining > 0 AND expires_at > $2 AND expires_at <= $3 OFFSET 0) l WHERE {IN_SCOPE} GROUP BY company_id \
              ) t GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 ORDER BY company_id"
         );
         let stmt = client.prepare_cached(&sql).await?;

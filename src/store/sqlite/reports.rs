@@ -128,12 +128,17 @@ impl ReportStore for SqliteStore {
 
     async fn outstanding(&self, scope: &CompanyScope, now_ms: i64) -> StoreResult<Vec<Outstanding>> {
         let scope = scope_json(scope);
+        // The lots read only those expired and not yet swept, or expiring within the window,
+        // through the expiry index. Left to itself SQLite walks every open lot in company order
+        // to save a sort: 0.8 s at 10M lots against under a millisecond.
         self.read(move |conn| {
             let sql = format!(
                 "SELECT company_id, SUM(held), SUM(soon) FROM ( \
                    SELECT company_id, SUM(credit) - SUM(debit) AS held, 0 AS soon FROM ledger_daily WHERE {IN_SCOPE} GROUP BY company_id \
-                   UNION ALL SELECT company_id, -SUM(remaining), 0 FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at <= ?2 GROUP BY company_id \
-                   UNION ALL SELECT company_id, 0, SUM(remaining) FROM lots WHERE {IN_SCOPE} AND remaining > 0 AND expires_at > ?2 AND expires_at <= ?3 GROUP BY company_id \
+                   UNION ALL SELECT company_id, -SUM(remaining), 0 FROM lots INDEXED BY lots_open_by_expiry \
+                     WHERE {IN_SCOPE} AND remaining > 0 AND expires_at <= ?2 GROUP BY company_id \
+                   UNION ALL SELECT company_id, 0, SUM(remaining) FROM lots INDEXED BY lots_open_by_expiry \
+                     WHERE {IN_SCOPE} AND remaining > 0 AND expires_at > ?2 AND expires_at <= ?3 GROUP BY company_id \
                  ) GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 ORDER BY company_id"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
