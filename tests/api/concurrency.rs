@@ -1,5 +1,7 @@
 //! Exactly-once under concurrency: duplicates fired at once credit once; distinct ones all land.
 
+use std::sync::Arc;
+
 use tokio::task::JoinSet;
 
 use crate::both_backends;
@@ -118,9 +120,15 @@ async fn first_credits_racing_across_transactions_all_land(backend: Backend) {
     };
     store.create_config(values, "test", 0).await.unwrap();
     let mut set = JoinSet::new();
+    // 64 in flight at once: the four credits of each new user still race, and no task waits
+    // behind 2,000 others for a pooled connection (past the pool's 5 s wait that is a 503,
+    // which on a loaded CI machine made this test about the pool instead of the race).
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
     for i in 0..2000 {
         let store = store.clone();
+        let in_flight = in_flight.clone();
         set.spawn(async move {
+            let _permit = in_flight.acquire_owned().await.unwrap();
             let cmd = coins::domain::allocate::AllocateCmd {
                 company: coins::domain::CompanyId::parse("C").unwrap(),
                 user: coins::domain::UserId::parse(&format!("NEW{}", i / 4)).unwrap(),
