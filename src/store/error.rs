@@ -30,6 +30,10 @@ pub enum StoreError {
     /// Stored data that breaks an assumption of the code (a bug or a hand-edited database).
     #[error("unexpected stored data: {0}")]
     Corrupt(String),
+    /// A migration this database applied is not the one this binary ships (it was edited after
+    /// it shipped), or the database was migrated by a newer binary. Nothing is applied then.
+    #[error("{0}")]
+    Migration(String),
     #[error("{context}")]
     Io {
         context: String,

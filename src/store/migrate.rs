@@ -1,8 +1,20 @@
 //! Migrations embedded in the binary, one list per backend, and the one runner both use: each
 //! pending migration is applied once, in order, together with its row in `schema_migrations`
-//! (the backend makes that atomic). Migrations are append-only: a shipped one is never edited.
+//! (the backend makes that atomic).
+//!
+//! Migrations are append-only, and sealed: the row of each applied migration keeps the SHA-256
+//! of the SQL that ran, and every start compares it with the SQL this binary ships. A shipped
+//! migration that was edited since (or a database migrated by a newer binary) refuses to start
+//! with an error naming the migration, before anything is applied: a schema change is always a
+//! new migration that carries existing data forward, never an edit. The checksums of the shipped
+//! files are also pinned in this module's tests, so an edit fails CI before it reaches a database.
+//!
+//! Rows written before sealing existed have no checksum; the first start of a sealed binary
+//! records the shipped one for them (there is nothing older to compare with).
 
-use super::StoreResult;
+use sha2::{Digest, Sha256};
+
+use super::{StoreError, StoreResult};
 
 pub struct Migration {
     pub version: i64,
@@ -15,6 +27,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 2, name: "lots_by_entry", sql: include_str!("../../migrations/sqlite/0002_lots_by_entry.sql") },
     Migration { version: 3, name: "webhooks", sql: include_str!("../../migrations/sqlite/0003_webhooks.sql") },
     Migration { version: 4, name: "ledger_daily", sql: include_str!("../../migrations/sqlite/0004_ledger_daily.sql") },
+    Migration { version: 5, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/sqlite/0005_webhook_attempts_by_message.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -25,26 +38,144 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 5, name: "lots_by_entry", sql: include_str!("../../migrations/postgres/0005_lots_by_entry.sql") },
     Migration { version: 6, name: "webhooks", sql: include_str!("../../migrations/postgres/0006_webhooks.sql") },
     Migration { version: 7, name: "ledger_daily", sql: include_str!("../../migrations/postgres/0007_ledger_daily.sql") },
+    Migration { version: 8, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/postgres/0008_webhook_attempts_by_message.sql") },
 ];
 
-/// The bookkeeping table, in SQL both backends speak.
+impl Migration {
+    /// The seal: SHA-256 of the SQL text, in lowercase hex.
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+/// The bookkeeping table, in SQL both backends speak. Its `checksum` column came with sealing
+/// and is added by [`MigrationTarget::applied`] where missing, on new databases as on old ones,
+/// so both end with the same table.
 pub const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// A migration as recorded in `schema_migrations`; `checksum` is `None` on rows recorded before
+/// migrations were sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub checksum: Option<String>,
+}
 
 /// What a backend offers the runner. The whole run happens under whatever keeps two processes
 /// from migrating at once (SQLite: the write lock; PostgreSQL: an advisory lock).
 pub(crate) trait MigrationTarget {
-    /// Versions already applied (after creating the bookkeeping table if needed).
-    async fn applied(&mut self) -> StoreResult<Vec<i64>>;
-    /// Runs one migration's SQL and records it, atomically.
-    async fn apply(&mut self, migration: &Migration, now_ms: i64) -> StoreResult<()>;
+    /// Migrations already applied (after creating the bookkeeping table, with its `checksum`
+    /// column, if needed).
+    async fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>>;
+    /// Records the checksum of a migration applied before sealing.
+    async fn seal(&mut self, version: i64, checksum: &str) -> StoreResult<()>;
+    /// Runs one migration's SQL and records it with its checksum, atomically.
+    async fn apply(&mut self, migration: &Migration, checksum: &str, now_ms: i64) -> StoreResult<()>;
+}
+
+/// Checks every applied migration against the shipped ones: the same SQL, and none unknown.
+/// Returns `(version, checksum)` for each one applied before checksums were kept, to seal.
+pub fn check_applied(applied: &[AppliedMigration], migrations: &[Migration]) -> StoreResult<Vec<(i64, String)>> {
+    let mut unsealed = Vec::new();
+    for row in applied {
+        let Some(shipped) = migrations.iter().find(|m| m.version == row.version) else {
+            let newest = migrations.last().map_or(0, |m| m.version);
+            return Err(StoreError::Migration(format!(
+                "the database has migration {} applied, which this binary does not know (it knows up to {newest}): \
+                 it was migrated by a newer version of coins; run that version",
+                row.version
+            )));
+        };
+        match &row.checksum {
+            None => unsealed.push((row.version, shipped.checksum())),
+            Some(stored) if *stored != shipped.checksum() => {
+                return Err(StoreError::Migration(format!(
+                    "migration {:04}_{} differs from the one this database applied (checksum {} stored, {} shipped): \
+                     a shipped migration must never change; restore it and put the change in a new migration",
+                    shipped.version,
+                    shipped.name,
+                    stored,
+                    shipped.checksum()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(unsealed)
 }
 
 pub(crate) async fn run<T: MigrationTarget>(target: &mut T, migrations: &[Migration]) -> StoreResult<()> {
     let applied = target.applied().await?;
-    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
-        target.apply(m, crate::clock::system_now_ms()).await?;
+    for (version, checksum) in check_applied(&applied, migrations)? {
+        target.seal(version, &checksum).await?;
+    }
+    for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
+        target.apply(m, &m.checksum(), crate::clock::system_now_ms()).await?;
         tracing::info!(version = m.version, name = m.name, "applied migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seal of every shipped migration. A new migration adds its line; a line here is never
+    /// changed, because databases in the field applied exactly that SQL.
+    const SHIPPED_SQLITE: &[(i64, &str)] = &[
+        (1, "4143041caf78483cb0fecc7559dc46598631817db847adfee3a7756ff34ec619"),
+        (2, "43166d40a1a18f9945fb2a3343c2e0c8cd92f5050527479df944289ed02ed650"),
+        (3, "242cbe1164be5b12890c02e08cf556bdffc99052216792e22365960d6be568cb"),
+        (4, "0f3ac76dac23cc17443b4c4efd2b2fdac59118dc3d0dcb73a1f9a7333cbe046b"),
+        (5, "4ae986632190983daec7045e43043a1cefa6b10862ce531c435e7fd5bcdf1df4"),
+    ];
+    const SHIPPED_POSTGRES: &[(i64, &str)] = &[
+        (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
+        (2, "2987e10ea2bcb61336d8f41cdd42801ae5bb3044dbb5ba17f90c28a3c6604dc7"),
+        (3, "e4b29df8dc66f19ea9e53c1484f6292a9d84752c42f7273e72ba444a2154c54b"),
+        (4, "6d268f89fd1fd438603bdc6293fd42a1b89acbafdc5d0eb86a9da40c837762f7"),
+        (5, "43166d40a1a18f9945fb2a3343c2e0c8cd92f5050527479df944289ed02ed650"),
+        (6, "f748761af353df70648e4262051a7afce0adde1f7ecdb5200659e0e61d19a193"),
+        (7, "f216ce71c8aad45e0e2120766e5253abc746924c4b90bdb14bab91d6fc1f39e3"),
+        (8, "28b7da00faacfd166f36066d21d03b181ac40a83945d5007e85ace07f84c3729"),
+    ];
+
+    #[test]
+    fn no_shipped_migration_has_changed_and_versions_run_from_one_without_gaps() {
+        for (migrations, shipped) in [(SQLITE, SHIPPED_SQLITE), (POSTGRES, SHIPPED_POSTGRES)] {
+            for (i, m) in migrations.iter().enumerate() {
+                assert_eq!(m.version, i as i64 + 1, "migration {} is out of sequence", m.name);
+                let sealed = shipped.iter().find(|(v, _)| *v == m.version).map(|(_, c)| *c);
+                let sealed = sealed.unwrap_or_else(|| panic!("add the checksum of new migration {:04}_{} to this test: {}", m.version, m.name, m.checksum()));
+                assert_eq!(m.checksum(), sealed, "shipped migration {:04}_{} was edited", m.version, m.name);
+            }
+            assert_eq!(shipped.len(), migrations.len(), "a sealed migration is missing from the list");
+        }
+    }
+
+    fn row(version: i64, checksum: Option<&str>) -> AppliedMigration {
+        AppliedMigration { version, checksum: checksum.map(str::to_owned) }
+    }
+
+    #[test]
+    fn an_applied_migration_whose_sql_changed_is_refused_by_name() {
+        let err = check_applied(&[row(1, Some(&SQLITE[0].checksum())), row(3, Some("0badc0de"))], SQLITE).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("migration 0003_webhooks differs"), "{text}");
+        assert!(text.contains("0badc0de") && text.contains(&SQLITE[2].checksum()), "{text}");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_binary_is_refused() {
+        let text = check_applied(&[row(99, Some("x"))], SQLITE).unwrap_err().to_string();
+        assert!(text.contains("migration 99") && text.contains("newer version"), "{text}");
+    }
+
+    #[test]
+    fn rows_from_before_sealing_are_sealed_with_the_shipped_checksum() {
+        let sealed = SQLITE[0].checksum();
+        let to_seal = check_applied(&[row(1, Some(&sealed)), row(2, None)], SQLITE).unwrap();
+        assert_eq!(to_seal, [(2, SQLITE[1].checksum())]);
+    }
 }

@@ -31,6 +31,12 @@ pub enum Backend {
 pub struct TestDb {
     pub url: String,
     pub store: Arc<dyn Store>,
+    _cleanup: Cleanup,
+}
+
+/// An empty database (no tables yet) that removes itself when dropped.
+pub struct BlankDb {
+    pub url: String,
     cleanup: Cleanup,
 }
 
@@ -39,9 +45,9 @@ enum Cleanup {
     Schema { admin_url: String, schema: String },
 }
 
-impl Drop for TestDb {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        match &self.cleanup {
+        match self {
             Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -73,13 +79,21 @@ pub fn pg_url() -> String {
 
 /// `None` only when PostgreSQL is unreachable and skipping was asked for outside CI.
 pub async fn test_db(backend: Backend) -> Option<TestDb> {
+    let blank = blank_db(backend).await?;
+    let store = store::open(&blank.url).await.expect("open the test database");
+    store.migrate().await.expect("migrate the test database");
+    Some(TestDb { url: blank.url, store, _cleanup: blank.cleanup })
+}
+
+/// An empty database: SQLite, a path in a new temporary directory (created); PostgreSQL, a new
+/// schema, named in the URL's `search_path`. `None` as for [`test_db`].
+pub async fn blank_db(backend: Backend) -> Option<BlankDb> {
     match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("coins-test-{}", unique_suffix()));
+            std::fs::create_dir_all(&dir).expect("create the test directory");
             let url = dir.join("coins.db").to_string_lossy().into_owned();
-            let store = store::open(&url).await.expect("open sqlite");
-            store.migrate().await.expect("migrate sqlite");
-            Some(TestDb { url, store, cleanup: Cleanup::Dir(dir) })
+            Some(BlankDb { url, cleanup: Cleanup::Dir(dir) })
         }
         Backend::Postgres => {
             let admin_url = pg_url();
@@ -100,9 +114,7 @@ pub async fn test_db(backend: Backend) -> Option<TestDb> {
             client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
             let sep = if admin_url.contains('?') { '&' } else { '?' };
             let url = format!("{admin_url}{sep}options=-csearch_path%3D{schema}");
-            let store = store::open(&url).await.expect("open postgres");
-            store.migrate().await.expect("migrate postgres");
-            Some(TestDb { url, store, cleanup: Cleanup::Schema { admin_url, schema } })
+            Some(BlankDb { url, cleanup: Cleanup::Schema { admin_url, schema } })
         }
     }
 }

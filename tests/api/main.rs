@@ -25,6 +25,7 @@ mod lifecycle;
 mod lifecycle_model;
 mod logs;
 mod metrics;
+mod migrations;
 mod model;
 mod oauth;
 mod openapi;

@@ -30,7 +30,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transacti
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use super::migrate::{self, Migration, MigrationTarget};
+use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{Store, StoreError, StoreOptions, StoreResult};
 use batcher::Batcher;
 use listen::Caches;
@@ -165,15 +165,36 @@ impl Core {
 struct PgMigrations<'a>(&'a Transaction<'a>);
 
 impl MigrationTarget for PgMigrations<'_> {
-    async fn applied(&mut self) -> StoreResult<Vec<i64>> {
+    async fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>> {
         self.0.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await?;
         self.0.batch_execute(migrate::CREATE_TABLE).await?;
-        Ok(self.0.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect())
+        let sealed = "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() \
+                      AND table_name = 'schema_migrations' AND column_name = 'checksum')";
+        if !self.0.query_one(sealed, &[]).await?.get::<_, bool>(0) {
+            self.0.batch_execute("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT").await?;
+        }
+        Ok(self
+            .0
+            .query("SELECT version, checksum FROM schema_migrations ORDER BY version", &[])
+            .await?
+            .iter()
+            .map(|r| AppliedMigration { version: r.get(0), checksum: r.get(1) })
+            .collect())
     }
 
-    async fn apply(&mut self, m: &Migration, now_ms: i64) -> StoreResult<()> {
+    async fn seal(&mut self, version: i64, checksum: &str) -> StoreResult<()> {
+        self.0.execute("UPDATE schema_migrations SET checksum = $2 WHERE version = $1", &[&version, &checksum]).await?;
+        Ok(())
+    }
+
+    async fn apply(&mut self, m: &Migration, checksum: &str, now_ms: i64) -> StoreResult<()> {
         self.0.batch_execute(m.sql).await?;
-        self.0.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)", &[&m.version, &m.name, &now_ms]).await?;
+        self.0
+            .execute(
+                "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)",
+                &[&m.version, &m.name, &now_ms, &checksum],
+            )
+            .await?;
         Ok(())
     }
 }
@@ -183,9 +204,15 @@ impl Store for PgStore {
     async fn migrate(&self) -> StoreResult<()> {
         let mut client = self.core.client().await?;
         let tx = client.transaction().await?;
-        migrate::run(&mut PgMigrations(&tx), migrate::POSTGRES).await?;
-        tx.commit().await?;
-        Ok(())
+        match migrate::run(&mut PgMigrations(&tx), migrate::POSTGRES).await {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(e) => {
+                // Explicitly, so the advisory lock and the table locks go now, not whenever the
+                // dropped transaction's rollback gets sent.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 
     async fn ping(&self) -> StoreResult<()> {

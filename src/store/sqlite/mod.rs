@@ -27,7 +27,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::balance_cache::BalanceCache;
-use super::migrate::{self, Migration, MigrationTarget};
+use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{Store, StoreError, StoreOptions, StoreResult};
 pub use wal::WAL_MAX_BYTES_DEFAULT;
 use writer::{Job, Queued, Writer};
@@ -156,14 +156,30 @@ pub(crate) struct SqliteTx<'a>(pub &'a Connection);
 struct SqliteMigrations<'a>(&'a Connection);
 
 impl MigrationTarget for SqliteMigrations<'_> {
-    async fn applied(&mut self) -> StoreResult<Vec<i64>> {
+    async fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>> {
         self.0.execute_batch(migrate::CREATE_TABLE)?;
-        Ok(self.0.prepare("SELECT version FROM schema_migrations")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+        let sealed: bool = self.0.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info('schema_migrations') WHERE name = 'checksum')", [], |r| r.get(0))?;
+        if !sealed {
+            self.0.execute_batch("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")?;
+        }
+        Ok(self
+            .0
+            .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")?
+            .query_map([], |r| Ok(AppliedMigration { version: r.get(0)?, checksum: r.get(1)? }))?
+            .collect::<Result<_, _>>()?)
     }
 
-    async fn apply(&mut self, m: &Migration, now_ms: i64) -> StoreResult<()> {
+    async fn seal(&mut self, version: i64, checksum: &str) -> StoreResult<()> {
+        self.0.execute("UPDATE schema_migrations SET checksum = ?2 WHERE version = ?1", params![version, checksum])?;
+        Ok(())
+    }
+
+    async fn apply(&mut self, m: &Migration, checksum: &str, now_ms: i64) -> StoreResult<()> {
         self.0.execute_batch(m.sql)?;
-        self.0.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)", params![m.version, m.name, now_ms])?;
+        self.0.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES (?1, ?2, ?3, ?4)",
+            params![m.version, m.name, now_ms, checksum],
+        )?;
         Ok(())
     }
 }

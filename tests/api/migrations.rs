@@ -1,0 +1,181 @@
+//! Sealed migrations: a database migrated by an older binary (with a webhook migration as it
+//! first shipped, before it was edited) upgrades to exactly the schema of a fresh database, and a
+//! shipped migration that changed refuses to start, naming it.
+
+use std::process::Command;
+
+use coins::store::{self, migrate};
+
+use crate::helpers::{Backend, BlankDb, blank_db};
+
+/// The migrations an older binary applied: today's files, except the one edited after it
+/// shipped, which is taken as it was then; nothing newer than that binary knew.
+fn old_migrations(backend: Backend) -> Vec<(i64, &'static str, &'static str)> {
+    let (list, edited, old_sql, last) = match backend {
+        Backend::Sqlite => (migrate::SQLITE, 3, include_str!("../fixtures/migrations/sqlite/0003_webhooks.sql"), 4),
+        Backend::Postgres => (migrate::POSTGRES, 6, include_str!("../fixtures/migrations/postgres/0006_webhooks.sql"), 7),
+    };
+    list.iter()
+        .filter(|m| m.version <= last)
+        .map(|m| (m.version, m.name, if m.version == edited { old_sql } else { m.sql }))
+        .collect()
+}
+
+/// Builds the database as a pre-sealing binary did: its bookkeeping table had no checksum.
+async fn migrate_like_an_old_binary(backend: Backend, db: &BlankDb) {
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(&db.url).unwrap();
+            conn.execute_batch(migrate::CREATE_TABLE).unwrap();
+            for (version, name, sql) in old_migrations(backend) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, 0)", rusqlite::params![version, name]).unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let client = pg(&db.url).await;
+            client.batch_execute(migrate::CREATE_TABLE).await.unwrap();
+            for (version, name, sql) in old_migrations(backend) {
+                client.batch_execute(sql).await.unwrap();
+                client.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)", &[&version, &name]).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Every table, column, index, constraint, trigger and function, as text, with the test's own
+/// schema name taken out so two databases compare.
+async fn schema_dump(backend: Backend, url: &str) -> Vec<String> {
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            let mut stmt = conn.prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name").unwrap();
+            let rows = stmt.query_map([], |r| Ok(format!("{} {} on {}: {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)));
+            rows.unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => {
+            let client = pg(url).await;
+            let schema: String = client.query_one("SELECT current_schema()", &[]).await.unwrap().get(0);
+            let queries = [
+                "SELECT 'column ' || table_name || '.' || column_name || ' #' || ordinal_position || ' ' || data_type || ' null=' || is_nullable \
+                 || ' default=' || coalesce(column_default, '') FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1",
+                "SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+                "SELECT 'constraint ' || conrelid::regclass::text || '.' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
+                 WHERE connamespace = current_schema()::regnamespace ORDER BY 1",
+                "SELECT 'trigger ' || tgname || ': ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                 WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace ORDER BY 1",
+                "SELECT 'function ' || proname || ': ' || pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = current_schema()::regnamespace ORDER BY 1",
+            ];
+            let mut dump = Vec::new();
+            for q in queries {
+                for row in client.query(q, &[]).await.unwrap() {
+                    dump.push(row.get::<_, String>(0).replace(&schema, "SCHEMA"));
+                }
+            }
+            dump
+        }
+    }
+}
+
+async fn upgrade_with_this_binary(url: &str) -> coins::store::StoreResult<()> {
+    store::open(url).await.expect("open").migrate().await
+}
+
+async fn migrated_at_the_old_version_then_upgraded_has_the_schema_of_a_fresh_database(backend: Backend) {
+    let Some(old) = blank_db(backend).await else { return };
+    let Some(fresh) = blank_db(backend).await else { return };
+    migrate_like_an_old_binary(backend, &old).await;
+    let before = schema_dump(backend, &old.url).await;
+    assert!(!before.iter().any(|l| l.contains("webhook_attempts_by_message")), "the old database must lack the edited-in index");
+
+    upgrade_with_this_binary(&old.url).await.expect("upgrade the old database");
+    upgrade_with_this_binary(&fresh.url).await.expect("migrate a fresh database");
+    let (upgraded, fresh_dump) = (schema_dump(backend, &old.url).await, schema_dump(backend, &fresh.url).await);
+    assert!(upgraded.iter().any(|l| l.contains("webhook_attempts_by_message")), "the upgrade must add the index");
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|l| !fresh_dump.contains(l)).collect();
+    let only_fresh: Vec<_> = fresh_dump.iter().filter(|l| !upgraded.contains(l)).collect();
+    assert_eq!((only_upgraded, only_fresh), (vec![], vec![]), "schemas differ after the upgrade");
+    assert_eq!(upgraded.len(), fresh_dump.len());
+
+    // Every row is sealed now, old ones with the shipped checksum; a second start changes nothing.
+    let list = if backend == Backend::Sqlite { migrate::SQLITE } else { migrate::POSTGRES };
+    let expected: Vec<(i64, String)> = list.iter().map(|m| (m.version, m.checksum())).collect();
+    assert_eq!(checksums(backend, &old.url).await, expected);
+    assert_eq!(checksums(backend, &fresh.url).await, expected);
+    upgrade_with_this_binary(&old.url).await.expect("a second start");
+}
+
+async fn checksums(backend: Backend, url: &str) -> Vec<(i64, String)> {
+    let sql = "SELECT version, checksum FROM schema_migrations ORDER BY version";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => pg(url).await.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect(),
+    }
+}
+
+async fn execute(backend: Backend, url: &str, sql: &str) {
+    match backend {
+        Backend::Sqlite => {
+            rusqlite::Connection::open(url).unwrap().execute_batch(sql).unwrap();
+        }
+        Backend::Postgres => pg(url).await.batch_execute(sql).await.unwrap(),
+    }
+}
+
+/// `coins migrate` (and `serve`, which runs the same step first) on a database whose record of
+/// a shipped migration no longer matches: a clear error naming it, a failing exit, nothing applied.
+async fn a_changed_shipped_migration_refuses_to_start_naming_it(backend: Backend) {
+    let Some(db) = blank_db(backend).await else { return };
+    upgrade_with_this_binary(&db.url).await.expect("migrate");
+    let (version, named) = if backend == Backend::Sqlite { (3, "0003_webhooks") } else { (6, "0006_webhooks") };
+    execute(backend, &db.url, &format!("UPDATE schema_migrations SET checksum = 'edited' WHERE version = {version}")).await;
+    let before = schema_dump(backend, &db.url).await;
+
+    for command in ["migrate", "serve"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_coins"))
+            .arg(command)
+            .env("COINS_DATABASE_URL", &db.url)
+            .env("COINS_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command} must refuse to start: {stderr}");
+        assert!(stderr.contains(&format!("migration {named} differs")), "{command}: {stderr}");
+        assert!(stderr.contains("must never change"), "{command}: {stderr}");
+    }
+    assert_eq!(schema_dump(backend, &db.url).await, before, "nothing may be applied");
+
+    // A database that a newer binary migrated is refused too.
+    execute(backend, &db.url, &format!("UPDATE schema_migrations SET checksum = NULL WHERE version = {version}")).await;
+    execute(backend, &db.url, "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES (999, 'future', 0, 'x')").await;
+    let err = upgrade_with_this_binary(&db.url).await.unwrap_err().to_string();
+    assert!(err.contains("migration 999") && err.contains("newer version of coins"), "{err}");
+}
+
+macro_rules! on_both {
+    ($($name:ident),*) => {$(
+        mod $name {
+            use crate::helpers::Backend;
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(migrated_at_the_old_version_then_upgraded_has_the_schema_of_a_fresh_database, a_changed_shipped_migration_refuses_to_start_naming_it);
