@@ -9,12 +9,17 @@
 //! - [`principal`]: who is calling and for which companies; [`lockout`]: failed-authentication locks.
 //! - [`ledger`]: the shared vocabulary of plans — entry kinds, lot moves, stored requests.
 //! - [`allocate`], [`redeem`], [`reverse`], [`expire`]: one module per operation.
+//! - [`earn`]: coins earned on a purchase value (fixed or percentage, minimum, cap, rounding),
+//!   in exact integer arithmetic; [`allocation`]: an allocation's life (held, active, canceled,
+//!   reversed, zero), one live allocation per order, and how much each return takes.
 //! - [`lots`]: which lots a debit takes; [`refusal`]: why an operation was refused.
 //! - [`webhooks`]: event types, retries, disabling, forbidden targets.
 
 pub mod allocate;
+pub mod allocation;
 pub mod coins;
 pub mod config;
+pub mod earn;
 pub mod expire;
 pub mod ids;
 pub mod ledger;

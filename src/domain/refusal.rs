@@ -39,4 +39,11 @@ pub enum Refusal {
     OriginalNotFound(RequestId),
     /// The original is itself a reversal.
     NotReversible(RequestId),
+    /// A live allocation (named) already holds this order id for the event, for another user or
+    /// another purchase value.
+    OrderIdConflict(RequestId),
+    /// A return asks for more than the original has left: coins, or (by amount) purchase value.
+    ReversalExceedsRemaining { original: RequestId, remaining_coins: i64, remaining_minor: Option<i64> },
+    /// A return by refunded amount of an allocation that recorded no purchase value.
+    AmountNotRecorded(RequestId),
 }

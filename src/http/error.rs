@@ -129,6 +129,16 @@ impl From<Refusal> for ApiError {
             }
             Refusal::AlreadyReversed(id) => conflict("ALREADY_REVERSED", format!("originalRequestId {id} was already reversed")),
             Refusal::NotReversible(id) => conflict("NOT_REVERSIBLE", format!("originalRequestId {id} is itself a reversal and cannot be reversed")),
+            Refusal::OrderIdConflict(holder) => {
+                conflict("ORDER_ID_CONFLICT", format!("orderId is already held by requestId {holder} for another user or purchase value"))
+            }
+            Refusal::ReversalExceedsRemaining { original, remaining_coins, remaining_minor } => {
+                let minor = remaining_minor.map_or(String::new(), |m| format!(" and {m} of its amountMinor"));
+                conflict("REVERSAL_EXCEEDS_REMAINING", format!("originalRequestId {original} has {remaining_coins} coins{minor} left to return"))
+            }
+            Refusal::AmountNotRecorded(original) => {
+                conflict("AMOUNT_NOT_RECORDED", format!("originalRequestId {original} recorded no amountMinor; return it by coins"))
+            }
         }
     }
 }

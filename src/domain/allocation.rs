@@ -1,0 +1,407 @@
+//! The allocation record and its life: the state machine of one credit (held, active, canceled,
+//! reversed, or zero), the one-live-allocation-per-order rule, activation, and how much each
+//! return (whole, by coins, or by refunded amount) takes. Pure: the backends fetch the record and
+//! what the rules below ask for, and write what they answer.
+//!
+//! ```text
+//!             activate (early, or at activatesAt)
+//!   PENDING ───────────────────────────────────────► ACTIVE
+//!      │ cancel (a return while held)                   │ return (whole, or the last partial)
+//!      ▼                                                ▼
+//!   CANCELED                                         REVERSED
+//!   ZERO: earned nothing; holds its request id and order, never moves.
+//! ```
+//!
+//! Modelled on two-phase transfers: a held credit is posted (activated) or voided (canceled) at
+//! most once, and no move out of a final state is representable as a write.
+
+use super::earn::Calculation;
+use super::refusal::Refusal;
+use super::{RequestId, UserId};
+use crate::domain::config::DAY_MS;
+
+/// Largest `pendingDays`: a hold of up to a year.
+pub const PENDING_DAYS_MAX: i64 = 365;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AllocationState {
+    /// Credited but held: counted in the pending balance, not spendable until `activatesAt`.
+    Pending,
+    /// Spendable (or spent): the normal state of a credit.
+    Active,
+    /// Returned in full while still held.
+    Canceled,
+    /// Returned in full after activation (or every coin ended by partial returns).
+    Reversed,
+    /// Earned 0 coins (below the minimum spend, or rounded to 0).
+    Zero,
+}
+
+impl AllocationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Active => "ACTIVE",
+            Self::Canceled => "CANCELED",
+            Self::Reversed => "REVERSED",
+            Self::Zero => "ZERO",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Active, Self::Canceled, Self::Reversed, Self::Zero].into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Live allocations hold their order id; a fully returned one frees it (a re-opened order
+    /// earns again), a zero one keeps it.
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Canceled | Self::Reversed)
+    }
+}
+
+/// When a credit made at `now_ms` under a hold of `pending_days` becomes spendable; `None`: at once.
+pub fn activates_at(now_ms: i64, pending_days: Option<i64>) -> Option<i64> {
+    pending_days.map(|d| now_ms + d * DAY_MS)
+}
+
+/// An allocation as the rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub request_id: RequestId,
+    pub user: UserId,
+    pub state: AllocationState,
+    pub coins: i64,
+    pub coins_canceled: i64,
+    pub coins_reversed: i64,
+    pub coins_waived: i64,
+    pub amount_minor: Option<i64>,
+    pub amount_refunded_minor: i64,
+    pub calculation: Calculation,
+    /// The configuration's `validityDays` when the credit was made: the expiry clock starts at
+    /// activation, so a held credit's expiry is only known then.
+    pub validity_days: Option<i64>,
+    pub activates_at: Option<i64>,
+}
+
+impl Allocation {
+    /// Coins no return has ended yet.
+    pub fn remaining(&self) -> i64 {
+        self.coins - self.coins_canceled - self.coins_reversed - self.coins_waived
+    }
+
+    /// Held at `now_ms`: a return now cancels instead of reversing. Decided by the clock, not the
+    /// stored state, because reads treat a due credit as active before the sweeper writes it.
+    pub fn is_held_at(&self, now_ms: i64) -> bool {
+        self.state == AllocationState::Pending && self.activates_at.is_some_and(|at| at > now_ms)
+    }
+
+    /// Pending in storage but past its `activatesAt`: its `ACTIVATE` entry is due.
+    pub fn activation_due_at(&self, now_ms: i64) -> bool {
+        self.state == AllocationState::Pending && !self.is_held_at(now_ms)
+    }
+}
+
+/// What an allocation that brings an order id already held by a live allocation gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderClaim {
+    /// No live allocation holds the order: proceed.
+    Free,
+    /// The same purchase reported again under a new request id (a till's retry): answer as the
+    /// holder did, credit nothing, and record the new id as an alias of the holder.
+    ReplayOf(RequestId),
+}
+
+/// One live allocation per (company, event, order id). `live` is the holder, if any; the same
+/// user and the same purchase value (or both without one) make a replay, anything else a conflict
+/// naming the holder. The request id was checked first, so the new id is unused.
+pub fn check_order(live: Option<&Allocation>, user: &UserId, amount_minor: Option<i64>) -> Result<OrderClaim, Refusal> {
+    match live {
+        None => Ok(OrderClaim::Free),
+        Some(a) if &a.user == user && a.amount_minor == amount_minor => Ok(OrderClaim::ReplayOf(a.request_id.clone())),
+        Some(a) => Err(Refusal::OrderIdConflict(a.request_id.clone())),
+    }
+}
+
+/// What an activation request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Write `ACTIVATE`: `coins` move from pending to spendable, expiring at `expires_at`.
+    Activate { coins: i64, expires_at: Option<i64> },
+    /// Nothing to write: already spendable (active, due, or zero).
+    AlreadyActive,
+}
+
+/// Activating an allocation at `now_ms` (early, by request, or when due, by the sweeper or a read).
+/// The expiry clock starts now. A returned allocation cannot be activated.
+pub fn activate(a: &Allocation, now_ms: i64) -> Result<Activation, Refusal> {
+    match a.state {
+        AllocationState::Pending => Ok(Activation::Activate {
+            coins: a.coins - a.coins_canceled,
+            expires_at: super::config::expiry_for(now_ms, a.validity_days),
+        }),
+        AllocationState::Active | AllocationState::Zero => Ok(Activation::AlreadyActive),
+        AllocationState::Canceled | AllocationState::Reversed => Err(Refusal::AlreadyReversed(a.request_id.clone())),
+    }
+}
+
+/// What a return asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnAsk {
+    /// Everything that remains (a reversal without `coins` or `amountMinor`).
+    Whole,
+    /// `coins` of what remains.
+    Coins(i64),
+    /// A refund of this much of the purchase value: the allocation keeps what the rest earns.
+    AmountMinor(i64),
+}
+
+/// What to do when the user no longer has the coins a return takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnShortfall {
+    /// Refuse (`INSUFFICIENT_BALANCE`), take nothing.
+    #[default]
+    Reject,
+    /// Take what the user has and waive the rest; the answer says how much was short.
+    Cap,
+}
+
+impl OnShortfall {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "REJECT",
+            Self::Cap => "CAP",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Reject, Self::Cap].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnKind {
+    /// Coins taken back from the spendable balance (`REVERSE`).
+    Reverse,
+    /// Held coins released before they were ever spendable (`CANCEL`).
+    Cancel,
+}
+
+/// The coins of this allocation that left its own lot through `EXPIRE`, and the coins its
+/// returns actually took from the balance so far. Expired coins left the balance once and are
+/// never taken a second time: a return absorbs them first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReturnHistory {
+    pub expired: i64,
+    pub taken: i64,
+}
+
+/// What one return writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReturnPlan {
+    pub kind: ReturnKind,
+    /// Coins taken now: from the balance (`REVERSE`) or from the held coins (`CANCEL`).
+    pub take: i64,
+    /// Coins of the allocation this return ends without taking them (they expired already).
+    pub absorbed: i64,
+    /// Coins the user no longer had, waived (CAP).
+    pub short: i64,
+    pub amount_refunded_minor: i64,
+    pub state: AllocationState,
+    pub remaining: i64,
+}
+
+impl ReturnPlan {
+    /// The record's counters after this return: `(coins_canceled, coins_reversed, coins_waived)`.
+    pub fn counters(&self, a: &Allocation) -> (i64, i64, i64) {
+        match self.kind {
+            ReturnKind::Cancel => (a.coins_canceled + self.take, a.coins_reversed, a.coins_waived),
+            ReturnKind::Reverse => (a.coins_canceled, a.coins_reversed + self.take + self.absorbed, a.coins_waived + self.short),
+        }
+    }
+}
+
+/// Decides one return of allocation `a` at `now_ms`. `available` is what the user can give
+/// back now (spendable coins; for a held allocation, unused). Nothing is decided about lots here:
+/// the backend takes `take` coins from the allocation's own lot first, then soonest-expiring.
+pub fn plan_return(a: &Allocation, ask: ReturnAsk, now_ms: i64, history: ReturnHistory, available: i64, on_shortfall: OnShortfall) -> Result<ReturnPlan, Refusal> {
+    if !a.state.is_live() {
+        return Err(Refusal::AlreadyReversed(a.request_id.clone()));
+    }
+    let remaining = a.remaining();
+    let (nominal, refunded) = match ask {
+        ReturnAsk::Whole => (remaining, a.amount_minor.unwrap_or(0)),
+        ReturnAsk::Coins(k) if k > remaining => return Err(Refusal::ReversalExceedsRemaining { original: a.request_id.clone(), remaining_coins: remaining, remaining_minor: None }),
+        ReturnAsk::Coins(k) => (k, a.amount_refunded_minor),
+        ReturnAsk::AmountMinor(minor) => {
+            let Some(paid) = a.amount_minor else { return Err(Refusal::AmountNotRecorded(a.request_id.clone())) };
+            let refunded = a.amount_refunded_minor.checked_add(minor).filter(|r| *r <= paid);
+            let Some(refunded) = refunded else {
+                return Err(Refusal::ReversalExceedsRemaining {
+                    original: a.request_id.clone(),
+                    remaining_coins: remaining,
+                    remaining_minor: Some(paid - a.amount_refunded_minor),
+                });
+            };
+            let kept = a.coins.min(a.calculation.earn_on(paid - refunded));
+            ((remaining - kept).max(0), refunded)
+        }
+    };
+    let after = remaining - nominal;
+    if a.is_held_at(now_ms) {
+        let state = if after == 0 { AllocationState::Canceled } else { AllocationState::Pending };
+        return Ok(ReturnPlan { kind: ReturnKind::Cancel, take: nominal, absorbed: 0, short: 0, amount_refunded_minor: refunded, state, remaining: after });
+    }
+    // Expired coins not yet absorbed by an earlier return are ended first, without taking them.
+    let absorbed_so_far = a.coins_reversed - history.taken;
+    let absorbed = (history.expired - absorbed_so_far).clamp(0, nominal);
+    let wanted = nominal - absorbed;
+    let take = wanted.min(available.max(0));
+    let short = wanted - take;
+    if short > 0 && on_shortfall == OnShortfall::Reject {
+        return Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: wanted, available: available.max(0) });
+    }
+    let state = if after == 0 { AllocationState::Reversed } else { AllocationState::Active };
+    Ok(ReturnPlan { kind: ReturnKind::Reverse, take, absorbed, short, amount_refunded_minor: refunded, state, remaining: after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::earn::{BPS_ONE, EarnRule, EarnTerms, Rounding};
+    use proptest::prelude::*;
+
+    fn percent_allocation(rate_bps: i64, paid: i64) -> Allocation {
+        let calculation = Calculation {
+            terms: EarnTerms { rule: EarnRule::Percent { rate_bps }, min_amount_minor: None, max_coins_per_allocation: None, rounding: Rounding::Floor },
+            amount_minor: Some(paid),
+            minor_units_per_coin: 100,
+            multiplier_bps: BPS_ONE,
+        };
+        Allocation {
+            request_id: RequestId::parse("R1").unwrap(),
+            user: UserId::parse("U").unwrap(),
+            state: AllocationState::Active,
+            coins: calculation.earn().coins,
+            coins_canceled: 0,
+            coins_reversed: 0,
+            coins_waived: 0,
+            amount_minor: Some(paid),
+            amount_refunded_minor: 0,
+            calculation,
+            validity_days: Some(30),
+            activates_at: None,
+        }
+    }
+
+    fn apply(a: &mut Allocation, plan: &ReturnPlan) {
+        (a.coins_canceled, a.coins_reversed, a.coins_waived) = plan.counters(a);
+        a.amount_refunded_minor = plan.amount_refunded_minor;
+        a.state = plan.state;
+    }
+
+    #[test]
+    fn a_retry_of_the_same_order_replays_and_anything_else_conflicts() {
+        let holder = percent_allocation(1_000, 10_000);
+        let user = holder.user.clone();
+        assert_eq!(check_order(None, &user, Some(10_000)), Ok(OrderClaim::Free));
+        assert_eq!(check_order(Some(&holder), &user, Some(10_000)), Ok(OrderClaim::ReplayOf(holder.request_id.clone())));
+        assert_eq!(check_order(Some(&holder), &user, Some(9_999)), Err(Refusal::OrderIdConflict(holder.request_id.clone())));
+        let other = UserId::parse("V").unwrap();
+        assert_eq!(check_order(Some(&holder), &other, Some(10_000)), Err(Refusal::OrderIdConflict(holder.request_id.clone())));
+        assert!(!AllocationState::Reversed.is_live() && !AllocationState::Canceled.is_live() && AllocationState::Zero.is_live());
+    }
+
+    #[test]
+    fn a_held_credit_activates_once_with_its_expiry_starting_then() {
+        let mut a = percent_allocation(1_000, 100_000);
+        a.state = AllocationState::Pending;
+        a.activates_at = activates_at(1_000, Some(14));
+        assert_eq!(a.activates_at, Some(1_000 + 14 * DAY_MS));
+        assert!(a.is_held_at(1_000 + 14 * DAY_MS - 1) && !a.is_held_at(1_000 + 14 * DAY_MS));
+        assert_eq!(activate(&a, 5_000), Ok(Activation::Activate { coins: 100, expires_at: Some(5_000 + 30 * DAY_MS) }));
+        a.state = AllocationState::Active;
+        assert_eq!(activate(&a, 6_000), Ok(Activation::AlreadyActive));
+        a.state = AllocationState::Canceled;
+        assert_eq!(activate(&a, 6_000), Err(Refusal::AlreadyReversed(a.request_id.clone())));
+    }
+
+    #[test]
+    fn a_return_during_the_hold_cancels_and_never_lacks_balance() {
+        let mut a = percent_allocation(1_000, 100_000); // 100 coins
+        a.state = AllocationState::Pending;
+        a.activates_at = Some(10 * DAY_MS);
+        let part = plan_return(&a, ReturnAsk::Coins(40), DAY_MS, ReturnHistory::default(), 0, OnShortfall::Reject).unwrap();
+        assert_eq!((part.kind, part.take, part.state, part.remaining), (ReturnKind::Cancel, 40, AllocationState::Pending, 60));
+        apply(&mut a, &part);
+        let rest = plan_return(&a, ReturnAsk::Whole, DAY_MS, ReturnHistory::default(), 0, OnShortfall::Reject).unwrap();
+        assert_eq!((rest.kind, rest.take, rest.state), (ReturnKind::Cancel, 60, AllocationState::Canceled));
+        apply(&mut a, &rest);
+        assert_eq!(a.coins_canceled, 100);
+        assert_eq!(plan_return(&a, ReturnAsk::Whole, DAY_MS, ReturnHistory::default(), 0, OnShortfall::Reject), Err(Refusal::AlreadyReversed(a.request_id.clone())));
+    }
+
+    #[test]
+    fn more_than_remains_is_refused_naming_what_remains() {
+        let a = percent_allocation(1_000, 100_000);
+        assert_eq!(
+            plan_return(&a, ReturnAsk::Coins(101), 0, ReturnHistory::default(), 500, OnShortfall::Reject),
+            Err(Refusal::ReversalExceedsRemaining { original: a.request_id.clone(), remaining_coins: 100, remaining_minor: None })
+        );
+        assert_eq!(
+            plan_return(&a, ReturnAsk::AmountMinor(100_001), 0, ReturnHistory::default(), 500, OnShortfall::Reject),
+            Err(Refusal::ReversalExceedsRemaining { original: a.request_id.clone(), remaining_coins: 100, remaining_minor: Some(100_000) })
+        );
+    }
+
+    #[test]
+    fn a_shortfall_is_refused_or_capped_and_waived() {
+        let a = percent_allocation(1_000, 100_000);
+        assert_eq!(
+            plan_return(&a, ReturnAsk::Whole, 0, ReturnHistory::default(), 30, OnShortfall::Reject),
+            Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: 100, available: 30 })
+        );
+        let capped = plan_return(&a, ReturnAsk::Whole, 0, ReturnHistory::default(), 30, OnShortfall::Cap).unwrap();
+        assert_eq!((capped.take, capped.short, capped.state, capped.counters(&a)), (30, 70, AllocationState::Reversed, (0, 30, 70)));
+    }
+
+    #[test]
+    fn expired_coins_are_ended_but_never_taken_twice() {
+        let mut a = percent_allocation(1_000, 100_000); // 100 coins, 30 of them expired
+        let history = ReturnHistory { expired: 30, taken: 0 };
+        let half = plan_return(&a, ReturnAsk::AmountMinor(50_000), 0, history, 70, OnShortfall::Reject).unwrap();
+        assert_eq!((half.take, half.absorbed, half.remaining), (20, 30, 50));
+        apply(&mut a, &half);
+        let rest = plan_return(&a, ReturnAsk::AmountMinor(50_000), 0, ReturnHistory { expired: 30, taken: 20 }, 50, OnShortfall::Reject).unwrap();
+        assert_eq!((rest.take, rest.absorbed, rest.state), (50, 0, AllocationState::Reversed));
+    }
+
+    proptest! {
+        /// However a refund is split, the parts take exactly what one full refund takes.
+        #[test]
+        fn any_sequence_of_partial_refunds_sums_to_a_full_refund(
+            rate in 1i64..5_000, paid in 1i64..1_000_000, cuts in proptest::collection::vec(1i64..1_000_000, 0..6)
+        ) {
+            let mut a = percent_allocation(rate, paid);
+            let full = plan_return(&a, ReturnAsk::AmountMinor(paid), 0, ReturnHistory::default(), i64::MAX, OnShortfall::Reject).unwrap().take;
+            prop_assert_eq!(full, a.coins);
+            let mut taken = 0;
+            for cut in cuts {
+                let left = paid - a.amount_refunded_minor;
+                if left == 0 { break; }
+                let plan = plan_return(&a, ReturnAsk::AmountMinor(cut.min(left)), 0, ReturnHistory::default(), i64::MAX, OnShortfall::Reject).unwrap();
+                prop_assert!(plan.take >= 0 && plan.remaining >= 0);
+                taken += plan.take;
+                apply(&mut a, &plan);
+            }
+            let left = paid - a.amount_refunded_minor;
+            if left > 0 {
+                let last = plan_return(&a, ReturnAsk::AmountMinor(left), 0, ReturnHistory::default(), i64::MAX, OnShortfall::Reject).unwrap();
+                taken += last.take;
+                apply(&mut a, &last);
+            }
+            prop_assert_eq!(taken, full);
+            prop_assert_eq!(a.state, AllocationState::Reversed);
+            prop_assert_eq!(a.remaining(), 0);
+        }
+    }
+}
