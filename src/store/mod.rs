@@ -22,7 +22,7 @@ pub mod migrate;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
-mod verify;
+pub mod verify;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -67,3 +67,8 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "daily roll-up differs from the ledger",
     ),
 ];
+
+/// The name of every check, as `coins verify` prints it before each problem found.
+pub fn check_names() -> impl Iterator<Item = &'static str> {
+    CHECKS.iter().map(|(_, name)| *name)
+}

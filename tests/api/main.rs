@@ -32,4 +32,5 @@ mod openapi;
 mod processes;
 mod schemathesis;
 mod secrets;
+mod verify;
 mod webhooks;

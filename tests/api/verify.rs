@@ -1,0 +1,129 @@
+//! Every check of `coins verify`, proven able to fail: a sound ledger (two allocations and a
+//! redemption) is corrupted behind the API's back in exactly one invariant, and verify must
+//! report that check by name, and no other. Each corruption keeps every other invariant true,
+//! so a check that fires for the wrong reason, or stays silent, fails its test.
+
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, spawn_app};
+
+/// Runs statements on the test's database directly, as a person with a database shell would.
+async fn tamper(app: &TestApp, statements: &[&str]) {
+    match app.backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(&app.db.url).unwrap();
+            for sql in statements {
+                conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(&app.db.url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            for sql in statements {
+                client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+    }
+}
+
+/// U1 is credited 10 coins (R1) and redeems 3 (D1); U2 is credited 10 (R2).
+async fn sound_ledger(backend: Backend) -> Option<TestApp> {
+    let app = spawn_app(backend).await?;
+    app.config("DEFAULT", "C", "E", 10).await;
+    app.allocate(&app.admin_token, "C", "E", "R1", "U1").await.assert_ok();
+    app.allocate(&app.admin_token, "C", "E", "R2", "U2").await.assert_ok();
+    app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId": "C", "userId": "U1", "requestId": "D1", "coins": 3})).await.assert_ok();
+    app.assert_ledger_consistent().await;
+    Some(app)
+}
+
+const U1_LOT: &str = "(SELECT MIN(lot_id) FROM lots WHERE user_id = 'U1')";
+
+async fn corrupted_ledger_fails_verify_naming(backend: Backend, check: &str, statements: &[&str]) {
+    let Some(app) = sound_ledger(backend).await else { return };
+    let statements: Vec<String> = statements.iter().map(|s| s.replace("{U1_LOT}", U1_LOT)).collect();
+    tamper(&app, &statements.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let problems = app.store().verify().await.expect("verify runs").problems;
+    assert!(!problems.is_empty(), "verify must notice: {check}");
+    for p in &problems {
+        assert!(p.starts_with(&format!("{check}: ")), "only \"{check}\" may fire, got {problems:#?}");
+    }
+    app.stop().await;
+}
+
+macro_rules! verify_check {
+    ($($name:ident: $check:literal, [$($sql:literal),* $(,)?];)*) => {$(
+        mod $name {
+            use crate::helpers::Backend;
+            const SQL: &[&str] = &[$($sql),*];
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::corrupted_ledger_fails_verify_naming(Backend::Sqlite, $check, SQL).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::corrupted_ledger_fails_verify_naming(Backend::Postgres, $check, SQL).await
+            }
+        }
+    )*};
+}
+
+verify_check! {
+    // The balance moves and a lot with it (coins and remainder alike), so only the ledger sum disagrees.
+    a_balance_that_differs_from_its_entries: "balance differs from the sum of the ledger", [
+        "UPDATE users SET balance = balance + 1 WHERE user_id = 'U1'",
+        "UPDATE lots SET coins = coins + 1, remaining = remaining + 1 WHERE lot_id = {U1_LOT}",
+    ];
+    // A lot credited and holding one coin more than the ledger ever gave.
+    a_balance_that_differs_from_its_lots: "balance differs from the coins left in lots", [
+        "UPDATE lots SET coins = coins + 1, remaining = remaining + 1 WHERE lot_id = {U1_LOT}",
+    ];
+    // A zero-coin entry (so every sum holds) for a user with no account, counted in the roll-up.
+    an_entry_of_a_user_without_an_account: "ledger entry of a user with no account", [
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, created_at) \
+         SELECT 'C', 'GHOST', 'EXPIRE', 0, 0, MAX(created_at) FROM ledger_entries",
+        "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
+         SELECT 'C', MAX(created_at) / 86400000, '', 'EXPIRE', 0, 0, 0, 1 FROM ledger_entries",
+    ];
+    // +5 then -5 that both claim a balance of 5: the sum is right, the running balance is not.
+    a_broken_running_balance: "balanceAfter breaks the running sum", [
+        "INSERT INTO users (company_id, user_id, balance, created_at) VALUES ('C', 'CHAIN', 0, 0)",
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, created_at) \
+         SELECT 'C', 'CHAIN', 'ALLOCATE', 5, 5, MAX(created_at) FROM ledger_entries",
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, created_at) \
+         SELECT 'C', 'CHAIN', 'ALLOCATE', -5, 5, MAX(created_at) FROM ledger_entries",
+        "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
+         SELECT 'C', MAX(created_at) / 86400000, '', 'ALLOCATE', 0, 5, 5, 2 FROM ledger_entries",
+    ];
+    // A claimed request id whose entry was never written.
+    a_request_without_its_entry: "request without exactly one ledger entry", [
+        "INSERT INTO requests (company_id, request_id, kind, user_id, coins, fingerprint, created_at) VALUES ('C', 'LOST', 'REDEEM', 'U1', 0, '', 0)",
+    ];
+    // The lot says it was credited more than its entry gave; its remainder no longer follows.
+    a_lot_whose_remainder_does_not_follow_its_moves: "lot remainder differs from its credit and moves", [
+        "UPDATE lots SET coins = coins + 1 WHERE lot_id = {U1_LOT}",
+    ];
+    // The redemption's lot move says 2 where the entry says 3 (the lot's credit follows, so the
+    // lot itself still adds up).
+    a_debit_that_differs_from_its_lot_moves: "debit or restore differs from the lots it touched", [
+        "UPDATE lot_moves SET coins = coins + 1 WHERE entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'D1')",
+        "UPDATE lots SET coins = coins - 1 WHERE lot_id = {U1_LOT}",
+    ];
+    // The idempotency record of an allocation is gone: a retry would credit it again.
+    an_entry_without_its_request: "ledger entry without its request", [
+        "DELETE FROM requests WHERE request_id = 'R1'",
+    ];
+    a_roll_up_that_differs_from_the_ledger: "daily roll-up differs from the ledger", [
+        "UPDATE ledger_daily SET credit = credit + 1 WHERE type = 'ALLOCATE'",
+    ];
+}
+
+/// The list above covers every check verify has: adding a check without a test fails here.
+#[test]
+fn every_verify_check_has_a_corruption_test() {
+    let source = include_str!("verify.rs");
+    let tested: Vec<&str> = source.lines().filter_map(|l| l.split_once(": \"")).map(|(_, rest)| rest.split('"').next().unwrap_or("")).collect();
+    for name in coins::store::verify::check_names() {
+        assert!(tested.contains(&name), "no corruption test for verify check \"{name}\"");
+    }
+}
