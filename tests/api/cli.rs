@@ -178,3 +178,34 @@ fn serve_bootstraps_an_admin_on_first_run_and_stops_cleanly_on_sigterm() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2, "one header line and the one admin");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One `serve` per SQLite file: a second one on the same file refuses to start and says why;
+/// CLI commands still work beside the running server; once it is gone (even SIGKILLed, since the
+/// OS drops the lock with the process) a new `serve` starts.
+#[test]
+fn a_second_serve_on_the_same_sqlite_file_refuses_to_start() {
+    let dir = std::env::temp_dir().join(format!("coins-serve-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("coins.db").to_string_lossy().into_owned();
+    let (mut first, _) = start_coins_serve(&db, &[]);
+
+    let second = Command::new(env!("CARGO_BIN_EXE_coins"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("COINS_DATABASE_URL", &db)
+        .env("COINS_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second serve must not start: {stderr}");
+    assert!(stderr.contains("another `coins serve` is already using") && stderr.contains(&db), "{stderr}");
+    let list = Command::new(env!("CARGO_BIN_EXE_coins")).args(["client", "list"]).env("COINS_DATABASE_URL", &db).output().unwrap();
+    assert!(list.status.success(), "CLI commands work beside the server: {}", String::from_utf8_lossy(&list.stderr));
+
+    assert!(Command::new("kill").args(["-KILL", &first.id().to_string()]).status().unwrap().success());
+    first.wait().unwrap();
+    let (mut third, _) = start_coins_serve(&db, &[]);
+    assert!(Command::new("kill").args(["-TERM", &third.id().to_string()]).status().unwrap().success());
+    assert!(third.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -153,6 +153,37 @@ async fn an_answer_that_does_not_come_in_time_is_503_not_a_hang() {
     app.stop().await;
 }
 
+/// Another process holds SQLite's write lock (a `sqlite3` shell in a transaction, a backup
+/// tool): writes answer 503 with Retry-After once the request timeout passes, never 500 or a
+/// hang, and the retry with the same requestId credits exactly once after the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_locked_by_another_process_answers_503_then_recovers() {
+    let mut settings = ServeSettings::for_tests();
+    settings.token_ttl_secs = TEST_TOKEN_TTL_SECS;
+    settings.request_timeout = Duration::from_secs(1);
+    let Some(app) = spawn_app_with(Backend::Sqlite, settings).await else { return };
+    app.config("DEFAULT", "C", "E", 2).await;
+    let other = rusqlite::Connection::open(&app.db.url).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let res = app.allocate(&app.admin_token, "C", "E", "LOCKED", "U").await;
+    res.assert_error(503, "UNAVAILABLE");
+    assert!(res.header("retry-after").is_some());
+    assert_eq!(app.balance("U").await, 0, "reads go on while the file is locked");
+    other.execute_batch("ROLLBACK").unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = app.allocate(&app.admin_token, "C", "E", "LOCKED", "U").await.status.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    assert_eq!(app.balance("U").await, 2);
+    app.assert_ledger_consistent().await;
+    app.stop().await;
+}
+
 /// Makes writing an EXPIRE entry fail for user BAD, inside the database.
 async fn break_expiry_of_bad(app: &TestApp) {
     match app.backend {
