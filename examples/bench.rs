@@ -260,10 +260,7 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
                     Kind::Healthz => (health.clone(), None),
                     Kind::Allocate => {
                         let rid = format!("{tag}-{n}");
-                        let body = format!(
-                            r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"{rid}","userId":"U{}"}}"#,
-                            n % USERS
-                        );
+                        let body = format!(r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"{rid}","userId":"U{}"}}"#, n % USERS);
                         (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
                     }
                     Kind::Balance => (request("GET", &format!("/api/v0/coins/balance?userId=U{}", n.wrapping_mul(7919) % USERS), &token, None), None),
@@ -396,13 +393,7 @@ async fn check_ledger(backend: &str, db_url: &str, ok_ids: &[String]) -> Result<
     } else {
         let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        client
-            .query("SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        client.query("SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'", &[]).await.map_err(|e| e.to_string())?.iter().map(|r| r.get(0)).collect()
     };
     let mut seen = HashSet::with_capacity(entries.len());
     for e in &entries {
@@ -548,7 +539,9 @@ async fn receiver(receipts: Arc<Receipts>) -> String {
                     let arrived = time::OffsetDateTime::now_utc();
                     let id = head.lines().find_map(|l| l.strip_prefix("webhook-id:")).unwrap_or("").trim().to_owned();
                     if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&buf[head_end..head_end + length]) {
-                        let created = event["data"]["createdAt"].as_str().and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+                        let created = event["data"]["createdAt"]
+                            .as_str()
+                            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
                         if let (Some(created), true) = (created, receipts.ids.lock().unwrap().insert(id)) {
                             receipts.lags_ms.lock().unwrap().push((arrived - created).as_seconds_f64() * 1000.0);
                         }

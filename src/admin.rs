@@ -71,9 +71,7 @@ pub async fn bootstrap_admin(store: &dyn Store, settings: &ServeSettings, listen
 }
 
 pub fn parse_companies(raw: &[String]) -> Result<Vec<CompanyId>, String> {
-    raw.iter()
-        .map(|c| CompanyId::parse(c).map_err(|_| format!("--company {c}: must be {}", CompanyId::RULE)))
-        .collect()
+    raw.iter().map(|c| CompanyId::parse(c).map_err(|_| format!("--company {c}: must be {}", CompanyId::RULE))).collect()
 }
 
 pub async fn print_clients(store: Arc<dyn Store>) -> StoreResult<()> {

@@ -9,11 +9,11 @@ use secrecy::SecretString;
 
 use crate::cli::{Cli, ServeArgs, Switch};
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::webhooks::RetryPolicy;
 use crate::http::limits::{Rate, RateSettings};
 use crate::server::ConnectionLimits;
-use crate::domain::webhooks::RetryPolicy;
-use crate::webhooks::{SealingKey, TargetPolicy, WebhookSettings};
 use crate::store::StoreOptions;
+use crate::webhooks::{SealingKey, TargetPolicy, WebhookSettings};
 
 /// Where the default SQLite database lives, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = "coins-data/coins.db";

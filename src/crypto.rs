@@ -4,8 +4,8 @@
 //! (slow on purpose). Tokens are 160+ random bits: guessing is hopeless, so SHA-256 is enough and
 //! keeps token checks cheap on the hot path.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -34,10 +34,7 @@ pub fn token_hash(token: &str) -> String {
 /// An Argon2id PHC string for a secret or password.
 pub fn hash_secret(secret: &str) -> String {
     let salt = SaltString::encode_b64(&random_bytes::<16>()).expect("16 bytes is a valid salt");
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .expect("argon2 hashing with default parameters cannot fail")
-        .to_string()
+    Argon2::default().hash_password(secret.as_bytes(), &salt).expect("argon2 hashing with default parameters cannot fail").to_string()
 }
 
 /// Constant-time check of a secret against its PHC string; a malformed hash never matches.

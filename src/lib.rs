@@ -44,9 +44,8 @@ pub fn init_tracing(filter: &str, format: cli::LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt;
 
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let no_query_parameters = tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
-    });
+    let no_query_parameters =
+        tracing_subscriber::filter::filter_fn(|meta| !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     let fmt = match format {
         cli::LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),

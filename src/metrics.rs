@@ -21,7 +21,9 @@ pub fn handle() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.into()), &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_lag_seconds".into()), &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]));
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_lag_seconds".into()), &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+            });
         let handle = match builder.map(PrometheusBuilder::install_recorder) {
             Ok(Ok(handle)) => handle,
             // Another recorder is installed (an embedding program): render from a detached one.

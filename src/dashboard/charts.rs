@@ -113,7 +113,13 @@ pub fn bars(class: &str, title: &str, keys: &[String], series: &[Series<'_>]) ->
     for (g, key) in keys.iter().enumerate() {
         let top = TOP + group * g as f64;
         let shown: String = key.chars().take(22).collect();
-        let _ = write!(svg, "<text class=\"axis\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", label_w - 8.0, top + group / 2.0, esc(if key.is_empty() { "(no event)" } else { &shown }));
+        let _ = write!(
+            svg,
+            "<text class=\"axis\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            label_w - 8.0,
+            top + group / 2.0,
+            esc(if key.is_empty() { "(no event)" } else { &shown })
+        );
         for (i, s) in series.iter().enumerate() {
             let v = s.values.get(g).copied().unwrap_or(0);
             let y = top + bar * i as f64;

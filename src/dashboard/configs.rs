@@ -166,16 +166,15 @@ async fn render_edit(state: &AppState, session: &Session, id: &str, message: Opt
     out.push_str("<h2>Audit trail</h2>");
     match api::history(State(state.clone()), caller(session), PathParam(id.to_owned())).await {
         Ok(j) => {
-            let rows: Vec<Vec<String>> = j
-                .0
-                .payload
-                .iter()
-                .rev()
-                .map(|a| {
-                    let changed = changes(a.before.as_ref(), &a.after);
-                    vec![esc(&a.at), esc(&a.action), esc(&a.client_id), changed]
-                })
-                .collect();
+            let rows: Vec<Vec<String>> =
+                j.0.payload
+                    .iter()
+                    .rev()
+                    .map(|a| {
+                        let changed = changes(a.before.as_ref(), &a.after);
+                        vec![esc(&a.at), esc(&a.action), esc(&a.client_id), changed]
+                    })
+                    .collect();
             out.push_str(&table("audit", &["When (UTC)", "Action", "By client", "Values"], &rows));
         }
         Err(e) => out.push_str(&refusal(&e)),

@@ -54,13 +54,7 @@ pub fn csrf_field(token: &str) -> String {
 
 /// A labelled text input.
 pub fn input(label: &str, name: &str, value: &str, attrs: &str) -> String {
-    format!(
-        "<label>{}<input name=\"{}\" id=\"f-{}\" value=\"{}\" {attrs}></label>",
-        esc(label),
-        esc(name),
-        esc(name),
-        esc(value)
-    )
+    format!("<label>{}<input name=\"{}\" id=\"f-{}\" value=\"{}\" {attrs}></label>", esc(label), esc(name), esc(name), esc(value))
 }
 
 /// A labelled select of `(value, label)` options.

@@ -124,7 +124,8 @@ async fn render(state: &AppState, user: &UserId, company: &CompanyId, now: i64) 
     );
     if !summary.expiring_soon.is_empty() {
         out.push_str("<h2>Expiring soon</h2>");
-        let rows: Vec<Vec<String>> = summary.expiring_soon.iter().map(|(coins, at)| vec![num(&grouped(i128::from(*coins))), esc(&rfc3339(*at)[..10])]).collect();
+        let rows: Vec<Vec<String>> =
+            summary.expiring_soon.iter().map(|(coins, at)| vec![num(&grouped(i128::from(*coins))), esc(&rfc3339(*at)[..10])]).collect();
         out.push_str(&table("expiring", &["Coins", "On (UTC)"], &rows));
     }
     let entries = state.store.transactions(user, None, HISTORY_ROWS).await?;

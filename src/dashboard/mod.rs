@@ -57,10 +57,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The stylesheet of every page (the only asset: no script, no font, no image).
 async fn style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
-        include_str!("../../web/dashboard/dashboard.css"),
-    )
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")], include_str!("../../web/dashboard/dashboard.css"))
         .into_response()
 }
 
@@ -91,11 +88,7 @@ fn document(session: Option<&Session>, title: &str, current: &str, body: &str) -
                 let here = if key == current { " aria-current=\"page\"" } else { "" };
                 format!("<a href=\"{href}\"{here}>{label}</a>")
             };
-            let who = if s.auth.0.admin {
-                "admin".to_owned()
-            } else {
-                s.auth.0.companies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            };
+            let who = if s.auth.0.admin { "admin".to_owned() } else { s.auth.0.companies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
             format!(
                 "<nav aria-label=\"Sections\">{}{}{}{}</nav><div class=\"who\"><span>{} · {}</span>\
                  <form method=\"post\" action=\"/dashboard/logout\">{}<button type=\"submit\" class=\"link\">Sign out</button></form></div>",

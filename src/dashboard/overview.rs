@@ -102,18 +102,21 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
             num(&money(&value.currency, i128::from(o.expiring_soon) * i128::from(value.minor_units_per_coin))),
         ]);
     }
-    let value_text = if value_by_currency.is_empty() {
-        "—".to_owned()
-    } else {
-        value_by_currency.iter().map(|(c, m)| money(c, *m)).collect::<Vec<_>>().join(" + ")
-    };
+    let value_text =
+        if value_by_currency.is_empty() { "—".to_owned() } else { value_by_currency.iter().map(|(c, m)| money(c, *m)).collect::<Vec<_>>().join(" + ") };
 
     let mut out = String::new();
-    let scope_name = company.as_ref().map_or_else(|| if principal.admin { "all companies".to_owned() } else { "your companies".to_owned() }, |c| format!("company {c}"));
+    let scope_name =
+        company.as_ref().map_or_else(|| if principal.admin { "all companies".to_owned() } else { "your companies".to_owned() }, |c| format!("company {c}"));
     let _ = write!(out, "<h1>Overview <small>{} · last {days} days</small></h1>", esc(&scope_name));
     out.push_str(&filters(principal, company.as_ref(), days));
     let card = |id: &str, label: &str, value: &str, note: &str| {
-        format!("<div class=\"card\" id=\"{id}\"><span class=\"label\">{}</span><span class=\"value\">{}</span><span class=\"note\">{}</span></div>", esc(label), esc(value), esc(note))
+        format!(
+            "<div class=\"card\" id=\"{id}\"><span class=\"label\">{}</span><span class=\"value\">{}</span><span class=\"note\">{}</span></div>",
+            esc(label),
+            esc(value),
+            esc(note)
+        )
     };
     out.push_str("<section class=\"cards\" aria-label=\"Totals\">");
     for (i, (name, label)) in SERIES.iter().enumerate() {

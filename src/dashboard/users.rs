@@ -144,10 +144,8 @@ pub async fn reverse(State(state): State<AppState>, session: Session, req: Reque
         Err(res) => return res,
     };
     let q = HashMap::from([("userId".to_owned(), form.get("userId").to_owned())]);
-    let body: serde_json::Map<String, Value> = ["companyId", "requestId", "originalRequestId"]
-        .iter()
-        .map(|k| ((*k).to_owned(), Value::from(form.get(k))))
-        .collect();
+    let body: serde_json::Map<String, Value> =
+        ["companyId", "requestId", "originalRequestId"].iter().map(|k| ((*k).to_owned(), Value::from(form.get(k)))).collect();
     let done = match ReverseRequest::from_object(&body).map_err(ApiError::validation) {
         Ok(request) => ledger::reverse(State(state.clone()), caller(&session), Json(request)).await,
         Err(e) => Err(e),

@@ -37,7 +37,9 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
 async fn body(state: &AppState, session: &Session, q: &HashMap<String, String>, out: &mut String) -> Result<(), ApiError> {
     let hooks = api::list(State(state.clone()), caller(session), ApiQuery(WebhookListQuery { company_id: None })).await?.0.payload;
     if hooks.is_empty() {
-        out.push_str("<p class=\"hint\">No endpoints yet. Register one with <code>POST /api/v0/coins/webhooks</code> (see <a href=\"/docs\">the API reference</a>).</p>");
+        out.push_str(
+            "<p class=\"hint\">No endpoints yet. Register one with <code>POST /api/v0/coins/webhooks</code> (see <a href=\"/docs\">the API reference</a>).</p>",
+        );
         return Ok(());
     }
     let rows: Vec<Vec<String>> = hooks

@@ -112,8 +112,8 @@ pub fn plan_credit(cmd: &AllocateCmd, config: &CoinConfig, account: Option<&Acco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::{ConfigKind, DAY_MS};
     use crate::domain::CoinConfigId;
+    use crate::domain::config::{ConfigKind, DAY_MS};
 
     fn cmd(user: &str) -> AllocateCmd {
         AllocateCmd {

@@ -135,10 +135,9 @@ pub enum Activation {
 /// The expiry clock starts now. A returned allocation cannot be activated.
 pub fn activate(a: &Allocation, now_ms: i64) -> Result<Activation, Refusal> {
     match a.state {
-        AllocationState::Pending => Ok(Activation::Activate {
-            coins: a.coins - a.coins_canceled,
-            expires_at: super::config::expiry_for(now_ms, a.validity_days),
-        }),
+        AllocationState::Pending => {
+            Ok(Activation::Activate { coins: a.coins - a.coins_canceled, expires_at: super::config::expiry_for(now_ms, a.validity_days) })
+        }
         AllocationState::Active | AllocationState::Zero => Ok(Activation::AlreadyActive),
         AllocationState::Canceled | AllocationState::Reversed => Err(Refusal::AlreadyReversed(a.request_id.clone())),
     }
@@ -223,14 +222,23 @@ impl ReturnPlan {
 /// Decides one return of allocation `a` at `now_ms`. `available` is what the user can give
 /// back now (spendable coins; for a held allocation, unused). Nothing is decided about lots here:
 /// the backend takes `take` coins from the allocation's own lot first, then soonest-expiring.
-pub fn plan_return(a: &Allocation, ask: ReturnAsk, now_ms: i64, history: ReturnHistory, available: i64, on_shortfall: OnShortfall) -> Result<ReturnPlan, Refusal> {
+pub fn plan_return(
+    a: &Allocation,
+    ask: ReturnAsk,
+    now_ms: i64,
+    history: ReturnHistory,
+    available: i64,
+    on_shortfall: OnShortfall,
+) -> Result<ReturnPlan, Refusal> {
     if !a.state.is_live() {
         return Err(Refusal::AlreadyReversed(a.request_id.clone()));
     }
     let remaining = a.remaining();
     let (nominal, refunded) = match ask {
         ReturnAsk::Whole => (remaining, a.amount_minor.unwrap_or(0)),
-        ReturnAsk::Coins(k) if k > remaining => return Err(Refusal::ReversalExceedsRemaining { original: a.request_id.clone(), remaining_coins: remaining, remaining_minor: None }),
+        ReturnAsk::Coins(k) if k > remaining => {
+            return Err(Refusal::ReversalExceedsRemaining { original: a.request_id.clone(), remaining_coins: remaining, remaining_minor: None });
+        }
         ReturnAsk::Coins(k) => (k, a.amount_refunded_minor),
         ReturnAsk::AmountMinor(minor) => {
             let Some(paid) = a.amount_minor else { return Err(Refusal::AmountNotRecorded(a.request_id.clone())) };
@@ -337,7 +345,10 @@ mod tests {
         assert_eq!((rest.kind, rest.take, rest.state), (ReturnKind::Cancel, 60, AllocationState::Canceled));
         apply(&mut a, &rest);
         assert_eq!(a.coins_canceled, 100);
-        assert_eq!(plan_return(&a, ReturnAsk::Whole, DAY_MS, ReturnHistory::default(), 0, OnShortfall::Reject), Err(Refusal::AlreadyReversed(a.request_id.clone())));
+        assert_eq!(
+            plan_return(&a, ReturnAsk::Whole, DAY_MS, ReturnHistory::default(), 0, OnShortfall::Reject),
+            Err(Refusal::AlreadyReversed(a.request_id.clone()))
+        );
     }
 
     #[test]

@@ -64,9 +64,7 @@ pub struct CoinConfig {
 /// SPEC §1: the active CUSTOM configuration of the company for the event, else the active DEFAULT
 /// one, else none. Inactive configurations are skipped, not treated as "no coins".
 pub fn resolve<'a>(custom: Option<&'a CoinConfig>, default: Option<&'a CoinConfig>) -> Option<&'a CoinConfig> {
-    custom
-        .filter(|c| c.values.active && c.values.kind == ConfigKind::Custom)
-        .or(default.filter(|c| c.values.active && c.values.kind == ConfigKind::Default))
+    custom.filter(|c| c.values.active && c.values.kind == ConfigKind::Custom).or(default.filter(|c| c.values.active && c.values.kind == ConfigKind::Default))
 }
 
 /// Milliseconds in one day, for `validityDays` and the per-day cap window.

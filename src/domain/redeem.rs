@@ -118,13 +118,7 @@ mod tests {
     use super::*;
 
     fn cmd(amount: RedeemAmount) -> RedeemCmd {
-        RedeemCmd {
-            company: CompanyId::parse("C").unwrap(),
-            user: UserId::parse("U").unwrap(),
-            request_id: RequestId::parse("R").unwrap(),
-            amount,
-            now_ms: 0,
-        }
+        RedeemCmd { company: CompanyId::parse("C").unwrap(), user: UserId::parse("U").unwrap(), request_id: RequestId::parse("R").unwrap(), amount, now_ms: 0 }
     }
 
     fn lot(lot_id: i64, remaining: i64, expires_at: Option<i64>) -> OpenLot {

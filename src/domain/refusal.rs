@@ -15,17 +15,34 @@ pub enum Cap {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// No active configuration resolves for this company and event.
-    ConfigNotFound { company: CompanyId, event: EventName },
+    ConfigNotFound {
+        company: CompanyId,
+        event: EventName,
+    },
     /// No configuration has this id (the id as the client wrote it).
     UnknownConfig(String),
     /// The unique slot (one DEFAULT per event, one CUSTOM per company and event) is taken.
-    DuplicateConfig { existing: CoinConfigId, kind: ConfigKind, event: EventName, company: CompanyId },
+    DuplicateConfig {
+        existing: CoinConfigId,
+        kind: ConfigKind,
+        event: EventName,
+        company: CompanyId,
+    },
     /// The request id was used before for a different operation.
     RequestIdConflict(RequestId),
     /// The user was first credited under another company.
-    UserCompanyMismatch { user: UserId, company: CompanyId },
+    UserCompanyMismatch {
+        user: UserId,
+        company: CompanyId,
+    },
     /// A per-user cap of the configuration is reached.
-    LimitReached { cap: Cap, limit: i64, user: UserId, event: EventName, company: CompanyId },
+    LimitReached {
+        cap: Cap,
+        limit: i64,
+        user: UserId,
+        event: EventName,
+        company: CompanyId,
+    },
     /// A redemption whose amount overflows at the coin value in force.
     AmountTooLarge,
     /// Crediting would overflow the user's 64-bit balance.
@@ -34,7 +51,11 @@ pub enum Refusal {
     ConcurrentUpdate(CoinConfigId),
     /// Never credited, or (for a scoped caller) another company's user.
     UserNotFound(UserId),
-    InsufficientBalance { user: UserId, needed: i64, available: i64 },
+    InsufficientBalance {
+        user: UserId,
+        needed: i64,
+        available: i64,
+    },
     AlreadyReversed(RequestId),
     OriginalNotFound(RequestId),
     /// The original is itself a reversal.
@@ -43,7 +64,11 @@ pub enum Refusal {
     /// another purchase value.
     OrderIdConflict(RequestId),
     /// A return asks for more than the original has left: coins, or (by amount) purchase value.
-    ReversalExceedsRemaining { original: RequestId, remaining_coins: i64, remaining_minor: Option<i64> },
+    ReversalExceedsRemaining {
+        original: RequestId,
+        remaining_coins: i64,
+        remaining_minor: Option<i64>,
+    },
     /// A return by refunded amount of an allocation that recorded no purchase value.
     AmountNotRecorded(RequestId),
 }

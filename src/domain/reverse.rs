@@ -104,8 +104,8 @@ pub fn plan_take_back(
     open.sort_by(lots::debit_order);
     let (first, rest): (Vec<OpenLot>, Vec<OpenLot>) = open.into_iter().partition(|l| own.iter().any(|o| o.lot_id == l.lot_id));
     let available: i64 = first.iter().chain(&rest).map(|l| l.remaining).sum();
-    let takes = lots::take(first.into_iter().chain(rest), coins)
-        .ok_or_else(|| Refusal::InsufficientBalance { user: user.clone(), needed: coins, available })?;
+    let takes =
+        lots::take(first.into_iter().chain(rest), coins).ok_or_else(|| Refusal::InsufficientBalance { user: user.clone(), needed: coins, available })?;
     Ok(ReversePlan {
         entry: reverse_entry(cmd, original, -coins, balance - coins),
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
@@ -128,7 +128,12 @@ mod tests {
     use super::*;
 
     fn cmd() -> ReverseCmd {
-        ReverseCmd { company: CompanyId::parse("C").unwrap(), request_id: RequestId::parse("R2").unwrap(), original: RequestId::parse("R1").unwrap(), now_ms: 0 }
+        ReverseCmd {
+            company: CompanyId::parse("C").unwrap(),
+            request_id: RequestId::parse("R2").unwrap(),
+            original: RequestId::parse("R1").unwrap(),
+            now_ms: 0,
+        }
     }
 
     fn allocation(coins: i64) -> Original {

@@ -37,10 +37,7 @@ pub struct TokenCache {
 impl TokenCache {
     fn get(&self, hash: &str, now_ms: i64) -> Option<Principal> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(hash)
-            .filter(|c| now_ms < c.token_expires_at_ms && now_ms - c.cached_at_ms < AUTH_CACHE_TTL_MS)
-            .map(|c| c.principal.clone())
+        entries.get(hash).filter(|c| now_ms < c.token_expires_at_ms && now_ms - c.cached_at_ms < AUTH_CACHE_TTL_MS).map(|c| c.principal.clone())
     }
 
     fn remove(&self, hash: &str) {
@@ -63,10 +60,8 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer <access_token> header is required"))?;
+        let value =
+            parts.headers.get(header::AUTHORIZATION).ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer <access_token> header is required"))?;
         let token = super::wire::oauth::bearer_token(value.as_bytes())
             .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be Bearer <access_token>"))?;
         let principal = principal_of(state, token).await?;
@@ -83,11 +78,8 @@ pub async fn principal_of(state: &AppState, token: &str) -> Result<Principal, Ap
     if let Some(principal) = cached {
         return Ok(principal);
     }
-    let (record, client) = state
-        .store
-        .lookup_access_token(&hash, now_ms)
-        .await?
-        .ok_or_else(|| ApiError::unauthenticated("the access token is invalid, expired or revoked"))?;
+    let (record, client) =
+        state.store.lookup_access_token(&hash, now_ms).await?.ok_or_else(|| ApiError::unauthenticated("the access token is invalid, expired or revoked"))?;
     let principal = Principal { client_id: client.client_id, admin: client.admin, companies: client.companies };
     state.tokens.put(hash, Cached { principal: principal.clone(), token_expires_at_ms: record.expires_at_ms, cached_at_ms: now_ms });
     Ok(principal)
@@ -117,11 +109,7 @@ impl Auth {
     }
 
     pub fn require_company(&self, company: &crate::domain::CompanyId) -> Result<(), ApiError> {
-        if self.0.can_act_for(company) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("this client may not act for companyId {company}")))
-        }
+        if self.0.can_act_for(company) { Ok(()) } else { Err(ApiError::forbidden(format!("this client may not act for companyId {company}"))) }
     }
 
     pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {

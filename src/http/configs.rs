@@ -3,17 +3,17 @@
 use axum::Json as JsonResponse;
 use axum::extract::State;
 
+use super::AppState;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
-use super::wire::{Envelope, ErrorEnvelope};
-#[allow(unused_imports)]
-use serde_json::json;
 use super::wire::configs::{AuditEntryView, CoinConfigView, ConfigListQuery, CreateConfigRequest, PatchConfigRequest, PatchConfigSchema};
-use super::AppState;
+use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::config::ConfigValues;
 use crate::domain::{CoinConfig, CoinConfigId, ConfigKind, Refusal};
 use crate::store::{ConfigFilter, StoreError};
+#[allow(unused_imports)]
+use serde_json::json;
 
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 
@@ -43,7 +43,7 @@ async fn readable(state: &AppState, auth: &Auth, raw: &str) -> Result<CoinConfig
     Ok(config)
 }
 /// Creates a coin configuration.
-/// 
+///
 /// SPEC §4: `DEFAULT` applies to every company (admin clients only); `CUSTOM` overrides it for one.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/create-coins-config", tag = "configurations",
     request_body(content = CreateConfigRequest, example = json!({"configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6})),

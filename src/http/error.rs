@@ -78,12 +78,8 @@ impl ApiError {
 
     /// 500: a cause that is ours, not the client's; logged with the request id, hidden.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "internal error; the x-request-id response header identifies it in the server log",
-        )
-        .with_cause(cause.to_string())
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error; the x-request-id response header identifies it in the server log")
+            .with_cause(cause.to_string())
     }
 
     pub fn with_cause(mut self, cause: String) -> Self {
@@ -150,8 +146,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused(r) => r.into(),
-            StoreError::Unique(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", "the request conflicts with a concurrent change; retry it")
-                .with_cause(chain(&e)),
+            StoreError::Unique(_) => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", "the request conflicts with a concurrent change; retry it").with_cause(chain(&e))
+            }
             StoreError::Busy(_) => ApiError::unavailable("the service is busy; retry shortly", RETRY_AFTER_SECS).with_cause(chain(&e)),
             StoreError::Unavailable(_) => ApiError::unavailable(
                 "the database is unavailable; retry shortly (a write answered so may or may not have been applied: retry it with the same requestId)",

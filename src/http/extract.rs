@@ -54,11 +54,7 @@ pub async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, 
         return Err(ApiError::payload_too_large(limit));
     }
     let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            ApiError::payload_too_large(limit)
-        } else {
-            ApiError::malformed_json(format!("the request body could not be read: {e}"))
-        }
+        if is_length_limit(&e) { ApiError::payload_too_large(limit) } else { ApiError::malformed_json(format!("the request body could not be read: {e}")) }
     })?;
     if let Some(done) = done {
         done.0.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -6,19 +6,19 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::AppState;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{BULK_BODY_BYTES_MAX, Json};
-use super::wire::{Envelope, ErrorEnvelope};
-#[allow(unused_imports)]
-use serde_json::json;
 use super::wire::coins::{ALLOCATED, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest, RedeemView, ReverseRequest, ReverseView};
-use super::AppState;
+use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
 use crate::domain::redeem::RedeemCmd;
 use crate::domain::reverse::ReverseCmd;
 use crate::metrics::{self, Movement};
 use crate::store::Applied;
+#[allow(unused_imports)]
+use serde_json::json;
 
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -47,7 +47,8 @@ fn command(body: AllocateRequest, now_ms: i64) -> AllocateCmd {
     ))]
 pub async fn allocate(State(state): State<AppState>, auth: Auth, Json(body): Json<AllocateRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
-    let outcome = state.store.allocate(vec![command(body, state.clock.now_ms())]).await.pop().ok_or_else(|| ApiError::internal("allocate returned no result"))?;
+    let outcome =
+        state.store.allocate(vec![command(body, state.clock.now_ms())]).await.pop().ok_or_else(|| ApiError::internal("allocate returned no result"))?;
     let outcome = outcome?;
     if let AllocateOk::Allocated { coins, .. } = outcome {
         metrics::moved(Movement::Allocated, 1, coins.get().unsigned_abs());

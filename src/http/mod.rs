@@ -12,8 +12,8 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
-pub mod limits;
 pub mod ledger;
+pub mod limits;
 pub mod oauth;
 pub mod openapi;
 pub mod users;
@@ -138,8 +138,7 @@ fn timed_out(body_read: &BodyRead, limit: Duration) -> Response {
         // same request id is safe.
         ApiError::unavailable(&format!("the request was not answered within {secs} s; retry it (with the same requestId)"), 1).into_response()
     } else {
-        let mut res = ApiError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", format!("the request was not received within {secs} s"))
-            .into_response();
+        let mut res = ApiError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", format!("the request was not received within {secs} s")).into_response();
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         res
     }

@@ -224,7 +224,8 @@ async fn issue(state: &AppState, req: Request) -> Result<Response, OAuthError> {
     let (access, refresh) = issue_tokens(state, &client.client_id, username.clone(), true).await?;
     tracing::debug!(client_id = %client.client_id, grant = ?form.grant_type, user = username.is_some(), "tokens issued");
     let ttl_secs = state.settings.token_ttl_secs;
-    let body = TokenResponse { access_token: access, token_type: "bearer", refresh_token: refresh.unwrap_or_default(), expires_in: ttl_secs, scope: "read write" };
+    let body =
+        TokenResponse { access_token: access, token_type: "bearer", refresh_token: refresh.unwrap_or_default(), expires_in: ttl_secs, scope: "read write" };
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -267,7 +268,13 @@ impl From<OAuthError> for SignInRefused {
 /// Signs a person in to the dashboard: the client's credentials, and a password-grant user's
 /// when given, checked exactly as the token endpoint checks them (rate limits, lockout, Argon2);
 /// an access token for the session (no refresh token: signing in again starts a new session).
-pub async fn sign_in(state: &AppState, client_id: &str, secret: &str, user: Option<(&str, &str)>, address: Option<std::net::IpAddr>) -> Result<String, SignInRefused> {
+pub async fn sign_in(
+    state: &AppState,
+    client_id: &str,
+    secret: &str,
+    user: Option<(&str, &str)>,
+    address: Option<std::net::IpAddr>,
+) -> Result<String, SignInRefused> {
     state.limits.check_token(client_id, address).map_err(|secs| {
         crate::metrics::rate_limited("token");
         OAuthError::rate_limited(secs)

@@ -62,7 +62,9 @@ impl Modify for EdgeResponses {
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("opaque").description(Some("An access token from POST /oauth/token")).build()),
+            SecurityScheme::Http(
+                Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("opaque").description(Some("An access token from POST /oauth/token")).build(),
+            ),
         );
         components.add_security_scheme(
             "basic",
@@ -79,25 +81,101 @@ impl Modify for EdgeResponses {
                     responses.entry(status.to_owned()).or_insert(response);
                 };
                 if !public && !oauth {
-                    add("401", error_response("UNAUTHENTICATED: no, malformed, unknown, expired or revoked bearer token (with `WWW-Authenticate: Bearer`)", "UNAUTHENTICATED", "the access token is invalid, expired or revoked", false));
-                    add("429", error_response("RATE_LIMITED: this client is over its rate", "RATE_LIMITED", "too many requests from this client; retry after 1 s", true));
+                    add(
+                        "401",
+                        error_response(
+                            "UNAUTHENTICATED: no, malformed, unknown, expired or revoked bearer token (with `WWW-Authenticate: Bearer`)",
+                            "UNAUTHENTICATED",
+                            "the access token is invalid, expired or revoked",
+                            false,
+                        ),
+                    );
+                    add(
+                        "429",
+                        error_response(
+                            "RATE_LIMITED: this client is over its rate",
+                            "RATE_LIMITED",
+                            "too many requests from this client; retry after 1 s",
+                            true,
+                        ),
+                    );
                 }
                 if json_body {
-                    add("400", error_response("MALFORMED_JSON (not JSON, or broken framing) or VALIDATION_FAILED (a field missing, of the wrong type or out of range; the sentence names it)", "VALIDATION_FAILED", "amount must be a whole number of coins between 1 and 1000000000", false));
-                    add("408", error_response("REQUEST_TIMEOUT: the body did not arrive in time", "REQUEST_TIMEOUT", "the request was not received within 30 s", false));
-                    add("413", error_response("PAYLOAD_TOO_LARGE: over 64 KiB (1 MiB for bulk allocation)", "PAYLOAD_TOO_LARGE", "request body is larger than 65536 bytes", false));
-                    add("415", error_response("UNSUPPORTED_MEDIA_TYPE: the body is not application/json", "UNSUPPORTED_MEDIA_TYPE", "request body must be application/json", false));
+                    add(
+                        "400",
+                        error_response(
+                            "MALFORMED_JSON (not JSON, or broken framing) or VALIDATION_FAILED (a field missing, of the wrong type or out of range; the sentence names it)",
+                            "VALIDATION_FAILED",
+                            "amount must be a whole number of coins between 1 and 1000000000",
+                            false,
+                        ),
+                    );
+                    add(
+                        "408",
+                        error_response(
+                            "REQUEST_TIMEOUT: the body did not arrive in time",
+                            "REQUEST_TIMEOUT",
+                            "the request was not received within 30 s",
+                            false,
+                        ),
+                    );
+                    add(
+                        "413",
+                        error_response(
+                            "PAYLOAD_TOO_LARGE: over 64 KiB (1 MiB for bulk allocation)",
+                            "PAYLOAD_TOO_LARGE",
+                            "request body is larger than 65536 bytes",
+                            false,
+                        ),
+                    );
+                    add(
+                        "415",
+                        error_response(
+                            "UNSUPPORTED_MEDIA_TYPE: the body is not application/json",
+                            "UNSUPPORTED_MEDIA_TYPE",
+                            "request body must be application/json",
+                            false,
+                        ),
+                    );
                 } else if has_params {
-                    add("400", error_response("VALIDATION_FAILED: a parameter is missing or not valid; the sentence names it", "VALIDATION_FAILED", "userId is required", false));
+                    add(
+                        "400",
+                        error_response(
+                            "VALIDATION_FAILED: a parameter is missing or not valid; the sentence names it",
+                            "VALIDATION_FAILED",
+                            "userId is required",
+                            false,
+                        ),
+                    );
                 }
                 if !oauth {
-                    add("500", error_response("INTERNAL: the log has the cause under the x-request-id", "INTERNAL", "internal error; the x-request-id response header identifies it in the server log", false));
-                    add("503", error_response("UNAVAILABLE: busy, or the database is away or too slow; retry (a write with the same requestId)", "UNAVAILABLE", "the service is busy; retry shortly", true));
+                    add(
+                        "500",
+                        error_response(
+                            "INTERNAL: the log has the cause under the x-request-id",
+                            "INTERNAL",
+                            "internal error; the x-request-id response header identifies it in the server log",
+                            false,
+                        ),
+                    );
+                    add(
+                        "503",
+                        error_response(
+                            "UNAVAILABLE: busy, or the database is away or too slow; retry (a write with the same requestId)",
+                            "UNAVAILABLE",
+                            "the service is busy; retry shortly",
+                            true,
+                        ),
+                    );
                 }
                 for response in responses.values_mut() {
                     if let RefOr::T(r) = response {
                         r.headers.entry("x-request-id".into()).or_insert_with(|| {
-                            RefOr::T(utoipa::openapi::header::HeaderBuilder::new().description(Some("The request's id: the client's own (1-128 visible ASCII characters) or a new one")).build())
+                            RefOr::T(
+                                utoipa::openapi::header::HeaderBuilder::new()
+                                    .description(Some("The request's id: the client's own (1-128 visible ASCII characters) or a new one"))
+                                    .build(),
+                            )
                         });
                     }
                 }

@@ -4,17 +4,17 @@
 use axum::Json as JsonResponse;
 use axum::extract::State;
 
+use super::AppState;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
 use super::wire::coins::{BalanceQuery, CoinValueQuery, CoinValueRequest, CoinValueView};
 use super::wire::users::{PageLinkView, PageView, TransactionsQuery, UserView, encode_cursor};
 use super::wire::{Envelope, ErrorEnvelope, FromField};
+use crate::domain::UserId;
+use crate::domain::redeem::CoinValue;
 #[allow(unused_imports)]
 use serde_json::json;
-use super::AppState;
-use crate::domain::redeem::CoinValue;
-use crate::domain::UserId;
 
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 

@@ -155,12 +155,8 @@ pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): Pa
         Some(u) => Some(allowed_url(&state, &u.0).await?),
         None => None,
     };
-    let change = WebhookChange {
-        url,
-        event_mask: change.events.as_ref().map(mask),
-        description: change.description.map(|d| d.0.map(|d| d.0)),
-        enabled: change.enabled,
-    };
+    let change =
+        WebhookChange { url, event_mask: change.events.as_ref().map(mask), description: change.description.map(|d| d.0.map(|d| d.0)), enabled: change.enabled };
     let webhook = state.store.update_webhook(&raw, change, state.clock.now_ms()).await?.ok_or_else(|| not_found(&raw))?;
     Ok(JsonResponse(Envelope::ok(WebhookView::from(&webhook))))
 }
@@ -237,7 +233,11 @@ pub async fn deliveries(State(state): State<AppState>, auth: Auth, PathParam(raw
         (status = 200, description = "The event queued again", body = Envelope<QueuedView>),
         (status = 404, description = "WEBHOOK_NOT_FOUND, or MESSAGE_NOT_FOUND: no such event for this endpoint", body = ErrorEnvelope),
     ))]
-pub async fn retry(State(state): State<AppState>, auth: Auth, axum::extract::Path((raw, message)): axum::extract::Path<(String, String)>) -> Answer<QueuedView> {
+pub async fn retry(
+    State(state): State<AppState>,
+    auth: Auth,
+    axum::extract::Path((raw, message)): axum::extract::Path<(String, String)>,
+) -> Answer<QueuedView> {
     visible(&state, &auth, &raw).await?;
     let missing = || ApiError::not_found("MESSAGE_NOT_FOUND", format!("event {message} not found for webhook {raw}"));
     let seq = parse_message_id(&message).ok_or_else(missing)?;

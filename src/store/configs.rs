@@ -2,8 +2,8 @@
 //! (naming the configuration that holds it), the change is written with its audit row, and other
 //! processes are told (PostgreSQL: `NOTIFY`; SQLite: the writer clears its cache after the batch).
 
-use super::model::audit_json;
 use super::StoreResult;
+use super::model::audit_json;
 use crate::domain::config::ConfigValues;
 use crate::domain::{CoinConfig, CoinConfigId, Refusal};
 

@@ -51,8 +51,7 @@ impl Migration {
 /// The bookkeeping table, in SQL both backends speak. Its `checksum` column came with sealing
 /// and is added by [`MigrationTarget::applied`] where missing, on new databases as on old ones,
 /// so both end with the same table.
-pub const CREATE_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
 
 /// A migration as recorded in `schema_migrations`; `checksum` is `None` on rows recorded before
 /// migrations were sealed.

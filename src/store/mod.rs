@@ -203,14 +203,8 @@ pub fn sqlite_path(url: &str) -> Option<&std::path::Path> {
 /// The lock lasts as long as the returned file is open; the OS drops it if the process dies.
 pub fn lock_sqlite_for_serve(path: &std::path::Path) -> Result<std::fs::File, String> {
     let lock_path = path.with_extension("serve-lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
-    file.try_lock().map_err(|_| {
-        format!("another `coins serve` is already using {}; use PostgreSQL to run several servers", path.display())
-    })?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    file.try_lock().map_err(|_| format!("another `coins serve` is already using {}; use PostgreSQL to run several servers", path.display()))?;
     Ok(file)
 }

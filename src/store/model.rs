@@ -257,12 +257,7 @@ impl StoredReceipt for ReverseReceipt {
 
     fn from_stored(text: Option<&str>) -> StoreResult<Self> {
         let r: StoredReverseReceipt = from_json(text)?;
-        Ok(ReverseReceipt {
-            request_id: stored_id(r.request_id),
-            original_request_id: stored_id(r.original_request_id),
-            coins: r.coins,
-            balance: r.balance,
-        })
+        Ok(ReverseReceipt { request_id: stored_id(r.request_id), original_request_id: stored_id(r.original_request_id), coins: r.coins, balance: r.balance })
     }
 }
 
@@ -298,11 +293,9 @@ pub(crate) fn coin_value_key(company: Option<&CompanyId>) -> &str {
 /// The coin value stored as `(company_id, currency, minor_units)`, or the built-in default.
 pub(crate) fn coin_value_from(row: Option<(String, String, i64)>) -> crate::domain::redeem::CoinValue {
     match row {
-        Some((company, currency, minor_units_per_coin)) => crate::domain::redeem::CoinValue {
-            company: (!company.is_empty()).then(|| CompanyId::from_trusted(company)),
-            currency,
-            minor_units_per_coin,
-        },
+        Some((company, currency, minor_units_per_coin)) => {
+            crate::domain::redeem::CoinValue { company: (!company.is_empty()).then(|| CompanyId::from_trusted(company)), currency, minor_units_per_coin }
+        }
         None => crate::domain::redeem::CoinValue::builtin(),
     }
 }

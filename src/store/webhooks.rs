@@ -160,10 +160,13 @@ pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOut
                 None => MessageState::Failed,
             }
         };
-        attempts.push((outcome, match state {
-            MessageState::Retry { at } => Some(at),
-            _ => None,
-        }));
+        attempts.push((
+            outcome,
+            match state {
+                MessageState::Retry { at } => Some(at),
+                _ => None,
+            },
+        ));
         finished.push((outcome.message_seq, state, now));
         if outcome.delivered {
             *since = None;

@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 
 use coins::domain::CoinConfigId;
+use coins::domain::Refusal;
+use coins::domain::allocate::{AllocateCmd, AllocateOk};
 use coins::domain::allocate::{answer_repeat, cap_windows, plan_credit};
 use coins::domain::config::{CoinConfig, ConfigValues, resolve};
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
-use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
-use coins::domain::Refusal;
-use coins::domain::allocate::{AllocateCmd, AllocateOk};
 use coins::domain::refusal::Cap;
+use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::store::{Store, StoreError};
 use proptest::prelude::*;
 
@@ -119,7 +119,9 @@ struct PurePlan {
 
 impl PurePlan {
     fn allocate(&mut self, cmd: &AllocateCmd, configs: &[CoinConfig]) -> Outcome {
-        let find = |kind: ConfigKind| configs.iter().find(|c| c.values.kind == kind && c.values.event == cmd.event && (kind == ConfigKind::Default || c.values.company_id == cmd.company));
+        let find = |kind: ConfigKind| {
+            configs.iter().find(|c| c.values.kind == kind && c.values.event == cmd.event && (kind == ConfigKind::Default || c.values.company_id == cmd.company))
+        };
         let key = (cmd.company.clone(), cmd.request_id.clone());
         let prev = self.requests.get(&key);
         let config = match resolve(find(ConfigKind::Custom), find(ConfigKind::Default)) {

@@ -78,7 +78,9 @@ async fn the_dashboard_shows_the_seeded_numbers_and_its_actions_work() {
             app.allocate(&token, "SHOP", "EARN", &format!("SEED-{seq}"), "ASHA").await.assert_ok();
         }
         if redeemed > 0 {
-            app.post("/api/v0/coins/redeem", &token, json!({"companyId": "SHOP", "userId": "ASHA", "requestId": "SPEND-1", "coins": redeemed})).await.assert_ok();
+            app.post("/api/v0/coins/redeem", &token, json!({"companyId": "SHOP", "userId": "ASHA", "requestId": "SPEND-1", "coins": redeemed}))
+                .await
+                .assert_ok();
         }
         let day = coins::clock::rfc3339(coins::clock::Clock::now_ms(&app.clock))[..10].to_owned();
         days.insert(day, json!({"issued": allocations * 10, "redeemed": redeemed}));

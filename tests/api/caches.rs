@@ -110,10 +110,7 @@ async fn while_the_listener_is_down_nothing_stale_is_served() {
     // Cut every cache listener on this database (both processes'); notifications sent now are lost.
     let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    let cut = client
-        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'coins-cache-listener'", &[])
-        .await
-        .unwrap();
+    let cut = client.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'coins-cache-listener'", &[]).await.unwrap();
     assert!(cut.len() >= 2, "both processes listen ({} listeners found)", cut.len());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(peer.allocate("R2", "U").await.0, 200);

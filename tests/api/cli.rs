@@ -7,21 +7,12 @@ use crate::both_backends;
 use crate::helpers::*;
 
 fn coins(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_coins"))
-        .args(args)
-        .env("COINS_DATABASE_URL", &app.db.url)
-        .env("COINS_LOG", "warn")
-        .output()
-        .expect("run coins");
+    let out = Command::new(env!("CARGO_BIN_EXE_coins")).args(args).env("COINS_DATABASE_URL", &app.db.url).env("COINS_LOG", "warn").output().expect("run coins");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name} line in {stdout}"))
-        .to_owned()
+    stdout.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_else(|| panic!("no {name} line in {stdout}")).to_owned()
 }
 
 /// Tampers with a stored balance behind the API's back, to prove `verify` notices.

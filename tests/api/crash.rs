@@ -22,13 +22,8 @@ fn start_server(db_url: &str) -> (Child, String) {
 }
 
 async fn admin_token(http: &reqwest::Client, base: &str) -> String {
-    let res = http
-        .post(format!("{base}/oauth/token"))
-        .basic_auth(ADMIN_ID, Some(ADMIN_SECRET))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     res.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
 }
 

@@ -267,7 +267,8 @@ async fn outbox_mismatches(backend: Backend, url: &str) -> (i64, i64, i64) {
 }
 
 async fn token(http: &reqwest::Client, base: &str) -> String {
-    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
 }
 
@@ -437,7 +438,8 @@ async fn run_cycles(backend: Backend) {
     }
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", &url).env("COINS_LOG", "warn").output().unwrap();
+    let verify =
+        std::process::Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", &url).env("COINS_LOG", "warn").output().unwrap();
     assert!(verify.status.success(), "coins verify: {}", String::from_utf8_lossy(&verify.stdout));
     let sum = |f: fn(&Tally) -> usize| workers.iter().map(|w| f(&w.tally)).sum::<usize>();
     let expirations = entries.len(); // request-bearing entries

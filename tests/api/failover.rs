@@ -59,7 +59,13 @@ impl Drop for Cluster {
         for node in ["primary", "standby"] {
             let data = self.dir.join(node);
             if data.join("postmaster.pid").exists() {
-                let _ = Command::new("runuser").args(["-u", "postgres", "--"]).arg(bindir().join("pg_ctl")).args(["-D"]).arg(&data).args(["-m", "immediate", "stop"]).output();
+                let _ = Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(bindir().join("pg_ctl"))
+                    .args(["-D"])
+                    .arg(&data)
+                    .args(["-m", "immediate", "stop"])
+                    .output();
                 let _ = Command::new(bindir().join("pg_ctl")).arg("-D").arg(&data).args(["-m", "immediate", "stop"]).output();
             }
         }
@@ -139,9 +145,11 @@ async fn killing_the_primary_mid_load_loses_nothing_and_answers_503_not_500() {
     sql(p1, "postgres", "CREATE DATABASE coins").await;
 
     let url = format!("postgres://postgres@127.0.0.1:{p1},127.0.0.1:{p2}/coins?target_session_attrs=read-write&connect_timeout=2");
-    let (mut child, base) = start_coins_serve(&url, &[("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0")]);
+    let (mut child, base) =
+        start_coins_serve(&url, &[("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0")]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
     let res = http
         .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
@@ -184,7 +192,11 @@ async fn killing_the_primary_mid_load_loses_nothing_and_answers_503_not_500() {
     assert!(statuses.get(&503).copied().unwrap_or(0) > 0, "no 503 seen: the failover was not exercised ({statuses:?})");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let _ = child.wait();
-    let verify = Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", format!("postgres://postgres@127.0.0.1:{p2}/coins")).output().unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_coins"))
+        .arg("verify")
+        .env("COINS_DATABASE_URL", format!("postgres://postgres@127.0.0.1:{p2}/coins"))
+        .output()
+        .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     drop(cluster);
 }

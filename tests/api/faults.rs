@@ -88,7 +88,10 @@ async fn a_postgres_outage_answers_503_with_retry_after_and_recovers_without_los
     assert_eq!(post("/api/v0/enkash-coins/allocate-coin", allocation("BEFORE")).await.unwrap().status().as_u16(), 200);
 
     proxy.cut().await;
-    for (path, body) in [("/api/v0/enkash-coins/allocate-coin", allocation("DURING")), ("/api/v0/coins/redeem", json!({"companyId":"C","userId":"U","requestId":"SPEND","coins":1}))] {
+    for (path, body) in [
+        ("/api/v0/enkash-coins/allocate-coin", allocation("DURING")),
+        ("/api/v0/coins/redeem", json!({"companyId":"C","userId":"U","requestId":"SPEND","coins":1})),
+    ] {
         let res = post(path, body).await.unwrap();
         assert_eq!(res.status().as_u16(), 503, "{path}");
         assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"), "{path}");

@@ -106,7 +106,9 @@ pub async fn blank_db(backend: Backend) -> Option<BlankDb> {
                         eprintln!("\n!!! SKIPPED: PostgreSQL at {admin_url} is unreachable ({e}) and COINS_SKIP_POSTGRES=1 !!!\n");
                         return None;
                     }
-                    panic!("PostgreSQL at {admin_url} is unreachable: {e}. Start it, set COINS_TEST_DATABASE_URL, or (outside CI) set COINS_SKIP_POSTGRES=1 to skip");
+                    panic!(
+                        "PostgreSQL at {admin_url} is unreachable: {e}. Start it, set COINS_TEST_DATABASE_URL, or (outside CI) set COINS_SKIP_POSTGRES=1 to skip"
+                    );
                 }
             };
             tokio::spawn(conn);
@@ -285,19 +287,12 @@ impl TestApp {
 
     /// Creates a configuration as admin and returns its id.
     pub async fn config(&self, configuration: &str, company: &str, event: &str, amount: i64) -> String {
-        let res = self
-            .create_config(&self.admin_token, json!({"configuration": configuration, "companyId": company, "event": event, "amount": amount}))
-            .await;
+        let res = self.create_config(&self.admin_token, json!({"configuration": configuration, "companyId": company, "event": event, "amount": amount})).await;
         res.assert_ok()["coinConfigId"].as_str().expect("id").to_owned()
     }
 
     pub async fn allocate(&self, token: &str, company: &str, event: &str, request_id: &str, user: &str) -> Resp {
-        self.post(
-            "/api/v0/enkash-coins/allocate-coin",
-            token,
-            json!({"companyId": company, "event": event, "requestId": request_id, "userId": user}),
-        )
-        .await
+        self.post("/api/v0/enkash-coins/allocate-coin", token, json!({"companyId": company, "event": event, "requestId": request_id, "userId": user})).await
     }
 
     pub async fn balance_as(&self, token: &str, user: &str) -> i64 {

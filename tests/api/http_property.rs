@@ -143,7 +143,9 @@ fn check_shape(req: &Request, status: u16, content_type: &str, body: &[u8]) -> R
     } else if status == 200 {
         keys == ["payload", "response_code", "response_message"] && json["response_code"] == json!(0)
     } else {
-        keys == ["error_code", "payload", "response_code", "response_message"] && json["response_code"] == json!(1) && json["payload"] == json["response_message"]
+        keys == ["error_code", "payload", "response_code", "response_message"]
+            && json["response_code"] == json!(1)
+            && json["payload"] == json["response_message"]
     };
     if ok { Ok(()) } else { Err(format!("{status}: not the expected shape: {json}")) }
 }

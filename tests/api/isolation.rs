@@ -33,11 +33,23 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
     use Expect::*;
     let alloc_b = json!({"companyId":"B","event":"E","requestId":"B-A1","userId":"UB"});
     vec![
-        Row { method: "post", path: "/oauth/token", tries: vec![("/oauth/token".into(), None, NotCompanyData("tokens belong to clients; another client's refresh token is covered in tests/api/hardening.rs"))] },
+        Row {
+            method: "post",
+            path: "/oauth/token",
+            tries: vec![(
+                "/oauth/token".into(),
+                None,
+                NotCompanyData("tokens belong to clients; another client's refresh token is covered in tests/api/hardening.rs"),
+            )],
+        },
         Row {
             method: "post",
             path: "/api/v0/enkash-coins/create-coins-config",
-            tries: vec![("/api/v0/enkash-coins/create-coins-config".into(), Some(json!({"configuration":"CUSTOM","companyId":"B","event":"E2","amount":9})), Refused(403, "FORBIDDEN"))],
+            tries: vec![(
+                "/api/v0/enkash-coins/create-coins-config".into(),
+                Some(json!({"configuration":"CUSTOM","companyId":"B","event":"E2","amount":9})),
+                Refused(403, "FORBIDDEN"),
+            )],
         },
         Row {
             method: "post",
@@ -45,7 +57,11 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             tries: vec![
                 ("/api/v0/enkash-coins/allocate-coin".into(), Some(alloc_b.clone()), Refused(403, "FORBIDDEN")),
                 // B's user credited under A: refused, and nothing reaches B's user.
-                ("/api/v0/enkash-coins/allocate-coin".into(), Some(json!({"companyId":"A","event":"E","requestId":"A-X","userId":"UB"})), Refused(409, "USER_COMPANY_MISMATCH")),
+                (
+                    "/api/v0/enkash-coins/allocate-coin".into(),
+                    Some(json!({"companyId":"A","event":"E","requestId":"A-X","userId":"UB"})),
+                    Refused(409, "USER_COMPANY_MISMATCH"),
+                ),
             ],
         },
         Row {
@@ -54,7 +70,11 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             tries: vec![("/api/v0/enkash-coins/allocate-coins".into(), Some(json!({"allocations":[alloc_b]})), Hidden)],
         },
         Row { method: "get", path: "/api/v0/enkash-coins", tries: vec![("/api/v0/enkash-coins?companyId=B".into(), None, Hidden)] },
-        Row { method: "get", path: "/api/v0/enkash-coins/{coinConfigId}", tries: vec![(format!("/api/v0/enkash-coins/{b_config}"), None, Refused(403, "FORBIDDEN"))] },
+        Row {
+            method: "get",
+            path: "/api/v0/enkash-coins/{coinConfigId}",
+            tries: vec![(format!("/api/v0/enkash-coins/{b_config}"), None, Refused(403, "FORBIDDEN"))],
+        },
         Row {
             method: "patch",
             path: "/api/v0/enkash-coins/{coinConfigId}",
@@ -63,7 +83,11 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
                 (format!("/api/v0/enkash-coins/{b_config}"), Some(json!({"companyId": "A"})), Refused(403, "FORBIDDEN")),
             ],
         },
-        Row { method: "get", path: "/api/v0/enkash-coins/{coinConfigId}/history", tries: vec![(format!("/api/v0/enkash-coins/{b_config}/history"), None, Refused(403, "FORBIDDEN"))] },
+        Row {
+            method: "get",
+            path: "/api/v0/enkash-coins/{coinConfigId}/history",
+            tries: vec![(format!("/api/v0/enkash-coins/{b_config}/history"), None, Refused(403, "FORBIDDEN"))],
+        },
         Row { method: "get", path: "/api/v0/coins/balance", tries: vec![("/api/v0/coins/balance?userId=UB".into(), None, Hidden)] },
         Row {
             method: "post",
@@ -98,30 +122,50 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             path: "/api/v0/coins/users/{userId}/page-link",
             tries: vec![("/api/v0/coins/users/UB/page-link".into(), Some(json!({})), Refused(404, "USER_NOT_FOUND"))],
         },
-        Row { method: "get", path: "/api/v0/coins/transactions", tries: vec![("/api/v0/coins/transactions?userId=UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/transactions",
+            tries: vec![("/api/v0/coins/transactions?userId=UB".into(), None, Refused(404, "USER_NOT_FOUND"))],
+        },
         Row {
             method: "post",
             path: "/api/v0/coins/webhooks",
-            tries: vec![("/api/v0/coins/webhooks".into(), Some(json!({"companyId":"B","url":"http://127.0.0.1:9/h","events":["coins.allocated"]})), Refused(403, "FORBIDDEN"))],
+            tries: vec![(
+                "/api/v0/coins/webhooks".into(),
+                Some(json!({"companyId":"B","url":"http://127.0.0.1:9/h","events":["coins.allocated"]})),
+                Refused(403, "FORBIDDEN"),
+            )],
         },
         Row {
             method: "get",
             path: "/api/v0/coins/webhooks",
             tries: vec![("/api/v0/coins/webhooks".into(), None, Hidden), ("/api/v0/coins/webhooks?companyId=B".into(), None, Refused(403, "FORBIDDEN"))],
         },
-        Row { method: "get", path: "/api/v0/coins/webhooks/{webhookId}", tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), None, Refused(404, "WEBHOOK_NOT_FOUND"))] },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/webhooks/{webhookId}",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), None, Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
         Row {
             method: "patch",
             path: "/api/v0/coins/webhooks/{webhookId}",
             tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), Some(json!({"url":"http://127.0.0.1:9/stolen"})), Refused(404, "WEBHOOK_NOT_FOUND"))],
         },
-        Row { method: "delete", path: "/api/v0/coins/webhooks/{webhookId}", tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), None, Refused(404, "WEBHOOK_NOT_FOUND"))] },
+        Row {
+            method: "delete",
+            path: "/api/v0/coins/webhooks/{webhookId}",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}"), None, Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
         Row {
             method: "post",
             path: "/api/v0/coins/webhooks/{webhookId}/rotate-secret",
             tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/rotate-secret"), Some(json!({})), Refused(404, "WEBHOOK_NOT_FOUND"))],
         },
-        Row { method: "post", path: "/api/v0/coins/webhooks/{webhookId}/test", tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/test"), Some(json!({})), Refused(404, "WEBHOOK_NOT_FOUND"))] },
+        Row {
+            method: "post",
+            path: "/api/v0/coins/webhooks/{webhookId}/test",
+            tries: vec![(format!("/api/v0/coins/webhooks/{b_hook}/test"), Some(json!({})), Refused(404, "WEBHOOK_NOT_FOUND"))],
+        },
         Row {
             method: "get",
             path: "/api/v0/coins/webhooks/{webhookId}/deliveries",

@@ -20,8 +20,7 @@ impl TestApp {
     }
 
     async fn reverse(&self, company: &str, request_id: &str, original: &str) -> Resp {
-        self.post("/api/v0/coins/reverse", &self.admin_token, json!({"companyId": company, "requestId": request_id, "originalRequestId": original}))
-            .await
+        self.post("/api/v0/coins/reverse", &self.admin_token, json!({"companyId": company, "requestId": request_id, "originalRequestId": original})).await
     }
 
     async fn summary(&self, user: &str) -> Value {

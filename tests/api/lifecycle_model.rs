@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
-use coins::domain::config::ConfigValues;
-use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
+use coins::domain::config::ConfigValues;
 use coins::domain::redeem::{CoinValue, RedeemAmount, RedeemCmd};
 use coins::domain::reverse::ReverseCmd;
+use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::store::{Store, StoreError};
 use proptest::prelude::*;
 

@@ -16,7 +16,8 @@ async fn json_logs_carry_one_line_per_request_with_its_id() {
     let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_LOG", "debug"), ("COINS_LOG_FORMAT", "json")];
     let (mut child, base) = start_coins_serve_logging(&db.url, &env, Some(&log));
     let http = reqwest::Client::new();
-    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
     for (i, path) in ["/api/v0/coins/balance?userId=U", "/api/v0/coins/users/NOBODY", "/api/v0/nowhere"].iter().enumerate() {
         http.get(format!("{base}{path}")).bearer_auth(&token).header("x-request-id", format!("trace-{i}")).send().await.unwrap();

@@ -3,17 +3,16 @@
 
 mod helpers;
 
-
 mod allocate;
 mod batch_model;
 mod browser;
 mod caches;
 mod cli;
-mod dashboard;
+mod concurrency;
 mod configs;
 mod crash;
 mod crash_cycles;
-mod concurrency;
+mod dashboard;
 mod errors;
 mod failover;
 mod faults;

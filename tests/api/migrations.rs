@@ -15,10 +15,7 @@ fn old_migrations(backend: Backend) -> Vec<(i64, &'static str, &'static str)> {
         Backend::Sqlite => (migrate::SQLITE, 3, include_str!("../fixtures/migrations/sqlite/0003_webhooks.sql"), 4),
         Backend::Postgres => (migrate::POSTGRES, 6, include_str!("../fixtures/migrations/postgres/0006_webhooks.sql"), 7),
     };
-    list.iter()
-        .filter(|m| m.version <= last)
-        .map(|m| (m.version, m.name, if m.version == edited { old_sql } else { m.sql }))
-        .collect()
+    list.iter().filter(|m| m.version <= last).map(|m| (m.version, m.name, if m.version == edited { old_sql } else { m.sql })).collect()
 }
 
 /// Builds the database as a pre-sealing binary did: its bookkeeping table had no checksum.
@@ -56,7 +53,9 @@ async fn schema_dump(backend: Backend, url: &str) -> Vec<String> {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(url).unwrap();
             let mut stmt = conn.prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name").unwrap();
-            let rows = stmt.query_map([], |r| Ok(format!("{} {} on {}: {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)));
+            let rows = stmt.query_map([], |r| {
+                Ok(format!("{} {} on {}: {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            });
             rows.unwrap().collect::<Result<_, _>>().unwrap()
         }
         Backend::Postgres => {
@@ -142,12 +141,8 @@ async fn a_changed_shipped_migration_refuses_to_start_naming_it(backend: Backend
     let before = schema_dump(backend, &db.url).await;
 
     for command in ["migrate", "serve"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_coins"))
-            .arg(command)
-            .env("COINS_DATABASE_URL", &db.url)
-            .env("COINS_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_coins")).arg(command).env("COINS_DATABASE_URL", &db.url).env("COINS_LISTEN", "127.0.0.1:0").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{command} must refuse to start: {stderr}");
         assert!(stderr.contains(&format!("migration {named} differs")), "{command}: {stderr}");

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use coins::domain::config::ConfigValues;
-use coins::domain::{CoinConfigId, Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
+use coins::domain::config::ConfigValues;
+use coins::domain::{CoinConfigId, Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::store::StoreError;
 use proptest::prelude::*;
 

@@ -72,21 +72,43 @@ async fn three_processes_apply_every_request_once_and_see_changes_and_revocation
         .collect();
     let http = reqwest::Client::new();
     let admin = token(&http, &servers[0].base, ADMIN_ID, ADMIN_SECRET).await;
-    let (status, body) = post(&http, &servers[0].base, &admin, "/api/v0/enkash-coins/create-coins-config", &json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":10})).await;
+    let (status, body) = post(
+        &http,
+        &servers[0].base,
+        &admin,
+        "/api/v0/enkash-coins/create-coins-config",
+        &json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":10}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let config_id = body["payload"]["coinConfigId"].as_str().unwrap().to_owned();
 
     // The same request ids to all three at once, every kind of write.
     for i in 0..20 {
         let user = format!("U{}", i % 4);
-        let (s, _) = everywhere(&http, &servers, &admin, "/api/v0/enkash-coins/allocate-coin", json!({"companyId":"C","event":"E","requestId":format!("A{i}"),"userId":user})).await;
+        let (s, _) = everywhere(
+            &http,
+            &servers,
+            &admin,
+            "/api/v0/enkash-coins/allocate-coin",
+            json!({"companyId":"C","event":"E","requestId":format!("A{i}"),"userId":user}),
+        )
+        .await;
         assert_eq!(s, 200);
         if i % 3 == 0 {
-            let (s, b) = everywhere(&http, &servers, &admin, "/api/v0/coins/redeem", json!({"companyId":"C","userId":user,"requestId":format!("R{i}"),"coins":3})).await;
+            let (s, b) =
+                everywhere(&http, &servers, &admin, "/api/v0/coins/redeem", json!({"companyId":"C","userId":user,"requestId":format!("R{i}"),"coins":3})).await;
             assert_eq!(s, 200, "{b}");
         }
         if i % 5 == 0 {
-            let (s, b) = everywhere(&http, &servers, &admin, "/api/v0/coins/reverse", json!({"companyId":"C","requestId":format!("X{i}"),"originalRequestId":format!("A{i}")})).await;
+            let (s, b) = everywhere(
+                &http,
+                &servers,
+                &admin,
+                "/api/v0/coins/reverse",
+                json!({"companyId":"C","requestId":format!("X{i}"),"originalRequestId":format!("A{i}")}),
+            )
+            .await;
             assert!(s == 200 || b["error_code"] == json!("INSUFFICIENT_BALANCE"), "{b}");
         }
     }
@@ -94,10 +116,13 @@ async fn three_processes_apply_every_request_once_and_see_changes_and_revocation
     let answers = at_once(&http, &servers, &admin, "/api/v0/enkash-coins/allocate-coins", &json!({"allocations": items})).await;
     // Each item is allocated by exactly one process and replayed by the other two.
     for i in 0..50 {
-        let statuses: Vec<&str> = answers.iter().map(|(s, b)| {
-            assert_eq!(*s, 200, "{b}");
-            b["payload"]["results"][i]["status"].as_str().unwrap()
-        }).collect();
+        let statuses: Vec<&str> = answers
+            .iter()
+            .map(|(s, b)| {
+                assert_eq!(*s, 200, "{b}");
+                b["payload"]["results"][i]["status"].as_str().unwrap()
+            })
+            .collect();
         assert_eq!(statuses.iter().filter(|s| **s == "ALLOCATED").count(), 1, "item {i}: {statuses:?}");
         assert_eq!(statuses.iter().filter(|s| **s == "REPLAYED").count(), 2, "item {i}: {statuses:?}");
     }
@@ -119,7 +144,9 @@ async fn three_processes_apply_every_request_once_and_see_changes_and_revocation
     for (n, server) in servers.iter().enumerate().skip(1) {
         loop {
             let rid = format!("CHANGE-{n}-{}", started.elapsed().as_millis());
-            let (s, _) = post(&http, &server.base, &admin, "/api/v0/enkash-coins/allocate-coin", &json!({"companyId":"C","event":"E","requestId":rid,"userId":"CHG"})).await;
+            let (s, _) =
+                post(&http, &server.base, &admin, "/api/v0/enkash-coins/allocate-coin", &json!({"companyId":"C","event":"E","requestId":rid,"userId":"CHG"}))
+                    .await;
             assert_eq!(s, 200);
             let credited: i64 = client.query_one("SELECT coins FROM ledger_entries WHERE request_id = $1", &[&rid]).await.unwrap().get(0);
             if credited == 7 {
@@ -132,7 +159,11 @@ async fn three_processes_apply_every_request_once_and_see_changes_and_revocation
     eprintln!("configuration change seen by every process after {:?}", started.elapsed());
 
     // A revocation (made with the CLI, as operators do) reaches every process within 10 s.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coins")).args(["client", "create", "--name", "doomed", "--company", "C"]).env("COINS_DATABASE_URL", &db.url).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coins"))
+        .args(["client", "create", "--name", "doomed", "--company", "C"])
+        .env("COINS_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     let field = |k: &str| printed.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().to_owned();
     let (id, secret) = (field("client_id:"), field("client_secret:"));

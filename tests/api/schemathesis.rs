@@ -51,14 +51,20 @@ async fn run(backend: Backend) {
     ];
     let (mut child, base) = start_coins_serve(&db.url, &env);
     let http = reqwest::Client::new();
-    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
     // Seed what the settings file names: configuration WCC100001 and user SEEDUSER with history.
     let post = |path: &str, body: Value| http.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send();
-    let res = post("/api/v0/enkash-coins/create-coins-config", json!({"configuration":"DEFAULT","companyId":"SEED","event":"EV","amount":50,"validityDays":30})).await.unwrap();
+    let res =
+        post("/api/v0/enkash-coins/create-coins-config", json!({"configuration":"DEFAULT","companyId":"SEED","event":"EV","amount":50,"validityDays":30}))
+            .await
+            .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["payload"]["coinConfigId"], json!("WCC100001"));
     for i in 0..3 {
-        let res = post("/api/v0/enkash-coins/allocate-coin", json!({"companyId":"SEED","event":"EV","requestId":format!("SEED{i}"),"userId":"SEEDUSER"})).await.unwrap();
+        let res = post("/api/v0/enkash-coins/allocate-coin", json!({"companyId":"SEED","event":"EV","requestId":format!("SEED{i}"),"userId":"SEEDUSER"}))
+            .await
+            .unwrap();
         assert_eq!(res.status().as_u16(), 200);
     }
     let settings = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis/schemathesis.toml");

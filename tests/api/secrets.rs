@@ -36,7 +36,8 @@ async fn nothing_secret_in_the_debug_log(backend: Backend) {
     let mut secrets: Vec<String> = vec![ADMIN_SECRET.into(), PASSWORD.into()];
     let token_of = |v: &Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")).to_owned();
 
-    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     let first: Value = res.json().await.unwrap();
     let admin = token_of(&first, "access_token");
     secrets.extend([admin.clone(), token_of(&first, "refresh_token")]);
@@ -80,17 +81,30 @@ async fn nothing_secret_in_the_debug_log(backend: Backend) {
     secrets.extend([token_of(&res, "access_token"), token_of(&res, "refresh_token")]);
     // Failures: a wrong password, wrong secrets until the client locks, a refresh token reused.
     let wrong = "wrong-password-5555";
-    http.post(format!("{base}/oauth/token")).basic_auth(&id, Some(&secret)).form(&[("grant_type", "password"), ("username", "asha"), ("password", wrong)]).send().await.unwrap();
+    http.post(format!("{base}/oauth/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "password"), ("username", "asha"), ("password", wrong)])
+        .send()
+        .await
+        .unwrap();
     for _ in 0..6 {
         http.post(format!("{base}/oauth/token")).basic_auth(&id, Some(wrong)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     }
-    http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())]).send().await.unwrap();
+    http.post(format!("{base}/oauth/token"))
+        .basic_auth(ADMIN_ID, Some(ADMIN_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())])
+        .send()
+        .await
+        .unwrap();
     secrets.push(wrong.into());
     // API traffic with bearer tokens, good and bad.
     let body = json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":5});
     http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
     let alloc = json!({"companyId":"C","event":"E","requestId":"R1","userId":"U"});
-    assert_eq!(http.post(format!("{base}/api/v0/enkash-coins/allocate-coin")).bearer_auth(&user_token).json(&alloc).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        http.post(format!("{base}/api/v0/enkash-coins/allocate-coin")).bearer_auth(&user_token).json(&alloc).send().await.unwrap().status().as_u16(),
+        200
+    );
     let forged = format!("{user_token}x");
     http.get(format!("{base}/api/v0/coins/balance?userId=U")).bearer_auth(&forged).send().await.unwrap();
     secrets.push(forged);

@@ -112,7 +112,12 @@ impl Receiver {
             if done(&records) {
                 return records;
             }
-            assert!(started.elapsed() < limit, "{what}: not within {limit:?}; received {} requests:\n{:#?}", records.len(), records.iter().rev().take(5).collect::<Vec<_>>());
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?}; received {} requests:\n{:#?}",
+                records.len(),
+                records.iter().rev().take(5).collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -585,7 +590,8 @@ fn serve(url: &str, extra: &[(&str, &str)]) -> Server {
 }
 
 async fn admin_token(http: &reqwest::Client, base: &str) -> String {
-    let res = http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let res =
+        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
 }
 
@@ -610,12 +616,29 @@ async fn a_server_killed_mid_delivery_delivers_after_restart(backend: Backend) {
     let mut server = serve(&db.url, &extra);
     let token = admin_token(&http, &server.base).await;
     let post = reqwest::Method::POST;
-    call(&http, &server.base, &token, post.clone(), "/api/v0/enkash-coins/create-coins-config", Some(json!({"configuration": "DEFAULT", "companyId": "SHOP", "event": "EARN", "amount": 7}))).await;
-    let created = call(&http, &server.base, &token, post.clone(), HOOKS, Some(json!({"companyId": "SHOP", "url": rx.url(), "events": ["coins.allocated"]}))).await;
+    call(
+        &http,
+        &server.base,
+        &token,
+        post.clone(),
+        "/api/v0/enkash-coins/create-coins-config",
+        Some(json!({"configuration": "DEFAULT", "companyId": "SHOP", "event": "EARN", "amount": 7})),
+    )
+    .await;
+    let created =
+        call(&http, &server.base, &token, post.clone(), HOOKS, Some(json!({"companyId": "SHOP", "url": rx.url(), "events": ["coins.allocated"]}))).await;
     let id = created["webhookId"].as_str().unwrap().to_owned();
     rx.set_secrets(&[created["secret"].as_str().unwrap()]);
     rx.set_mode("slow 2");
-    call(&http, &server.base, &token, post, "/api/v0/enkash-coins/allocate-coin", Some(json!({"companyId": "SHOP", "event": "EARN", "requestId": "K-1", "userId": "U"}))).await;
+    call(
+        &http,
+        &server.base,
+        &token,
+        post,
+        "/api/v0/enkash-coins/allocate-coin",
+        Some(json!({"companyId": "SHOP", "event": "EARN", "requestId": "K-1", "userId": "U"})),
+    )
+    .await;
     let started = Instant::now();
     while rx.arrivals().is_empty() {
         assert!(started.elapsed() < Duration::from_secs(10), "the delivery never started");
@@ -664,8 +687,17 @@ async fn three_processes_on_one_postgres_deliver_every_event_once() {
     let servers: Vec<Server> = (0..3).map(|_| serve(&db.url, &[])).collect();
     let token = admin_token(&http, &servers[0].base).await;
     let post = reqwest::Method::POST;
-    call(&http, &servers[0].base, &token, post.clone(), "/api/v0/enkash-coins/create-coins-config", Some(json!({"configuration": "DEFAULT", "companyId": "SHOP", "event": "EARN", "amount": 1}))).await;
-    let created = call(&http, &servers[0].base, &token, post.clone(), HOOKS, Some(json!({"companyId": "SHOP", "url": rx.url(), "events": ["coins.allocated"]}))).await;
+    call(
+        &http,
+        &servers[0].base,
+        &token,
+        post.clone(),
+        "/api/v0/enkash-coins/create-coins-config",
+        Some(json!({"configuration": "DEFAULT", "companyId": "SHOP", "event": "EARN", "amount": 1})),
+    )
+    .await;
+    let created =
+        call(&http, &servers[0].base, &token, post.clone(), HOOKS, Some(json!({"companyId": "SHOP", "url": rx.url(), "events": ["coins.allocated"]}))).await;
     rx.set_secrets(&[created["secret"].as_str().unwrap()]);
     const EVENTS: usize = 600;
     let mut tasks = Vec::new();

@@ -109,7 +109,11 @@ pub struct BulkResult {
 #[serde(transparent)]
 pub struct AmountMinor(pub i64);
 
-schema_of!(AmountMinor, "AmountMinor", int_schema(1, AMOUNT_MINOR_MAX, false, "Currency minor units (paise for INR) to pay with coins; the coins needed are rounded up"));
+schema_of!(
+    AmountMinor,
+    "AmountMinor",
+    int_schema(1, AMOUNT_MINOR_MAX, false, "Currency minor units (paise for INR) to pay with coins; the coins needed are rounded up")
+);
 
 impl FromField for AmountMinor {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
@@ -162,7 +166,8 @@ impl utoipa::PartialSchema for RedeemRequest {
         // The other amount absent or null: `null` counts as not given.
         let null = || ObjectBuilder::new().schema_type(Type::Null);
         let by_coins = ObjectBuilder::new().property("coins", <Coins as utoipa::PartialSchema>::schema()).property("amountMinor", null()).required("coins");
-        let by_minor = ObjectBuilder::new().property("amountMinor", <AmountMinor as utoipa::PartialSchema>::schema()).property("coins", null()).required("amountMinor");
+        let by_minor =
+            ObjectBuilder::new().property("amountMinor", <AmountMinor as utoipa::PartialSchema>::schema()).property("coins", null()).required("amountMinor");
         AllOfBuilder::new()
             .item(ids)
             .item(OneOfBuilder::new().item(by_coins).item(by_minor))

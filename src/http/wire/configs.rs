@@ -89,7 +89,9 @@ impl utoipa::PartialSchema for PatchConfigSchema {
         AllOfBuilder::new()
             .item(<PatchConfigRequest as utoipa::PartialSchema>::schema())
             .item(any)
-            .description(Some("The fields given replace the stored ones; `null` clears validityDays, maxPerUserPerDay or maxPerUser. At least one is required."))
+            .description(Some(
+                "The fields given replace the stored ones; `null` clears validityDays, maxPerUserPerDay or maxPerUser. At least one is required.",
+            ))
             .into()
     }
 }
@@ -167,11 +169,7 @@ pub struct ConfigListQuery {
 
 impl FromQuery for ConfigListQuery {
     fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
-        Ok(Self {
-            company_id: query_id(q, "companyId")?,
-            event: query_id(q, "event")?,
-            configuration: query_id(q, "configuration")?,
-        })
+        Ok(Self { company_id: query_id(q, "companyId")?, event: query_id(q, "event")?, configuration: query_id(q, "configuration")? })
     }
 }
 

@@ -169,11 +169,7 @@ pub fn basic_credentials(header: &[u8]) -> Result<(Credential, Credential), &'st
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
         .map(|(_, rest)| rest.trim())
         .ok_or("the Authorization header must use the Basic scheme")?;
-    let decoded = STANDARD
-        .decode(encoded)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or("the Basic credentials are not valid base64 UTF-8")?;
+    let decoded = STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()).ok_or("the Basic credentials are not valid base64 UTF-8")?;
     let (id, secret) = decoded.split_once(':').ok_or("the Basic credentials must be id:secret")?;
     let (id, secret) = (Credential::from_basic_part(id), Credential::from_basic_part(secret));
     if id.readings().chain(secret.readings()).any(|s| s.contains('\0')) {

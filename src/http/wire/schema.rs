@@ -44,9 +44,25 @@ pub(crate) fn int_schema(min: i64, max: i64, nullable: bool, description: &str) 
 
 const ID_PATTERN: &str = "^[A-Za-z0-9_.:@-]{1,64}$";
 schema_of!(CompanyId, "CompanyId", string_schema(ID_PATTERN, "CEK0TCW2W8", "A business; 1 to 64 characters from A-Z a-z 0-9 _ - . : @"));
-schema_of!(UserId, "UserId", string_schema(ID_PATTERN, "EKQZVMQK", "A person earning coins, unique across the installation; 1 to 64 characters from A-Z a-z 0-9 _ - . : @"));
-schema_of!(RequestId, "RequestId", string_schema(ID_PATTERN, "COIN_REQ1234567", "The caller's idempotency key, unique per company across allocations, redemptions and reversals; 1 to 64 characters from A-Z a-z 0-9 _ - . : @"));
-schema_of!(EventName, "EventName", string_schema("^[A-Za-z0-9_.-]{1,64}$", "REFERRAL_EVENT", "A qualifying action, case-sensitive; 1 to 64 characters from A-Z a-z 0-9 _ - ."));
+schema_of!(
+    UserId,
+    "UserId",
+    string_schema(ID_PATTERN, "EKQZVMQK", "A person earning coins, unique across the installation; 1 to 64 characters from A-Z a-z 0-9 _ - . : @")
+);
+schema_of!(
+    RequestId,
+    "RequestId",
+    string_schema(
+        ID_PATTERN,
+        "COIN_REQ1234567",
+        "The caller's idempotency key, unique per company across allocations, redemptions and reversals; 1 to 64 characters from A-Z a-z 0-9 _ - . : @"
+    )
+);
+schema_of!(
+    EventName,
+    "EventName",
+    string_schema("^[A-Za-z0-9_.-]{1,64}$", "REFERRAL_EVENT", "A qualifying action, case-sensitive; 1 to 64 characters from A-Z a-z 0-9 _ - .")
+);
 schema_of!(
     ConfigKind,
     "ConfigurationKind",
@@ -57,5 +73,9 @@ schema_of!(
         .into()
 );
 schema_of!(Coins, "Coins", int_schema(1, AMOUNT_MAX, false, "A whole number of coins"));
-schema_of!(ValidityDays, "ValidityDays", int_schema(1, crate::domain::config::VALIDITY_DAYS_MAX, true, "Days until coins credited by this configuration expire; null: never"));
+schema_of!(
+    ValidityDays,
+    "ValidityDays",
+    int_schema(1, crate::domain::config::VALIDITY_DAYS_MAX, true, "Days until coins credited by this configuration expire; null: never")
+);
 schema_of!(CapLimit, "CapLimit", int_schema(1, crate::domain::config::CAP_MAX, true, "A cap on allocations of the event per user; null: no cap"));

@@ -160,9 +160,7 @@ impl TokenStore for PgStore {
                 let tokens = tokens.clone();
                 Box::pin(async move {
                     let stmt = tx
-                        .prepare_cached(
-                            "INSERT INTO tokens (token_hash, kind, client_id, username, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
+                        .prepare_cached("INSERT INTO tokens (token_hash, kind, client_id, username, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
                         .await?;
                     for t in &tokens {
                         tx.execute(&stmt, &[&t.token_hash, &t.kind.as_str(), &t.client_id, &t.username, &t.created_at_ms, &t.expires_at_ms]).await?;

@@ -18,8 +18,7 @@ use crate::store::configs::{self, ConfigTx};
 use crate::store::model::{coin_value_from, coin_value_key};
 use crate::store::{AuditRecord, ConfigFilter, ConfigStore, StoreError, StoreResult};
 
-pub(super) const CONFIG_COLUMNS: &str =
-    "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version";
+pub(super) const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version";
 
 pub(super) fn config_from_row(row: &Row) -> CoinConfig {
     CoinConfig {
@@ -46,9 +45,8 @@ async fn slot_holder(client: &impl GenericClient, values: &ConfigValues, except:
             client.query_opt(&stmt, &[&values.event.as_str(), &except]).await?
         }
         ConfigKind::Custom => {
-            let stmt = client
-                .prepare_cached("SELECT seq FROM coin_configs WHERE configuration = 'CUSTOM' AND company_id = $1 AND event = $2 AND seq <> $3")
-                .await?;
+            let stmt =
+                client.prepare_cached("SELECT seq FROM coin_configs WHERE configuration = 'CUSTOM' AND company_id = $1 AND event = $2 AND seq <> $3").await?;
             client.query_opt(&stmt, &[&values.company_id.as_str(), &values.event.as_str(), &except]).await?
         }
     };
@@ -86,16 +84,13 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
         let events: Vec<&str> = missing.iter().map(|k| k.1).collect();
         let companies: Vec<&str> = missing.iter().map(|k| k.0).collect();
         let stmt = tx
-            .prepare_cached(&format!(
-                "SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ANY($1) AND (configuration = 'DEFAULT' OR company_id = ANY($2))"
-            ))
+            .prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ANY($1) AND (configuration = 'DEFAULT' OR company_id = ANY($2))"))
             .await?;
         let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&events, &companies]).await?.iter().map(config_from_row).collect();
         let mut fills = Vec::with_capacity(missing.len());
         for (company, event) in missing {
-            let custom = candidates
-                .iter()
-                .find(|c| c.values.kind == ConfigKind::Custom && c.values.company_id.as_str() == company && c.values.event.as_str() == event);
+            let custom =
+                candidates.iter().find(|c| c.values.kind == ConfigKind::Custom && c.values.company_id.as_str() == company && c.values.event.as_str() == event);
             let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default && c.values.event.as_str() == event);
             let value = cfg::resolve(custom, default).cloned();
             fills.push((company.to_owned(), event.to_owned(), value.clone()));

@@ -23,12 +23,12 @@ use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, Req
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::refusal::Cap;
-use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::report;
+use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, Refusal, RequestId, UserId};
-use crate::store::ledger::{self, Claim, LedgerTx};
 use crate::store::error::Shared;
+use crate::store::ledger::{self, Claim, LedgerTx};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 impl LedgerTx for PgTx<'_> {
@@ -195,7 +195,18 @@ impl LedgerTx for PgTx<'_> {
             .0
             .query_one(
                 &stmt,
-                &[&company.as_str(), &user.as_str(), &e.kind.as_str(), &e.coins, &e.balance_after, &e.event, &request_id, &e.coin_config_id, &now_ms, &e.expires_at],
+                &[
+                    &company.as_str(),
+                    &user.as_str(),
+                    &e.kind.as_str(),
+                    &e.coins,
+                    &e.balance_after,
+                    &e.event,
+                    &request_id,
+                    &e.coin_config_id,
+                    &now_ms,
+                    &e.expires_at,
+                ],
             )
             .await?;
         Ok(row.get(0))
@@ -232,9 +243,7 @@ impl LedgerTx for PgTx<'_> {
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
         let stmt = self
             .0
-            .prepare_cached(
-                "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)",
-            )
+            .prepare_cached("INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)")
             .await?;
         self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &entry_id, &lot.coins, &lot.expires_at, &now_ms]).await?;
         Ok(())
@@ -328,12 +337,15 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         let round = pending;
         let pick = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&i| f(&cmds[i])).collect() };
         let config = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|&i| configs[i].as_ref().and_then(f)).collect() };
-        let (companies, users, events, requests) = (pick(&|c| c.company.as_str()), pick(&|c| c.user.as_str()), pick(&|c| c.event.as_str()), pick(&|c| c.request_id.as_str()));
+        let (companies, users, events, requests) =
+            (pick(&|c| c.company.as_str()), pick(&|c| c.user.as_str()), pick(&|c| c.event.as_str()), pick(&|c| c.request_id.as_str()));
         let nows: Vec<i64> = round.iter().map(|&i| cmds[i].now_ms).collect();
         let (seqs, amounts) = (config(&|c| Some(c.id.seq())), config(&|c| Some(c.values.amount.get())));
-        let (validity, cap_day, cap_ever) = (config(&|c| c.values.validity_days), config(&|c| c.values.max_per_user_per_day), config(&|c| c.values.max_per_user));
+        let (validity, cap_day, cap_ever) =
+            (config(&|c| c.values.validity_days), config(&|c| c.values.max_per_user_per_day), config(&|c| c.values.max_per_user));
         let rows = if round.len() == 1 {
-            tx.query(&one, &[&companies[0], &users[0], &events[0], &requests[0], &nows[0], &seqs[0], &amounts[0], &validity[0], &cap_day[0], &cap_ever[0]]).await?
+            tx.query(&one, &[&companies[0], &users[0], &events[0], &requests[0], &nows[0], &seqs[0], &amounts[0], &validity[0], &cap_day[0], &cap_ever[0]])
+                .await?
         } else {
             tx.query(&set, &[&companies, &users, &events, &requests, &nows, &seqs, &amounts, &validity, &cap_day, &cap_ever]).await?
         };

@@ -107,10 +107,7 @@ async fn listen(config: &tokio_postgres::Config, caches: &Arc<Caches>) -> String
         }
     });
     let outcome: Result<String, String> = async {
-        client
-            .batch_execute(&format!("LISTEN {CONFIGS_CHANNEL}; LISTEN {BALANCES_CHANNEL}"))
-            .await
-            .map_err(|e| format!("LISTEN: {e}"))?;
+        client.batch_execute(&format!("LISTEN {CONFIGS_CHANNEL}; LISTEN {BALANCES_CHANNEL}")).await.map_err(|e| format!("LISTEN: {e}"))?;
         caches.set_live(true);
         let mut ticker = tokio::time::interval(PING_INTERVAL);
         loop {

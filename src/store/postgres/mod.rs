@@ -190,10 +190,7 @@ impl MigrationTarget for PgMigrations<'_> {
     async fn apply(&mut self, m: &Migration, checksum: &str, now_ms: i64) -> StoreResult<()> {
         self.0.batch_execute(m.sql).await?;
         self.0
-            .execute(
-                "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)",
-                &[&m.version, &m.name, &now_ms, &checksum],
-            )
+            .execute("INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)", &[&m.version, &m.name, &now_ms, &checksum])
             .await?;
         Ok(())
     }

@@ -4,11 +4,13 @@ use async_trait::async_trait;
 
 use super::PgStore;
 use crate::domain::config::DAY_MS;
-use crate::domain::{Coins, CompanyId, UserId};
-use crate::store::verify::CHECKS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::store::{CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance, UserSummary, VerifyReport};
+use crate::domain::{Coins, CompanyId, UserId};
+use crate::store::verify::CHECKS;
+use crate::store::{
+    CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance, UserSummary, VerifyReport,
+};
 
 /// The visible balance (stored balance less lots past expiry not yet written off) and when it
 /// will next drop by itself (the soonest unexpired lot expiry).

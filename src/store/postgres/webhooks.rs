@@ -56,20 +56,20 @@ fn delivery_from_row(r: &Row) -> StoreResult<Delivery> {
     let event_type: &str = r.get(5);
     let company_id: String = r.get(7);
     let data = r.get::<_, Option<i64>>(9).map(|entry_id| EventData {
-            user_id: r.get(10),
-            company_id: company_id.clone(),
-            entry: LedgerEntry {
-                entry_id,
-                kind: r.get(18),
-                coins: r.get(11),
-                balance_after: r.get(12),
-                event: r.get(13),
-                request_id: r.get(14),
-                coin_config_id: r.get(15),
-                created_at_ms: r.get(16),
-                expires_at_ms: r.get(17),
-            },
-        });
+        user_id: r.get(10),
+        company_id: company_id.clone(),
+        entry: LedgerEntry {
+            entry_id,
+            kind: r.get(18),
+            coins: r.get(11),
+            balance_after: r.get(12),
+            event: r.get(13),
+            request_id: r.get(14),
+            coin_config_id: r.get(15),
+            created_at_ms: r.get(16),
+            expires_at_ms: r.get(17),
+        },
+    });
     Ok(Delivery {
         message_seq: r.get(0),
         webhook_id: r.get(1),
@@ -106,10 +106,8 @@ fn attempt_from_row(r: &Row) -> AttemptRecord {
 
 impl WebhookTx for PgTx<'_> {
     async fn lock_webhooks(&mut self, webhook_ids: &[String]) -> StoreResult<HashMap<String, Option<i64>>> {
-        let stmt = self
-            .0
-            .prepare_cached("SELECT webhook_id, failing_since FROM webhooks WHERE webhook_id = ANY($1) ORDER BY webhook_id FOR NO KEY UPDATE")
-            .await?;
+        let stmt =
+            self.0.prepare_cached("SELECT webhook_id, failing_since FROM webhooks WHERE webhook_id = ANY($1) ORDER BY webhook_id FOR NO KEY UPDATE").await?;
         Ok(self.0.query(&stmt, &[&webhook_ids]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 

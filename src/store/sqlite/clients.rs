@@ -35,10 +35,11 @@ fn subject(who: AuthSubject<'_>) -> (&'static str, &'static str, Vec<String>) {
 
 fn store_lock(conn: &Connection, table: &str, filter: &str, keys: &[String], state: LockState) -> StoreResult<()> {
     let n = keys.len();
-    conn.prepare_cached(&format!("UPDATE {table} SET failed_attempts = ?{}, locked_until = ?{} WHERE {filter}", n + 1, n + 2))?
-        .execute(rusqlite::params_from_iter(
+    conn.prepare_cached(&format!("UPDATE {table} SET failed_attempts = ?{}, locked_until = ?{} WHERE {filter}", n + 1, n + 2))?.execute(
+        rusqlite::params_from_iter(
             keys.iter().map(|k| rusqlite::types::Value::Text(k.clone())).chain([state.failed_attempts.into(), state.locked_until_ms.into()]),
-        ))?;
+        ),
+    )?;
     Ok(())
 }
 
@@ -68,7 +69,10 @@ impl ClientStore for SqliteStore {
     async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
         let id = client_id.to_owned();
         self.read(move |conn| {
-            Ok(conn.prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"))?.query_row(params![id], client_from_row).optional()?)
+            Ok(conn
+                .prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"))?
+                .query_row(params![id], client_from_row)
+                .optional()?)
         })
         .await
     }
@@ -159,9 +163,8 @@ impl ClientStore for SqliteStore {
 impl TokenStore for SqliteStore {
     async fn insert_tokens(&self, tokens: Vec<TokenRecord>) -> StoreResult<()> {
         self.write(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO tokens (token_hash, kind, client_id, username, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            let mut stmt =
+                conn.prepare_cached("INSERT INTO tokens (token_hash, kind, client_id, username, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
             for t in &tokens {
                 stmt.execute(params![t.token_hash, t.kind.as_str(), t.client_id, t.username, t.created_at_ms, t.expires_at_ms])?;
             }
@@ -173,7 +176,8 @@ impl TokenStore for SqliteStore {
     async fn expire_access_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()> {
         let hash = token_hash.to_owned();
         self.write(move |conn| {
-            conn.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE token_hash = ?1 AND kind = 'access' AND expires_at > ?2")?.execute(params![hash, now_ms])?;
+            conn.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE token_hash = ?1 AND kind = 'access' AND expires_at > ?2")?
+                .execute(params![hash, now_ms])?;
             Ok(())
         })
         .await

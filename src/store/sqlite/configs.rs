@@ -59,9 +59,7 @@ pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyI
 
 pub(super) fn coin_value_in(conn: &Connection, company: Option<&CompanyId>) -> StoreResult<CoinValue> {
     let row: Option<(String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT company_id, currency, minor_units_per_coin FROM coin_values WHERE company_id IN (?1, '') ORDER BY company_id DESC LIMIT 1",
-        )?
+        .prepare_cached("SELECT company_id, currency, minor_units_per_coin FROM coin_values WHERE company_id IN (?1, '') ORDER BY company_id DESC LIMIT 1")?
         .query_row(params![coin_value_key(company)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     Ok(coin_value_from(row))

@@ -12,8 +12,8 @@ use crate::domain::expire::DueLot;
 use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
-use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::report;
+use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::webhooks::EventType;
 use crate::domain::{Coins, CompanyId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, run_now};
@@ -72,9 +72,12 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn finish(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, response: &str) -> StoreResult<()> {
-        self.0
-            .prepare_cached("UPDATE requests SET coins = ?3, response = ?4 WHERE company_id = ?1 AND request_id = ?2")?
-            .execute(params![company.as_str(), request_id.as_str(), coins, response])?;
+        self.0.prepare_cached("UPDATE requests SET coins = ?3, response = ?4 WHERE company_id = ?1 AND request_id = ?2")?.execute(params![
+            company.as_str(),
+            request_id.as_str(),
+            coins,
+            response
+        ])?;
         Ok(())
     }
 
@@ -93,9 +96,11 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()> {
-        self.0
-            .prepare_cached("INSERT INTO users (company_id, user_id, balance, created_at) VALUES (?1, ?2, 0, ?3)")?
-            .execute(params![company.as_str(), user.as_str(), now_ms])?;
+        self.0.prepare_cached("INSERT INTO users (company_id, user_id, balance, created_at) VALUES (?1, ?2, 0, ?3)")?.execute(params![
+            company.as_str(),
+            user.as_str(),
+            now_ms
+        ])?;
         Ok(())
     }
 
@@ -210,9 +215,7 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
         self.0
-            .prepare_cached(
-                "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
-            )?
+            .prepare_cached("INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)")?
             .execute(params![company.as_str(), user.as_str(), entry_id, lot.coins, lot.expires_at, now_ms])?;
         Ok(())
     }

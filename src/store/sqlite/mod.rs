@@ -14,8 +14,8 @@ mod clients;
 mod configs;
 mod ledger;
 mod reports;
-mod webhooks;
 mod wal;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -64,9 +64,7 @@ fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> 
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
     // FULL: the WAL is synced at every commit, so an acknowledged write survives power loss.
     // temp_store=MEMORY: savepoint sub-journals of generic writer jobs stay in memory.
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{cache_kib};"
-    ))?;
+    conn.execute_batch(&format!("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{cache_kib};"))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -158,7 +156,8 @@ struct SqliteMigrations<'a>(&'a Connection);
 impl MigrationTarget for SqliteMigrations<'_> {
     async fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>> {
         self.0.execute_batch(migrate::CREATE_TABLE)?;
-        let sealed: bool = self.0.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info('schema_migrations') WHERE name = 'checksum')", [], |r| r.get(0))?;
+        let sealed: bool =
+            self.0.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info('schema_migrations') WHERE name = 'checksum')", [], |r| r.get(0))?;
         if !sealed {
             self.0.execute_batch("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")?;
         }

@@ -157,7 +157,9 @@ impl WebhookTx for SqliteTx<'_> {
     }
 
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()> {
-        self.0.prepare_cached("UPDATE webhooks SET failing_since = ?2 WHERE webhook_id = ?1 AND failing_since IS NOT ?2")?.execute(params![webhook_id, since])?;
+        self.0
+            .prepare_cached("UPDATE webhooks SET failing_since = ?2 WHERE webhook_id = ?1 AND failing_since IS NOT ?2")?
+            .execute(params![webhook_id, since])?;
         Ok(())
     }
 
