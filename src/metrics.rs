@@ -30,6 +30,7 @@ pub fn handle() -> &'static PrometheusHandle {
             _ => PrometheusBuilder::new().build_recorder().handle(),
         };
         describe();
+        export_known_labels();
         handle
     })
 }
@@ -58,6 +59,28 @@ fn describe() {
     describe_counter!("coins_rate_limited_total", "Calls refused by a rate limit, by limit: client, token");
 }
 
+/// Every counter whose labels are known in advance, at 0 from the start, so rates and alerts
+/// work on a fresh server (Prometheus' guidance for known label values).
+fn export_known_labels() {
+    for movement in Movement::ALL {
+        counter!("coins_ledger_operations_total", "movement" => movement.label()).increment(0);
+        counter!("coins_ledger_coins_total", "movement" => movement.label()).increment(0);
+    }
+    for outcome in ["delivered", "failed"] {
+        counter!("coins_webhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
+    for limit in ["client", "token"] {
+        counter!("coins_rate_limited_total", "limit" => limit).increment(0);
+    }
+    for cache in ["balance", "config", "token"] {
+        for result in ["hit", "miss"] {
+            counter!("coins_cache_lookups_total", "cache" => cache, "result" => result).increment(0);
+        }
+    }
+    counter!("coins_sweeper_runs_total").increment(0);
+    counter!("coins_sweeper_users_failed_total").increment(0);
+}
+
 /// One answered request.
 pub fn request(method: &str, route: &str, status: u16, elapsed: Duration) {
     counter!("coins_http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
@@ -74,6 +97,8 @@ pub enum Movement {
 }
 
 impl Movement {
+    const ALL: [Movement; 4] = [Movement::Allocated, Movement::Redeemed, Movement::Reversed, Movement::Expired];
+
     fn label(self) -> &'static str {
         match self {
             Movement::Allocated => "allocated",

@@ -108,7 +108,8 @@ async fn render(state: &AppState, user: &UserId, company: &CompanyId, now: i64) 
     let found = state.store.balance(user, now).await?.filter(|b| &b.company == company);
     let summary = match found {
         Some(_) => {
-            state.store.settle_expired(user, now).await?;
+            let expired = state.store.settle_expired(user, now).await?;
+            crate::metrics::moved(crate::metrics::Movement::Expired, expired.lots, expired.coins);
             state.store.user_summary(user, now).await?.filter(|s| &s.company == company)
         }
         None => None,

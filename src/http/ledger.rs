@@ -139,7 +139,8 @@ pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<
     auth.require_company(&body.company_id)?;
     let amount = body.amount();
     let cmd = RedeemCmd { company: body.company_id, user: body.user_id, request_id: body.request_id, amount, now_ms: state.clock.now_ms() };
-    let Applied { receipt, replayed } = state.store.redeem(cmd).await?;
+    let Applied { receipt, replayed, expired } = state.store.redeem(cmd).await?;
+    metrics::moved(Movement::Expired, expired.lots, expired.coins);
     if !replayed {
         metrics::moved(Movement::Redeemed, 1, receipt.coins.unsigned_abs());
     }
@@ -160,7 +161,8 @@ pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<
 pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json<ReverseRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
     let cmd = ReverseCmd { company: body.company_id, request_id: body.request_id, original: body.original_request_id, now_ms: state.clock.now_ms() };
-    let Applied { receipt, replayed } = state.store.reverse(cmd).await?;
+    let Applied { receipt, replayed, expired } = state.store.reverse(cmd).await?;
+    metrics::moved(Movement::Expired, expired.lots, expired.coins);
     if !replayed {
         metrics::moved(Movement::Reversed, 1, receipt.coins.unsigned_abs());
     }

@@ -85,7 +85,7 @@ async fn write_entry<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId
 }
 
 fn replayed<R: StoredReceipt>(prev: &StoredRequest) -> StoreResult<Applied<R>> {
-    Ok(Applied { receipt: R::from_stored(prev.response.as_deref())?, replayed: true })
+    Ok(Applied { receipt: R::from_stored(prev.response.as_deref())?, replayed: true, expired: Expired::default() })
 }
 
 /// A lost claim means a duplicate committed first; its row is there now.
@@ -143,7 +143,12 @@ pub(crate) async fn expire_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, use
 pub(crate) async fn settle<T: LedgerTx>(tx: &mut T, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
     let Some(account) = tx.account(user).await? else { return Ok(Expired::default()) };
     let plan = expire_due(tx, &account.company, user, account.balance.get(), now_ms).await?;
-    Ok(Expired { lots: plan.entries.len() as u64, coins: plan.expired.max(0) as u64 })
+    Ok(tally(&plan))
+}
+
+/// What an expiry plan wrote off, for the metrics.
+fn tally(plan: &ExpiryPlan) -> Expired {
+    Expired { lots: plan.entries.len() as u64, coins: plan.expired.max(0) as u64 }
 }
 
 pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreResult<Applied<RedeemReceipt>> {
@@ -160,7 +165,8 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
         return replayed(&prev);
     }
     let account = rules::account_in(tx.account(user).await?, company, user)?;
-    let balance = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?.balance;
+    let swept = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?;
+    let (balance, expired) = (swept.balance, tally(&swept));
     let value = tx.coin_value(company).await?;
     let open = tx.open_lots(company, user, cmd.now_ms).await?;
     let plan = redeem::plan_redemption(cmd, balance, &value, open)?;
@@ -168,7 +174,7 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
     tx.apply_moves(entry_id, &plan.moves).await?;
     tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Redeemed, plan.receipt.coins).await?;
     tx.finish(company, request_id, plan.receipt.coins, &plan.receipt.to_stored()).await?;
-    Ok(Applied { receipt: plan.receipt, replayed: false })
+    Ok(Applied { receipt: plan.receipt, replayed: false, expired })
 }
 
 pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
@@ -187,7 +193,8 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         return prev.as_ref().map_or_else(|| Err(Refusal::AlreadyReversed(cmd.original.clone()).into()), replayed);
     }
     let account = rules::account_in(tx.account(user).await?, company, user)?;
-    let balance = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?.balance;
+    let swept = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?;
+    let (balance, before) = (swept.balance, tally(&swept));
     let entry = tx.original_entry(company, &cmd.original, original.kind).await?;
     let plan = if original.kind == RequestKind::Allocate {
         let own = tx.own_lots(entry.entry_id).await?;
@@ -201,8 +208,10 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     tx.apply_moves(entry_id, &plan.moves).await?;
     tx.set_balance(company, user, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta).await?;
     // Coins given back to lots that have expired meanwhile expire again at once.
-    let balance = expire_due(tx, company, user, plan.entry.balance_after, cmd.now_ms).await?.balance;
+    let again = expire_due(tx, company, user, plan.entry.balance_after, cmd.now_ms).await?;
+    let (balance, after) = (again.balance, tally(&again));
     let receipt = ReverseReceipt { request_id: request_id.clone(), original_request_id: cmd.original.clone(), coins: plan.entry.coins, balance };
     tx.finish(company, request_id, plan.entry.coins.abs(), &receipt.to_stored()).await?;
-    Ok(Applied { receipt, replayed: false })
+    let expired = Expired { lots: before.lots + after.lots, coins: before.coins + after.coins };
+    Ok(Applied { receipt, replayed: false, expired })
 }

@@ -65,10 +65,12 @@ pub struct TokenRecord {
 }
 
 /// An idempotent operation's answer: newly applied, or the stored answer of the first time.
+/// `expired`: the user's due lots that the operation wrote off first (never on a replay).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied<T> {
     pub receipt: T,
     pub replayed: bool,
+    pub expired: Expired,
 }
 
 /// A user's coins as clients see them: stored balance less lots already past expiry.

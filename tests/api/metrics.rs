@@ -99,3 +99,75 @@ async fn the_metrics_address_serves_them_without_a_token() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+both_backends! {
+    async fn every_known_label_is_exported_at_zero_from_the_start(app: &TestApp) {
+        let fresh = scrape(app).await;
+        for movement in ["allocated", "redeemed", "reversed", "expired"] {
+            for name in ["coins_ledger_coins_total", "coins_ledger_operations_total"] {
+                let key = format!("{name}{{movement={movement}}}");
+                assert_eq!(fresh.get(&key), Some(&0.0), "{key} must be exported at 0 before any traffic");
+            }
+        }
+        for key in [
+            "coins_webhook_deliveries_total{outcome=delivered}",
+            "coins_webhook_deliveries_total{outcome=failed}",
+            "coins_rate_limited_total{limit=client}",
+            "coins_sweeper_users_failed_total{}",
+        ] {
+            assert_eq!(fresh.get(key), Some(&0.0), "{key} must be exported at 0 before any traffic");
+        }
+    }
+
+    // Expiries are written wherever a user's due lots are met first: a read, a redemption and a
+    // reversal each write one off here (the sweeper's own pass is the next test), and each counts.
+    async fn expiries_count_whichever_path_writes_them(app: &TestApp) {
+        app.create_config(&app.admin_token, json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":10,"validityDays":1})).await.assert_ok();
+        app.config("DEFAULT", "C", "KEEP", 5).await;
+        for (user, n) in [("U1", 1), ("U2", 2), ("U3", 3)] {
+            app.allocate(&app.admin_token, "C", "E", &format!("A{n}"), user).await.assert_ok();
+            app.allocate(&app.admin_token, "C", "KEEP", &format!("B{n}"), user).await.assert_ok();
+        }
+        app.clock.advance_ms(2 * coins::domain::config::DAY_MS);
+        let before = scrape(app).await;
+        let expired = |after: &HashMap<String, f64>| {
+            (delta(&before, after, "coins_ledger_operations_total{movement=expired}"), delta(&before, after, "coins_ledger_coins_total{movement=expired}"))
+        };
+
+        app.get("/api/v0/coins/users/U1", &app.admin_token).await.assert_ok();
+        assert_eq!(expired(&scrape(app).await), (1.0, 10.0), "a read that writes an expiry counts it");
+        app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"C","userId":"U2","requestId":"D2","coins":1})).await.assert_ok();
+        assert_eq!(expired(&scrape(app).await), (2.0, 20.0), "a redemption that writes an expiry counts it");
+        app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId":"C","requestId":"X3","originalRequestId":"B3"})).await.assert_ok();
+        assert_eq!(expired(&scrape(app).await), (3.0, 30.0), "a reversal that writes an expiry counts it");
+    }
+}
+
+fn fast_sweeper() -> ServeSettings {
+    let mut settings = ServeSettings::for_tests();
+    settings.token_ttl_secs = TEST_TOKEN_TTL_SECS;
+    settings.sweep_interval = std::time::Duration::from_millis(20);
+    settings
+}
+
+both_backends! {
+    settings = fast_sweeper;
+
+    async fn the_sweepers_expiries_count_too(app: &TestApp) {
+        app.create_config(&app.admin_token, json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":10,"validityDays":1})).await.assert_ok();
+        app.allocate(&app.admin_token, "C", "E", "A1", "U1").await.assert_ok();
+        let before = scrape(app).await;
+        app.clock.advance_ms(2 * coins::domain::config::DAY_MS);
+        // Bounded wait for the sweeper's own pass (no read of the user, which would expire it).
+        let mut after = scrape(app).await;
+        for _ in 0..250 {
+            if delta(&before, &after, "coins_ledger_coins_total{movement=expired}") > 0.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            after = scrape(app).await;
+        }
+        assert_eq!(delta(&before, &after, "coins_ledger_operations_total{movement=expired}"), 1.0);
+        assert_eq!(delta(&before, &after, "coins_ledger_coins_total{movement=expired}"), 10.0);
+    }
+}
