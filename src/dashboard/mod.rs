@@ -119,7 +119,7 @@ fn notice(ok: bool, message: &str) -> String {
 
 /// What a refused API call says, for a page.
 fn refusal(e: &ApiError) -> String {
-    notice(false, &format!("{} ({})", e.message, e.code))
+    notice(false, &format!("{} ({})", e.message, e.code.as_str()))
 }
 
 fn cookies(headers: &HeaderMap) -> HashMap<String, String> {

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::wire::ErrorEnvelope;
 
 /// The document as served, made once at start-up.
@@ -56,7 +56,7 @@ pub async fn docs_asset(Path(name): Path<String>) -> Result<Response, ApiError> 
         "swagger-ui.css" => asset("text/css; charset=utf-8", include_bytes!("../../web/vendor/swagger-ui/swagger-ui.css")),
         "init.js" => asset("text/javascript; charset=utf-8", include_bytes!("../../web/docs/init.js")),
         "docs.css" => asset("text/css; charset=utf-8", include_bytes!("../../web/docs/docs.css")),
-        _ => return Err(ApiError::not_found("NOT_FOUND", format!("no asset {name}"))),
+        _ => return Err(ApiError::new(ErrorCode::NotFound, format!("no asset {name}"))),
     })
 }
 

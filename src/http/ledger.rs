@@ -70,7 +70,7 @@ pub async fn allocate_many(
         request_id,
         status: "FAILED",
         coins: None,
-        error_code: Some(e.code),
+        error_code: Some(e.code.as_str()),
         message: Some(e.message),
     };
     // Read and authorise every item first; only the good ones go to the store, in one call.

@@ -34,7 +34,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::domain::lockout::LockoutPolicy;
 use crate::store::Store;
-use error::{ApiError, FailureCause};
+use error::{ApiError, ErrorCode, FailureCause};
 
 /// Settings the handlers need, resolved once at start-up.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found("NOT_FOUND", format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::new(ErrorCode::NotFound, format!("no route for {} {}", req.method(), req.uri().path()))
 }
 
 /// Longest client-sent `x-request-id` echoed back; longer or odd ones are replaced.
@@ -138,7 +138,7 @@ fn timed_out(body_read: &BodyRead, limit: Duration) -> Response {
         // same request id is safe.
         ApiError::unavailable(&format!("the request was not answered within {secs} s; retry it (with the same requestId)"), 1).into_response()
     } else {
-        let mut res = ApiError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", format!("the request was not received within {secs} s")).into_response();
+        let mut res = ApiError::new(ErrorCode::RequestTimeout, format!("the request was not received within {secs} s")).into_response();
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         res
     }

@@ -6,9 +6,12 @@
 
 use serde_json::json;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+
+use super::error::ErrorCode;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,8 +29,8 @@ the same `requestId`, which either replays the first answer or applies it once."
     security(("bearer" = [])),
     components(schemas(crate::webhooks::payload::WebhookEvent)),
     tags(
-        (name = "auth", description = "OAuth 2.0 tokens (SPEC §3)"),
-        (name = "configurations", description = "How many coins an event earns (SPEC §4, §5)"),
+        (name = "auth", description = "OAuth 2.0 tokens (RFC 6749): client credentials, password and refresh grants"),
+        (name = "configurations", description = "How many coins an event earns, for every company (DEFAULT) or one (CUSTOM)"),
         (name = "coins", description = "Allocating, redeeming, reversing; balances and coin value"),
         (name = "users", description = "A user's summary and history"),
         (name = "webhooks", description = "Coin events pushed to the business's endpoints, signed (Standard Webhooks); the body each receives is the `WebhookEvent` schema"),
@@ -51,6 +54,17 @@ fn error_response(description: &str, code: &str, message: &str, retry_after: boo
     builder.build().into()
 }
 
+/// `error_code`: every code there is, each with its status and meaning (each operation's
+/// responses say which of them it can return).
+fn error_code_schema() -> RefOr<Schema> {
+    let list: Vec<String> = ErrorCode::ALL.iter().map(|c| format!("- `{}` ({}): {}", c.as_str(), c.status().as_u16(), c.meaning())).collect();
+    let description = format!("A stable, machine-readable code:\n{}", list.join("\n"));
+    let codes = ErrorCode::ALL.iter().map(|c| c.as_str());
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(codes)).description(Some(description)).examples([json!("VALIDATION_FAILED")]).build(),
+    ))
+}
+
 fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
     [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head, &mut item.options, &mut item.trace]
         .into_iter()
@@ -70,6 +84,9 @@ impl Modify for EdgeResponses {
             "basic",
             SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Basic).description(Some("client_id:client_secret, for /oauth/token")).build()),
         );
+        if let Some(RefOr::T(Schema::Object(envelope))) = components.schemas.get_mut("ErrorEnvelope") {
+            envelope.properties.insert("error_code".into(), error_code_schema());
+        }
         for (path, item) in api.paths.paths.iter_mut() {
             let oauth = path == "/oauth/token";
             for op in operations(item) {

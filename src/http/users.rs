@@ -11,8 +11,8 @@ use super::extract::{Json, PathParam, Query};
 use super::wire::coins::{BalanceQuery, CoinValueQuery, CoinValueRequest, CoinValueView};
 use super::wire::users::{PageLinkView, PageView, TransactionsQuery, UserView, encode_cursor};
 use super::wire::{Envelope, ErrorEnvelope, FromField};
-use crate::domain::UserId;
 use crate::domain::redeem::CoinValue;
+use crate::domain::{Refusal, UserId};
 #[allow(unused_imports)]
 use serde_json::json;
 
@@ -31,7 +31,7 @@ pub async fn balance(State(state): State<AppState>, auth: Auth, Query(q): Query<
 /// Refuses users the caller may not see (exactly like unknown ones), then writes any `EXPIRE`
 /// entries that are due, so history, summary and balance agree.
 async fn visible_user(state: &AppState, auth: &Auth, user: &UserId, now_ms: i64) -> Result<(), ApiError> {
-    let not_found = || ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found"));
+    let not_found = || ApiError::from(Refusal::UserNotFound(user.clone()));
     let found = state.store.balance(user, now_ms).await?.ok_or_else(not_found)?;
     if !auth.0.can_act_for(&found.company) {
         return Err(not_found());
@@ -52,7 +52,7 @@ pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): Pat
     let user = UserId::from_field("userId", Some(&serde_json::Value::String(raw))).map_err(ApiError::validation)?;
     let now_ms = state.clock.now_ms();
     visible_user(&state, &auth, &user, now_ms).await?;
-    let summary = state.store.user_summary(&user, now_ms).await?.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found")))?;
+    let summary = state.store.user_summary(&user, now_ms).await?.ok_or_else(|| ApiError::from(Refusal::UserNotFound(user.clone())))?;
     Ok(JsonResponse(Envelope::ok(UserView::from(summary))))
 }
 /// A user's ledger, newest first, keyset-paginated.
@@ -133,7 +133,7 @@ pub async fn page_link(State(state): State<AppState>, auth: Auth, headers: axum:
     let key = super::webhooks::key(&state)?;
     let now_ms = state.clock.now_ms();
     let found = state.store.balance(&user, now_ms).await?.filter(|b| auth.0.can_act_for(&b.company));
-    let company = found.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", format!("userId {user} not found")))?.company;
+    let company = found.ok_or_else(|| ApiError::from(Refusal::UserNotFound(user.clone())))?.company;
     let expires = now_ms + state.settings.member_link_ttl_secs * 1000;
     let token = crate::dashboard::member::sign(key, &user, &company, expires);
     let url = format!("{}/member/{token}", public_base(&state, &headers)?);

@@ -5,13 +5,12 @@
 
 use axum::Json as JsonResponse;
 use axum::extract::State;
-use axum::http::StatusCode;
 #[allow(unused_imports)]
 use serde_json::json;
 
 use super::AppState;
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{Json, PathParam, Query};
 use super::wire::webhooks::{
     AttemptPageView, CreateWebhookRequest, DeliveriesQuery, PatchWebhookRequest, PatchWebhookSchema, QueuedView, WebhookListQuery, WebhookSecretView,
@@ -30,13 +29,16 @@ pub const WEBHOOKS_PER_COMPANY_MAX: usize = 20;
 
 /// The server's secret key, or why webhooks and member links cannot be made on this server.
 pub fn key(state: &AppState) -> Result<&SealingKey, ApiError> {
-    state.settings.webhooks.key.as_deref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "KEY_NOT_CONFIGURED", "webhooks and member links need COINS_SECRET_KEY set on the server")
-    })
+    state
+        .settings
+        .webhooks
+        .key
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::KeyNotConfigured, "webhooks and member links need COINS_SECRET_KEY set on the server"))
 }
 
 fn not_found(raw: &str) -> ApiError {
-    ApiError::not_found("WEBHOOK_NOT_FOUND", format!("webhook {raw} not found"))
+    ApiError::new(ErrorCode::WebhookNotFound, format!("webhook {raw} not found"))
 }
 
 /// The subscription the path names, if the caller may see it.
@@ -85,8 +87,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<
     let url = allowed_url(&state, &body.url.0).await?;
     if state.store.list_webhooks(Some(&body.company_id)).await?.len() >= WEBHOOKS_PER_COMPANY_MAX {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "LIMIT_REACHED",
+            ErrorCode::LimitReached,
             format!("companyId {} already has {WEBHOOKS_PER_COMPANY_MAX} webhooks; delete one first", body.company_id),
         ));
     }
@@ -239,7 +240,7 @@ pub async fn retry(
     axum::extract::Path((raw, message)): axum::extract::Path<(String, String)>,
 ) -> Answer<QueuedView> {
     visible(&state, &auth, &raw).await?;
-    let missing = || ApiError::not_found("MESSAGE_NOT_FOUND", format!("event {message} not found for webhook {raw}"));
+    let missing = || ApiError::new(ErrorCode::MessageNotFound, format!("event {message} not found for webhook {raw}"));
     let seq = parse_message_id(&message).ok_or_else(missing)?;
     let now = state.clock.now_ms();
     if !state.store.retry_message(&raw, seq, now).await? {

@@ -103,6 +103,38 @@ both_backends! {
     }
 }
 
+/// Every `error_code` the document mentions (in a response's description or example) is one of
+/// the codes it lists, with its status and meaning, and each is listed once; every error example
+/// sits under the status its code answers with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_code_in_the_document_is_listed_with_its_status_and_meaning() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    let doc = document(&app).await;
+    let schema = &doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["error_code"];
+    let listed: Vec<&str> = schema["enum"].as_array().expect("an enum of codes").iter().map(|c| c.as_str().unwrap()).collect();
+    let expected: Vec<&str> = coins::http::error::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(listed.iter().collect::<BTreeSet<_>>().len(), listed.len(), "each code once");
+    let description = schema["description"].as_str().unwrap();
+    for code in coins::http::error::ErrorCode::ALL {
+        assert!(description.contains(&format!("- `{}` ({}): {}", code.as_str(), code.status().as_u16(), code.meaning())), "{description}");
+    }
+    let mut examples = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            for (status, response) in item[method]["responses"].as_object().into_iter().flatten() {
+                let Some(code) = response["content"]["application/json"]["example"]["error_code"].as_str() else { continue };
+                let known = coins::http::error::ErrorCode::ALL.iter().find(|c| c.as_str() == code);
+                let known = known.unwrap_or_else(|| panic!("{method} {path} {status}: unknown error_code {code}"));
+                assert_eq!(status, &known.status().as_u16().to_string(), "{method} {path}: {code} answers with another status");
+                examples += 1;
+            }
+        }
+    }
+    assert!(examples > 50, "only {examples} error examples");
+    app.stop().await;
+}
+
 // What Schemathesis found, kept fixed: whole numbers written with a zero fraction are whole
 // numbers (as JSON Schema's `integer` says); optional PATCH fields are not nullable, and at least
 // one is needed; a redemption's other amount may be `null`; request fields are named in camelCase
