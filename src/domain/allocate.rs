@@ -1,11 +1,25 @@
-//! Allocation (SPEC §4, §5): the decision for one allocation from the rows fetched — replay or
-//! conflict for a request id seen before, the user's company, the caps, overflow — and the plan
-//! of what a new credit writes.
+//! Allocation: the decision for one allocation from the rows fetched — what it earns (fixed or on
+//! the purchase value), replay or conflict for a request id or order id seen before, the user's
+//! company, the caps, overflow — and the plan of what a new credit writes, with its record.
 
+use super::allocation::AllocationState;
 use super::config::{self, CoinConfig, ConfigValues};
+use super::earn::{BPS_ONE, Calculation, CalculationRecord, EarnRule, EarnTerms, Earned, ZeroReason};
 use super::ledger::{Account, EntryKind, NewEntry, RequestKind, StoredRequest};
+use super::redeem::CoinValue;
 use super::refusal::{Cap, Refusal};
-use super::{Coins, CompanyId, EventName, RequestId, UserId};
+use super::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+
+/// What an allocation says about the purchase, beyond EnKash's four fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purchase {
+    /// The business's key for the purchase (one live allocation per company, event and order).
+    pub order_id: Option<OrderId>,
+    /// The purchase value to earn on, in minor units of the company's coin-value currency.
+    pub amount_minor: Option<i64>,
+    /// When given, it must be the company's currency.
+    pub currency: Option<String>,
+}
 
 /// One allocation request, validated and authorised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +28,7 @@ pub struct AllocateCmd {
     pub user: UserId,
     pub event: EventName,
     pub request_id: RequestId,
+    pub purchase: Purchase,
     pub now_ms: i64,
 }
 
@@ -21,7 +36,10 @@ pub struct AllocateCmd {
 pub enum AllocateOk {
     /// Newly credited; durable once the caller sees it.
     Allocated { coins: Coins, balance: Coins, entry_id: i64 },
-    /// The same request was applied before; nothing was credited now.
+    /// Recorded, earning nothing (below the minimum spend, or rounded to 0): no entry, no credit.
+    Zero,
+    /// The same request (or, by order id, the same purchase) was applied before; nothing was
+    /// credited now.
     Replayed { coins: Coins },
 }
 
@@ -61,20 +79,86 @@ pub struct NewLot {
     pub expires_at: Option<i64>,
 }
 
-/// What a new allocation writes: its entry, its lot, and the user's new balance (a new account
-/// if the user was never credited).
+/// The record an allocation keeps on its request row, for every allocation beyond the EnKash
+/// fields (an order id, a purchase value, a percentage, a cap that bit, zero coins). A plain
+/// allocation writes none: its record is read from its ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFields {
+    pub order_id: Option<OrderId>,
+    pub state: AllocationState,
+    pub zero_reason: Option<ZeroReason>,
+    pub coin_config_id: String,
+    pub base_coins: i64,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    /// JSON ([`CalculationRecord`]).
+    pub calculation: String,
+    pub activated_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// What an allocation earns, decided before its claim (it depends on nothing the claim guards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarnPlan {
+    pub coins: i64,
+    /// `None` for a plain allocation.
+    pub record: Option<RecordFields>,
+}
+
+/// A plain allocation: EnKash's fields only, under a configuration that earns a fixed amount and
+/// nothing else. It keeps no record of its own (its ledger entry says everything), and on
+/// PostgreSQL it is decided set-based with the rest of its batch (`coins_allocate_set`).
+pub fn is_plain(purchase: &Purchase, terms: &EarnTerms) -> bool {
+    *purchase == Purchase::default() && matches!(terms.rule, EarnRule::Fixed { amount } if *terms == EarnTerms::fixed(amount))
+}
+
+/// What the configuration and the coin value give this allocation: PERCENT (and a minimum
+/// spend) need `amountMinor`; a `currency`, when given, must be the company's.
+pub fn plan_earning(cmd: &AllocateCmd, config: &CoinConfig, terms: EarnTerms, value: &CoinValue) -> Result<EarnPlan, Refusal> {
+    let purchase = &cmd.purchase;
+    if terms.needs_amount() && purchase.amount_minor.is_none() {
+        return Err(Refusal::AmountMinorRequired(cmd.event.clone()));
+    }
+    if let Some(currency) = purchase.currency.as_ref().filter(|c| **c != value.currency) {
+        return Err(Refusal::CurrencyMismatch { given: currency.clone(), expected: value.currency.clone() });
+    }
+    let calculation = Calculation { terms, amount_minor: purchase.amount_minor, minor_units_per_coin: value.minor_units_per_coin, multiplier_bps: BPS_ONE };
+    let earned = calculation.earn();
+    let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
+    let record = (!is_plain(purchase, &terms)).then(|| record_of(cmd, config, &calculation, &earned, value, expires_at));
+    Ok(EarnPlan { coins: earned.coins, record })
+}
+
+fn record_of(cmd: &AllocateCmd, config: &CoinConfig, calculation: &Calculation, earned: &Earned, value: &CoinValue, expires_at: Option<i64>) -> RecordFields {
+    let zero = earned.coins == 0;
+    RecordFields {
+        order_id: cmd.purchase.order_id.clone(),
+        state: if zero { AllocationState::Zero } else { AllocationState::Active },
+        zero_reason: earned.zero,
+        coin_config_id: config.id.to_string(),
+        base_coins: earned.base_coins,
+        amount_minor: cmd.purchase.amount_minor,
+        currency: cmd.purchase.amount_minor.map(|_| value.currency.clone()),
+        calculation: CalculationRecord::of(calculation, earned).to_json(),
+        activated_at: (!zero).then_some(cmd.now_ms),
+        expires_at: if zero { None } else { expires_at },
+    }
+}
+
+/// What a new allocation writes: its entry and lot (none when it earned nothing), and the user's
+/// balance after it (a new account if the user was never credited).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditPlan {
-    pub entry: NewEntry,
-    pub lot: NewLot,
+    pub entry: Option<NewEntry>,
+    pub lot: Option<NewLot>,
     pub balance: Coins,
     pub new_account: bool,
 }
 
-/// Decides a new allocation: the user must belong to the company (or be new), every cap must
-/// have room (`counts[i]` is the count for `cap_windows(..)[i]`), and the balance must not
-/// overflow. Refused: nothing is written.
-pub fn plan_credit(cmd: &AllocateCmd, config: &CoinConfig, account: Option<&Account>, counts: &[i64]) -> Result<CreditPlan, Refusal> {
+/// Decides a new allocation that earns `earn`: the user must belong to the company (or be new),
+/// every cap must have room (`counts[i]` is the count for `cap_windows(..)[i]`), and the balance
+/// must not overflow. Refused: nothing is written.
+pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, account: Option<&Account>, counts: &[i64]) -> Result<CreditPlan, Refusal> {
     if account.is_some_and(|a| a.company != cmd.company) {
         return Err(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() });
     }
@@ -89,21 +173,26 @@ pub fn plan_credit(cmd: &AllocateCmd, config: &CoinConfig, account: Option<&Acco
             });
         }
     }
-    let amount = config.values.amount;
     let old = account.map_or(Coins::ZERO, |a| a.balance);
-    let balance = old.checked_add(amount).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
+    // Earning nothing still makes the user the company's (as any allocation does).
+    if earn.coins == 0 {
+        return Ok(CreditPlan { entry: None, lot: None, balance: old, new_account: account.is_none() });
+    }
+    let balance = old.checked_add(Coins::from_stored(earn.coins)).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
     let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
     Ok(CreditPlan {
-        entry: NewEntry {
+        entry: Some(NewEntry {
             kind: EntryKind::Allocate,
-            coins: amount.get(),
+            coins: earn.coins,
             balance_after: balance.get(),
             event: Some(cmd.event.to_string()),
             request_id: Some(cmd.request_id.clone()),
             coin_config_id: Some(config.id.to_string()),
             expires_at,
-        },
-        lot: NewLot { coins: amount.get(), expires_at },
+            order_id: cmd.purchase.order_id.as_ref().map(ToString::to_string),
+            amount_minor: cmd.purchase.amount_minor,
+        }),
+        lot: Some(NewLot { coins: earn.coins, expires_at }),
         balance,
         new_account: account.is_none(),
     })
@@ -113,7 +202,8 @@ pub fn plan_credit(cmd: &AllocateCmd, config: &CoinConfig, account: Option<&Acco
 mod tests {
     use super::*;
     use crate::domain::CoinConfigId;
-    use crate::domain::config::{ConfigKind, DAY_MS};
+    use crate::domain::config::{ConfigKind, DAY_MS, Earning};
+    use crate::domain::earn::{AmountType, Rounding};
 
     fn cmd(user: &str) -> AllocateCmd {
         AllocateCmd {
@@ -121,6 +211,7 @@ mod tests {
             user: UserId::parse(user).unwrap(),
             event: EventName::parse("E").unwrap(),
             request_id: RequestId::parse("R").unwrap(),
+            purchase: Purchase::default(),
             now_ms: 10 * DAY_MS + 5,
         }
     }
@@ -132,7 +223,8 @@ mod tests {
                 kind: ConfigKind::Default,
                 company_id: CompanyId::parse("C").unwrap(),
                 event: EventName::parse("E").unwrap(),
-                amount: Coins::amount(amount).unwrap(),
+                amount: Coins::amount(amount),
+                earning: Earning::default(),
                 validity_days: Some(2),
                 max_per_user_per_day: day,
                 max_per_user: ever,
@@ -142,27 +234,43 @@ mod tests {
         }
     }
 
+    fn percent(rate_bps: i64, min: Option<i64>) -> CoinConfig {
+        let mut c = config(1, None, None);
+        c.values.amount = None;
+        c.values.earning = Earning { amount_type: AmountType::Percent, rate_bps: Some(rate_bps), min_amount_minor: min, ..Earning::default() };
+        c
+    }
+
+    fn earn(cmd: &AllocateCmd, c: &CoinConfig) -> Result<EarnPlan, Refusal> {
+        plan_earning(cmd, c, c.values.terms().unwrap(), &CoinValue::builtin())
+    }
+
     #[test]
     fn a_new_user_gets_an_account_a_lot_and_an_entry() {
-        let plan = plan_credit(&cmd("U"), &config(5, None, None), None, &[]).unwrap();
+        let c = config(5, None, None);
+        let e = earn(&cmd("U"), &c).unwrap();
+        assert_eq!(e, EarnPlan { coins: 5, record: None }, "a plain allocation keeps no record of its own");
+        let plan = plan_credit(&cmd("U"), &e, &c, None, &[]).unwrap();
         assert!(plan.new_account);
         assert_eq!(plan.balance.get(), 5);
-        assert_eq!(plan.lot, NewLot { coins: 5, expires_at: Some(12 * DAY_MS + 5) });
-        assert_eq!(plan.entry.coin_config_id.as_deref(), Some("WCC100001"));
+        assert_eq!(plan.lot, Some(NewLot { coins: 5, expires_at: Some(12 * DAY_MS + 5) }));
+        assert_eq!(plan.entry.unwrap().coin_config_id.as_deref(), Some("WCC100001"));
     }
 
     #[test]
     fn another_companys_user_caps_and_overflow_are_refused() {
         let other = Account { company: CompanyId::parse("D").unwrap(), balance: Coins::ZERO };
-        assert!(matches!(plan_credit(&cmd("U"), &config(5, None, None), Some(&other), &[]), Err(Refusal::UserCompanyMismatch { .. })));
+        let c5 = config(5, None, None);
+        let e5 = earn(&cmd("U"), &c5).unwrap();
+        assert!(matches!(plan_credit(&cmd("U"), &e5, &c5, Some(&other), &[]), Err(Refusal::UserCompanyMismatch { .. })));
         let c = config(5, Some(2), Some(3));
         let windows = cap_windows(&c.values, cmd("U").now_ms);
         assert_eq!(windows.iter().map(|w| (w.cap, w.since_ms)).collect::<Vec<_>>(), [(Cap::PerDay, 10 * DAY_MS), (Cap::Ever, i64::MIN)]);
-        assert!(plan_credit(&cmd("U"), &c, None, &[1, 2]).is_ok());
-        assert!(matches!(plan_credit(&cmd("U"), &c, None, &[2, 2]), Err(Refusal::LimitReached { cap: Cap::PerDay, limit: 2, .. })));
-        assert!(matches!(plan_credit(&cmd("U"), &c, None, &[0, 3]), Err(Refusal::LimitReached { cap: Cap::Ever, limit: 3, .. })));
+        assert!(plan_credit(&cmd("U"), &e5, &c, None, &[1, 2]).is_ok());
+        assert!(matches!(plan_credit(&cmd("U"), &e5, &c, None, &[2, 2]), Err(Refusal::LimitReached { cap: Cap::PerDay, limit: 2, .. })));
+        assert!(matches!(plan_credit(&cmd("U"), &e5, &c, None, &[0, 3]), Err(Refusal::LimitReached { cap: Cap::Ever, limit: 3, .. })));
         let rich = Account { company: CompanyId::parse("C").unwrap(), balance: Coins::from_stored(i64::MAX - 4) };
-        assert!(matches!(plan_credit(&cmd("U"), &config(5, None, None), Some(&rich), &[]), Err(Refusal::BalanceOverflow(_))));
+        assert!(matches!(plan_credit(&cmd("U"), &e5, &c5, Some(&rich), &[]), Err(Refusal::BalanceOverflow(_))));
     }
 
     #[test]
@@ -176,9 +284,51 @@ mod tests {
             fingerprint: String::new(),
             original: None,
             response: None,
+            alias_of: None,
+            state: None,
         };
         assert_eq!(answer_repeat(Some(&stored), &c), Ok(AllocateOk::Replayed { coins: Coins::from_stored(7) }));
         assert!(matches!(answer_repeat(Some(&stored), &cmd("V")), Err(Refusal::RequestIdConflict(_))));
         assert!(matches!(answer_repeat(None, &c), Err(Refusal::ConfigNotFound { .. })));
+    }
+
+    #[test]
+    fn a_percentage_needs_the_purchase_value_in_the_companys_currency() {
+        let c = percent(200, None);
+        assert_eq!(earn(&cmd("U"), &c), Err(Refusal::AmountMinorRequired(EventName::parse("E").unwrap())));
+        let mut with_amount = cmd("U");
+        with_amount.purchase = Purchase { order_id: None, amount_minor: Some(49_999), currency: Some("USD".into()) };
+        assert!(matches!(earn(&with_amount, &c), Err(Refusal::CurrencyMismatch { .. })));
+        with_amount.purchase.currency = Some("INR".into());
+        let e = earn(&with_amount, &c).unwrap();
+        let record = e.record.expect("a percentage is recorded");
+        assert_eq!((e.coins, record.state, record.base_coins, record.currency.as_deref()), (9, AllocationState::Active, 9, Some("INR")));
+        assert!(record.calculation.contains(r#""exact":"9.9998""#), "{}", record.calculation);
+    }
+
+    #[test]
+    fn earning_nothing_is_recorded_and_credits_nothing() {
+        let c = percent(200, Some(10_000));
+        let mut small = cmd("U");
+        small.purchase.amount_minor = Some(9_999);
+        let e = earn(&small, &c).unwrap();
+        let record = e.record.clone().unwrap();
+        assert_eq!((e.coins, record.state, record.zero_reason, record.activated_at), (0, AllocationState::Zero, Some(ZeroReason::BelowMinimum), None));
+        let plan = plan_credit(&small, &e, &c, None, &[]).unwrap();
+        assert_eq!((plan.entry, plan.lot, plan.new_account), (None, None, true));
+        let mut rounding = percent(1, None);
+        rounding.values.earning.rounding = Rounding::Floor;
+        small.purchase.amount_minor = Some(5);
+        assert_eq!(earn(&small, &rounding).unwrap().record.unwrap().zero_reason, Some(ZeroReason::RoundedToZero));
+    }
+
+    #[test]
+    fn an_order_id_or_a_purchase_value_makes_a_fixed_allocation_keep_its_record() {
+        let c = config(50, None, None);
+        let mut ordered = cmd("U");
+        ordered.purchase.order_id = Some(OrderId::parse("O1").unwrap());
+        let record = earn(&ordered, &c).unwrap().record.unwrap();
+        assert_eq!((record.order_id.as_ref().map(OrderId::as_str), record.amount_minor, record.currency), (Some("O1"), None, None));
+        assert_eq!(record.expires_at, Some(12 * DAY_MS + 5));
     }
 }

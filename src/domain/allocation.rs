@@ -111,10 +111,20 @@ pub enum OrderClaim {
     ReplayOf(RequestId),
 }
 
+/// The live allocation that holds an order id: what a retry of the same purchase must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderHolder {
+    pub request_id: RequestId,
+    pub user: UserId,
+    pub amount_minor: Option<i64>,
+    /// What the holder credited: a replay answers with it.
+    pub coins: i64,
+}
+
 /// One live allocation per (company, event, order id). `live` is the holder, if any; the same
 /// user and the same purchase value (or both without one) make a replay, anything else a conflict
 /// naming the holder. The request id was checked first, so the new id is unused.
-pub fn check_order(live: Option<&Allocation>, user: &UserId, amount_minor: Option<i64>) -> Result<OrderClaim, Refusal> {
+pub fn check_order(live: Option<&OrderHolder>, user: &UserId, amount_minor: Option<i64>) -> Result<OrderClaim, Refusal> {
     match live {
         None => Ok(OrderClaim::Free),
         Some(a) if &a.user == user && a.amount_minor == amount_minor => Ok(OrderClaim::ReplayOf(a.request_id.clone())),
@@ -309,7 +319,8 @@ mod tests {
 
     #[test]
     fn a_retry_of_the_same_order_replays_and_anything_else_conflicts() {
-        let holder = percent_allocation(1_000, 10_000);
+        let a = percent_allocation(1_000, 10_000);
+        let holder = OrderHolder { request_id: a.request_id.clone(), user: a.user.clone(), amount_minor: a.amount_minor, coins: a.coins };
         let user = holder.user.clone();
         assert_eq!(check_order(None, &user, Some(10_000)), Ok(OrderClaim::Free));
         assert_eq!(check_order(Some(&holder), &user, Some(10_000)), Ok(OrderClaim::ReplayOf(holder.request_id.clone())));

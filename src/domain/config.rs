@@ -1,5 +1,6 @@
 //! Coin configurations: how many coins an event earns, and for whom (SPEC §1, §5).
 
+use super::earn::{AmountType, EarnRule, EarnTerms, Rounding};
 use super::refusal::Refusal;
 use super::{CoinConfigId, Coins, CompanyId, EventName};
 
@@ -38,14 +39,72 @@ pub struct ConfigValues {
     pub kind: ConfigKind,
     pub company_id: CompanyId,
     pub event: EventName,
-    pub amount: Coins,
+    /// The coins a FIXED configuration earns; `None` for PERCENT.
+    pub amount: Option<Coins>,
+    pub earning: Earning,
     pub validity_days: Option<i64>,
     pub max_per_user_per_day: Option<i64>,
     pub max_per_user: Option<i64>,
     pub active: bool,
 }
 
+/// How a configuration earns beyond a fixed amount: a percentage of the purchase value, a minimum
+/// spend, a cap, a rounding rule, a hold. The default is what every configuration did before:
+/// `amount` coins, credited at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Earning {
+    pub amount_type: AmountType,
+    /// PERCENT: basis points of the purchase value (100 = 1 %).
+    pub rate_bps: Option<i64>,
+    pub min_amount_minor: Option<i64>,
+    pub max_coins_per_allocation: Option<i64>,
+    pub rounding: Rounding,
+    /// Days the coins are held (pending) before they can be spent; `None`: credited at once.
+    pub pending_days: Option<i64>,
+}
+
+impl Default for Earning {
+    fn default() -> Self {
+        Self {
+            amount_type: AmountType::Fixed,
+            rate_bps: None,
+            min_amount_minor: None,
+            max_coins_per_allocation: None,
+            rounding: Rounding::Floor,
+            pending_days: None,
+        }
+    }
+}
+
+/// Why configuration values do not fit together (worded at the HTTP edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarningProblem {
+    /// FIXED without `amount`.
+    AmountMissing,
+    /// PERCENT with an `amount`.
+    AmountWithPercent,
+    /// PERCENT without `rateBps`.
+    RateMissing,
+    /// FIXED with a `rateBps`.
+    RateWithFixed,
+}
+
 impl ConfigValues {
+    /// The earning terms, when the values fit together: FIXED has an amount and no rate,
+    /// PERCENT a rate and no amount.
+    pub fn terms(&self) -> Result<EarnTerms, EarningProblem> {
+        let e = &self.earning;
+        let rule = match (e.amount_type, self.amount, e.rate_bps) {
+            (AmountType::Fixed, Some(amount), None) => EarnRule::Fixed { amount: amount.get() },
+            (AmountType::Fixed, None, _) => return Err(EarningProblem::AmountMissing),
+            (AmountType::Fixed, Some(_), Some(_)) => return Err(EarningProblem::RateWithFixed),
+            (AmountType::Percent, None, Some(rate_bps)) => EarnRule::Percent { rate_bps },
+            (AmountType::Percent, Some(_), _) => return Err(EarningProblem::AmountWithPercent),
+            (AmountType::Percent, None, None) => return Err(EarningProblem::RateMissing),
+        };
+        Ok(EarnTerms { rule, min_amount_minor: e.min_amount_minor, max_coins_per_allocation: e.max_coins_per_allocation, rounding: e.rounding })
+    }
+
     /// SPEC §1: at most one DEFAULT per event, at most one CUSTOM per (company, event); a
     /// configuration with these values would take the slot `existing` holds.
     pub fn duplicate_of(&self, existing: CoinConfigId) -> Refusal {
@@ -91,7 +150,8 @@ mod tests {
                 kind,
                 company_id: CompanyId::parse("C1").unwrap(),
                 event: EventName::parse("E").unwrap(),
-                amount: Coins::amount(amount).unwrap(),
+                amount: Coins::amount(amount),
+                earning: Earning::default(),
                 validity_days: None,
                 max_per_user_per_day: None,
                 max_per_user: None,
@@ -105,9 +165,9 @@ mod tests {
     fn custom_wins_over_default_and_inactive_ones_are_skipped() {
         let custom = cfg(ConfigKind::Custom, true, 7);
         let default = cfg(ConfigKind::Default, true, 5);
-        assert_eq!(resolve(Some(&custom), Some(&default)).unwrap().values.amount.get(), 7);
+        assert_eq!(resolve(Some(&custom), Some(&default)).unwrap().values.amount, Coins::amount(7));
         let inactive = cfg(ConfigKind::Custom, false, 7);
-        assert_eq!(resolve(Some(&inactive), Some(&default)).unwrap().values.amount.get(), 5);
+        assert_eq!(resolve(Some(&inactive), Some(&default)).unwrap().values.amount, Coins::amount(5));
         let inactive_default = cfg(ConfigKind::Default, false, 5);
         assert_eq!(resolve(None, Some(&inactive_default)), None);
         assert_eq!(resolve(None, None), None);

@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// `rateBps`, `multiplierBps`: basis points; 10,000 is 100 % (or ×1).
 pub const BPS_ONE: i64 = 10_000;
 /// Largest `rateBps`: 10,000 % of the purchase value.
@@ -241,6 +243,88 @@ impl Calculation {
     }
 }
 
+/// The calculation as recorded with an allocation and shown on its record (`calculation`):
+/// the inputs, the exact amount as a decimal string, and what refunds need to recompute it.
+/// `minorUnitsPerCoin` is recorded when the allocation gave a purchase value (a fixed amount
+/// involves no currency).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CalculationRecord {
+    pub amount_type: String,
+    pub amount_minor: Option<i64>,
+    pub rate_bps: Option<i64>,
+    pub minor_units_per_coin: Option<i64>,
+    pub multiplier_bps: i64,
+    pub exact: String,
+    pub rounding: String,
+    pub capped_by: Option<String>,
+    /// FIXED: the configured amount.
+    pub amount: Option<i64>,
+    pub min_amount_minor: Option<i64>,
+    pub max_coins_per_allocation: Option<i64>,
+}
+
+impl CalculationRecord {
+    pub fn of(calc: &Calculation, earned: &Earned) -> Self {
+        let (amount, rate_bps) = match calc.terms.rule {
+            EarnRule::Fixed { amount } => (Some(amount), None),
+            EarnRule::Percent { rate_bps } => (None, Some(rate_bps)),
+        };
+        Self {
+            amount_type: match calc.terms.rule {
+                EarnRule::Fixed { .. } => AmountType::Fixed,
+                EarnRule::Percent { .. } => AmountType::Percent,
+            }
+            .as_str()
+            .to_owned(),
+            amount_minor: calc.amount_minor,
+            rate_bps,
+            minor_units_per_coin: calc.amount_minor.map(|_| calc.minor_units_per_coin),
+            multiplier_bps: calc.multiplier_bps,
+            exact: earned.exact.to_string(),
+            rounding: calc.terms.rounding.as_str().to_owned(),
+            capped_by: earned.capped_by.map(|c| c.as_str().to_owned()),
+            amount,
+            min_amount_minor: calc.terms.min_amount_minor,
+            max_coins_per_allocation: calc.terms.max_coins_per_allocation,
+        }
+    }
+
+    /// The record of a plain allocation (a fixed amount, nothing else), which stores none.
+    pub fn plain(coins: i64) -> Self {
+        let calc = Calculation { terms: EarnTerms::fixed(coins), amount_minor: None, minor_units_per_coin: 1, multiplier_bps: BPS_ONE };
+        Self::of(&calc, &calc.earn())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The calculation refunds recompute with.
+    pub fn calculation(&self) -> Option<Calculation> {
+        let rule = match AmountType::parse(&self.amount_type)? {
+            AmountType::Fixed => EarnRule::Fixed { amount: self.amount? },
+            AmountType::Percent => EarnRule::Percent { rate_bps: self.rate_bps? },
+        };
+        let terms = EarnTerms {
+            rule,
+            min_amount_minor: self.min_amount_minor,
+            max_coins_per_allocation: self.max_coins_per_allocation,
+            rounding: Rounding::parse(&self.rounding)?,
+        };
+        Some(Calculation {
+            terms,
+            amount_minor: self.amount_minor,
+            minor_units_per_coin: self.minor_units_per_coin.unwrap_or(1),
+            multiplier_bps: self.multiplier_bps,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +398,22 @@ mod tests {
     fn nothing_left_of_a_purchase_earns_nothing_even_at_a_fixed_amount() {
         let fixed = Calculation { terms: EarnTerms::fixed(50), amount_minor: Some(1_000), minor_units_per_coin: 100, multiplier_bps: BPS_ONE };
         assert_eq!((fixed.earn_on(1), fixed.earn_on(0)), (50, 0));
+    }
+
+    #[test]
+    fn the_record_keeps_what_a_refund_needs_and_reads_back_the_same() {
+        let mut calc = percent(200, 49_999, Rounding::HalfUp);
+        calc.terms.max_coins_per_allocation = Some(8);
+        let record = CalculationRecord::of(&calc, &calc.earn());
+        assert_eq!(
+            record.to_json(),
+            r#"{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"HALF_UP","cappedBy":"MAX_COINS_PER_ALLOCATION","amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":8}"#
+        );
+        assert_eq!(CalculationRecord::parse(&record.to_json()).and_then(|r| r.calculation()), Some(calc));
+        assert_eq!(
+            CalculationRecord::plain(50).to_json(),
+            r#"{"amountType":"FIXED","amountMinor":null,"rateBps":null,"minorUnitsPerCoin":null,"multiplierBps":10000,"exact":"50","rounding":"FLOOR","cappedBy":null,"amount":50,"minAmountMinor":null,"maxCoinsPerAllocation":null}"#
+        );
     }
 
     proptest! {

@@ -43,6 +43,8 @@ pub fn plan_expiry(balance: i64, mut due: Vec<DueLot>) -> ExpiryPlan {
             request_id: None,
             coin_config_id: lot.coin_config_id,
             expires_at: Some(lot.expires_at),
+            order_id: None,
+            amount_minor: None,
         };
         plan.entries.push((entry, LotMove { lot_id: lot.lot_id, coins: -lot.remaining }));
     }

@@ -87,6 +87,11 @@ string_id!(
     RequestId, is_id_char, ID_RULE
 );
 string_id!(
+    /// The business's own key for a purchase: at most one live allocation per company, event
+    /// and order id.
+    OrderId, is_id_char, ID_RULE
+);
+string_id!(
     /// A qualifying action such as `REFERRAL_EVENT`; case-sensitive.
     EventName, is_event_char, "1 to 64 characters from A-Z a-z 0-9 _ - ."
 );

@@ -1,6 +1,7 @@
 //! The ledger's vocabulary, shared by every plan: entry and request kinds, the entry a plan
 //! writes, the lot moves that go with it, and what a stored request remembers for replays.
 
+use super::allocation::AllocationState;
 use super::refusal::Refusal;
 use super::{Coins, CompanyId, RequestId, UserId};
 
@@ -65,6 +66,9 @@ pub struct NewEntry {
     pub coin_config_id: Option<String>,
     /// Unix ms: the expiry of the credited lot (ALLOCATE) or of the lot that expired (EXPIRE).
     pub expires_at: Option<i64>,
+    /// ALLOCATE: the purchase's order id and value, when the allocation gave them.
+    pub order_id: Option<String>,
+    pub amount_minor: Option<i64>,
 }
 
 /// A signed change to one lot, recorded against the entry that caused it.
@@ -111,4 +115,9 @@ pub struct StoredRequest {
     pub original: Option<RequestId>,
     /// Redemptions and reversals: the stored receipt, replayed verbatim.
     pub response: Option<String>,
+    /// An alias (a retry of a live order under a new request id): the allocation it repeats.
+    pub alias_of: Option<RequestId>,
+    /// Allocations that keep a record: its state (`None`: a plain allocation, active unless
+    /// reversed).
+    pub state: Option<AllocationState>,
 }

@@ -34,6 +34,6 @@ pub mod webhooks;
 
 pub use coins::Coins;
 pub use config::{CoinConfig, ConfigKind};
-pub use ids::{CoinConfigId, CompanyId, EventName, RequestId, UserId};
+pub use ids::{CoinConfigId, CompanyId, EventName, OrderId, RequestId, UserId};
 pub use principal::Principal;
 pub use refusal::Refusal;

@@ -71,4 +71,12 @@ pub enum Refusal {
     },
     /// A return by refunded amount of an allocation that recorded no purchase value.
     AmountNotRecorded(RequestId),
+    /// The configuration of this event earns on the purchase value (or has a minimum spend),
+    /// and the allocation gave none (a 400: the request lacks a field).
+    AmountMinorRequired(EventName),
+    /// The allocation's `currency` is not the company's coin-value currency (a 400).
+    CurrencyMismatch {
+        given: String,
+        expected: String,
+    },
 }

@@ -25,9 +25,10 @@ pub struct ReverseReceipt {
     pub balance: i64,
 }
 
-/// A request id seen before: a replay if it reversed this same original, else a conflict.
+/// A request id seen before: a replay if it reversed this same original (by the same name: an
+/// alias and the allocation it repeats are different names), else a conflict.
 pub fn answer_repeat(prev: &StoredRequest, cmd: &ReverseCmd) -> Result<(), Refusal> {
-    let same = prev.kind == RequestKind::Reverse && prev.original.as_ref() == Some(&cmd.original);
+    let same = prev.kind == RequestKind::Reverse && prev.fingerprint == cmd.original.as_str();
     if same { Ok(()) } else { Err(Refusal::RequestIdConflict(cmd.request_id.clone())) }
 }
 
@@ -85,6 +86,8 @@ fn reverse_entry(cmd: &ReverseCmd, original: &Original, coins: i64, balance_afte
         request_id: Some(cmd.request_id.clone()),
         coin_config_id: original.coin_config_id.clone(),
         expires_at: None,
+        order_id: None,
+        amount_minor: None,
     }
 }
 

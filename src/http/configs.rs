@@ -7,7 +7,7 @@ use super::AppState;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
-use super::wire::configs::{AuditEntryView, CoinConfigView, ConfigListQuery, CreateConfigRequest, PatchConfigRequest, PatchConfigSchema};
+use super::wire::configs::{AuditEntryView, CoinConfigView, ConfigListQuery, CreateConfigRequest, CreateConfigSchema, PatchConfigRequest, PatchConfigSchema};
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::config::ConfigValues;
 use crate::domain::{CoinConfig, CoinConfigId, ConfigKind, Refusal};
@@ -46,7 +46,7 @@ async fn readable(state: &AppState, auth: &Auth, raw: &str) -> Result<CoinConfig
 ///
 /// SPEC §4: `DEFAULT` applies to every company (admin clients only); `CUSTOM` overrides it for one.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/create-coins-config", tag = "configurations",
-    request_body(content = CreateConfigRequest, example = json!({"configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6})),
+    request_body(content = CreateConfigSchema, example = json!({"configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6})),
     responses(
         (status = 200, description = "The configuration created", body = Envelope<CoinConfigView>,
          example = json!({"payload":{"coinConfigId":"WCC817428","configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6,"validityDays":null,"maxPerUserPerDay":null,"maxPerUser":null,"active":true},"response_code":0,"response_message":"Success"})),
@@ -54,7 +54,7 @@ async fn readable(state: &AppState, auth: &Auth, raw: &str) -> Result<CoinConfig
         (status = 409, description = "DUPLICATE_COIN_CONFIG: the slot is taken; the sentence names the configuration holding it; CONFLICT: a concurrent create won", body = ErrorEnvelope),
     ))]
 pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<CreateConfigRequest>) -> Answer<CoinConfigView> {
-    let values = body.into_values();
+    let values = body.into_values().map_err(ApiError::validation)?;
     authorize(&auth, &values)?;
     let config = state.store.create_config(values, &auth.0.client_id, state.clock.now_ms()).await?;
     Ok(JsonResponse(Envelope::ok(CoinConfigView::from(&config))))
@@ -92,7 +92,7 @@ pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): Pa
         // Scope is checked against the old values and the new: a company client can neither
         // move a configuration to another company nor turn it into a DEFAULT.
         authorize(&auth, &current.values)?;
-        let next = change.apply_to(&current.values);
+        let next = change.apply_to(&current.values).map_err(ApiError::validation)?;
         authorize(&auth, &next)?;
         match state.store.update_config(id, current.version, next, &auth.0.client_id, state.clock.now_ms()).await {
             Ok(config) => return Ok(JsonResponse(Envelope::ok(CoinConfigView::from(&config)))),

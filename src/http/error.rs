@@ -194,6 +194,13 @@ impl From<Refusal> for ApiError {
                 let minor = remaining_minor.map_or(String::new(), |m| format!(" and {m} of its amountMinor"));
                 conflict(C::ReversalExceedsRemaining, format!("originalRequestId {original} has {remaining_coins} coins{minor} left to return"))
             }
+            Refusal::AmountMinorRequired(event) => ApiError::new(
+                C::ValidationFailed,
+                format!("amountMinor is required: the configuration of event {event} earns on the purchase value or has a minimum spend"),
+            ),
+            Refusal::CurrencyMismatch { given, expected } => {
+                ApiError::new(C::ValidationFailed, format!("currency must be {expected}, the company's coin-value currency (got {given})"))
+            }
             Refusal::AmountNotRecorded(original) => {
                 conflict(C::AmountNotRecorded, format!("originalRequestId {original} recorded no amountMinor; return it by coins"))
             }

@@ -31,10 +31,14 @@ fn answer<T: Serialize>(payload: T, replayed: bool) -> Response {
 }
 
 fn command(body: AllocateRequest, now_ms: i64) -> AllocateCmd {
-    AllocateCmd { company: body.company_id, user: body.user_id, event: body.event, request_id: body.request_id, now_ms }
+    let purchase = body.purchase();
+    AllocateCmd { company: body.company_id, user: body.user_id, event: body.event, request_id: body.request_id, purchase, now_ms }
 }
 
-/// Credits a user the coins an event earns, exactly once per requestId.
+/// Credits a user the coins an event earns, exactly once per requestId — and, when the body names
+/// an `orderId`, once per purchase: a retry of the same order under a new requestId (same user,
+/// same `amountMinor`) replays the first and becomes its alias. A PERCENT configuration earns on
+/// `amountMinor`; an allocation that earns 0 coins is recorded (state ZERO) and answered as usual.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/allocate-coin", tag = "coins",
     request_body(content = AllocateRequest, example = json!({"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ1234567","userId":"EKQZVMQK"})),
     responses(
@@ -43,7 +47,7 @@ fn command(body: AllocateRequest, now_ms: i64) -> AllocateCmd {
          example = json!({"payload":"Successfully allocated enkash Coins","response_code":0,"response_message":"Success"})),
         (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
         (status = 404, description = "COIN_CONFIG_NOT_FOUND: no active configuration for the company and event", body = ErrorEnvelope),
-        (status = 409, description = "REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED or BALANCE_OVERFLOW; nothing was credited", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, ORDER_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED or BALANCE_OVERFLOW; nothing was credited", body = ErrorEnvelope),
     ))]
 pub async fn allocate(State(state): State<AppState>, auth: Auth, Json(body): Json<AllocateRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
@@ -59,7 +63,7 @@ pub async fn allocate(State(state): State<AppState>, auth: Auth, Json(body): Jso
 #[utoipa::path(post, path = "/api/v0/enkash-coins/allocate-coins", tag = "coins",
     request_body(content = BulkAllocateRequest, description = "1 to 1,000 items; the body may be up to 1 MiB",
         example = json!({"allocations":[{"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ1","userId":"EKQZVMQK"},{"companyId":"CEK0TCW2W8","event":"REFERRAL_EVENT","requestId":"COIN_REQ2","userId":"EK6CYE6K"}]})),
-    responses((status = 200, description = "One result per item, in request order; a failed item carries the code a single allocation would have answered (FORBIDDEN, VALIDATION_FAILED, COIN_CONFIG_NOT_FOUND, REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED, BALANCE_OVERFLOW, UNAVAILABLE)", body = Envelope<BulkResult>)))]
+    responses((status = 200, description = "One result per item, in request order; a failed item carries the code a single allocation would have answered (FORBIDDEN, VALIDATION_FAILED, COIN_CONFIG_NOT_FOUND, REQUEST_ID_CONFLICT, ORDER_ID_CONFLICT, USER_COMPANY_MISMATCH, LIMIT_REACHED, BALANCE_OVERFLOW, UNAVAILABLE); an item that earned nothing is ALLOCATED with 0 coins", body = Envelope<BulkResult>)))]
 pub async fn allocate_many(
     State(state): State<AppState>,
     auth: Auth,
@@ -108,6 +112,7 @@ pub async fn allocate_many(
                         metrics::moved(Movement::Allocated, 1, coins.get().unsigned_abs());
                         done("ALLOCATED", coins)
                     }
+                    Some(Ok(AllocateOk::Zero)) => done("ALLOCATED", crate::domain::Coins::ZERO),
                     Some(Ok(AllocateOk::Replayed { coins })) => done("REPLAYED", coins),
                     Some(Err(e)) => failed(request_id, e.into()),
                     None => failed(request_id, ApiError::internal("bulk allocation lost an item")),

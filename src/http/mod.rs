@@ -6,6 +6,7 @@
 //! - `oauth.rs`, `configs.rs`, `ledger.rs`, `users.rs`, `health.rs`: handlers, one module per
 //!   resource; each extracts, calls the store, maps the result.
 
+pub mod allocations;
 pub mod auth;
 pub mod configs;
 pub mod docs;
@@ -75,6 +76,8 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(users::balance))
         .routes(routes!(ledger::redeem))
         .routes(routes!(ledger::reverse))
+        .routes(routes!(allocations::by_request))
+        .routes(routes!(allocations::by_order))
         .routes(routes!(users::get_coin_value, users::put_coin_value))
         .routes(routes!(users::user))
         .routes(routes!(users::transactions))

@@ -27,7 +27,16 @@ the same `requestId`, which either replays the first answer or applies it once."
         license(name = "MIT"),
     ),
     security(("bearer" = [])),
-    components(schemas(crate::webhooks::payload::WebhookEvent)),
+    components(schemas(
+        crate::webhooks::payload::WebhookEvent,
+        crate::domain::earn::AmountType,
+        crate::domain::earn::Rounding,
+        super::wire::configs::RateBps,
+        super::wire::configs::MinAmountMinor,
+        super::wire::configs::MaxCoinsPerAllocation,
+        super::wire::CapLimit,
+        super::wire::ValidityDays,
+    )),
     tags(
         (name = "auth", description = "OAuth 2.0 tokens (RFC 6749): client credentials, password and refresh grants"),
         (name = "configurations", description = "How many coins an event earns, for every company (DEFAULT) or one (CUSTOM)"),

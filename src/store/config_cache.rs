@@ -119,7 +119,8 @@ mod tests {
                 kind: ConfigKind::Default,
                 company_id: CompanyId::from_trusted("C".into()),
                 event: EventName::from_trusted("E".into()),
-                amount: Coins::from_stored(amount),
+                amount: Some(Coins::from_stored(amount)),
+                earning: crate::domain::config::Earning::default(),
                 validity_days: None,
                 max_per_user_per_day: None,
                 max_per_user: None,
@@ -135,7 +136,7 @@ mod tests {
         assert!(cache.get("C", "E").is_none());
         let g = cache.generation();
         cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5))), ("C".to_owned(), "F".to_owned(), None)]);
-        assert_eq!(cache.get("C", "E").unwrap().unwrap().values.amount.get(), 5);
+        assert_eq!(cache.get("C", "E").unwrap().unwrap().values.amount.map(Coins::get), Some(5));
         assert_eq!(cache.get("C", "F"), Some(None), "a cached 'no configuration' is a hit");
         cache.clear();
         assert!(cache.get("C", "E").is_none());

@@ -16,13 +16,15 @@ use std::future::Future;
 
 use super::model::{Applied, Expired, StoredReceipt};
 use super::{StoreError, StoreResult};
-use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot};
+use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordFields};
+use crate::domain::allocation::AllocationState;
+use crate::domain::allocation::{self, OrderClaim, OrderHolder};
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
 use crate::domain::ledger::{self as rules, Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{self, CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt};
-use crate::domain::{CoinConfig, CompanyId, Refusal, RequestId, UserId};
+use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 
 /// The idempotency row a request inserts before anything else.
 pub(crate) struct Claim<'a> {
@@ -32,6 +34,8 @@ pub(crate) struct Claim<'a> {
     pub coins: i64,
     pub fingerprint: &'a str,
     pub original: Option<&'a RequestId>,
+    /// Allocations beyond the EnKash fields: the record, written with the claim.
+    pub record: Option<&'a RecordFields>,
 }
 
 /// The fetches and writes of the ledger, inside one database transaction.
@@ -52,8 +56,24 @@ pub(crate) trait LedgerTx {
     async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>>;
     async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>>;
     async fn coin_value(&mut self, company: &CompanyId) -> StoreResult<CoinValue>;
+    /// The live allocation holding this order id of the event, if any.
+    async fn live_order(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<OrderHolder>>;
+    /// Records `request_id` as an alias of the holder (a retry of the same purchase); `false` if
+    /// the id was taken meanwhile.
+    async fn add_alias(
+        &mut self,
+        company: &CompanyId,
+        request_id: &RequestId,
+        event: &EventName,
+        order: &OrderId,
+        holder: &OrderHolder,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
     async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original>;
     async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>>;
+    /// Records on the original's request row that it was reversed in full (an allocation's
+    /// state becomes REVERSED, which frees its order id).
+    async fn mark_reversed(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<()>;
     async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>>;
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
     /// The outbox: one message per enabled subscription of the company that wants this kind of
@@ -93,24 +113,52 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
     tx.request(company, request_id).await?.ok_or_else(|| Refusal::RequestIdConflict(request_id.clone()).into())
 }
 
-/// A new allocation on SQLite (PostgreSQL decides whole batches in SQL: `postgres/ledger.rs`).
+/// A new allocation: on SQLite every one; on PostgreSQL those that are not plain (an order id, a
+/// purchase value, a percentage...), while plain ones are decided set-based (`postgres/ledger.rs`).
 /// `config` is the resolution for the command's company and event.
+///
+/// The request id is checked first, then the order id: a claim lost to the order's live
+/// allocation is a replay (the same user and purchase value: the new id becomes its alias) or
+/// `ORDER_ID_CONFLICT`. The unique index on live orders makes this hold under concurrency.
 pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>) -> StoreResult<AllocateOk> {
     let (company, user) = (&cmd.company, &cmd.user);
     let Some(config) = config else {
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
     };
-    let amount = config.values.amount;
-    let claim = Claim { kind: RequestKind::Allocate, user, event: Some(cmd.event.as_str()), coins: amount.get(), fingerprint: "", original: None };
+    let terms = config.values.terms().map_err(|p| StoreError::Corrupt(format!("configuration {} is inconsistent: {p:?}", config.id)))?;
+    let purchase = &cmd.purchase;
+    let value = if purchase.amount_minor.is_some() || purchase.currency.is_some() { tx.coin_value(company).await? } else { CoinValue::builtin() };
+    let earn = match allocate::plan_earning(cmd, config, terms, &value) {
+        Ok(earn) => earn,
+        // The request id comes first: a repeat is answered whatever the body says now.
+        Err(refusal) => {
+            return match tx.request(company, &cmd.request_id).await? {
+                Some(prev) => Ok(allocate::answer_repeat(Some(&prev), cmd)?),
+                None => Err(refusal.into()),
+            };
+        }
+    };
+    let claim = Claim {
+        kind: RequestKind::Allocate,
+        user,
+        event: Some(cmd.event.as_str()),
+        coins: earn.coins,
+        fingerprint: "",
+        original: None,
+        record: earn.record.as_ref(),
+    };
     if !tx.claim(company, &cmd.request_id, &claim, cmd.now_ms).await? {
-        return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
+        if let Some(prev) = tx.request(company, &cmd.request_id).await? {
+            return Ok(allocate::answer_repeat(Some(&prev), cmd)?);
+        }
+        return answer_held_order(tx, cmd).await;
     }
     let account = tx.account(user).await?;
     let mut counts = Vec::new();
     for window in allocate::cap_windows(&config.values, cmd.now_ms) {
         counts.push(tx.count_allocations(cmd, window.since_ms).await?);
     }
-    let plan = match allocate::plan_credit(cmd, config, account.as_ref(), &counts) {
+    let plan = match allocate::plan_credit(cmd, &earn, config, account.as_ref(), &counts) {
         Ok(plan) => plan,
         Err(refusal) => {
             tx.release(company, &cmd.request_id).await?;
@@ -120,10 +168,32 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     if plan.new_account {
         tx.open_account(company, user, cmd.now_ms).await?;
     }
-    let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
-    tx.insert_lot(company, user, entry_id, &plan.lot, cmd.now_ms).await?;
-    tx.set_balance(company, user, plan.balance.get(), Lifetime::Earned, amount.get()).await?;
-    Ok(AllocateOk::Allocated { coins: amount, balance: plan.balance, entry_id })
+    let (Some(entry), Some(lot)) = (&plan.entry, &plan.lot) else { return Ok(AllocateOk::Zero) };
+    let entry_id = write_entry(tx, company, user, entry, cmd.now_ms).await?;
+    tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
+    tx.set_balance(company, user, plan.balance.get(), Lifetime::Earned, entry.coins).await?;
+    Ok(AllocateOk::Allocated { coins: Coins::from_stored(entry.coins), balance: plan.balance, entry_id })
+}
+
+/// The claim was lost but the request id is free: a live allocation holds the order id. The same
+/// purchase again is a replay under an alias; anything else a conflict naming the holder.
+async fn answer_held_order<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd) -> StoreResult<AllocateOk> {
+    let (company, order) = (&cmd.company, cmd.purchase.order_id.as_ref());
+    let order = order.ok_or_else(|| StoreError::Corrupt(format!("the claim of {} was lost to no request and no order", cmd.request_id)))?;
+    let holder = tx.live_order(company, &cmd.event, order).await?;
+    match allocation::check_order(holder.as_ref(), &cmd.user, cmd.purchase.amount_minor)? {
+        OrderClaim::ReplayOf(_) => {
+            let holder = holder.ok_or_else(|| StoreError::Corrupt("a replay without a holder".into()))?;
+            if tx.add_alias(company, &cmd.request_id, &cmd.event, order, &holder, cmd.now_ms).await? {
+                return Ok(AllocateOk::Replayed { coins: Coins::from_stored(holder.coins) });
+            }
+            // A concurrent duplicate of this very request added the alias first.
+            Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?)
+        }
+        // The holder was returned in full between the claim and this read: the order is free
+        // now, and a retry of this request will take it.
+        OrderClaim::Free => Err(StoreError::Unique(format!("the order {order} changed hands during the allocation").into())),
+    }
 }
 
 /// Writes off the user's due lots; the plan's `balance` is the stored balance after them.
@@ -158,7 +228,7 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
         return replayed(&prev);
     }
     let fingerprint = cmd.amount.fingerprint();
-    let claim = Claim { kind: RequestKind::Redeem, user, event: None, coins: 0, fingerprint: &fingerprint, original: None };
+    let claim = Claim { kind: RequestKind::Redeem, user, event: None, coins: 0, fingerprint: &fingerprint, original: None, record: None };
     if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
         let prev = request_after_lost_claim(tx, company, request_id).await?;
         redeem::answer_repeat(&prev, cmd)?;
@@ -183,10 +253,18 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         reverse::answer_repeat(&prev, cmd)?;
         return replayed(&prev);
     }
-    let original = tx.request(company, &cmd.original).await?;
-    let original = reverse::check_original(original.as_ref(), cmd)?.clone();
+    let named = tx.request(company, &cmd.original).await?;
+    let named = reverse::check_original(named.as_ref(), cmd)?.clone();
+    // An alias stands for the allocation it repeats: that one is reversed (once, whichever
+    // name the reversal uses).
+    let (target, original) = match &named.alias_of {
+        Some(holder) => {
+            (holder.clone(), tx.request(company, holder).await?.ok_or_else(|| StoreError::Corrupt(format!("alias {} of a missing {holder}", cmd.original)))?)
+        }
+        None => (cmd.original.clone(), named),
+    };
     let user = &original.user;
-    let claim = Claim { kind: RequestKind::Reverse, user, event: None, coins: 0, fingerprint: cmd.original.as_str(), original: Some(&cmd.original) };
+    let claim = Claim { kind: RequestKind::Reverse, user, event: None, coins: 0, fingerprint: cmd.original.as_str(), original: Some(&target), record: None };
     if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
         let prev = tx.request(company, request_id).await?;
         reverse::answer_lost_claim(prev.as_ref(), cmd)?;
@@ -195,7 +273,13 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     let account = rules::account_in(tx.account(user).await?, company, user)?;
     let swept = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?;
     let (balance, before) = (swept.balance, tally(&swept));
-    let entry = tx.original_entry(company, &cmd.original, original.kind).await?;
+    // An allocation that earned nothing has no entry: its reversal takes nothing (and frees its
+    // order id).
+    let entry = if original.state == Some(AllocationState::Zero) {
+        Original { entry_id: 0, kind: RequestKind::Allocate, coins: 0, event: original.event.clone(), coin_config_id: None }
+    } else {
+        tx.original_entry(company, &target, original.kind).await?
+    };
     let plan = if original.kind == RequestKind::Allocate {
         let own = tx.own_lots(entry.entry_id).await?;
         let open = tx.open_lots(company, user, cmd.now_ms).await?;
@@ -212,6 +296,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     let (balance, after) = (again.balance, tally(&again));
     let receipt = ReverseReceipt { request_id: request_id.clone(), original_request_id: cmd.original.clone(), coins: plan.entry.coins, balance };
     tx.finish(company, request_id, plan.entry.coins.abs(), &receipt.to_stored()).await?;
+    tx.mark_reversed(company, &target).await?;
     let expired = Expired { lots: before.lots + after.lots, coins: before.coins + after.coins };
     Ok(Applied { receipt, replayed: false, expired })
 }

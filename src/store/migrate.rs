@@ -28,6 +28,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 3, name: "webhooks", sql: include_str!("../../migrations/sqlite/0003_webhooks.sql") },
     Migration { version: 4, name: "ledger_daily", sql: include_str!("../../migrations/sqlite/0004_ledger_daily.sql") },
     Migration { version: 5, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/sqlite/0005_webhook_attempts_by_message.sql") },
+    Migration { version: 6, name: "commerce", sql: include_str!("../../migrations/sqlite/0006_commerce.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -39,6 +40,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 6, name: "webhooks", sql: include_str!("../../migrations/postgres/0006_webhooks.sql") },
     Migration { version: 7, name: "ledger_daily", sql: include_str!("../../migrations/postgres/0007_ledger_daily.sql") },
     Migration { version: 8, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/postgres/0008_webhook_attempts_by_message.sql") },
+    Migration { version: 9, name: "commerce", sql: include_str!("../../migrations/postgres/0009_commerce.sql") },
 ];
 
 impl Migration {
@@ -128,6 +130,7 @@ mod tests {
         (3, "242cbe1164be5b12890c02e08cf556bdffc99052216792e22365960d6be568cb"),
         (4, "0f3ac76dac23cc17443b4c4efd2b2fdac59118dc3d0dcb73a1f9a7333cbe046b"),
         (5, "4ae986632190983daec7045e43043a1cefa6b10862ce531c435e7fd5bcdf1df4"),
+        (6, "973eca8c2ce650a2ec0083f55a19511a1c5d6be9107e736d1fe2529f023a14e7"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
@@ -138,6 +141,7 @@ mod tests {
         (6, "f748761af353df70648e4262051a7afce0adde1f7ecdb5200659e0e61d19a193"),
         (7, "f216ce71c8aad45e0e2120766e5253abc746924c4b90bdb14bab91d6fc1f39e3"),
         (8, "28b7da00faacfd166f36066d21d03b181ac40a83945d5007e85ace07f84c3729"),
+        (9, "30fa506f947249224f1b6f03bfb68f95b4c2b0e943bae0431439cbc26206f053"),
     ];
 
     #[test]

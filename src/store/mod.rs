@@ -39,7 +39,7 @@ use crate::domain::lockout::LockoutPolicy;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{ReverseCmd, ReverseReceipt};
 use crate::domain::webhooks::RetryPolicy;
-use crate::domain::{CoinConfig, CoinConfigId, CompanyId, UserId};
+use crate::domain::{CoinConfig, CoinConfigId, CompanyId, EventName, OrderId, RequestId, UserId};
 
 #[async_trait]
 pub trait ClientStore: Send + Sync {
@@ -117,6 +117,10 @@ pub trait ReportStore: Send + Sync {
     async fn daily_totals(&self, scope: &CompanyScope, from_day: i64, to_day: i64) -> StoreResult<DailyTotals>;
     /// Each company in scope with coins outstanding, at `now_ms`.
     async fn outstanding(&self, scope: &CompanyScope, now_ms: i64) -> StoreResult<Vec<Outstanding>>;
+    /// The record of the allocation with this request id, or of the one it is an alias of.
+    async fn allocation(&self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>>;
+    /// The record of the order's live allocation, else of its latest one.
+    async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>>;
 }
 
 /// Webhook subscriptions, their outbox and its delivery (SPEC §5 "Webhooks").

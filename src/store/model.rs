@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, StoreResult};
+use crate::domain::allocation::AllocationState;
+use crate::domain::earn::CalculationRecord;
 use crate::domain::lockout::LockState;
 use crate::domain::redeem::RedeemReceipt;
 use crate::domain::reverse::ReverseReceipt;
@@ -126,6 +128,21 @@ pub struct LedgerEntry {
     pub coin_config_id: Option<String>,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
+    pub extra: EntryExtra,
+}
+
+/// What an entry says beyond the first version of the ledger: held coins, and where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryExtra {
+    pub pending_coins: i64,
+    pub pending_after: i64,
+    /// When it took effect, if not when it was written (an expiry or activation written late).
+    pub effective_at_ms: Option<i64>,
+    pub order_id: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub original_request_id: Option<String>,
+    pub reason: Option<String>,
+    pub client_id: Option<String>,
 }
 
 /// One create or change of a configuration; the snapshots are JSON objects.
@@ -278,11 +295,16 @@ pub(crate) fn audit_json(values: &crate::domain::config::ConfigValues) -> String
         "configuration": values.kind.as_str(),
         "companyId": values.company_id.as_str(),
         "event": values.event.as_str(),
-        "amount": values.amount.get(),
+        "amount": values.amount.map(crate::domain::Coins::get),
         "validityDays": values.validity_days,
         "maxPerUserPerDay": values.max_per_user_per_day,
         "maxPerUser": values.max_per_user,
         "active": values.active,
+        "amountType": values.earning.amount_type.as_str(),
+        "rateBps": values.earning.rate_bps,
+        "minAmountMinor": values.earning.min_amount_minor,
+        "maxCoinsPerAllocation": values.earning.max_coins_per_allocation,
+        "rounding": values.earning.rounding.as_str(),
     })
     .to_string()
 }
@@ -322,3 +344,108 @@ pub struct Outstanding {
 
 /// Which companies a report covers: `None`, all of them (an admin).
 pub type CompanyScope = Option<Vec<CompanyId>>;
+
+/// An allocation's record, as `GET /api/v0/coins/allocations/...` shows it: its request row, and
+/// for a plain allocation (which keeps no record columns) what its ledger entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRecord {
+    pub request_id: RequestId,
+    /// Other request ids that repeated this allocation's order, oldest first.
+    pub aliases: Vec<RequestId>,
+    pub order_id: Option<String>,
+    pub company: CompanyId,
+    pub user: UserId,
+    pub event: String,
+    pub coin_config_id: Option<String>,
+    pub state: AllocationState,
+    pub coins: i64,
+    pub base_coins: i64,
+    pub coins_canceled: i64,
+    pub coins_reversed: i64,
+    pub coins_waived: i64,
+    pub amount_minor: Option<i64>,
+    pub amount_refunded_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub calculation: CalculationRecord,
+    pub created_at_ms: i64,
+    pub activates_at_ms: Option<i64>,
+    pub activated_at_ms: Option<i64>,
+    pub expires_at_ms: Option<i64>,
+    /// ZERO: why it earned nothing.
+    pub zero_reason: Option<String>,
+}
+
+/// The columns both backends select for a record, from [`RECORD_FROM`].
+pub(crate) const RECORD_COLUMNS: &str = "r.request_id, r.order_id, r.user_id, r.event, COALESCE(r.coin_config_id, e.coin_config_id), r.state, r.coins, \
+     r.base_coins, r.coins_canceled, r.coins_reversed, r.coins_waived, r.amount_minor, r.amount_refunded_minor, r.currency, r.calculation, \
+     r.created_at, r.activates_at, r.activated_at, CASE WHEN r.calculation IS NULL THEN e.expires_at ELSE r.expires_at END, r.zero_reason, r.alias_of";
+pub(crate) const RECORD_FROM: &str =
+    "requests r LEFT JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = 'ALLOCATE'";
+
+/// One row of [`RECORD_COLUMNS`], as read.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordRow {
+    pub request_id: String,
+    pub order_id: Option<String>,
+    pub user: String,
+    pub event: Option<String>,
+    pub coin_config_id: Option<String>,
+    pub state: Option<String>,
+    pub coins: i64,
+    pub base_coins: Option<i64>,
+    pub coins_canceled: i64,
+    pub coins_reversed: i64,
+    pub coins_waived: i64,
+    pub amount_minor: Option<i64>,
+    pub amount_refunded_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub calculation: Option<String>,
+    pub created_at: i64,
+    pub activates_at: Option<i64>,
+    pub activated_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub zero_reason: Option<String>,
+    pub alias_of: Option<String>,
+}
+
+impl RecordRow {
+    /// The record. A row without record columns is a plain allocation: FIXED, its coins credited
+    /// at its creation, ACTIVE unless a reversal marked it.
+    pub fn into_record(self, company: &CompanyId, aliases: Vec<RequestId>) -> StoreResult<AllocationRecord> {
+        let state = match self.state.as_deref() {
+            None => AllocationState::Active,
+            Some(s) => AllocationState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("allocation {} has state {s}", self.request_id)))?,
+        };
+        let calculation = match &self.calculation {
+            None => CalculationRecord::plain(self.coins),
+            Some(text) => {
+                CalculationRecord::parse(text).ok_or_else(|| StoreError::Corrupt(format!("allocation {} has an unreadable calculation", self.request_id)))?
+            }
+        };
+        let plain = self.calculation.is_none();
+        Ok(AllocationRecord {
+            request_id: RequestId::from_trusted(self.request_id),
+            aliases,
+            order_id: self.order_id,
+            company: company.clone(),
+            user: UserId::from_trusted(self.user),
+            event: self.event.unwrap_or_default(),
+            coin_config_id: self.coin_config_id,
+            state,
+            coins: self.coins,
+            base_coins: self.base_coins.unwrap_or(self.coins),
+            coins_canceled: self.coins_canceled,
+            coins_reversed: self.coins_reversed,
+            coins_waived: self.coins_waived,
+            amount_minor: self.amount_minor,
+            amount_refunded_minor: self.amount_refunded_minor,
+            currency: self.currency,
+            calculation,
+            created_at_ms: self.created_at,
+            activates_at_ms: self.activates_at,
+            activated_at_ms: if plain { Some(self.created_at) } else { self.activated_at },
+            expires_at_ms: self.expires_at,
+            zero_reason: self.zero_reason,
+        })
+    }
+}

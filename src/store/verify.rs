@@ -30,8 +30,9 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
-         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind) <> 1",
-        "request without exactly one ledger entry",
+         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind) \
+         <> CASE WHEN r.alias_of IS NOT NULL OR r.state = 'ZERO' THEN 0 ELSE 1 END",
+        "request without exactly one ledger entry (none for an alias or an allocation that earned nothing)",
     ),
     (
         "SELECT CAST(l.lot_id AS TEXT) || ' holds ' || CAST(l.remaining AS TEXT) || ' of ' || CAST(l.coins AS TEXT) \
@@ -65,6 +66,30 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
          ON d.company_id = l.company_id AND d.day = l.day AND d.event = l.event AND d.type = l.type \
          WHERE COALESCE(l.credit, 0) <> COALESCE(d.credit, 0) OR COALESCE(l.debit, 0) <> COALESCE(d.debit, 0) OR COALESCE(l.entries, 0) <> COALESCE(d.entries, 0)",
         "daily roll-up differs from the ledger",
+    ),
+    (
+        "SELECT r.company_id || '/' || r.request_id || ': record says ' || CAST(r.coins AS TEXT) || ', entry ' || CAST(e.coins AS TEXT) \
+         FROM requests r JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = 'ALLOCATE' \
+         WHERE r.kind = 'ALLOCATE' AND r.coins <> e.coins",
+        "allocation record differs from its entry",
+    ),
+    (
+        "SELECT company_id || '/' || request_id || ': ' || CAST(coins_canceled AS TEXT) || ' canceled + ' || CAST(coins_reversed AS TEXT) \
+         || ' reversed + ' || CAST(coins_waived AS TEXT) || ' waived of ' || CAST(coins AS TEXT) || ' coins, ' \
+         || COALESCE(CAST(amount_refunded_minor AS TEXT), '-') || ' refunded of ' || COALESCE(CAST(amount_minor AS TEXT), '-') FROM requests \
+         WHERE coins_canceled + coins_reversed + coins_waived > coins OR amount_refunded_minor > amount_minor \
+         OR (amount_refunded_minor IS NOT NULL AND amount_minor IS NULL)",
+        "returns exceed what the original holds",
+    ),
+    (
+        "SELECT company_id || '/' || event || '/' || order_id || ': ' || CAST(COUNT(*) AS TEXT) || ' live allocations' FROM requests \
+         WHERE order_id IS NOT NULL AND state IN ('PENDING', 'ACTIVE', 'ZERO') GROUP BY company_id, event, order_id HAVING COUNT(*) > 1",
+        "more than one live allocation for an order",
+    ),
+    (
+        "SELECT a.company_id || '/' || a.request_id || ' names ' || a.alias_of FROM requests a WHERE a.alias_of IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM requests r WHERE r.company_id = a.company_id AND r.request_id = a.alias_of AND r.kind = 'ALLOCATE' AND r.alias_of IS NULL)",
+        "alias of no allocation",
     ),
 ];
 

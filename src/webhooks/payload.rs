@@ -110,6 +110,7 @@ mod tests {
                     coin_config_id: Some("WCC1".into()),
                     created_at_ms: 0,
                     expires_at_ms: None,
+                    extra: Default::default(),
                 },
             }),
             created_at: 0,

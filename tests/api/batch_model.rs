@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use coins::domain::CoinConfigId;
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
-use coins::domain::allocate::{answer_repeat, cap_windows, plan_credit};
+use coins::domain::allocate::{answer_repeat, cap_windows, plan_credit, plan_earning};
 use coins::domain::config::{CoinConfig, ConfigValues, resolve};
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
+use coins::domain::redeem::CoinValue;
 use coins::domain::refusal::Cap;
 use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::store::{Store, StoreError};
@@ -64,6 +65,7 @@ fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
     match r {
         Ok(AllocateOk::Allocated { coins, balance, .. }) => Outcome::Allocated(coins.get(), balance.get()),
         Ok(AllocateOk::Replayed { coins }) => Outcome::Replayed(coins.get()),
+        Ok(AllocateOk::Zero) => panic!("a fixed amount never earns zero"),
         Err(StoreError::Refused(r)) => Outcome::Refused(match r {
             Refusal::RequestIdConflict(_) => "REQUEST_ID_CONFLICT",
             Refusal::ConfigNotFound { .. } => "CONFIG_NOT_FOUND",
@@ -79,6 +81,7 @@ fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
 fn cmd(it: &Item, now_ms: i64) -> AllocateCmd {
     let event = EVENTS.get(it.event).copied().unwrap_or("E3");
     AllocateCmd {
+        purchase: Default::default(),
         company: CompanyId::parse(COMPANIES[it.company]).unwrap(),
         user: UserId::parse(&format!("U{}", it.user)).unwrap(),
         event: EventName::parse(event).unwrap(),
@@ -97,7 +100,8 @@ fn config_values() -> Vec<CoinConfig> {
                 kind,
                 company_id: CompanyId::parse(company).unwrap(),
                 event: EventName::parse(event).unwrap(),
-                amount: Coins::amount(amount).unwrap(),
+                amount: Coins::amount(amount),
+                earning: Default::default(),
                 validity_days: validity,
                 max_per_user_per_day: per_day,
                 max_per_user: ever,
@@ -135,7 +139,8 @@ impl PurePlan {
                 self.allocations.iter().filter(same).count() as i64
             })
             .collect();
-        let plan = match plan_credit(cmd, config, self.accounts.get(&cmd.user), &counts) {
+        let earn = plan_earning(cmd, config, config.values.terms().unwrap(), &CoinValue::builtin()).unwrap();
+        let plan = match plan_credit(cmd, &earn, config, self.accounts.get(&cmd.user), &counts) {
             Ok(plan) => plan,
             Err(refusal) => return outcome(Err(refusal.into())),
         };
@@ -143,15 +148,17 @@ impl PurePlan {
             kind: RequestKind::Allocate,
             user: cmd.user.clone(),
             event: Some(cmd.event.to_string()),
-            coins: plan.lot.coins,
+            coins: earn.coins,
             fingerprint: String::new(),
             original: None,
             response: None,
+            alias_of: None,
+            state: None,
         };
         self.requests.insert(key, stored);
         self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance });
         self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
-        Outcome::Allocated(plan.lot.coins, plan.balance.get())
+        Outcome::Allocated(earn.coins, plan.balance.get())
     }
 }
 
@@ -168,7 +175,8 @@ async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb>
             kind,
             company_id: CompanyId::parse(company).unwrap(),
             event: EventName::parse(event).unwrap(),
-            amount: Coins::amount(amount).unwrap(),
+            amount: Coins::amount(amount),
+            earning: Default::default(),
             validity_days: validity,
             max_per_user_per_day: per_day,
             max_per_user: ever,

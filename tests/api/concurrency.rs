@@ -112,7 +112,8 @@ async fn first_credits_racing_across_transactions_all_land(backend: Backend) {
         kind: coins::domain::ConfigKind::Default,
         company_id: coins::domain::CompanyId::parse("C").unwrap(),
         event: coins::domain::EventName::parse("E").unwrap(),
-        amount: coins::domain::Coins::amount(1).unwrap(),
+        amount: coins::domain::Coins::amount(1),
+        earning: Default::default(),
         validity_days: None,
         max_per_user_per_day: None,
         max_per_user: None,
@@ -130,6 +131,7 @@ async fn first_credits_racing_across_transactions_all_land(backend: Backend) {
         set.spawn(async move {
             let _permit = in_flight.acquire_owned().await.unwrap();
             let cmd = coins::domain::allocate::AllocateCmd {
+                purchase: Default::default(),
                 company: coins::domain::CompanyId::parse("C").unwrap(),
                 user: coins::domain::UserId::parse(&format!("NEW{}", i / 4)).unwrap(),
                 event: coins::domain::EventName::parse("E").unwrap(),

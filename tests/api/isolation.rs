@@ -108,6 +108,23 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             ],
         },
         Row {
+            method: "get",
+            path: "/api/v0/coins/allocations/{requestId}",
+            tries: vec![
+                ("/api/v0/coins/allocations/B-A1?companyId=B".into(), None, Refused(403, "FORBIDDEN")),
+                // B's request id looked up under A: no such allocation there.
+                ("/api/v0/coins/allocations/B-A1?companyId=A".into(), None, Refused(404, "NOT_FOUND")),
+            ],
+        },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/allocations",
+            tries: vec![
+                ("/api/v0/coins/allocations?companyId=B&event=E&orderId=B-O1".into(), None, Refused(403, "FORBIDDEN")),
+                ("/api/v0/coins/allocations?companyId=A&event=E&orderId=B-O1".into(), None, Refused(404, "NOT_FOUND")),
+            ],
+        },
+        Row {
             method: "put",
             path: "/api/v0/coins/coin-value",
             tries: vec![
@@ -210,6 +227,9 @@ both_backends! {
         app.config("DEFAULT", "B", "E", 10).await;
         let b_config = app.create_config(&app.admin_token, json!({"configuration":"CUSTOM","companyId":"B","event":"E","amount":20})).await.assert_ok()["coinConfigId"].as_str().unwrap().to_owned();
         app.allocate(&app.admin_token, "B", "E", "B-A1", "UB").await.assert_ok();
+        app.post("/api/v0/enkash-coins/allocate-coin", &app.admin_token, json!({"companyId":"B","event":"E","requestId":"B-A2","userId":"UB","orderId":"B-O1"}))
+            .await
+            .assert_ok();
         app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"B","userId":"UB","requestId":"B-R1","coins":2})).await.assert_ok();
         app.send(reqwest::Method::PUT, "/api/v0/coins/coin-value", Some(&app.admin_token), Some(&json!({"companyId":"B","currency":"INR","minorUnitsPerCoin":50}))).await.assert_ok();
         let hook = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"B","url":"http://127.0.0.1:9/b","events":["coins.allocated"]})).await;

@@ -65,7 +65,19 @@ both_backends! {
         let keys: Vec<&str> = entries[3].as_object().unwrap().keys().map(String::as_str).collect();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, ["balanceAfter","coinConfigId","coins","createdAt","entryId","event","expiresAt","requestId","type"]);
+        assert_eq!(
+            sorted,
+            ["amountMinor","balanceAfter","clientId","coinConfigId","coins","createdAt","effectiveAt","entryId","event","expiresAt","orderId",
+             "originalRequestId","pendingAfter","pendingCoins","reason","requestId","type"]
+        );
+        // The first version's fields come first, in their order, on the wire.
+        let raw = app.get("/api/v0/coins/transactions?userId=ASHA", &app.admin_token).await.text;
+        let first = raw.find(r#""entryId""#).unwrap();
+        let order: Vec<usize> = ["\"entryId\"", "\"type\"", "\"coins\"", "\"balanceAfter\"", "\"event\"", "\"requestId\"", "\"coinConfigId\"", "\"createdAt\"", "\"expiresAt\"", "\"pendingCoins\""]
+            .iter()
+            .map(|k| first + raw[first..].find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{raw}");
         assert!(entries[3]["expiresAt"].as_str().unwrap().ends_with('Z'));
         assert_eq!(entries[0]["requestId"], json!(null));
         assert_eq!(app.db.store.sweep_expired(app.clock.now_ms()).await.unwrap().lots_expired, 0, "already settled; sweeping again does nothing");

@@ -274,10 +274,18 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
     Some(match *op {
         Op::Allocate { user, event, req } => {
             let (company, user_id, request_id) = ids(user, req);
-            let cmd = AllocateCmd { company, user: user_id, event: EventName::parse(EVENTS[event].0).unwrap(), request_id, now_ms: now };
+            let cmd = AllocateCmd {
+                purchase: Default::default(),
+                company,
+                user: user_id,
+                event: EventName::parse(EVENTS[event].0).unwrap(),
+                request_id,
+                now_ms: now,
+            };
             let got = match store.allocate(vec![cmd]).await.pop().unwrap() {
                 Ok(AllocateOk::Allocated { coins, .. }) => Outcome::Allocated(coins.get()),
                 Ok(AllocateOk::Replayed { coins }) => Outcome::Replayed(coins.get()),
+                Ok(AllocateOk::Zero) => panic!("a fixed amount never earns zero"),
                 Err(e) => Outcome::Refused(refusal_code(e)),
             };
             (got, model.allocate(user, event, req, now))
@@ -325,7 +333,8 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
             kind: ConfigKind::Default,
             company_id: CompanyId::parse(COMPANY).unwrap(),
             event: EventName::parse(event).unwrap(),
-            amount: Coins::amount(amount).unwrap(),
+            amount: Coins::amount(amount),
+            earning: Default::default(),
             validity_days: validity,
             max_per_user_per_day: None,
             max_per_user: cap,

@@ -8,6 +8,7 @@ mod batch_model;
 mod browser;
 mod caches;
 mod cli;
+mod commerce;
 mod concurrency;
 mod configs;
 mod crash;

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use coins::domain::allocation::AllocationState;
 use coins::store::{self, migrate};
 
 use crate::helpers::{Backend, BlankDb, blank_db};
@@ -131,6 +132,49 @@ async fn execute(backend: Backend, url: &str, sql: &str) {
     }
 }
 
+/// A ledger as the first version wrote it: U credited 10 (R1, still active) and 5 (R2, reversed
+/// by X2), with the lots, moves, requests and daily roll-up that version kept.
+const OLD_LEDGER: &[&str] = &[
+    "INSERT INTO users (company_id, user_id, balance, lifetime_earned, created_at) VALUES ('C', 'U', 10, 10, 1000)",
+    "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at) VALUES ('C', 'R1', 'ALLOCATE', 'U', 'E', 10, '', 1000)",
+    "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at) VALUES ('C', 'R2', 'ALLOCATE', 'U', 'E', 5, '', 1001)",
+    "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, response, created_at) \
+     VALUES ('C', 'X2', 'REVERSE', 'U', NULL, 5, 'R2', 'R2', '{}', 1002)",
+    "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
+     VALUES ('C', 'U', 'ALLOCATE', 10, 10, 'E', 'R1', 'WCC100001', 1000, 90000000)",
+    "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at) \
+     VALUES ('C', 'U', 'ALLOCATE', 5, 15, 'E', 'R2', 'WCC100001', 1001)",
+    "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at) \
+     VALUES ('C', 'U', 'REVERSE', -5, 10, 'E', 'X2', 'WCC100001', 1002)",
+    "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) \
+     SELECT 'C', 'U', entry_id, 10, 10, 90000000, 1000 FROM ledger_entries WHERE request_id = 'R1'",
+    "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, created_at) SELECT 'C', 'U', entry_id, 5, 0, 1001 FROM ledger_entries WHERE request_id = 'R2'",
+    "INSERT INTO lot_moves (entry_id, lot_id, coins) SELECT e.entry_id, l.lot_id, -5 FROM ledger_entries e, lots l \
+     WHERE e.request_id = 'X2' AND l.entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'R2')",
+    "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) VALUES ('C', 0, 'E', 'ALLOCATE', 0, 15, 0, 2)",
+    "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) VALUES ('C', 0, 'E', 'REVERSE', 0, 0, 5, 1)",
+];
+
+/// Existing allocations are carried forward in place: each reads as a record (ACTIVE, or
+/// REVERSED if it was reversed), nothing in the ledger is rewritten, and verify passes.
+async fn an_old_ledger_reads_as_records_after_the_upgrade(backend: Backend) {
+    let Some(old) = blank_db(backend).await else { return };
+    migrate_like_an_old_binary(backend, &old).await;
+    for sql in OLD_LEDGER {
+        execute(backend, &old.url, sql).await;
+    }
+    let store = store::open(&old.url).await.expect("open");
+    store.migrate().await.expect("upgrade");
+    assert!(store.verify().await.unwrap().problems.is_empty(), "{:?}", store.verify().await.unwrap().problems);
+    let company = coins::domain::CompanyId::parse("C").unwrap();
+    let r1 = store.allocation(&company, &coins::domain::RequestId::parse("R1").unwrap()).await.unwrap().expect("R1");
+    assert_eq!((r1.state, r1.coins, r1.coins_reversed, r1.expires_at_ms, r1.activated_at_ms), (AllocationState::Active, 10, 0, Some(90_000_000), Some(1000)));
+    assert_eq!(r1.coin_config_id.as_deref(), Some("WCC100001"));
+    assert_eq!(r1.calculation.exact, "10");
+    let r2 = store.allocation(&company, &coins::domain::RequestId::parse("R2").unwrap()).await.unwrap().expect("R2");
+    assert_eq!((r2.state, r2.coins_reversed), (AllocationState::Reversed, 5));
+}
+
 /// `coins migrate` (and `serve`, which runs the same step first) on a database whose record of
 /// a shipped migration no longer matches: a clear error naming it, a failing exit, nothing applied.
 async fn a_changed_shipped_migration_refuses_to_start_naming_it(backend: Backend) {
@@ -173,4 +217,8 @@ macro_rules! on_both {
     )*};
 }
 
-on_both!(migrated_at_the_old_version_then_upgraded_has_the_schema_of_a_fresh_database, a_changed_shipped_migration_refuses_to_start_naming_it);
+on_both!(
+    migrated_at_the_old_version_then_upgraded_has_the_schema_of_a_fresh_database,
+    a_changed_shipped_migration_refuses_to_start_naming_it,
+    an_old_ledger_reads_as_records_after_the_upgrade
+);

@@ -38,7 +38,8 @@ fn initial_configs() -> Vec<ConfigValues> {
         kind,
         company_id: CompanyId::parse(company).unwrap(),
         event: EventName::parse(event).unwrap(),
-        amount: Coins::amount(amount).unwrap(),
+        amount: Coins::amount(amount),
+        earning: Default::default(),
         validity_days: None,
         max_per_user_per_day: None,
         max_per_user: None,
@@ -93,6 +94,7 @@ fn observed(result: Result<AllocateOk, StoreError>) -> Expect {
     match result {
         Ok(AllocateOk::Allocated { coins, .. }) => Expect::Allocated(coins.get()),
         Ok(AllocateOk::Replayed { coins }) => Expect::Replayed(coins.get()),
+        Ok(AllocateOk::Zero) => panic!("a fixed amount never earns zero"),
         Err(StoreError::Refused(Refusal::RequestIdConflict(_))) => Expect::Conflict,
         Err(StoreError::Refused(Refusal::UserCompanyMismatch { .. })) => Expect::Mismatch,
         Err(StoreError::Refused(Refusal::ConfigNotFound { .. })) => Expect::NoConfig,
@@ -106,7 +108,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
     let mut ids: Vec<(CoinConfigId, i64, ConfigValues)> = Vec::new();
     let mut model = Model::default();
     for values in initial_configs() {
-        model.amounts.push(values.amount.get());
+        model.amounts.push(values.amount.unwrap().get());
         let c = store.create_config(values.clone(), "model", 0).await.unwrap();
         ids.push((c.id, c.version, values));
     }
@@ -114,6 +116,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
         match op {
             Op::Allocate { company, user, event, request } => {
                 let cmd = AllocateCmd {
+                    purchase: Default::default(),
                     company: CompanyId::parse(COMPANIES[company]).unwrap(),
                     user: UserId::parse(&format!("U{user}")).unwrap(),
                     event: EventName::parse(EVENTS[event]).unwrap(),
@@ -126,7 +129,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
             }
             Op::SetAmount { config, amount } => {
                 let (id, version, values) = &mut ids[config];
-                values.amount = Coins::amount(amount).unwrap();
+                values.amount = Coins::amount(amount);
                 let updated = store.update_config(*id, *version, values.clone(), "model", 0).await.unwrap();
                 *version = updated.version;
                 model.amounts[config] = amount;

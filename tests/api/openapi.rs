@@ -153,7 +153,7 @@ both_backends! {
         let res = app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"C","userId":"U","requestId":"R1","coins":2.0,"amountMinor":null})).await;
         assert_eq!(res.assert_ok()["coins"], json!(2));
         let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
-        let create = &doc["components"]["schemas"]["CreateConfigRequest"]["properties"];
+        let create = &doc["components"]["schemas"]["CreateConfigRequest"]["allOf"][0]["properties"];
         assert!(create["companyId"].is_object() && create["company_id"].is_null(), "{create}");
     }
 }

@@ -48,6 +48,9 @@ async fn run(backend: Backend) {
         ("COINS_RATE_LIMIT_PER_SEC", "0"),
         ("COINS_LOG", "error"),
         ("COINS_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        // The seeded webhook points at a closed port on this machine.
+        ("COINS_WEBHOOK_ALLOW_HTTP", "1"),
+        ("COINS_WEBHOOK_ALLOW_PRIVATE", "1"),
     ];
     let (mut child, base) = start_coins_serve(&db.url, &env);
     let http = reqwest::Client::new();
@@ -67,12 +70,29 @@ async fn run(backend: Backend) {
             .unwrap();
         assert_eq!(res.status().as_u16(), 200);
     }
-    let settings = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis/schemathesis.toml");
+    let res =
+        post("/api/v0/enkash-coins/allocate-coin", json!({"companyId":"SEED","event":"EV","requestId":"SEED9","userId":"SEEDUSER","orderId":"SEED-ORDER"}))
+            .await
+            .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    // A webhook with one event in its log, so the webhook routes reach a real one: their ids are
+    // new each run, so they join a copy of the settings file.
+    let hook = post("/api/v0/coins/webhooks", json!({"companyId":"SEED","url":"http://127.0.0.1:9/seed","events":["coins.allocated"]})).await.unwrap();
+    let webhook_id = hook.json::<Value>().await.unwrap()["payload"]["webhookId"].as_str().expect("a seeded webhook").to_owned();
+    let test = post(&format!("/api/v0/coins/webhooks/{webhook_id}/test"), json!({})).await.unwrap();
+    let message_id = test.json::<Value>().await.unwrap()["payload"]["messageId"].as_str().expect("a seeded event").to_owned();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis/schemathesis.toml")).unwrap();
+    let seeded =
+        shipped.replacen("[parameters]\n", &format!("[parameters]\n\"path.webhookId\" = \"{webhook_id}\"\n\"path.messageId\" = \"{message_id}\"\n"), 1);
+    assert_ne!(seeded, shipped, "the settings file has a [parameters] table");
+    let settings = std::env::temp_dir().join(format!("coins-schemathesis-{webhook_id}.toml"));
+    std::fs::write(&settings, seeded).unwrap();
     let out = Command::new("schemathesis")
-        .args(["--no-color", "--config-file", settings, "run", &format!("{base}/openapi.json")])
+        .args(["--no-color", "--config-file", &settings.to_string_lossy(), "run", &format!("{base}/openapi.json")])
         .args(["-H", &format!("Authorization: Bearer {token}"), "--max-time", &secs(), "--seed", "20261202", "--workers", "1"])
         .output()
         .expect("run schemathesis");
+    let _ = std::fs::remove_file(&settings);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary: String = stdout.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     eprintln!("schemathesis ({backend:?}):\n{summary}");

@@ -96,7 +96,7 @@ verify_check! {
          SELECT 'C', MAX(created_at) / 86400000, '', 'ALLOCATE', 0, 5, 5, 2 FROM ledger_entries",
     ];
     // A claimed request id whose entry was never written.
-    a_request_without_its_entry: "request without exactly one ledger entry", [
+    a_request_without_its_entry: "request without exactly one ledger entry (none for an alias or an allocation that earned nothing)", [
         "INSERT INTO requests (company_id, request_id, kind, user_id, coins, fingerprint, created_at) VALUES ('C', 'LOST', 'REDEEM', 'U1', 0, '', 0)",
     ];
     // The lot says it was credited more than its entry gave; its remainder no longer follows.
@@ -115,6 +115,25 @@ verify_check! {
     ];
     a_roll_up_that_differs_from_the_ledger: "daily roll-up differs from the ledger", [
         "UPDATE ledger_daily SET credit = credit + 1 WHERE type = 'ALLOCATE'",
+    ];
+    // The record (what a replay answers) says one coin more than the entry credited.
+    a_record_that_differs_from_its_entry: "allocation record differs from its entry", [
+        "UPDATE requests SET coins = coins + 1 WHERE request_id = 'R1'",
+    ];
+    an_allocation_returned_beyond_its_coins: "returns exceed what the original holds", [
+        "UPDATE requests SET coins_reversed = coins + 1 WHERE request_id = 'R1'",
+    ];
+    // Only with the unique index gone can an order have two live allocations.
+    two_live_allocations_for_one_order: "more than one live allocation for an order", [
+        "DROP INDEX requests_live_order",
+        "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state) \
+         VALUES ('C', 'Z1', 'ALLOCATE', 'U1', 'E', 0, '', 0, 'O1', 'ZERO')",
+        "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state) \
+         VALUES ('C', 'Z2', 'ALLOCATE', 'U1', 'E', 0, '', 0, 'O1', 'ZERO')",
+    ];
+    an_alias_of_no_allocation: "alias of no allocation", [
+        "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, alias_of) \
+         VALUES ('C', 'AL1', 'ALLOCATE', 'U1', 'E', 10, '', 0, 'GONE')",
     ];
 }
 

@@ -9,9 +9,11 @@ use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::{FromField, FromJsonObject, FromQuery, Nullable, int_schema, query_id, whole_number};
+use crate::domain::allocate::Purchase;
+use crate::domain::earn;
 use crate::domain::redeem::{AMOUNT_MINOR_MAX, MINOR_UNITS_PER_COIN_MAX, RedeemAmount, RedeemReceipt};
 use crate::domain::reverse::ReverseReceipt;
-use crate::domain::{Coins, CompanyId, EventName, RequestId, UserId};
+use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::request_body;
 
 /// EnKash's success payload for an allocation, byte for byte.
@@ -20,12 +22,48 @@ pub const ALLOCATED: &str = "Successfully allocated enkash Coins";
 pub const BULK_ITEMS_MAX: usize = 1_000;
 
 request_body! {
-    /// `POST /api/v0/enkash-coins/allocate-coin`, and each item of `allocate-coins`.
+    /// `POST /api/v0/enkash-coins/allocate-coin`, and each item of `allocate-coins`. EnKash's four
+    /// fields, then ours, all optional: an order id, and the purchase value to earn on.
     pub struct AllocateRequest {
         "companyId" => pub company_id: CompanyId,
         "event" => pub event: EventName,
         "requestId" => pub request_id: RequestId,
         "userId" => pub user_id: UserId,
+        /// The purchase: one live allocation per company, event and order id; a retry of the same
+        /// purchase under a new requestId replays the first (and becomes its alias).
+        #[schema(value_type = OrderId, required = false)]
+        "orderId" => pub order_id: Option<OrderId>,
+        /// The purchase value to earn on (required by a PERCENT configuration, or one with a
+        /// minimum spend), in minor units of the company's coin-value currency.
+        #[schema(value_type = PurchaseMinor, required = false)]
+        "amountMinor" => pub amount_minor: Option<PurchaseMinor>,
+        /// When given, it must be the company's coin-value currency.
+        #[schema(value_type = Currency, required = false)]
+        "currency" => pub currency: Option<Currency>,
+    }
+}
+
+impl AllocateRequest {
+    /// What the allocation says about the purchase.
+    pub fn purchase(&self) -> Purchase {
+        Purchase { order_id: self.order_id.clone(), amount_minor: self.amount_minor.map(|m| m.0), currency: self.currency.as_ref().map(|c| c.0.clone()) }
+    }
+}
+
+/// `amountMinor` of an allocation: the purchase value, in currency minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PurchaseMinor(pub i64);
+
+schema_of!(PurchaseMinor, "PurchaseMinor", int_schema(1, earn::AMOUNT_MINOR_MAX, false, "A purchase value in currency minor units (paise for INR)"));
+
+impl FromField for PurchaseMinor {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        value
+            .and_then(whole_number)
+            .filter(|m| (1..=earn::AMOUNT_MINOR_MAX).contains(m))
+            .map(PurchaseMinor)
+            .ok_or_else(|| format!("{name} must be a whole number of minor units between 1 and {}", earn::AMOUNT_MINOR_MAX))
     }
 }
 

@@ -12,6 +12,7 @@
 
 #[macro_use]
 mod schema;
+pub mod allocations;
 pub mod coins;
 pub mod configs;
 pub mod oauth;
@@ -24,7 +25,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::coins::AMOUNT_MAX;
-use crate::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+use crate::domain::{Coins, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
 pub(crate) use schema::int_schema;
 
 /// The success envelope of SPEC §2.
@@ -78,9 +79,9 @@ pub trait FromField: Sized {
 #[macro_export]
 macro_rules! request_body {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* $wire:literal => pub $field:ident: $ty:ty,)* }) => {
-        $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
         #[serde(rename_all = "camelCase")]
+        $(#[$meta])*
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty,)*
         }
@@ -131,7 +132,7 @@ macro_rules! id_fields {
         }
     )*};
 }
-id_fields!(CompanyId, UserId, RequestId, EventName);
+id_fields!(CompanyId, UserId, RequestId, EventName, OrderId);
 
 /// A query parameter holding an identifier: absent is `None`.
 pub fn query_id<T: FromField>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, String> {
@@ -179,7 +180,7 @@ impl<T: FromField> FromField for Nullable<T> {
 }
 
 /// A whole number in `1..=MAX` or `null` (which clears it); the unit names it in the sentence.
-fn nullable_int(name: &str, value: Option<&Value>, max: i64, unit: &str) -> Result<Option<i64>, String> {
+pub(crate) fn nullable_int(name: &str, value: Option<&Value>, max: i64, unit: &str) -> Result<Option<i64>, String> {
     match value {
         Some(Value::Null) => Ok(None),
         v => v
@@ -222,9 +223,21 @@ macro_rules! serialize_as_str {
         }
     )*};
 }
-serialize_as_str!(CompanyId, UserId, RequestId, EventName);
+serialize_as_str!(CompanyId, UserId, RequestId, EventName, OrderId);
 
 impl Serialize for ConfigKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for crate::domain::earn::AmountType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for crate::domain::earn::Rounding {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }

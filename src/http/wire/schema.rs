@@ -4,7 +4,7 @@
 
 use super::{CapLimit, ValidityDays};
 use crate::domain::coins::AMOUNT_MAX;
-use crate::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+use crate::domain::{Coins, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
 
 /// Implements the schema traits for a field type from a schema expression.
 macro_rules! schema_of {
@@ -59,6 +59,15 @@ schema_of!(
     )
 );
 schema_of!(
+    OrderId,
+    "OrderId",
+    string_schema(
+        ID_PATTERN,
+        "ORDER-2291",
+        "The business's own key for a purchase: at most one live allocation per company, event and order id; 1 to 64 characters from A-Z a-z 0-9 _ - . : @"
+    )
+);
+schema_of!(
     EventName,
     "EventName",
     string_schema("^[A-Za-z0-9_.-]{1,64}$", "REFERRAL_EVENT", "A qualifying action, case-sensitive; 1 to 64 characters from A-Z a-z 0-9 _ - .")
@@ -79,3 +88,34 @@ schema_of!(
     int_schema(1, crate::domain::config::VALIDITY_DAYS_MAX, true, "Days until coins credited by this configuration expire; null: never")
 );
 schema_of!(CapLimit, "CapLimit", int_schema(1, crate::domain::config::CAP_MAX, true, "A cap on allocations of the event per user; null: no cap"));
+
+/// A string schema of a small fixed set of values.
+pub(crate) fn enum_schema(values: &[&'static str], description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values.iter().copied())).description(Some(description)).into()
+}
+
+schema_of!(
+    crate::domain::earn::AmountType,
+    "AmountType",
+    enum_schema(&["FIXED", "PERCENT"], "FIXED: `amount` coins per allocation; PERCENT: `rateBps` of the allocation's `amountMinor`")
+);
+schema_of!(
+    crate::domain::earn::Rounding,
+    "Rounding",
+    enum_schema(&["FLOOR", "HALF_UP"], "How a fractional number of coins becomes whole: down, or to the nearest with halves up")
+);
+schema_of!(
+    super::configs::RateBps,
+    "RateBps",
+    int_schema(1, crate::domain::earn::RATE_BPS_MAX, true, "PERCENT: basis points of the purchase value (100 = 1 %)")
+);
+schema_of!(
+    super::configs::MinAmountMinor,
+    "MinAmountMinor",
+    int_schema(1, crate::domain::earn::AMOUNT_MINOR_MAX, true, "The smallest purchase value (minor units) that earns anything; null: no minimum")
+);
+schema_of!(
+    super::configs::MaxCoinsPerAllocation,
+    "MaxCoinsPerAllocation",
+    int_schema(1, AMOUNT_MAX, true, "The most coins one allocation earns; null: no cap")
+);

@@ -98,6 +98,18 @@ pub struct EntryView {
     pub coin_config_id: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    /// Held coins this entry moved (signed; 0 for entries that move none).
+    pub pending_coins: i64,
+    /// The user's held coins after it.
+    pub pending_after: i64,
+    /// When it took effect, if not when it was written.
+    pub effective_at: Option<String>,
+    pub order_id: Option<String>,
+    pub amount_minor: Option<i64>,
+    /// Reversals: the request reversed.
+    pub original_request_id: Option<String>,
+    pub reason: Option<String>,
+    pub client_id: Option<String>,
 }
 
 impl From<LedgerEntry> for EntryView {
@@ -112,6 +124,14 @@ impl From<LedgerEntry> for EntryView {
             coin_config_id: e.coin_config_id,
             created_at: rfc3339(e.created_at_ms),
             expires_at: e.expires_at_ms.map(rfc3339),
+            pending_coins: e.extra.pending_coins,
+            pending_after: e.extra.pending_after,
+            effective_at: e.extra.effective_at_ms.map(rfc3339),
+            order_id: e.extra.order_id,
+            amount_minor: e.extra.amount_minor,
+            original_request_id: e.extra.original_request_id,
+            reason: e.extra.reason,
+            client_id: e.extra.client_id,
         }
     }
 }

@@ -10,7 +10,8 @@ use tokio_postgres::Row;
 use super::listen::{CONFIGS_CHANNEL, Caches};
 use super::{PgStore, PgTx};
 use crate::domain::allocate::AllocateCmd;
-use crate::domain::config::{self as cfg, ConfigValues};
+use crate::domain::config::{self as cfg, ConfigValues, Earning};
+use crate::domain::earn::{AmountType, Rounding};
 use crate::domain::redeem::CoinValue;
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName};
 use crate::store::config_cache::Resolved;
@@ -18,7 +19,8 @@ use crate::store::configs::{self, ConfigTx};
 use crate::store::model::{coin_value_from, coin_value_key};
 use crate::store::{AuditRecord, ConfigFilter, ConfigStore, StoreError, StoreResult};
 
-pub(super) const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version";
+pub(super) const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version, \
+     amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, rounding, pending_days";
 
 pub(super) fn config_from_row(row: &Row) -> CoinConfig {
     CoinConfig {
@@ -27,7 +29,15 @@ pub(super) fn config_from_row(row: &Row) -> CoinConfig {
             kind: ConfigKind::parse(row.get(1)).unwrap_or(ConfigKind::Custom),
             company_id: CompanyId::from_trusted(row.get(2)),
             event: EventName::from_trusted(row.get(3)),
-            amount: Coins::from_stored(row.get(4)),
+            amount: row.get::<_, Option<i64>>(4).map(Coins::from_stored),
+            earning: Earning {
+                amount_type: AmountType::parse(row.get(10)).unwrap_or(AmountType::Fixed),
+                rate_bps: row.get(11),
+                min_amount_minor: row.get(12),
+                max_coins_per_allocation: row.get(13),
+                rounding: Rounding::parse(row.get(14)).unwrap_or(Rounding::Floor),
+                pending_days: row.get(15),
+            },
             validity_days: row.get(5),
             max_per_user_per_day: row.get(6),
             max_per_user: row.get(7),
@@ -108,17 +118,44 @@ struct Columns<'a> {
     kind: &'a str,
     company: &'a str,
     event: &'a str,
-    amount: i64,
+    amount: Option<i64>,
+    amount_type: &'a str,
+    rounding: &'a str,
 }
 
 impl<'a> Columns<'a> {
     fn of(v: &'a ConfigValues) -> Self {
-        Self { kind: v.kind.as_str(), company: v.company_id.as_str(), event: v.event.as_str(), amount: v.amount.get() }
+        Self {
+            kind: v.kind.as_str(),
+            company: v.company_id.as_str(),
+            event: v.event.as_str(),
+            amount: v.amount.map(Coins::get),
+            amount_type: v.earning.amount_type.as_str(),
+            rounding: v.earning.rounding.as_str(),
+        }
     }
 
-    /// As bound by insert and update: `$1`..`$8`, then the time as `$9`.
-    fn params(&'a self, v: &'a ConfigValues, now_ms: &'a i64) -> [Param<'a>; 9] {
-        [&self.kind, &self.company, &self.event, &self.amount, &v.validity_days, &v.max_per_user_per_day, &v.max_per_user, &v.active, now_ms]
+    /// As bound by insert and update: `$1`..`$8`, the time as `$9`, then how it earns as
+    /// `$10`..`$15`.
+    fn params(&'a self, v: &'a ConfigValues, now_ms: &'a i64) -> [Param<'a>; 15] {
+        let e = &v.earning;
+        [
+            &self.kind,
+            &self.company,
+            &self.event,
+            &self.amount,
+            &v.validity_days,
+            &v.max_per_user_per_day,
+            &v.max_per_user,
+            &v.active,
+            now_ms,
+            &self.amount_type,
+            &e.rate_bps,
+            &e.min_amount_minor,
+            &e.max_coins_per_allocation,
+            &self.rounding,
+            &e.pending_days,
+        ]
     }
 }
 
@@ -137,7 +174,8 @@ impl ConfigTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "INSERT INTO coin_configs (configuration, company_id, event, amount, validity_days, max_per_user_per_day, \
-                 max_per_user, active, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) RETURNING seq",
+                 max_per_user, active, version, created_at, updated_at, amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, \
+                 rounding, pending_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15) RETURNING seq",
             )
             .await?;
         let row = self.0.query_one(&stmt, &Columns::of(v).params(v, &now_ms)).await?;
@@ -149,7 +187,8 @@ impl ConfigTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "UPDATE coin_configs SET configuration = $1, company_id = $2, event = $3, amount = $4, validity_days = $5, \
-                 max_per_user_per_day = $6, max_per_user = $7, active = $8, version = version + 1, updated_at = $9 WHERE seq = $10",
+                 max_per_user_per_day = $6, max_per_user = $7, active = $8, version = version + 1, updated_at = $9, amount_type = $10, \
+                 rate_bps = $11, min_amount_minor = $12, max_coins_per_allocation = $13, rounding = $14, pending_days = $15 WHERE seq = $16",
             )
             .await?;
         let (columns, seq) = (Columns::of(v), id.seq());

@@ -17,7 +17,9 @@ use tokio_postgres::Row;
 use super::configs::{coin_value_in, resolve_batch};
 use super::listen::Caches;
 use super::{Core, PgStore, PgTx};
-use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
+use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase};
+use crate::domain::allocation::{AllocationState, OrderHolder};
+use crate::domain::earn::ZeroReason;
 use crate::domain::expire::DueLot;
 use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
@@ -26,7 +28,7 @@ use crate::domain::refusal::Cap;
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::webhooks::EventType;
-use crate::domain::{CoinConfig, Coins, CompanyId, Refusal, RequestId, UserId};
+use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, LedgerTx};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
@@ -36,7 +38,8 @@ impl LedgerTx for PgTx<'_> {
         let stmt = self
             .0
             .prepare_cached(
-                "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response FROM requests WHERE company_id = $1 AND request_id = $2",
+                "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response, alias_of, state FROM requests \
+                 WHERE company_id = $1 AND request_id = $2",
             )
             .await?;
         let Some(r) = self.0.query_opt(&stmt, &[&company.as_str(), &request_id.as_str()]).await? else { return Ok(None) };
@@ -49,17 +52,48 @@ impl LedgerTx for PgTx<'_> {
             fingerprint: r.get(4),
             original: r.get::<_, Option<String>>(5).map(RequestId::from_trusted),
             response: r.get(6),
+            alias_of: r.get::<_, Option<String>>(7).map(RequestId::from_trusted),
+            state: r.get::<_, Option<&str>>(8).and_then(AllocationState::parse),
         }))
     }
 
     async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, c: &Claim<'_>, now_ms: i64) -> StoreResult<bool> {
         // A concurrent duplicate waits here for the other transaction's commit, then is not
-        // inserted (ON CONFLICT covers the key and the one-reversal-per-original index).
+        // inserted (ON CONFLICT covers the key, the one-reversal-per-original index and the
+        // one-live-allocation-per-order index).
+        let Some(r) = c.record else {
+            let stmt = self
+                .0
+                .prepare_cached(
+                    "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            let n = self
+                .0
+                .execute(
+                    &stmt,
+                    &[
+                        &company.as_str(),
+                        &request_id.as_str(),
+                        &c.kind.as_str(),
+                        &c.user.as_str(),
+                        &c.event,
+                        &c.coins,
+                        &c.fingerprint,
+                        &c.original.map(RequestId::as_str),
+                        &now_ms,
+                    ],
+                )
+                .await?;
+            return Ok(n == 1);
+        };
         let stmt = self
             .0
             .prepare_cached(
-                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
+                 zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING",
             )
             .await?;
         let n = self
@@ -73,9 +107,69 @@ impl LedgerTx for PgTx<'_> {
                     &c.user.as_str(),
                     &c.event,
                     &c.coins,
-                    &c.fingerprint,
-                    &c.original.map(RequestId::as_str),
                     &now_ms,
+                    &r.order_id.as_ref().map(OrderId::as_str),
+                    &r.state.as_str(),
+                    &r.zero_reason.map(ZeroReason::as_str),
+                    &r.coin_config_id,
+                    &r.base_coins,
+                    &r.amount_minor,
+                    &r.amount_minor.map(|_| 0i64),
+                    &r.currency,
+                    &r.calculation,
+                    &r.activated_at,
+                    &r.expires_at,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn live_order(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<OrderHolder>> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT request_id, user_id, amount_minor, coins FROM requests WHERE company_id = $1 AND event = $2 AND order_id = $3 \
+                 AND state IN ('PENDING', 'ACTIVE', 'ZERO')",
+            )
+            .await?;
+        Ok(self.0.query_opt(&stmt, &[&company.as_str(), &event.as_str(), &order.as_str()]).await?.map(|r| OrderHolder {
+            request_id: RequestId::from_trusted(r.get(0)),
+            user: UserId::from_trusted(r.get(1)),
+            amount_minor: r.get(2),
+            coins: r.get(3),
+        }))
+    }
+
+    async fn add_alias(
+        &mut self,
+        company: &CompanyId,
+        request_id: &RequestId,
+        event: &EventName,
+        order: &OrderId,
+        holder: &OrderHolder,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, alias_of, order_id) \
+                 VALUES ($1, $2, 'ALLOCATE', $3, $4, $5, '', $6, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let n = self
+            .0
+            .execute(
+                &stmt,
+                &[
+                    &company.as_str(),
+                    &request_id.as_str(),
+                    &holder.user.as_str(),
+                    &event.as_str(),
+                    &holder.coins,
+                    &now_ms,
+                    &holder.request_id.as_str(),
+                    &order.as_str(),
                 ],
             )
             .await?;
@@ -177,6 +271,18 @@ impl LedgerTx for PgTx<'_> {
         Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| OwnLot { lot_id: r.get(0), expired: r.get(1) }).collect())
     }
 
+    async fn mark_reversed(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "UPDATE requests SET coins_reversed = coins, state = CASE WHEN kind = 'ALLOCATE' THEN 'REVERSED' ELSE state END \
+                 WHERE company_id = $1 AND request_id = $2",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &original.as_str()]).await?;
+        Ok(())
+    }
+
     async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>> {
         let stmt = self.0.prepare_cached("SELECT lot_id, coins FROM lot_moves WHERE entry_id = $1 ORDER BY lot_id").await?;
         Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| LotMove { lot_id: r.get(0), coins: r.get(1) }).collect())
@@ -186,8 +292,8 @@ impl LedgerTx for PgTx<'_> {
         let stmt = self
             .0
             .prepare_cached(
-                "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING entry_id",
+                "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
+                 order_id, amount_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING entry_id",
             )
             .await?;
         let request_id = e.request_id.as_ref().map(RequestId::as_str);
@@ -206,6 +312,8 @@ impl LedgerTx for PgTx<'_> {
                     &e.coin_config_id,
                     &now_ms,
                     &e.expires_at,
+                    &e.order_id,
+                    &e.amount_minor,
                 ],
             )
             .await?;
@@ -314,14 +422,25 @@ impl Core {
     }
 }
 
-/// Applies a batch with `coins_allocate_set`; a lone item goes to `coins_allocate_one`, cheaper
-/// when there is nothing to share. A request id that occurs twice in the batch starts a later
-/// call in the same transaction, where it finds the first occurrence and replays it, exactly as
-/// two requests one after the other would.
+/// Whether `coins_allocate_set` decides this item: a plain allocation (EnKash's fields under a
+/// fixed amount), or one with no configuration (a replay or a refusal). Everything else — an
+/// order id, a purchase value, a percentage — goes through the Rust plans of `store/ledger.rs`.
+fn set_based(cmd: &AllocateCmd, config: Option<&CoinConfig>) -> bool {
+    match config {
+        None => cmd.purchase == Purchase::default(),
+        Some(c) => c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &terms)),
+    }
+}
+
+/// Applies a batch: plain items with `coins_allocate_set` (a lone one with `coins_allocate_one`,
+/// cheaper when there is nothing to share), then the others one by one through the Rust plans,
+/// in the same transaction. A request id that occurs twice among the plain items starts a later
+/// call, where it finds the first occurrence and replays it, exactly as two requests one after
+/// the other would.
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<StoreResult<AllocateOk>>> {
     let configs = resolve_batch(tx, cmds, caches).await?;
     let mut results: Vec<Option<StoreResult<AllocateOk>>> = cmds.iter().map(|_| None).collect();
-    let mut pending: Vec<usize> = (0..cmds.len()).collect();
+    let (mut pending, planned): (Vec<usize>, Vec<usize>) = (0..cmds.len()).partition(|&i| set_based(&cmds[i], configs[i].as_ref()));
     let set = tx
         .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .await?;
@@ -340,7 +459,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         let (companies, users, events, requests) =
             (pick(&|c| c.company.as_str()), pick(&|c| c.user.as_str()), pick(&|c| c.event.as_str()), pick(&|c| c.request_id.as_str()));
         let nows: Vec<i64> = round.iter().map(|&i| cmds[i].now_ms).collect();
-        let (seqs, amounts) = (config(&|c| Some(c.id.seq())), config(&|c| Some(c.values.amount.get())));
+        let (seqs, amounts) = (config(&|c| Some(c.id.seq())), config(&|c| c.values.amount.map(Coins::get)));
         let (validity, cap_day, cap_ever) =
             (config(&|c| c.values.validity_days), config(&|c| c.values.max_per_user_per_day), config(&|c| c.values.max_per_user));
         let rows = if round.len() == 1 {
@@ -362,6 +481,14 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         }
         after_allocations(tx, &rows).await?;
         pending = later;
+    }
+    for i in planned {
+        match ledger::allocate(&mut PgTx(tx), &cmds[i], configs[i].as_ref()).await {
+            // Anything but a refusal may have aborted the transaction: the batch fails whole
+            // (and `allocate_now` applies its items one by one).
+            Err(e) if !matches!(e, StoreError::Refused(_)) => return Err(e),
+            outcome => results[i] = Some(outcome),
+        }
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("an allocation was not answered".into())))).collect())
 }

@@ -6,10 +6,12 @@ use super::PgStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::domain::{Coins, CompanyId, UserId};
+use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
-    CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance, UserSummary, VerifyReport,
+    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance,
+    UserSummary, VerifyReport,
 };
 
 /// The visible balance (stored balance less lots past expiry not yet written off) and when it
@@ -29,7 +31,8 @@ const SUMMARY_SQL: &str = "SELECT u.company_id, u.balance, u.lifetime_earned, u.
 const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
      AND expires_at > $3 AND expires_at <= $4 ORDER BY expires_at, lot_id";
 
-const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
+const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
+     e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id \
      FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
      WHERE u.user_id = $1 AND e.entry_id < $2 ORDER BY e.entry_id DESC LIMIT $3";
 
@@ -94,6 +97,16 @@ impl ReportStore for PgStore {
                 coin_config_id: r.get(6),
                 created_at_ms: r.get(7),
                 expires_at_ms: r.get(8),
+                extra: EntryExtra {
+                    pending_coins: r.get(9),
+                    pending_after: r.get(10),
+                    effective_at_ms: r.get(11),
+                    order_id: r.get(12),
+                    amount_minor: r.get(13),
+                    original_request_id: r.get(14),
+                    reason: r.get(15),
+                    client_id: r.get(16),
+                },
             })
             .collect())
     }
@@ -157,4 +170,67 @@ impl ReportStore for PgStore {
         tx.commit().await?;
         Ok(report)
     }
+
+    async fn allocation(&self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
+        record_in(&self.core.client().await?, company, request_id).await
+    }
+
+    async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>> {
+        let client = self.core.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT request_id FROM requests WHERE company_id = $1 AND event = $2 AND order_id = $3 AND alias_of IS NULL \
+                 ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1",
+            )
+            .await?;
+        match client.query_opt(&stmt, &[&company.as_str(), &event.as_str(), &order.as_str()]).await? {
+            Some(row) => record_in(&client, company, &RequestId::from_trusted(row.get(0))).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// An allocation's record by its request id or an alias of it.
+async fn record_in(client: &deadpool_postgres::Client, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
+    let stmt = client
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.request_id = $2 AND r.kind = 'ALLOCATE'"))
+        .await?;
+    let read = |row: tokio_postgres::Row| RecordRow {
+        request_id: row.get(0),
+        order_id: row.get(1),
+        user: row.get(2),
+        event: row.get(3),
+        coin_config_id: row.get(4),
+        state: row.get(5),
+        coins: row.get(6),
+        base_coins: row.get(7),
+        coins_canceled: row.get(8),
+        coins_reversed: row.get(9),
+        coins_waived: row.get(10),
+        amount_minor: row.get(11),
+        amount_refunded_minor: row.get(12),
+        currency: row.get(13),
+        calculation: row.get(14),
+        created_at: row.get(15),
+        activates_at: row.get(16),
+        activated_at: row.get(17),
+        expires_at: row.get(18),
+        zero_reason: row.get(19),
+        alias_of: row.get(20),
+    };
+    let Some(mut row) = client.query_opt(&stmt, &[&company.as_str(), &request_id.as_str()]).await?.map(read) else { return Ok(None) };
+    if let Some(holder) = row.alias_of.clone() {
+        let held = client.query_opt(&stmt, &[&company.as_str(), &holder]).await?.map(read);
+        row = held.ok_or_else(|| StoreError::Corrupt(format!("alias {request_id} of a missing {holder}")))?;
+    }
+    let aliases = client
+        .query(
+            "SELECT request_id FROM requests WHERE company_id = $1 AND event = $2 AND order_id = $3 AND alias_of = $4 ORDER BY created_at, request_id",
+            &[&company.as_str(), &row.event, &row.order_id, &row.request_id],
+        )
+        .await?
+        .iter()
+        .map(|r| RequestId::from_trusted(r.get(0)))
+        .collect();
+    row.into_record(company, aliases).map(Some)
 }

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, SqliteTx};
-use crate::domain::config::{self as cfg, ConfigValues};
+use crate::domain::config::{self as cfg, ConfigValues, Earning};
+use crate::domain::earn::{AmountType, Rounding};
 use crate::domain::redeem::CoinValue;
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName};
 use crate::store::config_cache::ConfigCache;
@@ -13,7 +14,8 @@ use crate::store::ledger::run_now;
 use crate::store::model::{coin_value_from, coin_value_key};
 use crate::store::{AuditRecord, ConfigFilter, ConfigStore, StoreResult};
 
-const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version";
+const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version, \
+     amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, rounding, pending_days";
 
 fn config_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CoinConfig> {
     let kind: String = row.get(1)?;
@@ -23,7 +25,15 @@ fn config_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CoinConfig> {
             kind: ConfigKind::parse(&kind).unwrap_or(ConfigKind::Custom),
             company_id: CompanyId::from_trusted(row.get(2)?),
             event: EventName::from_trusted(row.get(3)?),
-            amount: Coins::from_stored(row.get(4)?),
+            amount: row.get::<_, Option<i64>>(4)?.map(Coins::from_stored),
+            earning: Earning {
+                amount_type: AmountType::parse(&row.get::<_, String>(10)?).unwrap_or(AmountType::Fixed),
+                rate_bps: row.get(11)?,
+                min_amount_minor: row.get(12)?,
+                max_coins_per_allocation: row.get(13)?,
+                rounding: Rounding::parse(&row.get::<_, String>(14)?).unwrap_or(Rounding::Floor),
+                pending_days: row.get(15)?,
+            },
             validity_days: row.get(5)?,
             max_per_user_per_day: row.get(6)?,
             max_per_user: row.get(7)?,
@@ -65,18 +75,26 @@ pub(super) fn coin_value_in(conn: &Connection, company: Option<&CompanyId>) -> S
     Ok(coin_value_from(row))
 }
 
-/// A configuration's columns as bound by insert and update: `?1`..`?8`, then the time as `?9`.
-fn values_params(v: &ConfigValues, now_ms: i64) -> [rusqlite::types::Value; 9] {
+/// A configuration's columns as bound by insert and update: `?1`..`?8`, the time as `?9`, then
+/// how it earns as `?10`..`?15`.
+fn values_params(v: &ConfigValues, now_ms: i64) -> [rusqlite::types::Value; 15] {
+    let e = &v.earning;
     [
         v.kind.as_str().to_owned().into(),
         v.company_id.to_string().into(),
         v.event.to_string().into(),
-        v.amount.get().into(),
+        v.amount.map(Coins::get).into(),
         v.validity_days.into(),
         v.max_per_user_per_day.into(),
         v.max_per_user.into(),
         v.active.into(),
         now_ms.into(),
+        e.amount_type.as_str().to_owned().into(),
+        e.rate_bps.into(),
+        e.min_amount_minor.into(),
+        e.max_coins_per_allocation.into(),
+        e.rounding.as_str().to_owned().into(),
+        e.pending_days.into(),
     ]
 }
 
@@ -107,7 +125,8 @@ impl ConfigTx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "INSERT INTO coin_configs (configuration, company_id, event, amount, validity_days, max_per_user_per_day, \
-                 max_per_user, active, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+                 max_per_user, active, version, created_at, updated_at, amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, \
+                 rounding, pending_days) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?
             .execute(rusqlite::params_from_iter(values_params(v, now_ms)))?;
         Ok(CoinConfigId::from_seq(self.0.last_insert_rowid()))
@@ -119,7 +138,8 @@ impl ConfigTx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "UPDATE coin_configs SET configuration = ?1, company_id = ?2, event = ?3, amount = ?4, validity_days = ?5, \
-                 max_per_user_per_day = ?6, max_per_user = ?7, active = ?8, version = version + 1, updated_at = ?9 WHERE seq = ?10",
+                 max_per_user_per_day = ?6, max_per_user = ?7, active = ?8, version = version + 1, updated_at = ?9, amount_type = ?10, \
+                 rate_bps = ?11, min_amount_minor = ?12, max_coins_per_allocation = ?13, rounding = ?14, pending_days = ?15 WHERE seq = ?16",
             )?
             .execute(rusqlite::params_from_iter(params))?;
         Ok(())

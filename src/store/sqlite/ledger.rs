@@ -8,6 +8,8 @@ use super::configs::coin_value_in;
 use super::writer::Queued;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
+use crate::domain::allocation::{AllocationState, OrderHolder};
+use crate::domain::earn::ZeroReason;
 use crate::domain::expire::DueLot;
 use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
@@ -15,7 +17,7 @@ use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
 use crate::domain::webhooks::EventType;
-use crate::domain::{Coins, CompanyId, RequestId, UserId};
+use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, run_now};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
@@ -28,7 +30,7 @@ impl LedgerTx for SqliteTx<'_> {
         let row = self
             .0
             .prepare_cached(
-                "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response FROM requests \
+                "SELECT kind, user_id, event, coins, fingerprint, original_request_id, response, alias_of, state FROM requests \
                  WHERE company_id = ?1 AND request_id = ?2",
             )?
             .query_row(params![company.as_str(), request_id.as_str()], |r| {
@@ -41,6 +43,8 @@ impl LedgerTx for SqliteTx<'_> {
                     fingerprint: r.get(4)?,
                     original: r.get::<_, Option<String>>(5)?.map(RequestId::from_trusted),
                     response: r.get(6)?,
+                    alias_of: r.get::<_, Option<String>>(7)?.map(RequestId::from_trusted),
+                    state: r.get::<_, Option<String>>(8)?.as_deref().and_then(AllocationState::parse),
                 };
                 Ok((kind, request))
             })
@@ -50,12 +54,34 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, c: &Claim<'_>, now_ms: i64) -> StoreResult<bool> {
-        // OR IGNORE: a taken id, or a second reversal of one original (requests_one_reversal).
+        // OR IGNORE: a taken id, a second reversal of one original (requests_one_reversal), or an
+        // order id a live allocation holds (requests_live_order).
+        let Some(r) = c.record else {
+            return Ok(self
+                .0
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    company.as_str(),
+                    request_id.as_str(),
+                    c.kind.as_str(),
+                    c.user.as_str(),
+                    c.event,
+                    c.coins,
+                    c.fingerprint,
+                    c.original.map(RequestId::as_str),
+                    now_ms
+                ])?
+                == 1);
+        };
         Ok(self
             .0
             .prepare_cached(
-                "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, original_request_id, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
+                 zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?
             .execute(params![
                 company.as_str(),
@@ -64,9 +90,64 @@ impl LedgerTx for SqliteTx<'_> {
                 c.user.as_str(),
                 c.event,
                 c.coins,
-                c.fingerprint,
-                c.original.map(RequestId::as_str),
-                now_ms
+                now_ms,
+                r.order_id.as_ref().map(OrderId::as_str),
+                r.state.as_str(),
+                r.zero_reason.map(ZeroReason::as_str),
+                r.coin_config_id,
+                r.base_coins,
+                r.amount_minor,
+                r.amount_minor.map(|_| 0),
+                r.currency,
+                r.calculation,
+                r.activated_at,
+                r.expires_at
+            ])?
+            == 1)
+    }
+
+    async fn live_order(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<OrderHolder>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT request_id, user_id, amount_minor, coins FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
+                 AND state IN ('PENDING', 'ACTIVE', 'ZERO')",
+            )?
+            .query_row(params![company.as_str(), event.as_str(), order.as_str()], |r| {
+                Ok(OrderHolder {
+                    request_id: RequestId::from_trusted(r.get(0)?),
+                    user: UserId::from_trusted(r.get(1)?),
+                    amount_minor: r.get(2)?,
+                    coins: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    async fn add_alias(
+        &mut self,
+        company: &CompanyId,
+        request_id: &RequestId,
+        event: &EventName,
+        order: &OrderId,
+        holder: &OrderHolder,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, alias_of, order_id) \
+                 VALUES (?1, ?2, 'ALLOCATE', ?3, ?4, ?5, '', ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                company.as_str(),
+                request_id.as_str(),
+                holder.user.as_str(),
+                event.as_str(),
+                holder.coins,
+                now_ms,
+                holder.request_id.as_str(),
+                order.as_str()
             ])?
             == 1)
     }
@@ -161,6 +242,16 @@ impl LedgerTx for SqliteTx<'_> {
             .collect::<Result<_, _>>()?)
     }
 
+    async fn mark_reversed(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE requests SET coins_reversed = coins, state = CASE WHEN kind = 'ALLOCATE' THEN 'REVERSED' ELSE state END \
+                 WHERE company_id = ?1 AND request_id = ?2",
+            )?
+            .execute(params![company.as_str(), original.as_str()])?;
+        Ok(())
+    }
+
     async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>> {
         Ok(self
             .0
@@ -172,8 +263,8 @@ impl LedgerTx for SqliteTx<'_> {
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, e: &NewEntry, now_ms: i64) -> StoreResult<i64> {
         self.0
             .prepare_cached(
-                "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
+                 order_id, amount_minor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 company.as_str(),
@@ -185,7 +276,9 @@ impl LedgerTx for SqliteTx<'_> {
                 e.request_id.as_ref().map(RequestId::as_str),
                 e.coin_config_id,
                 now_ms,
-                e.expires_at
+                e.expires_at,
+                e.order_id,
+                e.amount_minor
             ])?;
         Ok(self.0.last_insert_rowid())
     }

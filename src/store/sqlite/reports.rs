@@ -7,10 +7,12 @@ use super::SqliteStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::domain::{Coins, CompanyId, UserId};
+use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
-    CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance, UserSummary, VerifyReport,
+    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance,
+    UserSummary, VerifyReport,
 };
 
 /// The visible balance (stored balance less lots past expiry not yet written off) and when it
@@ -48,7 +50,8 @@ fn moved_rows<K: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &st
     Ok(out)
 }
 
-const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at \
+const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
+     e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id \
      FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
      WHERE u.user_id = ?1 AND e.entry_id < ?2 ORDER BY e.entry_id DESC LIMIT ?3";
 
@@ -103,6 +106,16 @@ impl ReportStore for SqliteStore {
                         coin_config_id: r.get(6)?,
                         created_at_ms: r.get(7)?,
                         expires_at_ms: r.get(8)?,
+                        extra: EntryExtra {
+                            pending_coins: r.get(9)?,
+                            pending_after: r.get(10)?,
+                            effective_at_ms: r.get(11)?,
+                            order_id: r.get(12)?,
+                            amount_minor: r.get(13)?,
+                            original_request_id: r.get(14)?,
+                            reason: r.get(15)?,
+                            client_id: r.get(16)?,
+                        },
                     })
                 })?
                 .collect::<Result<_, _>>()?)
@@ -169,4 +182,73 @@ impl ReportStore for SqliteStore {
         })
         .await
     }
+
+    async fn allocation(&self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
+        let (company, request_id) = (company.clone(), request_id.clone());
+        self.read(move |conn| record_in(conn, &company, &request_id)).await
+    }
+
+    async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>> {
+        let (company, event, order) = (company.clone(), event.clone(), order.clone());
+        self.read(move |conn| {
+            let id: Option<String> =
+                conn.prepare_cached(ORDER_SQL)?.query_row(params![company.as_str(), event.as_str(), order.as_str()], |r| r.get(0)).optional()?;
+            match id {
+                Some(id) => record_in(conn, &company, &RequestId::from_trusted(id)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+}
+
+/// The order's live allocation first, else its latest.
+const ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 AND alias_of IS NULL \
+     ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1";
+
+/// An allocation's record by its request id or an alias of it.
+fn record_in(conn: &rusqlite::Connection, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id = ?2 AND r.kind = 'ALLOCATE'");
+    let read = |id: &str| -> StoreResult<Option<RecordRow>> {
+        Ok(conn
+            .prepare_cached(&sql)?
+            .query_row(params![company.as_str(), id], |r| {
+                Ok(RecordRow {
+                    request_id: r.get(0)?,
+                    order_id: r.get(1)?,
+                    user: r.get(2)?,
+                    event: r.get(3)?,
+                    coin_config_id: r.get(4)?,
+                    state: r.get(5)?,
+                    coins: r.get(6)?,
+                    base_coins: r.get(7)?,
+                    coins_canceled: r.get(8)?,
+                    coins_reversed: r.get(9)?,
+                    coins_waived: r.get(10)?,
+                    amount_minor: r.get(11)?,
+                    amount_refunded_minor: r.get(12)?,
+                    currency: r.get(13)?,
+                    calculation: r.get(14)?,
+                    created_at: r.get(15)?,
+                    activates_at: r.get(16)?,
+                    activated_at: r.get(17)?,
+                    expires_at: r.get(18)?,
+                    zero_reason: r.get(19)?,
+                    alias_of: r.get(20)?,
+                })
+            })
+            .optional()?)
+    };
+    let Some(mut row) = read(request_id.as_str())? else { return Ok(None) };
+    if let Some(holder) = row.alias_of.clone() {
+        let Some(held) = read(&holder)? else { return Err(StoreError::Corrupt(format!("alias {request_id} of a missing {holder}"))) };
+        row = held;
+    }
+    let aliases = conn
+        .prepare_cached(
+            "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 AND alias_of = ?4 ORDER BY created_at, request_id",
+        )?
+        .query_map(params![company.as_str(), row.event, row.order_id, row.request_id], |r| Ok(RequestId::from_trusted(r.get(0)?)))?
+        .collect::<Result<_, _>>()?;
+    row.into_record(company, aliases).map(Some)
 }

@@ -72,6 +72,7 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
                 coin_config_id: r.get(15)?,
                 created_at_ms: r.get(16)?,
                 expires_at_ms: r.get(17)?,
+                extra: Default::default(),
             },
         }),
         None => None,
