@@ -11,9 +11,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(data) else { return };
     if let Ok(r) = AllocateRequest::from_object(&object) {
         assert!(coins::domain::UserId::parse(r.user_id.as_str()).is_ok());
+        assert!(r.amount_minor.is_none_or(|m| (1..=10_000_000_000_000).contains(&m.0)));
     }
-    if let Ok(r) = CreateConfigRequest::from_object(&object) {
-        assert!((1..=1_000_000_000).contains(&r.amount.get()));
+    // A configuration that reads and fits together earns by exactly one rule, in range.
+    if let Some(values) = CreateConfigRequest::from_object(&object).ok().and_then(|r| r.into_values().ok()) {
+        assert!(values.terms().is_ok());
+        assert!(values.amount.is_none_or(|a| (1..=1_000_000_000).contains(&a.get())));
     }
     let _ = PatchConfigRequest::from_object(&object);
     if let Ok(r) = RedeemRequest::from_object(&object) {
