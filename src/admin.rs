@@ -1,4 +1,4 @@
-//! The operator commands of SPEC §7 besides `serve`: migrations, clients, ledger verification,
+//! The operator commands besides `serve` (README, "Running it"): migrations, clients, ledger verification,
 //! and the first-run admin bootstrap `serve` performs.
 //!
 //! Credentials are printed to stdout as `client_id: ...` / `client_secret: ...` lines so scripts
@@ -43,7 +43,7 @@ pub async fn create_client(store: &dyn Store, name: &str, admin: bool, companies
     Ok((id, secret))
 }
 
-/// SPEC §7: make sure the configured admin exists, or create one on an empty database.
+/// Make sure the configured admin exists, or create one on an empty database.
 pub async fn bootstrap_admin(store: &dyn Store, settings: &ServeSettings, listen: std::net::SocketAddr) -> StoreResult<()> {
     if let Some((id, secret)) = &settings.admin {
         match store.get_client(id).await? {

@@ -1,4 +1,4 @@
-//! The command line (SPEC §7). Every flag falls back to its environment variable, then to the
+//! The command line. Every flag falls back to its environment variable, then to the
 //! default: flags > env > defaults.
 
 use std::net::SocketAddr;

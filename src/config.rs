@@ -90,7 +90,7 @@ impl ServeSettings {
         })
     }
 
-    /// Defaults for tests and embedding: port 0, SPEC §7 defaults otherwise.
+    /// Defaults for tests and embedding: port 0, the README's defaults otherwise.
     pub fn for_tests() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-/// Random bytes in an access or refresh token: 192 bits (SPEC §3 asks for at least 160).
+/// Random bytes in an access or refresh token: 192 bits.
 pub const TOKEN_BYTES: usize = 24;
 /// Random bytes in a generated client secret.
 pub const SECRET_BYTES: usize = 32;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §5 "Operations"), registered here in one place; each is recorded
+//! Prometheus metrics, registered here in one place; each is recorded
 //! beside what it measures through the small functions below. Labels come from small fixed sets
 //! only (route templates, methods, statuses, kinds): never a user, request or client id.
 //!

@@ -1,5 +1,5 @@
 //! The connection layer under the router: accepting, capping and timing connections, so that no
-//! client can hold the server open (SPEC §5 "Limits").
+//! client can hold the server open.
 //!
 //! - At most `max_connections` are open at once; past that the server stops accepting and new
 //!   connections wait in the kernel's backlog.

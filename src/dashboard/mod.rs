@@ -1,4 +1,4 @@
-//! `GET /dashboard` (SPEC §5 "Operations", issue 11): a cockpit for a business's staff, rendered
+//! `GET /dashboard`: a cockpit for a business's staff, rendered
 //! on the server as plain HTML forms and SVG charts — no script at all, every asset in the binary —
 //! and the read-only member page (`member.rs`).
 //!

@@ -1,7 +1,7 @@
 //! Coin amounts. Balances and sums are 64-bit and checked: an operation that would overflow is
-//! refused, never wrapped (SPEC §2).
+//! refused, never wrapped.
 
-/// Largest amount one configuration may award or one request may move (SPEC §2).
+/// Largest amount one configuration may award or one request may move.
 pub const AMOUNT_MAX: i64 = 1_000_000_000;
 
 /// A whole, non-negative number of coins.

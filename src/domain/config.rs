@@ -1,4 +1,4 @@
-//! Coin configurations: how many coins an event earns, and for whom (SPEC §1, §5).
+//! Coin configurations: how many coins an event earns, and for whom.
 
 use super::earn::{AmountType, EarnRule, EarnTerms, Rounding};
 use super::refusal::Refusal;
@@ -105,7 +105,7 @@ impl ConfigValues {
         Ok(EarnTerms { rule, min_amount_minor: e.min_amount_minor, max_coins_per_allocation: e.max_coins_per_allocation, rounding: e.rounding })
     }
 
-    /// SPEC §1: at most one DEFAULT per event, at most one CUSTOM per (company, event); a
+    /// At most one DEFAULT per event, at most one CUSTOM per (company, event); a
     /// configuration with these values would take the slot `existing` holds.
     pub fn duplicate_of(&self, existing: CoinConfigId) -> Refusal {
         Refusal::DuplicateConfig { existing, kind: self.kind, event: self.event.clone(), company: self.company_id.clone() }
@@ -120,7 +120,7 @@ pub struct CoinConfig {
     pub version: i64,
 }
 
-/// SPEC §1: the active CUSTOM configuration of the company for the event, else the active DEFAULT
+/// The active CUSTOM configuration of the company for the event, else the active DEFAULT
 /// one, else none. Inactive configurations are skipped, not treated as "no coins".
 pub fn resolve<'a>(custom: Option<&'a CoinConfig>, default: Option<&'a CoinConfig>) -> Option<&'a CoinConfig> {
     custom.filter(|c| c.values.active && c.values.kind == ConfigKind::Custom).or(default.filter(|c| c.values.active && c.values.kind == ConfigKind::Default))

@@ -1,4 +1,4 @@
-//! Expiry (SPEC §5): lots past their expiry leave the balance through one `EXPIRE` entry each.
+//! Expiry: lots past their expiry leave the balance through one `EXPIRE` entry each.
 
 use super::ledger::{EntryKind, LotMove, NewEntry};
 

@@ -1,9 +1,9 @@
 //! Identifiers that arrive on the wire. Each has a fallible constructor; once a value has its
-//! type it is valid (SPEC §2 "Validation"), so the store and handlers never re-check.
+//! type it is valid, so the store and handlers never re-check.
 
 use std::fmt;
 
-/// Longest identifier accepted, in characters (SPEC §2).
+/// Longest identifier accepted, in characters.
 pub const ID_CHARS_MAX: usize = 64;
 
 fn is_id_char(c: char) -> bool {

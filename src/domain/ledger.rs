@@ -5,7 +5,7 @@ use super::allocation::AllocationState;
 use super::refusal::Refusal;
 use super::{Coins, CompanyId, RequestId, UserId};
 
-/// The kind of a ledger entry (SPEC §5 `type`).
+/// The kind of a ledger entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     Allocate,
@@ -78,7 +78,7 @@ pub struct LotMove {
     pub coins: i64,
 }
 
-/// The lifetime counter an entry changes (SPEC §5 user summary).
+/// The lifetime counter an entry changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifetime {
     Earned,

@@ -1,4 +1,4 @@
-//! Lockout of failed authentications (SPEC §3): after `max_failures` consecutive failures a
+//! Lockout of failed authentications: after `max_failures` consecutive failures a
 //! client or password user is locked for `lock_ms`; while locked even the right secret is
 //! refused. An attempt is counted *before* its secret is checked (and uncounted if it proves
 //! right), so a burst of parallel guesses gets at most `max_failures` checks per lock period.

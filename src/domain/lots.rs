@@ -12,7 +12,7 @@ pub struct OpenLot {
     pub expires_at: Option<i64>,
 }
 
-/// SPEC §1: debits consume lots soonest expiry first; never-expiring lots last; among equal
+/// Debits consume lots soonest expiry first; never-expiring lots last; among equal
 /// expiry, the older lot (lower id) first.
 pub fn debit_order(a: &OpenLot, b: &OpenLot) -> Ordering {
     match (a.expires_at, b.expires_at) {

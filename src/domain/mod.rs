@@ -5,7 +5,7 @@
 //! write what the plan says (see `store/ledger.rs` for the order they do it in).
 //!
 //! - [`ids`], [`coins`]: identifiers and coin amounts, valid once constructed.
-//! - [`config`]: coin configurations and their resolution (SPEC §1).
+//! - [`config`]: coin configurations and their resolution.
 //! - [`principal`]: who is calling and for which companies; [`lockout`]: failed-authentication locks.
 //! - [`ledger`]: the shared vocabulary of plans — entry kinds, lot moves, stored requests.
 //! - [`allocate`], [`redeem`], [`reverse`], [`expire`]: one module per operation.

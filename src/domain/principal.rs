@@ -1,4 +1,4 @@
-//! Who is calling: an authenticated API client and the companies it may act for (SPEC §1, §4).
+//! Who is calling: an authenticated API client and the companies it may act for.
 
 use super::CompanyId;
 

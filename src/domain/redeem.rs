@@ -1,4 +1,4 @@
-//! Redemption (SPEC §5): coins spent against a purchase, named in coins or in currency, taken
+//! Redemption: coins spent against a purchase, named in coins or in currency, taken
 //! from the user's unexpired lots soonest expiry first; exactly-once on the request id.
 
 use super::ledger::{EntryKind, LotMove, NewEntry, RequestKind, StoredRequest};
@@ -14,7 +14,7 @@ pub const MINOR_UNITS_PER_COIN_MAX: i64 = 1_000_000_000;
 pub const DEFAULT_CURRENCY: &str = "INR";
 pub const DEFAULT_MINOR_UNITS_PER_COIN: i64 = 100;
 
-/// What one coin is worth for a company (SPEC §5).
+/// What one coin is worth for a company.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoinValue {
     /// `None`: the installation-wide default.

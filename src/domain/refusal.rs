@@ -3,7 +3,7 @@
 
 use super::{CoinConfigId, CompanyId, ConfigKind, EventName, RequestId, UserId};
 
-/// Which per-user cap of a configuration was reached (SPEC §5).
+/// Which per-user cap of a configuration was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cap {
     /// `maxPerUserPerDay`: allocations of the event to the user in one UTC day.

@@ -1,4 +1,4 @@
-//! What the dashboard reports (SPEC §5 "Operations", issue 11): how ledger entries are bucketed
+//! What the dashboard reports: how ledger entries are bucketed
 //! into the daily roll-up the write path keeps (`ledger_daily`), the four movements of the
 //! overview, and money as people read it. Pure; the stores fetch and write.
 

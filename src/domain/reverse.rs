@@ -1,4 +1,4 @@
-//! Reversal (SPEC §5): undoing an allocation (its coins taken back) or a redemption (its coins
+//! Reversal: undoing an allocation (its coins taken back) or a redemption (its coins
 //! given back to the lots they came from), at most once per original, exactly-once on the
 //! reversal's own request id.
 

@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §5): which ledger entries a subscription receives, when a failed delivery is
+//! Webhooks: which ledger entries a subscription receives, when a failed delivery is
 //! tried again, when an endpoint that keeps failing is disabled, and which target addresses are
 //! refused. Pure rules; the store and the delivery worker apply them.
 
@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::ledger::EntryKind;
 
-/// The event types of SPEC §5, and their bit in a subscription's stored mask.
+/// The event types a subscription can ask for, and their bit in a subscription's stored mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     Allocated,

@@ -3,7 +3,7 @@
 //! Tokens are looked up by their SHA-256. A verified token is cached in this process for at most
 //! `AUTH_CACHE_TTL_MS`, so the hot path does not hit the database on every request, while a
 //! client revoked from any process (the CLI, another server) loses access within that time,
-//! well inside the 30 s SPEC §3 allows. Expiry is checked on every use, cached or not.
+//! well inside the 30 s the contract allows (README, "Decisions"). Expiry is checked on every use, cached or not.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

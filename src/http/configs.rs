@@ -1,4 +1,4 @@
-//! Coin configurations (SPEC §4, §5): create, read and change, with DEFAULT/CUSTOM scoping.
+//! Coin configurations: create, read and change, with DEFAULT/CUSTOM scoping.
 
 use axum::Json as JsonResponse;
 use axum::extract::State;
@@ -44,7 +44,7 @@ async fn readable(state: &AppState, auth: &Auth, raw: &str) -> Result<CoinConfig
 }
 /// Creates a coin configuration.
 ///
-/// SPEC §4: `DEFAULT` applies to every company (admin clients only); `CUSTOM` overrides it for one.
+/// `DEFAULT` applies to every company (admin clients only); `CUSTOM` overrides it for one.
 #[utoipa::path(post, path = "/api/v0/enkash-coins/create-coins-config", tag = "configurations",
     request_body(content = CreateConfigSchema, example = json!({"configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6})),
     responses(

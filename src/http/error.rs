@@ -1,4 +1,4 @@
-//! The one error type of the HTTP edge. Every failure becomes the SPEC §2 envelope here, with
+//! The one error type of the HTTP edge. Every failure becomes the error envelope (README, "API") here, with
 //! its status, `error_code` and sentence decided in one place — including the wording of every
 //! typed [`Refusal`] of the domain. Internal causes never reach the client: they ride on the
 //! response (an extension) to the request middleware, which logs them once, with the request id.

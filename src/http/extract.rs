@@ -1,6 +1,6 @@
 //! Reading requests at the edge into the types of `wire/`: JSON bodies (content type, size,
 //! framing, syntax, then each field), query strings and path segments. Every rejection is the
-//! SPEC §2 envelope.
+//! error envelope.
 
 use std::collections::HashMap;
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::wire::{FromJsonObject, FromQuery};
 
-/// Largest JSON body accepted by single-item endpoints (SPEC §2: 64 KiB).
+/// Largest JSON body accepted by single-item endpoints.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// Body limit of the bulk endpoint: 1,000 items of up to ~1 KiB each.
 pub const BULK_BODY_BYTES_MAX: usize = 1024 * 1024;

@@ -1,4 +1,4 @@
-//! Writing the ledger (SPEC §4, §5): allocation (single and bulk, exactly-once), redemption and
+//! Writing the ledger: allocation (single and bulk, exactly-once), redemption and
 //! reversal. A replay answers what the first request answered, with `Idempotent-Replayed: true`.
 
 use axum::extract::State;

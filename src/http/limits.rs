@@ -1,7 +1,7 @@
-//! Limits for greedy clients (SPEC §5 "Limits"): a token bucket per API client on every
+//! Limits for greedy clients: a token bucket per API client on every
 //! authenticated call, and on the token endpoint one per presented client id and one per source
 //! address (so neither one client id nor one address can hammer the slow Argon2 checks; the
-//! lockout of SPEC §3 is separate and unchanged). A refused call is `429 RATE_LIMITED` with
+//! lockout of `domain/lockout.rs` is separate and unchanged). A refused call is `429 RATE_LIMITED` with
 //! `Retry-After`. Buckets of keys not seen for a while are forgotten by [`RateLimits::forget_idle`].
 
 use std::net::IpAddr;

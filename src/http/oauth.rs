@@ -1,4 +1,4 @@
-//! `POST /oauth/token` (SPEC §3, RFC 6749): client_credentials, password and refresh_token grants.
+//! `POST /oauth/token` (RFC 6749): client_credentials, password and refresh_token grants.
 //!
 //! Errors use RFC 6749 §5.2 bodies, not the API envelope. Failed client or user authentications
 //! count towards a lockout (`domain::lockout`); while locked, even the right secret is refused

@@ -1,4 +1,4 @@
-//! Reading coins (SPEC §4, §5): the balance, a user's summary and history, and the coin value.
+//! Reading coins: the balance, a user's summary and history, and the coin value.
 //! Another company's user reads exactly like a user never credited.
 
 use axum::Json as JsonResponse;

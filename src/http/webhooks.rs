@@ -1,4 +1,4 @@
-//! Webhook subscriptions (SPEC §5 "Webhooks"): register, list, read, change, delete, rotate the
+//! Webhook subscriptions: register, list, read, change, delete, rotate the
 //! secret, send a test event, read the delivery log and retry an event. Scoped like everything
 //! else: a company client sees and manages only its companies' subscriptions (another company's
 //! reads exactly like one that does not exist); admin clients, any.

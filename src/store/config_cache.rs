@@ -1,7 +1,7 @@
 //! Resolved allocation configurations, cached per process, so an allocation does not look its
 //! configuration up in the database.
 //!
-//! What is cached is the *resolution* (SPEC §1): for a (company, event), the active CUSTOM
+//! What is cached is the *resolution*: for a (company, event), the active CUSTOM
 //! configuration, else the active DEFAULT one, else none. The rules that keep it correct:
 //! - every configuration change made by this process clears the cache after its COMMIT and before
 //!   it is answered, so it takes effect at once here;

@@ -10,7 +10,7 @@
 //! Layout: `error.rs` (the one error type), `model.rs` (records and read models), `migrate.rs`
 //! (one runner, both backends' lists), `ledger.rs` and `configs.rs` (the order every write takes, over
 //! primitives each backend implements: fetch, ask `domain` for the plan, write it),
-//! `verify.rs` (SPEC §6 checks), the caches, and one folder per backend with a file per concern.
+//! `verify.rs`, the caches, and one folder per backend with a file per concern.
 //! Times are stored as Unix milliseconds (UTC).
 
 mod balance_cache;
@@ -111,7 +111,7 @@ pub trait ReportStore: Send + Sync {
     async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>>;
     /// Newest first, entries with id below `before_entry_id` (keyset pagination).
     async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>>;
-    /// Recomputes every balance from the ledger and the lots (SPEC §6).
+    /// Recomputes every balance from the ledger and the lots.
     async fn verify(&self) -> StoreResult<VerifyReport>;
     /// The daily roll-up for days `from_day..=to_day` of the companies in scope.
     async fn daily_totals(&self, scope: &CompanyScope, from_day: i64, to_day: i64) -> StoreResult<DailyTotals>;
@@ -123,7 +123,7 @@ pub trait ReportStore: Send + Sync {
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>>;
 }
 
-/// Webhook subscriptions, their outbox and its delivery (SPEC §5 "Webhooks").
+/// Webhook subscriptions, their outbox and its delivery.
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
     async fn create_webhook(&self, webhook: WebhookRecord) -> StoreResult<()>;

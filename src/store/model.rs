@@ -33,7 +33,7 @@ pub struct PasswordUserRecord {
     pub lock: LockState,
 }
 
-/// Whose authentication attempt is being counted for lockout (SPEC §3).
+/// Whose authentication attempt is being counted for lockout.
 #[derive(Debug, Clone, Copy)]
 pub enum AuthSubject<'a> {
     Client(&'a str),
@@ -82,10 +82,10 @@ pub struct UserBalance {
     pub balance: Coins,
 }
 
-/// Days ahead that `expiringSoon` looks (SPEC §5).
+/// Days ahead that `expiringSoon` looks.
 pub const EXPIRING_SOON_DAYS: i64 = 30;
 
-/// The user summary (SPEC §5). Built from the stored account and the coins of lots already past
+/// The user summary. Built from the stored account and the coins of lots already past
 /// expiry that no `EXPIRE` entry has written off yet (`unswept`): reads never count those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {

@@ -1,4 +1,4 @@
-//! SPEC §6 checks, in SQL both backends speak: each query returns one text column per problem
+//! The ledger invariants `coins verify` checks (README, "How it is built"), in SQL both backends speak: each query returns one text column per problem
 //! found, so `coins verify` can print what differs.
 
 pub(crate) const CHECKS: &[(&str, &str)] = &[

@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §5): every ledger change pushed to the business's endpoints, signed, at least
+//! Webhooks: every ledger change pushed to the business's endpoints, signed, at least
 //! once, in ledger order per user and endpoint.
 //!
 //! - `secret.rs`: signing secrets, made and sealed at rest; `sign.rs`: Standard Webhooks
@@ -26,7 +26,7 @@ pub use target::TargetPolicy;
 /// How long a rotated-out secret keeps signing beside the new one.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3_600_000;
 
-/// The webhook settings of `coins serve` (SPEC §7 style: `COINS_WEBHOOK_*`).
+/// The webhook settings of `coins serve`.
 #[derive(Clone)]
 pub struct WebhookSettings {
     /// The server's key (`COINS_SECRET_KEY`): seals webhook signing secrets at rest and signs
@@ -57,7 +57,7 @@ impl std::fmt::Debug for WebhookSettings {
 }
 
 impl WebhookSettings {
-    /// The defaults of SPEC §7, without a key.
+    /// The README's defaults, without a key.
     pub fn standard() -> Self {
         Self {
             key: None,

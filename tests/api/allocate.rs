@@ -1,4 +1,4 @@
-//! SPEC §4: allocation (exactly-once, resolution, user binding, scoping) and balance reads.
+//! Allocation (exactly-once, resolution, user binding, scoping) and balance reads.
 
 use serde_json::json;
 

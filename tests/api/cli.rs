@@ -1,4 +1,4 @@
-//! SPEC §7: the `coins` binary itself — client commands, verify, first-run bootstrap, SIGTERM.
+//! The `coins` binary itself — client commands, verify, first-run bootstrap, SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,4 +1,4 @@
-//! SPEC §1, §4, §5: coin configurations — shapes, ids, scoping, uniqueness, validation, audit.
+//! Coin configurations — shapes, ids, scoping, uniqueness, validation, audit.
 
 use serde_json::json;
 

@@ -1,5 +1,5 @@
 //! Durability: SIGKILL the real server in the middle of an allocation burst, restart it on the
-//! same database, and check SPEC §4's promise. Every allocation answered 200 is in the ledger
+//! same database, and check the exactly-once promise. Every allocation answered 200 is in the ledger
 //! exactly once; a request that got no answer was applied fully or not at all, so retrying it is
 //! safe; afterwards every request is in the ledger exactly once and `coins verify` passes.
 

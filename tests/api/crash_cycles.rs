@@ -172,7 +172,7 @@ impl Worker {
         }
     }
 
-    /// Records a definite answer; `Err` for an answer the SPEC does not allow here.
+    /// Records a definite answer; `Err` for an answer the contract does not allow here.
     fn record(&mut self, sent: &Sent, status: u16, body: &Value) -> Result<(), String> {
         match (status, &sent.kind) {
             (200, Kind::Allocate { rid, user, coins }) => {

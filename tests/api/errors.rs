@@ -1,4 +1,4 @@
-//! SPEC §2: every error class, the request id header, headers and bodies at the byte level.
+//! Every error class, the request id header, headers and bodies at the byte level.
 
 use std::io::{Read, Write};
 

@@ -2,7 +2,7 @@
 //!
 //! SQLite gets a new file in a temporary directory; PostgreSQL gets a new schema in the database
 //! named by `COINS_TEST_DATABASE_URL` (default: the local server's `test` database). Every test
-//! written with [`both_backends!`] runs on both and ends by checking the SPEC §6 invariants.
+//! written with [`both_backends!`] runs on both and ends by checking the ledger invariants (`coins verify`).
 //!
 //! A PostgreSQL that cannot be reached fails the test, unless `COINS_SKIP_POSTGRES=1` is set
 //! outside CI, in which case the test says loudly that it skipped.
@@ -143,7 +143,7 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Asserts the SPEC §2 error envelope exactly: four fields, message repeated, code as given.
+    /// Asserts the error envelope exactly: four fields, message repeated, code as given.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) -> &str {
         assert_eq!(self.status.as_u16(), status, "status of {}", self.text);

@@ -1,6 +1,6 @@
 //! Isolation between companies, route by route: a client scoped to company A tries every route
 //! the router serves against company B's data (read, write, replay, reverse, history, users,
-//! configurations, coin value) and gets the SPEC's answer; B's data is unchanged afterwards.
+//! configurations, coin value) and gets the documented answer; B's data is unchanged afterwards.
 //! The routes come from the API document, which is made from the router's own registrations: a
 //! route added without a row here fails the test.
 

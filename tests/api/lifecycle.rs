@@ -1,4 +1,4 @@
-//! SPEC §5 lifecycle over HTTP: redeem, reverse, expire, caps, bulk, coin value, user views.
+//! The coin lifecycle over HTTP: redeem, reverse, expire, caps, bulk, coin value, user views.
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;

@@ -1,4 +1,4 @@
-//! Model-based property test of the whole lifecycle (SPEC §5, §6): random sequences of allocate,
+//! Model-based property test of the whole lifecycle: random sequences of allocate,
 //! redeem (by coins and by currency), reverse, advance-clock and sweep, run against the store on
 //! both backends and against a small in-memory reference model. After every step each user's
 //! balance, summary and full ledger history match the model, and `verify` finds nothing.
@@ -221,7 +221,7 @@ impl Model {
                 next.settle(user, now);
                 let open = next.open_lots(user, now);
                 let order: Vec<usize> = open.iter().copied().filter(|&i| i == lot).chain(open.iter().copied().filter(|&i| i != lot)).collect();
-                // SPEC §5: coins that already expired from its own lot are not taken a second time.
+                // coins that already expired from its own lot are not taken a second time.
                 let coins = (coins - next.lots[lot].expired).max(0);
                 let Some(takes) = next.take(&order, coins) else { return Outcome::Refused("INSUFFICIENT_BALANCE") };
                 for (i, n) in takes {
@@ -394,7 +394,7 @@ fn random_lifecycle_sequences_match_the_model_on_postgres() {
     run_cases(Backend::Postgres, 32);
 }
 
-/// SPEC §5 "Reversal": an allocation whose own lot expired in part gives back only what is left
+/// an allocation whose own lot expired in part gives back only what is left
 /// of it (here 10 credited, 4 spent, 6 expired: the reversal takes 4, from the other lot), and
 /// one whose lot expired whole takes nothing; the model and both backends agree step by step.
 fn reversal_after_expiry() -> Vec<Op> {

@@ -1,4 +1,4 @@
-//! Logs (SPEC §7, §5 "Operations"): one INFO line per request with method, route, status,
+//! Logs: one INFO line per request with method, route, status,
 //! latency, client and request id; JSON lines with `COINS_LOG_FORMAT=json`, the request id on
 //! every line a request causes; no colour codes when the output is not a terminal.
 

@@ -1,5 +1,5 @@
 //! Property test: random allocate / replay / reconfigure sequences against an in-memory model of
-//! SPEC §4 and §6, on both backends. After every step each user's balance matches the model and
+//! Allocation and the ledger invariants, on both backends. After every step each user's balance matches the model and
 //! `verify` finds nothing.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! SPEC §3: the token endpoint's three grants, its RFC 6749 errors, lockout, expiry, revocation.
+//! The token endpoint's three grants, its RFC 6749 errors, lockout, expiry, revocation.
 
 use serde_json::json;
 

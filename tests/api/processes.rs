@@ -1,7 +1,7 @@
-//! Several `coins serve` processes on one PostgreSQL (SPEC §4, §7): the same request ids sent to
+//! Several `coins serve` processes on one PostgreSQL: the same request ids sent to
 //! three processes at once, for every kind of write, have exactly one effect; a configuration
 //! change made through one process is used by the others within 5 s, and a revoked client is
-//! refused by all of them within the 10 s token-cache bound (SPEC §3 allows 30 s).
+//! refused by all of them within the 10 s token-cache bound.
 
 use std::process::Child;
 use std::time::{Duration, Instant};

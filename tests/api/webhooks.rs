@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §5, issue 9), against a real receiver on 127.0.0.1 (`tests/webhooks/receiver.py`)
+//! Webhooks, against a real receiver on 127.0.0.1 (`tests/webhooks/receiver.py`)
 //! that verifies every signature with the `standardwebhooks` package from PyPI, an implementation
 //! independent of ours: the subscription API and its scoping, the exact body of every event kind,
 //! per-user order, a receiver that is down for a while, backoff, failure and disabling driven by

@@ -1,4 +1,4 @@
-//! Earning and spending coins (SPEC §4, §5): single and bulk allocation, balance, redemption,
+//! Earning and spending coins: single and bulk allocation, balance, redemption,
 //! reversal, coin value.
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use crate::request_body;
 
 /// EnKash's success payload for an allocation, byte for byte.
 pub const ALLOCATED: &str = "Successfully allocated enkash Coins";
-/// Items one bulk request may carry (SPEC §5).
+/// Items one bulk request may carry.
 pub const BULK_ITEMS_MAX: usize = 1_000;
 
 request_body! {

@@ -1,4 +1,4 @@
-//! Coin configurations (SPEC §4, §5): create, change, list, read, audit trail.
+//! Coin configurations: create, change, list, read, audit trail.
 
 use std::collections::HashMap;
 
@@ -296,7 +296,7 @@ impl FromQuery for ConfigListQuery {
     }
 }
 
-/// The configuration object: EnKash's five fields first, then ours (SPEC §5).
+/// The configuration object: EnKash's five fields first, then ours.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"coinConfigId":"WCC817428","configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6,"validityDays":null,"maxPerUserPerDay":null,"maxPerUser":null,"active":true,"amountType":"FIXED","rateBps":null,"minAmountMinor":null,"maxCoinsPerAllocation":null,"rounding":"FLOOR"}))]
 #[serde(rename_all = "camelCase")]

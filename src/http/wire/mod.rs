@@ -1,4 +1,4 @@
-//! Every body and query the API reads or writes, as types: the contract of SPEC §4-§5 in one
+//! Every body and query the API reads or writes, as types: the API of the README in one
 //! place, and what the API description is derived from.
 //!
 //! - this file: the envelope, and how a request is read from JSON — [`FromField`] per field type
@@ -8,7 +8,7 @@
 //! - `schema.rs`: how the field types are described in the API document.
 //!
 //! Fields are read in the order they are declared, and the first one that is wrong is the one
-//! the 400 names; unknown fields are ignored (SPEC §2).
+//! the 400 names; unknown fields are ignored.
 
 #[macro_use]
 mod schema;
@@ -28,7 +28,7 @@ use crate::domain::coins::AMOUNT_MAX;
 use crate::domain::{Coins, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
 pub(crate) use schema::int_schema;
 
-/// The success envelope of SPEC §2.
+/// The success envelope every JSON answer but the token endpoint's has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
     pub payload: T,
@@ -42,7 +42,7 @@ impl<T> Envelope<T> {
     }
 }
 
-/// The failure envelope of SPEC §2: the sentence twice, and a stable code.
+/// The failure envelope of the sentence twice, and a stable code.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorEnvelope<'a> {
     /// The sentence, naming the offending field or id.

@@ -1,4 +1,4 @@
-//! `POST /oauth/token` (SPEC §3, RFC 6749): the form it reads and the JSON it answers, which
+//! `POST /oauth/token` (RFC 6749): the form it reads and the JSON it answers, which
 //! are OAuth's own shapes, not the API envelope.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use serde::Serialize;
 #[allow(unused_imports)]
 use serde_json::json;
 
-/// The grants SPEC §3 offers.
+/// The grants the token endpoint offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantType {
     ClientCredentials,

@@ -1,4 +1,4 @@
-//! What a user can see of their coins (SPEC §5): the summary and the paginated history.
+//! What a user can see of their coins: the summary and the paginated history.
 
 use std::collections::HashMap;
 
@@ -11,7 +11,7 @@ use crate::clock::rfc3339;
 use crate::domain::{CompanyId, UserId};
 use crate::store::{LedgerEntry, UserSummary};
 
-/// History page sizes (SPEC §5).
+/// History page sizes.
 pub const PAGE_LIMIT_MAX: i64 = 500;
 pub const PAGE_LIMIT_DEFAULT: i64 = 50;
 

@@ -1,4 +1,4 @@
-//! Webhook subscriptions and their delivery log (SPEC §5 "Webhooks").
+//! Webhook subscriptions and their delivery log.
 
 use std::collections::HashMap;
 

@@ -71,7 +71,7 @@ pub(super) async fn coin_value_in(client: &impl GenericClient, company: Option<&
     Ok(coin_value_from(row.map(|r| (r.get(0), r.get(1), r.get(2)))))
 }
 
-/// The configuration each allocation resolves to (SPEC §1), from the cache where possible; the
+/// The configuration each allocation resolves to, from the cache where possible; the
 /// misses are resolved with one query and cached. One resolution per (company, event) per batch,
 /// so every item of a pair is decided under the same configuration.
 pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<Resolved>> {

@@ -47,7 +47,7 @@ fn config_by_id(conn: &Connection, id: CoinConfigId) -> StoreResult<Option<CoinC
     Ok(conn.prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = ?1"))?.query_row(params![id.seq()], config_from_row).optional()?)
 }
 
-/// The configuration an allocation of (company, event) resolves to (SPEC §1), from the writer's
+/// The configuration an allocation of (company, event) resolves to, from the writer's
 /// cache when it has it.
 pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyId, event: &EventName) -> StoreResult<Option<CoinConfig>> {
     if let Some(hit) = cache.get(company.as_str(), event.as_str()) {
