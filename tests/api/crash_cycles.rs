@@ -1,5 +1,6 @@
 //! Crash cycles with every operation: several client workers drive single and bulk allocations,
-//! replays, redemptions (by coins and by currency), reversals of both kinds and expiry sweeps
+//! purchases earning a percentage under an order id and a till's retries of them under new request
+//! ids (which must credit nothing), replays, redemptions (by coins and by currency), reversals of both kinds and expiry sweeps
 //! against the real `coins serve`, which is SIGKILLed mid-load again and again and restarted on
 //! the same database with its clock two days further on (so lots expire between cycles and the
 //! sweeper, every second, is killed mid-pass too).
@@ -28,6 +29,9 @@ const USERS_PER_WORKER: usize = 3;
 /// (event, coins, validityDays)
 const EVENTS: [(&str, i64, Option<i64>); 2] = [("KEEP", 10, None), ("SHORT", 5, Some(1))];
 const DAY_SECS: i64 = 86_400;
+/// A PERCENT configuration: 10 % of the purchase value at 100 minor units a coin, so a purchase of
+/// `amountMinor` earns `amountMinor / 1000` coins (rounded down).
+const BUY_RATE_BPS: i64 = 1_000;
 
 fn kills() -> usize {
     std::env::var("COINS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
@@ -47,6 +51,10 @@ enum Kind {
     Bulk { items: Vec<(String, String, i64)> },
     Redeem { rid: String, user: String },
     Reverse { rid: String, user: String, original: String },
+    /// A purchase under a new order id.
+    Purchase { rid: String, user: String, order: String, amount: u64, coins: i64 },
+    /// The same purchase again under a new request id: a replay, crediting nothing.
+    TillRetry { rid: String },
 }
 
 /// A definite effect: one ledger entry with this request id, type and coins.
@@ -80,6 +88,10 @@ struct Worker {
     unknown: Vec<Sent>,
     /// Originals already targeted by a reversal.
     reversed: HashSet<String>,
+    /// Acknowledged purchases a till may retry: (request id, user, order id, amount).
+    purchases: Vec<(String, String, String, u64)>,
+    /// Request ids answered as retries of a purchase: none may have a ledger entry.
+    aliases: HashSet<String>,
     tally: Tally,
 }
 
@@ -94,6 +106,8 @@ impl Worker {
             refused: HashSet::new(),
             unknown: Vec::new(),
             reversed: HashSet::new(),
+            purchases: Vec::new(),
+            aliases: HashSet::new(),
             tally: Tally::default(),
         }
     }
@@ -115,9 +129,29 @@ impl Worker {
         format!("W{}U{n}", self.id)
     }
 
-    /// The next request to send: mostly allocations, then redemptions, reversals, replays.
+    /// The next request to send: mostly allocations and purchases, then redemptions, reversals,
+    /// till retries and replays.
     fn plan(&mut self) -> Sent {
-        match self.next(10) {
+        match self.next(13) {
+            10 | 11 => {
+                let (rid, user) = (self.rid("P"), self.user());
+                let order = format!("W{}-O{}", self.id, self.seq);
+                let amount = 1_000 + self.next(20_000);
+                let coins = (amount / 1_000) as i64;
+                let body = json!({"companyId":"C","event":"BUY","requestId":rid,"userId":user,"orderId":order,"amountMinor":amount});
+                Sent { path: "/api/v0/enkash-coins/allocate-coin", body, kind: Kind::Purchase { rid, user, order, amount, coins } }
+            }
+            12 => {
+                // Only a purchase known to be applied and never reversed holds its order.
+                let live: Vec<_> = self.purchases.iter().filter(|p| !self.reversed.contains(&p.0)).cloned().collect();
+                if live.is_empty() {
+                    return self.plan();
+                }
+                let (_, user, order, amount) = live[self.next(live.len() as u64) as usize].clone();
+                let rid = self.rid("T");
+                let body = json!({"companyId":"C","event":"BUY","requestId":rid,"userId":user,"orderId":order,"amountMinor":amount});
+                Sent { path: "/api/v0/enkash-coins/allocate-coin", body, kind: Kind::TillRetry { rid } }
+            }
             0..=3 => {
                 let (event, coins, _) = EVENTS[self.next(2) as usize];
                 let (rid, user) = (self.rid("A"), self.user());
@@ -148,7 +182,7 @@ impl Worker {
                 let candidates: Vec<(String, String)> = self
                     .effects
                     .iter()
-                    .filter(|(rid, e)| e.kind != "REVERSE" && !self.reversed.contains(*rid))
+                    .filter(|(rid, e)| e.kind != "REVERSE" && !self.reversed.contains(*rid) && !self.aliases.contains(*rid))
                     .map(|(rid, e)| (rid.clone(), e.user.clone()))
                     .collect();
                 if candidates.is_empty() {
@@ -177,6 +211,15 @@ impl Worker {
         match (status, &sent.kind) {
             (200, Kind::Allocate { rid, user, coins }) => {
                 self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: *coins });
+            }
+            (200, Kind::Purchase { rid, user, order, amount, coins }) => {
+                self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: *coins });
+                if !self.purchases.iter().any(|p| &p.0 == rid) {
+                    self.purchases.push((rid.clone(), user.clone(), order.clone(), *amount));
+                }
+            }
+            (200, Kind::TillRetry { rid }) => {
+                self.aliases.insert(rid.clone());
             }
             (200, Kind::Bulk { items }) => {
                 for ((rid, user, coins), result) in items.iter().zip(body["payload"]["results"].as_array().ok_or("bulk results")?) {
@@ -322,6 +365,9 @@ async fn run_cycles(backend: Backend) {
         let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200);
     }
+    let body = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amountType":"PERCENT","rateBps":BUY_RATE_BPS});
+    let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
     // Every entry of the run is reported to this endpoint (which refuses connections).
     let hook = json!({"companyId":"C","url":"http://127.0.0.1:9/never","events":["coins.allocated","coins.redeemed","coins.reversed","coins.expired"]});
     let res = http.post(format!("{base}/api/v0/coins/webhooks")).bearer_auth(&admin).json(&hook).send().await.unwrap();
@@ -428,6 +474,10 @@ async fn run_cycles(backend: Backend) {
     for rid in expected.keys() {
         assert_eq!(seen.get(rid.as_str()), Some(&1), "{rid}: acknowledged, so exactly one entry");
     }
+    let aliases: HashSet<&String> = workers.iter().flat_map(|w| w.aliases.iter()).collect();
+    for rid in &aliases {
+        assert_eq!(seen.get(rid.as_str()), None, "{rid} retried a purchase: it credits nothing");
+    }
     // The outbox row of an entry is in the entry's own transaction: never one without the other.
     let (unreported, orphans, messages) = outbox_mismatches(backend, &url).await;
     assert_eq!((unreported, orphans), (0, 0), "entries without exactly one webhook message, messages without an entry ({messages} messages)");
@@ -444,9 +494,10 @@ async fn run_cycles(backend: Backend) {
     let sum = |f: fn(&Tally) -> usize| workers.iter().map(|w| f(&w.tally)).sum::<usize>();
     let expirations = entries.len(); // request-bearing entries
     eprintln!(
-        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged, {} refused, {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired, {messages} webhook messages (one per entry)",
+        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged ({} till retries of a purchase), {} refused, {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired, {messages} webhook messages (one per entry)",
         sum(|t| t.requests),
         sum(|t| t.acknowledged),
+        aliases.len(),
         sum(|t| t.refused),
         sum(|t| t.unanswered),
         sum(|t| t.busy),
