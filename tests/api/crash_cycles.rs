@@ -47,14 +47,35 @@ struct Sent {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
-    Allocate { rid: String, user: String, coins: i64 },
-    Bulk { items: Vec<(String, String, i64)> },
-    Redeem { rid: String, user: String },
-    Reverse { rid: String, user: String, original: String },
+    Allocate {
+        rid: String,
+        user: String,
+        coins: i64,
+    },
+    Bulk {
+        items: Vec<(String, String, i64)>,
+    },
+    Redeem {
+        rid: String,
+        user: String,
+    },
+    Reverse {
+        rid: String,
+        user: String,
+        original: String,
+    },
     /// A purchase under a new order id.
-    Purchase { rid: String, user: String, order: String, amount: u64, coins: i64 },
+    Purchase {
+        rid: String,
+        user: String,
+        order: String,
+        amount: u64,
+        coins: i64,
+    },
     /// The same purchase again under a new request id: a replay, crediting nothing.
-    TillRetry { rid: String },
+    TillRetry {
+        rid: String,
+    },
 }
 
 /// A definite effect: one ledger entry with this request id, type and coins.

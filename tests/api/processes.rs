@@ -189,3 +189,50 @@ async fn three_processes_apply_every_request_once_and_see_changes_and_revocation
     let verify = std::process::Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", &db.url).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+/// A till retrying one order under new request ids, each retry reaching another process at the
+/// same instant: every order is credited once (one process allocates, the others answer as
+/// replays), the unique index on live orders deciding across processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_retried_through_three_processes_at_once_is_credited_once() {
+    let Some(db) = test_db(Backend::Postgres).await else { return };
+    let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)];
+    let servers: Vec<Server> = (0..3)
+        .map(|_| {
+            let (child, base) = start_coins_serve(&db.url, &env);
+            Server { child, base }
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let admin = token(&http, &servers[0].base, ADMIN_ID, ADMIN_SECRET).await;
+    let config = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amountType":"PERCENT","rateBps":500});
+    let (status, body) = post(&http, &servers[0].base, &admin, "/api/v0/enkash-coins/create-coins-config", &config).await;
+    assert_eq!(status, 200, "{body}");
+    for order in 0..10 {
+        let handles: Vec<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(n, s)| {
+                let body = json!({"companyId":"C","event":"BUY","requestId":format!("O{order}-TRY{n}"),"userId":"U","orderId":format!("O{order}"),"amountMinor":20000});
+                let (http, base, token) = (http.clone(), s.base.clone(), admin.clone());
+                tokio::spawn(async move {
+                    let res = http.post(format!("{base}/api/v0/enkash-coins/allocate-coin")).bearer_auth(token).json(&body).send().await.unwrap();
+                    (res.status().as_u16(), res.headers().get("idempotent-replayed").is_some())
+                })
+            })
+            .collect();
+        let mut replays = 0;
+        for h in handles {
+            let (status, replayed) = h.await.unwrap();
+            assert_eq!(status, 200);
+            replays += usize::from(replayed);
+        }
+        assert_eq!(replays, 2, "order {order}: one process credits, two replay");
+    }
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = client.query_one("SELECT COUNT(*), COALESCE(SUM(coins), 0)::BIGINT FROM ledger_entries WHERE type = 'ALLOCATE'", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (10, 100), "ten orders of 10 coins each, once");
+    let aliases: i64 = client.query_one("SELECT COUNT(*) FROM requests WHERE alias_of IS NOT NULL", &[]).await.unwrap().get(0);
+    assert_eq!(aliases, 20);
+}
