@@ -49,8 +49,8 @@ async fn run(backend: Backend) {
         ("COINS_LOG", "error"),
         ("COINS_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
         // The seeded webhook points at a closed port on this machine.
-        ("COINS_WEBHOOK_ALLOW_HTTP", "1"),
-        ("COINS_WEBHOOK_ALLOW_PRIVATE", "1"),
+        ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
+        ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
     ];
     let (mut child, base) = start_coins_serve(&db.url, &env);
     let http = reqwest::Client::new();
