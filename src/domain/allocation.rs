@@ -240,7 +240,10 @@ pub fn plan_return(
     available: i64,
     on_shortfall: OnShortfall,
 ) -> Result<ReturnPlan, Refusal> {
-    if !a.state.is_live() {
+    // Every coin may be gone before the whole purchase is refunded (what is left earns nothing):
+    // the rest of the refund is still recorded, taking nothing, so refunds always add up.
+    let refund_left = matches!(ask, ReturnAsk::AmountMinor(_)) && a.amount_minor.is_some_and(|paid| a.amount_refunded_minor < paid);
+    if !a.state.is_live() && !refund_left {
         return Err(Refusal::AlreadyReversed(a.request_id.clone()));
     }
     let remaining = a.remaining();
@@ -395,6 +398,25 @@ mod tests {
         apply(&mut a, &half);
         let rest = plan_return(&a, ReturnAsk::AmountMinor(50_000), 0, ReturnHistory { expired: 30, taken: 20 }, 50, OnShortfall::Reject).unwrap();
         assert_eq!((rest.take, rest.absorbed, rest.state), (50, 0, AllocationState::Reversed));
+    }
+
+    #[test]
+    fn refunds_after_every_coin_is_back_are_recorded_and_take_nothing() {
+        // 1 bp of ₹105.88 earns 0 coins: the first refund returns the (empty) allocation in full,
+        // the later ones still record the refunded amount.
+        let mut a = percent_allocation(1, 10_588);
+        assert_eq!(a.coins, 0);
+        let first = plan_return(&a, ReturnAsk::AmountMinor(588), 0, ReturnHistory::default(), 0, OnShortfall::Reject).unwrap();
+        assert_eq!((first.take, first.state), (0, AllocationState::Reversed));
+        apply(&mut a, &first);
+        let rest = plan_return(&a, ReturnAsk::AmountMinor(10_000), 0, ReturnHistory::default(), 0, OnShortfall::Reject).unwrap();
+        assert_eq!((rest.take, rest.amount_refunded_minor, rest.state), (0, 10_588, AllocationState::Reversed));
+        apply(&mut a, &rest);
+        assert_eq!(
+            plan_return(&a, ReturnAsk::AmountMinor(1), 0, ReturnHistory::default(), 0, OnShortfall::Reject),
+            Err(Refusal::AlreadyReversed(a.request_id.clone()))
+        );
+        assert_eq!(plan_return(&a, ReturnAsk::Whole, 0, ReturnHistory::default(), 0, OnShortfall::Reject), Err(Refusal::AlreadyReversed(a.request_id.clone())));
     }
 
     proptest! {
