@@ -52,7 +52,9 @@ async fn run(backend: Backend) {
         ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
         ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
     ];
-    let (mut child, base) = start_coins_serve(&db.url, &env);
+    let (child, base) = start_coins_serve(&db.url, &env);
+    // Ended however the test ends: a failing assertion must not leave the server running.
+    let mut server = KillOnDrop(child);
     let http = reqwest::Client::new();
     let res =
         http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
@@ -97,8 +99,7 @@ async fn run(backend: Backend) {
     let summary: String = stdout.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     eprintln!("schemathesis ({backend:?}):\n{summary}");
     assert!(out.status.success(), "schemathesis found failures on {backend:?}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let _ = child.kill();
-    let _ = child.wait();
+    server.stop();
     let verify = Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", &db.url).output().unwrap();
     assert!(verify.status.success(), "after schemathesis: {}", String::from_utf8_lossy(&verify.stdout));
 }
@@ -111,4 +112,20 @@ async fn schemathesis_finds_nothing_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing_on_postgres() {
     run(Backend::Postgres).await;
+}
+
+/// The server this test started, ended (by its PID) when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
