@@ -128,12 +128,20 @@ pub async fn confirm_reverse(session: Session, Query(q): Query<HashMap<String, S
          <form method=\"post\" action=\"/dashboard/users/reverse\" id=\"confirm-reverse\">{csrf}\
          <input type=\"hidden\" name=\"userId\" value=\"{ue}\"><input type=\"hidden\" name=\"companyId\" value=\"{c}\">\
          <input type=\"hidden\" name=\"originalRequestId\" value=\"{r}\"><input type=\"hidden\" name=\"requestId\" value=\"{fresh}\">\
+         <fieldset><legend>Part of it (optional; leave both empty to return all that remains)</legend>{coins}{minor}</fieldset>\
          <button type=\"submit\" class=\"danger\">Reverse it</button> <a href=\"/dashboard/users?userId={u}\">Cancel</a></form>",
         u = url_part(get("userId")),
         ue = esc(get("userId")),
         r = esc(get("requestId")),
         c = esc(get("companyId")),
         csrf = csrf_field(&session.csrf),
+        coins = input("Coins to return", "coins", "", "inputmode=\"numeric\" pattern=\"[0-9]*\" autocomplete=\"off\""),
+        minor = input(
+            "Or the refunded amount, in minor units (allocations that recorded a purchase value)",
+            "amountMinor",
+            "",
+            "inputmode=\"numeric\" pattern=\"[0-9]*\" autocomplete=\"off\""
+        ),
     );
     super::page(Some(&session), "Confirm reversal", "users", &body)
 }
@@ -144,8 +152,15 @@ pub async fn reverse(State(state): State<AppState>, session: Session, req: Reque
         Err(res) => return res,
     };
     let q = HashMap::from([("userId".to_owned(), form.get("userId").to_owned())]);
-    let body: serde_json::Map<String, Value> =
+    let mut body: serde_json::Map<String, Value> =
         ["companyId", "requestId", "originalRequestId"].iter().map(|k| ((*k).to_owned(), Value::from(form.get(k)))).collect();
+    // A part, when asked for: a number as typed (anything else is refused by the API's own rule).
+    for k in ["coins", "amountMinor"] {
+        let typed = form.get(k).trim();
+        if !typed.is_empty() {
+            body.insert(k.to_owned(), typed.parse::<i64>().map_or_else(|_| Value::from(typed), Value::from));
+        }
+    }
     let done = match ReverseRequest::from_object(&body).map_err(ApiError::validation) {
         Ok(request) => ledger::reverse(State(state.clone()), caller(&session), Json(request)).await,
         Err(e) => Err(e),
@@ -155,7 +170,16 @@ pub async fn reverse(State(state): State<AppState>, session: Session, req: Reque
             let bytes = axum::body::to_bytes(res.into_body(), 64 * 1024).await.unwrap_or_default();
             let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let p = &answer["payload"];
-            notice(true, &format!("Reversed {}: {} coins; the balance is now {}.", form.get("originalRequestId"), p["coins"], p["balance"]))
+            notice(
+                true,
+                &format!(
+                    "Reversed {}: {} coins; {} of its coins remain to return; the balance is now {}.",
+                    form.get("originalRequestId"),
+                    p["coins"],
+                    p["coinsRemaining"],
+                    p["balance"]
+                ),
+            )
         }
         Err(e) => refusal(&e),
     };

@@ -191,6 +191,7 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
             expires_at,
             order_id: cmd.purchase.order_id.as_ref().map(ToString::to_string),
             amount_minor: cmd.purchase.amount_minor,
+            original_request_id: None,
         }),
         lot: Some(NewLot { coins: earn.coins, expires_at }),
         balance,
@@ -259,7 +260,7 @@ mod tests {
 
     #[test]
     fn another_companys_user_caps_and_overflow_are_refused() {
-        let other = Account { company: CompanyId::parse("D").unwrap(), balance: Coins::ZERO };
+        let other = Account { company: CompanyId::parse("D").unwrap(), balance: Coins::ZERO, pending: 0 };
         let c5 = config(5, None, None);
         let e5 = earn(&cmd("U"), &c5).unwrap();
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c5, Some(&other), &[]), Err(Refusal::UserCompanyMismatch { .. })));
@@ -269,7 +270,7 @@ mod tests {
         assert!(plan_credit(&cmd("U"), &e5, &c, None, &[1, 2]).is_ok());
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c, None, &[2, 2]), Err(Refusal::LimitReached { cap: Cap::PerDay, limit: 2, .. })));
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c, None, &[0, 3]), Err(Refusal::LimitReached { cap: Cap::Ever, limit: 3, .. })));
-        let rich = Account { company: CompanyId::parse("C").unwrap(), balance: Coins::from_stored(i64::MAX - 4) };
+        let rich = Account { company: CompanyId::parse("C").unwrap(), balance: Coins::from_stored(i64::MAX - 4), pending: 0 };
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c5, Some(&rich), &[]), Err(Refusal::BalanceOverflow(_))));
     }
 

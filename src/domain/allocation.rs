@@ -195,6 +195,19 @@ pub enum ReturnKind {
     Cancel,
 }
 
+impl ReturnKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reverse => "REVERSE",
+            Self::Cancel => "CANCEL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Reverse, Self::Cancel].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// The coins of this allocation that left its own lot through `EXPIRE`, and the coins its
 /// returns actually took from the balance so far. Expired coins left the balance once and are
 /// never taken a second time: a return absorbs them first.

@@ -45,6 +45,7 @@ pub fn plan_expiry(balance: i64, mut due: Vec<DueLot>) -> ExpiryPlan {
             expires_at: Some(lot.expires_at),
             order_id: None,
             amount_minor: None,
+            original_request_id: None,
         };
         plan.entries.push((entry, LotMove { lot_id: lot.lot_id, coins: -lot.remaining }));
     }

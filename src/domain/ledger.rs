@@ -69,6 +69,8 @@ pub struct NewEntry {
     /// ALLOCATE: the purchase's order id and value, when the allocation gave them.
     pub order_id: Option<String>,
     pub amount_minor: Option<i64>,
+    /// REVERSE: the allocation or redemption it returns (part of).
+    pub original_request_id: Option<RequestId>,
 }
 
 /// A signed change to one lot, recorded against the entry that caused it.
@@ -92,6 +94,8 @@ pub enum Lifetime {
 pub struct Account {
     pub company: CompanyId,
     pub balance: Coins,
+    /// Coins held (pending): credited but not yet spendable.
+    pub pending: i64,
 }
 
 /// The account of `user` in `company`. Another company's user reads as never credited, exactly

@@ -109,6 +109,7 @@ pub fn plan_redemption(cmd: &RedeemCmd, balance: i64, value: &CoinValue, mut ope
             expires_at: None,
             order_id: None,
             amount_minor: None,
+            original_request_id: None,
         },
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
         receipt: RedeemReceipt { request_id: cmd.request_id.clone(), coins, currency: value.currency.clone(), amount_minor, balance },

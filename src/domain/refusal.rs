@@ -1,7 +1,7 @@
 //! Why a well-formed request was refused: typed, carrying the ids involved. The sentences a
 //! client reads are chosen once, at the HTTP edge (`http/error.rs`); nothing here is wire text.
 
-use super::{CoinConfigId, CompanyId, ConfigKind, EventName, RequestId, UserId};
+use super::{CoinConfigId, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
 
 /// Which per-user cap of a configuration was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,11 @@ pub enum Refusal {
     },
     AlreadyReversed(RequestId),
     OriginalNotFound(RequestId),
+    /// A return named an order (`orderId` and `event`) no allocation of the company carries.
+    OrderNotFound {
+        event: EventName,
+        order: OrderId,
+    },
     /// The original is itself a reversal.
     NotReversible(RequestId),
     /// A live allocation (named) already holds this order id for the event, for another user or

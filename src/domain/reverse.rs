@@ -2,51 +2,98 @@
 //! given back to the lots they came from), at most once per original, exactly-once on the
 //! reversal's own request id.
 
+use std::fmt::Write as _;
+
+use super::allocation::{self, Allocation, OnShortfall, ReturnAsk, ReturnHistory, ReturnKind, ReturnPlan};
 use super::ledger::{EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use super::lots::{self, OpenLot};
 use super::refusal::Refusal;
-use super::{CompanyId, RequestId, UserId};
+use super::{CompanyId, EventName, OrderId, RequestId};
+
+/// What a return names: the original's request id (or an alias of it), or the live allocation
+/// (else the latest) of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Request(RequestId),
+    Order { event: EventName, order: OrderId },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReverseCmd {
     pub company: CompanyId,
     pub request_id: RequestId,
-    pub original: RequestId,
+    pub target: Target,
+    pub ask: ReturnAsk,
+    pub on_shortfall: OnShortfall,
     pub now_ms: i64,
 }
 
-/// What a reversal answers. `coins` is signed like its ledger entry: negative when an allocation
-/// is taken back, positive when a redemption is given back.
+impl ReverseCmd {
+    /// A whole reversal of a named original, as every reversal was before partial returns.
+    pub fn whole(company: CompanyId, request_id: RequestId, original: RequestId, now_ms: i64) -> Self {
+        Self { company, request_id, target: Target::Request(original), ask: ReturnAsk::Whole, on_shortfall: OnShortfall::Reject, now_ms }
+    }
+
+    /// What a replay of this request id must repeat. A whole reversal by request id is the
+    /// original's id alone, as reversals stored it before partial returns, so their replays
+    /// still match. Ids cannot contain spaces, so the parts cannot run together.
+    pub fn fingerprint(&self) -> String {
+        let mut s = match &self.target {
+            Target::Request(id) => id.to_string(),
+            Target::Order { event, order } => format!("order {event} {order}"),
+        };
+        let _ = match self.ask {
+            ReturnAsk::Whole => Ok(()),
+            ReturnAsk::Coins(k) => write!(s, " coins {k}"),
+            ReturnAsk::AmountMinor(m) => write!(s, " amountMinor {m}"),
+        };
+        if self.on_shortfall != OnShortfall::Reject {
+            let _ = write!(s, " onShortfall {}", self.on_shortfall.as_str());
+        }
+        s
+    }
+
+    /// The name the answer gives the original before it is resolved: the request id given.
+    pub fn named(&self) -> Option<&RequestId> {
+        match &self.target {
+            Target::Request(id) => Some(id),
+            Target::Order { .. } => None,
+        }
+    }
+}
+
+/// What a return answers. `coins` is signed like its ledger entry: negative when an allocation
+/// is taken back (or its held coins canceled), positive when a redemption is given back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReverseReceipt {
     pub request_id: RequestId,
     pub original_request_id: RequestId,
+    pub kind: ReturnKind,
     pub coins: i64,
+    /// Coins the user no longer had (`onShortfall: CAP`), waived; and what they were worth.
+    pub coins_short: i64,
+    pub short_amount_minor: i64,
+    /// Coins of the original no return has ended yet.
+    pub coins_remaining: i64,
+    /// Allocations that recorded a purchase value: how much of it is refunded so far.
+    pub amount_refunded_minor: Option<i64>,
     pub balance: i64,
+    pub pending_balance: i64,
 }
 
-/// A request id seen before: a replay if it reversed this same original (by the same name: an
-/// alias and the allocation it repeats are different names), else a conflict.
+/// A request id seen before: a replay if it is the same return (same original by the same
+/// name, same ask), else a conflict.
 pub fn answer_repeat(prev: &StoredRequest, cmd: &ReverseCmd) -> Result<(), Refusal> {
-    let same = prev.kind == RequestKind::Reverse && prev.fingerprint == cmd.original.as_str();
+    let same = prev.kind == RequestKind::Reverse && prev.fingerprint == cmd.fingerprint();
     if same { Ok(()) } else { Err(Refusal::RequestIdConflict(cmd.request_id.clone())) }
 }
 
 /// The original must exist in the company and not be a reversal itself.
-pub fn check_original<'a>(original: Option<&'a StoredRequest>, cmd: &ReverseCmd) -> Result<&'a StoredRequest, Refusal> {
+pub fn check_original<'a>(original: Option<&'a StoredRequest>, name: &RequestId) -> Result<&'a StoredRequest, Refusal> {
     match original {
-        None => Err(Refusal::OriginalNotFound(cmd.original.clone())),
-        Some(o) if o.kind == RequestKind::Reverse => Err(Refusal::NotReversible(cmd.original.clone())),
+        None => Err(Refusal::OriginalNotFound(name.clone())),
+        Some(o) if o.kind == RequestKind::Reverse => Err(Refusal::NotReversible(name.clone())),
         Some(o) => Ok(o),
-    }
-}
-
-/// The reversal could not claim its request id: either the id is taken (replay or conflict), or
-/// another reversal of the same original holds the one-reversal-per-original slot.
-pub fn answer_lost_claim(prev: Option<&StoredRequest>, cmd: &ReverseCmd) -> Result<(), Refusal> {
-    match prev {
-        Some(p) => answer_repeat(p, cmd),
-        None => Err(Refusal::AlreadyReversed(cmd.original.clone())),
     }
 }
 
@@ -68,6 +115,14 @@ pub struct OwnLot {
     pub expired: i64,
 }
 
+/// Coins a redemption took from one lot (positive), and that lot's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub lot_id: i64,
+    pub coins: i64,
+    pub expires_at: Option<i64>,
+}
+
 /// What a reversal writes before the coins it gave back to expired lots expire again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReversePlan {
@@ -75,9 +130,11 @@ pub struct ReversePlan {
     pub moves: Vec<LotMove>,
     pub lifetime: Lifetime,
     pub lifetime_delta: i64,
+    /// Coins of the original left after this return.
+    pub remaining: i64,
 }
 
-fn reverse_entry(cmd: &ReverseCmd, original: &Original, coins: i64, balance_after: i64) -> NewEntry {
+fn reverse_entry(cmd: &ReverseCmd, original: &Original, name: &RequestId, coins: i64, balance_after: i64) -> NewEntry {
     NewEntry {
         kind: EntryKind::Reverse,
         coins,
@@ -87,60 +144,114 @@ fn reverse_entry(cmd: &ReverseCmd, original: &Original, coins: i64, balance_afte
         coin_config_id: original.coin_config_id.clone(),
         expires_at: None,
         order_id: None,
-        amount_minor: None,
+        amount_minor: match cmd.ask {
+            ReturnAsk::AmountMinor(m) => Some(m),
+            _ => None,
+        },
+        original_request_id: Some(name.clone()),
     }
 }
 
-/// Takes an allocation back: the allocated coins less those that already expired from its own
-/// lot (they left the balance once, through `EXPIRE`, and are never taken a second time); first
-/// from its own lot, then from the user's other open lots in debit order, all or nothing.
+/// A return of an allocation after activation: what [`allocation::plan_return`] decides, taken
+/// from the allocation's own lot first, then from the user's other open lots in debit order.
+/// `balance` is the spendable balance (every open lot); `taken` what earlier returns of this
+/// allocation took from it.
 pub fn plan_take_back(
     cmd: &ReverseCmd,
-    user: &UserId,
+    a: &Allocation,
     original: &Original,
     balance: i64,
     own: &[OwnLot],
+    taken: i64,
     mut open: Vec<OpenLot>,
-) -> Result<ReversePlan, Refusal> {
-    let expired: i64 = own.iter().map(|l| l.expired).sum();
-    let coins = (original.coins - expired).max(0);
+) -> Result<(ReturnPlan, ReversePlan), Refusal> {
+    let history = ReturnHistory { expired: own.iter().map(|l| l.expired).sum(), taken };
+    let plan = allocation::plan_return(a, cmd.ask, cmd.now_ms, history, balance, cmd.on_shortfall)?;
     open.sort_by(lots::debit_order);
     let (first, rest): (Vec<OpenLot>, Vec<OpenLot>) = open.into_iter().partition(|l| own.iter().any(|o| o.lot_id == l.lot_id));
-    let available: i64 = first.iter().chain(&rest).map(|l| l.remaining).sum();
-    let takes =
-        lots::take(first.into_iter().chain(rest), coins).ok_or_else(|| Refusal::InsufficientBalance { user: user.clone(), needed: coins, available })?;
-    Ok(ReversePlan {
-        entry: reverse_entry(cmd, original, -coins, balance - coins),
+    let takes = lots::take(first.into_iter().chain(rest), plan.take).ok_or_else(|| Refusal::InsufficientBalance {
+        user: a.user.clone(),
+        needed: plan.take,
+        available: balance,
+    })?;
+    let reverse = ReversePlan {
+        entry: reverse_entry(cmd, original, &a.request_id, -plan.take, balance - plan.take),
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
         lifetime: Lifetime::Earned,
-        lifetime_delta: -coins,
-    })
+        lifetime_delta: -plan.take,
+        remaining: plan.remaining,
+    };
+    Ok((plan, reverse))
 }
 
-/// Gives a redemption back to the lots it took from, with their original expiry (coins returned
-/// to a lot that expired meanwhile expire again at once, by the expiry that follows).
-pub fn plan_give_back(cmd: &ReverseCmd, original: &Original, balance: i64, taken: &[LotMove]) -> ReversePlan {
-    let coins = -original.coins;
-    let mut moves: Vec<LotMove> = taken.iter().map(|m| LotMove { lot_id: m.lot_id, coins: -m.coins }).collect();
+/// Gives (part of) a redemption back to the lots it took from, with their original expiry,
+/// latest-expiring first; earlier returns of it gave back `given_back` coins the same way, so
+/// they are skipped. Coins returned to a lot that expired meanwhile expire again at once, by
+/// the expiry that follows.
+pub fn plan_give_back(cmd: &ReverseCmd, original: &Original, name: &RequestId, balance: i64, taken: &[Taken], given_back: i64) -> Result<ReversePlan, Refusal> {
+    let remaining = -original.coins - given_back;
+    if remaining <= 0 {
+        return Err(Refusal::AlreadyReversed(name.clone()));
+    }
+    let coins = match cmd.ask {
+        ReturnAsk::Whole => remaining,
+        ReturnAsk::Coins(k) if k <= remaining => k,
+        ReturnAsk::Coins(_) => return Err(Refusal::ReversalExceedsRemaining { original: name.clone(), remaining_coins: remaining, remaining_minor: None }),
+        ReturnAsk::AmountMinor(_) => return Err(Refusal::AmountNotRecorded(name.clone())),
+    };
+    let mut order = taken.to_vec();
+    // Never-expiring lots expire latest of all.
+    order.sort_by_key(|t| (std::cmp::Reverse(t.expires_at.unwrap_or(i64::MAX)), std::cmp::Reverse(t.lot_id)));
+    let (mut skip, mut left, mut moves) = (given_back, coins, Vec::new());
+    for t in order {
+        let skipped = skip.min(t.coins);
+        skip -= skipped;
+        let back = (t.coins - skipped).min(left);
+        if back > 0 {
+            moves.push(LotMove { lot_id: t.lot_id, coins: back });
+            left -= back;
+        }
+    }
     moves.sort_by_key(|m| m.lot_id);
-    ReversePlan { entry: reverse_entry(cmd, original, coins, balance + coins), moves, lifetime: Lifetime::Redeemed, lifetime_delta: -coins }
+    Ok(ReversePlan {
+        entry: reverse_entry(cmd, original, name, coins, balance + coins),
+        moves,
+        lifetime: Lifetime::Redeemed,
+        lifetime_delta: -coins,
+        remaining: remaining - coins,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserId;
+    use crate::domain::allocation::AllocationState;
+    use crate::domain::earn::{BPS_ONE, Calculation, EarnTerms};
 
-    fn cmd() -> ReverseCmd {
-        ReverseCmd {
-            company: CompanyId::parse("C").unwrap(),
-            request_id: RequestId::parse("R2").unwrap(),
-            original: RequestId::parse("R1").unwrap(),
-            now_ms: 0,
-        }
+    fn cmd(ask: ReturnAsk, on_shortfall: OnShortfall) -> ReverseCmd {
+        let mut cmd = ReverseCmd::whole(CompanyId::parse("C").unwrap(), RequestId::parse("R2").unwrap(), RequestId::parse("R1").unwrap(), 0);
+        (cmd.ask, cmd.on_shortfall) = (ask, on_shortfall);
+        cmd
     }
 
-    fn allocation(coins: i64) -> Original {
-        Original { entry_id: 1, kind: RequestKind::Allocate, coins, event: Some("E".into()), coin_config_id: Some("WCC100001".into()) }
+    fn allocation(coins: i64) -> (Allocation, Original) {
+        let calculation = Calculation { terms: EarnTerms::fixed(coins), amount_minor: None, minor_units_per_coin: 1, multiplier_bps: BPS_ONE };
+        let a = Allocation {
+            request_id: RequestId::parse("R1").unwrap(),
+            user: UserId::parse("U").unwrap(),
+            state: AllocationState::Active,
+            coins,
+            coins_canceled: 0,
+            coins_reversed: 0,
+            coins_waived: 0,
+            amount_minor: None,
+            amount_refunded_minor: 0,
+            calculation,
+            validity_days: None,
+            activates_at: None,
+        };
+        (a, Original { entry_id: 1, kind: RequestKind::Allocate, coins, event: Some("E".into()), coin_config_id: Some("WCC100001".into()) })
     }
 
     fn lot(lot_id: i64, remaining: i64, expires_at: Option<i64>) -> OpenLot {
@@ -148,33 +259,84 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_keep_a_whole_reversal_by_id_as_it_was_stored() {
+        assert_eq!(cmd(ReturnAsk::Whole, OnShortfall::Reject).fingerprint(), "R1");
+        assert_eq!(cmd(ReturnAsk::Coins(5), OnShortfall::Cap).fingerprint(), "R1 coins 5 onShortfall CAP");
+        let mut by_order = cmd(ReturnAsk::AmountMinor(700), OnShortfall::Reject);
+        by_order.target = Target::Order { event: EventName::parse("purchase").unwrap(), order: OrderId::parse("O-1").unwrap() };
+        assert_eq!(by_order.fingerprint(), "order purchase O-1 amountMinor 700");
+    }
+
+    #[test]
     fn taking_back_starts_with_the_allocations_own_lot() {
-        let user = UserId::parse("U").unwrap();
+        let (a, original) = allocation(100);
         let open = vec![lot(1, 60, Some(50)), lot(2, 100, Some(10))];
-        let plan = plan_take_back(&cmd(), &user, &allocation(100), 160, &[OwnLot { lot_id: 1, expired: 0 }], open).unwrap();
+        let (_, plan) = plan_take_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &a, &original, 160, &[OwnLot { lot_id: 1, expired: 0 }], 0, open).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 1, coins: -60 }, LotMove { lot_id: 2, coins: -40 }]);
-        assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime_delta), (-100, 60, -100));
+        assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime_delta, plan.remaining), (-100, 60, -100, 0));
     }
 
     #[test]
     fn coins_that_expired_from_the_own_lot_are_not_taken_twice() {
-        let user = UserId::parse("U").unwrap();
-        let plan = plan_take_back(&cmd(), &user, &allocation(100), 50, &[OwnLot { lot_id: 1, expired: 70 }], vec![lot(2, 50, None)]).unwrap();
+        let (a, original) = allocation(100);
+        let whole = cmd(ReturnAsk::Whole, OnShortfall::Reject);
+        let (_, plan) = plan_take_back(&whole, &a, &original, 50, &[OwnLot { lot_id: 1, expired: 70 }], 0, vec![lot(2, 50, None)]).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 2, coins: -30 }]);
         assert_eq!(plan.entry.coins, -30);
-        let all_gone = plan_take_back(&cmd(), &user, &allocation(100), 0, &[OwnLot { lot_id: 1, expired: 100 }], vec![]).unwrap();
+        let (_, all_gone) = plan_take_back(&whole, &a, &original, 0, &[OwnLot { lot_id: 1, expired: 100 }], 0, vec![]).unwrap();
         assert_eq!((all_gone.entry.coins, all_gone.moves.len()), (0, 0));
         assert!(matches!(
-            plan_take_back(&cmd(), &user, &allocation(100), 10, &[OwnLot { lot_id: 1, expired: 0 }], vec![lot(2, 10, None)]),
+            plan_take_back(&whole, &a, &original, 10, &[OwnLot { lot_id: 1, expired: 0 }], 0, vec![lot(2, 10, None)]),
             Err(Refusal::InsufficientBalance { needed: 100, available: 10, .. })
         ));
     }
 
     #[test]
+    fn a_capped_return_takes_what_there_is_and_waives_the_rest() {
+        let (a, original) = allocation(100);
+        let capped = cmd(ReturnAsk::Coins(40), OnShortfall::Cap);
+        let (plan, reverse) = plan_take_back(&capped, &a, &original, 25, &[OwnLot { lot_id: 1, expired: 0 }], 0, vec![lot(1, 25, None)]).unwrap();
+        assert_eq!((plan.take, plan.short, plan.remaining, plan.state), (25, 15, 60, AllocationState::Active));
+        assert_eq!((reverse.entry.coins, reverse.entry.balance_after, reverse.moves.as_slice()), (-25, 0, &[LotMove { lot_id: 1, coins: -25 }][..]));
+    }
+
+    fn redemption(coins: i64) -> Original {
+        Original { entry_id: 3, kind: RequestKind::Redeem, coins: -coins, event: None, coin_config_id: None }
+    }
+
+    #[test]
     fn giving_back_returns_each_lot_what_it_lost() {
-        let original = Original { entry_id: 3, kind: RequestKind::Redeem, coins: -30, event: None, coin_config_id: None };
-        let plan = plan_give_back(&cmd(), &original, 70, &[LotMove { lot_id: 5, coins: -10 }, LotMove { lot_id: 2, coins: -20 }]);
+        let taken = [Taken { lot_id: 5, coins: 10, expires_at: Some(9) }, Taken { lot_id: 2, coins: 20, expires_at: None }];
+        let plan = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &RequestId::parse("R1").unwrap(), 70, &taken, 0).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 2, coins: 20 }, LotMove { lot_id: 5, coins: 10 }]);
-        assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta), (30, 100, Lifetime::Redeemed, -30));
+        assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta, plan.remaining), (30, 100, Lifetime::Redeemed, -30, 0));
+    }
+
+    #[test]
+    fn a_redemption_comes_back_in_parts_latest_expiring_first() {
+        let name = RequestId::parse("R1").unwrap();
+        let taken = [
+            Taken { lot_id: 1, coins: 10, expires_at: Some(100) },
+            Taken { lot_id: 2, coins: 10, expires_at: Some(300) },
+            Taken { lot_id: 3, coins: 10, expires_at: None },
+        ];
+        let first = plan_give_back(&cmd(ReturnAsk::Coins(15), OnShortfall::Reject), &redemption(30), &name, 0, &taken, 0).unwrap();
+        assert_eq!(first.moves, [LotMove { lot_id: 2, coins: 5 }, LotMove { lot_id: 3, coins: 10 }]);
+        assert_eq!(first.remaining, 15);
+        let rest = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &name, 15, &taken, 15).unwrap();
+        assert_eq!(rest.moves, [LotMove { lot_id: 1, coins: 10 }, LotMove { lot_id: 2, coins: 5 }]);
+        assert_eq!((rest.entry.coins, rest.remaining), (15, 0));
+        assert_eq!(
+            plan_give_back(&cmd(ReturnAsk::Coins(1), OnShortfall::Reject), &redemption(30), &name, 30, &taken, 30),
+            Err(Refusal::AlreadyReversed(name.clone()))
+        );
+        assert_eq!(
+            plan_give_back(&cmd(ReturnAsk::Coins(16), OnShortfall::Reject), &redemption(30), &name, 0, &taken, 15),
+            Err(Refusal::ReversalExceedsRemaining { original: name.clone(), remaining_coins: 15, remaining_minor: None })
+        );
+        assert_eq!(
+            plan_give_back(&cmd(ReturnAsk::AmountMinor(5), OnShortfall::Reject), &redemption(30), &name, 0, &taken, 0),
+            Err(Refusal::AmountNotRecorded(name))
+        );
     }
 }

@@ -161,6 +161,9 @@ impl From<Refusal> for ApiError {
             Refusal::UnknownConfig(id) => ApiError::new(C::CoinConfigNotFound, format!("coin configuration {id} not found")),
             Refusal::UserNotFound(user) => ApiError::new(C::UserNotFound, format!("userId {user} has never been credited")),
             Refusal::OriginalNotFound(id) => ApiError::new(C::NotFound, format!("originalRequestId {id} not found for this company")),
+            Refusal::OrderNotFound { event, order } => {
+                ApiError::new(C::NotFound, format!("no allocation of event {event} carries orderId {order} for this company"))
+            }
             Refusal::DuplicateConfig { existing, kind, event, company } => {
                 let scope = match kind {
                     ConfigKind::Default => String::new(),

@@ -14,7 +14,6 @@ use super::wire::coins::{ALLOCATED, AllocateRequest, BulkAllocateRequest, BulkIt
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
 use crate::domain::redeem::RedeemCmd;
-use crate::domain::reverse::ReverseCmd;
 use crate::metrics::{self, Movement};
 use crate::store::Applied;
 #[allow(unused_imports)]
@@ -152,20 +151,29 @@ pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<
     Ok(answer(RedeemView::from(receipt), replayed))
 }
 
-/// Undoes an allocation or a redemption, once.
+/// Returns an allocation or a redemption: all that remains of it, or part of it (some coins, or
+/// for a purchase what a refund of part of its value takes back), each part exactly once on its
+/// own request id.
 #[utoipa::path(post, path = "/api/v0/coins/reverse", tag = "coins",
-    request_body(content = ReverseRequest, example = json!({"companyId":"SHOP","requestId":"RETURN-1","originalRequestId":"SPEND-1"})),
+    request_body(content = ReverseRequest, examples(
+        ("whole" = (summary = "All that remains", value = json!({"companyId":"SHOP","requestId":"RETURN-1","originalRequestId":"SPEND-1"}))),
+        ("refund" = (summary = "A partial refund of a purchase, by order", value = json!({"companyId":"SHOP","requestId":"RETURN-2","orderId":"ORD-1","event":"PURCHASE","amountMinor":25000}))),
+        ("capped" = (summary = "Some coins, taking what the user still has", value = json!({"companyId":"SHOP","requestId":"RETURN-3","originalRequestId":"BUY-1","coins":30,"onShortfall":"CAP"}))),
+    )),
     responses(
-        (status = 200, description = "Reversed, or (with `Idempotent-Replayed: true`) the first answer again", body = Envelope<ReverseView>,
+        (status = 200, description = "Returned, or (with `Idempotent-Replayed: true`) the first answer again", body = Envelope<ReverseView>,
          headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
-         example = json!({"payload":{"requestId":"RETURN-1","originalRequestId":"SPEND-1","coins":30,"balance":100},"response_code":0,"response_message":"Success"})),
+         example = json!({"payload":{"requestId":"RETURN-2","originalRequestId":"BUY-1","kind":"REVERSE","coins":-25,"coinsShort":0,"shortAmountMinor":0,
+                          "coinsRemaining":75,"amountRefundedMinor":25000,"balance":75,"pendingBalance":0},"response_code":0,"response_message":"Success"})),
+        (status = 400, description = "VALIDATION_FAILED: a field is malformed, or the original or the part is asked for two ways", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
-        (status = 404, description = "NOT_FOUND: no such originalRequestId in the company", body = ErrorEnvelope),
-        (status = 409, description = "REQUEST_ID_CONFLICT, ALREADY_REVERSED, NOT_REVERSIBLE or INSUFFICIENT_BALANCE; nothing was changed", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such originalRequestId (or order of the event) in the company", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, ALREADY_REVERSED, NOT_REVERSIBLE, REVERSAL_EXCEEDS_REMAINING, AMOUNT_NOT_RECORDED or \
+                                      INSUFFICIENT_BALANCE (with onShortfall REJECT); nothing was changed", body = ErrorEnvelope),
     ))]
 pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json<ReverseRequest>) -> Result<Response, ApiError> {
     auth.require_company(&body.company_id)?;
-    let cmd = ReverseCmd { company: body.company_id, request_id: body.request_id, original: body.original_request_id, now_ms: state.clock.now_ms() };
+    let cmd = body.command(state.clock.now_ms()).map_err(ApiError::validation)?;
     let Applied { receipt, replayed, expired } = state.store.reverse(cmd).await?;
     metrics::moved(Movement::Expired, expired.lots, expired.coins);
     if !replayed {

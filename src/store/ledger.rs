@@ -14,16 +14,16 @@
 
 use std::future::Future;
 
-use super::model::{Applied, Expired, StoredReceipt};
+use super::model::{Applied, Expired, RecordRow, StoredReceipt};
 use super::{StoreError, StoreResult};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordFields};
-use crate::domain::allocation::AllocationState;
 use crate::domain::allocation::{self, OrderClaim, OrderHolder};
+use crate::domain::allocation::{AllocationState, ReturnKind};
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
 use crate::domain::ledger::{self as rules, Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{self, CoinValue, RedeemCmd, RedeemReceipt};
-use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt, Taken, Target};
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 
 /// The idempotency row a request inserts before anything else.
@@ -71,10 +71,18 @@ pub(crate) trait LedgerTx {
     ) -> StoreResult<bool>;
     async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original>;
     async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>>;
-    /// Records on the original's request row that it was reversed in full (an allocation's
-    /// state becomes REVERSED, which frees its order id).
-    async fn mark_reversed(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<()>;
-    async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>>;
+    /// The allocation's record, read after the user's row is locked: every return of it that
+    /// committed before is in it.
+    async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>>;
+    /// The allocation an order names: its live one, else its latest.
+    async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>>;
+    /// Coins the returns of `original` so far took or gave back (or, for an allocation's held
+    /// coins, canceled).
+    async fn returned_coins(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64>;
+    /// Writes a return's counters (and, for an allocation, its state) on the original's row.
+    async fn record_return(&mut self, company: &CompanyId, original: &RequestId, returned: &Returned) -> StoreResult<()>;
+    /// What a redemption took from each lot.
+    async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>>;
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
     /// The outbox: one message per enabled subscription of the company that wants this kind of
     /// entry, in the entry's own transaction.
@@ -84,6 +92,17 @@ pub(crate) trait LedgerTx {
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
     async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()>;
     async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
+}
+
+/// The counters of an original after a return of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Returned {
+    /// Allocations only; a redemption has none.
+    pub state: Option<AllocationState>,
+    pub coins_canceled: i64,
+    pub coins_reversed: i64,
+    pub coins_waived: i64,
+    pub amount_refunded_minor: Option<i64>,
 }
 
 /// Polls a future that never waits (the SQLite writer's flows) to completion.
@@ -247,46 +266,74 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
     Ok(Applied { receipt: plan.receipt, replayed: false, expired })
 }
 
+/// A return of an allocation (whole, by coins or by refunded amount) or of a redemption (whole
+/// or by coins). Each is exactly-once on its own request id; returns of one original serialise
+/// on the user's row, which is locked before the original's record is read, so together they
+/// never take more than it has.
 pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
     let (company, request_id) = (&cmd.company, &cmd.request_id);
     if let Some(prev) = tx.request(company, request_id).await? {
         reverse::answer_repeat(&prev, cmd)?;
         return replayed(&prev);
     }
-    let named = tx.request(company, &cmd.original).await?;
-    let named = reverse::check_original(named.as_ref(), cmd)?.clone();
-    // An alias stands for the allocation it repeats: that one is reversed (once, whichever
-    // name the reversal uses).
-    let (target, original) = match &named.alias_of {
-        Some(holder) => {
-            (holder.clone(), tx.request(company, holder).await?.ok_or_else(|| StoreError::Corrupt(format!("alias {} of a missing {holder}", cmd.original)))?)
+    let name = match &cmd.target {
+        Target::Request(id) => id.clone(),
+        Target::Order { event, order } => {
+            tx.order_allocation(company, event, order).await?.ok_or_else(|| Refusal::OrderNotFound { event: event.clone(), order: order.clone() })?
         }
-        None => (cmd.original.clone(), named),
+    };
+    let named = tx.request(company, &name).await?;
+    let named = reverse::check_original(named.as_ref(), &name)?.clone();
+    // An alias stands for the allocation it repeats: that one is returned, whichever name the
+    // return uses.
+    let (target, original) = match &named.alias_of {
+        Some(holder) => (holder.clone(), tx.request(company, holder).await?.ok_or_else(|| StoreError::Corrupt(format!("alias {name} of a missing {holder}")))?),
+        None => (name.clone(), named),
     };
     let user = &original.user;
-    let claim = Claim { kind: RequestKind::Reverse, user, event: None, coins: 0, fingerprint: cmd.original.as_str(), original: Some(&target), record: None };
+    let fingerprint = cmd.fingerprint();
+    let claim = Claim { kind: RequestKind::Reverse, user, event: None, coins: 0, fingerprint: &fingerprint, original: Some(&target), record: None };
     if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
-        let prev = tx.request(company, request_id).await?;
-        reverse::answer_lost_claim(prev.as_ref(), cmd)?;
-        return prev.as_ref().map_or_else(|| Err(Refusal::AlreadyReversed(cmd.original.clone()).into()), replayed);
+        let prev = request_after_lost_claim(tx, company, request_id).await?;
+        reverse::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
     }
     let account = rules::account_in(tx.account(user).await?, company, user)?;
     let swept = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?;
     let (balance, before) = (swept.balance, tally(&swept));
-    // An allocation that earned nothing has no entry: its reversal takes nothing (and frees its
-    // order id).
-    let entry = if original.state == Some(AllocationState::Zero) {
-        Original { entry_id: 0, kind: RequestKind::Allocate, coins: 0, event: original.event.clone(), coin_config_id: None }
-    } else {
-        tx.original_entry(company, &target, original.kind).await?
-    };
-    let plan = if original.kind == RequestKind::Allocate {
-        let own = tx.own_lots(entry.entry_id).await?;
+    let returned = tx.returned_coins(company, &target).await?;
+    let (plan, outcome) = if original.kind == RequestKind::Allocate {
+        let row = tx.allocation(company, &target).await?.ok_or_else(|| StoreError::Corrupt(format!("allocation {target} has no record")))?;
+        let order_id = row.order_id.clone();
+        let a = row.into_allocation()?;
+        // An allocation that earned nothing has no entry: its return takes nothing (and frees
+        // its order id).
+        let entry = if a.state == AllocationState::Zero {
+            Original { entry_id: 0, kind: RequestKind::Allocate, coins: 0, event: original.event.clone(), coin_config_id: None }
+        } else {
+            tx.original_entry(company, &target, RequestKind::Allocate).await?
+        };
+        let own = if entry.entry_id == 0 { Vec::new() } else { tx.own_lots(entry.entry_id).await? };
         let open = tx.open_lots(company, user, cmd.now_ms).await?;
-        reverse::plan_take_back(cmd, user, &entry, balance, &own, open)?
+        let (ret, mut plan) = reverse::plan_take_back(cmd, &a, &entry, balance, &own, returned - a.coins_canceled, open)?;
+        plan.entry.order_id = order_id;
+        let (coins_canceled, coins_reversed, coins_waived) = ret.counters(&a);
+        let refunded = a.amount_minor.map(|_| ret.amount_refunded_minor);
+        let counters = Returned { state: Some(ret.state), coins_canceled, coins_reversed, coins_waived, amount_refunded_minor: refunded };
+        tx.record_return(company, &target, &counters).await?;
+        let minor_per_coin = match a.amount_minor {
+            Some(_) => a.calculation.minor_units_per_coin,
+            None if ret.short > 0 => tx.coin_value(company).await?.minor_units_per_coin,
+            None => 0,
+        };
+        (plan, (ret.kind, ret.short, ret.short * minor_per_coin, refunded))
     } else {
-        let taken = tx.moves_of(entry.entry_id).await?;
-        reverse::plan_give_back(cmd, &entry, balance, &taken)
+        let entry = tx.original_entry(company, &target, original.kind).await?;
+        let taken = tx.taken_by(entry.entry_id).await?;
+        let plan = reverse::plan_give_back(cmd, &entry, &target, balance, &taken, returned)?;
+        let counters = Returned { state: None, coins_canceled: 0, coins_reversed: returned + plan.entry.coins, coins_waived: 0, amount_refunded_minor: None };
+        tx.record_return(company, &target, &counters).await?;
+        (plan, (ReturnKind::Reverse, 0, 0, None))
     };
     let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.apply_moves(entry_id, &plan.moves).await?;
@@ -294,9 +341,20 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     // Coins given back to lots that have expired meanwhile expire again at once.
     let again = expire_due(tx, company, user, plan.entry.balance_after, cmd.now_ms).await?;
     let (balance, after) = (again.balance, tally(&again));
-    let receipt = ReverseReceipt { request_id: request_id.clone(), original_request_id: cmd.original.clone(), coins: plan.entry.coins, balance };
+    let (kind, coins_short, short_amount_minor, amount_refunded_minor) = outcome;
+    let receipt = ReverseReceipt {
+        request_id: request_id.clone(),
+        original_request_id: cmd.named().cloned().unwrap_or(target),
+        kind,
+        coins: plan.entry.coins,
+        coins_short,
+        short_amount_minor,
+        coins_remaining: plan.remaining,
+        amount_refunded_minor,
+        balance,
+        pending_balance: account.pending,
+    };
     tx.finish(company, request_id, plan.entry.coins.abs(), &receipt.to_stored()).await?;
-    tx.mark_reversed(company, &target).await?;
     let expired = Expired { lots: before.lots + after.lots, coins: before.coins + after.coins };
     Ok(Applied { receipt, replayed: false, expired })
 }

@@ -29,6 +29,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 4, name: "ledger_daily", sql: include_str!("../../migrations/sqlite/0004_ledger_daily.sql") },
     Migration { version: 5, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/sqlite/0005_webhook_attempts_by_message.sql") },
     Migration { version: 6, name: "commerce", sql: include_str!("../../migrations/sqlite/0006_commerce.sql") },
+    Migration { version: 7, name: "partial_returns", sql: include_str!("../../migrations/sqlite/0007_partial_returns.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -41,6 +42,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 7, name: "ledger_daily", sql: include_str!("../../migrations/postgres/0007_ledger_daily.sql") },
     Migration { version: 8, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/postgres/0008_webhook_attempts_by_message.sql") },
     Migration { version: 9, name: "commerce", sql: include_str!("../../migrations/postgres/0009_commerce.sql") },
+    Migration { version: 10, name: "partial_returns", sql: include_str!("../../migrations/postgres/0010_partial_returns.sql") },
 ];
 
 impl Migration {
@@ -131,6 +133,7 @@ mod tests {
         (4, "0f3ac76dac23cc17443b4c4efd2b2fdac59118dc3d0dcb73a1f9a7333cbe046b"),
         (5, "4ae986632190983daec7045e43043a1cefa6b10862ce531c435e7fd5bcdf1df4"),
         (6, "973eca8c2ce650a2ec0083f55a19511a1c5d6be9107e736d1fe2529f023a14e7"),
+        (7, "fdb829f71ba6f21ea6659bbd508198fb05bac4c699e91faeff42c17d0beb0049"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
@@ -142,6 +145,7 @@ mod tests {
         (7, "f216ce71c8aad45e0e2120766e5253abc746924c4b90bdb14bab91d6fc1f39e3"),
         (8, "28b7da00faacfd166f36066d21d03b181ac40a83945d5007e85ace07f84c3729"),
         (9, "30fa506f947249224f1b6f03bfb68f95b4c2b0e943bae0431439cbc26206f053"),
+        (10, "fdb829f71ba6f21ea6659bbd508198fb05bac4c699e91faeff42c17d0beb0049"),
     ];
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, StoreResult};
-use crate::domain::allocation::AllocationState;
+use crate::domain::allocation::{AllocationState, ReturnKind};
 use crate::domain::earn::CalculationRecord;
 use crate::domain::lockout::LockState;
 use crate::domain::redeem::RedeemReceipt;
@@ -225,6 +225,24 @@ struct StoredReverseReceipt {
     original_request_id: String,
     coins: i64,
     balance: i64,
+    // Stored since partial returns; a reversal stored before them was whole, of an active
+    // original, with nothing held.
+    #[serde(default = "reverse_kind")]
+    kind: String,
+    #[serde(default)]
+    coins_short: i64,
+    #[serde(default)]
+    short_amount_minor: i64,
+    #[serde(default)]
+    coins_remaining: i64,
+    #[serde(default)]
+    amount_refunded_minor: Option<i64>,
+    #[serde(default)]
+    pending_balance: i64,
+}
+
+fn reverse_kind() -> String {
+    ReturnKind::Reverse.as_str().to_owned()
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -271,12 +289,29 @@ impl StoredReceipt for ReverseReceipt {
             original_request_id: self.original_request_id.to_string(),
             coins: self.coins,
             balance: self.balance,
+            kind: self.kind.as_str().to_owned(),
+            coins_short: self.coins_short,
+            short_amount_minor: self.short_amount_minor,
+            coins_remaining: self.coins_remaining,
+            amount_refunded_minor: self.amount_refunded_minor,
+            pending_balance: self.pending_balance,
         })
     }
 
     fn from_stored(text: Option<&str>) -> StoreResult<Self> {
         let r: StoredReverseReceipt = from_json(text)?;
-        Ok(ReverseReceipt { request_id: stored_id(r.request_id), original_request_id: stored_id(r.original_request_id), coins: r.coins, balance: r.balance })
+        Ok(ReverseReceipt {
+            request_id: stored_id(r.request_id),
+            original_request_id: stored_id(r.original_request_id),
+            kind: ReturnKind::parse(&r.kind).ok_or_else(|| StoreError::Corrupt(format!("a stored return has kind {}", r.kind)))?,
+            coins: r.coins,
+            coins_short: r.coins_short,
+            short_amount_minor: r.short_amount_minor,
+            coins_remaining: r.coins_remaining,
+            amount_refunded_minor: r.amount_refunded_minor,
+            balance: r.balance,
+            pending_balance: r.pending_balance,
+        })
     }
 }
 
@@ -409,6 +444,34 @@ pub(crate) struct RecordRow {
 }
 
 impl RecordRow {
+    /// The allocation as the return and activation rules read it.
+    pub fn into_allocation(self) -> StoreResult<crate::domain::allocation::Allocation> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("allocation {} has {what}", self.request_id));
+        let state = match self.state.as_deref() {
+            None => AllocationState::Active,
+            Some(s) => AllocationState::parse(s).ok_or_else(|| corrupt("an unknown state"))?,
+        };
+        let calculation = match &self.calculation {
+            None => CalculationRecord::plain(self.coins),
+            Some(text) => CalculationRecord::parse(text).ok_or_else(|| corrupt("an unreadable calculation"))?,
+        };
+        let calculation = calculation.calculation().ok_or_else(|| corrupt("an incomplete calculation"))?;
+        Ok(crate::domain::allocation::Allocation {
+            request_id: RequestId::from_trusted(self.request_id.clone()),
+            user: UserId::from_trusted(self.user.clone()),
+            state,
+            coins: self.coins,
+            coins_canceled: self.coins_canceled,
+            coins_reversed: self.coins_reversed,
+            coins_waived: self.coins_waived,
+            amount_minor: self.amount_minor,
+            amount_refunded_minor: self.amount_refunded_minor.unwrap_or(0),
+            calculation,
+            validity_days: None,
+            activates_at: self.activates_at,
+        })
+    }
+
     /// The record. A row without record columns is a plain allocation: FIXED, its coins credited
     /// at its creation, ACTIVE unless a reversal marked it.
     pub fn into_record(self, company: &CompanyId, aliases: Vec<RequestId>) -> StoreResult<AllocationRecord> {

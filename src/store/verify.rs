@@ -87,6 +87,18 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "more than one live allocation for an order",
     ),
     (
+        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ' ' || COALESCE(r.state, 'ACTIVE') || '): ' \
+         || CAST(r.coins_canceled + r.coins_reversed + r.coins_waived AS TEXT) || ' of ' || CAST(r.coins AS TEXT) || ' ended, its returns moved ' \
+         || CAST(COALESCE(x.total, 0) AS TEXT) FROM requests r LEFT JOIN \
+         (SELECT company_id, original_request_id, SUM(coins) AS total FROM requests WHERE kind = 'REVERSE' GROUP BY company_id, original_request_id) x \
+         ON x.company_id = r.company_id AND x.original_request_id = r.request_id \
+         WHERE (r.kind = 'REDEEM' AND r.coins_reversed <> COALESCE(x.total, 0)) \
+         OR (r.kind = 'ALLOCATE' AND r.alias_of IS NULL AND (COALESCE(x.total, 0) > r.coins_canceled + r.coins_reversed \
+             OR (r.state IN ('REVERSED', 'CANCELED') AND r.coins_canceled + r.coins_reversed + r.coins_waived < r.coins) \
+             OR (COALESCE(r.state, 'ACTIVE') IN ('ACTIVE', 'PENDING') AND r.coins_canceled + r.coins_reversed + r.coins_waived >= r.coins)))",
+        "return counters or state disagree with the returns",
+    ),
+    (
         "SELECT a.company_id || '/' || a.request_id || ' names ' || a.alias_of FROM requests a WHERE a.alias_of IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM requests r WHERE r.company_id = a.company_id AND r.request_id = a.alias_of AND r.kind = 'ALLOCATE' AND r.alias_of IS NULL)",
         "alias of no allocation",

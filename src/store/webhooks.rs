@@ -47,6 +47,15 @@ pub struct EventData {
     pub user_id: String,
     pub company_id: String,
     pub entry: LedgerEntry,
+    /// A return: the coins of its original that no return has ended yet.
+    pub coins_remaining: Option<i64>,
+}
+
+/// What a return's stored answer says remains of its original.
+pub(crate) fn coins_remaining(stored_answer: Option<&str>) -> Option<i64> {
+    use super::model::StoredReceipt;
+    let answer = crate::domain::reverse::ReverseReceipt::from_stored(Some(stored_answer?)).ok()?;
+    Some(answer.coins_remaining)
 }
 
 /// A message claimed for delivery, with what sending it needs.

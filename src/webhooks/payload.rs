@@ -23,7 +23,7 @@ pub struct WebhookEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EventBody {
-    Entry(EntryData),
+    Entry(Box<EntryData>),
     Test(TestData),
 }
 
@@ -43,6 +43,21 @@ pub struct EntryData {
     pub coin_config_id: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    /// Held coins this entry moved (signed), and the user's held coins after it.
+    pub pending_coins: i64,
+    pub pending_after: i64,
+    /// When it took effect, if not when it was written.
+    pub effective_at: Option<String>,
+    pub order_id: Option<String>,
+    pub amount_minor: Option<i64>,
+    /// Returns: the allocation or redemption returned.
+    pub original_request_id: Option<String>,
+    pub reason: Option<String>,
+    pub client_id: Option<String>,
+    /// Returns: whether coins of the original remain after this one (`coinsRemaining` > 0);
+    /// `null` for other entries.
+    pub partial: Option<bool>,
+    pub coins_remaining: Option<i64>,
 }
 
 /// The data of a `webhook.test` event.
@@ -67,6 +82,16 @@ impl From<&EventData> for EntryData {
             coin_config_id: entry.coin_config_id,
             created_at: entry.created_at,
             expires_at: entry.expires_at,
+            pending_coins: entry.pending_coins,
+            pending_after: entry.pending_after,
+            effective_at: entry.effective_at,
+            order_id: entry.order_id,
+            amount_minor: entry.amount_minor,
+            original_request_id: entry.original_request_id,
+            reason: entry.reason,
+            client_id: entry.client_id,
+            partial: e.coins_remaining.map(|n| n > 0),
+            coins_remaining: e.coins_remaining,
         }
     }
 }
@@ -74,7 +99,7 @@ impl From<&EventData> for EntryData {
 impl WebhookEvent {
     pub fn of(d: &Delivery) -> Self {
         let data = match &d.data {
-            Some(entry) => EventBody::Entry(entry.into()),
+            Some(entry) => EventBody::Entry(Box::new(entry.into())),
             None => EventBody::Test(TestData { webhook_id: d.webhook_id.clone(), company_id: d.company_id.clone() }),
         };
         Self { kind: d.event_type.as_str(), timestamp: rfc3339(d.created_at), data }
@@ -112,14 +137,17 @@ mod tests {
                     expires_at_ms: None,
                     extra: Default::default(),
                 },
+                coins_remaining: None,
             }),
             created_at: 0,
         };
-        let body = serde_json::to_value(WebhookEvent::of(&d)).unwrap();
+        // Every key, in order: the keys of the first version, then those of commerce-grade earning.
         assert_eq!(
-            body,
-            serde_json::json!({"type":"coins.allocated","timestamp":"1970-01-01T00:00:00Z","data":{"entryId":42,"userId":"U1","companyId":"C1","coins":50,
-                "balanceAfter":150,"event":"REFERRAL","requestId":"R1","coinConfigId":"WCC1","createdAt":"1970-01-01T00:00:00Z","expiresAt":null}})
+            serde_json::to_string(&WebhookEvent::of(&d)).unwrap(),
+            r#"{"type":"coins.allocated","timestamp":"1970-01-01T00:00:00Z","data":{"entryId":42,"userId":"U1","companyId":"C1","coins":50,"#.to_owned()
+                + r#""balanceAfter":150,"event":"REFERRAL","requestId":"R1","coinConfigId":"WCC1","createdAt":"1970-01-01T00:00:00Z","expiresAt":null,"#
+                + r#""pendingCoins":0,"pendingAfter":0,"effectiveAt":null,"orderId":null,"amountMinor":null,"originalRequestId":null,"reason":null,"#
+                + r#""clientId":null,"partial":null,"coinsRemaining":null}}"#
         );
     }
 }

@@ -156,7 +156,7 @@ impl PurePlan {
             state: None,
         };
         self.requests.insert(key, stored);
-        self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance });
+        self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance, pending: 0 });
         self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
         Outcome::Allocated(earn.coins, plan.balance.get())
     }

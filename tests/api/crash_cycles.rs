@@ -107,8 +107,11 @@ struct Worker {
     refused: HashSet<String>,
     /// Sent, outcome unknown (no answer, or 503): retried after the last restart.
     unknown: Vec<Sent>,
-    /// Originals already targeted by a reversal.
+    /// Originals already targeted by a whole reversal.
     reversed: HashSet<String>,
+    /// Originals targeted by a partial return: they may be returned again, until nothing
+    /// remains (then `ALREADY_REVERSED` is a right answer); a till no longer retries them.
+    partly: HashSet<String>,
     /// Acknowledged purchases a till may retry: (request id, user, order id, amount).
     purchases: Vec<(String, String, String, u64)>,
     /// Request ids answered as retries of a purchase: none may have a ledger entry.
@@ -127,6 +130,7 @@ impl Worker {
             refused: HashSet::new(),
             unknown: Vec::new(),
             reversed: HashSet::new(),
+            partly: HashSet::new(),
             purchases: Vec::new(),
             aliases: HashSet::new(),
             tally: Tally::default(),
@@ -164,7 +168,7 @@ impl Worker {
             }
             12 => {
                 // Only a purchase known to be applied and never reversed holds its order.
-                let live: Vec<_> = self.purchases.iter().filter(|p| !self.reversed.contains(&p.0)).cloned().collect();
+                let live: Vec<_> = self.purchases.iter().filter(|p| !self.reversed.contains(&p.0) && !self.partly.contains(&p.0)).cloned().collect();
                 if live.is_empty() {
                     return self.plan();
                 }
@@ -212,9 +216,23 @@ impl Worker {
                 let mut candidates = candidates;
                 candidates.sort();
                 let (original, user) = candidates[self.next(candidates.len() as u64) as usize].clone();
-                self.reversed.insert(original.clone());
                 let rid = self.rid("X");
-                let body = json!({"companyId":"C","requestId":rid,"originalRequestId":original});
+                let mut body = json!({"companyId":"C","requestId":rid,"originalRequestId":original});
+                // Half are partial: some coins, or (a purchase) part of its amount, capped at
+                // what the user has half the time.
+                if self.next(2) == 0 {
+                    let paid = self.purchases.iter().find(|p| p.0 == original).map(|p| p.3);
+                    match paid {
+                        Some(paid) if self.next(2) == 0 => body["amountMinor"] = json!(1 + self.next(paid / 2)),
+                        _ => body["coins"] = json!(1 + self.next(3)),
+                    }
+                    if self.next(2) == 0 {
+                        body["onShortfall"] = json!("CAP");
+                    }
+                    self.partly.insert(original.clone());
+                } else {
+                    self.reversed.insert(original.clone());
+                }
                 Sent { path: "/api/v0/coins/reverse", body, kind: Kind::Reverse { rid, user, original } }
             }
             _ => match self.acked.len() {
@@ -258,9 +276,13 @@ impl Worker {
                 let coins = body["payload"]["coins"].as_i64().ok_or("reverse coins")?;
                 self.applied(rid, Effect { user: user.clone(), kind: "REVERSE", coins });
             }
-            // Refused for good: a short balance, or a redemption for a user never credited yet.
+            // Refused for good: a short balance, a redemption for a user never credited yet, or a
+            // return of an original that partial returns left with less than asked (or nothing).
             (409, Kind::Redeem { rid, .. } | Kind::Reverse { rid, .. }) | (404, Kind::Redeem { rid, .. })
-                if body["error_code"] == json!("INSUFFICIENT_BALANCE") || body["error_code"] == json!("USER_NOT_FOUND") =>
+                if body["error_code"] == json!("INSUFFICIENT_BALANCE")
+                    || body["error_code"] == json!("USER_NOT_FOUND")
+                    || matches!(&sent.kind, Kind::Reverse { original, .. } if self.partly.contains(original)
+                        && (body["error_code"] == json!("REVERSAL_EXCEEDS_REMAINING") || body["error_code"] == json!("ALREADY_REVERSED"))) =>
             {
                 self.tally.refused += 1;
                 self.refused.insert(rid.clone());

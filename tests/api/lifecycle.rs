@@ -48,7 +48,7 @@ both_backends! {
         let res = app.redeem("SHOP", "ASHA", "SPEND-1", json!({"coins": 30})).await;
         assert_eq!(res.assert_ok(), &json!({"requestId":"SPEND-1","coins":30,"currency":"INR","amountMinor":3000,"balance":70}));
         let res = app.reverse("SHOP", "RETURN-1", "SPEND-1").await;
-        assert_eq!(res.assert_ok(), &json!({"requestId":"RETURN-1","originalRequestId":"SPEND-1","coins":30,"balance":100}));
+        assert_eq!(res.assert_ok(), &json!({"requestId":"RETURN-1","originalRequestId":"SPEND-1","kind":"REVERSE","coins":30,"coinsShort":0,"shortAmountMinor":0,"coinsRemaining":0,"amountRefundedMinor":null,"balance":100,"pendingBalance":0}));
         let s = app.summary("ASHA").await;
         assert_eq!((s["balance"].clone(), s["lifetimeEarned"].clone(), s["lifetimeRedeemed"].clone(), s["lifetimeExpired"].clone()),
                    (json!(100), json!(100), json!(0), json!(0)));
@@ -144,7 +144,7 @@ both_backends! {
         app.allocate(&app.admin_token, "C", "E", "A1", "U").await.assert_ok();
         app.allocate(&app.admin_token, "C", "E", "A2", "U").await.assert_ok();
         let res = app.reverse("C", "X1", "A1").await;
-        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"A1","coins":-10,"balance":10}));
+        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"A1","kind":"REVERSE","coins":-10,"coinsShort":0,"shortAmountMinor":0,"coinsRemaining":0,"amountRefundedMinor":null,"balance":10,"pendingBalance":0}));
         let replay = app.reverse("C", "X1", "A1").await;
         assert_eq!(replay.text, res.text);
         assert_eq!(replay.header("idempotent-replayed"), Some("true"));
@@ -169,7 +169,7 @@ both_backends! {
         assert_eq!(app.balance("U").await, 0);
         // The 4 coins go back to a lot that has expired meanwhile: they expire again at once.
         let res = app.reverse("C", "X1", "R1").await;
-        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"R1","coins":4,"balance":0}));
+        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"R1","kind":"REVERSE","coins":4,"coinsShort":0,"shortAmountMinor":0,"coinsRemaining":0,"amountRefundedMinor":null,"balance":0,"pendingBalance":0}));
         let entries = app.history("U").await;
         assert_eq!(types(&entries), [("EXPIRE".into(), -4), ("REVERSE".into(), 4), ("EXPIRE".into(), -6), ("REDEEM".into(), -4), ("ALLOCATE".into(), 10)]);
         let s = app.summary("U").await;
@@ -186,7 +186,7 @@ both_backends! {
         assert_eq!(app.balance("U").await, 50);
         // A1 credited 100: 30 were spent and 70 already left through EXPIRE, so only 30 are taken.
         let res = app.reverse("C", "X1", "A1").await;
-        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"A1","coins":-30,"balance":20}));
+        assert_eq!(res.assert_ok(), &json!({"requestId":"X1","originalRequestId":"A1","kind":"REVERSE","coins":-30,"coinsShort":0,"shortAmountMinor":0,"coinsRemaining":0,"amountRefundedMinor":null,"balance":20,"pendingBalance":0}));
         let entries = app.history("U").await;
         assert_eq!(types(&entries), [("REVERSE".into(), -30), ("EXPIRE".into(), -70), ("REDEEM".into(), -30), ("ALLOCATE".into(), 50), ("ALLOCATE".into(), 100)]);
         let s = app.summary("U").await;
@@ -197,7 +197,7 @@ both_backends! {
         app.allocate(&app.admin_token, "C", "BRIEF", "A3", "U").await.assert_ok();
         app.clock.advance_ms(2 * DAY_MS);
         let res = app.reverse("C", "X2", "A3").await;
-        assert_eq!(res.assert_ok(), &json!({"requestId":"X2","originalRequestId":"A3","coins":0,"balance":20}));
+        assert_eq!(res.assert_ok(), &json!({"requestId":"X2","originalRequestId":"A3","kind":"REVERSE","coins":0,"coinsShort":0,"shortAmountMinor":0,"coinsRemaining":0,"amountRefundedMinor":null,"balance":20,"pendingBalance":0}));
         app.reverse("C", "X3", "A3").await.assert_error(409, "ALREADY_REVERSED");
     }
 

@@ -307,7 +307,7 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
         Op::Reverse { req, original } => {
             let (company, _, request_id) = ids(0, req);
             let original_id = RequestId::parse(&format!("R{original}")).unwrap();
-            let got = match store.reverse(ReverseCmd { company, request_id, original: original_id, now_ms: now }).await {
+            let got = match store.reverse(ReverseCmd::whole(company, request_id, original_id, now)).await {
                 Ok(a) if a.replayed => Outcome::ReverseReplayed(a.receipt.coins, a.receipt.balance),
                 Ok(a) => Outcome::Reversed(a.receipt.coins, a.receipt.balance),
                 Err(e) => Outcome::Refused(refusal_code(e)),

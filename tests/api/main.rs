@@ -30,6 +30,7 @@ mod model;
 mod oauth;
 mod openapi;
 mod processes;
+mod returns;
 mod schemathesis;
 mod secrets;
 mod verify;

@@ -120,8 +120,17 @@ verify_check! {
     a_record_that_differs_from_its_entry: "allocation record differs from its entry", [
         "UPDATE requests SET coins = coins + 1 WHERE request_id = 'R1'",
     ];
+    // Waived beyond its coins (and so marked returned in full).
     an_allocation_returned_beyond_its_coins: "returns exceed what the original holds", [
-        "UPDATE requests SET coins_reversed = coins + 1 WHERE request_id = 'R1'",
+        "UPDATE requests SET coins_waived = coins + 1, state = 'REVERSED' WHERE request_id = 'R1'",
+    ];
+    // Marked returned in full with every coin still there.
+    an_allocation_returned_in_name_only: "return counters or state disagree with the returns", [
+        "UPDATE requests SET state = 'REVERSED' WHERE request_id = 'R1'",
+    ];
+    // A redemption that says one coin came back, with no return that gave it.
+    a_redemption_given_back_by_no_return: "return counters or state disagree with the returns", [
+        "UPDATE requests SET coins_reversed = 1 WHERE request_id = 'D1'",
     ];
     // Only with the unique index gone can an order have two live allocations.
     two_live_allocations_for_one_order: "more than one live allocation for an order", [

@@ -189,7 +189,11 @@ impl TestApp {
 }
 
 /// The event a ledger entry must arrive as.
-fn expected_event(user: &str, company: &str, entry: &Value) -> Value {
+/// The event an entry of the history is delivered as; `remaining` is what a return left of its
+/// original (the answer to the return says so), `null` for other entries.
+fn expected_event(user: &str, company: &str, entry: &Value, remaining: &HashMap<String, i64>) -> Value {
+    let remaining = entry["requestId"].as_str().and_then(|r| remaining.get(r)).filter(|_| entry["type"] == "REVERSE").copied();
+    let partial = remaining.map(|n| n > 0);
     let kind = match entry["type"].as_str().unwrap() {
         "ALLOCATE" => "coins.allocated",
         "REDEEM" => "coins.redeemed",
@@ -204,6 +208,9 @@ fn expected_event(user: &str, company: &str, entry: &Value) -> Value {
             "entryId": entry["entryId"], "userId": user, "companyId": company, "coins": entry["coins"],
             "balanceAfter": entry["balanceAfter"], "event": entry["event"], "requestId": entry["requestId"],
             "coinConfigId": entry["coinConfigId"], "createdAt": entry["createdAt"], "expiresAt": entry["expiresAt"],
+            "pendingCoins": entry["pendingCoins"], "pendingAfter": entry["pendingAfter"], "effectiveAt": entry["effectiveAt"],
+            "orderId": entry["orderId"], "amountMinor": entry["amountMinor"], "originalRequestId": entry["originalRequestId"],
+            "reason": entry["reason"], "clientId": entry["clientId"], "partial": partial, "coinsRemaining": remaining,
         }
     })
 }
@@ -353,7 +360,10 @@ both_backends! {
         }
         app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId": "SHOP", "userId": "U1", "requestId": "SPEND-1", "coins": 70})).await.assert_ok();
         app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId": "SHOP", "requestId": "BACK-1", "originalRequestId": "A-U2-1"})).await.assert_ok();
-        app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId": "SHOP", "requestId": "BACK-2", "originalRequestId": "SPEND-1"})).await.assert_ok();
+        // A partial return: 30 of the 70 coins spent come back, 40 remain to return.
+        let part = json!({"companyId": "SHOP", "requestId": "BACK-2", "originalRequestId": "SPEND-1", "coins": 30});
+        assert_eq!(app.post("/api/v0/coins/reverse", &app.admin_token, part).await.assert_ok()["coinsRemaining"], json!(40));
+        let returned = HashMap::from([("BACK-1".to_owned(), 0), ("BACK-2".to_owned(), 40)]);
         // Two days on, U3's coins expire (written when U3 is next read). The clock moves only
         // once the first 12 events are in: leases are timed by it too.
         rx.wait_for("the first 12 events", Duration::from_secs(20), |r| delivered_ids(r).len() >= 12).await;
@@ -363,7 +373,7 @@ both_backends! {
 
         let mut expected = HashMap::new();
         for user in ["U1", "U2", "U3"] {
-            expected.insert(user, app.ledger_of(user).await.iter().map(|e| expected_event(user, "SHOP", e)).collect::<Vec<_>>());
+            expected.insert(user, app.ledger_of(user).await.iter().map(|e| expected_event(user, "SHOP", e, &returned)).collect::<Vec<_>>());
         }
         // 9 allocations, a redemption, two reversals, and expiries (reading a history writes them).
         let total: usize = expected.values().map(Vec::len).sum();

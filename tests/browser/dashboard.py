@@ -96,14 +96,28 @@ second = page.locator("table.history tbody tr").count()
 if first + second != expected["pager_entries"]:
     fail(f"history pages hold {first} + {second} entries, seeded {expected['pager_entries']}")
 
-# Reverse an allocation, with the confirmation step, and see the balance change.
+# Reverse an allocation in two parts, with the confirmation step, and see the balance change:
+# 4 coins first, then all that remains.
 page.fill("input[name=userId]", expected["reverse_user"])
 page.press("input[name=userId]", "Enter")
 before = value_of("#user-balance .value")
 row = page.locator("table.history tbody tr", has_text=expected["reverse_request"])
 row.locator("text=Reverse…").click()
 page.wait_for_selector("#confirm-reverse")
+page.fill("#confirm-reverse input[name=coins]", "4")
 page.screenshot(path=f"{shots}/dashboard-confirm.png")
+page.click("#confirm-reverse button[type=submit]")
+page.wait_for_selector(".notice.ok")
+notice = page.locator(".notice.ok").inner_text()
+remaining = expected["reverse_coins"] - 4
+if f"{remaining} of its coins remain" not in notice:
+    fail(f"a partial return says: {notice}")
+after = value_of("#user-balance .value")
+if after != before - 4:
+    fail(f"balance {before} → {after} after returning 4 coins")
+row = page.locator("table.history tbody tr", has_text=expected["reverse_request"]).last
+row.locator("text=Reverse…").click()
+page.wait_for_selector("#confirm-reverse")
 page.click("#confirm-reverse button[type=submit]")
 page.wait_for_selector(".notice.ok")
 after = value_of("#user-balance .value")

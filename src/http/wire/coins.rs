@@ -10,9 +10,10 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::{FromField, FromJsonObject, FromQuery, Nullable, int_schema, query_id, whole_number};
 use crate::domain::allocate::Purchase;
+use crate::domain::allocation::{OnShortfall, ReturnAsk};
 use crate::domain::earn;
 use crate::domain::redeem::{AMOUNT_MINOR_MAX, MINOR_UNITS_PER_COIN_MAX, RedeemAmount, RedeemReceipt};
-use crate::domain::reverse::ReverseReceipt;
+use crate::domain::reverse::{ReverseCmd, ReverseReceipt, Target};
 use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::request_body;
 
@@ -246,28 +247,121 @@ impl From<RedeemReceipt> for RedeemView {
 }
 
 request_body! {
-    /// `POST /api/v0/coins/reverse`
+    /// `POST /api/v0/coins/reverse`: the original by `originalRequestId`, or (an allocation) by
+    /// `orderId` and `event`; the whole of what remains, or `coins` of it, or what a refund of
+    /// `amountMinor` of the purchase takes back.
     pub struct ReverseRequest {
         "companyId" => pub company_id: CompanyId,
         "requestId" => pub request_id: RequestId,
-        "originalRequestId" => pub original_request_id: RequestId,
+        /// The allocation or redemption to return (an alias of an allocation works too).
+        #[schema(value_type = RequestId, required = false)]
+        "originalRequestId" => pub original_request_id: Option<RequestId>,
+        /// With `event`, instead of `originalRequestId`: the order's live allocation, else its latest.
+        #[schema(value_type = OrderId, required = false)]
+        "orderId" => pub order_id: Option<OrderId>,
+        #[schema(value_type = EventName, required = false)]
+        "event" => pub event: Option<EventName>,
+        /// Return this many of the coins that remain (not with `amountMinor`).
+        #[schema(value_type = Coins, required = false)]
+        "coins" => pub coins: Option<Coins>,
+        /// A refund of this much of the purchase value (allocations that recorded one): the
+        /// allocation keeps what the rest of the purchase earns.
+        #[schema(value_type = PurchaseMinor, required = false)]
+        "amountMinor" => pub amount_minor: Option<PurchaseMinor>,
+        /// When the user already spent the coins: `REJECT` (the default: 409, nothing taken) or
+        /// `CAP` (take what there is, waive the rest and say how much was short).
+        #[schema(value_type = ShortfallPolicy, required = false)]
+        "onShortfall" => pub on_shortfall: Option<ShortfallPolicy>,
     }
 }
 
-/// A reversal's answer. `coins` is signed like its ledger entry: `-100` when an allocation is
-/// taken back, `30` when a redemption is given back.
+impl ReverseRequest {
+    /// The return asked for, once the fields that exclude each other are checked.
+    pub fn command(self, now_ms: i64) -> Result<ReverseCmd, String> {
+        let target = match (self.original_request_id, self.order_id, self.event) {
+            (Some(original), None, None) => Target::Request(original),
+            (None, Some(order), Some(event)) => Target::Order { event, order },
+            (Some(_), _, _) => return Err("give originalRequestId, or orderId and event, not both".into()),
+            (None, Some(_), None) => return Err("orderId needs event: an order is named per event".into()),
+            (None, None, Some(_)) => return Err("event needs orderId, or give originalRequestId".into()),
+            (None, None, None) => return Err("originalRequestId is required (or orderId and event)".into()),
+        };
+        let ask = match (self.coins, self.amount_minor) {
+            (None, None) => ReturnAsk::Whole,
+            (Some(coins), None) => ReturnAsk::Coins(coins.get()),
+            (None, Some(minor)) => ReturnAsk::AmountMinor(minor.0),
+            (Some(_), Some(_)) => return Err("give coins or amountMinor, not both".into()),
+        };
+        let on_shortfall = self.on_shortfall.map_or(OnShortfall::Reject, |p| p.0);
+        Ok(ReverseCmd { company: self.company_id, request_id: self.request_id, target, ask, on_shortfall, now_ms })
+    }
+}
+
+/// `onShortfall`: what a return does when the user no longer has the coins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortfallPolicy(pub OnShortfall);
+
+impl Serialize for ShortfallPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+schema_of!(
+    ShortfallPolicy,
+    "ShortfallPolicy",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["REJECT", "CAP"]))
+        .description(Some("REJECT: refuse with INSUFFICIENT_BALANCE, take nothing; CAP: take what the user has, waive the rest"))
+        .into()
+);
+
+impl FromField for ShortfallPolicy {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        value.and_then(Value::as_str).and_then(OnShortfall::parse).map(ShortfallPolicy).ok_or_else(|| format!("{name} must be REJECT or CAP"))
+    }
+}
+
+/// A return's answer. `coins` is signed like its ledger entry: `-100` when an allocation is
+/// taken back (or its held coins canceled), `30` when a redemption is given back.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReverseView {
     pub request_id: RequestId,
+    /// The original as the request named it (an alias stays an alias); by order, the allocation.
     pub original_request_id: RequestId,
+    /// `REVERSE`: coins taken from (or given back to) the spendable balance; `CANCEL`: held
+    /// coins released before they could be spent.
+    #[schema(value_type = String, example = "REVERSE")]
+    pub kind: &'static str,
     pub coins: i64,
+    /// `onShortfall: CAP`: coins the user no longer had, waived, and what they are worth in
+    /// currency minor units (to take off the cash refund).
+    pub coins_short: i64,
+    pub short_amount_minor: i64,
+    /// Coins of the original no return has ended yet (0: returned in full).
+    pub coins_remaining: i64,
+    /// Allocations that recorded a purchase value: how much of it is refunded so far.
+    pub amount_refunded_minor: Option<i64>,
     pub balance: i64,
+    pub pending_balance: i64,
 }
 
 impl From<ReverseReceipt> for ReverseView {
     fn from(r: ReverseReceipt) -> Self {
-        Self { request_id: r.request_id, original_request_id: r.original_request_id, coins: r.coins, balance: r.balance }
+        Self {
+            request_id: r.request_id,
+            original_request_id: r.original_request_id,
+            kind: r.kind.as_str(),
+            coins: r.coins,
+            coins_short: r.coins_short,
+            short_amount_minor: r.short_amount_minor,
+            coins_remaining: r.coins_remaining,
+            amount_refunded_minor: r.amount_refunded_minor,
+            balance: r.balance,
+            pending_balance: r.pending_balance,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_postgres::Row;
 
 use super::configs::{coin_value_in, resolve_batch};
 use super::listen::Caches;
+use super::reports::{order_holder, record_row};
 use super::{Core, PgStore, PgTx};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase};
 use crate::domain::allocation::{AllocationState, OrderHolder};
@@ -26,11 +27,12 @@ use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::refusal::Cap;
 use crate::domain::report;
-use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 use crate::store::error::Shared;
-use crate::store::ledger::{self, Claim, LedgerTx};
+use crate::store::ledger::{self, Claim, LedgerTx, Returned};
+use crate::store::model::RecordRow;
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 impl LedgerTx for PgTx<'_> {
@@ -59,8 +61,7 @@ impl LedgerTx for PgTx<'_> {
 
     async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, c: &Claim<'_>, now_ms: i64) -> StoreResult<bool> {
         // A concurrent duplicate waits here for the other transaction's commit, then is not
-        // inserted (ON CONFLICT covers the key, the one-reversal-per-original index and the
-        // one-live-allocation-per-order index).
+        // inserted (ON CONFLICT covers the key and the one-live-allocation-per-order index).
         let Some(r) = c.record else {
             let stmt = self
                 .0
@@ -189,12 +190,12 @@ impl LedgerTx for PgTx<'_> {
     }
 
     async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
-        let stmt = self.0.prepare_cached("SELECT company_id, balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
-        Ok(self
-            .0
-            .query_opt(&stmt, &[&user.as_str()])
-            .await?
-            .map(|r| Account { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }))
+        let stmt = self.0.prepare_cached("SELECT company_id, balance, pending_balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
+        Ok(self.0.query_opt(&stmt, &[&user.as_str()]).await?.map(|r| Account {
+            company: CompanyId::from_trusted(r.get(0)),
+            balance: Coins::from_stored(r.get(1)),
+            pending: r.get(2),
+        }))
     }
 
     async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()> {
@@ -271,21 +272,45 @@ impl LedgerTx for PgTx<'_> {
         Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| OwnLot { lot_id: r.get(0), expired: r.get(1) }).collect())
     }
 
-    async fn mark_reversed(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<()> {
+    async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
+        record_row(self.0, company, request_id.as_str()).await
+    }
+
+    async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
+        order_holder(self.0, company, event, order).await
+    }
+
+    async fn returned_coins(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64> {
+        let stmt = self
+            .0
+            .prepare_cached("SELECT COALESCE(SUM(coins), 0)::BIGINT FROM requests WHERE company_id = $1 AND original_request_id = $2 AND kind = 'REVERSE'")
+            .await?;
+        Ok(self.0.query_one(&stmt, &[&company.as_str(), &original.as_str()]).await?.get(0))
+    }
+
+    async fn record_return(&mut self, company: &CompanyId, original: &RequestId, r: &Returned) -> StoreResult<()> {
         let stmt = self
             .0
             .prepare_cached(
-                "UPDATE requests SET coins_reversed = coins, state = CASE WHEN kind = 'ALLOCATE' THEN 'REVERSED' ELSE state END \
-                 WHERE company_id = $1 AND request_id = $2",
+                "UPDATE requests SET state = COALESCE($3, state), coins_canceled = $4, coins_reversed = $5, coins_waived = $6, \
+                 amount_refunded_minor = $7 WHERE company_id = $1 AND request_id = $2",
             )
             .await?;
-        self.0.execute(&stmt, &[&company.as_str(), &original.as_str()]).await?;
+        let state = r.state.map(AllocationState::as_str);
+        self.0
+            .execute(&stmt, &[&company.as_str(), &original.as_str(), &state, &r.coins_canceled, &r.coins_reversed, &r.coins_waived, &r.amount_refunded_minor])
+            .await?;
         Ok(())
     }
 
-    async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>> {
-        let stmt = self.0.prepare_cached("SELECT lot_id, coins FROM lot_moves WHERE entry_id = $1 ORDER BY lot_id").await?;
-        Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| LotMove { lot_id: r.get(0), coins: r.get(1) }).collect())
+    async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT m.lot_id, -m.coins, l.expires_at FROM lot_moves m JOIN lots l ON l.lot_id = m.lot_id WHERE m.entry_id = $1 ORDER BY m.lot_id",
+            )
+            .await?;
+        Ok(self.0.query(&stmt, &[&entry_id]).await?.iter().map(|r| Taken { lot_id: r.get(0), coins: r.get(1), expires_at: r.get(2) }).collect())
     }
 
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, e: &NewEntry, now_ms: i64) -> StoreResult<i64> {
@@ -293,7 +318,7 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
-                 order_id, amount_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING entry_id",
+                 order_id, amount_minor, original_request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING entry_id",
             )
             .await?;
         let request_id = e.request_id.as_ref().map(RequestId::as_str);
@@ -314,6 +339,7 @@ impl LedgerTx for PgTx<'_> {
                     &e.expires_at,
                     &e.order_id,
                     &e.amount_minor,
+                    &e.original_request_id.as_ref().map(RequestId::as_str),
                 ],
             )
             .await?;

@@ -1,6 +1,7 @@
 //! What is read back on PostgreSQL: balances (cached), user summaries, history and `verify`.
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 
 use super::PgStore;
 use crate::domain::config::DAY_MS;
@@ -177,25 +178,30 @@ impl ReportStore for PgStore {
 
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>> {
         let client = self.core.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT request_id FROM requests WHERE company_id = $1 AND event = $2 AND order_id = $3 AND alias_of IS NULL \
-                 ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1",
-            )
-            .await?;
-        match client.query_opt(&stmt, &[&company.as_str(), &event.as_str(), &order.as_str()]).await? {
-            Some(row) => record_in(&client, company, &RequestId::from_trusted(row.get(0))).await,
+        match order_holder(&client, company, event, order).await? {
+            Some(id) => record_in(&client, company, &id).await,
             None => Ok(None),
         }
     }
 }
 
-/// An allocation's record by its request id or an alias of it.
-async fn record_in(client: &deadpool_postgres::Client, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
+/// The allocation an order names: its live one first, else its latest.
+pub(super) async fn order_holder(client: &impl GenericClient, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT request_id FROM requests WHERE company_id = $1 AND event = $2 AND order_id = $3 AND alias_of IS NULL \
+             ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1",
+        )
+        .await?;
+    Ok(client.query_opt(&stmt, &[&company.as_str(), &event.as_str(), &order.as_str()]).await?.map(|row| RequestId::from_trusted(row.get(0))))
+}
+
+/// One allocation's row (an alias's own row, not the allocation it repeats).
+pub(super) async fn record_row(client: &impl GenericClient, company: &CompanyId, request_id: &str) -> StoreResult<Option<RecordRow>> {
     let stmt = client
         .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.request_id = $2 AND r.kind = 'ALLOCATE'"))
         .await?;
-    let read = |row: tokio_postgres::Row| RecordRow {
+    Ok(client.query_opt(&stmt, &[&company.as_str(), &request_id]).await?.map(|row| RecordRow {
         request_id: row.get(0),
         order_id: row.get(1),
         user: row.get(2),
@@ -217,10 +223,14 @@ async fn record_in(client: &deadpool_postgres::Client, company: &CompanyId, requ
         expires_at: row.get(18),
         zero_reason: row.get(19),
         alias_of: row.get(20),
-    };
-    let Some(mut row) = client.query_opt(&stmt, &[&company.as_str(), &request_id.as_str()]).await?.map(read) else { return Ok(None) };
+    }))
+}
+
+/// An allocation's record by its request id or an alias of it.
+async fn record_in(client: &deadpool_postgres::Client, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
+    let Some(mut row) = record_row(client, company, request_id.as_str()).await? else { return Ok(None) };
     if let Some(holder) = row.alias_of.clone() {
-        let held = client.query_opt(&stmt, &[&company.as_str(), &holder]).await?.map(read);
+        let held = record_row(client, company, &holder).await?;
         row = held.ok_or_else(|| StoreError::Corrupt(format!("alias {request_id} of a missing {holder}")))?;
     }
     let aliases = client

@@ -11,7 +11,7 @@ use super::{PgStore, PgTx};
 use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy};
 use crate::store::webhooks::{self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord, WebhookTx};
-use crate::store::{LedgerEntry, StoreError, StoreResult, WebhookStore};
+use crate::store::{EntryExtra, LedgerEntry, StoreError, StoreResult, WebhookStore};
 
 const WEBHOOK_COLUMNS: &str = "webhook_id, company_id, url, event_mask, description, enabled, disabled_reason, secret_sealed, previous_sealed, \
                                previous_until, failing_since, created_by, created_at, updated_at";
@@ -48,8 +48,10 @@ const CLAIM_SQL: &str = "WITH due AS ( \
 
 const DELIVERY_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > $2 THEN w.previous_sealed END, \
      m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
-     e.coin_config_id, e.created_at, e.expires_at, e.type \
+     e.coin_config_id, e.created_at, e.expires_at, e.type, e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, \
+     e.original_request_id, e.reason, e.client_id, q.response \
      FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
+     LEFT JOIN requests q ON q.company_id = e.company_id AND q.request_id = e.request_id AND q.kind = 'REVERSE' \
      WHERE m.message_seq = ANY($1) ORDER BY m.message_seq";
 
 fn delivery_from_row(r: &Row) -> StoreResult<Delivery> {
@@ -68,8 +70,18 @@ fn delivery_from_row(r: &Row) -> StoreResult<Delivery> {
             coin_config_id: r.get(15),
             created_at_ms: r.get(16),
             expires_at_ms: r.get(17),
-            extra: Default::default(),
+            extra: EntryExtra {
+                pending_coins: r.get(19),
+                pending_after: r.get(20),
+                effective_at_ms: r.get(21),
+                order_id: r.get(22),
+                amount_minor: r.get(23),
+                original_request_id: r.get(24),
+                reason: r.get(25),
+                client_id: r.get(26),
+            },
         },
+        coins_remaining: webhooks::coins_remaining(r.get::<_, Option<&str>>(27)),
     });
     Ok(Delivery {
         message_seq: r.get(0),

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::configs::coin_value_in;
+use super::reports::{order_holder, record_row};
 use super::writer::Queued;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
@@ -15,10 +16,11 @@ use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, Req
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
-use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt};
+use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::webhooks::EventType;
 use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
-use crate::store::ledger::{self, Claim, LedgerTx, run_now};
+use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
+use crate::store::model::RecordRow;
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 fn corrupt_kind(kind: &str) -> StoreError {
@@ -54,8 +56,7 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, c: &Claim<'_>, now_ms: i64) -> StoreResult<bool> {
-        // OR IGNORE: a taken id, a second reversal of one original (requests_one_reversal), or an
-        // order id a live allocation holds (requests_live_order).
+        // OR IGNORE: a taken id, or an order id a live allocation holds (requests_live_order).
         let Some(r) = c.record else {
             return Ok(self
                 .0
@@ -171,8 +172,10 @@ impl LedgerTx for SqliteTx<'_> {
         // The writer thread is the only writer: reading is locking.
         Ok(self
             .0
-            .prepare_cached("SELECT company_id, balance FROM users WHERE user_id = ?1")?
-            .query_row(params![user.as_str()], |r| Ok(Account { company: CompanyId::from_trusted(r.get(0)?), balance: Coins::from_stored(r.get(1)?) }))
+            .prepare_cached("SELECT company_id, balance, pending_balance FROM users WHERE user_id = ?1")?
+            .query_row(params![user.as_str()], |r| {
+                Ok(Account { company: CompanyId::from_trusted(r.get(0)?), balance: Coins::from_stored(r.get(1)?), pending: r.get(2)? })
+            })
             .optional()?)
     }
 
@@ -242,21 +245,46 @@ impl LedgerTx for SqliteTx<'_> {
             .collect::<Result<_, _>>()?)
     }
 
-    async fn mark_reversed(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<()> {
+    async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
+        record_row(self.0, company, request_id.as_str())
+    }
+
+    async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
+        order_holder(self.0, company, event, order)
+    }
+
+    async fn returned_coins(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT COALESCE(SUM(coins), 0) FROM requests WHERE company_id = ?1 AND original_request_id = ?2 AND kind = 'REVERSE'")?
+            .query_row(params![company.as_str(), original.as_str()], |r| r.get(0))?)
+    }
+
+    async fn record_return(&mut self, company: &CompanyId, original: &RequestId, r: &Returned) -> StoreResult<()> {
         self.0
             .prepare_cached(
-                "UPDATE requests SET coins_reversed = coins, state = CASE WHEN kind = 'ALLOCATE' THEN 'REVERSED' ELSE state END \
-                 WHERE company_id = ?1 AND request_id = ?2",
+                "UPDATE requests SET state = COALESCE(?3, state), coins_canceled = ?4, coins_reversed = ?5, coins_waived = ?6, \
+                 amount_refunded_minor = ?7 WHERE company_id = ?1 AND request_id = ?2",
             )?
-            .execute(params![company.as_str(), original.as_str()])?;
+            .execute(params![
+                company.as_str(),
+                original.as_str(),
+                r.state.map(AllocationState::as_str),
+                r.coins_canceled,
+                r.coins_reversed,
+                r.coins_waived,
+                r.amount_refunded_minor
+            ])?;
         Ok(())
     }
 
-    async fn moves_of(&mut self, entry_id: i64) -> StoreResult<Vec<LotMove>> {
+    async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
         Ok(self
             .0
-            .prepare_cached("SELECT lot_id, coins FROM lot_moves WHERE entry_id = ?1 ORDER BY lot_id")?
-            .query_map(params![entry_id], |r| Ok(LotMove { lot_id: r.get(0)?, coins: r.get(1)? }))?
+            .prepare_cached(
+                "SELECT m.lot_id, -m.coins, l.expires_at FROM lot_moves m JOIN lots l ON l.lot_id = m.lot_id WHERE m.entry_id = ?1 ORDER BY m.lot_id",
+            )?
+            .query_map(params![entry_id], |r| Ok(Taken { lot_id: r.get(0)?, coins: r.get(1)?, expires_at: r.get(2)? }))?
             .collect::<Result<_, _>>()?)
     }
 
@@ -264,7 +292,7 @@ impl LedgerTx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
-                 order_id, amount_minor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 order_id, amount_minor, original_request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 company.as_str(),
@@ -278,7 +306,8 @@ impl LedgerTx for SqliteTx<'_> {
                 now_ms,
                 e.expires_at,
                 e.order_id,
-                e.amount_minor
+                e.amount_minor,
+                e.original_request_id.as_ref().map(RequestId::as_str)
             ])?;
         Ok(self.0.last_insert_rowid())
     }

@@ -190,58 +190,65 @@ impl ReportStore for SqliteStore {
 
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>> {
         let (company, event, order) = (company.clone(), event.clone(), order.clone());
-        self.read(move |conn| {
-            let id: Option<String> =
-                conn.prepare_cached(ORDER_SQL)?.query_row(params![company.as_str(), event.as_str(), order.as_str()], |r| r.get(0)).optional()?;
-            match id {
-                Some(id) => record_in(conn, &company, &RequestId::from_trusted(id)),
-                None => Ok(None),
-            }
+        self.read(move |conn| match order_holder(conn, &company, &event, &order)? {
+            Some(id) => record_in(conn, &company, &id),
+            None => Ok(None),
         })
         .await
     }
+}
+
+/// The allocation an order names: its live one first, else its latest.
+pub(super) fn order_holder(conn: &rusqlite::Connection, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
+    Ok(conn
+        .prepare_cached(ORDER_SQL)?
+        .query_row(params![company.as_str(), event.as_str(), order.as_str()], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(RequestId::from_trusted))
 }
 
 /// The order's live allocation first, else its latest.
 const ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 AND alias_of IS NULL \
      ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1";
 
+/// One allocation's row (an alias's own row, not the allocation it repeats).
+pub(super) fn record_row(conn: &rusqlite::Connection, company: &CompanyId, request_id: &str) -> StoreResult<Option<RecordRow>> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id = ?2 AND r.kind = 'ALLOCATE'");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![company.as_str(), request_id], |r| {
+            Ok(RecordRow {
+                request_id: r.get(0)?,
+                order_id: r.get(1)?,
+                user: r.get(2)?,
+                event: r.get(3)?,
+                coin_config_id: r.get(4)?,
+                state: r.get(5)?,
+                coins: r.get(6)?,
+                base_coins: r.get(7)?,
+                coins_canceled: r.get(8)?,
+                coins_reversed: r.get(9)?,
+                coins_waived: r.get(10)?,
+                amount_minor: r.get(11)?,
+                amount_refunded_minor: r.get(12)?,
+                currency: r.get(13)?,
+                calculation: r.get(14)?,
+                created_at: r.get(15)?,
+                activates_at: r.get(16)?,
+                activated_at: r.get(17)?,
+                expires_at: r.get(18)?,
+                zero_reason: r.get(19)?,
+                alias_of: r.get(20)?,
+            })
+        })
+        .optional()?)
+}
+
 /// An allocation's record by its request id or an alias of it.
 fn record_in(conn: &rusqlite::Connection, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id = ?2 AND r.kind = 'ALLOCATE'");
-    let read = |id: &str| -> StoreResult<Option<RecordRow>> {
-        Ok(conn
-            .prepare_cached(&sql)?
-            .query_row(params![company.as_str(), id], |r| {
-                Ok(RecordRow {
-                    request_id: r.get(0)?,
-                    order_id: r.get(1)?,
-                    user: r.get(2)?,
-                    event: r.get(3)?,
-                    coin_config_id: r.get(4)?,
-                    state: r.get(5)?,
-                    coins: r.get(6)?,
-                    base_coins: r.get(7)?,
-                    coins_canceled: r.get(8)?,
-                    coins_reversed: r.get(9)?,
-                    coins_waived: r.get(10)?,
-                    amount_minor: r.get(11)?,
-                    amount_refunded_minor: r.get(12)?,
-                    currency: r.get(13)?,
-                    calculation: r.get(14)?,
-                    created_at: r.get(15)?,
-                    activates_at: r.get(16)?,
-                    activated_at: r.get(17)?,
-                    expires_at: r.get(18)?,
-                    zero_reason: r.get(19)?,
-                    alias_of: r.get(20)?,
-                })
-            })
-            .optional()?)
-    };
-    let Some(mut row) = read(request_id.as_str())? else { return Ok(None) };
+    let Some(mut row) = record_row(conn, company, request_id.as_str())? else { return Ok(None) };
     if let Some(holder) = row.alias_of.clone() {
-        let Some(held) = read(&holder)? else { return Err(StoreError::Corrupt(format!("alias {request_id} of a missing {holder}"))) };
+        let Some(held) = record_row(conn, company, &holder)? else { return Err(StoreError::Corrupt(format!("alias {request_id} of a missing {holder}"))) };
         row = held;
     }
     let aliases = conn

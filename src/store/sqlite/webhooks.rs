@@ -12,7 +12,7 @@ use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy};
 use crate::store::ledger::run_now;
 use crate::store::webhooks::{self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord, WebhookTx};
-use crate::store::{LedgerEntry, StoreResult, WebhookStore};
+use crate::store::{EntryExtra, LedgerEntry, StoreResult, WebhookStore};
 
 const WEBHOOK_COLUMNS: &str = "webhook_id, company_id, url, event_mask, description, enabled, disabled_reason, secret_sealed, previous_sealed, \
                                previous_until, failing_since, created_by, created_at, updated_at";
@@ -48,8 +48,10 @@ fn webhook_by_id(conn: &Connection, webhook_id: &str) -> StoreResult<Option<Webh
 /// `claim_deliveries`). `?1` is now, `?2` the most to return.
 const DUE_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > ?1 THEN w.previous_sealed END, \
      m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
-     e.coin_config_id, e.created_at, e.expires_at, e.type \
+     e.coin_config_id, e.created_at, e.expires_at, e.type, e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, \
+     e.original_request_id, e.reason, e.client_id, q.response \
      FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id AND w.enabled = 1 LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
+     LEFT JOIN requests q ON q.company_id = e.company_id AND q.request_id = e.request_id AND q.kind = 'REVERSE' \
      WHERE m.state = 'pending' AND m.next_attempt_at <= ?1 \
      AND NOT EXISTS (SELECT 1 FROM webhook_messages p WHERE p.webhook_id = m.webhook_id AND p.user_id = m.user_id \
                      AND p.state = 'pending' AND p.message_seq < m.message_seq) \
@@ -72,8 +74,18 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
                 coin_config_id: r.get(15)?,
                 created_at_ms: r.get(16)?,
                 expires_at_ms: r.get(17)?,
-                extra: Default::default(),
+                extra: EntryExtra {
+                    pending_coins: r.get(19)?,
+                    pending_after: r.get(20)?,
+                    effective_at_ms: r.get(21)?,
+                    order_id: r.get(22)?,
+                    amount_minor: r.get(23)?,
+                    original_request_id: r.get(24)?,
+                    reason: r.get(25)?,
+                    client_id: r.get(26)?,
+                },
             },
+            coins_remaining: webhooks::coins_remaining(r.get::<_, Option<String>>(27)?.as_deref()),
         }),
         None => None,
     };
