@@ -2,7 +2,7 @@
 //! the purchase value), replay or conflict for a request id or order id seen before, the user's
 //! company, the caps, overflow — and the plan of what a new credit writes, with its record.
 
-use super::allocation::AllocationState;
+use super::allocation::{self, AllocationState};
 use super::config::{self, CoinConfig, ConfigValues};
 use super::earn::{BPS_ONE, Calculation, CalculationRecord, EarnRule, EarnTerms, Earned, ZeroReason};
 use super::ledger::{Account, EntryKind, NewEntry, RequestKind, StoredRequest};
@@ -72,11 +72,13 @@ pub fn cap_windows(values: &ConfigValues, now_ms: i64) -> Vec<CapWindow> {
     day.into_iter().chain(ever).collect()
 }
 
-/// The lot a credit opens.
+/// The lot a credit opens. A held lot (`pending_until`) is not spendable until then, and its
+/// `expires_at` is provisional: `validityDays` after `pending_until`, moved if it activates early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewLot {
     pub coins: i64,
     pub expires_at: Option<i64>,
+    pub pending_until: Option<i64>,
 }
 
 /// The record an allocation keeps on its request row, for every allocation beyond the EnKash
@@ -93,6 +95,8 @@ pub struct RecordFields {
     pub currency: Option<String>,
     /// JSON ([`CalculationRecord`]).
     pub calculation: String,
+    /// Held credits: when they become spendable (their expiry is known only then).
+    pub activates_at: Option<i64>,
     pub activated_at: Option<i64>,
     pub expires_at: Option<i64>,
 }
@@ -105,11 +109,13 @@ pub struct EarnPlan {
     pub record: Option<RecordFields>,
 }
 
-/// A plain allocation: EnKash's fields only, under a configuration that earns a fixed amount and
-/// nothing else. It keeps no record of its own (its ledger entry says everything), and on
+/// A plain allocation: EnKash's fields only, under a configuration that credits a fixed amount at
+/// once and nothing else. It keeps no record of its own (its ledger entry says everything), and on
 /// PostgreSQL it is decided set-based with the rest of its batch (`coins_allocate_set`).
-pub fn is_plain(purchase: &Purchase, terms: &EarnTerms) -> bool {
-    *purchase == Purchase::default() && matches!(terms.rule, EarnRule::Fixed { amount } if *terms == EarnTerms::fixed(amount))
+pub fn is_plain(purchase: &Purchase, values: &ConfigValues, terms: &EarnTerms) -> bool {
+    *purchase == Purchase::default()
+        && values.earning.pending_days.is_none()
+        && matches!(terms.rule, EarnRule::Fixed { amount } if *terms == EarnTerms::fixed(amount))
 }
 
 /// What the configuration and the coin value give this allocation: PERCENT (and a minimum
@@ -125,23 +131,30 @@ pub fn plan_earning(cmd: &AllocateCmd, config: &CoinConfig, terms: EarnTerms, va
     let calculation = Calculation { terms, amount_minor: purchase.amount_minor, minor_units_per_coin: value.minor_units_per_coin, multiplier_bps: BPS_ONE };
     let earned = calculation.earn();
     let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
-    let record = (!is_plain(purchase, &terms)).then(|| record_of(cmd, config, &calculation, &earned, value, expires_at));
+    let record = (!is_plain(purchase, &config.values, &terms)).then(|| record_of(cmd, config, &calculation, &earned, value, expires_at));
     Ok(EarnPlan { coins: earned.coins, record })
 }
 
 fn record_of(cmd: &AllocateCmd, config: &CoinConfig, calculation: &Calculation, earned: &Earned, value: &CoinValue, expires_at: Option<i64>) -> RecordFields {
     let zero = earned.coins == 0;
+    let activates_at = if zero { None } else { allocation::activates_at(cmd.now_ms, config.values.earning.pending_days) };
+    let state = match (zero, activates_at) {
+        (true, _) => AllocationState::Zero,
+        (false, Some(_)) => AllocationState::Pending,
+        (false, None) => AllocationState::Active,
+    };
     RecordFields {
         order_id: cmd.purchase.order_id.clone(),
-        state: if zero { AllocationState::Zero } else { AllocationState::Active },
+        state,
         zero_reason: earned.zero,
         coin_config_id: config.id.to_string(),
         base_coins: earned.base_coins,
         amount_minor: cmd.purchase.amount_minor,
         currency: cmd.purchase.amount_minor.map(|_| value.currency.clone()),
         calculation: CalculationRecord::of(calculation, earned).to_json(),
-        activated_at: (!zero).then_some(cmd.now_ms),
-        expires_at: if zero { None } else { expires_at },
+        activates_at,
+        activated_at: (state == AllocationState::Active).then_some(cmd.now_ms),
+        expires_at: if state == AllocationState::Active { expires_at } else { None },
     }
 }
 
@@ -152,6 +165,8 @@ pub struct CreditPlan {
     pub entry: Option<NewEntry>,
     pub lot: Option<NewLot>,
     pub balance: Coins,
+    /// The user's held coins after it.
+    pub pending: i64,
     pub new_account: bool,
 }
 
@@ -174,16 +189,21 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
         }
     }
     let old = account.map_or(Coins::ZERO, |a| a.balance);
+    let held = account.map_or(0, |a| a.pending);
     // Earning nothing still makes the user the company's (as any allocation does).
     if earn.coins == 0 {
-        return Ok(CreditPlan { entry: None, lot: None, balance: old, new_account: account.is_none() });
+        return Ok(CreditPlan { entry: None, lot: None, balance: old, pending: held, new_account: account.is_none() });
     }
-    let balance = old.checked_add(Coins::from_stored(earn.coins)).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
-    let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
+    // A held credit goes to the pending balance; its expiry clock starts when it activates.
+    let pending_until = earn.record.as_ref().and_then(|r| r.activates_at);
+    let (coins, pending_coins) = if pending_until.is_some() { (0, earn.coins) } else { (earn.coins, 0) };
+    let balance = old.checked_add(Coins::from_stored(coins)).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
+    let pending = held.checked_add(pending_coins).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
+    let expires_at = config::expiry_for(pending_until.unwrap_or(cmd.now_ms), config.values.validity_days);
     Ok(CreditPlan {
         entry: Some(NewEntry {
             kind: EntryKind::Allocate,
-            coins: earn.coins,
+            coins,
             balance_after: balance.get(),
             event: Some(cmd.event.to_string()),
             request_id: Some(cmd.request_id.clone()),
@@ -192,9 +212,13 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
             order_id: cmd.purchase.order_id.as_ref().map(ToString::to_string),
             amount_minor: cmd.purchase.amount_minor,
             original_request_id: None,
+            pending_coins,
+            pending_after: pending,
+            effective_at: None,
         }),
-        lot: Some(NewLot { coins: earn.coins, expires_at }),
+        lot: Some(NewLot { coins: earn.coins, expires_at, pending_until }),
         balance,
+        pending,
         new_account: account.is_none(),
     })
 }
@@ -254,7 +278,7 @@ mod tests {
         let plan = plan_credit(&cmd("U"), &e, &c, None, &[]).unwrap();
         assert!(plan.new_account);
         assert_eq!(plan.balance.get(), 5);
-        assert_eq!(plan.lot, Some(NewLot { coins: 5, expires_at: Some(12 * DAY_MS + 5) }));
+        assert_eq!(plan.lot, Some(NewLot { coins: 5, expires_at: Some(12 * DAY_MS + 5), pending_until: None }));
         assert_eq!(plan.entry.unwrap().coin_config_id.as_deref(), Some("WCC100001"));
     }
 

@@ -16,6 +16,7 @@
 //! most once, and no move out of a final state is representable as a write.
 
 use super::earn::Calculation;
+use super::ledger::{EntryKind, NewEntry};
 use super::refusal::Refusal;
 use super::{RequestId, UserId};
 use crate::domain::config::DAY_MS;
@@ -77,9 +78,6 @@ pub struct Allocation {
     pub amount_minor: Option<i64>,
     pub amount_refunded_minor: i64,
     pub calculation: Calculation,
-    /// The configuration's `validityDays` when the credit was made: the expiry clock starts at
-    /// activation, so a held credit's expiry is only known then.
-    pub validity_days: Option<i64>,
     pub activates_at: Option<i64>,
 }
 
@@ -135,22 +133,96 @@ pub fn check_order(live: Option<&OrderHolder>, user: &UserId, amount_minor: Opti
 /// What an activation request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
-    /// Write `ACTIVATE`: `coins` move from pending to spendable, expiring at `expires_at`.
-    Activate { coins: i64, expires_at: Option<i64> },
-    /// Nothing to write: already spendable (active, due, or zero).
+    /// Write `ACTIVATE` for the allocation's held lot now.
+    Activate,
+    /// Nothing to write: already spendable (active, or zero).
     AlreadyActive,
 }
 
-/// Activating an allocation at `now_ms` (early, by request, or when due, by the sweeper or a read).
-/// The expiry clock starts now. A returned allocation cannot be activated.
-pub fn activate(a: &Allocation, now_ms: i64) -> Result<Activation, Refusal> {
+/// Activating an allocation early, by request. Held: activate it now (its expiry clock starts
+/// now). A returned allocation cannot be activated. The store first activates anything due, so a
+/// held allocation whose `activatesAt` has passed reads as active here.
+pub fn activate(a: &Allocation) -> Result<Activation, Refusal> {
     match a.state {
-        AllocationState::Pending => {
-            Ok(Activation::Activate { coins: a.coins - a.coins_canceled, expires_at: super::config::expiry_for(now_ms, a.validity_days) })
-        }
+        AllocationState::Pending => Ok(Activation::Activate),
         AllocationState::Active | AllocationState::Zero => Ok(Activation::AlreadyActive),
         AllocationState::Canceled | AllocationState::Reversed => Err(Refusal::AlreadyReversed(a.request_id.clone())),
     }
+}
+
+/// A held lot: the coins of one allocation (`request_id`) waiting for `pending_until`. Its
+/// `expires_at` is provisional: `validityDays` after `pending_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLot {
+    pub lot_id: i64,
+    pub request_id: RequestId,
+    pub remaining: i64,
+    pub pending_until: i64,
+    pub expires_at: Option<i64>,
+    pub event: Option<String>,
+    pub coin_config_id: Option<String>,
+}
+
+/// One lot's activation: its entry, and what the lot and the allocation's record become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activated {
+    pub entry: NewEntry,
+    pub lot_id: i64,
+    pub request_id: RequestId,
+    pub activated_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// The activations of some held lots, and the stored balance and pending balance after them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActivationPlan {
+    pub activations: Vec<Activated>,
+    pub balance: i64,
+    pub pending: i64,
+    pub coins: i64,
+}
+
+/// When activation happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivateAt<'a> {
+    /// Each due lot at its own `pending_until` (the sweeper, or a read that found it due): the
+    /// expiry stays as provisioned, and the entry, written late, says when it took effect.
+    Due,
+    /// Early, at `now_ms`, by the activate request `by`: the expiry clock starts now.
+    Early { now_ms: i64, by: &'a RequestId },
+}
+
+/// Activates held lots, earliest first: each `ACTIVATE` entry moves the lot's coins from the
+/// pending balance to the spendable one (`lifetimeEarned` counts them now).
+pub fn plan_activations(balance: i64, pending: i64, mut lots: Vec<HeldLot>, at: ActivateAt<'_>) -> ActivationPlan {
+    lots.sort_by_key(|l| (l.pending_until, l.lot_id));
+    let mut plan = ActivationPlan { activations: Vec::with_capacity(lots.len()), balance, pending, coins: 0 };
+    for lot in lots.into_iter().filter(|l| l.remaining > 0) {
+        let (activated_at, expires_at, request_id, effective_at) = match at {
+            ActivateAt::Due => (lot.pending_until, lot.expires_at, None, Some(lot.pending_until)),
+            ActivateAt::Early { now_ms, by } => (now_ms, lot.expires_at.map(|e| now_ms + (e - lot.pending_until)), Some(by.clone()), None),
+        };
+        plan.balance += lot.remaining;
+        plan.pending -= lot.remaining;
+        plan.coins += lot.remaining;
+        let entry = NewEntry {
+            kind: EntryKind::Activate,
+            coins: lot.remaining,
+            balance_after: plan.balance,
+            event: lot.event,
+            request_id,
+            coin_config_id: lot.coin_config_id,
+            expires_at,
+            order_id: None,
+            amount_minor: None,
+            original_request_id: Some(lot.request_id.clone()),
+            pending_coins: -lot.remaining,
+            pending_after: plan.pending,
+            effective_at,
+        };
+        plan.activations.push(Activated { entry, lot_id: lot.lot_id, request_id: lot.request_id, activated_at, expires_at });
+    }
+    plan
 }
 
 /// What a return asks for.
@@ -292,7 +364,7 @@ pub fn plan_return(
     let take = wanted.min(available.max(0));
     let short = wanted - take;
     if short > 0 && on_shortfall == OnShortfall::Reject {
-        return Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: wanted, available: available.max(0) });
+        return Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: wanted, available: available.max(0), pending: 0 });
     }
     let state = if after == 0 { AllocationState::Reversed } else { AllocationState::Active };
     Ok(ReturnPlan { kind: ReturnKind::Reverse, take, absorbed, short, amount_refunded_minor: refunded, state, remaining: after })
@@ -322,7 +394,6 @@ mod tests {
             amount_minor: Some(paid),
             amount_refunded_minor: 0,
             calculation,
-            validity_days: Some(30),
             activates_at: None,
         }
     }
@@ -353,11 +424,34 @@ mod tests {
         a.activates_at = activates_at(1_000, Some(14));
         assert_eq!(a.activates_at, Some(1_000 + 14 * DAY_MS));
         assert!(a.is_held_at(1_000 + 14 * DAY_MS - 1) && !a.is_held_at(1_000 + 14 * DAY_MS));
-        assert_eq!(activate(&a, 5_000), Ok(Activation::Activate { coins: 100, expires_at: Some(5_000 + 30 * DAY_MS) }));
+        assert_eq!(activate(&a), Ok(Activation::Activate));
         a.state = AllocationState::Active;
-        assert_eq!(activate(&a, 6_000), Ok(Activation::AlreadyActive));
+        assert_eq!(activate(&a), Ok(Activation::AlreadyActive));
         a.state = AllocationState::Canceled;
-        assert_eq!(activate(&a, 6_000), Err(Refusal::AlreadyReversed(a.request_id.clone())));
+        assert_eq!(activate(&a), Err(Refusal::AlreadyReversed(a.request_id.clone())));
+
+        // 100 held until day 14, valid 30 days from then; 40 of them already canceled.
+        let held = |lot_id, remaining| HeldLot {
+            lot_id,
+            request_id: RequestId::parse("R1").unwrap(),
+            remaining,
+            pending_until: 14 * DAY_MS,
+            expires_at: Some(44 * DAY_MS),
+            event: Some("BUY".into()),
+            coin_config_id: None,
+        };
+        let due = plan_activations(10, 60, vec![held(7, 60), held(8, 0)], ActivateAt::Due);
+        assert_eq!((due.balance, due.pending, due.coins, due.activations.len()), (70, 0, 60, 1));
+        let a = &due.activations[0];
+        assert_eq!(
+            (a.activated_at, a.expires_at, a.entry.effective_at, a.entry.request_id.as_ref()),
+            (14 * DAY_MS, Some(44 * DAY_MS), Some(14 * DAY_MS), None)
+        );
+        assert_eq!((a.entry.coins, a.entry.pending_coins, a.entry.balance_after, a.entry.pending_after), (60, -60, 70, 0));
+        let by = RequestId::parse("ACT-1").unwrap();
+        let early = plan_activations(10, 60, vec![held(7, 60)], ActivateAt::Early { now_ms: 3 * DAY_MS, by: &by });
+        let a = &early.activations[0];
+        assert_eq!((a.activated_at, a.expires_at, a.entry.effective_at, a.entry.request_id.as_ref()), (3 * DAY_MS, Some(33 * DAY_MS), None, Some(&by)));
     }
 
     #[test]
@@ -396,7 +490,7 @@ mod tests {
         let a = percent_allocation(1_000, 100_000);
         assert_eq!(
             plan_return(&a, ReturnAsk::Whole, 0, ReturnHistory::default(), 30, OnShortfall::Reject),
-            Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: 100, available: 30 })
+            Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: 100, available: 30, pending: 0 })
         );
         let capped = plan_return(&a, ReturnAsk::Whole, 0, ReturnHistory::default(), 30, OnShortfall::Cap).unwrap();
         assert_eq!((capped.take, capped.short, capped.state, capped.counters(&a)), (30, 70, AllocationState::Reversed, (0, 30, 70)));

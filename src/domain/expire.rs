@@ -27,9 +27,10 @@ impl ExpiryPlan {
     }
 }
 
-/// Writes off every due lot from a stored balance of `balance`. An `EXPIRE` entry has no request
-/// id and carries the lot's expiry, event and configuration.
-pub fn plan_expiry(balance: i64, mut due: Vec<DueLot>) -> ExpiryPlan {
+/// Writes off every due lot from a stored balance of `balance` (held coins, `pending`, stay as
+/// they are). An `EXPIRE` entry has no request id and carries the lot's expiry, event and
+/// configuration.
+pub fn plan_expiry(balance: i64, pending: i64, mut due: Vec<DueLot>) -> ExpiryPlan {
     due.sort_by_key(|l| (l.expires_at, l.lot_id));
     let mut plan = ExpiryPlan { entries: Vec::with_capacity(due.len()), balance, expired: 0 };
     for lot in due.into_iter().filter(|l| l.remaining > 0) {
@@ -46,6 +47,9 @@ pub fn plan_expiry(balance: i64, mut due: Vec<DueLot>) -> ExpiryPlan {
             order_id: None,
             amount_minor: None,
             original_request_id: None,
+            pending_coins: 0,
+            pending_after: pending,
+            effective_at: None,
         };
         plan.entries.push((entry, LotMove { lot_id: lot.lot_id, coins: -lot.remaining }));
     }
@@ -62,10 +66,10 @@ mod tests {
 
     #[test]
     fn due_lots_expire_soonest_first_with_a_running_balance() {
-        let plan = plan_expiry(20, vec![due(2, 5, 30), due(1, 3, 10), due(3, 0, 5)]);
+        let plan = plan_expiry(20, 0, vec![due(2, 5, 30), due(1, 3, 10), due(3, 0, 5)]);
         let rows: Vec<(i64, i64, i64)> = plan.entries.iter().map(|(e, m)| (m.lot_id, e.coins, e.balance_after)).collect();
         assert_eq!(rows, [(1, -3, 17), (2, -5, 12)]);
         assert_eq!((plan.balance, plan.expired), (12, 8));
-        assert!(plan_expiry(4, vec![]).is_empty());
+        assert!(plan_expiry(4, 0, vec![]).is_empty());
     }
 }

@@ -9,6 +9,10 @@ use super::{Coins, CompanyId, RequestId, UserId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     Allocate,
+    /// Held coins become spendable (`coins: +N`, `pendingCoins: -N`).
+    Activate,
+    /// Held coins returned before they were ever spendable (`pendingCoins: -N`).
+    Cancel,
     Redeem,
     Reverse,
     Expire,
@@ -18,6 +22,8 @@ impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allocate => "ALLOCATE",
+            Self::Activate => "ACTIVATE",
+            Self::Cancel => "CANCEL",
             Self::Redeem => "REDEEM",
             Self::Reverse => "REVERSE",
             Self::Expire => "EXPIRE",
@@ -25,16 +31,18 @@ impl EntryKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocate, Self::Redeem, Self::Reverse, Self::Expire].into_iter().find(|k| k.as_str() == s)
+        [Self::Allocate, Self::Activate, Self::Cancel, Self::Redeem, Self::Reverse, Self::Expire].into_iter().find(|k| k.as_str() == s)
     }
 }
 
-/// The operations a client asks for by request id; each one writes one entry of its own kind.
+/// The operations a client asks for by request id; each one writes one entry of its own kind
+/// (a return of held coins writes `CANCEL`; an activation of an allocation already active, none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestKind {
     Allocate,
     Redeem,
     Reverse,
+    Activate,
 }
 
 impl RequestKind {
@@ -47,11 +55,12 @@ impl RequestKind {
             Self::Allocate => EntryKind::Allocate,
             Self::Redeem => EntryKind::Redeem,
             Self::Reverse => EntryKind::Reverse,
+            Self::Activate => EntryKind::Activate,
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocate, Self::Redeem, Self::Reverse].into_iter().find(|k| k.as_str() == s)
+        [Self::Allocate, Self::Redeem, Self::Reverse, Self::Activate].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -69,8 +78,14 @@ pub struct NewEntry {
     /// ALLOCATE: the purchase's order id and value, when the allocation gave them.
     pub order_id: Option<String>,
     pub amount_minor: Option<i64>,
-    /// REVERSE: the allocation or redemption it returns (part of).
+    /// REVERSE, CANCEL and ACTIVATE: the allocation or redemption it acts on.
     pub original_request_id: Option<RequestId>,
+    /// Held coins it moves (signed), and the user's held coins after it.
+    pub pending_coins: i64,
+    pub pending_after: i64,
+    /// When it took effect, when that is not when it is written (an activation written after
+    /// its `activatesAt`).
+    pub effective_at: Option<i64>,
 }
 
 /// A signed change to one lot, recorded against the entry that caused it.

@@ -15,6 +15,7 @@
 //! - [`lots`]: which lots a debit takes; [`refusal`]: why an operation was refused.
 //! - [`webhooks`]: event types, retries, disabling, forbidden targets.
 
+pub mod activate;
 pub mod allocate;
 pub mod allocation;
 pub mod coins;

@@ -92,11 +92,11 @@ pub struct RedeemPlan {
 
 /// Decides a redemption from the user's stored balance (after due lots were expired), the coin
 /// value in force and the user's open lots: the coins are taken in debit order, all or nothing.
-pub fn plan_redemption(cmd: &RedeemCmd, balance: i64, value: &CoinValue, mut open: Vec<OpenLot>) -> Result<RedeemPlan, Refusal> {
+pub fn plan_redemption(cmd: &RedeemCmd, balance: i64, pending: i64, value: &CoinValue, mut open: Vec<OpenLot>) -> Result<RedeemPlan, Refusal> {
     let (coins, amount_minor) = cmd.amount.at(value.minor_units_per_coin)?;
     open.sort_by(lots::debit_order);
     let available: i64 = open.iter().map(|l| l.remaining).sum();
-    let takes = lots::take(open, coins).ok_or_else(|| Refusal::InsufficientBalance { user: cmd.user.clone(), needed: coins, available })?;
+    let takes = lots::take(open, coins).ok_or_else(|| Refusal::InsufficientBalance { user: cmd.user.clone(), needed: coins, available, pending })?;
     let balance = balance - coins;
     Ok(RedeemPlan {
         entry: NewEntry {
@@ -110,6 +110,9 @@ pub fn plan_redemption(cmd: &RedeemCmd, balance: i64, value: &CoinValue, mut ope
             order_id: None,
             amount_minor: None,
             original_request_id: None,
+            pending_coins: 0,
+            pending_after: pending,
+            effective_at: None,
         },
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
         receipt: RedeemReceipt { request_id: cmd.request_id.clone(), coins, currency: value.currency.clone(), amount_minor, balance },
@@ -131,7 +134,7 @@ mod tests {
     #[test]
     fn redemptions_take_soonest_expiring_lots_first_and_round_currency_up() {
         let value = CoinValue { company: None, currency: "INR".into(), minor_units_per_coin: 25 };
-        let plan = plan_redemption(&cmd(RedeemAmount::Minor(101)), 12, &value, vec![lot(1, 8, None), lot(2, 4, Some(9))]).unwrap();
+        let plan = plan_redemption(&cmd(RedeemAmount::Minor(101)), 12, 0, &value, vec![lot(1, 8, None), lot(2, 4, Some(9))]).unwrap();
         assert_eq!(plan.receipt.coins, 5);
         assert_eq!(plan.receipt.amount_minor, 101);
         assert_eq!(plan.moves, [LotMove { lot_id: 2, coins: -4 }, LotMove { lot_id: 1, coins: -1 }]);
@@ -143,10 +146,10 @@ mod tests {
         let value = CoinValue::builtin();
         let coins = RedeemAmount::Coins(Coins::amount(9).unwrap());
         assert_eq!(
-            plan_redemption(&cmd(coins), 8, &value, vec![lot(1, 8, None)]),
-            Err(Refusal::InsufficientBalance { user: UserId::parse("U").unwrap(), needed: 9, available: 8 })
+            plan_redemption(&cmd(coins), 8, 0, &value, vec![lot(1, 8, None)]),
+            Err(Refusal::InsufficientBalance { user: UserId::parse("U").unwrap(), needed: 9, available: 8, pending: 0 })
         );
         let huge = CoinValue { minor_units_per_coin: i64::MAX, ..CoinValue::builtin() };
-        assert_eq!(plan_redemption(&cmd(coins), 9, &huge, vec![lot(1, 9, None)]), Err(Refusal::AmountTooLarge));
+        assert_eq!(plan_redemption(&cmd(coins), 9, 0, &huge, vec![lot(1, 9, None)]), Err(Refusal::AmountTooLarge));
     }
 }

@@ -51,13 +51,17 @@ pub enum Refusal {
     ConcurrentUpdate(CoinConfigId),
     /// Never credited, or (for a scoped caller) another company's user.
     UserNotFound(UserId),
+    /// Fewer spendable coins than needed; `pending` more are held (not spendable yet).
     InsufficientBalance {
         user: UserId,
         needed: i64,
         available: i64,
+        pending: i64,
     },
     AlreadyReversed(RequestId),
     OriginalNotFound(RequestId),
+    /// An activation named something that is not an allocation of the company.
+    AllocationNotFound(RequestId),
     /// A return named an order (`orderId` and `event`) no allocation of the company carries.
     OrderNotFound {
         event: EventName,

@@ -40,9 +40,11 @@ impl Movements {
     pub fn add(&mut self, kind: EntryKind, m: Moved) {
         let total = m.credit.saturating_add(m.debit);
         let slot = match kind {
-            EntryKind::Allocate => &mut self.issued,
+            // Coins are issued when they become spendable: at once, or when a hold ends.
+            EntryKind::Allocate | EntryKind::Activate => &mut self.issued,
             EntryKind::Redeem => &mut self.redeemed,
-            EntryKind::Reverse => &mut self.reversed,
+            // A cancel moves no spendable coins; it counts with the returns.
+            EntryKind::Reverse | EntryKind::Cancel => &mut self.reversed,
             EntryKind::Expire => &mut self.expired,
         };
         *slot = slot.saturating_add(total);

@@ -134,7 +134,7 @@ pub struct ReversePlan {
     pub remaining: i64,
 }
 
-fn reverse_entry(cmd: &ReverseCmd, original: &Original, name: &RequestId, coins: i64, balance_after: i64) -> NewEntry {
+fn reverse_entry(cmd: &ReverseCmd, original: &Original, name: &RequestId, coins: i64, balance_after: i64, pending_after: i64) -> NewEntry {
     NewEntry {
         kind: EntryKind::Reverse,
         coins,
@@ -149,33 +149,50 @@ fn reverse_entry(cmd: &ReverseCmd, original: &Original, name: &RequestId, coins:
             _ => None,
         },
         original_request_id: Some(name.clone()),
+        pending_coins: 0,
+        pending_after,
+        effective_at: None,
     }
 }
 
-/// A return of an allocation after activation: what [`allocation::plan_return`] decides, taken
-/// from the allocation's own lot first, then from the user's other open lots in debit order.
-/// `balance` is the spendable balance (every open lot); `taken` what earlier returns of this
-/// allocation took from it.
+/// A return of an allocation: what [`allocation::plan_return`] decides. While the allocation is
+/// held, its coins come out of its own held lot (`CANCEL`: never short, the balance untouched);
+/// after, they are taken from its own lot first, then from the user's other open lots in debit
+/// order (`REVERSE`). `balance` is the spendable balance (every open lot), `pending` the held
+/// coins; `taken` what earlier returns of this allocation took from the balance.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_take_back(
     cmd: &ReverseCmd,
     a: &Allocation,
     original: &Original,
     balance: i64,
+    pending: i64,
     own: &[OwnLot],
     taken: i64,
     mut open: Vec<OpenLot>,
 ) -> Result<(ReturnPlan, ReversePlan), Refusal> {
     let history = ReturnHistory { expired: own.iter().map(|l| l.expired).sum(), taken };
-    let plan = allocation::plan_return(a, cmd.ask, cmd.now_ms, history, balance, cmd.on_shortfall)?;
+    let plan = allocation::plan_return(a, cmd.ask, cmd.now_ms, history, balance, cmd.on_shortfall).map_err(|refusal| match refusal {
+        Refusal::InsufficientBalance { user, needed, available, .. } => Refusal::InsufficientBalance { user, needed, available, pending },
+        other => other,
+    })?;
+    if plan.kind == ReturnKind::Cancel {
+        let mut entry = reverse_entry(cmd, original, &a.request_id, 0, balance, pending - plan.take);
+        (entry.kind, entry.pending_coins) = (EntryKind::Cancel, -plan.take);
+        let moves = own.iter().take(1).filter(|_| plan.take > 0).map(|l| LotMove { lot_id: l.lot_id, coins: -plan.take }).collect();
+        let reverse = ReversePlan { entry, moves, lifetime: Lifetime::Earned, lifetime_delta: 0, remaining: plan.remaining };
+        return Ok((plan, reverse));
+    }
     open.sort_by(lots::debit_order);
     let (first, rest): (Vec<OpenLot>, Vec<OpenLot>) = open.into_iter().partition(|l| own.iter().any(|o| o.lot_id == l.lot_id));
     let takes = lots::take(first.into_iter().chain(rest), plan.take).ok_or_else(|| Refusal::InsufficientBalance {
         user: a.user.clone(),
         needed: plan.take,
         available: balance,
+        pending,
     })?;
     let reverse = ReversePlan {
-        entry: reverse_entry(cmd, original, &a.request_id, -plan.take, balance - plan.take),
+        entry: reverse_entry(cmd, original, &a.request_id, -plan.take, balance - plan.take, pending),
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
         lifetime: Lifetime::Earned,
         lifetime_delta: -plan.take,
@@ -188,7 +205,14 @@ pub fn plan_take_back(
 /// latest-expiring first; earlier returns of it gave back `given_back` coins the same way, so
 /// they are skipped. Coins returned to a lot that expired meanwhile expire again at once, by
 /// the expiry that follows.
-pub fn plan_give_back(cmd: &ReverseCmd, original: &Original, name: &RequestId, balance: i64, taken: &[Taken], given_back: i64) -> Result<ReversePlan, Refusal> {
+pub fn plan_give_back(
+    cmd: &ReverseCmd,
+    original: &Original,
+    name: &RequestId,
+    (balance, pending): (i64, i64),
+    taken: &[Taken],
+    given_back: i64,
+) -> Result<ReversePlan, Refusal> {
     let remaining = -original.coins - given_back;
     if remaining <= 0 {
         return Err(Refusal::AlreadyReversed(name.clone()));
@@ -214,7 +238,7 @@ pub fn plan_give_back(cmd: &ReverseCmd, original: &Original, name: &RequestId, b
     }
     moves.sort_by_key(|m| m.lot_id);
     Ok(ReversePlan {
-        entry: reverse_entry(cmd, original, name, coins, balance + coins),
+        entry: reverse_entry(cmd, original, name, coins, balance + coins, pending),
         moves,
         lifetime: Lifetime::Redeemed,
         lifetime_delta: -coins,
@@ -248,7 +272,6 @@ mod tests {
             amount_minor: None,
             amount_refunded_minor: 0,
             calculation,
-            validity_days: None,
             activates_at: None,
         };
         (a, Original { entry_id: 1, kind: RequestKind::Allocate, coins, event: Some("E".into()), coin_config_id: Some("WCC100001".into()) })
@@ -271,7 +294,8 @@ mod tests {
     fn taking_back_starts_with_the_allocations_own_lot() {
         let (a, original) = allocation(100);
         let open = vec![lot(1, 60, Some(50)), lot(2, 100, Some(10))];
-        let (_, plan) = plan_take_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &a, &original, 160, &[OwnLot { lot_id: 1, expired: 0 }], 0, open).unwrap();
+        let (_, plan) =
+            plan_take_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &a, &original, 160, 0, &[OwnLot { lot_id: 1, expired: 0 }], 0, open).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 1, coins: -60 }, LotMove { lot_id: 2, coins: -40 }]);
         assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime_delta, plan.remaining), (-100, 60, -100, 0));
     }
@@ -280,14 +304,14 @@ mod tests {
     fn coins_that_expired_from_the_own_lot_are_not_taken_twice() {
         let (a, original) = allocation(100);
         let whole = cmd(ReturnAsk::Whole, OnShortfall::Reject);
-        let (_, plan) = plan_take_back(&whole, &a, &original, 50, &[OwnLot { lot_id: 1, expired: 70 }], 0, vec![lot(2, 50, None)]).unwrap();
+        let (_, plan) = plan_take_back(&whole, &a, &original, 50, 0, &[OwnLot { lot_id: 1, expired: 70 }], 0, vec![lot(2, 50, None)]).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 2, coins: -30 }]);
         assert_eq!(plan.entry.coins, -30);
-        let (_, all_gone) = plan_take_back(&whole, &a, &original, 0, &[OwnLot { lot_id: 1, expired: 100 }], 0, vec![]).unwrap();
+        let (_, all_gone) = plan_take_back(&whole, &a, &original, 0, 0, &[OwnLot { lot_id: 1, expired: 100 }], 0, vec![]).unwrap();
         assert_eq!((all_gone.entry.coins, all_gone.moves.len()), (0, 0));
         assert!(matches!(
-            plan_take_back(&whole, &a, &original, 10, &[OwnLot { lot_id: 1, expired: 0 }], 0, vec![lot(2, 10, None)]),
-            Err(Refusal::InsufficientBalance { needed: 100, available: 10, .. })
+            plan_take_back(&whole, &a, &original, 10, 0, &[OwnLot { lot_id: 1, expired: 0 }], 0, vec![lot(2, 10, None)]),
+            Err(Refusal::InsufficientBalance { needed: 100, available: 10, pending: 0, .. })
         ));
     }
 
@@ -295,7 +319,7 @@ mod tests {
     fn a_capped_return_takes_what_there_is_and_waives_the_rest() {
         let (a, original) = allocation(100);
         let capped = cmd(ReturnAsk::Coins(40), OnShortfall::Cap);
-        let (plan, reverse) = plan_take_back(&capped, &a, &original, 25, &[OwnLot { lot_id: 1, expired: 0 }], 0, vec![lot(1, 25, None)]).unwrap();
+        let (plan, reverse) = plan_take_back(&capped, &a, &original, 25, 0, &[OwnLot { lot_id: 1, expired: 0 }], 0, vec![lot(1, 25, None)]).unwrap();
         assert_eq!((plan.take, plan.short, plan.remaining, plan.state), (25, 15, 60, AllocationState::Active));
         assert_eq!((reverse.entry.coins, reverse.entry.balance_after, reverse.moves.as_slice()), (-25, 0, &[LotMove { lot_id: 1, coins: -25 }][..]));
     }
@@ -307,7 +331,7 @@ mod tests {
     #[test]
     fn giving_back_returns_each_lot_what_it_lost() {
         let taken = [Taken { lot_id: 5, coins: 10, expires_at: Some(9) }, Taken { lot_id: 2, coins: 20, expires_at: None }];
-        let plan = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &RequestId::parse("R1").unwrap(), 70, &taken, 0).unwrap();
+        let plan = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &RequestId::parse("R1").unwrap(), (70, 0), &taken, 0).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 2, coins: 20 }, LotMove { lot_id: 5, coins: 10 }]);
         assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta, plan.remaining), (30, 100, Lifetime::Redeemed, -30, 0));
     }
@@ -320,22 +344,22 @@ mod tests {
             Taken { lot_id: 2, coins: 10, expires_at: Some(300) },
             Taken { lot_id: 3, coins: 10, expires_at: None },
         ];
-        let first = plan_give_back(&cmd(ReturnAsk::Coins(15), OnShortfall::Reject), &redemption(30), &name, 0, &taken, 0).unwrap();
+        let first = plan_give_back(&cmd(ReturnAsk::Coins(15), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, 0).unwrap();
         assert_eq!(first.moves, [LotMove { lot_id: 2, coins: 5 }, LotMove { lot_id: 3, coins: 10 }]);
         assert_eq!(first.remaining, 15);
-        let rest = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &name, 15, &taken, 15).unwrap();
+        let rest = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &name, (15, 0), &taken, 15).unwrap();
         assert_eq!(rest.moves, [LotMove { lot_id: 1, coins: 10 }, LotMove { lot_id: 2, coins: 5 }]);
         assert_eq!((rest.entry.coins, rest.remaining), (15, 0));
         assert_eq!(
-            plan_give_back(&cmd(ReturnAsk::Coins(1), OnShortfall::Reject), &redemption(30), &name, 30, &taken, 30),
+            plan_give_back(&cmd(ReturnAsk::Coins(1), OnShortfall::Reject), &redemption(30), &name, (30, 0), &taken, 30),
             Err(Refusal::AlreadyReversed(name.clone()))
         );
         assert_eq!(
-            plan_give_back(&cmd(ReturnAsk::Coins(16), OnShortfall::Reject), &redemption(30), &name, 0, &taken, 15),
+            plan_give_back(&cmd(ReturnAsk::Coins(16), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, 15),
             Err(Refusal::ReversalExceedsRemaining { original: name.clone(), remaining_coins: 15, remaining_minor: None })
         );
         assert_eq!(
-            plan_give_back(&cmd(ReturnAsk::AmountMinor(5), OnShortfall::Reject), &redemption(30), &name, 0, &taken, 0),
+            plan_give_back(&cmd(ReturnAsk::AmountMinor(5), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, 0),
             Err(Refusal::AmountNotRecorded(name))
         );
     }

@@ -9,7 +9,14 @@ use super::ledger::EntryKind;
 /// The event types a subscription can ask for, and their bit in a subscription's stored mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
+    /// The spendable balance went up now (an immediate credit).
     Allocated,
+    /// Coins credited on hold: not spendable until they activate.
+    Pending,
+    /// Held coins became spendable.
+    Activated,
+    /// Held coins were returned before they activated.
+    Canceled,
     Redeemed,
     Reversed,
     Expired,
@@ -18,11 +25,15 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const SUBSCRIBABLE: [EventType; 4] = [EventType::Allocated, EventType::Redeemed, EventType::Reversed, EventType::Expired];
+    pub const SUBSCRIBABLE: [EventType; 7] =
+        [EventType::Allocated, EventType::Redeemed, EventType::Reversed, EventType::Expired, EventType::Pending, EventType::Activated, EventType::Canceled];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Allocated => "coins.allocated",
+            EventType::Pending => "coins.pending",
+            EventType::Activated => "coins.activated",
+            EventType::Canceled => "coins.canceled",
             EventType::Redeemed => "coins.redeemed",
             EventType::Reversed => "coins.reversed",
             EventType::Expired => "coins.expired",
@@ -31,13 +42,19 @@ impl EventType {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocated, Self::Redeemed, Self::Reversed, Self::Expired, Self::Test].into_iter().find(|t| t.as_str() == s)
+        [Self::Allocated, Self::Pending, Self::Activated, Self::Canceled, Self::Redeemed, Self::Reversed, Self::Expired, Self::Test]
+            .into_iter()
+            .find(|t| t.as_str() == s)
     }
 
-    /// The event a ledger entry of this kind is reported as.
-    pub fn of_entry(kind: EntryKind) -> Self {
+    /// The event a ledger entry is reported as: an allocation on hold is `coins.pending`, not
+    /// `coins.allocated` (which keeps meaning "the balance went up now").
+    pub fn of_entry(kind: EntryKind, pending_coins: i64) -> Self {
         match kind {
+            EntryKind::Allocate if pending_coins > 0 => EventType::Pending,
             EntryKind::Allocate => EventType::Allocated,
+            EntryKind::Activate => EventType::Activated,
+            EntryKind::Cancel => EventType::Canceled,
             EntryKind::Redeem => EventType::Redeemed,
             EntryKind::Reverse => EventType::Reversed,
             EntryKind::Expire => EventType::Expired,
@@ -50,6 +67,9 @@ impl EventType {
             EventType::Redeemed => 2,
             EventType::Reversed => 4,
             EventType::Expired => 8,
+            EventType::Pending => 16,
+            EventType::Activated => 32,
+            EventType::Canceled => 64,
             EventType::Test => 0,
         }
     }
@@ -181,6 +201,13 @@ mod tests {
         let events = [EventType::Allocated, EventType::Expired];
         assert_eq!(events_of(mask_of(&events)), events);
         assert_eq!(EventType::parse("coins.reversed"), Some(EventType::Reversed));
-        assert_eq!(EventType::of_entry(EntryKind::Redeem), EventType::Redeemed);
+        assert_eq!(EventType::of_entry(EntryKind::Redeem, 0), EventType::Redeemed);
+        // An allocation on hold is not "the balance went up now".
+        assert_eq!(EventType::of_entry(EntryKind::Allocate, 0), EventType::Allocated);
+        assert_eq!(EventType::of_entry(EntryKind::Allocate, 40), EventType::Pending);
+        assert_eq!(EventType::of_entry(EntryKind::Activate, -40), EventType::Activated);
+        assert_eq!(EventType::of_entry(EntryKind::Cancel, -40), EventType::Canceled);
+        let every = EventType::SUBSCRIBABLE;
+        assert_eq!(events_of(mask_of(&every)), every, "every subscribable event has a bit of its own");
     }
 }

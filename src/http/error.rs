@@ -161,6 +161,7 @@ impl From<Refusal> for ApiError {
             Refusal::UnknownConfig(id) => ApiError::new(C::CoinConfigNotFound, format!("coin configuration {id} not found")),
             Refusal::UserNotFound(user) => ApiError::new(C::UserNotFound, format!("userId {user} has never been credited")),
             Refusal::OriginalNotFound(id) => ApiError::new(C::NotFound, format!("originalRequestId {id} not found for this company")),
+            Refusal::AllocationNotFound(id) => ApiError::new(C::NotFound, format!("originalRequestId {id} is not an allocation of this company")),
             Refusal::OrderNotFound { event, order } => {
                 ApiError::new(C::NotFound, format!("no allocation of event {event} carries orderId {order} for this company"))
             }
@@ -185,8 +186,12 @@ impl From<Refusal> for ApiError {
             Refusal::AmountTooLarge => conflict(C::LimitReached, "the redemption amount is too large".into()),
             Refusal::BalanceOverflow(user) => conflict(C::BalanceOverflow, format!("the balance of userId {user} would overflow")),
             Refusal::ConcurrentUpdate(id) => conflict(C::ConcurrentUpdate, format!("configuration {id} was changed concurrently; retry")),
-            Refusal::InsufficientBalance { user, needed, available } => {
+            Refusal::InsufficientBalance { user, needed, available, pending: 0 } => {
                 conflict(C::InsufficientBalance, format!("userId {user} has {available} coins available, {needed} are needed"))
+            }
+            Refusal::InsufficientBalance { user, needed, available, pending } => {
+                let held = format!("userId {user} has {available} coins available and {pending} pending (held until they activate), {needed} are needed");
+                conflict(C::InsufficientBalance, held)
             }
             Refusal::AlreadyReversed(id) => conflict(C::AlreadyReversed, format!("originalRequestId {id} was already reversed")),
             Refusal::NotReversible(id) => conflict(C::NotReversible, format!("originalRequestId {id} is itself a reversal and cannot be reversed")),

@@ -10,7 +10,10 @@ use super::AppState;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{BULK_BODY_BYTES_MAX, Json};
-use super::wire::coins::{ALLOCATED, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest, RedeemView, ReverseRequest, ReverseView};
+use super::wire::coins::{
+    ALLOCATED, ActivateRequest, ActivateView, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest, RedeemView, ReverseRequest,
+    ReverseView,
+};
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
 use crate::domain::redeem::RedeemCmd;
@@ -180,4 +183,27 @@ pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json
         metrics::moved(Movement::Reversed, 1, receipt.coins.unsigned_abs());
     }
     Ok(answer(ReverseView::from(receipt), replayed))
+}
+
+/// Makes a held allocation spendable now, before its `activatesAt`; exactly-once on its own
+/// request id. Its expiry clock starts now.
+#[utoipa::path(post, path = "/api/v0/coins/activate", tag = "coins",
+    request_body(content = ActivateRequest, example = json!({"companyId":"SHOP","requestId":"ACT-1","originalRequestId":"BUY-1"})),
+    responses(
+        (status = 200, description = "Activated, or already active (`alreadyActive: true`, nothing written), or (with `Idempotent-Replayed: true`) the first answer again",
+         body = Envelope<ActivateView>,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+         example = json!({"payload":{"requestId":"ACT-1","originalRequestId":"BUY-1","alreadyActive":false,"coins":100,"activatedAt":"2026-12-05T10:00:00.000Z",
+                          "expiresAt":"2027-12-05T10:00:00.000Z","balance":100,"pendingBalance":0},"response_code":0,"response_message":"Success"})),
+        (status = 400, description = "VALIDATION_FAILED: a field is malformed, or the allocation is named two ways", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such allocation (or order of the event) in the company", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, or ALREADY_REVERSED (canceled or reversed: it cannot be activated); nothing was changed", body = ErrorEnvelope),
+    ))]
+pub async fn activate(State(state): State<AppState>, auth: Auth, Json(body): Json<ActivateRequest>) -> Result<Response, ApiError> {
+    auth.require_company(&body.company_id)?;
+    let cmd = body.command(state.clock.now_ms()).map_err(ApiError::validation)?;
+    let Applied { receipt, replayed, expired } = state.store.activate(cmd).await?;
+    metrics::moved(Movement::Expired, expired.lots, expired.coins);
+    Ok(answer(ActivateView::from(receipt), replayed))
 }

@@ -34,6 +34,8 @@ the same `requestId`, which either replays the first answer or applies it once."
         super::wire::configs::RateBps,
         super::wire::configs::MinAmountMinor,
         super::wire::configs::MaxCoinsPerAllocation,
+        super::wire::configs::PendingDays,
+        super::wire::coins::ShortfallPolicy,
         super::wire::CapLimit,
         super::wire::ValidityDays,
     )),

@@ -16,14 +16,16 @@ use std::future::Future;
 
 use super::model::{Applied, Expired, RecordRow, StoredReceipt};
 use super::{StoreError, StoreResult};
+use crate::domain::activate::{self, ActivateCmd, ActivateReceipt};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordFields};
-use crate::domain::allocation::{self, OrderClaim, OrderHolder};
+use crate::domain::allocation::{self, ActivateAt, Activation, ActivationPlan, HeldLot, OrderClaim, OrderHolder};
 use crate::domain::allocation::{AllocationState, ReturnKind};
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
-use crate::domain::ledger::{self as rules, Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::ledger::{self as rules, Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{self, CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt, Taken, Target};
+use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 
 /// The idempotency row a request inserts before anything else.
@@ -83,10 +85,19 @@ pub(crate) trait LedgerTx {
     async fn record_return(&mut self, company: &CompanyId, original: &RequestId, returned: &Returned) -> StoreResult<()>;
     /// What a redemption took from each lot.
     async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>>;
+    /// The user's held lots whose hold has ended by `now_ms`.
+    async fn due_held(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<HeldLot>>;
+    /// The held lot an allocation's entry opened, if it is still held.
+    async fn held_lot(&mut self, entry_id: i64) -> StoreResult<Option<HeldLot>>;
+    /// Ends a lot's hold: spendable from now on, expiring at `expires_at`.
+    async fn activate_lot(&mut self, lot_id: i64, expires_at: Option<i64>) -> StoreResult<()>;
+    /// Records on the allocation's row that it is active (unless a return ended it meanwhile).
+    async fn record_activation(&mut self, company: &CompanyId, request_id: &RequestId, activated_at: i64, expires_at: Option<i64>) -> StoreResult<()>;
+    async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()>;
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
     /// The outbox: one message per enabled subscription of the company that wants this kind of
     /// entry, in the entry's own transaction.
-    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()>;
+    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, event: EventType, now_ms: i64) -> StoreResult<()>;
     /// Adds an entry to the daily roll-up (`ledger_daily`) in its own transaction.
     async fn add_to_daily(&mut self, company: &CompanyId, entry: &NewEntry, now_ms: i64) -> StoreResult<()>;
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
@@ -118,7 +129,7 @@ pub(crate) fn run_now<T>(flow: impl Future<Output = StoreResult<T>>) -> StoreRes
 /// the others.
 async fn write_entry<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64> {
     let entry_id = tx.insert_entry(company, user, entry, now_ms).await?;
-    tx.record_events(company, user, entry_id, entry.kind, now_ms).await?;
+    tx.record_events(company, user, entry_id, EventType::of_entry(entry.kind, entry.pending_coins), now_ms).await?;
     tx.add_to_daily(company, entry, now_ms).await?;
     Ok(entry_id)
 }
@@ -191,7 +202,10 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     let entry_id = write_entry(tx, company, user, entry, cmd.now_ms).await?;
     tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
     tx.set_balance(company, user, plan.balance.get(), Lifetime::Earned, entry.coins).await?;
-    Ok(AllocateOk::Allocated { coins: Coins::from_stored(entry.coins), balance: plan.balance, entry_id })
+    if entry.pending_coins != 0 {
+        tx.set_pending(company, user, plan.pending).await?;
+    }
+    Ok(AllocateOk::Allocated { coins: Coins::from_stored(earn.coins), balance: plan.balance, entry_id })
 }
 
 /// The claim was lost but the request id is free: a live allocation holds the order id. The same
@@ -216,8 +230,15 @@ async fn answer_held_order<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd) -> StoreR
 }
 
 /// Writes off the user's due lots; the plan's `balance` is the stored balance after them.
-pub(crate) async fn expire_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, balance: i64, now_ms: i64) -> StoreResult<ExpiryPlan> {
-    let plan = expire::plan_expiry(balance, tx.due_lots(company, user, now_ms).await?);
+pub(crate) async fn expire_due<T: LedgerTx>(
+    tx: &mut T,
+    company: &CompanyId,
+    user: &UserId,
+    balance: i64,
+    pending: i64,
+    now_ms: i64,
+) -> StoreResult<ExpiryPlan> {
+    let plan = expire::plan_expiry(balance, pending, tx.due_lots(company, user, now_ms).await?);
     for (entry, lot_move) in &plan.entries {
         let entry_id = write_entry(tx, company, user, entry, now_ms).await?;
         tx.apply_moves(entry_id, std::slice::from_ref(lot_move)).await?;
@@ -228,11 +249,46 @@ pub(crate) async fn expire_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, use
     Ok(plan)
 }
 
-/// Expires one user's due lots (the sweeper, and reads that must agree with the balance).
+/// Writes the activations of held lots (each with its entry, its lot's hold ended and its
+/// allocation's record made active).
+async fn write_activations<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, plan: &ActivationPlan, now_ms: i64) -> StoreResult<()> {
+    for a in &plan.activations {
+        write_entry(tx, company, user, &a.entry, now_ms).await?;
+        tx.activate_lot(a.lot_id, a.expires_at).await?;
+        tx.record_activation(company, &a.request_id, a.activated_at, a.expires_at).await?;
+    }
+    if plan.coins != 0 {
+        tx.set_balance(company, user, plan.balance, Lifetime::Earned, plan.coins).await?;
+        tx.set_pending(company, user, plan.pending).await?;
+    }
+    Ok(())
+}
+
+/// Where a user stands once everything due is written: held lots whose hold ended activated
+/// (first: they may be due to expire too), then lots past expiry written off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Settled {
+    pub balance: i64,
+    pub pending: i64,
+    pub expired: Expired,
+    pub activated: i64,
+}
+
+/// Brings the user's ledger up to `now_ms`: every read and every write that depends on the
+/// balance sees due activations and expiries written first, as the sweeper would write them.
+pub(crate) async fn bring_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, account: &Account, now_ms: i64) -> StoreResult<Settled> {
+    let due = tx.due_held(company, user, now_ms).await?;
+    let activations = allocation::plan_activations(account.balance.get(), account.pending, due, ActivateAt::Due);
+    write_activations(tx, company, user, &activations, now_ms).await?;
+    let swept = expire_due(tx, company, user, activations.balance, activations.pending, now_ms).await?;
+    Ok(Settled { balance: swept.balance, pending: activations.pending, expired: tally(&swept), activated: activations.coins })
+}
+
+/// Activates and expires what is due for one user (the sweeper, and reads that must agree with
+/// the balance).
 pub(crate) async fn settle<T: LedgerTx>(tx: &mut T, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
     let Some(account) = tx.account(user).await? else { return Ok(Expired::default()) };
-    let plan = expire_due(tx, &account.company, user, account.balance.get(), now_ms).await?;
-    Ok(tally(&plan))
+    Ok(bring_due(tx, &account.company.clone(), user, &account, now_ms).await?.expired)
 }
 
 /// What an expiry plan wrote off, for the metrics.
@@ -254,11 +310,11 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
         return replayed(&prev);
     }
     let account = rules::account_in(tx.account(user).await?, company, user)?;
-    let swept = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?;
-    let (balance, expired) = (swept.balance, tally(&swept));
+    let due = bring_due(tx, company, user, &account, cmd.now_ms).await?;
+    let (balance, expired) = (due.balance, due.expired);
     let value = tx.coin_value(company).await?;
     let open = tx.open_lots(company, user, cmd.now_ms).await?;
-    let plan = redeem::plan_redemption(cmd, balance, &value, open)?;
+    let plan = redeem::plan_redemption(cmd, balance, due.pending, &value, open)?;
     let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.apply_moves(entry_id, &plan.moves).await?;
     tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Redeemed, plan.receipt.coins).await?;
@@ -299,8 +355,8 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         return replayed(&prev);
     }
     let account = rules::account_in(tx.account(user).await?, company, user)?;
-    let swept = expire_due(tx, company, user, account.balance.get(), cmd.now_ms).await?;
-    let (balance, before) = (swept.balance, tally(&swept));
+    let due = bring_due(tx, company, user, &account, cmd.now_ms).await?;
+    let (balance, pending, before) = (due.balance, due.pending, due.expired);
     let returned = tx.returned_coins(company, &target).await?;
     let (plan, outcome) = if original.kind == RequestKind::Allocate {
         let row = tx.allocation(company, &target).await?.ok_or_else(|| StoreError::Corrupt(format!("allocation {target} has no record")))?;
@@ -315,7 +371,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         };
         let own = if entry.entry_id == 0 { Vec::new() } else { tx.own_lots(entry.entry_id).await? };
         let open = tx.open_lots(company, user, cmd.now_ms).await?;
-        let (ret, mut plan) = reverse::plan_take_back(cmd, &a, &entry, balance, &own, returned - a.coins_canceled, open)?;
+        let (ret, mut plan) = reverse::plan_take_back(cmd, &a, &entry, balance, pending, &own, returned - a.coins_canceled, open)?;
         plan.entry.order_id = order_id;
         let (coins_canceled, coins_reversed, coins_waived) = ret.counters(&a);
         let refunded = a.amount_minor.map(|_| ret.amount_refunded_minor);
@@ -330,7 +386,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     } else {
         let entry = tx.original_entry(company, &target, original.kind).await?;
         let taken = tx.taken_by(entry.entry_id).await?;
-        let plan = reverse::plan_give_back(cmd, &entry, &target, balance, &taken, returned)?;
+        let plan = reverse::plan_give_back(cmd, &entry, &target, (balance, pending), &taken, returned)?;
         let counters = Returned { state: None, coins_canceled: 0, coins_reversed: returned + plan.entry.coins, coins_waived: 0, amount_refunded_minor: None };
         tx.record_return(company, &target, &counters).await?;
         (plan, (ReturnKind::Reverse, 0, 0, None))
@@ -338,23 +394,84 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.apply_moves(entry_id, &plan.moves).await?;
     tx.set_balance(company, user, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta).await?;
+    if plan.entry.pending_coins != 0 {
+        tx.set_pending(company, user, plan.entry.pending_after).await?;
+    }
     // Coins given back to lots that have expired meanwhile expire again at once.
-    let again = expire_due(tx, company, user, plan.entry.balance_after, cmd.now_ms).await?;
+    let again = expire_due(tx, company, user, plan.entry.balance_after, plan.entry.pending_after, cmd.now_ms).await?;
     let (balance, after) = (again.balance, tally(&again));
     let (kind, coins_short, short_amount_minor, amount_refunded_minor) = outcome;
+    // What moved: spendable coins (REVERSE), or held ones (CANCEL), signed the same way.
+    let moved = plan.entry.coins + plan.entry.pending_coins;
     let receipt = ReverseReceipt {
         request_id: request_id.clone(),
         original_request_id: cmd.named().cloned().unwrap_or(target),
         kind,
-        coins: plan.entry.coins,
+        coins: moved,
         coins_short,
         short_amount_minor,
         coins_remaining: plan.remaining,
         amount_refunded_minor,
         balance,
-        pending_balance: account.pending,
+        pending_balance: plan.entry.pending_after,
     };
-    tx.finish(company, request_id, plan.entry.coins.abs(), &receipt.to_stored()).await?;
+    tx.finish(company, request_id, moved.abs(), &receipt.to_stored()).await?;
     let expired = Expired { lots: before.lots + after.lots, coins: before.coins + after.coins };
     Ok(Applied { receipt, replayed: false, expired })
+}
+
+/// An early activation of a held allocation, exactly-once on its own request id. Anything due is
+/// activated and expired first, so an allocation whose hold has ended answers `alreadyActive`.
+pub(crate) async fn activate<T: LedgerTx>(tx: &mut T, cmd: &ActivateCmd) -> StoreResult<Applied<ActivateReceipt>> {
+    let (company, request_id) = (&cmd.company, &cmd.request_id);
+    if let Some(prev) = tx.request(company, request_id).await? {
+        activate::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let name = match &cmd.target {
+        Target::Request(id) => id.clone(),
+        Target::Order { event, order } => {
+            tx.order_allocation(company, event, order).await?.ok_or_else(|| Refusal::OrderNotFound { event: event.clone(), order: order.clone() })?
+        }
+    };
+    let named = tx.request(company, &name).await?;
+    let named = activate::check_allocation(named.as_ref(), &name)?.clone();
+    let target = named.alias_of.clone().unwrap_or_else(|| name.clone());
+    let user = &named.user;
+    let fingerprint = cmd.fingerprint();
+    let claim = Claim { kind: RequestKind::Activate, user, event: None, coins: 0, fingerprint: &fingerprint, original: Some(&target), record: None };
+    if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
+        let prev = request_after_lost_claim(tx, company, request_id).await?;
+        activate::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let account = rules::account_in(tx.account(user).await?, company, user)?;
+    let due = bring_due(tx, company, user, &account, cmd.now_ms).await?;
+    let row = tx.allocation(company, &target).await?.ok_or_else(|| StoreError::Corrupt(format!("allocation {target} has no record")))?;
+    let record = row.clone().into_record(company, Vec::new())?;
+    let a = row.into_allocation()?;
+    let (mut balance, mut pending, mut coins) = (due.balance, due.pending, 0);
+    let (mut activated_at, mut expires_at) = (record.activated_at_ms, record.expires_at_ms);
+    if allocation::activate(&a)? == Activation::Activate {
+        let entry = tx.original_entry(company, &target, RequestKind::Allocate).await?;
+        let held = tx.held_lot(entry.entry_id).await?.ok_or_else(|| StoreError::Corrupt(format!("held allocation {target} has no held lot")))?;
+        let plan = allocation::plan_activations(balance, pending, vec![held], ActivateAt::Early { now_ms: cmd.now_ms, by: request_id });
+        write_activations(tx, company, user, &plan, cmd.now_ms).await?;
+        (balance, pending, coins) = (plan.balance, plan.pending, plan.coins);
+        if let Some(done) = plan.activations.first() {
+            (activated_at, expires_at) = (Some(done.activated_at), done.expires_at);
+        }
+    }
+    let receipt = ActivateReceipt {
+        request_id: request_id.clone(),
+        original_request_id: name,
+        already_active: coins == 0,
+        coins,
+        activated_at,
+        expires_at,
+        balance,
+        pending_balance: pending,
+    };
+    tx.finish(company, request_id, coins, &receipt.to_stored()).await?;
+    Ok(Applied { receipt, replayed: false, expired: due.expired })
 }

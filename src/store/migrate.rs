@@ -43,6 +43,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 8, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/postgres/0008_webhook_attempts_by_message.sql") },
     Migration { version: 9, name: "commerce", sql: include_str!("../../migrations/postgres/0009_commerce.sql") },
     Migration { version: 10, name: "partial_returns", sql: include_str!("../../migrations/postgres/0010_partial_returns.sql") },
+    Migration { version: 11, name: "allocate_set_pending", sql: include_str!("../../migrations/postgres/0011_allocate_set_pending.sql") },
 ];
 
 impl Migration {
@@ -146,6 +147,7 @@ mod tests {
         (8, "28b7da00faacfd166f36066d21d03b181ac40a83945d5007e85ace07f84c3729"),
         (9, "30fa506f947249224f1b6f03bfb68f95b4c2b0e943bae0431439cbc26206f053"),
         (10, "fdb829f71ba6f21ea6659bbd508198fb05bac4c699e91faeff42c17d0beb0049"),
+        (11, "73e4330a85f61cd3973c46608c6ee3794890b03ee4ed8f438738862e3cefb34d"),
     ];
 
     #[test]

@@ -94,8 +94,10 @@ pub trait LedgerStore: Send + Sync {
     async fn allocate(&self, cmds: Vec<AllocateCmd>) -> Vec<StoreResult<AllocateOk>>;
     /// Debits unexpired lots, soonest expiry first; exactly-once on (company, requestId).
     async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>>;
-    /// Undoes an allocation or a redemption once; exactly-once on (company, requestId).
+    /// Returns an allocation or a redemption, whole or in part; exactly-once on (company, requestId).
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>>;
+    /// Makes a held allocation spendable now; exactly-once on (company, requestId).
+    async fn activate(&self, cmd: crate::domain::activate::ActivateCmd) -> StoreResult<Applied<crate::domain::activate::ActivateReceipt>>;
     /// Writes the `EXPIRE` entries of this user's lots past expiry (if any), so that the history
     /// read next agrees with the balance.
     async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired>;

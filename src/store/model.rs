@@ -85,33 +85,56 @@ pub struct UserBalance {
 /// Days ahead that `expiringSoon` looks.
 pub const EXPIRING_SOON_DAYS: i64 = 30;
 
-/// The user summary. Built from the stored account and the coins of lots already past
-/// expiry that no `EXPIRE` entry has written off yet (`unswept`): reads never count those.
+/// The user summary. Built from the stored account and what is due but not yet written
+/// ([`Unwritten`]): reads never wait for the sweeper, so those count as written already.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
     pub user: UserId,
     pub company: CompanyId,
     pub balance: i64,
+    /// Coins held: credited, not spendable until they activate.
+    pub pending_balance: i64,
     pub lifetime_earned: i64,
     pub lifetime_redeemed: i64,
     pub lifetime_expired: i64,
     /// `(coins, expires_at_ms)` of lots expiring within [`EXPIRING_SOON_DAYS`], soonest first.
     pub expiring_soon: Vec<(i64, i64)>,
+    /// `(allocation, coins, activates_at_ms)` of held credits, soonest first, at most 100.
+    pub pending: Vec<(RequestId, i64, i64)>,
+}
+
+/// The account's `pendingBalance` and the coins due but not yet written: held lots whose hold
+/// has ended (`activated`) and lots past expiry (`expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unwritten {
+    pub expired: i64,
+    pub held: i64,
+    pub activated: i64,
+}
+
+/// The lists a summary shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SummaryLists {
+    pub expiring_soon: Vec<(i64, i64)>,
+    pub pending: Vec<(RequestId, i64, i64)>,
 }
 
 impl UserSummary {
-    /// `stored` is the account's `[balance, earned, redeemed, expired]`; the `unswept` coins of
-    /// lots past expiry count as expired already, so the summary agrees with the balance.
-    pub fn from_stored(user: UserId, company: CompanyId, stored: [i64; 4], unswept: i64, expiring_soon: Vec<(i64, i64)>) -> Self {
+    /// `stored` is the account's `[balance, earned, redeemed, expired]`. Held coins whose hold
+    /// has ended count as earned and spendable; coins of lots past expiry as expired already.
+    pub fn from_stored(user: UserId, company: CompanyId, stored: [i64; 4], unwritten: Unwritten, lists: SummaryLists) -> Self {
         let [balance, earned, redeemed, expired] = stored;
+        let Unwritten { expired: unswept, held, activated } = unwritten;
         Self {
             user,
             company,
-            balance: balance - unswept,
-            lifetime_earned: earned,
+            balance: balance + activated - unswept,
+            pending_balance: held - activated,
+            lifetime_earned: earned + activated,
             lifetime_redeemed: redeemed,
             lifetime_expired: expired + unswept,
-            expiring_soon,
+            expiring_soon: lists.expiring_soon,
+            pending: lists.pending,
         }
     }
 }
@@ -315,6 +338,48 @@ impl StoredReceipt for ReverseReceipt {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredActivateReceipt {
+    request_id: String,
+    original_request_id: String,
+    already_active: bool,
+    coins: i64,
+    activated_at: Option<i64>,
+    expires_at: Option<i64>,
+    balance: i64,
+    pending_balance: i64,
+}
+
+impl StoredReceipt for crate::domain::activate::ActivateReceipt {
+    fn to_stored(&self) -> String {
+        to_json(&StoredActivateReceipt {
+            request_id: self.request_id.to_string(),
+            original_request_id: self.original_request_id.to_string(),
+            already_active: self.already_active,
+            coins: self.coins,
+            activated_at: self.activated_at,
+            expires_at: self.expires_at,
+            balance: self.balance,
+            pending_balance: self.pending_balance,
+        })
+    }
+
+    fn from_stored(text: Option<&str>) -> StoreResult<Self> {
+        let r: StoredActivateReceipt = from_json(text)?;
+        Ok(Self {
+            request_id: stored_id(r.request_id),
+            original_request_id: stored_id(r.original_request_id),
+            already_active: r.already_active,
+            coins: r.coins,
+            activated_at: r.activated_at,
+            expires_at: r.expires_at,
+            balance: r.balance,
+            pending_balance: r.pending_balance,
+        })
+    }
+}
+
 /// Companies are stored space-separated: ids cannot contain spaces.
 pub(crate) fn join_companies(companies: &[CompanyId]) -> String {
     companies.iter().map(CompanyId::as_str).collect::<Vec<_>>().join(" ")
@@ -340,6 +405,7 @@ pub(crate) fn audit_json(values: &crate::domain::config::ConfigValues) -> String
         "minAmountMinor": values.earning.min_amount_minor,
         "maxCoinsPerAllocation": values.earning.max_coins_per_allocation,
         "rounding": values.earning.rounding.as_str(),
+        "pendingDays": values.earning.pending_days,
     })
     .to_string()
 }
@@ -467,7 +533,6 @@ impl RecordRow {
             amount_minor: self.amount_minor,
             amount_refunded_minor: self.amount_refunded_minor.unwrap_or(0),
             calculation,
-            validity_days: None,
             activates_at: self.activates_at,
         })
     }

@@ -12,9 +12,19 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
     (
         "SELECT u.company_id || '/' || u.user_id || ': balance ' || CAST(u.balance AS TEXT) || ', lots hold ' \
          || CAST(COALESCE(l.total, 0) AS TEXT) FROM users u LEFT JOIN \
-         (SELECT company_id, user_id, SUM(remaining) AS total FROM lots GROUP BY company_id, user_id) l \
+         (SELECT company_id, user_id, SUM(remaining) AS total FROM lots WHERE pending_until IS NULL GROUP BY company_id, user_id) l \
          ON l.company_id = u.company_id AND l.user_id = u.user_id WHERE u.balance <> COALESCE(l.total, 0)",
         "balance differs from the coins left in lots",
+    ),
+    (
+        "SELECT u.company_id || '/' || u.user_id || ': pending ' || CAST(u.pending_balance AS TEXT) || ', entries move ' \
+         || CAST(COALESCE(e.total, 0) AS TEXT) || ', held lots hold ' || CAST(COALESCE(l.total, 0) AS TEXT) FROM users u \
+         LEFT JOIN (SELECT company_id, user_id, SUM(pending_coins) AS total FROM ledger_entries GROUP BY company_id, user_id) e \
+         ON e.company_id = u.company_id AND e.user_id = u.user_id \
+         LEFT JOIN (SELECT company_id, user_id, SUM(remaining) AS total FROM lots WHERE pending_until IS NOT NULL GROUP BY company_id, user_id) l \
+         ON l.company_id = u.company_id AND l.user_id = u.user_id \
+         WHERE u.pending_balance <> COALESCE(e.total, 0) OR u.pending_balance <> COALESCE(l.total, 0) OR u.pending_balance < 0",
+        "pending balance differs from its entries or its held lots",
     ),
     (
         "SELECT e.company_id || '/' || e.user_id || ': entry ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e \
@@ -29,10 +39,18 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "balanceAfter breaks the running sum",
     ),
     (
+        "SELECT company_id || '/' || user_id || ': entry ' || CAST(entry_id AS TEXT) || ' says ' || CAST(pending_after AS TEXT) \
+         || ' pending, running sum is ' || CAST(prev + pending_coins AS TEXT) FROM (SELECT entry_id, company_id, user_id, pending_coins, \
+         pending_after, LAG(pending_after, 1, 0) OVER (PARTITION BY company_id, user_id ORDER BY entry_id) AS prev FROM ledger_entries) chain \
+         WHERE pending_after <> prev + pending_coins",
+        "pendingAfter breaks the running sum",
+    ),
+    (
         "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
-         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind) \
-         <> CASE WHEN r.alias_of IS NOT NULL OR r.state = 'ZERO' THEN 0 ELSE 1 END",
-        "request without exactly one ledger entry (none for an alias or an allocation that earned nothing)",
+         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id \
+         AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL'))) \
+         NOT IN (CASE WHEN r.alias_of IS NOT NULL OR r.state = 'ZERO' THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)",
+        "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)",
     ),
     (
         "SELECT CAST(l.lot_id AS TEXT) || ' holds ' || CAST(l.remaining AS TEXT) || ' of ' || CAST(l.coins AS TEXT) \
@@ -45,7 +63,7 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "SELECT CAST(e.entry_id AS TEXT) || ' (' || e.type || ') moves ' || CAST(e.coins AS TEXT) || ', its lot moves sum to ' \
          || CAST(COALESCE(m.total, 0) AS TEXT) FROM ledger_entries e LEFT JOIN \
          (SELECT entry_id, SUM(coins) AS total FROM lot_moves GROUP BY entry_id) m ON m.entry_id = e.entry_id \
-         WHERE e.type <> 'ALLOCATE' AND e.coins <> COALESCE(m.total, 0)",
+         WHERE e.type <> 'ALLOCATE' AND e.coins + e.pending_coins <> COALESCE(m.total, 0)",
         "debit or restore differs from the lots it touched",
     ),
     (
@@ -68,9 +86,9 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "daily roll-up differs from the ledger",
     ),
     (
-        "SELECT r.company_id || '/' || r.request_id || ': record says ' || CAST(r.coins AS TEXT) || ', entry ' || CAST(e.coins AS TEXT) \
+        "SELECT r.company_id || '/' || r.request_id || ': record says ' || CAST(r.coins AS TEXT) || ', entry ' || CAST(e.coins + e.pending_coins AS TEXT) \
          FROM requests r JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = 'ALLOCATE' \
-         WHERE r.kind = 'ALLOCATE' AND r.coins <> e.coins",
+         WHERE r.kind = 'ALLOCATE' AND r.coins <> e.coins + e.pending_coins",
         "allocation record differs from its entry",
     ),
     (
@@ -97,6 +115,11 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
              OR (r.state IN ('REVERSED', 'CANCELED') AND r.coins_canceled + r.coins_reversed + r.coins_waived < r.coins) \
              OR (COALESCE(r.state, 'ACTIVE') IN ('ACTIVE', 'PENDING') AND r.coins_canceled + r.coins_reversed + r.coins_waived >= r.coins)))",
         "return counters or state disagree with the returns",
+    ),
+    (
+        "SELECT company_id || '/' || original_request_id || ': ' || CAST(COUNT(*) AS TEXT) || ' activations' FROM ledger_entries \
+         WHERE type = 'ACTIVATE' GROUP BY company_id, original_request_id HAVING COUNT(*) > 1",
+        "an allocation activated more than once",
     ),
     (
         "SELECT a.company_id || '/' || a.request_id || ' names ' || a.alias_of FROM requests a WHERE a.alias_of IS NOT NULL AND NOT EXISTS \

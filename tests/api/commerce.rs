@@ -33,7 +33,7 @@ both_backends! {
             floor,
             json!({"coinConfigId": floor["coinConfigId"], "configuration":"CUSTOM","companyId":"SHOP","event":"BUY","amount":null,
                    "validityDays":null,"maxPerUserPerDay":null,"maxPerUser":null,"active":true,
-                   "amountType":"PERCENT","rateBps":200,"minAmountMinor":null,"maxCoinsPerAllocation":null,"rounding":"FLOOR"})
+                   "amountType":"PERCENT","rateBps":200,"minAmountMinor":null,"maxCoinsPerAllocation":null,"rounding":"FLOOR","pendingDays":null})
         );
         percent_config(app, "BUY_HALF_UP", json!({"rounding":"HALF_UP"})).await;
         let res = buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P1","userId":"ASHA","amountMinor":49999,"currency":"INR"})).await;

@@ -108,6 +108,14 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             ],
         },
         Row {
+            method: "post",
+            path: "/api/v0/coins/activate",
+            tries: vec![
+                ("/api/v0/coins/activate".into(), Some(json!({"companyId":"B","requestId":"B-V9","originalRequestId":"B-A1"})), Refused(403, "FORBIDDEN")),
+                ("/api/v0/coins/activate".into(), Some(json!({"companyId":"A","requestId":"A-V9","originalRequestId":"B-A1"})), Refused(404, "NOT_FOUND")),
+            ],
+        },
+        Row {
             method: "get",
             path: "/api/v0/coins/allocations/{requestId}",
             tries: vec![

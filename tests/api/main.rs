@@ -19,6 +19,7 @@ mod failover;
 mod faults;
 mod fuzz;
 mod hardening;
+mod holds;
 mod http_property;
 mod isolation;
 mod lifecycle;

@@ -96,8 +96,29 @@ verify_check! {
          SELECT 'C', MAX(created_at) / 86400000, '', 'ALLOCATE', 0, 5, 5, 2 FROM ledger_entries",
     ];
     // A claimed request id whose entry was never written.
-    a_request_without_its_entry: "request without exactly one ledger entry (none for an alias or an allocation that earned nothing)", [
+    a_request_without_its_entry: "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)", [
         "INSERT INTO requests (company_id, request_id, kind, user_id, coins, fingerprint, created_at) VALUES ('C', 'LOST', 'REDEEM', 'U1', 0, '', 0)",
+    ];
+    // A held coin no entry ever moved and no held lot holds.
+    a_pending_balance_that_differs_from_its_entries_and_lots: "pending balance differs from its entries or its held lots", [
+        "UPDATE users SET pending_balance = 1 WHERE user_id = 'U1'",
+    ];
+    // An entry that moves no held coins yet says 5 are held after it.
+    a_broken_running_pending_balance: "pendingAfter breaks the running sum", [
+        "INSERT INTO users (company_id, user_id, balance, created_at) VALUES ('C', 'HELD', 0, 0)",
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, pending_coins, pending_after, created_at) \
+         SELECT 'C', 'HELD', 'EXPIRE', 0, 0, 0, 5, MAX(created_at) FROM ledger_entries",
+        "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
+         SELECT 'C', MAX(created_at) / 86400000, '', 'EXPIRE', 0, 0, 0, 1 FROM ledger_entries",
+    ];
+    // Two activations of R1 that move nothing (so every sum holds).
+    an_allocation_activated_twice: "an allocation activated more than once", [
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, original_request_id, created_at) \
+         SELECT 'C', 'U1', 'ACTIVATE', 0, (SELECT balance FROM users WHERE user_id = 'U1'), 'R1', MAX(created_at) FROM ledger_entries",
+        "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, original_request_id, created_at) \
+         SELECT 'C', 'U1', 'ACTIVATE', 0, (SELECT balance FROM users WHERE user_id = 'U1'), 'R1', MAX(created_at) FROM ledger_entries",
+        "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
+         SELECT 'C', MAX(created_at) / 86400000, '', 'ACTIVATE', 0, 0, 0, 2 FROM ledger_entries",
     ];
     // The lot says it was credited more than its entry gave; its remainder no longer follows.
     a_lot_whose_remainder_does_not_follow_its_moves: "lot remainder differs from its credit and moves", [

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::{FromField, FromJsonObject, FromQuery, Nullable, int_schema, query_id, whole_number};
+use crate::clock::rfc3339;
+use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::allocate::Purchase;
 use crate::domain::allocation::{OnShortfall, ReturnAsk};
 use crate::domain::earn;
@@ -278,14 +280,7 @@ request_body! {
 impl ReverseRequest {
     /// The return asked for, once the fields that exclude each other are checked.
     pub fn command(self, now_ms: i64) -> Result<ReverseCmd, String> {
-        let target = match (self.original_request_id, self.order_id, self.event) {
-            (Some(original), None, None) => Target::Request(original),
-            (None, Some(order), Some(event)) => Target::Order { event, order },
-            (Some(_), _, _) => return Err("give originalRequestId, or orderId and event, not both".into()),
-            (None, Some(_), None) => return Err("orderId needs event: an order is named per event".into()),
-            (None, None, Some(_)) => return Err("event needs orderId, or give originalRequestId".into()),
-            (None, None, None) => return Err("originalRequestId is required (or orderId and event)".into()),
-        };
+        let target = target_of(self.original_request_id, self.order_id, self.event)?;
         let ask = match (self.coins, self.amount_minor) {
             (None, None) => ReturnAsk::Whole,
             (Some(coins), None) => ReturnAsk::Coins(coins.get()),
@@ -359,6 +354,73 @@ impl From<ReverseReceipt> for ReverseView {
             short_amount_minor: r.short_amount_minor,
             coins_remaining: r.coins_remaining,
             amount_refunded_minor: r.amount_refunded_minor,
+            balance: r.balance,
+            pending_balance: r.pending_balance,
+        }
+    }
+}
+
+request_body! {
+    /// `POST /api/v0/coins/activate`: the held allocation by `originalRequestId` (or an alias), or
+    /// by `orderId` and `event`.
+    pub struct ActivateRequest {
+        "companyId" => pub company_id: CompanyId,
+        "requestId" => pub request_id: RequestId,
+        #[schema(value_type = RequestId, required = false)]
+        "originalRequestId" => pub original_request_id: Option<RequestId>,
+        #[schema(value_type = OrderId, required = false)]
+        "orderId" => pub order_id: Option<OrderId>,
+        #[schema(value_type = EventName, required = false)]
+        "event" => pub event: Option<EventName>,
+    }
+}
+
+/// The allocation a request names: `originalRequestId`, or `orderId` with `event`, never both.
+fn target_of(original: Option<RequestId>, order: Option<OrderId>, event: Option<EventName>) -> Result<Target, String> {
+    match (original, order, event) {
+        (Some(original), None, None) => Ok(Target::Request(original)),
+        (None, Some(order), Some(event)) => Ok(Target::Order { event, order }),
+        (Some(_), _, _) => Err("give originalRequestId, or orderId and event, not both".into()),
+        (None, Some(_), None) => Err("orderId needs event: an order is named per event".into()),
+        (None, None, Some(_)) => Err("event needs orderId, or give originalRequestId".into()),
+        (None, None, None) => Err("originalRequestId is required (or orderId and event)".into()),
+    }
+}
+
+impl ActivateRequest {
+    pub fn command(self, now_ms: i64) -> Result<ActivateCmd, String> {
+        let target = target_of(self.original_request_id, self.order_id, self.event)?;
+        Ok(ActivateCmd { company: self.company_id, request_id: self.request_id, target, now_ms })
+    }
+}
+
+/// An activation's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivateView {
+    pub request_id: RequestId,
+    pub original_request_id: RequestId,
+    /// `true`: it was spendable already (nothing was written).
+    pub already_active: bool,
+    /// Coins this request made spendable (0 when already active).
+    pub coins: i64,
+    /// RFC 3339 UTC; `null` for an allocation that earned nothing.
+    pub activated_at: Option<String>,
+    /// When its coins expire (the clock starts at activation); `null`: never.
+    pub expires_at: Option<String>,
+    pub balance: i64,
+    pub pending_balance: i64,
+}
+
+impl From<ActivateReceipt> for ActivateView {
+    fn from(r: ActivateReceipt) -> Self {
+        Self {
+            request_id: r.request_id,
+            original_request_id: r.original_request_id,
+            already_active: r.already_active,
+            coins: r.coins,
+            activated_at: r.activated_at.map(rfc3339),
+            expires_at: r.expires_at.map(rfc3339),
             balance: r.balance,
             pending_balance: r.pending_balance,
         }

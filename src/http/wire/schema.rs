@@ -115,6 +115,11 @@ schema_of!(
     int_schema(1, crate::domain::earn::AMOUNT_MINOR_MAX, true, "The smallest purchase value (minor units) that earns anything; null: no minimum")
 );
 schema_of!(
+    super::configs::PendingDays,
+    "PendingDays",
+    int_schema(1, crate::domain::allocation::PENDING_DAYS_MAX, true, "Days earned coins are held before they can be spent; null: spendable at once")
+);
+schema_of!(
     super::configs::MaxCoinsPerAllocation,
     "MaxCoinsPerAllocation",
     int_schema(1, AMOUNT_MAX, true, "The most coins one allocation earns; null: no cap")

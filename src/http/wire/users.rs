@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{FromQuery, query_id};
 use crate::clock::rfc3339;
-use crate::domain::{CompanyId, UserId};
+use crate::domain::{CompanyId, RequestId, UserId};
 use crate::store::{LedgerEntry, UserSummary};
 
 /// History page sizes.
@@ -34,6 +34,19 @@ pub struct UserView {
     pub lifetime_expired: i64,
     /// Lots expiring within 30 days, soonest first.
     pub expiring_soon: Vec<ExpiringView>,
+    /// Coins held: credited, not spendable until they activate (not in `balance`).
+    pub pending_balance: i64,
+    /// The held credits, soonest activation first (at most 100).
+    pub pending: Vec<PendingView>,
+}
+
+/// A held credit: the allocation, its coins and when they become spendable.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingView {
+    pub request_id: RequestId,
+    pub coins: i64,
+    pub activates_at: String,
 }
 
 impl From<UserSummary> for UserView {
@@ -46,6 +59,8 @@ impl From<UserSummary> for UserView {
             lifetime_redeemed: s.lifetime_redeemed,
             lifetime_expired: s.lifetime_expired,
             expiring_soon: s.expiring_soon.into_iter().map(|(coins, at)| ExpiringView { coins, expires_at: rfc3339(at) }).collect(),
+            pending_balance: s.pending_balance,
+            pending: s.pending.into_iter().map(|(request_id, coins, at)| PendingView { request_id, coins, activates_at: rfc3339(at) }).collect(),
         }
     }
 }
@@ -86,7 +101,7 @@ impl FromQuery for TransactionsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct EntryView {
     pub entry_id: i64,
-    /// `ALLOCATE`, `REDEEM`, `REVERSE` or `EXPIRE`.
+    /// `ALLOCATE`, `ACTIVATE`, `CANCEL`, `REDEEM`, `REVERSE` or `EXPIRE`.
     #[serde(rename = "type")]
     #[schema(example = "ALLOCATE")]
     pub kind: String,

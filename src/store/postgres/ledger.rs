@@ -18,11 +18,12 @@ use super::configs::{coin_value_in, resolve_batch};
 use super::listen::Caches;
 use super::reports::{order_holder, record_row};
 use super::{Core, PgStore, PgTx};
+use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase};
-use crate::domain::allocation::{AllocationState, OrderHolder};
+use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
 use crate::domain::earn::ZeroReason;
 use crate::domain::expire::DueLot;
-use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::refusal::Cap;
@@ -34,6 +35,22 @@ use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, LedgerTx, Returned};
 use crate::store::model::RecordRow;
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
+
+/// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
+const HELD_SQL: &str = "SELECT l.lot_id, e.request_id, l.remaining, l.pending_until, l.expires_at, e.event, e.coin_config_id \
+     FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id";
+
+fn held_from_row(r: &Row) -> HeldLot {
+    HeldLot {
+        lot_id: r.get(0),
+        request_id: RequestId::from_trusted(r.get(1)),
+        remaining: r.get(2),
+        pending_until: r.get(3),
+        expires_at: r.get(4),
+        event: r.get(5),
+        coin_config_id: r.get(6),
+    }
+}
 
 impl LedgerTx for PgTx<'_> {
     async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>> {
@@ -93,8 +110,8 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
-                 zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING",
+                 zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at, \
+                 activates_at) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT DO NOTHING",
             )
             .await?;
         let n = self
@@ -120,6 +137,7 @@ impl LedgerTx for PgTx<'_> {
                     &r.calculation,
                     &r.activated_at,
                     &r.expires_at,
+                    &r.activates_at,
                 ],
             )
             .await?;
@@ -219,7 +237,7 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "SELECT l.lot_id, l.remaining, l.expires_at, e.event, e.coin_config_id FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id \
-                 WHERE l.company_id = $1 AND l.user_id = $2 AND l.remaining > 0 AND l.expires_at <= $3",
+                 WHERE l.company_id = $1 AND l.user_id = $2 AND l.remaining > 0 AND l.expires_at <= $3 AND l.pending_until IS NULL",
             )
             .await?;
         Ok(self
@@ -236,7 +254,7 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "SELECT lot_id, remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
-                 AND (expires_at IS NULL OR expires_at > $3)",
+                 AND (expires_at IS NULL OR expires_at > $3) AND pending_until IS NULL",
             )
             .await?;
         Ok(self
@@ -303,6 +321,41 @@ impl LedgerTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn due_held(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<HeldLot>> {
+        let stmt =
+            self.0.prepare_cached(&format!("{HELD_SQL} WHERE l.company_id = $1 AND l.user_id = $2 AND l.remaining > 0 AND l.pending_until <= $3")).await?;
+        Ok(self.0.query(&stmt, &[&company.as_str(), &user.as_str(), &now_ms]).await?.iter().map(held_from_row).collect())
+    }
+
+    async fn held_lot(&mut self, entry_id: i64) -> StoreResult<Option<HeldLot>> {
+        let stmt = self.0.prepare_cached(&format!("{HELD_SQL} WHERE l.entry_id = $1 AND l.pending_until IS NOT NULL")).await?;
+        Ok(self.0.query_opt(&stmt, &[&entry_id]).await?.as_ref().map(held_from_row))
+    }
+
+    async fn activate_lot(&mut self, lot_id: i64, expires_at: Option<i64>) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("UPDATE lots SET pending_until = NULL, expires_at = $2 WHERE lot_id = $1").await?;
+        self.0.execute(&stmt, &[&lot_id, &expires_at]).await?;
+        Ok(())
+    }
+
+    async fn record_activation(&mut self, company: &CompanyId, request_id: &RequestId, activated_at: i64, expires_at: Option<i64>) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "UPDATE requests SET state = CASE WHEN state = 'PENDING' THEN 'ACTIVE' ELSE state END, activated_at = $3, expires_at = $4 \
+                 WHERE company_id = $1 AND request_id = $2",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &request_id.as_str(), &activated_at, &expires_at]).await?;
+        Ok(())
+    }
+
+    async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("UPDATE users SET pending_balance = $3 WHERE company_id = $1 AND user_id = $2").await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &pending]).await?;
+        Ok(())
+    }
+
     async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
         let stmt = self
             .0
@@ -318,7 +371,8 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
-                 order_id, amount_minor, original_request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING entry_id",
+                 order_id, amount_minor, original_request_id, pending_coins, pending_after, effective_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING entry_id",
             )
             .await?;
         let request_id = e.request_id.as_ref().map(RequestId::as_str);
@@ -340,14 +394,16 @@ impl LedgerTx for PgTx<'_> {
                     &e.order_id,
                     &e.amount_minor,
                     &e.original_request_id.as_ref().map(RequestId::as_str),
+                    &e.pending_coins,
+                    &e.pending_after,
+                    &e.effective_at,
                 ],
             )
             .await?;
         Ok(row.get(0))
     }
 
-    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()> {
-        let event = EventType::of_entry(kind);
+    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, event: EventType, now_ms: i64) -> StoreResult<()> {
         let stmt = self
             .0
             .prepare_cached(
@@ -377,9 +433,11 @@ impl LedgerTx for PgTx<'_> {
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
         let stmt = self
             .0
-            .prepare_cached("INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)")
+            .prepare_cached(
+                "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at, pending_until) VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+            )
             .await?;
-        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &entry_id, &lot.coins, &lot.expires_at, &now_ms]).await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &entry_id, &lot.coins, &lot.expires_at, &now_ms, &lot.pending_until]).await?;
         Ok(())
     }
 
@@ -454,7 +512,7 @@ impl Core {
 fn set_based(cmd: &AllocateCmd, config: Option<&CoinConfig>) -> bool {
     match config {
         None => cmd.purchase == Purchase::default(),
-        Some(c) => c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &terms)),
+        Some(c) => c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &c.values, &terms)),
     }
 }
 
@@ -637,6 +695,19 @@ impl LedgerStore for PgStore {
         outcome
     }
 
+    async fn activate(&self, cmd: ActivateCmd) -> StoreResult<Applied<ActivateReceipt>> {
+        let outcome = self
+            .core
+            .transact(move |tx| {
+                let cmd = cmd.clone();
+                Box::pin(async move { ledger::activate(&mut PgTx(tx), &cmd).await })
+            })
+            .await;
+        // Like reversals, activations name the allocation, not its user: drop every cached balance.
+        self.core.all_balances_changed();
+        outcome
+    }
+
     async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
         // Most reads find nothing due: look first, so they do not open a writing transaction.
         let due = self
@@ -645,7 +716,7 @@ impl LedgerStore for PgStore {
             .await?
             .query_opt(
                 "SELECT 1 FROM users u JOIN lots l ON l.company_id = u.company_id AND l.user_id = u.user_id \
-                 WHERE u.user_id = $1 AND l.remaining > 0 AND l.expires_at <= $2 LIMIT 1",
+                 WHERE u.user_id = $1 AND l.remaining > 0 AND (l.expires_at <= $2 OR l.pending_until <= $2) LIMIT 1",
                 &[&user.as_str(), &now_ms],
             )
             .await?;
@@ -660,7 +731,13 @@ impl LedgerStore for PgStore {
             .core
             .client()
             .await?
-            .query(&format!("SELECT DISTINCT user_id FROM lots WHERE remaining > 0 AND expires_at <= $1 LIMIT {SWEEP_USERS_MAX}"), &[&now_ms])
+            .query(
+                &format!(
+                    "SELECT user_id FROM lots WHERE remaining > 0 AND expires_at <= $1 \
+                     UNION SELECT user_id FROM lots WHERE remaining > 0 AND pending_until <= $1 LIMIT {SWEEP_USERS_MAX}"
+                ),
+                &[&now_ms],
+            )
             .await?;
         let mut report = SweepReport::default();
         for row in rows {

@@ -11,26 +11,39 @@ use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
-    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance,
-    UserSummary, VerifyReport,
+    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, SummaryLists,
+    Unwritten, UserBalance, UserSummary, VerifyReport,
 };
 
-/// The visible balance (stored balance less lots past expiry not yet written off) and when it
-/// will next drop by itself (the soonest unexpired lot expiry).
+/// The visible balance — the stored balance, plus held lots whose hold has ended and less lots
+/// past expiry, neither written yet — and when it will next change by itself (the soonest lot
+/// expiry or end of a hold).
 const BALANCE_SQL: &str = "SELECT u.company_id, \
-     u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+     u.balance + COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.pending_until <= $2), 0)::BIGINT \
+               - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
                            AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT, \
-     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
-                           AND l.remaining > 0 AND l.expires_at > $2) \
+     (SELECT MIN(t.at) FROM (SELECT l.expires_at AS at FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                                AND l.remaining > 0 AND l.expires_at > $2 \
+                             UNION ALL SELECT l.pending_until FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                                AND l.remaining > 0 AND l.pending_until > $2) t) \
      FROM users u WHERE u.user_id = $1";
 
-/// The stored account with the coins of its lots past expiry not yet written off.
+/// The stored account, with the coins of held lots whose hold has ended and of lots past expiry
+/// that no entry has written yet.
 const SUMMARY_SQL: &str = "SELECT u.company_id, u.balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
      COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
-               AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT FROM users u WHERE u.user_id = $1";
+               AND l.remaining > 0 AND l.expires_at <= $2), 0)::BIGINT, u.pending_balance, \
+     COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+               AND l.remaining > 0 AND l.pending_until <= $2), 0)::BIGINT FROM users u WHERE u.user_id = $1";
 
 const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company_id = $1 AND user_id = $2 AND remaining > 0 \
-     AND expires_at > $3 AND expires_at <= $4 ORDER BY expires_at, lot_id";
+     AND expires_at > $3 AND expires_at <= $4 AND (pending_until IS NULL OR pending_until <= $3) ORDER BY expires_at, lot_id";
+
+/// Held lots still held, soonest activation first, with the allocation that opened each.
+const PENDING_LIST_SQL: &str = "SELECT e.request_id, l.remaining, l.pending_until FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id \
+     WHERE l.company_id = $1 AND l.user_id = $2 AND l.remaining > 0 AND l.pending_until > $3 \
+     ORDER BY l.pending_until, l.lot_id LIMIT 100";
 
 const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
      e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id \
@@ -77,9 +90,14 @@ impl ReportStore for PgStore {
         let Some(r) = client.query_opt(SUMMARY_SQL, &[&user.as_str(), &now_ms]).await? else { return Ok(None) };
         let company: String = r.get(0);
         let soon = client.query(EXPIRING_SQL, &[&company, &user.as_str(), &now_ms, &(now_ms + EXPIRING_SOON_DAYS * DAY_MS)]).await?;
+        let held = client.query(PENDING_LIST_SQL, &[&company, &user.as_str(), &now_ms]).await?;
         let stored = [r.get(1), r.get(2), r.get(3), r.get(4)];
-        let expiring_soon = soon.iter().map(|s| (s.get(0), s.get(1))).collect();
-        Ok(Some(UserSummary::from_stored(user.clone(), CompanyId::from_trusted(company), stored, r.get(5), expiring_soon)))
+        let unwritten = Unwritten { expired: r.get(5), held: r.get(6), activated: r.get(7) };
+        let lists = SummaryLists {
+            expiring_soon: soon.iter().map(|s| (s.get(0), s.get(1))).collect(),
+            pending: held.iter().map(|h| (RequestId::from_trusted(h.get(0)), h.get(1), h.get(2))).collect(),
+        };
+        Ok(Some(UserSummary::from_stored(user.clone(), CompanyId::from_trusted(company), stored, unwritten, lists)))
     }
 
     async fn transactions(&self, user: &UserId, before_entry_id: Option<i64>, limit: i64) -> StoreResult<Vec<LedgerEntry>> {

@@ -8,11 +8,12 @@ use super::configs::coin_value_in;
 use super::reports::{order_holder, record_row};
 use super::writer::Queued;
 use super::{SqliteStore, SqliteTx};
+use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
-use crate::domain::allocation::{AllocationState, OrderHolder};
+use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
 use crate::domain::earn::ZeroReason;
 use crate::domain::expire::DueLot;
-use crate::domain::ledger::{Account, EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
@@ -22,6 +23,22 @@ use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
 use crate::store::model::RecordRow;
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
+
+/// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
+const HELD_SQL: &str = "SELECT l.lot_id, e.request_id, l.remaining, l.pending_until, l.expires_at, e.event, e.coin_config_id \
+     FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id";
+
+fn held_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeldLot> {
+    Ok(HeldLot {
+        lot_id: r.get(0)?,
+        request_id: RequestId::from_trusted(r.get(1)?),
+        remaining: r.get(2)?,
+        pending_until: r.get(3)?,
+        expires_at: r.get(4)?,
+        event: r.get(5)?,
+        coin_config_id: r.get(6)?,
+    })
+}
 
 fn corrupt_kind(kind: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown request kind {kind}"))
@@ -81,8 +98,8 @@ impl LedgerTx for SqliteTx<'_> {
             .0
             .prepare_cached(
                 "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
-                 zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at, \
+                 activates_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?
             .execute(params![
                 company.as_str(),
@@ -102,7 +119,8 @@ impl LedgerTx for SqliteTx<'_> {
                 r.currency,
                 r.calculation,
                 r.activated_at,
-                r.expires_at
+                r.expires_at,
+                r.activates_at
             ])?
             == 1)
     }
@@ -202,7 +220,7 @@ impl LedgerTx for SqliteTx<'_> {
             .0
             .prepare_cached(
                 "SELECT l.lot_id, l.remaining, l.expires_at, e.event, e.coin_config_id FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id \
-                 WHERE l.company_id = ?1 AND l.user_id = ?2 AND l.remaining > 0 AND l.expires_at <= ?3",
+                 WHERE l.company_id = ?1 AND l.user_id = ?2 AND l.remaining > 0 AND l.expires_at <= ?3 AND l.pending_until IS NULL",
             )?
             .query_map(params![company.as_str(), user.as_str(), now_ms], |r| {
                 Ok(DueLot { lot_id: r.get(0)?, remaining: r.get(1)?, expires_at: r.get(2)?, event: r.get(3)?, coin_config_id: r.get(4)? })
@@ -215,7 +233,7 @@ impl LedgerTx for SqliteTx<'_> {
             .0
             .prepare_cached(
                 "SELECT lot_id, remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
-                 AND (expires_at IS NULL OR expires_at > ?3)",
+                 AND (expires_at IS NULL OR expires_at > ?3) AND pending_until IS NULL",
             )?
             .query_map(params![company.as_str(), user.as_str(), now_ms], |r| Ok(OpenLot { lot_id: r.get(0)?, remaining: r.get(1)?, expires_at: r.get(2)? }))?
             .collect::<Result<_, _>>()?)
@@ -278,6 +296,46 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn due_held(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<HeldLot>> {
+        Ok(self
+            .0
+            .prepare_cached(&format!("{HELD_SQL} WHERE l.company_id = ?1 AND l.user_id = ?2 AND l.remaining > 0 AND l.pending_until <= ?3"))?
+            .query_map(params![company.as_str(), user.as_str(), now_ms], held_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn held_lot(&mut self, entry_id: i64) -> StoreResult<Option<HeldLot>> {
+        Ok(self
+            .0
+            .prepare_cached(&format!("{HELD_SQL} WHERE l.entry_id = ?1 AND l.pending_until IS NOT NULL"))?
+            .query_row(params![entry_id], held_from_row)
+            .optional()?)
+    }
+
+    async fn activate_lot(&mut self, lot_id: i64, expires_at: Option<i64>) -> StoreResult<()> {
+        self.0.prepare_cached("UPDATE lots SET pending_until = NULL, expires_at = ?2 WHERE lot_id = ?1")?.execute(params![lot_id, expires_at])?;
+        Ok(())
+    }
+
+    async fn record_activation(&mut self, company: &CompanyId, request_id: &RequestId, activated_at: i64, expires_at: Option<i64>) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE requests SET state = CASE WHEN state = 'PENDING' THEN 'ACTIVE' ELSE state END, activated_at = ?3, expires_at = ?4 \
+                 WHERE company_id = ?1 AND request_id = ?2",
+            )?
+            .execute(params![company.as_str(), request_id.as_str(), activated_at, expires_at])?;
+        Ok(())
+    }
+
+    async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()> {
+        self.0.prepare_cached("UPDATE users SET pending_balance = ?3 WHERE company_id = ?1 AND user_id = ?2")?.execute(params![
+            company.as_str(),
+            user.as_str(),
+            pending
+        ])?;
+        Ok(())
+    }
+
     async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
         Ok(self
             .0
@@ -292,7 +350,8 @@ impl LedgerTx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
-                 order_id, amount_minor, original_request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 order_id, amount_minor, original_request_id, pending_coins, pending_after, effective_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?
             .execute(params![
                 company.as_str(),
@@ -307,13 +366,15 @@ impl LedgerTx for SqliteTx<'_> {
                 e.expires_at,
                 e.order_id,
                 e.amount_minor,
-                e.original_request_id.as_ref().map(RequestId::as_str)
+                e.original_request_id.as_ref().map(RequestId::as_str),
+                e.pending_coins,
+                e.pending_after,
+                e.effective_at
             ])?;
         Ok(self.0.last_insert_rowid())
     }
 
-    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, kind: EntryKind, now_ms: i64) -> StoreResult<()> {
-        let event = EventType::of_entry(kind);
+    async fn record_events(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, event: EventType, now_ms: i64) -> StoreResult<()> {
         self.0
             .prepare_cached(
                 "INSERT INTO webhook_messages (webhook_id, company_id, user_id, entry_id, event_type, state, next_attempt_at, created_at) \
@@ -337,8 +398,10 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()> {
         self.0
-            .prepare_cached("INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)")?
-            .execute(params![company.as_str(), user.as_str(), entry_id, lot.coins, lot.expires_at, now_ms])?;
+            .prepare_cached(
+                "INSERT INTO lots (company_id, user_id, entry_id, coins, remaining, expires_at, created_at, pending_until) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![company.as_str(), user.as_str(), entry_id, lot.coins, lot.expires_at, now_ms, lot.pending_until])?;
         Ok(())
     }
 
@@ -382,6 +445,10 @@ impl LedgerStore for SqliteStore {
         self.write(move |conn| run_now(ledger::reverse(&mut SqliteTx(conn), &cmd))).await
     }
 
+    async fn activate(&self, cmd: ActivateCmd) -> StoreResult<Applied<ActivateReceipt>> {
+        self.write(move |conn| run_now(ledger::activate(&mut SqliteTx(conn), &cmd))).await
+    }
+
     async fn settle_expired(&self, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
         // Most reads find nothing due: look first, so they do not queue a write.
         let u = user.clone();
@@ -390,7 +457,7 @@ impl LedgerStore for SqliteStore {
                 Ok(conn
                     .prepare_cached(
                         "SELECT EXISTS (SELECT 1 FROM lots WHERE company_id = (SELECT company_id FROM users WHERE user_id = ?1) \
-                         AND user_id = ?1 AND remaining > 0 AND expires_at <= ?2)",
+                         AND user_id = ?1 AND remaining > 0 AND (expires_at <= ?2 OR pending_until <= ?2))",
                     )?
                     .query_row(params![u.as_str(), now_ms], |r| r.get(0))?)
             })
@@ -406,7 +473,10 @@ impl LedgerStore for SqliteStore {
         let users: Vec<String> = self
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached(&format!("SELECT DISTINCT user_id FROM lots WHERE remaining > 0 AND expires_at <= ?1 LIMIT {SWEEP_USERS_MAX}"))?
+                    .prepare_cached(&format!(
+                        "SELECT user_id FROM lots WHERE remaining > 0 AND expires_at <= ?1 \
+                         UNION SELECT user_id FROM lots WHERE remaining > 0 AND pending_until <= ?1 LIMIT {SWEEP_USERS_MAX}"
+                    ))?
                     .query_map(params![now_ms], |r| r.get(0))?
                     .collect::<Result<_, _>>()?)
             })

@@ -11,26 +11,39 @@ use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
-    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, UserBalance,
-    UserSummary, VerifyReport,
+    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, SummaryLists,
+    Unwritten, UserBalance, UserSummary, VerifyReport,
 };
 
-/// The visible balance (stored balance less lots past expiry not yet written off) and when it
-/// will next drop by itself (the soonest unexpired lot expiry).
+/// The visible balance — the stored balance, plus held lots whose hold has ended and less lots
+/// past expiry, neither written yet — and when it will next change by itself (the soonest lot
+/// expiry or end of a hold).
 const BALANCE_SQL: &str = "SELECT u.company_id, \
-     u.balance - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+     u.balance + COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                           AND l.remaining > 0 AND l.pending_until <= ?2), 0) \
+               - COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
                            AND l.remaining > 0 AND l.expires_at <= ?2), 0), \
-     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
-                           AND l.remaining > 0 AND l.expires_at > ?2) \
+     (SELECT MIN(t.at) FROM (SELECT l.expires_at AS at FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                                AND l.remaining > 0 AND l.expires_at > ?2 \
+                             UNION ALL SELECT l.pending_until FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+                                AND l.remaining > 0 AND l.pending_until > ?2) t) \
      FROM users u WHERE u.user_id = ?1";
 
-/// The stored account with the coins of its lots past expiry not yet written off.
+/// The stored account, with the coins of held lots whose hold has ended and of lots past expiry
+/// that no entry has written yet.
 const SUMMARY_SQL: &str = "SELECT u.company_id, u.balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
      COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
-               AND l.remaining > 0 AND l.expires_at <= ?2), 0) FROM users u WHERE u.user_id = ?1";
+               AND l.remaining > 0 AND l.expires_at <= ?2), 0), u.pending_balance, \
+     COALESCE((SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id \
+               AND l.remaining > 0 AND l.pending_until <= ?2), 0) FROM users u WHERE u.user_id = ?1";
 
 const EXPIRING_SQL: &str = "SELECT remaining, expires_at FROM lots WHERE company_id = ?1 AND user_id = ?2 AND remaining > 0 \
-     AND expires_at > ?3 AND expires_at <= ?4 ORDER BY expires_at, lot_id";
+     AND expires_at > ?3 AND expires_at <= ?4 AND (pending_until IS NULL OR pending_until <= ?3) ORDER BY expires_at, lot_id";
+
+/// Held lots still held, soonest activation first, with the allocation that opened each.
+const PENDING_LIST_SQL: &str = "SELECT e.request_id, l.remaining, l.pending_until FROM lots l JOIN ledger_entries e ON e.entry_id = l.entry_id \
+     WHERE l.company_id = ?1 AND l.user_id = ?2 AND l.remaining > 0 AND l.pending_until > ?3 \
+     ORDER BY l.pending_until, l.lot_id LIMIT 100";
 
 /// The companies in scope: `?1` a JSON array of ids, or NULL for all.
 const IN_SCOPE: &str = "(?1 IS NULL OR company_id IN (SELECT value FROM json_each(?1)))";
@@ -76,16 +89,23 @@ impl ReportStore for SqliteStore {
     async fn user_summary(&self, user: &UserId, now_ms: i64) -> StoreResult<Option<UserSummary>> {
         let user = user.clone();
         self.read(move |conn| {
-            let row: Option<(String, i64, i64, i64, i64, i64)> = conn
+            let row: Option<(String, [i64; 4], Unwritten)> = conn
                 .prepare_cached(SUMMARY_SQL)?
-                .query_row(params![user.as_str(), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .query_row(params![user.as_str(), now_ms], |r| {
+                    Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?], Unwritten { expired: r.get(5)?, held: r.get(6)?, activated: r.get(7)? }))
+                })
                 .optional()?;
-            let Some((company, balance, earned, redeemed, expired, unswept)) = row else { return Ok(None) };
+            let Some((company, stored, unwritten)) = row else { return Ok(None) };
             let expiring_soon = conn
                 .prepare_cached(EXPIRING_SQL)?
                 .query_map(params![company, user.as_str(), now_ms, now_ms + EXPIRING_SOON_DAYS * DAY_MS], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            Ok(Some(UserSummary::from_stored(user, CompanyId::from_trusted(company), [balance, earned, redeemed, expired], unswept, expiring_soon)))
+            let pending = conn
+                .prepare_cached(PENDING_LIST_SQL)?
+                .query_map(params![company, user.as_str(), now_ms], |r| Ok((RequestId::from_trusted(r.get(0)?), r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let lists = SummaryLists { expiring_soon, pending };
+            Ok(Some(UserSummary::from_stored(user, CompanyId::from_trusted(company), stored, unwritten, lists)))
         })
         .await
     }
