@@ -1,6 +1,7 @@
 //! Crash cycles with every operation: several client workers drive single and bulk allocations,
 //! purchases earning a percentage under an order id and a till's retries of them under new request
-//! ids (which must credit nothing), replays, redemptions (by coins and by currency), reversals of both kinds and expiry sweeps
+//! ids (which must credit nothing), allocations held a day (activated by time or early by request,
+//! canceled when returned during the hold), replays, redemptions (by coins and by currency), reversals of both kinds and expiry sweeps
 //! against the real `coins serve`, which is SIGKILLed mid-load again and again and restarted on
 //! the same database with its clock two days further on (so lots expire between cycles and the
 //! sweeper, every second, is killed mid-pass too).
@@ -32,6 +33,9 @@ const DAY_SECS: i64 = 86_400;
 /// A PERCENT configuration: 10 % of the purchase value at 100 minor units a coin, so a purchase of
 /// `amountMinor` earns `amountMinor / 1000` coins (rounded down).
 const BUY_RATE_BPS: i64 = 1_000;
+/// (event, coins, pendingDays, validityDays): held a day, so most activate between cycles (the
+/// clock moves two days per cycle), by a read or the sweeper, and some early, by request.
+const HELD: (&str, i64, i64, i64) = ("HELD", 8, 1, 3);
 
 fn kills() -> usize {
     std::env::var("COINS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
@@ -76,6 +80,17 @@ enum Kind {
     TillRetry {
         rid: String,
     },
+    /// An allocation held for a day (`pendingDays`): its entry moves held coins only.
+    Held {
+        rid: String,
+        user: String,
+        coins: i64,
+    },
+    /// An early activation of a held allocation (which may have activated by itself already).
+    Activate {
+        rid: String,
+        user: String,
+    },
 }
 
 /// A definite effect: one ledger entry with this request id, type and coins.
@@ -116,6 +131,12 @@ struct Worker {
     purchases: Vec<(String, String, String, u64)>,
     /// Request ids answered as retries of a purchase: none may have a ledger entry.
     aliases: HashSet<String>,
+    /// Held allocations acknowledged: request id -> (user, coins).
+    held: HashMap<String, (String, i64)>,
+    /// Held coins canceled by returns during the hold, per user.
+    canceled: HashMap<String, i64>,
+    /// Activations answered `alreadyActive`: they wrote nothing.
+    idle: HashSet<String>,
     tally: Tally,
 }
 
@@ -131,6 +152,9 @@ impl Worker {
             unknown: Vec::new(),
             reversed: HashSet::new(),
             partly: HashSet::new(),
+            held: HashMap::new(),
+            canceled: HashMap::new(),
+            idle: HashSet::new(),
             purchases: Vec::new(),
             aliases: HashSet::new(),
             tally: Tally::default(),
@@ -157,7 +181,23 @@ impl Worker {
     /// The next request to send: mostly allocations and purchases, then redemptions, reversals,
     /// till retries and replays.
     fn plan(&mut self) -> Sent {
-        match self.next(13) {
+        match self.next(15) {
+            13 => {
+                let (rid, user) = (self.rid("H"), self.user());
+                let body = json!({"companyId":"C","event":HELD.0,"requestId":rid,"userId":user});
+                Sent { path: "/api/v0/enkash-coins/allocate-coin", body, kind: Kind::Held { rid, user, coins: HELD.1 } }
+            }
+            14 => {
+                let mut held: Vec<(String, String)> = self.held.iter().map(|(rid, (user, _))| (rid.clone(), user.clone())).collect();
+                if held.is_empty() {
+                    return self.plan();
+                }
+                held.sort();
+                let (original, user) = held[self.next(held.len() as u64) as usize].clone();
+                let rid = self.rid("V");
+                let body = json!({"companyId":"C","requestId":rid,"originalRequestId":original});
+                Sent { path: "/api/v0/coins/activate", body, kind: Kind::Activate { rid, user } }
+            }
             10 | 11 => {
                 let (rid, user) = (self.rid("P"), self.user());
                 let order = format!("W{}-O{}", self.id, self.seq);
@@ -207,7 +247,7 @@ impl Worker {
                 let candidates: Vec<(String, String)> = self
                     .effects
                     .iter()
-                    .filter(|(rid, e)| e.kind != "REVERSE" && !self.reversed.contains(*rid) && !self.aliases.contains(*rid))
+                    .filter(|(rid, e)| matches!(e.kind, "ALLOCATE" | "REDEEM") && !self.reversed.contains(*rid) && !self.aliases.contains(*rid))
                     .map(|(rid, e)| (rid.clone(), e.user.clone()))
                     .collect();
                 if candidates.is_empty() {
@@ -274,7 +314,35 @@ impl Worker {
             }
             (200, Kind::Reverse { rid, user, .. }) => {
                 let coins = body["payload"]["coins"].as_i64().ok_or("reverse coins")?;
-                self.applied(rid, Effect { user: user.clone(), kind: "REVERSE", coins });
+                if body["payload"]["kind"] == "CANCEL" {
+                    // Held coins released: the entry moves no spendable coins.
+                    self.applied(rid, Effect { user: user.clone(), kind: "CANCEL", coins: 0 });
+                    if !self.acked.iter().any(|(s, _)| s.body == sent.body) {
+                        *self.canceled.entry(user.clone()).or_default() -= coins;
+                    }
+                } else {
+                    self.applied(rid, Effect { user: user.clone(), kind: "REVERSE", coins });
+                }
+            }
+            (200, Kind::Held { rid, user, coins }) => {
+                self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: 0 });
+                self.held.insert(rid.clone(), (user.clone(), *coins));
+            }
+            (200, Kind::Activate { rid, user }) => match body["payload"]["alreadyActive"].as_bool() {
+                Some(true) => {
+                    self.idle.insert(rid.clone());
+                }
+                Some(false) => {
+                    let coins = body["payload"]["coins"].as_i64().ok_or("activated coins")?;
+                    self.applied(rid, Effect { user: user.clone(), kind: "ACTIVATE", coins });
+                }
+                None => return Err(format!("activate answered {body}")),
+            },
+            // A held allocation returned in full cannot be activated.
+            (409, Kind::Activate { rid, .. }) if body["error_code"] == json!("ALREADY_REVERSED") => {
+                self.tally.refused += 1;
+                self.refused.insert(rid.clone());
+                return Ok(());
             }
             // Refused for good: a short balance, a redemption for a user never credited yet, or a
             // return of an original that partial returns left with less than asked (or nothing).
@@ -397,6 +465,23 @@ async fn expired(backend: Backend, url: &str) -> HashMap<String, i64> {
     }
 }
 
+/// Each user's activations written because their hold ended (no request id: a read or the sweeper).
+async fn due_activations(backend: Backend, url: &str) -> HashMap<String, i64> {
+    let sql = "SELECT user_id, CAST(SUM(coins) AS BIGINT) FROM ledger_entries WHERE type = 'ACTIVATE' AND request_id IS NULL GROUP BY user_id";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get::<_, Option<i64>>(1).unwrap_or(0))).collect()
+        }
+    }
+}
+
 async fn run_cycles(backend: Backend) {
     let Some(db) = test_db(backend).await else { return };
     let url = db.url.clone();
@@ -411,8 +496,13 @@ async fn run_cycles(backend: Backend) {
     let body = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amountType":"PERCENT","rateBps":BUY_RATE_BPS});
     let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
+    let (event, coins, pending_days, validity) = HELD;
+    let body = json!({"configuration":"DEFAULT","companyId":"C","event":event,"amount":coins,"pendingDays":pending_days,"validityDays":validity});
+    let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
     // Every entry of the run is reported to this endpoint (which refuses connections).
-    let hook = json!({"companyId":"C","url":"http://127.0.0.1:9/never","events":["coins.allocated","coins.redeemed","coins.reversed","coins.expired"]});
+    let events = ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired", "coins.pending", "coins.activated", "coins.canceled"];
+    let hook = json!({"companyId":"C","url":"http://127.0.0.1:9/never","events":events});
     let res = http.post(format!("{base}/api/v0/coins/webhooks")).bearer_auth(&admin).json(&hook).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let mut workers: Vec<Worker> = (0..WORKERS).map(Worker::new).collect();
@@ -501,7 +591,8 @@ async fn run_cycles(backend: Backend) {
             let user = format!("W{}U{u}", w.id);
             let res = http.get(format!("{base}/api/v0/coins/users/{user}")).bearer_auth(&admin).send().await.unwrap();
             let body: Value = res.json().await.unwrap();
-            summaries.insert(user, body["payload"]["balance"].as_i64().unwrap_or(0));
+            let p = &body["payload"];
+            summaries.insert(user, (p["balance"].as_i64().unwrap_or(0), p["pendingBalance"].as_i64().unwrap_or(0)));
         }
     }
     let entries = ledger(backend, &url).await;
@@ -521,13 +612,24 @@ async fn run_cycles(backend: Backend) {
     for rid in &aliases {
         assert_eq!(seen.get(rid.as_str()), None, "{rid} retried a purchase: it credits nothing");
     }
+    for rid in workers.iter().flat_map(|w| w.idle.iter()) {
+        assert_eq!(seen.get(rid.as_str()), None, "{rid} found its allocation active already: it writes nothing");
+    }
     // The outbox row of an entry is in the entry's own transaction: never one without the other.
     let (unreported, orphans, messages) = outbox_mismatches(backend, &url).await;
     assert_eq!((unreported, orphans), (0, 0), "entries without exactly one webhook message, messages without an entry ({messages} messages)");
     let expired = expired(backend, &url).await;
-    for (user, balance) in &summaries {
-        let model: i64 = expected.values().filter(|e| &e.user == user).map(|e| e.coins).sum::<i64>() + expired.get(user).copied().unwrap_or(0);
+    let due = due_activations(backend, &url).await;
+    for (user, (balance, pending)) in &summaries {
+        let activated_by_time = due.get(user).copied().unwrap_or(0);
+        let model: i64 =
+            expected.values().filter(|e| &e.user == user).map(|e| e.coins).sum::<i64>() + expired.get(user).copied().unwrap_or(0) + activated_by_time;
         assert_eq!(*balance, model, "balance of {user}");
+        // Held: what held allocations credited, less what returns canceled and activations released.
+        let held: i64 = workers.iter().flat_map(|w| w.held.values()).filter(|(u, _)| u == user).map(|(_, c)| c).sum();
+        let canceled: i64 = workers.iter().filter_map(|w| w.canceled.get(user)).sum();
+        let activated_by_request: i64 = expected.values().filter(|e| &e.user == user && e.kind == "ACTIVATE").map(|e| e.coins).sum();
+        assert_eq!(*pending, held - canceled - activated_by_request - activated_by_time, "pending balance of {user}");
     }
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
@@ -536,8 +638,14 @@ async fn run_cycles(backend: Backend) {
     assert!(verify.status.success(), "coins verify: {}", String::from_utf8_lossy(&verify.stdout));
     let sum = |f: fn(&Tally) -> usize| workers.iter().map(|w| f(&w.tally)).sum::<usize>();
     let expirations = entries.len(); // request-bearing entries
+    let held: usize = workers.iter().map(|w| w.held.len()).sum();
+    let early = expected.values().filter(|e| e.kind == "ACTIVATE").count();
+    let cancels = expected.values().filter(|e| e.kind == "CANCEL").count();
+    let by_time: i64 = due.values().sum();
     eprintln!(
-        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged ({} till retries of a purchase), {} refused, {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired, {messages} webhook messages (one per entry)",
+        "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged ({} till retries of a purchase; {held} held allocations, \
+         {early} activated early by request, {by_time} coins activated by time, {cancels} returns during a hold), {} refused, \
+         {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired, {messages} webhook messages (one per entry)",
         sum(|t| t.requests),
         sum(|t| t.acknowledged),
         aliases.len(),
