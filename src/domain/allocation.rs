@@ -366,7 +366,12 @@ pub fn plan_return(
     if short > 0 && on_shortfall == OnShortfall::Reject {
         return Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: wanted, available: available.max(0), pending: 0 });
     }
-    let state = if after == 0 { AllocationState::Reversed } else { AllocationState::Active };
+    // A refund recorded after every coin is back leaves the state as it was (canceled stays so).
+    let state = match after {
+        _ if !a.state.is_live() => a.state,
+        0 => AllocationState::Reversed,
+        _ => AllocationState::Active,
+    };
     Ok(ReturnPlan { kind: ReturnKind::Reverse, take, absorbed, short, amount_refunded_minor: refunded, state, remaining: after })
 }
 

@@ -67,7 +67,7 @@ pub enum Refusal {
         event: EventName,
         order: OrderId,
     },
-    /// The original is itself a reversal.
+    /// The original is a return or an activation: only allocations and redemptions are returned.
     NotReversible(RequestId),
     /// A live allocation (named) already holds this order id for the event, for another user or
     /// another purchase value.

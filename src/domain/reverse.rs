@@ -88,12 +88,13 @@ pub fn answer_repeat(prev: &StoredRequest, cmd: &ReverseCmd) -> Result<(), Refus
     if same { Ok(()) } else { Err(Refusal::RequestIdConflict(cmd.request_id.clone())) }
 }
 
-/// The original must exist in the company and not be a reversal itself.
+/// The original must exist in the company and be an allocation or a redemption (a return or an
+/// activation cannot be returned).
 pub fn check_original<'a>(original: Option<&'a StoredRequest>, name: &RequestId) -> Result<&'a StoredRequest, Refusal> {
     match original {
         None => Err(Refusal::OriginalNotFound(name.clone())),
-        Some(o) if o.kind == RequestKind::Reverse => Err(Refusal::NotReversible(name.clone())),
-        Some(o) => Ok(o),
+        Some(o) if matches!(o.kind, RequestKind::Allocate | RequestKind::Redeem) => Ok(o),
+        Some(_) => Err(Refusal::NotReversible(name.clone())),
     }
 }
 

@@ -66,7 +66,7 @@ error_codes! {
     InsufficientBalance = "INSUFFICIENT_BALANCE", CONFLICT, "The user has fewer coins than the operation needs; nothing was changed.";
     LimitReached = "LIMIT_REACHED", CONFLICT, "A configured limit is reached (a per-user cap, a webhook count, an amount too large); nothing was changed.";
     AlreadyReversed = "ALREADY_REVERSED", CONFLICT, "The original was already reversed in full (or canceled).";
-    NotReversible = "NOT_REVERSIBLE", CONFLICT, "The original is itself a reversal.";
+    NotReversible = "NOT_REVERSIBLE", CONFLICT, "The original is a return or an activation: only allocations and redemptions are returned.";
     ReversalExceedsRemaining = "REVERSAL_EXCEEDS_REMAINING", CONFLICT, "A return asks for more than the original has left; the sentence says what remains.";
     AmountNotRecorded = "AMOUNT_NOT_RECORDED", CONFLICT, "A return by refunded amount of an allocation that recorded no amountMinor.";
     BalanceOverflow = "BALANCE_OVERFLOW", CONFLICT, "The balance would overflow 64 bits.";
@@ -194,7 +194,10 @@ impl From<Refusal> for ApiError {
                 conflict(C::InsufficientBalance, held)
             }
             Refusal::AlreadyReversed(id) => conflict(C::AlreadyReversed, format!("originalRequestId {id} was already reversed")),
-            Refusal::NotReversible(id) => conflict(C::NotReversible, format!("originalRequestId {id} is itself a reversal and cannot be reversed")),
+            Refusal::NotReversible(id) => conflict(
+                C::NotReversible,
+                format!("originalRequestId {id} is a return or an activation, not an allocation or a redemption: it cannot be returned"),
+            ),
             Refusal::OrderIdConflict(holder) => {
                 conflict(C::OrderIdConflict, format!("orderId is already held by requestId {holder} for another user or purchase value"))
             }

@@ -479,7 +479,8 @@ impl Core {
             .await;
         match outcome {
             Ok(results) => {
-                let changed = cmds.iter().zip(&results).filter(|(_, r)| matches!(r, Ok(AllocateOk::Allocated { .. })));
+                // An allocation that earned nothing may still have opened the user's account.
+                let changed = cmds.iter().zip(&results).filter(|(_, r)| matches!(r, Ok(AllocateOk::Allocated { .. } | AllocateOk::Zero)));
                 self.balances_changed(changed.map(|(c, _)| c.user.as_str()));
                 results
             }

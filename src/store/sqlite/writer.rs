@@ -186,7 +186,8 @@ fn run_allocations(conn: &Connection, batch: &mut Vec<(Vec<AllocateCmd>, Allocat
         Ok(answers) => {
             for ((cmds, reply), results) in batch.drain(..).zip(answers) {
                 for (cmd, result) in cmds.iter().zip(&results) {
-                    if let Ok(AllocateOk::Allocated { .. }) = result {
+                    // An allocation that earned nothing may still have opened the user's account.
+                    if let Ok(AllocateOk::Allocated { .. } | AllocateOk::Zero) = result {
                         balances.invalidate(cmd.user.as_str());
                     }
                 }
