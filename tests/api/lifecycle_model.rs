@@ -39,7 +39,9 @@ enum Earn {
 }
 
 /// (event, earning, validity days, maxPerUser, pendingDays)
-const EVENTS: [(&str, Earn, Option<i64>, Option<i64>, Option<i64>); 5] = [
+type EventDef = (&'static str, Earn, Option<i64>, Option<i64>, Option<i64>);
+
+const EVENTS: [EventDef; 5] = [
     ("E0", Earn::Fixed(10), Some(2), None, None),
     ("E1", Earn::Fixed(7), None, None, None),
     ("E2", Earn::Fixed(5), Some(1), Some(3), None),
