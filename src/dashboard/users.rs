@@ -54,7 +54,8 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
          <span class=\"value\" data-value=\"{b}\">{bt}</span><span class=\"note\">worth {w}</span></div>\
          <div class=\"card\"><span class=\"label\">Earned</span><span class=\"value\">{e}</span></div>\
          <div class=\"card\"><span class=\"label\">Redeemed</span><span class=\"value\">{r}</span></div>\
-         <div class=\"card\"><span class=\"label\">Expired</span><span class=\"value\">{x}</span></div></section>",
+         <div class=\"card\"><span class=\"label\">Expired</span><span class=\"value\">{x}</span></div>\
+         <div class=\"card\" id=\"user-pending\"><span class=\"label\">Held (not spendable yet)</span><span class=\"value\" data-value=\"{p}\">{pt}</span></div></section>",
         u = esc(summary.user_id.as_str()),
         c = esc(summary.company_id.as_str()),
         b = summary.balance,
@@ -63,7 +64,15 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
         e = grouped(i128::from(summary.lifetime_earned)),
         r = grouped(i128::from(summary.lifetime_redeemed)),
         x = grouped(i128::from(summary.lifetime_expired)),
+        p = summary.pending_balance,
+        pt = grouped(i128::from(summary.pending_balance)),
     );
+    if !summary.pending.is_empty() {
+        out.push_str("<h2>Held until they activate</h2>");
+        let rows: Vec<Vec<String>> =
+            summary.pending.iter().map(|h| vec![esc(h.request_id.as_str()), num(&grouped(i128::from(h.coins))), esc(&h.activates_at)]).collect();
+        out.push_str(&table("pending", &["Allocation", "Coins", "Spendable from (UTC)"], &rows));
+    }
     if !summary.expiring_soon.is_empty() {
         out.push_str("<h2>Expiring within 30 days</h2>");
         let rows: Vec<Vec<String>> = summary.expiring_soon.iter().map(|l| vec![num(&grouped(i128::from(l.coins))), esc(&l.expires_at)]).collect();
@@ -94,13 +103,14 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
                 esc(&e.kind),
                 num(&grouped(i128::from(e.coins))),
                 num(&grouped(i128::from(e.balance_after))),
+                if e.pending_coins == 0 { String::new() } else { num(&grouped(i128::from(e.pending_coins))) },
                 esc(e.event.as_deref().unwrap_or("")),
                 esc(e.request_id.as_deref().unwrap_or("")),
                 action,
             ]
         })
         .collect();
-    out.push_str(&table("history", &["When (UTC)", "Type", "Coins", "Balance after", "Event", "Request id", ""], &rows));
+    out.push_str(&table("history", &["When (UTC)", "Type", "Coins", "Balance after", "Held", "Event", "Request id", ""], &rows));
     let mut pager = String::from("<nav class=\"pager\" aria-label=\"History pages\">");
     if q.get("cursor").is_some_and(|c| !c.is_empty()) {
         let _ = write!(pager, "<a href=\"/dashboard/users?userId={}\">Newest</a>", url_part(user));

@@ -207,6 +207,22 @@ both_backends! {
         app.post("/api/v0/coins/users/UB/page-link", &app.token(&id, &secret).await, json!({})).await.assert_error(404, "USER_NOT_FOUND");
     }
 
+    async fn a_users_page_shows_held_coins_until_they_activate(app: &TestApp) {
+        let body = json!({"configuration": "CUSTOM", "companyId": "SHOP", "event": "BUY", "amount": 1234, "pendingDays": 3});
+        app.create_config(&app.admin_token, body).await.assert_ok();
+        app.allocate(&app.admin_token, "SHOP", "BUY", "HELD-1", "ASHA").await.assert_ok();
+        let mut b = Browser::new(app);
+        b.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, page, _) = b.get("/dashboard/users?userId=ASHA").await;
+        assert!(page.contains(r#"id="user-pending"><span class="label">Held (not spendable yet)</span><span class="value" data-value="1234">1,234</span>"#), "{page}");
+        assert!(page.contains(r#"<table class="pending">"#) && page.contains("HELD-1"), "the held allocation is listed");
+        assert!(page.contains(r#"id="user-balance""#) && page.contains(r#"data-value="0""#), "nothing spendable yet");
+        app.clock.advance_ms(3 * 86_400_000);
+        let (_, page, _) = b.get("/dashboard/users?userId=ASHA").await;
+        assert!(page.contains(r#"id="user-pending"><span class="label">Held (not spendable yet)</span><span class="value" data-value="0">0</span>"#), "{page}");
+        assert!(!page.contains(r#"<table class="pending">"#) && page.contains("ACTIVATE"), "activated: the history shows it");
+    }
+
     async fn member_links_show_one_user_expire_and_cannot_be_altered(app: &TestApp) {
         app.config("DEFAULT", "SHOP", "E", 40).await;
         app.allocate(&app.admin_token, "SHOP", "E", "R-1", "MEMBER").await.assert_ok();
