@@ -21,6 +21,11 @@
 //! subscription for every event to a fast receiver in this process (answers 200 at once), and
 //! reports the throughput ratio and the delivery lag (entry `createdAt` to arrival, p50/p99), and
 //! how long the outbox took to drain after the load stopped.
+//!
+//! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
+//! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
+//! that holds its coins for 14 days (`pendingDays`), so their cost shows against plain allocation
+//! in one run.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -34,6 +39,8 @@ use tokio::net::TcpStream;
 
 const USERS: u64 = 10_000;
 const EVENT: &str = "BENCH_EVENT";
+const PERCENT_EVENT: &str = "BENCH_PERCENT";
+const HELD_EVENT: &str = "BENCH_HELD";
 const COMPANY: &str = "BENCHCO";
 const BULK_ITEMS: usize = 1_000;
 
@@ -206,6 +213,10 @@ enum Kind {
     Healthz,
     Allocate,
     Balance,
+    /// Allocation on a PERCENT configuration, with an order id and a purchase value.
+    Percent,
+    /// Allocation on a configuration that holds its coins (`pendingDays`).
+    Held,
 }
 
 struct PhaseResult {
@@ -264,6 +275,20 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
                         (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
                     }
                     Kind::Balance => (request("GET", &format!("/api/v0/coins/balance?userId=U{}", n.wrapping_mul(7919) % USERS), &token, None), None),
+                    Kind::Percent => {
+                        let rid = format!("{tag}-{n}");
+                        let body = format!(
+                            r#"{{"companyId":"{COMPANY}","event":"{PERCENT_EVENT}","requestId":"{rid}","userId":"U{}","orderId":"O-{rid}","amountMinor":{}}}"#,
+                            n % USERS,
+                            10_000 + n % 90_000
+                        );
+                        (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
+                    }
+                    Kind::Held => {
+                        let rid = format!("{tag}-{n}");
+                        let body = format!(r#"{{"companyId":"{COMPANY}","event":"{HELD_EVENT}","requestId":"{rid}","userId":"U{}"}}"#, n % USERS);
+                        (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
+                    }
                 };
                 let t = Instant::now();
                 match conn.send(&req).await {
@@ -310,6 +335,8 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
             Kind::Healthz => "GET /healthz".into(),
             Kind::Allocate => format!("allocate-coin ({tag})"),
             Kind::Balance => "GET balance".into(),
+            Kind::Percent => format!("allocate PERCENT ({tag})"),
+            Kind::Held => format!("allocate held ({tag})"),
         },
         conns,
         requests: all.len() as u64,
@@ -656,6 +683,16 @@ async fn run(args: Args) -> bool {
     let cfg = format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{EVENT}","amount":1}}"#);
     let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(&cfg))).await;
     assert_eq!(status, 200, "create config: {json}");
+    // Only when asked for: a server from before these configurations would refuse them.
+    let wanted = |p: &str| args.only.iter().any(|o| o == p);
+    let extra = [
+        ("percent", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_EVENT}","amountType":"PERCENT","rateBps":200}}"#)),
+        ("held", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{HELD_EVENT}","amount":1,"pendingDays":14}}"#)),
+    ];
+    for (_, cfg) in extra.iter().filter(|(p, _)| wanted(p)) {
+        let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(cfg))).await;
+        assert_eq!(status, 200, "create config: {json}");
+    }
 
     let ok_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut results = Vec::new();
@@ -680,6 +717,14 @@ async fn run(args: Args) -> bool {
         let h = run(Kind::Healthz, wants("healthz"), "h".into()).await;
         let a = run(Kind::Allocate, wants("allocate"), format!("gc-on-{conns}")).await;
         let b = run(Kind::Balance, wants("balance"), "b".into()).await;
+        let p = run(Kind::Percent, wants("percent"), format!("pct-{conns}")).await;
+        let held = run(Kind::Held, wants("held"), format!("held-{conns}")).await;
+        if let (Some(a), Some(p)) = (&a, &p) {
+            println!("  {conns:>4} conns: PERCENT allocation {:.0}/s = {:.0}% of plain allocation", p.rps(), 100.0 * p.rps() / a.rps());
+        }
+        if let (Some(a), Some(held)) = (&a, &held) {
+            println!("  {conns:>4} conns: held allocation {:.0}/s = {:.0}% of plain allocation", held.rps(), 100.0 * held.rps() / a.rps());
+        }
         results.push((conns, h, a, b));
     }
     if wants("slow") {

@@ -13,7 +13,7 @@ use coins::domain::CoinConfigId;
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
 use coins::domain::allocate::{answer_repeat, cap_windows, plan_credit, plan_earning};
-use coins::domain::config::{CoinConfig, ConfigValues, resolve};
+use coins::domain::config::{CoinConfig, ConfigValues, Earning, resolve};
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
 use coins::domain::redeem::CoinValue;
 use coins::domain::refusal::Cap;
@@ -29,16 +29,19 @@ const REQUESTS: usize = 8;
 /// Midnight UTC.
 const MIDNIGHT_MS: i64 = 1_700_006_400_000;
 
-/// (kind, company, event, amount, validity days, maxPerUserPerDay, maxPerUser). E3 has none.
-type Cfg = (ConfigKind, &'static str, &'static str, i64, Option<i64>, Option<i64>, Option<i64>);
-const CONFIGS: [Cfg; 5] = [
-    (ConfigKind::Default, "C1", "E0", 5, None, None, None),
-    (ConfigKind::Default, "C1", "E1", 3, None, None, Some(2)),
-    (ConfigKind::Default, "C1", "E2", 7, Some(1), Some(1), None),
-    (ConfigKind::Custom, "C2", "E4", 11, Some(3), Some(2), Some(3)),
-    (ConfigKind::Default, "C1", "E4", 13, None, None, None),
+/// (kind, company, event, amount, validity days, maxPerUserPerDay, maxPerUser, pendingDays). E3
+/// has none; E5 holds its coins (on PostgreSQL its items leave the set-based path for the Rust
+/// plans, beside plain items of the same batch).
+type Cfg = (ConfigKind, &'static str, &'static str, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+const CONFIGS: [Cfg; 6] = [
+    (ConfigKind::Default, "C1", "E0", 5, None, None, None, None),
+    (ConfigKind::Default, "C1", "E1", 3, None, None, Some(2), None),
+    (ConfigKind::Default, "C1", "E2", 7, Some(1), Some(1), None, None),
+    (ConfigKind::Custom, "C2", "E4", 11, Some(3), Some(2), Some(3), None),
+    (ConfigKind::Default, "C1", "E4", 13, None, None, None, None),
+    (ConfigKind::Default, "C1", "E5", 9, Some(2), None, Some(2), Some(2)),
 ];
-const EVENTS: [&str; 4] = ["E0", "E1", "E2", "E4"];
+const EVENTS: [&str; 5] = ["E0", "E1", "E2", "E4", "E5"];
 
 #[derive(Debug, Clone)]
 struct Item {
@@ -50,7 +53,7 @@ struct Item {
 
 fn item() -> impl Strategy<Value = Item> {
     // Mostly C1 so users are shared; E3 (no configuration) now and then.
-    (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], 0..USERS, prop_oneof![6 => 0..4usize, 1 => Just(4usize)], 0..REQUESTS)
+    (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], 0..USERS, prop_oneof![6 => 0..5usize, 1 => Just(5usize)], 0..REQUESTS)
         .prop_map(|(company, user, event, req)| Item { company, user, event, req })
 }
 
@@ -94,14 +97,14 @@ fn config_values() -> Vec<CoinConfig> {
     CONFIGS
         .iter()
         .enumerate()
-        .map(|(i, &(kind, company, event, amount, validity, per_day, ever))| CoinConfig {
+        .map(|(i, &(kind, company, event, amount, validity, per_day, ever, pending_days))| CoinConfig {
             id: CoinConfigId::from_seq(i as i64 + 1),
             values: ConfigValues {
                 kind,
                 company_id: CompanyId::parse(company).unwrap(),
                 event: EventName::parse(event).unwrap(),
                 amount: Coins::amount(amount),
-                earning: Default::default(),
+                earning: Earning { pending_days, ..Default::default() },
                 validity_days: validity,
                 max_per_user_per_day: per_day,
                 max_per_user: ever,
@@ -119,7 +122,14 @@ struct PurePlan {
     accounts: HashMap<UserId, Account>,
     /// (company, user, event, created_at) of every allocation.
     allocations: Vec<(CompanyId, UserId, EventName, i64)>,
+    /// What the plans wrote, per user, oldest first (as [`ledger`] reads it back).
+    entries: HashMap<String, Vec<Written>>,
 }
+
+/// What an entry says, as the history reads it: (type, coins, balanceAfter, requestId, expiresAt,
+/// coinConfigId, pendingCoins, pendingAfter). A held credit's `expiresAt` is its lot's provisional
+/// expiry, so this holds the lot's expiry and the activation time (`expiresAt - validityDays`) too.
+type Written = (String, i64, i64, Option<String>, Option<i64>, Option<String>, i64, i64);
 
 impl PurePlan {
     fn allocate(&mut self, cmd: &AllocateCmd, configs: &[CoinConfig]) -> Outcome {
@@ -156,7 +166,20 @@ impl PurePlan {
             state: None,
         };
         self.requests.insert(key, stored);
-        self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance, pending: 0 });
+        self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance, pending: plan.pending });
+        if let Some(e) = &plan.entry {
+            let written = (
+                e.kind.as_str().to_owned(),
+                e.coins,
+                e.balance_after,
+                e.request_id.as_ref().map(ToString::to_string),
+                e.expires_at,
+                e.coin_config_id.clone(),
+                e.pending_coins,
+                e.pending_after,
+            );
+            self.entries.entry(cmd.user.to_string()).or_default().push(written);
+        }
         self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
         Outcome::Allocated(earn.coins, plan.balance.get())
     }
@@ -170,13 +193,13 @@ fn history_cmd(i: usize, it: &Item, start: i64) -> AllocateCmd {
 
 async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb> {
     let db = test_db(backend).await?;
-    for (kind, company, event, amount, validity, per_day, ever) in CONFIGS {
+    for (kind, company, event, amount, validity, per_day, ever, pending_days) in CONFIGS {
         let values = ConfigValues {
             kind,
             company_id: CompanyId::parse(company).unwrap(),
             event: EventName::parse(event).unwrap(),
             amount: Coins::amount(amount),
-            earning: Default::default(),
+            earning: Earning { pending_days, ..Default::default() },
             validity_days: validity,
             max_per_user_per_day: per_day,
             max_per_user: ever,
@@ -191,12 +214,16 @@ async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb>
     Some(db)
 }
 
-async fn ledger(store: &dyn Store) -> Vec<(String, Vec<(String, i64, i64, Option<String>, Option<i64>)>)> {
+async fn ledger(store: &dyn Store) -> Vec<(String, Vec<Written>)> {
     let mut out = Vec::new();
     for u in 0..USERS {
         let user = UserId::parse(&format!("U{u}")).unwrap();
         let entries = store.transactions(&user, None, 500).await.unwrap();
-        let entries = entries.into_iter().rev().map(|e| (e.kind, e.coins, e.balance_after, e.request_id, e.expires_at_ms)).collect();
+        let entries = entries
+            .into_iter()
+            .rev()
+            .map(|e| (e.kind, e.coins, e.balance_after, e.request_id, e.expires_at_ms, e.coin_config_id, e.extra.pending_coins, e.extra.pending_after))
+            .collect();
         out.push((format!("U{u}"), entries));
     }
     out
@@ -235,14 +262,20 @@ async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle:
     }
     let planned: Vec<Outcome> = cmds.iter().map(|c| pure.allocate(c, &configs)).collect();
     assert_eq!(together, planned, "the store differs from the pure plan for batch {batch:?} after {history:?}");
-    assert_eq!(ledger(&*batched.store).await, ledger(&*single.store).await, "ledgers differ");
+    let written = ledger(&*batched.store).await;
+    assert_eq!(written, ledger(&*single.store).await, "ledgers differ");
+    // What the batch wrote is what the plans wrote: expiry, configuration, held coins, every field.
+    let plans: Vec<(String, Vec<Written>)> = (0..USERS).map(|u| (format!("U{u}"), pure.entries.remove(&format!("U{u}")).unwrap_or_default())).collect();
+    assert_eq!(written, plans, "the store wrote other than the pure plan for batch {batch:?} after {history:?}");
     for db in [&batched, &single] {
         let report = db.store.verify().await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 }
 
+/// `cases` per run; `MODEL_CASES` sets more for a long run.
 fn run_cases(backend: Backend, cases: u32) {
+    let cases = std::env::var("MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     let config = ProptestConfig { cases, ..ProptestConfig::default() };
     let items = |n| proptest::collection::vec(item(), 0..n);
     proptest!(config, |(history in items(8), batch in items(40), straddle in proptest::bool::weighted(0.3))| {
