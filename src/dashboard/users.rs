@@ -21,6 +21,9 @@ use crate::http::wire::users::TransactionsQuery;
 use crate::http::wire::{FromJsonObject, FromQuery};
 use crate::http::{ledger, users as api};
 
+/// Allocations the user page lists, newest first.
+const ALLOCATIONS_SHOWN: i64 = 20;
+
 fn caller(session: &Session) -> Auth {
     Auth(session.auth.0.clone())
 }
@@ -77,6 +80,26 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
         out.push_str("<h2>Expiring within 30 days</h2>");
         let rows: Vec<Vec<String>> = summary.expiring_soon.iter().map(|l| vec![num(&grouped(i128::from(l.coins))), esc(&l.expires_at)]).collect();
         out.push_str(&table("expiring", &["Coins", "Expires (UTC)"], &rows));
+    }
+    let allocations = state.store.allocations_of(&summary.company_id, &summary.user_id, ALLOCATIONS_SHOWN).await.map_err(ApiError::from)?;
+    if !allocations.is_empty() {
+        out.push_str("<h2>Latest allocations</h2>");
+        let rows: Vec<Vec<String>> = allocations
+            .iter()
+            .map(|a| {
+                let remaining = a.coins - a.coins_canceled - a.coins_reversed - a.coins_waived;
+                vec![
+                    esc(a.request_id.as_str()),
+                    esc(&a.event),
+                    esc(a.state.as_str()),
+                    num(&grouped(i128::from(a.coins))),
+                    num(&grouped(i128::from(remaining))),
+                    esc(a.order_id.as_deref().unwrap_or("")),
+                    esc(&a.activates_at_ms.map(crate::clock::rfc3339).unwrap_or_default()),
+                ]
+            })
+            .collect();
+        out.push_str(&table("allocations", &["Request id", "Event", "State", "Coins", "Remaining", "Order", "Held until (UTC)"], &rows));
     }
     let mut params: HashMap<String, String> = HashMap::from([("userId".to_owned(), user.to_owned()), ("limit".to_owned(), "20".to_owned())]);
     if let Some(c) = q.get("cursor").filter(|c| !c.is_empty()) {

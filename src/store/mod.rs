@@ -123,6 +123,8 @@ pub trait ReportStore: Send + Sync {
     async fn allocation(&self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>>;
     /// The record of the order's live allocation, else of its latest one.
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>>;
+    /// The user's latest allocations that earned coins (`limit` at most), newest first.
+    async fn allocations_of(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<AllocationRecord>>;
 }
 
 /// Webhook subscriptions, their outbox and its delivery.

@@ -217,9 +217,17 @@ both_backends! {
         assert!(page.contains(r#"id="user-pending"><span class="label">Held (not spendable yet)</span><span class="value" data-value="1234">1,234</span>"#), "{page}");
         assert!(page.contains(r#"<table class="pending">"#) && page.contains("HELD-1"), "the held allocation is listed");
         assert!(page.contains(r#"id="user-balance""#) && page.contains(r#"data-value="0""#), "nothing spendable yet");
+        // Each allocation with its state and what remains of it after returns.
+        app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId":"SHOP","requestId":"RET-1","originalRequestId":"HELD-1","coins":234}))
+            .await
+            .assert_ok();
+        let (_, page, _) = b.get("/dashboard/users?userId=ASHA").await;
+        let row = r#"<tr><td>HELD-1</td><td>BUY</td><td>PENDING</td><td><span class="num">1,234</span></td><td><span class="num">1,000</span></td><td></td><td>"#;
+        assert!(page.contains(r#"<table class="allocations">"#) && page.contains(row), "{page}");
         app.clock.advance_ms(3 * 86_400_000);
         let (_, page, _) = b.get("/dashboard/users?userId=ASHA").await;
         assert!(page.contains(r#"id="user-pending"><span class="label">Held (not spendable yet)</span><span class="value" data-value="0">0</span>"#), "{page}");
+        assert!(page.contains(r#"<tr><td>HELD-1</td><td>BUY</td><td>ACTIVE</td><td><span class="num">1,234</span></td><td><span class="num">1,000</span></td>"#), "{page}");
         assert!(!page.contains(r#"<table class="pending">"#) && page.contains("ACTIVATE"), "activated: the history shows it");
     }
 

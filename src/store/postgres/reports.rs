@@ -194,6 +194,20 @@ impl ReportStore for PgStore {
         record_in(&self.core.client().await?, company, request_id).await
     }
 
+    async fn allocations_of(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<AllocationRecord>> {
+        let client = self.core.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT request_id FROM ledger_entries WHERE company_id = $1 AND user_id = $2 AND type = 'ALLOCATE' ORDER BY entry_id DESC LIMIT $3",
+            )
+            .await?;
+        let mut out = Vec::new();
+        for row in client.query(&stmt, &[&company.as_str(), &user.as_str(), &limit]).await? {
+            out.extend(record_in(&client, company, &RequestId::from_trusted(row.get(0))).await?);
+        }
+        Ok(out)
+    }
+
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>> {
         let client = self.core.client().await?;
         match order_holder(&client, company, event, order).await? {

@@ -208,6 +208,22 @@ impl ReportStore for SqliteStore {
         self.read(move |conn| record_in(conn, &company, &request_id)).await
     }
 
+    async fn allocations_of(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<AllocationRecord>> {
+        let (company, user) = (company.clone(), user.clone());
+        self.read(move |conn| {
+            let ids: Vec<String> = conn
+                .prepare_cached(USER_ALLOCATIONS_SQL)?
+                .query_map(params![company.as_str(), user.as_str(), limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(record_in(conn, &company, &RequestId::from_trusted(id))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>> {
         let (company, event, order) = (company.clone(), event.clone(), order.clone());
         self.read(move |conn| match order_holder(conn, &company, &event, &order)? {
@@ -217,6 +233,10 @@ impl ReportStore for SqliteStore {
         .await
     }
 }
+
+/// A user's latest allocations, from their ledger entries (indexed by user).
+const USER_ALLOCATIONS_SQL: &str =
+    "SELECT request_id FROM ledger_entries WHERE company_id = ?1 AND user_id = ?2 AND type = 'ALLOCATE' ORDER BY entry_id DESC LIMIT ?3";
 
 /// The allocation an order names: its live one first, else its latest.
 pub(super) fn order_holder(conn: &rusqlite::Connection, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
