@@ -322,6 +322,17 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
     Ok(Applied { receipt: plan.receipt, replayed: false, expired })
 }
 
+/// The request id a return or an activation names: the one given, or the order's allocation
+/// (its live one, else its latest).
+async fn named_by<T: LedgerTx>(tx: &mut T, company: &CompanyId, target: &Target) -> StoreResult<RequestId> {
+    match target {
+        Target::Request(id) => Ok(id.clone()),
+        Target::Order { event, order } => {
+            Ok(tx.order_allocation(company, event, order).await?.ok_or_else(|| Refusal::OrderNotFound { event: event.clone(), order: order.clone() })?)
+        }
+    }
+}
+
 /// A return of an allocation (whole, by coins or by refunded amount) or of a redemption (whole
 /// or by coins). Each is exactly-once on its own request id; returns of one original serialise
 /// on the user's row, which is locked before the original's record is read, so together they
@@ -332,12 +343,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         reverse::answer_repeat(&prev, cmd)?;
         return replayed(&prev);
     }
-    let name = match &cmd.target {
-        Target::Request(id) => id.clone(),
-        Target::Order { event, order } => {
-            tx.order_allocation(company, event, order).await?.ok_or_else(|| Refusal::OrderNotFound { event: event.clone(), order: order.clone() })?
-        }
-    };
+    let name = named_by(tx, company, &cmd.target).await?;
     let named = tx.request(company, &name).await?;
     let named = reverse::check_original(named.as_ref(), &name)?.clone();
     // An alias stands for the allocation it repeats: that one is returned, whichever name the
@@ -428,12 +434,7 @@ pub(crate) async fn activate<T: LedgerTx>(tx: &mut T, cmd: &ActivateCmd) -> Stor
         activate::answer_repeat(&prev, cmd)?;
         return replayed(&prev);
     }
-    let name = match &cmd.target {
-        Target::Request(id) => id.clone(),
-        Target::Order { event, order } => {
-            tx.order_allocation(company, event, order).await?.ok_or_else(|| Refusal::OrderNotFound { event: event.clone(), order: order.clone() })?
-        }
-    };
+    let name = named_by(tx, company, &cmd.target).await?;
     let named = tx.request(company, &name).await?;
     let named = activate::check_allocation(named.as_ref(), &name)?.clone();
     let target = named.alias_of.clone().unwrap_or_else(|| name.clone());
