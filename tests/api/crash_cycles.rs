@@ -448,9 +448,8 @@ async fn ledger(backend: Backend, url: &str) -> Vec<(String, String, i64, String
     }
 }
 
-/// Each user's `EXPIRE` total (negative), after the history read settles every due lot.
-async fn expired(backend: Backend, url: &str) -> HashMap<String, i64> {
-    let sql = "SELECT user_id, CAST(SUM(coins) AS BIGINT) FROM ledger_entries WHERE type = 'EXPIRE' GROUP BY user_id";
+/// A sum per user, from a `SELECT user_id, sum ... GROUP BY user_id` on the database directly.
+async fn sums_by_user(backend: Backend, url: &str, sql: &str) -> HashMap<String, i64> {
     match backend {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(url).unwrap();
@@ -465,21 +464,15 @@ async fn expired(backend: Backend, url: &str) -> HashMap<String, i64> {
     }
 }
 
+/// Each user's `EXPIRE` total (negative), after the history read settles every due lot.
+async fn expired(backend: Backend, url: &str) -> HashMap<String, i64> {
+    sums_by_user(backend, url, "SELECT user_id, CAST(SUM(coins) AS BIGINT) FROM ledger_entries WHERE type = 'EXPIRE' GROUP BY user_id").await
+}
+
 /// Each user's activations written because their hold ended (no request id: a read or the sweeper).
 async fn due_activations(backend: Backend, url: &str) -> HashMap<String, i64> {
     let sql = "SELECT user_id, CAST(SUM(coins) AS BIGINT) FROM ledger_entries WHERE type = 'ACTIVATE' AND request_id IS NULL GROUP BY user_id";
-    match backend {
-        Backend::Sqlite => {
-            let conn = rusqlite::Connection::open(url).unwrap();
-            let mut stmt = conn.prepare(sql).unwrap();
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
-        }
-        Backend::Postgres => {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(conn);
-            client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get::<_, Option<i64>>(1).unwrap_or(0))).collect()
-        }
-    }
+    sums_by_user(backend, url, sql).await
 }
 
 async fn run_cycles(backend: Backend) {
