@@ -49,7 +49,7 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
          FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id \
          AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL'))) \
-         NOT IN (CASE WHEN r.alias_of IS NOT NULL OR r.state = 'ZERO' THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)",
+         NOT IN (CASE WHEN r.alias_of IS NOT NULL OR (r.kind = 'ALLOCATE' AND r.coins = 0) THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)",
         "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)",
     ),
     (

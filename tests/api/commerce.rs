@@ -145,6 +145,12 @@ both_backends! {
         let t1 = record(app, "T1").await;
         assert_eq!((t1["state"].clone(), t1["reason"].clone(), t1["calculation"]["exact"].clone()), (json!("ZERO"), json!("ROUNDED_TO_ZERO"), json!("0.0098")));
         assert_eq!(app.balance("ASHA").await, 50);
+        // Returning it takes nothing, writes no entry, and frees its order.
+        let ret = app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId":"SHOP","requestId":"ZR1","originalRequestId":"Z1"})).await;
+        assert_eq!((ret.assert_ok()["kind"].clone(), ret.assert_ok()["coins"].clone()), (json!("REVERSE"), json!(0)));
+        assert_eq!(record(app, "Z1").await["state"], json!("REVERSED"));
+        buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"Z4","userId":"ASHA","amountMinor":20000,"orderId":"O1"})).await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 54);
     }
 
     async fn a_till_retrying_an_order_under_a_new_request_id_credits_once(app: &TestApp) {
