@@ -46,3 +46,11 @@ pub fn rfc3339(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default()
 }
+
+/// An RFC 3339 time (any offset) as Unix ms; `None` if it is not one or is outside the years
+/// 1970–9999.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?;
+    (0..=253_402_300_799_999).contains(&ms).then_some(ms)
+}

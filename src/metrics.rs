@@ -94,10 +94,12 @@ pub enum Movement {
     Redeemed,
     Reversed,
     Expired,
+    /// Staff adjustments, credits and debits alike.
+    Adjusted,
 }
 
 impl Movement {
-    const ALL: [Movement; 4] = [Movement::Allocated, Movement::Redeemed, Movement::Reversed, Movement::Expired];
+    const ALL: [Movement; 5] = [Movement::Allocated, Movement::Redeemed, Movement::Reversed, Movement::Expired, Movement::Adjusted];
 
     fn label(self) -> &'static str {
         match self {
@@ -105,6 +107,7 @@ impl Movement {
             Movement::Redeemed => "redeemed",
             Movement::Reversed => "reversed",
             Movement::Expired => "expired",
+            Movement::Adjusted => "adjusted",
         }
     }
 }

@@ -18,10 +18,10 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::CompanyScope;
 
-const SERIES: [(&str, &str); 4] = [("issued", "Issued"), ("redeemed", "Redeemed"), ("reversed", "Reversed"), ("expired", "Expired")];
+const SERIES: [(&str, &str); 5] = [("issued", "Issued"), ("redeemed", "Redeemed"), ("reversed", "Reversed"), ("expired", "Expired"), ("adjusted", "Adjusted")];
 
-fn values(m: &Movements) -> [i64; 4] {
-    [m.issued, m.redeemed, m.reversed, m.expired]
+fn values(m: &Movements) -> [i64; 5] {
+    [m.issued, m.redeemed, m.reversed, m.expired, m.adjusted]
 }
 
 fn series_of(rows: &[Movements]) -> Vec<Series<'static>> {

@@ -50,7 +50,7 @@ pub fn answer_repeat(prev: &StoredRequest, cmd: &ActivateCmd) -> Result<(), Refu
 /// Only an allocation can be activated: anything else the request names is not one.
 pub fn check_allocation<'a>(named: Option<&'a StoredRequest>, name: &RequestId) -> Result<&'a StoredRequest, Refusal> {
     match named {
-        Some(n) if n.kind == RequestKind::Allocate => Ok(n),
+        Some(n) if n.is_credit() => Ok(n),
         _ => Err(Refusal::AllocationNotFound(name.clone())),
     }
 }

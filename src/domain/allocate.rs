@@ -215,6 +215,8 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
             pending_coins,
             pending_after: pending,
             effective_at: None,
+            reason: None,
+            client_id: None,
         }),
         lot: Some(NewLot { coins: earn.coins, expires_at, pending_until }),
         balance,

@@ -219,6 +219,8 @@ pub fn plan_activations(balance: i64, pending: i64, mut lots: Vec<HeldLot>, at: 
             pending_coins: -lot.remaining,
             pending_after: plan.pending,
             effective_at,
+            reason: None,
+            client_id: None,
         };
         plan.activations.push(Activated { entry, lot_id: lot.lot_id, request_id: lot.request_id, activated_at, expires_at });
     }

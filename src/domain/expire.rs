@@ -50,6 +50,8 @@ pub fn plan_expiry(balance: i64, pending: i64, mut due: Vec<DueLot>) -> ExpiryPl
             pending_coins: 0,
             pending_after: pending,
             effective_at: None,
+            reason: None,
+            client_id: None,
         };
         plan.entries.push((entry, LotMove { lot_id: lot.lot_id, coins: -lot.remaining }));
     }

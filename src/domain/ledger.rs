@@ -16,6 +16,8 @@ pub enum EntryKind {
     Redeem,
     Reverse,
     Expire,
+    /// A staff adjustment: a credit (a lot of its own) or a debit, with a reason.
+    Adjust,
 }
 
 impl EntryKind {
@@ -27,11 +29,12 @@ impl EntryKind {
             Self::Redeem => "REDEEM",
             Self::Reverse => "REVERSE",
             Self::Expire => "EXPIRE",
+            Self::Adjust => "ADJUST",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocate, Self::Activate, Self::Cancel, Self::Redeem, Self::Reverse, Self::Expire].into_iter().find(|k| k.as_str() == s)
+        [Self::Allocate, Self::Activate, Self::Cancel, Self::Redeem, Self::Reverse, Self::Expire, Self::Adjust].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -43,6 +46,7 @@ pub enum RequestKind {
     Redeem,
     Reverse,
     Activate,
+    Adjust,
 }
 
 impl RequestKind {
@@ -56,11 +60,12 @@ impl RequestKind {
             Self::Redeem => EntryKind::Redeem,
             Self::Reverse => EntryKind::Reverse,
             Self::Activate => EntryKind::Activate,
+            Self::Adjust => EntryKind::Adjust,
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocate, Self::Redeem, Self::Reverse, Self::Activate].into_iter().find(|k| k.as_str() == s)
+        [Self::Allocate, Self::Redeem, Self::Reverse, Self::Activate, Self::Adjust].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -86,6 +91,9 @@ pub struct NewEntry {
     /// When it took effect, when that is not when it is written (an activation written after
     /// its `activatesAt`).
     pub effective_at: Option<i64>,
+    /// ADJUST: why, and the OAuth client that made it.
+    pub reason: Option<String>,
+    pub client_id: Option<String>,
 }
 
 /// A signed change to one lot, recorded against the entry that caused it.
@@ -139,4 +147,12 @@ pub struct StoredRequest {
     /// Allocations that keep a record: its state (`None`: a plain allocation, active unless
     /// reversed).
     pub state: Option<AllocationState>,
+}
+
+impl StoredRequest {
+    /// A credit with a record of its own: an allocation, or an adjustment that added coins.
+    /// Both are returned (and, while held, activated) the same way.
+    pub fn is_credit(&self) -> bool {
+        self.kind == RequestKind::Allocate || (self.kind == RequestKind::Adjust && self.state.is_some())
+    }
 }

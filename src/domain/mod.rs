@@ -8,7 +8,7 @@
 //! - [`config`]: coin configurations and their resolution.
 //! - [`principal`]: who is calling and for which companies; [`lockout`]: failed-authentication locks.
 //! - [`ledger`]: the shared vocabulary of plans — entry kinds, lot moves, stored requests.
-//! - [`allocate`], [`redeem`], [`reverse`], [`expire`]: one module per operation.
+//! - [`allocate`], [`redeem`], [`reverse`], [`activate`], [`adjust`], [`expire`]: one module per operation.
 //! - [`earn`]: coins earned on a purchase value (fixed or percentage, minimum, cap, rounding),
 //!   in exact integer arithmetic; [`allocation`]: an allocation's life (held, active, canceled,
 //!   reversed, zero), one live allocation per order, and how much each return takes.
@@ -16,6 +16,7 @@
 //! - [`webhooks`]: event types, retries, disabling, forbidden targets.
 
 pub mod activate;
+pub mod adjust;
 pub mod allocate;
 pub mod allocation;
 pub mod coins;

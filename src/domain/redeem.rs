@@ -113,6 +113,8 @@ pub fn plan_redemption(cmd: &RedeemCmd, balance: i64, pending: i64, value: &Coin
             pending_coins: 0,
             pending_after: pending,
             effective_at: None,
+            reason: None,
+            client_id: None,
         },
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
         receipt: RedeemReceipt { request_id: cmd.request_id.clone(), coins, currency: value.currency.clone(), amount_minor, balance },

@@ -24,7 +24,7 @@ pub struct Moved {
     pub entries: i64,
 }
 
-/// The four movements the overview shows, in coins (each ≥ 0).
+/// The five movements the overview shows, in coins (each ≥ 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Movements {
     /// Allocated.
@@ -33,6 +33,8 @@ pub struct Movements {
     /// Given back or taken back by reversals, either way.
     pub reversed: i64,
     pub expired: i64,
+    /// Added or taken by staff adjustments, either way.
+    pub adjusted: i64,
 }
 
 impl Movements {
@@ -46,6 +48,7 @@ impl Movements {
             // A cancel moves no spendable coins; it counts with the returns.
             EntryKind::Reverse | EntryKind::Cancel => &mut self.reversed,
             EntryKind::Expire => &mut self.expired,
+            EntryKind::Adjust => &mut self.adjusted,
         };
         *slot = slot.saturating_add(total);
     }
@@ -103,7 +106,7 @@ mod tests {
         let mut m = Movements::default();
         m.add(EntryKind::Reverse, Moved { credit: 30, debit: 20, entries: 2 });
         m.add(EntryKind::Allocate, Moved { credit: 100, debit: 0, entries: 1 });
-        assert_eq!(m, Movements { issued: 100, redeemed: 0, reversed: 50, expired: 0 });
+        assert_eq!(m, Movements { issued: 100, redeemed: 0, reversed: 50, expired: 0, adjusted: 0 });
         assert_eq!(credit_debit(-7), (0, 7));
     }
 

@@ -93,7 +93,7 @@ pub fn answer_repeat(prev: &StoredRequest, cmd: &ReverseCmd) -> Result<(), Refus
 pub fn check_original<'a>(original: Option<&'a StoredRequest>, name: &RequestId) -> Result<&'a StoredRequest, Refusal> {
     match original {
         None => Err(Refusal::OriginalNotFound(name.clone())),
-        Some(o) if matches!(o.kind, RequestKind::Allocate | RequestKind::Redeem) => Ok(o),
+        Some(o) if matches!(o.kind, RequestKind::Allocate | RequestKind::Redeem | RequestKind::Adjust) => Ok(o),
         Some(_) => Err(Refusal::NotReversible(name.clone())),
     }
 }
@@ -153,6 +153,8 @@ fn reverse_entry(cmd: &ReverseCmd, original: &Original, name: &RequestId, coins:
         pending_coins: 0,
         pending_after,
         effective_at: None,
+        reason: None,
+        client_id: None,
     }
 }
 
@@ -238,11 +240,13 @@ pub fn plan_give_back(
         }
     }
     moves.sort_by_key(|m| m.lot_id);
+    // An adjustment's debit took from the lifetime earned; giving it back restores it.
+    let (lifetime, lifetime_delta) = if original.kind == RequestKind::Adjust { (Lifetime::Earned, coins) } else { (Lifetime::Redeemed, -coins) };
     Ok(ReversePlan {
         entry: reverse_entry(cmd, original, name, coins, balance + coins, pending),
         moves,
-        lifetime: Lifetime::Redeemed,
-        lifetime_delta: -coins,
+        lifetime,
+        lifetime_delta,
         remaining: remaining - coins,
     })
 }

@@ -20,13 +20,23 @@ pub enum EventType {
     Redeemed,
     Reversed,
     Expired,
+    /// A staff adjustment, a credit or a debit.
+    Adjusted,
     /// Sent by `POST .../test` only; never subscribed to.
     Test,
 }
 
 impl EventType {
-    pub const SUBSCRIBABLE: [EventType; 7] =
-        [EventType::Allocated, EventType::Redeemed, EventType::Reversed, EventType::Expired, EventType::Pending, EventType::Activated, EventType::Canceled];
+    pub const SUBSCRIBABLE: [EventType; 8] = [
+        EventType::Allocated,
+        EventType::Redeemed,
+        EventType::Reversed,
+        EventType::Expired,
+        EventType::Pending,
+        EventType::Activated,
+        EventType::Canceled,
+        EventType::Adjusted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,12 +47,13 @@ impl EventType {
             EventType::Redeemed => "coins.redeemed",
             EventType::Reversed => "coins.reversed",
             EventType::Expired => "coins.expired",
+            EventType::Adjusted => "coins.adjusted",
             EventType::Test => "webhook.test",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocated, Self::Pending, Self::Activated, Self::Canceled, Self::Redeemed, Self::Reversed, Self::Expired, Self::Test]
+        [Self::Allocated, Self::Pending, Self::Activated, Self::Canceled, Self::Redeemed, Self::Reversed, Self::Expired, Self::Adjusted, Self::Test]
             .into_iter()
             .find(|t| t.as_str() == s)
     }
@@ -58,6 +69,7 @@ impl EventType {
             EntryKind::Redeem => EventType::Redeemed,
             EntryKind::Reverse => EventType::Reversed,
             EntryKind::Expire => EventType::Expired,
+            EntryKind::Adjust => EventType::Adjusted,
         }
     }
 
@@ -70,6 +82,7 @@ impl EventType {
             EventType::Pending => 16,
             EventType::Activated => 32,
             EventType::Canceled => 64,
+            EventType::Adjusted => 128,
             EventType::Test => 0,
         }
     }

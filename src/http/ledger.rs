@@ -11,8 +11,8 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{BULK_BODY_BYTES_MAX, Json};
 use super::wire::coins::{
-    ALLOCATED, ActivateRequest, ActivateView, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest, RedeemView, ReverseRequest,
-    ReverseView,
+    ALLOCATED, ActivateRequest, ActivateView, AdjustRequest, AdjustView, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest,
+    RedeemView, ReverseRequest, ReverseView,
 };
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
@@ -183,6 +183,37 @@ pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json
         metrics::moved(Movement::Reversed, 1, receipt.coins.unsigned_abs());
     }
     Ok(answer(ReverseView::from(receipt), replayed))
+}
+
+/// Adds coins to a user (a goodwill credit, a balance imported with its original expiry) or takes
+/// them (soonest-expiring first), with a reason; the acting client is recorded. Exactly-once per
+/// requestId, and returned through `/coins/reverse` like an allocation (a credit) or a redemption
+/// (a debit).
+#[utoipa::path(post, path = "/api/v0/coins/adjust", tag = "coins",
+    request_body(content = AdjustRequest, examples(
+        ("goodwill" = (summary = "A goodwill credit, expiring in a year", value = json!({"companyId":"SHOP","userId":"ASHA","requestId":"ADJ-1","coins":200,"reason":"Late delivery of order 1042","validityDays":365}))),
+        ("import" = (summary = "A balance imported with its original expiry", value = json!({"companyId":"SHOP","userId":"ASHA","requestId":"IMPORT-ASHA-1","coins":1250,"reason":"Imported from the old programme","expiresAt":"2027-03-31T23:59:59Z"}))),
+        ("claw-back" = (summary = "Coins taken back, as many as the user has", value = json!({"companyId":"SHOP","userId":"ASHA","requestId":"ADJ-2","coins":-500,"reason":"Fraudulent order 2231","onShortfall":"CAP"}))),
+    )),
+    responses(
+        (status = 200, description = "Adjusted, or (with `Idempotent-Replayed: true`) the first answer again", body = Envelope<AdjustView>,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+         example = json!({"payload":{"requestId":"ADJ-1","userId":"ASHA","coins":200,"coinsShort":0,"reason":"Late delivery of order 1042","activatesAt":null,
+                          "expiresAt":"2027-12-05T10:00:00.000Z","balance":200,"pendingBalance":0},"response_code":0,"response_message":"Success"})),
+        (status = 400, description = "VALIDATION_FAILED: a field is malformed, or fields that do not fit together (an expiry or hold on a debit, validityDays with expiresAt...)", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+        (status = 404, description = "USER_NOT_FOUND: a debit of a user never credited, or another company's", body = ErrorEnvelope),
+        (status = 409, description = "REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH (a credit of another company's user), or INSUFFICIENT_BALANCE (a debit with onShortfall REJECT); nothing was changed", body = ErrorEnvelope),
+    ))]
+pub async fn adjust(State(state): State<AppState>, auth: Auth, Json(body): Json<AdjustRequest>) -> Result<Response, ApiError> {
+    auth.require_company(&body.company_id)?;
+    let cmd = body.command(&auth.0.client_id, state.clock.now_ms()).map_err(ApiError::validation)?;
+    let Applied { receipt, replayed, expired } = state.store.adjust(cmd).await?;
+    metrics::moved(Movement::Expired, expired.lots, expired.coins);
+    if !replayed {
+        metrics::moved(Movement::Adjusted, 1, receipt.coins.unsigned_abs());
+    }
+    Ok(answer(AdjustView::from(receipt), replayed))
 }
 
 /// Makes a held allocation spendable now, before its `activatesAt`; exactly-once on its own

@@ -17,6 +17,7 @@ use std::future::Future;
 use super::model::{Applied, Expired, RecordRow, StoredReceipt};
 use super::{StoreError, StoreResult};
 use crate::domain::activate::{self, ActivateCmd, ActivateReceipt};
+use crate::domain::adjust::{self, AdjustCmd, AdjustReceipt};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordFields};
 use crate::domain::allocation::{self, ActivateAt, Activation, ActivationPlan, HeldLot, OrderClaim, OrderHolder};
 use crate::domain::allocation::{AllocationState, ReturnKind};
@@ -94,6 +95,17 @@ pub(crate) trait LedgerTx {
     /// Records on the allocation's row that it is active (unless a return ended it meanwhile).
     async fn record_activation(&mut self, company: &CompanyId, request_id: &RequestId, activated_at: i64, expires_at: Option<i64>) -> StoreResult<()>;
     async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()>;
+    /// Writes the record of an adjustment's credit on its request row (returned and activated
+    /// like an allocation's).
+    async fn record_credit(
+        &mut self,
+        company: &CompanyId,
+        request_id: &RequestId,
+        state: AllocationState,
+        activates_at: Option<i64>,
+        expires_at: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
     /// The outbox: one message per enabled subscription of the company that wants this kind of
     /// entry, in the entry's own transaction.
@@ -322,6 +334,53 @@ pub(crate) async fn redeem<T: LedgerTx>(tx: &mut T, cmd: &RedeemCmd) -> StoreRes
     Ok(Applied { receipt: plan.receipt, replayed: false, expired })
 }
 
+/// A staff adjustment: a credit opens a lot (and a record, so it is returned and activated like
+/// an allocation), a debit takes lots soonest-expiring first. A credit opens the user's account
+/// if there is none (a balance imported from another system); a debit needs one.
+pub(crate) async fn adjust<T: LedgerTx>(tx: &mut T, cmd: &AdjustCmd) -> StoreResult<Applied<AdjustReceipt>> {
+    let (company, user, request_id) = (&cmd.company, &cmd.user, &cmd.request_id);
+    if let Some(prev) = tx.request(company, request_id).await? {
+        adjust::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let fingerprint = cmd.fingerprint();
+    let claim = Claim { kind: RequestKind::Adjust, user, event: None, coins: cmd.coins.abs(), fingerprint: &fingerprint, original: None, record: None };
+    if !tx.claim(company, request_id, &claim, cmd.now_ms).await? {
+        let prev = request_after_lost_claim(tx, company, request_id).await?;
+        adjust::answer_repeat(&prev, cmd)?;
+        return replayed(&prev);
+    }
+    let account = match tx.account(user).await? {
+        None if cmd.coins > 0 => {
+            tx.open_account(company, user, cmd.now_ms).await?;
+            Account { company: company.clone(), balance: Coins::ZERO, pending: 0 }
+        }
+        Some(a) if a.company != *company && cmd.coins > 0 => {
+            return Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into());
+        }
+        found => rules::account_in(found, company, user)?,
+    };
+    let due = bring_due(tx, company, user, &account, cmd.now_ms).await?;
+    let open = if cmd.coins < 0 { tx.open_lots(company, user, cmd.now_ms).await? } else { Vec::new() };
+    let plan = adjust::plan_adjustment(cmd, due.balance, due.pending, open)?;
+    let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
+    if let Some(lot) = &plan.lot {
+        tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
+    }
+    tx.apply_moves(entry_id, &plan.moves).await?;
+    if let Some(state) = plan.state {
+        tx.record_credit(company, request_id, state, plan.receipt.activates_at, plan.receipt.expires_at, cmd.now_ms).await?;
+    }
+    // Adjustments count in the lifetime earned, as allocations and their returns do.
+    tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Earned, plan.entry.coins).await?;
+    if plan.entry.pending_coins != 0 {
+        tx.set_pending(company, user, plan.entry.pending_after).await?;
+    }
+    let moved = plan.entry.coins + plan.entry.pending_coins;
+    tx.finish(company, request_id, moved.abs(), &plan.receipt.to_stored()).await?;
+    Ok(Applied { receipt: plan.receipt, replayed: false, expired: due.expired })
+}
+
 /// The request id a return or an activation names: the one given, or the order's allocation
 /// (its live one, else its latest).
 async fn named_by<T: LedgerTx>(tx: &mut T, company: &CompanyId, target: &Target) -> StoreResult<RequestId> {
@@ -364,7 +423,9 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     let due = bring_due(tx, company, user, &account, cmd.now_ms).await?;
     let (balance, pending, before) = (due.balance, due.pending, due.expired);
     let returned = tx.returned_coins(company, &target).await?;
-    let (plan, outcome) = if original.kind == RequestKind::Allocate {
+    // An adjustment's credit keeps a record and is returned like an allocation; its debit is
+    // returned like a redemption.
+    let (plan, outcome) = if original.is_credit() {
         let row = tx.allocation(company, &target).await?.ok_or_else(|| StoreError::Corrupt(format!("allocation {target} has no record")))?;
         let order_id = row.order_id.clone();
         let a = row.into_allocation()?;
@@ -373,7 +434,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         let entry = if a.state == AllocationState::Zero {
             Original { entry_id: 0, kind: RequestKind::Allocate, coins: 0, event: original.event.clone(), coin_config_id: None }
         } else {
-            tx.original_entry(company, &target, RequestKind::Allocate).await?
+            tx.original_entry(company, &target, original.kind).await?
         };
         let own = if entry.entry_id == 0 { Vec::new() } else { tx.own_lots(entry.entry_id).await? };
         let open = tx.open_lots(company, user, cmd.now_ms).await?;
@@ -454,7 +515,7 @@ pub(crate) async fn activate<T: LedgerTx>(tx: &mut T, cmd: &ActivateCmd) -> Stor
     let (mut balance, mut pending, mut coins) = (due.balance, due.pending, 0);
     let (mut activated_at, mut expires_at) = (record.activated_at_ms, record.expires_at_ms);
     if allocation::activate(&a)? == Activation::Activate {
-        let entry = tx.original_entry(company, &target, RequestKind::Allocate).await?;
+        let entry = tx.original_entry(company, &target, named.kind).await?;
         let held = tx.held_lot(entry.entry_id).await?.ok_or_else(|| StoreError::Corrupt(format!("held allocation {target} has no held lot")))?;
         let plan = allocation::plan_activations(balance, pending, vec![held], ActivateAt::Early { now_ms: cmd.now_ms, by: request_id });
         write_activations(tx, company, user, &plan, cmd.now_ms).await?;

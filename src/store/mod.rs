@@ -96,6 +96,8 @@ pub trait LedgerStore: Send + Sync {
     async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>>;
     /// Returns an allocation or a redemption, whole or in part; exactly-once on (company, requestId).
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>>;
+    /// A staff adjustment (a credit or a debit, with a reason); exactly-once on (company, requestId).
+    async fn adjust(&self, cmd: crate::domain::adjust::AdjustCmd) -> StoreResult<Applied<crate::domain::adjust::AdjustReceipt>>;
     /// Makes a held allocation spendable now; exactly-once on (company, requestId).
     async fn activate(&self, cmd: crate::domain::activate::ActivateCmd) -> StoreResult<Applied<crate::domain::activate::ActivateReceipt>>;
     /// Writes the `EXPIRE` entries of this user's lots past expiry (if any), so that the history

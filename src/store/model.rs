@@ -380,6 +380,51 @@ impl StoredReceipt for crate::domain::activate::ActivateReceipt {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredAdjustReceipt {
+    request_id: String,
+    user_id: String,
+    coins: i64,
+    coins_short: i64,
+    reason: String,
+    activates_at: Option<i64>,
+    expires_at: Option<i64>,
+    balance: i64,
+    pending_balance: i64,
+}
+
+impl StoredReceipt for crate::domain::adjust::AdjustReceipt {
+    fn to_stored(&self) -> String {
+        to_json(&StoredAdjustReceipt {
+            request_id: self.request_id.to_string(),
+            user_id: self.user.to_string(),
+            coins: self.coins,
+            coins_short: self.coins_short,
+            reason: self.reason.clone(),
+            activates_at: self.activates_at,
+            expires_at: self.expires_at,
+            balance: self.balance,
+            pending_balance: self.pending_balance,
+        })
+    }
+
+    fn from_stored(text: Option<&str>) -> StoreResult<Self> {
+        let r: StoredAdjustReceipt = from_json(text)?;
+        Ok(Self {
+            request_id: stored_id(r.request_id),
+            user: UserId::from_trusted(r.user_id),
+            coins: r.coins,
+            coins_short: r.coins_short,
+            reason: r.reason,
+            activates_at: r.activates_at,
+            expires_at: r.expires_at,
+            balance: r.balance,
+            pending_balance: r.pending_balance,
+        })
+    }
+}
+
 /// Companies are stored space-separated: ids cannot contain spaces.
 pub(crate) fn join_companies(companies: &[CompanyId]) -> String {
     companies.iter().map(CompanyId::as_str).collect::<Vec<_>>().join(" ")
@@ -480,6 +525,23 @@ pub struct AllocationRecord {
 pub(crate) const RECORD_COLUMNS: &str = "r.request_id, r.order_id, r.user_id, r.event, COALESCE(r.coin_config_id, e.coin_config_id), r.state, r.coins, \
      r.base_coins, r.coins_canceled, r.coins_reversed, r.coins_waived, r.amount_minor, r.amount_refunded_minor, r.currency, r.calculation, \
      r.created_at, r.activates_at, r.activated_at, CASE WHEN r.calculation IS NULL THEN e.expires_at ELSE r.expires_at END, r.zero_reason, r.alias_of";
+/// Which requests' rows a record read finds: the allocation read route shows allocations only;
+/// the ledger also returns adjustment credits, which keep the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordKinds {
+    Allocations,
+    Credits,
+}
+
+impl RecordKinds {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Self::Allocations => "('ALLOCATE')",
+            Self::Credits => "('ALLOCATE', 'ADJUST')",
+        }
+    }
+}
+
 pub(crate) const RECORD_FROM: &str =
     "requests r LEFT JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = 'ALLOCATE'";
 

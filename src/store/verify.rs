@@ -63,7 +63,7 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "SELECT CAST(e.entry_id AS TEXT) || ' (' || e.type || ') moves ' || CAST(e.coins AS TEXT) || ', its lot moves sum to ' \
          || CAST(COALESCE(m.total, 0) AS TEXT) FROM ledger_entries e LEFT JOIN \
          (SELECT entry_id, SUM(coins) AS total FROM lot_moves GROUP BY entry_id) m ON m.entry_id = e.entry_id \
-         WHERE e.type <> 'ALLOCATE' AND e.coins + e.pending_coins <> COALESCE(m.total, 0)",
+         WHERE e.type <> 'ALLOCATE' AND NOT (e.type = 'ADJUST' AND e.coins + e.pending_coins > 0) AND e.coins + e.pending_coins <> COALESCE(m.total, 0)",
         "debit or restore differs from the lots it touched",
     ),
     (
@@ -87,9 +87,9 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "SELECT r.company_id || '/' || r.request_id || ': record says ' || CAST(r.coins AS TEXT) || ', entry ' || CAST(e.coins + e.pending_coins AS TEXT) \
-         FROM requests r JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = 'ALLOCATE' \
-         WHERE r.kind = 'ALLOCATE' AND r.coins <> e.coins + e.pending_coins",
-        "allocation record differs from its entry",
+         FROM requests r JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind \
+         WHERE r.kind IN ('ALLOCATE', 'ADJUST') AND r.coins <> ABS(e.coins + e.pending_coins)",
+        "allocation or adjustment record differs from its entry",
     ),
     (
         "SELECT company_id || '/' || request_id || ': ' || CAST(coins_canceled AS TEXT) || ' canceled + ' || CAST(coins_reversed AS TEXT) \
@@ -110,8 +110,8 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
          || CAST(COALESCE(x.total, 0) AS TEXT) FROM requests r LEFT JOIN \
          (SELECT company_id, original_request_id, SUM(coins) AS total FROM requests WHERE kind = 'REVERSE' GROUP BY company_id, original_request_id) x \
          ON x.company_id = r.company_id AND x.original_request_id = r.request_id \
-         WHERE (r.kind = 'REDEEM' AND r.coins_reversed <> COALESCE(x.total, 0)) \
-         OR (r.kind = 'ALLOCATE' AND r.alias_of IS NULL AND (COALESCE(x.total, 0) > r.coins_canceled + r.coins_reversed \
+         WHERE ((r.kind = 'REDEEM' OR (r.kind = 'ADJUST' AND r.state IS NULL)) AND r.coins_reversed <> COALESCE(x.total, 0)) \
+         OR ((r.kind = 'ALLOCATE' OR (r.kind = 'ADJUST' AND r.state IS NOT NULL)) AND r.alias_of IS NULL AND (COALESCE(x.total, 0) > r.coins_canceled + r.coins_reversed \
              OR (r.state IN ('REVERSED', 'CANCELED') AND r.coins_canceled + r.coins_reversed + r.coins_waived < r.coins) \
              OR (COALESCE(r.state, 'ACTIVE') IN ('ACTIVE', 'PENDING') AND r.coins_canceled + r.coins_reversed + r.coins_waived >= r.coins)))",
         "return counters or state disagree with the returns",

@@ -11,7 +11,8 @@ use crate::store::{Delivery, EventData};
 /// The body of every webhook request.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WebhookEvent {
-    /// `coins.allocated`, `coins.redeemed`, `coins.reversed`, `coins.expired` or `webhook.test`.
+    /// `coins.allocated`, `coins.pending`, `coins.activated`, `coins.canceled`, `coins.redeemed`,
+    /// `coins.reversed`, `coins.expired`, `coins.adjusted` or `webhook.test`.
     #[serde(rename = "type")]
     #[schema(example = "coins.allocated")]
     pub kind: &'static str,

@@ -116,6 +116,28 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             ],
         },
         Row {
+            method: "post",
+            path: "/api/v0/coins/adjust",
+            tries: vec![
+                (
+                    "/api/v0/coins/adjust".into(),
+                    Some(json!({"companyId":"B","userId":"UB","requestId":"B-J9","coins":5,"reason":"r"})),
+                    Refused(403, "FORBIDDEN"),
+                ),
+                // B's user adjusted under A: a credit is refused, a debit finds no such user.
+                (
+                    "/api/v0/coins/adjust".into(),
+                    Some(json!({"companyId":"A","userId":"UB","requestId":"A-J9","coins":5,"reason":"r"})),
+                    Refused(409, "USER_COMPANY_MISMATCH"),
+                ),
+                (
+                    "/api/v0/coins/adjust".into(),
+                    Some(json!({"companyId":"A","userId":"UB","requestId":"A-J8","coins":-5,"reason":"r"})),
+                    Refused(404, "USER_NOT_FOUND"),
+                ),
+            ],
+        },
+        Row {
             method: "get",
             path: "/api/v0/coins/allocations/{requestId}",
             tries: vec![

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod adjust;
 mod allocate;
 mod batch_model;
 mod browser;

@@ -138,7 +138,7 @@ verify_check! {
         "UPDATE ledger_daily SET credit = credit + 1 WHERE type = 'ALLOCATE'",
     ];
     // The record (what a replay answers) says one coin more than the entry credited.
-    a_record_that_differs_from_its_entry: "allocation record differs from its entry", [
+    a_record_that_differs_from_its_entry: "allocation or adjustment record differs from its entry", [
         "UPDATE requests SET coins = coins + 1 WHERE request_id = 'R1'",
     ];
     // Waived beyond its coins (and so marked returned in full).

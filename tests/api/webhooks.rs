@@ -19,7 +19,7 @@ use crate::both_backends;
 use crate::helpers::*;
 
 const HOOKS: &str = "/api/v0/coins/webhooks";
-const ALL_EVENTS: [&str; 4] = ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired"];
+const ALL_EVENTS: [&str; 5] = ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired", "coins.adjusted"];
 const DAY_MS: i64 = 86_400_000;
 
 /// The Python receiver, as a child process with its files in a directory of its own.
@@ -199,6 +199,7 @@ fn expected_event(user: &str, company: &str, entry: &Value, remaining: &HashMap<
         "REDEEM" => "coins.redeemed",
         "REVERSE" => "coins.reversed",
         "EXPIRE" => "coins.expired",
+        "ADJUST" => "coins.adjusted",
         other => panic!("entry type {other}"),
     };
     json!({
@@ -364,10 +365,13 @@ both_backends! {
         let part = json!({"companyId": "SHOP", "requestId": "BACK-2", "originalRequestId": "SPEND-1", "coins": 30});
         assert_eq!(app.post("/api/v0/coins/reverse", &app.admin_token, part).await.assert_ok()["coinsRemaining"], json!(40));
         let returned = HashMap::from([("BACK-1".to_owned(), 0), ("BACK-2".to_owned(), 40)]);
+        // A staff adjustment, with its reason and the client that made it.
+        let goodwill = json!({"companyId": "SHOP", "userId": "U3", "requestId": "ADJ-1", "coins": 15, "reason": "Late delivery"});
+        app.post("/api/v0/coins/adjust", &app.admin_token, goodwill).await.assert_ok();
         // Two days on, U3's coins expire (written when U3 is next read). The clock moves only
-        // once the first 12 events are in: leases are timed by it too.
-        rx.wait_for("the first 12 events", Duration::from_secs(20), |r| delivered_ids(r).len() >= 12).await;
-        app.wait_attempts(&id, 12).await;
+        // once the first 13 events are in: leases are timed by it too.
+        rx.wait_for("the first 13 events", Duration::from_secs(20), |r| delivered_ids(r).len() >= 13).await;
+        app.wait_attempts(&id, 13).await;
         app.clock.advance_ms(2 * DAY_MS);
         app.get("/api/v0/coins/users/U3", &app.admin_token).await.assert_ok();
 
@@ -375,9 +379,10 @@ both_backends! {
         for user in ["U1", "U2", "U3"] {
             expected.insert(user, app.ledger_of(user).await.iter().map(|e| expected_event(user, "SHOP", e, &returned)).collect::<Vec<_>>());
         }
-        // 9 allocations, a redemption, two reversals, and expiries (reading a history writes them).
+        // 9 allocations, a redemption, two reversals, an adjustment, and expiries (reading a
+        // history writes them).
         let total: usize = expected.values().map(Vec::len).sum();
-        assert!(total >= 9 + 1 + 2 + 3, "{expected:#?}");
+        assert!(total >= 9 + 1 + 2 + 1 + 3, "{expected:#?}");
         let records = rx.wait_for("every entry delivered", Duration::from_secs(20), |r| delivered_ids(r).len() >= total).await;
         let events = first_deliveries(&records);
         assert_eq!(events.len(), total, "nothing else arrived");

@@ -8,9 +8,11 @@ use serde_json::{Map, Value};
 
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
-use super::{FromField, FromJsonObject, FromQuery, Nullable, int_schema, query_id, whole_number};
+use super::configs::PendingDays;
+use super::{FromField, FromJsonObject, FromQuery, Nullable, ValidityDays, int_schema, query_id, whole_number};
 use crate::clock::rfc3339;
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
+use crate::domain::adjust::{self, AdjustCmd, AdjustExpiry, AdjustReceipt};
 use crate::domain::allocate::Purchase;
 use crate::domain::allocation::{OnShortfall, ReturnAsk};
 use crate::domain::earn;
@@ -420,6 +422,174 @@ impl From<ActivateReceipt> for ActivateView {
             already_active: r.already_active,
             coins: r.coins,
             activated_at: r.activated_at.map(rfc3339),
+            expires_at: r.expires_at.map(rfc3339),
+            balance: r.balance,
+            pending_balance: r.pending_balance,
+        }
+    }
+}
+
+request_body! {
+    /// `POST /api/v0/coins/adjust`: coins added (positive) or taken (negative) by hand, with a
+    /// reason; the acting client is recorded with it.
+    pub struct AdjustRequest {
+        "companyId" => pub company_id: CompanyId,
+        "userId" => pub user_id: UserId,
+        "requestId" => pub request_id: RequestId,
+        "coins" => pub coins: SignedCoins,
+        /// Why: shown with the entry in the ledger, the dashboard and exports.
+        "reason" => pub reason: Reason,
+        /// Credits: days until the coins expire, counted from when they become spendable
+        /// (`null` or absent: never, unless `expiresAt` is given).
+        #[schema(value_type = Option<i64>, required = false, minimum = 1, maximum = 36500)]
+        "validityDays" => pub validity_days: Option<ValidityDays>,
+        /// Credits: the instant the coins expire (RFC 3339, in the future), e.g. a balance imported
+        /// with its original expiry. Not with `validityDays` or `pendingDays`.
+        #[schema(value_type = String, format = DateTime, required = false)]
+        "expiresAt" => pub expires_at: Option<Timestamp>,
+        /// Credits: days the coins are held before they can be spent.
+        #[schema(value_type = Option<i64>, required = false, minimum = 1, maximum = 365)]
+        "pendingDays" => pub pending_days: Option<PendingDays>,
+        /// Credits: whether they count towards a status tier (default `false`).
+        #[schema(value_type = bool, required = false)]
+        "qualifying" => pub qualifying: Option<bool>,
+        /// Debits: when the user has fewer coins than asked, `REJECT` (the default: 409, nothing
+        /// taken) or `CAP` (take what there is and say how much was short).
+        #[schema(value_type = ShortfallPolicy, required = false)]
+        "onShortfall" => pub on_shortfall: Option<ShortfallPolicy>,
+    }
+}
+
+impl AdjustRequest {
+    /// The adjustment asked for, once the fields that depend on each other are checked.
+    pub fn command(self, client_id: &str, now_ms: i64) -> Result<AdjustCmd, String> {
+        let expiry = match (self.validity_days.and_then(|v| v.0), self.expires_at) {
+            (Some(_), Some(_)) => return Err("give validityDays or expiresAt, not both".into()),
+            (Some(days), None) => AdjustExpiry::ValidityDays(days),
+            (None, Some(at)) => AdjustExpiry::At(at.0),
+            (None, None) => AdjustExpiry::Never,
+        };
+        let cmd = AdjustCmd {
+            company: self.company_id,
+            user: self.user_id,
+            request_id: self.request_id,
+            coins: self.coins.0,
+            reason: self.reason.0,
+            expiry,
+            pending_days: self.pending_days.and_then(|p| p.0),
+            qualifying: self.qualifying.unwrap_or(false),
+            on_shortfall: self.on_shortfall.map_or(OnShortfall::Reject, |p| p.0),
+            client_id: client_id.to_owned(),
+            now_ms,
+        };
+        cmd.check()?;
+        Ok(cmd)
+    }
+}
+
+/// `coins` of an adjustment: signed, never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SignedCoins(pub i64);
+
+schema_of!(
+    SignedCoins,
+    "SignedCoins",
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(int_schema(-adjust::COINS_MAX, -1, false, "Coins to take"))
+        .item(int_schema(1, adjust::COINS_MAX, false, "Coins to add"))
+        .description(Some("Coins to add (positive) or take (negative); never 0"))
+        .into()
+);
+
+impl FromField for SignedCoins {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        let max = adjust::COINS_MAX;
+        value
+            .and_then(whole_number)
+            .filter(|c| *c != 0 && c.abs() <= max)
+            .map(SignedCoins)
+            .ok_or_else(|| format!("{name} must be a non-zero whole number of coins between -{max} and {max}"))
+    }
+}
+
+/// An adjustment's `reason`: 1 to 200 characters of text, not only spaces, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Reason(pub String);
+
+schema_of!(
+    Reason,
+    "Reason",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(adjust::REASON_MAX_CHARS))
+        .pattern(Some(r"^[^\u0000-\u001F\u007F]*[^\u0000-\u0020\u007F][^\u0000-\u001F\u007F]*$"))
+        .description(Some("Why the coins were adjusted (1 to 200 characters, not only spaces, no control characters)"))
+        .into()
+);
+
+impl FromField for Reason {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        let max = adjust::REASON_MAX_CHARS;
+        value
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control))
+            .map(|s| Reason(s.to_owned()))
+            .ok_or_else(|| format!("{name} must be 1 to {max} characters of text, not only spaces, without control characters"))
+    }
+}
+
+/// An RFC 3339 instant, as Unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(self.0))
+    }
+}
+
+impl FromField for Timestamp {
+    fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
+        value
+            .and_then(Value::as_str)
+            .and_then(crate::clock::parse_rfc3339)
+            .map(Timestamp)
+            .ok_or_else(|| format!("{name} must be an RFC 3339 time such as 2027-03-31T23:59:59Z"))
+    }
+}
+
+/// An adjustment's answer. `coins` is signed like its ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustView {
+    pub request_id: RequestId,
+    pub user_id: UserId,
+    /// Credited (held or not) when positive, taken when negative.
+    pub coins: i64,
+    /// A debit with `onShortfall: CAP`: the coins the user did not have, not taken.
+    pub coins_short: i64,
+    pub reason: String,
+    /// Held credits: when they become spendable (RFC 3339 UTC); otherwise `null`.
+    pub activates_at: Option<String>,
+    /// Spendable credits: when they expire; `null` for never, for a debit, or while held (their
+    /// expiry is set when they activate).
+    pub expires_at: Option<String>,
+    pub balance: i64,
+    pub pending_balance: i64,
+}
+
+impl From<AdjustReceipt> for AdjustView {
+    fn from(r: AdjustReceipt) -> Self {
+        Self {
+            request_id: r.request_id,
+            user_id: r.user,
+            coins: r.coins,
+            coins_short: r.coins_short,
+            reason: r.reason,
+            activates_at: r.activates_at.map(rfc3339),
             expires_at: r.expires_at.map(rfc3339),
             balance: r.balance,
             pending_balance: r.pending_balance,

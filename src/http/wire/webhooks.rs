@@ -37,18 +37,22 @@ impl FromField for WebhookUrl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventTypes(pub Vec<EventType>);
 
-const EVENTS_RULE: &str = "a non-empty list of coins.allocated, coins.redeemed, coins.reversed, coins.expired";
+/// What `events` must be, naming every type a subscription can ask for.
+fn events_rule() -> String {
+    let names: Vec<&str> = EventType::SUBSCRIBABLE.iter().map(|e| e.as_str()).collect();
+    format!("a non-empty list of {}", names.join(", "))
+}
 
 impl FromField for EventTypes {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
-        let items = value.and_then(Value::as_array).filter(|a| !a.is_empty()).ok_or_else(|| format!("{name} must be {EVENTS_RULE}"))?;
+        let items = value.and_then(Value::as_array).filter(|a| !a.is_empty()).ok_or_else(|| format!("{name} must be {}", events_rule()))?;
         let mut events = Vec::new();
         for item in items {
             let event = item
                 .as_str()
                 .and_then(EventType::parse)
                 .filter(|e| EventType::SUBSCRIBABLE.contains(e))
-                .ok_or_else(|| format!("{name} must be {EVENTS_RULE}; {item} is not one"))?;
+                .ok_or_else(|| format!("{name} must be {}; {item} is not one", events_rule()))?;
             if !events.contains(&event) {
                 events.push(event);
             }

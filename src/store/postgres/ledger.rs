@@ -19,6 +19,7 @@ use super::listen::Caches;
 use super::reports::{order_holder, record_row};
 use super::{Core, PgStore, PgTx};
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
+use crate::domain::adjust::{AdjustCmd, AdjustReceipt};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase};
 use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
 use crate::domain::earn::ZeroReason;
@@ -33,7 +34,7 @@ use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, LedgerTx, Returned};
-use crate::store::model::RecordRow;
+use crate::store::model::{RecordKinds, RecordRow};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -291,7 +292,7 @@ impl LedgerTx for PgTx<'_> {
     }
 
     async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
-        record_row(self.0, company, request_id.as_str()).await
+        record_row(self.0, company, request_id.as_str(), RecordKinds::Credits).await
     }
 
     async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
@@ -350,6 +351,24 @@ impl LedgerTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn record_credit(
+        &mut self,
+        company: &CompanyId,
+        request_id: &RequestId,
+        state: AllocationState,
+        activates_at: Option<i64>,
+        expires_at: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let activated_at = activates_at.is_none().then_some(now_ms);
+        let stmt = self
+            .0
+            .prepare_cached("UPDATE requests SET state = $3, activates_at = $4, activated_at = $5, expires_at = $6 WHERE company_id = $1 AND request_id = $2")
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &request_id.as_str(), &state.as_str(), &activates_at, &activated_at, &expires_at]).await?;
+        Ok(())
+    }
+
     async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()> {
         let stmt = self.0.prepare_cached("UPDATE users SET pending_balance = $3 WHERE company_id = $1 AND user_id = $2").await?;
         self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &pending]).await?;
@@ -371,8 +390,8 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
-                 order_id, amount_minor, original_request_id, pending_coins, pending_after, effective_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING entry_id",
+                 order_id, amount_minor, original_request_id, pending_coins, pending_after, effective_at, reason, client_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING entry_id",
             )
             .await?;
         let request_id = e.request_id.as_ref().map(RequestId::as_str);
@@ -397,6 +416,8 @@ impl LedgerTx for PgTx<'_> {
                     &e.pending_coins,
                     &e.pending_after,
                     &e.effective_at,
+                    &e.reason,
+                    &e.client_id,
                 ],
             )
             .await?;
@@ -713,6 +734,19 @@ impl LedgerStore for PgStore {
             .await;
         // The reversed request names no user here; reversals are rare enough to drop everything.
         self.core.all_balances_changed();
+        outcome
+    }
+
+    async fn adjust(&self, cmd: AdjustCmd) -> StoreResult<Applied<AdjustReceipt>> {
+        let user = cmd.user.clone();
+        let outcome = self
+            .core
+            .transact(move |tx| {
+                let cmd = cmd.clone();
+                Box::pin(async move { ledger::adjust(&mut PgTx(tx), &cmd).await })
+            })
+            .await;
+        self.core.balances_changed([user.as_str()]);
         outcome
     }
 

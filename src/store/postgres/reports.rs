@@ -8,7 +8,7 @@ use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
 use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
-use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, SummaryLists,
@@ -229,9 +229,9 @@ pub(super) async fn order_holder(client: &impl GenericClient, company: &CompanyI
 }
 
 /// One allocation's row (an alias's own row, not the allocation it repeats).
-pub(super) async fn record_row(client: &impl GenericClient, company: &CompanyId, request_id: &str) -> StoreResult<Option<RecordRow>> {
+pub(super) async fn record_row(client: &impl GenericClient, company: &CompanyId, request_id: &str, kinds: RecordKinds) -> StoreResult<Option<RecordRow>> {
     let stmt = client
-        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.request_id = $2 AND r.kind = 'ALLOCATE'"))
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.request_id = $2 AND r.kind IN {}", kinds.sql()))
         .await?;
     Ok(client.query_opt(&stmt, &[&company.as_str(), &request_id]).await?.map(|row| RecordRow {
         request_id: row.get(0),
@@ -260,9 +260,9 @@ pub(super) async fn record_row(client: &impl GenericClient, company: &CompanyId,
 
 /// An allocation's record by its request id or an alias of it.
 async fn record_in(client: &deadpool_postgres::Client, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
-    let Some(mut row) = record_row(client, company, request_id.as_str()).await? else { return Ok(None) };
+    let Some(mut row) = record_row(client, company, request_id.as_str(), RecordKinds::Allocations).await? else { return Ok(None) };
     if let Some(holder) = row.alias_of.clone() {
-        let held = record_row(client, company, &holder).await?;
+        let held = record_row(client, company, &holder, RecordKinds::Allocations).await?;
         row = held.ok_or_else(|| StoreError::Corrupt(format!("alias {request_id} of a missing {holder}")))?;
     }
     let aliases = client

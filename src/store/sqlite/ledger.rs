@@ -9,6 +9,7 @@ use super::reports::{order_holder, record_row};
 use super::writer::Queued;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
+use crate::domain::adjust::{AdjustCmd, AdjustReceipt};
 use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
 use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
 use crate::domain::earn::ZeroReason;
@@ -21,7 +22,7 @@ use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken
 use crate::domain::webhooks::EventType;
 use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
-use crate::store::model::RecordRow;
+use crate::store::model::{RecordKinds, RecordRow};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -264,7 +265,7 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
-        record_row(self.0, company, request_id.as_str())
+        record_row(self.0, company, request_id.as_str(), RecordKinds::Credits)
     }
 
     async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
@@ -327,6 +328,22 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn record_credit(
+        &mut self,
+        company: &CompanyId,
+        request_id: &RequestId,
+        state: AllocationState,
+        activates_at: Option<i64>,
+        expires_at: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let activated_at = activates_at.is_none().then_some(now_ms);
+        self.0
+            .prepare_cached("UPDATE requests SET state = ?3, activates_at = ?4, activated_at = ?5, expires_at = ?6 WHERE company_id = ?1 AND request_id = ?2")?
+            .execute(params![company.as_str(), request_id.as_str(), state.as_str(), activates_at, activated_at, expires_at])?;
+        Ok(())
+    }
+
     async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()> {
         self.0.prepare_cached("UPDATE users SET pending_balance = ?3 WHERE company_id = ?1 AND user_id = ?2")?.execute(params![
             company.as_str(),
@@ -350,8 +367,8 @@ impl LedgerTx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, coin_config_id, created_at, expires_at, \
-                 order_id, amount_minor, original_request_id, pending_coins, pending_after, effective_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 order_id, amount_minor, original_request_id, pending_coins, pending_after, effective_at, reason, client_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?
             .execute(params![
                 company.as_str(),
@@ -369,7 +386,9 @@ impl LedgerTx for SqliteTx<'_> {
                 e.original_request_id.as_ref().map(RequestId::as_str),
                 e.pending_coins,
                 e.pending_after,
-                e.effective_at
+                e.effective_at,
+                e.reason,
+                e.client_id
             ])?;
         Ok(self.0.last_insert_rowid())
     }
@@ -443,6 +462,10 @@ impl LedgerStore for SqliteStore {
 
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
         self.write(move |conn| run_now(ledger::reverse(&mut SqliteTx(conn), &cmd))).await
+    }
+
+    async fn adjust(&self, cmd: AdjustCmd) -> StoreResult<Applied<AdjustReceipt>> {
+        self.write(move |conn| run_now(ledger::adjust(&mut SqliteTx(conn), &cmd))).await
     }
 
     async fn activate(&self, cmd: ActivateCmd) -> StoreResult<Applied<ActivateReceipt>> {

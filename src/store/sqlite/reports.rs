@@ -8,7 +8,7 @@ use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
 use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
-use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, SummaryLists,
@@ -252,8 +252,8 @@ const ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 A
      ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1";
 
 /// One allocation's row (an alias's own row, not the allocation it repeats).
-pub(super) fn record_row(conn: &rusqlite::Connection, company: &CompanyId, request_id: &str) -> StoreResult<Option<RecordRow>> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id = ?2 AND r.kind = 'ALLOCATE'");
+pub(super) fn record_row(conn: &rusqlite::Connection, company: &CompanyId, request_id: &str, kinds: RecordKinds) -> StoreResult<Option<RecordRow>> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id = ?2 AND r.kind IN {}", kinds.sql());
     Ok(conn
         .prepare_cached(&sql)?
         .query_row(params![company.as_str(), request_id], |r| {
@@ -286,9 +286,11 @@ pub(super) fn record_row(conn: &rusqlite::Connection, company: &CompanyId, reque
 
 /// An allocation's record by its request id or an alias of it.
 fn record_in(conn: &rusqlite::Connection, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
-    let Some(mut row) = record_row(conn, company, request_id.as_str())? else { return Ok(None) };
+    let Some(mut row) = record_row(conn, company, request_id.as_str(), RecordKinds::Allocations)? else { return Ok(None) };
     if let Some(holder) = row.alias_of.clone() {
-        let Some(held) = record_row(conn, company, &holder)? else { return Err(StoreError::Corrupt(format!("alias {request_id} of a missing {holder}"))) };
+        let Some(held) = record_row(conn, company, &holder, RecordKinds::Allocations)? else {
+            return Err(StoreError::Corrupt(format!("alias {request_id} of a missing {holder}")));
+        };
         row = held;
     }
     let aliases = conn
