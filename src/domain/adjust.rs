@@ -165,6 +165,7 @@ pub fn plan_adjustment(cmd: &AdjustCmd, balance: i64, pending: i64, mut open: Ve
             AdjustExpiry::ValidityDays(d) => Some(activates_at.unwrap_or(cmd.now_ms) + d * DAY_MS),
             AdjustExpiry::At(at) => Some(at),
         };
+        let mut lot_coins = cmd.coins;
         if activates_at.is_some() {
             entry.pending_coins = cmd.coins;
             entry.pending_after = pending.checked_add(cmd.coins).ok_or_else(overflow)?;
@@ -172,23 +173,27 @@ pub fn plan_adjustment(cmd: &AdjustCmd, balance: i64, pending: i64, mut open: Ve
             entry.coins = cmd.coins;
             entry.balance_after = balance.checked_add(cmd.coins).ok_or_else(overflow)?;
             receipt.expires_at = expires_at;
+            // It pays the user's debt first (a held credit does when it activates).
+            lot_coins = lots::kept_after_debt(balance, cmd.coins);
         }
         entry.expires_at = expires_at;
         receipt.activates_at = activates_at;
         (receipt.balance, receipt.pending_balance) = (entry.balance_after, entry.pending_after);
         let state = if activates_at.is_some() { AllocationState::Pending } else { AllocationState::Active };
-        let lot = NewLot { coins: cmd.coins, expires_at, pending_until: activates_at };
-        return Ok(AdjustPlan { entry, lot: Some(lot), moves: Vec::new(), state: Some(state), receipt });
+        let lot = Some(NewLot { coins: lot_coins, expires_at, pending_until: activates_at }).filter(|l| l.coins > 0);
+        return Ok(AdjustPlan { entry, lot, moves: Vec::new(), state: Some(state), receipt });
     }
     let asked = -cmd.coins;
     open.sort_by(lots::debit_order);
     let available: i64 = open.iter().map(|l| l.remaining).sum();
-    let coins = match cmd.on_shortfall {
-        _ if asked <= available => asked,
-        OnShortfall::Cap => available,
-        _ => return Err(Refusal::InsufficientBalance { user: cmd.user.clone(), needed: asked, available, pending }),
+    // What the debit takes in all, and (with NEGATIVE) what of it the lots do not hold: debt.
+    let (coins, debt) = match cmd.on_shortfall {
+        _ if asked <= available => (asked, 0),
+        OnShortfall::Cap => (available, 0),
+        OnShortfall::Negative => (asked, asked - available),
+        OnShortfall::Reject => return Err(Refusal::InsufficientBalance { user: cmd.user.clone(), needed: asked, available, pending }),
     };
-    let takes = lots::take(open, coins).ok_or_else(|| Refusal::InsufficientBalance { user: cmd.user.clone(), needed: coins, available, pending })?;
+    let takes = lots::take(open, coins - debt).ok_or_else(|| Refusal::InsufficientBalance { user: cmd.user.clone(), needed: coins, available, pending })?;
     entry.coins = -coins;
     entry.balance_after = balance - coins;
     (receipt.coins, receipt.coins_short, receipt.balance) = (-coins, asked - coins, entry.balance_after);

@@ -6,6 +6,7 @@ use super::allocation::{self, AllocationState};
 use super::config::{self, CoinConfig, ConfigValues};
 use super::earn::{BPS_ONE, Calculation, CalculationRecord, EarnRule, EarnTerms, Earned, ZeroReason};
 use super::ledger::{Account, EntryKind, NewEntry, RequestKind, StoredRequest};
+use super::lots;
 use super::redeem::CoinValue;
 use super::refusal::{Cap, Refusal};
 use super::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
@@ -35,7 +36,7 @@ pub struct AllocateCmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocateOk {
     /// Newly credited; durable once the caller sees it.
-    Allocated { coins: Coins, balance: Coins, entry_id: i64 },
+    Allocated { coins: Coins, balance: i64, entry_id: i64 },
     /// Recorded, earning nothing (below the minimum spend, or rounded to 0): no entry, no credit.
     Zero,
     /// The same request (or, by order id, the same purchase) was applied before; nothing was
@@ -163,8 +164,9 @@ fn record_of(cmd: &AllocateCmd, config: &CoinConfig, calculation: &Calculation, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditPlan {
     pub entry: Option<NewEntry>,
+    /// None when it earned nothing, or when its every coin paid debt.
     pub lot: Option<NewLot>,
-    pub balance: Coins,
+    pub balance: i64,
     /// The user's held coins after it.
     pub pending: i64,
     pub new_account: bool,
@@ -188,7 +190,7 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
             });
         }
     }
-    let old = account.map_or(Coins::ZERO, |a| a.balance);
+    let old = account.map_or(0, |a| a.balance);
     let held = account.map_or(0, |a| a.pending);
     // Earning nothing still makes the user the company's (as any allocation does).
     if earn.coins == 0 {
@@ -197,14 +199,14 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
     // A held credit goes to the pending balance; its expiry clock starts when it activates.
     let pending_until = earn.record.as_ref().and_then(|r| r.activates_at);
     let (coins, pending_coins) = if pending_until.is_some() { (0, earn.coins) } else { (earn.coins, 0) };
-    let balance = old.checked_add(Coins::from_stored(coins)).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
+    let balance = old.checked_add(coins).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
     let pending = held.checked_add(pending_coins).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
     let expires_at = config::expiry_for(pending_until.unwrap_or(cmd.now_ms), config.values.validity_days);
     Ok(CreditPlan {
         entry: Some(NewEntry {
             kind: EntryKind::Allocate,
             coins,
-            balance_after: balance.get(),
+            balance_after: balance,
             event: Some(cmd.event.to_string()),
             request_id: Some(cmd.request_id.clone()),
             coin_config_id: Some(config.id.to_string()),
@@ -218,7 +220,8 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
             reason: None,
             client_id: None,
         }),
-        lot: Some(NewLot { coins: earn.coins, expires_at, pending_until }),
+        // A spendable credit pays the user's debt first; a held one, when it activates.
+        lot: Some(earn.coins - coins + lots::kept_after_debt(old, coins)).filter(|n| *n > 0).map(|coins| NewLot { coins, expires_at, pending_until }),
         balance,
         pending,
         new_account: account.is_none(),
@@ -279,14 +282,27 @@ mod tests {
         assert_eq!(e, EarnPlan { coins: 5, record: None }, "a plain allocation keeps no record of its own");
         let plan = plan_credit(&cmd("U"), &e, &c, None, &[]).unwrap();
         assert!(plan.new_account);
-        assert_eq!(plan.balance.get(), 5);
+        assert_eq!(plan.balance, 5);
         assert_eq!(plan.lot, Some(NewLot { coins: 5, expires_at: Some(12 * DAY_MS + 5), pending_until: None }));
         assert_eq!(plan.entry.unwrap().coin_config_id.as_deref(), Some("WCC100001"));
     }
 
     #[test]
+    fn a_credit_pays_debt_first_and_keeps_the_rest_in_its_lot() {
+        let c = config(5, None, None);
+        let e = earn(&cmd("U"), &c).unwrap();
+        let owing = |balance| Account { company: CompanyId::parse("C").unwrap(), balance, pending: 0 };
+        let plan = plan_credit(&cmd("U"), &e, &c, Some(&owing(-3)), &[]).unwrap();
+        assert_eq!((plan.balance, plan.lot.map(|l| l.coins), plan.entry.map(|e| e.coins)), (2, Some(2), Some(5)));
+        let plan = plan_credit(&cmd("U"), &e, &c, Some(&owing(-5)), &[]).unwrap();
+        assert_eq!((plan.balance, plan.lot, plan.entry.map(|e| e.coins)), (0, None, Some(5)), "every coin paid debt: no lot");
+        let plan = plan_credit(&cmd("U"), &e, &c, Some(&owing(-9)), &[]).unwrap();
+        assert_eq!((plan.balance, plan.lot), (-4, None));
+    }
+
+    #[test]
     fn another_companys_user_caps_and_overflow_are_refused() {
-        let other = Account { company: CompanyId::parse("D").unwrap(), balance: Coins::ZERO, pending: 0 };
+        let other = Account { company: CompanyId::parse("D").unwrap(), balance: 0, pending: 0 };
         let c5 = config(5, None, None);
         let e5 = earn(&cmd("U"), &c5).unwrap();
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c5, Some(&other), &[]), Err(Refusal::UserCompanyMismatch { .. })));
@@ -296,7 +312,7 @@ mod tests {
         assert!(plan_credit(&cmd("U"), &e5, &c, None, &[1, 2]).is_ok());
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c, None, &[2, 2]), Err(Refusal::LimitReached { cap: Cap::PerDay, limit: 2, .. })));
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c, None, &[0, 3]), Err(Refusal::LimitReached { cap: Cap::Ever, limit: 3, .. })));
-        let rich = Account { company: CompanyId::parse("C").unwrap(), balance: Coins::from_stored(i64::MAX - 4), pending: 0 };
+        let rich = Account { company: CompanyId::parse("C").unwrap(), balance: i64::MAX - 4, pending: 0 };
         assert!(matches!(plan_credit(&cmd("U"), &e5, &c5, Some(&rich), &[]), Err(Refusal::BalanceOverflow(_))));
     }
 

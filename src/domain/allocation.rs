@@ -17,6 +17,7 @@
 
 use super::earn::Calculation;
 use super::ledger::{EntryKind, NewEntry};
+use super::lots;
 use super::refusal::Refusal;
 use super::{RequestId, UserId};
 use crate::domain::config::DAY_MS;
@@ -168,6 +169,8 @@ pub struct HeldLot {
 pub struct Activated {
     pub entry: NewEntry,
     pub lot_id: i64,
+    /// Coins of the lot that paid the user's debt as it became spendable (taken from the lot).
+    pub paid: i64,
     pub request_id: RequestId,
     pub activated_at: i64,
     pub expires_at: Option<i64>,
@@ -202,6 +205,7 @@ pub fn plan_activations(balance: i64, pending: i64, mut lots: Vec<HeldLot>, at: 
             ActivateAt::Due => (lot.pending_until, lot.expires_at, None, Some(lot.pending_until)),
             ActivateAt::Early { now_ms, by } => (now_ms, lot.expires_at.map(|e| now_ms + (e - lot.pending_until)), Some(by.clone()), None),
         };
+        let paid = lot.remaining - lots::kept_after_debt(plan.balance, lot.remaining);
         plan.balance += lot.remaining;
         plan.pending -= lot.remaining;
         plan.coins += lot.remaining;
@@ -222,7 +226,7 @@ pub fn plan_activations(balance: i64, pending: i64, mut lots: Vec<HeldLot>, at: 
             reason: None,
             client_id: None,
         };
-        plan.activations.push(Activated { entry, lot_id: lot.lot_id, request_id: lot.request_id, activated_at, expires_at });
+        plan.activations.push(Activated { entry, lot_id: lot.lot_id, paid, request_id: lot.request_id, activated_at, expires_at });
     }
     plan
 }
@@ -246,6 +250,9 @@ pub enum OnShortfall {
     Reject,
     /// Take what the user has and waive the rest; the answer says how much was short.
     Cap,
+    /// Take it all: what the user does not have becomes debt (a negative balance), which later
+    /// credits pay first.
+    Negative,
 }
 
 impl OnShortfall {
@@ -253,11 +260,12 @@ impl OnShortfall {
         match self {
             Self::Reject => "REJECT",
             Self::Cap => "CAP",
+            Self::Negative => "NEGATIVE",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Reject, Self::Cap].into_iter().find(|t| t.as_str() == s)
+        [Self::Reject, Self::Cap, Self::Negative].into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -295,7 +303,8 @@ pub struct ReturnHistory {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReturnPlan {
     pub kind: ReturnKind,
-    /// Coins taken now: from the balance (`REVERSE`) or from the held coins (`CANCEL`).
+    /// Coins taken now: from the balance (`REVERSE`; with NEGATIVE, the part beyond the user's
+    /// coins becomes debt) or from the held coins (`CANCEL`).
     pub take: i64,
     /// Coins of the allocation this return ends without taking them (they expired already).
     pub absorbed: i64,
@@ -363,7 +372,8 @@ pub fn plan_return(
     let absorbed_so_far = a.coins_reversed - history.taken;
     let absorbed = (history.expired - absorbed_so_far).clamp(0, nominal);
     let wanted = nominal - absorbed;
-    let take = wanted.min(available.max(0));
+    // NEGATIVE takes it all: what the user does not have becomes debt.
+    let take = if on_shortfall == OnShortfall::Negative { wanted } else { wanted.min(available.max(0)) };
     let short = wanted - take;
     if short > 0 && on_shortfall == OnShortfall::Reject {
         return Err(Refusal::InsufficientBalance { user: a.user.clone(), needed: wanted, available: available.max(0), pending: 0 });

@@ -3,7 +3,7 @@
 
 use super::allocation::AllocationState;
 use super::refusal::Refusal;
-use super::{Coins, CompanyId, RequestId, UserId};
+use super::{CompanyId, RequestId, UserId};
 
 /// The kind of a ledger entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,12 +111,20 @@ pub enum Lifetime {
     Expired,
 }
 
+/// A user's debt: what the balance is below zero. Debt arises only from a return or an
+/// adjustment with `onShortfall: NEGATIVE`, after every spendable coin was taken, and every
+/// later credit pays it first, so a user with debt has no spendable coins: the balance is the
+/// spendable coins less the debt, and the debt is the balance below zero.
+pub fn debt(balance: i64) -> i64 {
+    balance.saturating_neg().max(0)
+}
+
 /// A user's account as stored: the stored balance still counts lots past expiry that the
-/// sweeper has not written off yet.
+/// sweeper has not written off yet. Negative while the user is in debt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub company: CompanyId,
-    pub balance: Coins,
+    pub balance: i64,
     /// Coins held (pending): credited but not yet spendable.
     pub pending: i64,
 }

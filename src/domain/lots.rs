@@ -12,6 +12,12 @@ pub struct OpenLot {
     pub expires_at: Option<i64>,
 }
 
+/// What a credit of `coins` leaves in its lot after paying the user's debt first (the part of
+/// `balance` below zero): the rest of the credit, never less than nothing.
+pub fn kept_after_debt(balance: i64, coins: i64) -> i64 {
+    coins.min(balance.saturating_add(coins)).max(0)
+}
+
 /// Debits consume lots soonest expiry first; never-expiring lots last; among equal
 /// expiry, the older lot (lower id) first.
 pub fn debit_order(a: &OpenLot, b: &OpenLot) -> Ordering {

@@ -187,8 +187,10 @@ pub fn plan_take_back(
         return Ok((plan, reverse));
     }
     open.sort_by(lots::debit_order);
+    // With NEGATIVE, what the lots do not hold becomes debt.
+    let from_lots = plan.take.min(open.iter().map(|l| l.remaining).sum());
     let (first, rest): (Vec<OpenLot>, Vec<OpenLot>) = open.into_iter().partition(|l| own.iter().any(|o| o.lot_id == l.lot_id));
-    let takes = lots::take(first.into_iter().chain(rest), plan.take).ok_or_else(|| Refusal::InsufficientBalance {
+    let takes = lots::take(first.into_iter().chain(rest), from_lots).ok_or_else(|| Refusal::InsufficientBalance {
         user: a.user.clone(),
         needed: plan.take,
         available: balance,
@@ -207,7 +209,9 @@ pub fn plan_take_back(
 /// Gives (part of) a redemption back to the lots it took from, with their original expiry,
 /// latest-expiring first; earlier returns of it gave back `given_back` coins the same way, so
 /// they are skipped. Coins returned to a lot that expired meanwhile expire again at once, by
-/// the expiry that follows.
+/// the expiry that follows. Like every credit, it pays the user's debt first: only what is left
+/// goes back to lots (skipping by `given_back` then skips a little more than was put back, which
+/// only chooses other lots that have room).
 pub fn plan_give_back(
     cmd: &ReverseCmd,
     original: &Original,
@@ -229,7 +233,7 @@ pub fn plan_give_back(
     let mut order = taken.to_vec();
     // Never-expiring lots expire latest of all.
     order.sort_by_key(|t| (std::cmp::Reverse(t.expires_at.unwrap_or(i64::MAX)), std::cmp::Reverse(t.lot_id)));
-    let (mut skip, mut left, mut moves) = (given_back, coins, Vec::new());
+    let (mut skip, mut left, mut moves) = (given_back, lots::kept_after_debt(balance, coins), Vec::new());
     for t in order {
         let skipped = skip.min(t.coins);
         skip -= skipped;

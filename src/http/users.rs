@@ -24,7 +24,7 @@ type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
         example = json!({"payload":0,"response_code":0,"response_message":"Success"}))))]
 pub async fn balance(State(state): State<AppState>, auth: Auth, Query(q): Query<BalanceQuery>) -> Answer<i64> {
     let found = state.store.balance(&q.user_id, state.clock.now_ms()).await?;
-    let coins = found.filter(|b| auth.0.can_act_for(&b.company)).map_or(0, |b| b.balance.get());
+    let coins = found.filter(|b| auth.0.can_act_for(&b.company)).map_or(0, |b| b.balance);
     Ok(JsonResponse(Envelope::ok(coins)))
 }
 

@@ -210,10 +210,12 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     if plan.new_account {
         tx.open_account(company, user, cmd.now_ms).await?;
     }
-    let (Some(entry), Some(lot)) = (&plan.entry, &plan.lot) else { return Ok(AllocateOk::Zero) };
+    let Some(entry) = &plan.entry else { return Ok(AllocateOk::Zero) };
     let entry_id = write_entry(tx, company, user, entry, cmd.now_ms).await?;
-    tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
-    tx.set_balance(company, user, plan.balance.get(), Lifetime::Earned, entry.coins).await?;
+    if let Some(lot) = &plan.lot {
+        tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
+    }
+    tx.set_balance(company, user, plan.balance, Lifetime::Earned, entry.coins).await?;
     if entry.pending_coins != 0 {
         tx.set_pending(company, user, plan.pending).await?;
     }
@@ -265,8 +267,11 @@ pub(crate) async fn expire_due<T: LedgerTx>(
 /// allocation's record made active).
 async fn write_activations<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, plan: &ActivationPlan, now_ms: i64) -> StoreResult<()> {
     for a in &plan.activations {
-        write_entry(tx, company, user, &a.entry, now_ms).await?;
+        let entry_id = write_entry(tx, company, user, &a.entry, now_ms).await?;
         tx.activate_lot(a.lot_id, a.expires_at).await?;
+        if a.paid > 0 {
+            tx.apply_moves(entry_id, &[LotMove { lot_id: a.lot_id, coins: -a.paid }]).await?;
+        }
         tx.record_activation(company, &a.request_id, a.activated_at, a.expires_at).await?;
     }
     if plan.coins != 0 {
@@ -290,7 +295,7 @@ pub(crate) struct Settled {
 /// balance sees due activations and expiries written first, as the sweeper would write them.
 pub(crate) async fn bring_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, account: &Account, now_ms: i64) -> StoreResult<Settled> {
     let due = tx.due_held(company, user, now_ms).await?;
-    let activations = allocation::plan_activations(account.balance.get(), account.pending, due, ActivateAt::Due);
+    let activations = allocation::plan_activations(account.balance, account.pending, due, ActivateAt::Due);
     write_activations(tx, company, user, &activations, now_ms).await?;
     let swept = expire_due(tx, company, user, activations.balance, activations.pending, now_ms).await?;
     Ok(Settled { balance: swept.balance, pending: activations.pending, expired: tally(&swept), activated: activations.coins })
@@ -353,7 +358,7 @@ pub(crate) async fn adjust<T: LedgerTx>(tx: &mut T, cmd: &AdjustCmd) -> StoreRes
     let account = match tx.account(user).await? {
         None if cmd.coins > 0 => {
             tx.open_account(company, user, cmd.now_ms).await?;
-            Account { company: company.clone(), balance: Coins::ZERO, pending: 0 }
+            Account { company: company.clone(), balance: 0, pending: 0 }
         }
         Some(a) if a.company != *company && cmd.coins > 0 => {
             return Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into());

@@ -30,6 +30,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 5, name: "webhook_attempts_by_message", sql: include_str!("../../migrations/sqlite/0005_webhook_attempts_by_message.sql") },
     Migration { version: 6, name: "commerce", sql: include_str!("../../migrations/sqlite/0006_commerce.sql") },
     Migration { version: 7, name: "partial_returns", sql: include_str!("../../migrations/sqlite/0007_partial_returns.sql") },
+    Migration { version: 8, name: "debt", sql: include_str!("../../migrations/sqlite/0008_debt.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -44,6 +45,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 9, name: "commerce", sql: include_str!("../../migrations/postgres/0009_commerce.sql") },
     Migration { version: 10, name: "partial_returns", sql: include_str!("../../migrations/postgres/0010_partial_returns.sql") },
     Migration { version: 11, name: "allocate_set_pending", sql: include_str!("../../migrations/postgres/0011_allocate_set_pending.sql") },
+    Migration { version: 12, name: "debt", sql: include_str!("../../migrations/postgres/0012_debt.sql") },
 ];
 
 impl Migration {
@@ -135,6 +137,7 @@ mod tests {
         (5, "4ae986632190983daec7045e43043a1cefa6b10862ce531c435e7fd5bcdf1df4"),
         (6, "973eca8c2ce650a2ec0083f55a19511a1c5d6be9107e736d1fe2529f023a14e7"),
         (7, "fdb829f71ba6f21ea6659bbd508198fb05bac4c699e91faeff42c17d0beb0049"),
+        (8, "e9d561b8ab8db2f1b5c26ebf6e40bd882f2f6eb84296d2ea0a5e12fb760c2721"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
@@ -148,6 +151,7 @@ mod tests {
         (9, "30fa506f947249224f1b6f03bfb68f95b4c2b0e943bae0431439cbc26206f053"),
         (10, "fdb829f71ba6f21ea6659bbd508198fb05bac4c699e91faeff42c17d0beb0049"),
         (11, "73e4330a85f61cd3973c46608c6ee3794890b03ee4ed8f438738862e3cefb34d"),
+        (12, "b1813efae4a385c2c85bb25df8212fd25fb1da5e55104cc95c2e24aec8bbcaff"),
     ];
 
     #[test]

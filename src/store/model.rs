@@ -9,7 +9,7 @@ use crate::domain::earn::CalculationRecord;
 use crate::domain::lockout::LockState;
 use crate::domain::redeem::RedeemReceipt;
 use crate::domain::reverse::ReverseReceipt;
-use crate::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+use crate::domain::{CompanyId, ConfigKind, EventName, RequestId, UserId};
 
 /// An API credential as stored. `secret_hash` is an Argon2 PHC string, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,8 @@ pub struct Applied<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserBalance {
     pub company: CompanyId,
-    pub balance: Coins,
+    /// Negative while the user is in debt.
+    pub balance: i64,
 }
 
 /// Days ahead that `expiringSoon` looks.

@@ -13,8 +13,9 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "SELECT u.company_id || '/' || u.user_id || ': balance ' || CAST(u.balance AS TEXT) || ', lots hold ' \
          || CAST(COALESCE(l.total, 0) AS TEXT) FROM users u LEFT JOIN \
          (SELECT company_id, user_id, SUM(remaining) AS total FROM lots WHERE pending_until IS NULL GROUP BY company_id, user_id) l \
-         ON l.company_id = u.company_id AND l.user_id = u.user_id WHERE u.balance <> COALESCE(l.total, 0)",
-        "balance differs from the coins left in lots",
+         ON l.company_id = u.company_id AND l.user_id = u.user_id \
+         WHERE COALESCE(l.total, 0) <> CASE WHEN u.balance > 0 THEN u.balance ELSE 0 END",
+        "balance differs from the coins left in lots less the debt",
     ),
     (
         "SELECT u.company_id || '/' || u.user_id || ': pending ' || CAST(u.pending_balance AS TEXT) || ', entries move ' \
@@ -60,11 +61,16 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "lot remainder differs from its credit and moves",
     ),
     (
-        "SELECT CAST(e.entry_id AS TEXT) || ' (' || e.type || ') moves ' || CAST(e.coins AS TEXT) || ', its lot moves sum to ' \
-         || CAST(COALESCE(m.total, 0) AS TEXT) FROM ledger_entries e LEFT JOIN \
-         (SELECT entry_id, SUM(coins) AS total FROM lot_moves GROUP BY entry_id) m ON m.entry_id = e.entry_id \
-         WHERE e.type <> 'ALLOCATE' AND NOT (e.type = 'ADJUST' AND e.coins + e.pending_coins > 0) AND e.coins + e.pending_coins <> COALESCE(m.total, 0)",
-        "debit or restore differs from the lots it touched",
+        "SELECT CAST(e.entry_id AS TEXT) || ' (' || e.type || ') moves ' || CAST(e.moved AS TEXT) || ', its lots ' \
+         || CAST(COALESCE(m.total, 0) + COALESCE(l.total, 0) AS TEXT) || ', the debt ' || CAST(e.debt_delta AS TEXT) FROM \
+         (SELECT entry_id, type, coins + pending_coins AS moved, \
+           CASE WHEN balance_after < 0 THEN -balance_after ELSE 0 END - CASE WHEN prev < 0 THEN -prev ELSE 0 END AS debt_delta FROM \
+          (SELECT entry_id, type, coins, pending_coins, balance_after, \
+           LAG(balance_after, 1, 0) OVER (PARTITION BY company_id, user_id ORDER BY entry_id) AS prev FROM ledger_entries) chain) e \
+         LEFT JOIN (SELECT entry_id, SUM(coins) AS total FROM lot_moves GROUP BY entry_id) m ON m.entry_id = e.entry_id \
+         LEFT JOIN (SELECT entry_id, SUM(coins) AS total FROM lots GROUP BY entry_id) l ON l.entry_id = e.entry_id \
+         WHERE e.moved <> COALESCE(m.total, 0) + COALESCE(l.total, 0) - e.debt_delta",
+        "entry differs from the lots it opened or touched and the debt it changed",
     ),
     (
         "SELECT e.company_id || '/' || e.request_id || ': entry ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e \

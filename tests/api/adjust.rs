@@ -128,6 +128,40 @@ both_backends! {
         assert_eq!((&res.assert_ok()["coins"], &res.assert_ok()["balance"], &res.assert_ok()["pendingBalance"]), (&json!(5), &json!(30), &json!(0)));
     }
 
+    async fn a_claw_back_drives_a_user_into_debt_and_later_credits_pay_it_first(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "ORDER", 50).await;
+        app.allocate(&app.admin_token, "SHOP", "ORDER", "A1", "ASHA").await.assert_ok();
+        let spend = json!({"companyId":"SHOP","userId":"ASHA","requestId":"S1","coins":40});
+        app.post("/api/v0/coins/redeem", &app.admin_token, spend).await.assert_ok();
+        // 200 taken for a fraudulent order: the user has 10, so they owe 190.
+        let res = adjust(app, json!({"requestId":"FRAUD-1","coins":-200,"reason":"Fraudulent order 2231","onShortfall":"NEGATIVE"})).await;
+        assert_eq!(res.text, answer("FRAUD-1", -200, 0, "Fraudulent order 2231", None, None, -190, 0));
+        let u = user(app).await;
+        assert_eq!((&u["balance"], &u["debt"], &u["expiringSoon"]), (&json!(-190), &json!(190), &json!([])));
+        assert_eq!(app.balance("ASHA").await, -190);
+        // Nothing can be spent while in debt.
+        let spend = json!({"companyId":"SHOP","userId":"ASHA","requestId":"S2","coins":1});
+        let res = app.post("/api/v0/coins/redeem", &app.admin_token, spend).await;
+        assert_eq!(res.assert_error(409, "INSUFFICIENT_BALANCE"), "userId ASHA has 0 coins available, 1 are needed");
+        // Credits pay it first: four allocations of 50 leave 10 spendable.
+        for n in 2..=5 {
+            app.allocate(&app.admin_token, "SHOP", "ORDER", &format!("A{n}"), "ASHA").await.assert_ok();
+        }
+        let u = user(app).await;
+        assert_eq!((&u["balance"], &u["debt"]), (&json!(10), &json!(0)));
+        let ledger = entries(app).await;
+        let balances: Vec<&Value> = ledger.iter().take(5).map(|e| &e["balanceAfter"]).collect();
+        assert_eq!(balances, [&json!(10), &json!(-40), &json!(-90), &json!(-140), &json!(-190)]);
+        // A held credit pays debt when it activates; giving back a debit pays it too.
+        adjust(app, json!({"requestId":"FRAUD-2","coins":-30,"reason":"Second fraudulent order","onShortfall":"NEGATIVE"})).await.assert_ok();
+        adjust(app, json!({"requestId":"H1","coins":25,"reason":"Held goodwill","pendingDays":1})).await.assert_ok();
+        assert_eq!((&user(app).await["balance"], &user(app).await["pendingBalance"]), (&json!(-20), &json!(25)));
+        app.clock.advance_ms(DAY_MS);
+        assert_eq!(app.balance("ASHA").await, 5);
+        let res = app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId":"SHOP","requestId":"R1","originalRequestId":"FRAUD-1","coins":10})).await;
+        assert_eq!((&res.assert_ok()["coins"], &res.assert_ok()["balance"]), (&json!(10), &json!(15)));
+    }
+
     async fn fields_that_do_not_fit_are_refused_and_scoping_holds(app: &TestApp) {
         let cases = [
             (json!({"requestId":"X","coins":0,"reason":"r"}), "coins must be a non-zero whole number of coins between -1000000000 and 1000000000"),
@@ -142,7 +176,7 @@ both_backends! {
             (json!({"requestId":"X","coins":5,"reason":"r","expiresAt":"2099-01-01T00:00:00Z","pendingDays":3}), "expiresAt cannot be combined with pendingDays: give validityDays, counted from activation"),
             (json!({"requestId":"X","coins":-5,"reason":"r","pendingDays":3}), "validityDays, expiresAt, pendingDays and qualifying apply to credits (positive coins) only"),
             (json!({"requestId":"X","coins":5,"reason":"r","onShortfall":"CAP"}), "onShortfall applies to debits (negative coins) only"),
-            (json!({"requestId":"X","coins":-5,"reason":"r","onShortfall":"NEGATIVE"}), "onShortfall must be REJECT or CAP"),
+            (json!({"requestId":"X","coins":-5,"reason":"r","onShortfall":"OWE"}), "onShortfall must be REJECT, CAP or NEGATIVE"),
         ];
         for (body, message) in cases {
             let res = adjust(app, body.clone()).await;

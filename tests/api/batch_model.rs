@@ -66,7 +66,7 @@ enum Outcome {
 
 fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
     match r {
-        Ok(AllocateOk::Allocated { coins, balance, .. }) => Outcome::Allocated(coins.get(), balance.get()),
+        Ok(AllocateOk::Allocated { coins, balance, .. }) => Outcome::Allocated(coins.get(), balance),
         Ok(AllocateOk::Replayed { coins }) => Outcome::Replayed(coins.get()),
         Ok(AllocateOk::Zero) => panic!("a fixed amount never earns zero"),
         Err(StoreError::Refused(r)) => Outcome::Refused(match r {
@@ -181,7 +181,7 @@ impl PurePlan {
             self.entries.entry(cmd.user.to_string()).or_default().push(written);
         }
         self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
-        Outcome::Allocated(earn.coins, plan.balance.get())
+        Outcome::Allocated(earn.coins, plan.balance)
     }
 }
 

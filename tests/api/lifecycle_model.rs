@@ -632,7 +632,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
         for user in 0..USERS {
             let user_id = UserId::parse(&format!("U{user}")).unwrap();
             let acct = &model.accounts[user];
-            let balance = store.balance(&user_id, now).await.unwrap().map(|b| b.balance.get());
+            let balance = store.balance(&user_id, now).await.unwrap().map(|b| b.balance);
             assert_eq!(balance, acct.exists.then(|| model.visible(user, now)), "balance of U{user} after step {step}: {op:?}");
             let Some(summary) = store.user_summary(&user_id, now).await.unwrap() else { continue };
             // Due but unwritten (no read writes): held lots whose hold ended, lots past expiry.

@@ -173,6 +173,22 @@ async fn an_old_ledger_reads_as_records_after_the_upgrade(backend: Backend) {
     assert_eq!(r1.calculation.exact, "10");
     let r2 = store.allocation(&company, &coins::domain::RequestId::parse("R2").unwrap()).await.unwrap().expect("R2");
     assert_eq!((r2.state, r2.coins_reversed), (AllocationState::Reversed, 5));
+    // The upgraded tables take a balance below zero (debt), which the first version refused.
+    let claw_back = coins::domain::adjust::AdjustCmd {
+        company: company.clone(),
+        user: coins::domain::UserId::parse("U").unwrap(),
+        request_id: coins::domain::RequestId::parse("CLAW").unwrap(),
+        coins: -30,
+        reason: "Fraud".into(),
+        expiry: coins::domain::adjust::AdjustExpiry::Never,
+        pending_days: None,
+        qualifying: false,
+        on_shortfall: coins::domain::allocation::OnShortfall::Negative,
+        client_id: "test".into(),
+        now_ms: 2000,
+    };
+    assert_eq!(store.adjust(claw_back).await.expect("a debt on an upgraded database").receipt.balance, -20);
+    assert!(store.verify().await.unwrap().problems.is_empty(), "{:?}", store.verify().await.unwrap().problems);
 }
 
 /// `coins migrate` (and `serve`, which runs the same step first) on a database whose record of

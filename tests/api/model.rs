@@ -138,7 +138,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
         for user in 0..USERS {
             let balance = store.balance(&UserId::parse(&format!("U{user}")).unwrap(), 0).await.unwrap();
             let expected = model.users.get(&user).map(|&(company, coins)| (COMPANIES[company].to_owned(), coins));
-            assert_eq!(balance.map(|b| (b.company.to_string(), b.balance.get())), expected, "user U{user} after step {step}");
+            assert_eq!(balance.map(|b| (b.company.to_string(), b.balance)), expected, "user U{user} after step {step}");
         }
     }
     let report = store.verify().await.unwrap();

@@ -112,8 +112,22 @@ both_backends! {
         assert_eq!(res.text, answer("R1", "A1", -20, 80, 8000, 0, Value::Null, 0));
         let a1 = record(app, "A1").await;
         assert_eq!((&a1["state"], &a1["coinsReversed"], &a1["coinsWaived"]), (&json!("REVERSED"), &json!(20), &json!(80)));
-        let res = ret(app, json!({"requestId":"R2","originalRequestId":"A1","onShortfall":"NEGATIVE"})).await;
-        assert!(res.assert_error(400, "VALIDATION_FAILED").starts_with("onShortfall must be REJECT or CAP"));
+
+        // NEGATIVE takes it all: what the user no longer has becomes debt, which the next credit
+        // pays first.
+        app.allocate(&app.admin_token, "SHOP", "ORDER", "A2", "ASHA").await.assert_ok();
+        let spend = json!({"companyId":"SHOP","userId":"ASHA","requestId":"S2","coins":90});
+        app.post("/api/v0/coins/redeem", &app.admin_token, spend).await.assert_ok();
+        let res = ret(app, json!({"requestId":"R2","originalRequestId":"A2","onShortfall":"NEGATIVE"})).await;
+        assert_eq!(res.text, answer("R2", "A2", -100, 0, 0, 0, Value::Null, -90));
+        let a2 = record(app, "A2").await;
+        assert_eq!((&a2["state"], &a2["coinsReversed"], &a2["coinsWaived"]), (&json!("REVERSED"), &json!(100), &json!(0)));
+        let user = app.get("/api/v0/coins/users/ASHA", &app.admin_token).await;
+        assert_eq!((&user.assert_ok()["balance"], &user.assert_ok()["debt"]), (&json!(-90), &json!(90)));
+        app.allocate(&app.admin_token, "SHOP", "ORDER", "A3", "ASHA").await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 10);
+        let user = app.get("/api/v0/coins/users/ASHA", &app.admin_token).await;
+        assert_eq!((&user.assert_ok()["balance"], &user.assert_ok()["debt"]), (&json!(10), &json!(0)));
     }
 
     async fn a_redemption_comes_back_in_parts_to_its_lots_latest_expiring_first(app: &TestApp) {

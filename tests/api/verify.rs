@@ -38,10 +38,11 @@ async fn sound_ledger(backend: Backend) -> Option<TestApp> {
 }
 
 const U1_LOT: &str = "(SELECT MIN(lot_id) FROM lots WHERE user_id = 'U1')";
+const U2_LOT: &str = "(SELECT MIN(lot_id) FROM lots WHERE user_id = 'U2')";
 
 async fn corrupted_ledger_fails_verify_naming(backend: Backend, check: &str, statements: &[&str]) {
     let Some(app) = sound_ledger(backend).await else { return };
-    let statements: Vec<String> = statements.iter().map(|s| s.replace("{U1_LOT}", U1_LOT)).collect();
+    let statements: Vec<String> = statements.iter().map(|s| s.replace("{U1_LOT}", U1_LOT).replace("{U2_LOT}", U2_LOT)).collect();
     tamper(&app, &statements.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let problems = app.store().verify().await.expect("verify runs").problems;
     assert!(!problems.is_empty(), "verify must notice: {check}");
@@ -69,14 +70,16 @@ macro_rules! verify_check {
 }
 
 verify_check! {
-    // The balance moves and a lot with it (coins and remainder alike), so only the ledger sum disagrees.
+    // U2's lot handed to U1 and the balances moved with it: every lot still matches its entry and
+    // every balance its lots, so only the ledger sums disagree.
     a_balance_that_differs_from_its_entries: "balance differs from the sum of the ledger", [
-        "UPDATE users SET balance = balance + 1 WHERE user_id = 'U1'",
-        "UPDATE lots SET coins = coins + 1, remaining = remaining + 1 WHERE lot_id = {U1_LOT}",
+        "UPDATE lots SET user_id = 'U1' WHERE lot_id = {U2_LOT}",
+        "UPDATE users SET balance = balance + 10 WHERE user_id = 'U1'",
+        "UPDATE users SET balance = balance - 10 WHERE user_id = 'U2'",
     ];
-    // A lot credited and holding one coin more than the ledger ever gave.
-    a_balance_that_differs_from_its_lots: "balance differs from the coins left in lots", [
-        "UPDATE lots SET coins = coins + 1, remaining = remaining + 1 WHERE lot_id = {U1_LOT}",
+    // U1's lot handed to U2 (balances untouched): each user's lots no longer hold its balance.
+    a_balance_that_differs_from_its_lots: "balance differs from the coins left in lots less the debt", [
+        "UPDATE lots SET user_id = 'U2' WHERE lot_id = {U1_LOT}",
     ];
     // A zero-coin entry (so every sum holds) for a user with no account, counted in the roll-up.
     an_entry_of_a_user_without_an_account: "ledger entry of a user with no account", [
@@ -85,15 +88,16 @@ verify_check! {
         "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
          SELECT 'C', MAX(created_at) / 86400000, '', 'EXPIRE', 0, 0, 0, 1 FROM ledger_entries",
     ];
-    // +5 then -5 that both claim a balance of 5: the sum is right, the running balance is not.
+    // Two entries that move nothing yet claim a balance of 5, then 0: every sum is right, the
+    // running balance is not.
     a_broken_running_balance: "balanceAfter breaks the running sum", [
         "INSERT INTO users (company_id, user_id, balance, created_at) VALUES ('C', 'CHAIN', 0, 0)",
         "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, created_at) \
-         SELECT 'C', 'CHAIN', 'ALLOCATE', 5, 5, MAX(created_at) FROM ledger_entries",
+         SELECT 'C', 'CHAIN', 'EXPIRE', 0, 5, MAX(created_at) FROM ledger_entries",
         "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, created_at) \
-         SELECT 'C', 'CHAIN', 'ALLOCATE', -5, 5, MAX(created_at) FROM ledger_entries",
+         SELECT 'C', 'CHAIN', 'EXPIRE', 0, 0, MAX(created_at) FROM ledger_entries",
         "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
-         SELECT 'C', MAX(created_at) / 86400000, '', 'ALLOCATE', 0, 5, 5, 2 FROM ledger_entries",
+         SELECT 'C', MAX(created_at) / 86400000, '', 'EXPIRE', 0, 0, 0, 2 FROM ledger_entries",
     ];
     // A claimed request id whose entry was never written.
     a_request_without_its_entry: "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)", [
@@ -120,13 +124,14 @@ verify_check! {
         "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
          SELECT 'C', MAX(created_at) / 86400000, '', 'ACTIVATE', 0, 0, 0, 2 FROM ledger_entries",
     ];
-    // The lot says it was credited more than its entry gave; its remainder no longer follows.
+    // The redemption's move recorded against U2's lot: the entry still moves what it says, but
+    // neither lot's remainder follows from its credit and moves.
     a_lot_whose_remainder_does_not_follow_its_moves: "lot remainder differs from its credit and moves", [
-        "UPDATE lots SET coins = coins + 1 WHERE lot_id = {U1_LOT}",
+        "UPDATE lot_moves SET lot_id = {U2_LOT} WHERE entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'D1')",
     ];
     // The redemption's lot move says 2 where the entry says 3 (the lot's credit follows, so the
-    // lot itself still adds up).
-    a_debit_that_differs_from_its_lot_moves: "debit or restore differs from the lots it touched", [
+    // lot itself still adds up, but R1's lot no longer holds what R1 credited).
+    a_debit_that_differs_from_its_lot_moves: "entry differs from the lots it opened or touched and the debt it changed", [
         "UPDATE lot_moves SET coins = coins + 1 WHERE entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'D1')",
         "UPDATE lots SET coins = coins - 1 WHERE lot_id = {U1_LOT}",
     ];

@@ -272,8 +272,9 @@ request_body! {
         /// allocation keeps what the rest of the purchase earns.
         #[schema(value_type = PurchaseMinor, required = false)]
         "amountMinor" => pub amount_minor: Option<PurchaseMinor>,
-        /// When the user already spent the coins: `REJECT` (the default: 409, nothing taken) or
-        /// `CAP` (take what there is, waive the rest and say how much was short).
+        /// When the user already spent the coins: `REJECT` (the default: 409, nothing taken),
+        /// `CAP` (take what there is, waive the rest and say how much was short) or `NEGATIVE`
+        /// (take it all: the rest becomes debt, a negative balance that later credits pay first).
         #[schema(value_type = ShortfallPolicy, required = false)]
         "onShortfall" => pub on_shortfall: Option<ShortfallPolicy>,
     }
@@ -309,14 +310,17 @@ schema_of!(
     "ShortfallPolicy",
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(["REJECT", "CAP"]))
-        .description(Some("REJECT: refuse with INSUFFICIENT_BALANCE, take nothing; CAP: take what the user has, waive the rest"))
+        .enum_values(Some(["REJECT", "CAP", "NEGATIVE"]))
+        .description(Some(
+            "REJECT: refuse with INSUFFICIENT_BALANCE, take nothing; CAP: take what the user has, waive the rest; NEGATIVE: take it all, \
+             what the user does not have becomes debt (a negative balance) that later credits pay first",
+        ))
         .into()
 );
 
 impl FromField for ShortfallPolicy {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
-        value.and_then(Value::as_str).and_then(OnShortfall::parse).map(ShortfallPolicy).ok_or_else(|| format!("{name} must be REJECT or CAP"))
+        value.and_then(Value::as_str).and_then(OnShortfall::parse).map(ShortfallPolicy).ok_or_else(|| format!("{name} must be REJECT, CAP or NEGATIVE"))
     }
 }
 
@@ -454,7 +458,8 @@ request_body! {
         #[schema(value_type = bool, required = false)]
         "qualifying" => pub qualifying: Option<bool>,
         /// Debits: when the user has fewer coins than asked, `REJECT` (the default: 409, nothing
-        /// taken) or `CAP` (take what there is and say how much was short).
+        /// taken), `CAP` (take what there is and say how much was short) or `NEGATIVE` (take it
+        /// all: the rest becomes debt, a negative balance that later credits pay first).
         #[schema(value_type = ShortfallPolicy, required = false)]
         "onShortfall" => pub on_shortfall: Option<ShortfallPolicy>,
     }

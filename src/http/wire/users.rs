@@ -28,6 +28,7 @@ pub struct ExpiringView {
 pub struct UserView {
     pub user_id: UserId,
     pub company_id: CompanyId,
+    /// Spendable coins; below zero by `debt` while the user owes coins.
     pub balance: i64,
     pub lifetime_earned: i64,
     pub lifetime_redeemed: i64,
@@ -38,6 +39,9 @@ pub struct UserView {
     pub pending_balance: i64,
     /// The held credits, soonest activation first (at most 100).
     pub pending: Vec<PendingView>,
+    /// Coins the user owes (a return or an adjustment with `onShortfall: NEGATIVE` took more than
+    /// they had): `balance` is this far below zero, and the next credits pay it first.
+    pub debt: i64,
 }
 
 /// A held credit: the allocation, its coins and when they become spendable.
@@ -61,6 +65,7 @@ impl From<UserSummary> for UserView {
             expiring_soon: s.expiring_soon.into_iter().map(|(coins, at)| ExpiringView { coins, expires_at: rfc3339(at) }).collect(),
             pending_balance: s.pending_balance,
             pending: s.pending.into_iter().map(|(request_id, coins, at)| PendingView { request_id, coins, activates_at: rfc3339(at) }).collect(),
+            debt: crate::domain::ledger::debt(s.balance),
         }
     }
 }
@@ -101,7 +106,7 @@ impl FromQuery for TransactionsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct EntryView {
     pub entry_id: i64,
-    /// `ALLOCATE`, `ACTIVATE`, `CANCEL`, `REDEEM`, `REVERSE` or `EXPIRE`.
+    /// `ALLOCATE`, `ACTIVATE`, `CANCEL`, `REDEEM`, `REVERSE`, `EXPIRE` or `ADJUST`.
     #[serde(rename = "type")]
     #[schema(example = "ALLOCATE")]
     pub kind: String,

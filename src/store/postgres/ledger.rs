@@ -212,7 +212,7 @@ impl LedgerTx for PgTx<'_> {
         let stmt = self.0.prepare_cached("SELECT company_id, balance, pending_balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
         Ok(self.0.query_opt(&stmt, &[&user.as_str()]).await?.map(|r| Account {
             company: CompanyId::from_trusted(r.get(0)),
-            balance: Coins::from_stored(r.get(1)),
+            balance: r.get(1),
             pending: r.get(2),
         }))
     }
@@ -668,7 +668,7 @@ fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> StoreResult<StoreResult<A
     match status {
         "ALLOCATED" => Ok(Ok(AllocateOk::Allocated {
             coins: Coins::from_stored(coins.unwrap_or(0)),
-            balance: Coins::from_stored(row.get::<_, Option<i64>>(3).unwrap_or(0)),
+            balance: row.get::<_, Option<i64>>(3).unwrap_or(0),
             entry_id: row.get::<_, Option<i64>>(4).unwrap_or(0),
         })),
         "REPLAYED" => Ok(Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) })),

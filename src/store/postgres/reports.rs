@@ -7,7 +7,7 @@ use super::PgStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
@@ -78,7 +78,7 @@ impl ReportStore for PgStore {
         let client = self.core.client().await?;
         let stmt = client.prepare_cached(BALANCE_SQL).await?;
         let (balance, next_expiry) = match client.query_opt(&stmt, &[&user.as_str(), &now_ms]).await? {
-            Some(r) => (Some(UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: Coins::from_stored(r.get(1)) }), r.get(2)),
+            Some(r) => (Some(UserBalance { company: CompanyId::from_trusted(r.get(0)), balance: r.get(1) }), r.get(2)),
             None => (None, None),
         };
         cache.fill(user.as_str(), ticket, balance.clone(), next_expiry);

@@ -20,7 +20,7 @@ use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::webhooks::EventType;
-use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
 use crate::store::model::{RecordKinds, RecordRow};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
@@ -192,9 +192,7 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(self
             .0
             .prepare_cached("SELECT company_id, balance, pending_balance FROM users WHERE user_id = ?1")?
-            .query_row(params![user.as_str()], |r| {
-                Ok(Account { company: CompanyId::from_trusted(r.get(0)?), balance: Coins::from_stored(r.get(1)?), pending: r.get(2)? })
-            })
+            .query_row(params![user.as_str()], |r| Ok(Account { company: CompanyId::from_trusted(r.get(0)?), balance: r.get(1)?, pending: r.get(2)? }))
             .optional()?)
     }
 

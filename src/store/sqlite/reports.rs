@@ -7,7 +7,7 @@ use super::SqliteStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
@@ -79,7 +79,7 @@ impl ReportStore for SqliteStore {
             Ok(conn.prepare_cached(BALANCE_SQL)?.query_row(params![user.as_str(), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
         })?;
         let (balance, next_expiry) = match row {
-            Some((company, coins, next)) => (Some(UserBalance { company: CompanyId::from_trusted(company), balance: Coins::from_stored(coins) }), next),
+            Some((company, coins, next)) => (Some(UserBalance { company: CompanyId::from_trusted(company), balance: coins }), next),
             None => (None, None),
         };
         self.balances.fill(user.as_str(), ticket, balance.clone(), next_expiry);
