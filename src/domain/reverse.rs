@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::allocate::NewLot;
 use super::allocation::{self, Allocation, OnShortfall, ReturnAsk, ReturnHistory, ReturnKind, ReturnPlan};
 use super::ledger::{EntryKind, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use super::lots::{self, OpenLot};
@@ -129,6 +130,9 @@ pub struct Taken {
 pub struct ReversePlan {
     pub entry: NewEntry,
     pub moves: Vec<LotMove>,
+    /// A debit given back after the debt it made was paid by other credits: the coins its lots
+    /// never held go to a new lot of their own, never expiring.
+    pub lot: Option<NewLot>,
     pub lifetime: Lifetime,
     pub lifetime_delta: i64,
     /// Coins of the original left after this return.
@@ -183,7 +187,7 @@ pub fn plan_take_back(
         let mut entry = reverse_entry(cmd, original, &a.request_id, 0, balance, pending - plan.take);
         (entry.kind, entry.pending_coins) = (EntryKind::Cancel, -plan.take);
         let moves = own.iter().take(1).filter(|_| plan.take > 0).map(|l| LotMove { lot_id: l.lot_id, coins: -plan.take }).collect();
-        let reverse = ReversePlan { entry, moves, lifetime: Lifetime::Earned, lifetime_delta: 0, remaining: plan.remaining };
+        let reverse = ReversePlan { entry, moves, lot: None, lifetime: Lifetime::Earned, lifetime_delta: 0, remaining: plan.remaining };
         return Ok((plan, reverse));
     }
     open.sort_by(lots::debit_order);
@@ -199,6 +203,7 @@ pub fn plan_take_back(
     let reverse = ReversePlan {
         entry: reverse_entry(cmd, original, &a.request_id, -plan.take, balance - plan.take, pending),
         moves: takes.into_iter().map(|(lot_id, n)| LotMove { lot_id, coins: -n }).collect(),
+        lot: None,
         lifetime: Lifetime::Earned,
         lifetime_delta: -plan.take,
         remaining: plan.remaining,
@@ -206,19 +211,19 @@ pub fn plan_take_back(
     Ok((plan, reverse))
 }
 
-/// Gives (part of) a redemption back to the lots it took from, with their original expiry,
-/// latest-expiring first; earlier returns of it gave back `given_back` coins the same way, so
-/// they are skipped. Coins returned to a lot that expired meanwhile expire again at once, by
-/// the expiry that follows. Like every credit, it pays the user's debt first: only what is left
-/// goes back to lots (skipping by `given_back` then skips a little more than was put back, which
-/// only chooses other lots that have room).
+/// Gives (part of) a redemption or a debit back. Like every credit it pays the user's debt
+/// first; the rest goes back to the lots it took from, with their original expiry,
+/// latest-expiring first, where earlier returns of it put `restored` coins back the same way
+/// (skipped). A debit that made debt took fewer coins from lots than it moved: what its lots
+/// cannot take back goes to a new lot, never expiring. Coins returned to a lot that expired
+/// meanwhile expire again at once, by the expiry that follows.
 pub fn plan_give_back(
     cmd: &ReverseCmd,
     original: &Original,
     name: &RequestId,
     (balance, pending): (i64, i64),
     taken: &[Taken],
-    given_back: i64,
+    (given_back, restored): (i64, i64),
 ) -> Result<ReversePlan, Refusal> {
     let remaining = -original.coins - given_back;
     if remaining <= 0 {
@@ -233,7 +238,7 @@ pub fn plan_give_back(
     let mut order = taken.to_vec();
     // Never-expiring lots expire latest of all.
     order.sort_by_key(|t| (std::cmp::Reverse(t.expires_at.unwrap_or(i64::MAX)), std::cmp::Reverse(t.lot_id)));
-    let (mut skip, mut left, mut moves) = (given_back, lots::kept_after_debt(balance, coins), Vec::new());
+    let (mut skip, mut left, mut moves) = (restored, lots::kept_after_debt(balance, coins), Vec::new());
     for t in order {
         let skipped = skip.min(t.coins);
         skip -= skipped;
@@ -246,13 +251,9 @@ pub fn plan_give_back(
     moves.sort_by_key(|m| m.lot_id);
     // An adjustment's debit took from the lifetime earned; giving it back restores it.
     let (lifetime, lifetime_delta) = if original.kind == RequestKind::Adjust { (Lifetime::Earned, coins) } else { (Lifetime::Redeemed, -coins) };
-    Ok(ReversePlan {
-        entry: reverse_entry(cmd, original, name, coins, balance + coins, pending),
-        moves,
-        lifetime,
-        lifetime_delta,
-        remaining: remaining - coins,
-    })
+    let lot = Some(NewLot { coins: left, expires_at: None, pending_until: None }).filter(|l| l.coins > 0);
+    let entry = reverse_entry(cmd, original, name, coins, balance + coins, pending);
+    Ok(ReversePlan { entry, moves, lot, lifetime, lifetime_delta, remaining: remaining - coins })
 }
 
 #[cfg(test)]
@@ -340,7 +341,8 @@ mod tests {
     #[test]
     fn giving_back_returns_each_lot_what_it_lost() {
         let taken = [Taken { lot_id: 5, coins: 10, expires_at: Some(9) }, Taken { lot_id: 2, coins: 20, expires_at: None }];
-        let plan = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &RequestId::parse("R1").unwrap(), (70, 0), &taken, 0).unwrap();
+        let plan =
+            plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &RequestId::parse("R1").unwrap(), (70, 0), &taken, (0, 0)).unwrap();
         assert_eq!(plan.moves, [LotMove { lot_id: 2, coins: 20 }, LotMove { lot_id: 5, coins: 10 }]);
         assert_eq!((plan.entry.coins, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta, plan.remaining), (30, 100, Lifetime::Redeemed, -30, 0));
     }
@@ -353,22 +355,22 @@ mod tests {
             Taken { lot_id: 2, coins: 10, expires_at: Some(300) },
             Taken { lot_id: 3, coins: 10, expires_at: None },
         ];
-        let first = plan_give_back(&cmd(ReturnAsk::Coins(15), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, 0).unwrap();
+        let first = plan_give_back(&cmd(ReturnAsk::Coins(15), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, (0, 0)).unwrap();
         assert_eq!(first.moves, [LotMove { lot_id: 2, coins: 5 }, LotMove { lot_id: 3, coins: 10 }]);
         assert_eq!(first.remaining, 15);
-        let rest = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &name, (15, 0), &taken, 15).unwrap();
+        let rest = plan_give_back(&cmd(ReturnAsk::Whole, OnShortfall::Reject), &redemption(30), &name, (15, 0), &taken, (15, 15)).unwrap();
         assert_eq!(rest.moves, [LotMove { lot_id: 1, coins: 10 }, LotMove { lot_id: 2, coins: 5 }]);
         assert_eq!((rest.entry.coins, rest.remaining), (15, 0));
         assert_eq!(
-            plan_give_back(&cmd(ReturnAsk::Coins(1), OnShortfall::Reject), &redemption(30), &name, (30, 0), &taken, 30),
+            plan_give_back(&cmd(ReturnAsk::Coins(1), OnShortfall::Reject), &redemption(30), &name, (30, 0), &taken, (30, 30)),
             Err(Refusal::AlreadyReversed(name.clone()))
         );
         assert_eq!(
-            plan_give_back(&cmd(ReturnAsk::Coins(16), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, 15),
+            plan_give_back(&cmd(ReturnAsk::Coins(16), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, (15, 15)),
             Err(Refusal::ReversalExceedsRemaining { original: name.clone(), remaining_coins: 15, remaining_minor: None })
         );
         assert_eq!(
-            plan_give_back(&cmd(ReturnAsk::AmountMinor(5), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, 0),
+            plan_give_back(&cmd(ReturnAsk::AmountMinor(5), OnShortfall::Reject), &redemption(30), &name, (0, 0), &taken, (0, 0)),
             Err(Refusal::AmountNotRecorded(name))
         );
     }

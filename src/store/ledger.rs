@@ -86,6 +86,8 @@ pub(crate) trait LedgerTx {
     async fn record_return(&mut self, company: &CompanyId, original: &RequestId, returned: &Returned) -> StoreResult<()>;
     /// What a redemption took from each lot.
     async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>>;
+    /// Coins the returns of `original` (a redemption or a debit) put back into lots so far.
+    async fn restored_to_lots(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64>;
     /// The user's held lots whose hold has ended by `now_ms`.
     async fn due_held(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<HeldLot>>;
     /// The held lot an allocation's entry opened, if it is still held.
@@ -458,13 +460,17 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     } else {
         let entry = tx.original_entry(company, &target, original.kind).await?;
         let taken = tx.taken_by(entry.entry_id).await?;
-        let plan = reverse::plan_give_back(cmd, &entry, &target, (balance, pending), &taken, returned)?;
+        let restored = tx.restored_to_lots(company, &target).await?;
+        let plan = reverse::plan_give_back(cmd, &entry, &target, (balance, pending), &taken, (returned, restored))?;
         let counters = Returned { state: None, coins_canceled: 0, coins_reversed: returned + plan.entry.coins, coins_waived: 0, amount_refunded_minor: None };
         tx.record_return(company, &target, &counters).await?;
         (plan, (ReturnKind::Reverse, 0, 0, None))
     };
     let entry_id = write_entry(tx, company, user, &plan.entry, cmd.now_ms).await?;
     tx.apply_moves(entry_id, &plan.moves).await?;
+    if let Some(lot) = &plan.lot {
+        tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
+    }
     tx.set_balance(company, user, plan.entry.balance_after, plan.lifetime, plan.lifetime_delta).await?;
     if plan.entry.pending_coins != 0 {
         tx.set_pending(company, user, plan.entry.pending_after).await?;

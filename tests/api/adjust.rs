@@ -162,6 +162,34 @@ both_backends! {
         assert_eq!((&res.assert_ok()["coins"], &res.assert_ok()["balance"]), (&json!(10), &json!(15)));
     }
 
+    async fn a_debit_that_made_debt_comes_back_whole_whoever_paid_the_debt(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "ORDER", 50).await;
+        app.allocate(&app.admin_token, "SHOP", "ORDER", "A1", "ASHA").await.assert_ok();
+        let spend = json!({"companyId":"SHOP","userId":"ASHA","requestId":"S1","coins":40});
+        app.post("/api/v0/coins/redeem", &app.admin_token, spend).await.assert_ok();
+        // 10 taken from A1's lot, 20 owed.
+        adjust(app, json!({"requestId":"D1","coins":-30,"reason":"Claw-back","onShortfall":"NEGATIVE"})).await.assert_ok();
+        let back = |request_id: &str, coins: Option<i64>| {
+            let mut body = json!({"companyId":"SHOP","requestId":request_id,"originalRequestId":"D1"});
+            if let Some(coins) = coins {
+                body["coins"] = json!(coins);
+            }
+            app.post("/api/v0/coins/reverse", &app.admin_token, body)
+        };
+        // 15 back while 20 are owed: it all pays debt.
+        let res = back("B1", Some(15)).await;
+        assert_eq!((&res.assert_ok()["coins"], &res.assert_ok()["balance"], &res.assert_ok()["coinsRemaining"]), (&json!(15), &json!(-5), &json!(15)));
+        // A2 pays the other 5 of the debt and keeps 45.
+        app.allocate(&app.admin_token, "SHOP", "ORDER", "A2", "ASHA").await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 45);
+        // The last 15: 10 back to A1's lot (all it lost), 5 to a lot of their own.
+        let res = back("B2", None).await;
+        assert_eq!((&res.assert_ok()["coins"], &res.assert_ok()["balance"], &res.assert_ok()["coinsRemaining"]), (&json!(15), &json!(60), &json!(0)));
+        // Every coin is spendable: 60 redeem.
+        let spend = json!({"companyId":"SHOP","userId":"ASHA","requestId":"S2","coins":60});
+        assert_eq!(app.post("/api/v0/coins/redeem", &app.admin_token, spend).await.assert_ok()["balance"], json!(0));
+    }
+
     async fn fields_that_do_not_fit_are_refused_and_scoping_holds(app: &TestApp) {
         let cases = [
             (json!({"requestId":"X","coins":0,"reason":"r"}), "coins must be a non-zero whole number of coins between -1000000000 and 1000000000"),

@@ -375,6 +375,17 @@ impl LedgerTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn restored_to_lots(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT COALESCE(SUM(m.coins), 0)::BIGINT FROM requests r JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id \
+                 JOIN lot_moves m ON m.entry_id = e.entry_id WHERE r.company_id = $1 AND r.original_request_id = $2 AND r.kind = 'REVERSE' AND m.coins > 0",
+            )
+            .await?;
+        Ok(self.0.query_one(&stmt, &[&company.as_str(), &original.as_str()]).await?.get(0))
+    }
+
     async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
         let stmt = self
             .0
