@@ -1,7 +1,9 @@
 //! Model-based property test of the whole lifecycle (version 2 of the ledger): random sequences
 //! of allocations (fixed, capped, a percentage of a purchase value, held before they can be
-//! spent), early activations, redemptions (by coins and by currency), returns (whole, by coins, by
-//! refunded amount, refused or capped when the coins were spent), clock jumps and sweeps, run
+//! spent), early activations, redemptions (by coins and by currency), staff adjustments (credits
+//! with an expiry or a hold, debits), returns (whole, by coins, by refunded amount, refused,
+//! capped or driven into debt when the coins were spent), debt paid by later credits, clock
+//! jumps and sweeps, run
 //! against the store on both backends and against a small in-memory reference model written
 //! independently of `src/domain`. After every step each user's balance, summary and full ledger
 //! history (spendable and held coins) match the model, and `verify` finds nothing.
@@ -10,6 +12,7 @@ use std::collections::HashMap;
 
 use coins::domain::Refusal;
 use coins::domain::activate::ActivateCmd;
+use coins::domain::adjust::{AdjustCmd, AdjustExpiry, AdjustReceipt};
 use coins::domain::allocate::{AllocateCmd, AllocateOk, Purchase};
 use coins::domain::allocation::{OnShortfall, ReturnAsk, ReturnKind};
 use coins::domain::config::{ConfigValues, Earning};
@@ -57,14 +60,64 @@ enum Ask {
     Minor(i64),
 }
 
+/// What a return or a debit does when the user has too few coins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Short {
+    Reject,
+    Cap,
+    Negative,
+}
+
+impl Short {
+    fn policy(self) -> OnShortfall {
+        match self {
+            Short::Reject => OnShortfall::Reject,
+            Short::Cap => OnShortfall::Cap,
+            Short::Negative => OnShortfall::Negative,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    Allocate { user: usize, event: usize, req: usize, minor: i64 },
-    RedeemCoins { user: usize, req: usize, coins: i64 },
-    RedeemMinor { user: usize, req: usize, minor: i64 },
-    Return { req: usize, original: usize, ask: Ask, cap: bool },
-    Activate { req: usize, original: usize },
-    Advance { hours: i64 },
+    Allocate {
+        user: usize,
+        event: usize,
+        req: usize,
+        minor: i64,
+    },
+    RedeemCoins {
+        user: usize,
+        req: usize,
+        coins: i64,
+    },
+    RedeemMinor {
+        user: usize,
+        req: usize,
+        minor: i64,
+    },
+    Return {
+        req: usize,
+        original: usize,
+        ask: Ask,
+        short: Short,
+    },
+    /// A credit (positive coins, maybe expiring, maybe held a day) or a debit (negative).
+    Adjust {
+        user: usize,
+        req: usize,
+        coins: i64,
+        validity: Option<i64>,
+        held: bool,
+        short: Short,
+    },
+    Activate {
+        req: usize,
+        original: usize,
+    },
+    Advance {
+        hours: i64,
+    },
     Sweep,
 }
 
@@ -72,12 +125,37 @@ fn ask() -> impl Strategy<Value = Ask> {
     prop_oneof![2 => Just(Ask::Whole), 2 => (1..15i64).prop_map(Ask::Coins), 2 => (1..2_000i64).prop_map(Ask::Minor)]
 }
 
+fn short() -> impl Strategy<Value = Short> {
+    prop_oneof![2 => Just(Short::Reject), 1 => Just(Short::Cap), 2 => Just(Short::Negative)]
+}
+
+fn adjustment() -> impl Strategy<Value = Op> {
+    let credit = (0..USERS, 0..REQUESTS, 1..40i64, proptest::option::of(1..4i64), any::<bool>()).prop_map(|(user, req, coins, validity, held)| Op::Adjust {
+        user,
+        req,
+        coins,
+        validity,
+        held,
+        short: Short::Reject,
+    });
+    let debit = (0..USERS, 0..REQUESTS, 1..40i64, short()).prop_map(|(user, req, coins, short)| Op::Adjust {
+        user,
+        req,
+        coins: -coins,
+        validity: None,
+        held: false,
+        short,
+    });
+    prop_oneof![credit, debit]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..USERS, 0..EVENTS.len(), 0..REQUESTS, 1..3_000i64).prop_map(|(user, event, req, minor)| Op::Allocate { user, event, req, minor }),
         2 => (0..USERS, 0..REQUESTS, 1..25i64).prop_map(|(user, req, coins)| Op::RedeemCoins { user, req, coins }),
         1 => (0..USERS, 0..REQUESTS, 1..60i64).prop_map(|(user, req, minor)| Op::RedeemMinor { user, req, minor }),
-        3 => (0..REQUESTS, 0..REQUESTS, ask(), any::<bool>()).prop_map(|(req, original, ask, cap)| Op::Return { req, original, ask, cap }),
+        3 => (0..REQUESTS, 0..REQUESTS, ask(), short()).prop_map(|(req, original, ask, short)| Op::Return { req, original, ask, short }),
+        2 => adjustment(),
         1 => (0..REQUESTS, 0..REQUESTS).prop_map(|(req, original)| Op::Activate { req, original }),
         2 => (1..60i64).prop_map(|hours| Op::Advance { hours }),
         1 => Just(Op::Sweep),
@@ -120,7 +198,14 @@ struct Alloc {
     /// Of `reversed`, the coins that had expired already (ended without being taken).
     absorbed: i64,
     state: St,
+    /// Days its coins stay spendable once active.
+    validity: Option<i64>,
+    /// A staff adjustment's credit: what a replay must repeat, and its answer.
+    adjust: Option<(String, Adjusted)>,
 }
+
+/// What an adjustment answers: (coins, short, activatesAt, expiresAt, balance, pending).
+type Adjusted = (i64, i64, Option<i64>, Option<i64>, i64, i64);
 
 /// What a return answers: (kind, coins, short, shortMinor, remaining, refunded, balance, pending).
 type ReturnReceipt = (&'static str, i64, i64, i64, i64, Option<i64>, i64, i64);
@@ -128,9 +213,29 @@ type ReturnReceipt = (&'static str, i64, i64, i64, i64, Option<i64>, i64, i64);
 #[derive(Debug, Clone)]
 enum Req {
     Allocate(Alloc),
-    Redeem { user: usize, fingerprint: String, receipt: (i64, i64, i64), moves: Vec<(usize, i64)>, given_back: i64 },
-    Return { original: usize, ask: Ask, cap: bool, receipt: ReturnReceipt },
-    Activate { original: usize, receipt: (bool, i64, i64, i64) },
+    /// A redemption, or (with `adjust`) a staff adjustment's debit. `taken` is what it moved,
+    /// `moves` what of that came out of lots (the rest became debt); returns gave back
+    /// `given_back` in all and put `restored` of it back into those lots.
+    Redeem {
+        user: usize,
+        fingerprint: String,
+        receipt: (i64, i64, i64),
+        taken: i64,
+        moves: Vec<(usize, i64)>,
+        given_back: i64,
+        restored: i64,
+        adjust: Option<(String, Adjusted)>,
+    },
+    Return {
+        original: usize,
+        ask: Ask,
+        short: Short,
+        receipt: ReturnReceipt,
+    },
+    Activate {
+        original: usize,
+        receipt: (bool, i64, i64, i64),
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -149,6 +254,10 @@ impl Account {
     }
     fn pending(&self) -> i64 {
         self.entries.last().map_or(0, |e| e.4)
+    }
+    /// What the user owes: the stored balance below zero.
+    fn debt(&self) -> i64 {
+        (-self.stored_balance()).max(0)
     }
     fn push(&mut self, kind: &'static str, coins: i64, pending_coins: i64) {
         let (balance, pending) = (self.stored_balance() + coins, self.pending() + pending_coins);
@@ -175,7 +284,15 @@ enum Outcome {
     ReturnReplayed(ReturnReceipt),
     Activated(bool, i64, i64, i64),
     ActivateReplayed(bool, i64, i64, i64),
+    Adjusted(Adjusted),
+    AdjustReplayed(Adjusted),
     Refused(&'static str),
+}
+
+/// What a credit of `coins` keeps after paying the debt of a user whose stored balance is
+/// `balance` (written here again, apart from `src/domain`).
+fn kept(balance: i64, coins: i64) -> i64 {
+    if balance >= 0 { coins } else { (coins + balance).max(0) }
 }
 
 impl Model {
@@ -196,6 +313,8 @@ impl Model {
         for i in due {
             self.lots[i].pending_until = None;
             let (n, alloc) = (self.lots[i].remaining, self.lots[i].alloc);
+            // Spendable now: it pays the user's debt first.
+            self.lots[i].remaining = kept(self.accounts[user].stored_balance(), n);
             let a = self.alloc_mut(alloc);
             if a.state == St::Pending {
                 a.state = St::Active;
@@ -252,6 +371,11 @@ impl Model {
         self.open_lots(user, now).iter().map(|&i| self.lots[i].remaining).sum()
     }
 
+    /// The balance a read shows: the spendable coins less the debt.
+    fn balance(&self, user: usize, now: i64) -> i64 {
+        self.visible(user, now) - self.accounts[user].debt()
+    }
+
     fn held(&self, user: usize, now: i64) -> i64 {
         self.lots.iter().filter(|l| l.user == user && l.remaining > 0 && l.pending_until.is_some_and(|t| t > now)).map(|l| l.remaining).sum()
     }
@@ -265,7 +389,7 @@ impl Model {
 
     fn allocate(&mut self, user: usize, event: usize, req: usize, minor: i64, now: i64) -> Outcome {
         match self.requests.get(&req) {
-            Some(Req::Allocate(a)) if a.user == user && a.event == event => return Outcome::Replayed(a.coins),
+            Some(Req::Allocate(a)) if a.adjust.is_none() && a.user == user && a.event == event => return Outcome::Replayed(a.coins),
             Some(_) => return Outcome::Refused("REQUEST_ID_CONFLICT"),
             None => {}
         }
@@ -276,7 +400,21 @@ impl Model {
         }
         let paid = matches!(earn, Earn::Percent(_)).then_some(minor);
         let coins = Self::earns(event, minor);
-        let mut a = Alloc { user, event, coins, lot: None, paid, refunded: 0, canceled: 0, reversed: 0, waived: 0, absorbed: 0, state: St::Zero };
+        let mut a = Alloc {
+            user,
+            event,
+            coins,
+            lot: None,
+            paid,
+            refunded: 0,
+            canceled: 0,
+            reversed: 0,
+            waived: 0,
+            absorbed: 0,
+            state: St::Zero,
+            validity,
+            adjust: None,
+        };
         self.accounts[user].exists = true;
         if coins == 0 {
             self.requests.insert(req, Req::Allocate(a));
@@ -285,7 +423,9 @@ impl Model {
         *self.allocations.entry((user, event)).or_default() += 1;
         let pending_until = pending_days.map(|d| now + d * DAY_MS);
         let starts = pending_until.unwrap_or(now);
-        self.lots.push(Lot { user, remaining: coins, expires_at: validity.map(|d| starts + d * DAY_MS), pending_until, expired: 0, alloc: req });
+        // A spendable credit pays the debt first (one held does when it activates).
+        let remaining = if pending_until.is_some() { coins } else { kept(self.accounts[user].stored_balance(), coins) };
+        self.lots.push(Lot { user, remaining, expires_at: validity.map(|d| starts + d * DAY_MS), pending_until, expired: 0, alloc: req });
         a.lot = Some(self.lots.len() - 1);
         let acct = &mut self.accounts[user];
         if pending_until.is_some() {
@@ -303,7 +443,7 @@ impl Model {
     fn redeem(&mut self, user: usize, req: usize, amount: RedeemAmount, now: i64) -> Outcome {
         let fingerprint = amount.fingerprint();
         match self.requests.get(&req) {
-            Some(Req::Redeem { user: u, fingerprint: f, receipt, .. }) if *u == user && *f == fingerprint => {
+            Some(Req::Redeem { user: u, fingerprint: f, receipt, adjust: None, .. }) if *u == user && *f == fingerprint => {
                 return Outcome::RedeemReplayed(receipt.0, receipt.1, receipt.2);
             }
             Some(_) => return Outcome::Refused("REQUEST_ID_CONFLICT"),
@@ -328,14 +468,14 @@ impl Model {
         acct.redeemed += coins;
         acct.push("REDEEM", -coins, 0);
         let receipt = (coins, minor, acct.stored_balance());
-        next.requests.insert(req, Req::Redeem { user, fingerprint, receipt, moves: takes, given_back: 0 });
+        next.requests.insert(req, Req::Redeem { user, fingerprint, receipt, taken: coins, moves: takes, given_back: 0, restored: 0, adjust: None });
         *self = next;
         Outcome::Redeemed(receipt.0, receipt.1, receipt.2)
     }
 
     fn give_back(&mut self, original: usize, ask: Ask, now: i64) -> Result<ReturnReceipt, &'static str> {
-        let Some(Req::Redeem { user, receipt, moves, given_back, .. }) = self.requests.get(&original).cloned() else { unreachable!() };
-        let remaining = receipt.0 - given_back;
+        let Some(Req::Redeem { user, taken, moves, given_back, restored, adjust, .. }) = self.requests.get(&original).cloned() else { unreachable!() };
+        let remaining = taken - given_back;
         if remaining <= 0 {
             return Err("ALREADY_REVERSED");
         }
@@ -346,29 +486,40 @@ impl Model {
             Ask::Minor(_) => return Err("AMOUNT_NOT_RECORDED"),
         };
         self.settle(user, now);
-        // Back to the lots it came from, latest-expiring (never-expiring latest of all) first;
-        // earlier returns took the same way.
+        // The debt is paid first; the rest goes back to the lots it came from, latest-expiring
+        // (never-expiring latest of all) first, where earlier returns put theirs; what those lots
+        // never gave (it was debt) goes to a new lot that never expires.
         let mut order = moves.clone();
         order.sort_by_key(|&(i, _)| std::cmp::Reverse((self.lots[i].expires_at.unwrap_or(i64::MAX), i)));
-        let (mut skip, mut left) = (given_back, coins);
+        let (mut skip, mut left) = (restored, kept(self.accounts[user].stored_balance(), coins));
+        let mut placed = 0;
         for (i, n) in order {
             let skipped = skip.min(n);
             skip -= skipped;
             let back = (n - skipped).min(left);
             self.lots[i].remaining += back;
             left -= back;
+            placed += back;
         }
-        if let Some(Req::Redeem { given_back, .. }) = self.requests.get_mut(&original) {
+        if left > 0 {
+            self.lots.push(Lot { user, remaining: left, expires_at: None, pending_until: None, expired: 0, alloc: usize::MAX });
+        }
+        if let Some(Req::Redeem { given_back, restored, .. }) = self.requests.get_mut(&original) {
             *given_back += coins;
+            *restored += placed;
         }
         let acct = &mut self.accounts[user];
-        acct.redeemed -= coins;
+        if adjust.is_some() {
+            acct.earned += coins;
+        } else {
+            acct.redeemed -= coins;
+        }
         acct.push("REVERSE", coins, 0);
         self.settle(user, now);
         Ok(("REVERSE", coins, 0, 0, remaining - coins, None, self.accounts[user].stored_balance(), self.accounts[user].pending()))
     }
 
-    fn take_back(&mut self, original: usize, ask: Ask, cap: bool, now: i64) -> Result<ReturnReceipt, &'static str> {
+    fn take_back(&mut self, original: usize, ask: Ask, policy: Short, now: i64) -> Result<ReturnReceipt, &'static str> {
         let user = match &self.requests[&original] {
             Req::Allocate(a) => a.user,
             _ => unreachable!(),
@@ -412,14 +563,15 @@ impl Model {
         let absorbed = (expired - a.absorbed).clamp(0, nominal);
         let wanted = nominal - absorbed;
         let available = self.visible(user, now);
-        if wanted > available && !cap {
+        if wanted > available && policy == Short::Reject {
             return Err("INSUFFICIENT_BALANCE");
         }
-        let take = wanted.min(available);
+        // NEGATIVE takes it all, the part beyond the user's coins as debt.
+        let take = if policy == Short::Negative { wanted } else { wanted.min(available) };
         let short = wanted - take;
         let open = self.open_lots(user, now);
         let order: Vec<usize> = open.iter().copied().filter(|&i| Some(i) == a.lot).chain(open.iter().copied().filter(|&i| Some(i) != a.lot)).collect();
-        for (i, n) in self.take(&order, take).expect("the balance covers what is taken") {
+        for (i, n) in self.take(&order, take.min(available)).expect("the balance covers what is taken") {
             self.lots[i].remaining -= n;
         }
         next.reversed += take + absorbed;
@@ -440,9 +592,11 @@ impl Model {
         Ok(("REVERSE", -take, short, short * MINOR_PER_COIN, after, a.paid.map(|_| refunded), acct.stored_balance(), acct.pending()))
     }
 
-    fn ret(&mut self, req: usize, original: usize, ask: Ask, cap: bool, now: i64) -> Outcome {
+    fn ret(&mut self, req: usize, original: usize, ask: Ask, policy: Short, now: i64) -> Outcome {
         match self.requests.get(&req) {
-            Some(Req::Return { original: o, ask: a, cap: c, receipt }) if (*o, *a, *c) == (original, ask, cap) => return Outcome::ReturnReplayed(*receipt),
+            Some(Req::Return { original: o, ask: a, short: c, receipt }) if (*o, *a, *c) == (original, ask, policy) => {
+                return Outcome::ReturnReplayed(*receipt);
+            }
             Some(_) => return Outcome::Refused("REQUEST_ID_CONFLICT"),
             None => {}
         }
@@ -451,16 +605,90 @@ impl Model {
             None => Err("NOT_FOUND"),
             Some(Req::Return { .. } | Req::Activate { .. }) => Err("NOT_REVERSIBLE"),
             Some(Req::Redeem { .. }) => next.give_back(original, ask, now),
-            Some(Req::Allocate(_)) => next.take_back(original, ask, cap, now),
+            Some(Req::Allocate(_)) => next.take_back(original, ask, policy, now),
         };
         match done {
             Ok(receipt) => {
-                next.requests.insert(req, Req::Return { original, ask, cap, receipt });
+                next.requests.insert(req, Req::Return { original, ask, short: policy, receipt });
                 *self = next;
                 Outcome::Returned(receipt)
             }
             Err(code) => Outcome::Refused(code),
         }
+    }
+
+    fn adjust(&mut self, user: usize, req: usize, (coins, validity, held, policy): (i64, Option<i64>, bool, Short), now: i64) -> Outcome {
+        let fingerprint = format!("{coins} {validity:?} {held} {policy:?}");
+        let same = |u: usize, adjust: &Option<(String, Adjusted)>| u == user && adjust.as_ref().is_some_and(|(f, _)| *f == fingerprint);
+        match self.requests.get(&req) {
+            Some(Req::Allocate(a)) if same(a.user, &a.adjust) => return Outcome::AdjustReplayed(a.adjust.as_ref().unwrap().1),
+            Some(Req::Redeem { user: u, adjust, .. }) if same(*u, adjust) => return Outcome::AdjustReplayed(adjust.as_ref().unwrap().1),
+            Some(_) => return Outcome::Refused("REQUEST_ID_CONFLICT"),
+            None => {}
+        }
+        if coins < 0 && !self.accounts[user].exists {
+            return Outcome::Refused("USER_NOT_FOUND");
+        }
+        let mut next = self.clone();
+        next.accounts[user].exists = true;
+        next.settle(user, now);
+        let stored = next.accounts[user].stored_balance();
+        let answer = if coins > 0 {
+            let pending_until = held.then_some(now + DAY_MS);
+            let starts = pending_until.unwrap_or(now);
+            let expires_at = validity.map(|d| starts + d * DAY_MS);
+            let remaining = if held { coins } else { kept(stored, coins) };
+            next.lots.push(Lot { user, remaining, expires_at, pending_until, expired: 0, alloc: req });
+            let acct = &mut next.accounts[user];
+            if held {
+                acct.push("ADJUST", 0, coins);
+            } else {
+                acct.earned += coins;
+                acct.push("ADJUST", coins, 0);
+            }
+            let answer = (coins, 0, pending_until, expires_at.filter(|_| !held), acct.stored_balance(), acct.pending());
+            let a = Alloc {
+                user,
+                event: 0,
+                coins,
+                lot: Some(next.lots.len() - 1),
+                paid: None,
+                refunded: 0,
+                canceled: 0,
+                reversed: 0,
+                waived: 0,
+                absorbed: 0,
+                state: if held { St::Pending } else { St::Active },
+                validity,
+                adjust: Some((fingerprint, answer)),
+            };
+            next.requests.insert(req, Req::Allocate(a));
+            answer
+        } else {
+            let asked = -coins;
+            let available = next.visible(user, now);
+            let taken = match policy {
+                _ if asked <= available => asked,
+                Short::Cap => available,
+                Short::Negative => asked,
+                Short::Reject => return Outcome::Refused("INSUFFICIENT_BALANCE"),
+            };
+            let order = next.open_lots(user, now);
+            let takes = next.take(&order, taken.min(available)).expect("the lots hold what is available");
+            for &(i, n) in &takes {
+                next.lots[i].remaining -= n;
+            }
+            let acct = &mut next.accounts[user];
+            acct.earned -= taken;
+            acct.push("ADJUST", -taken, 0);
+            let answer = (-taken, asked - taken, None, None, acct.stored_balance(), acct.pending());
+            let receipt = (taken, 0, acct.stored_balance());
+            let adjust = Some((fingerprint, answer));
+            next.requests.insert(req, Req::Redeem { user, fingerprint: String::new(), receipt, taken, moves: takes, given_back: 0, restored: 0, adjust });
+            answer
+        };
+        *self = next;
+        Outcome::Adjusted(answer)
     }
 
     fn activate(&mut self, req: usize, original: usize, now: i64) -> Outcome {
@@ -481,7 +709,8 @@ impl Model {
                 let lot = a.lot.expect("a held allocation has a lot");
                 let n = next.lots[lot].remaining;
                 next.lots[lot].pending_until = None;
-                next.lots[lot].expires_at = EVENTS[a.event].2.map(|d| now + d * DAY_MS);
+                next.lots[lot].expires_at = a.validity.map(|d| now + d * DAY_MS);
+                next.lots[lot].remaining = kept(next.accounts[a.user].stored_balance(), n);
                 next.alloc_mut(original).state = St::Active;
                 let acct = &mut next.accounts[a.user];
                 acct.earned += n;
@@ -554,7 +783,7 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
             };
             (got, model.redeem(user, req, amount, now))
         }
-        Op::Return { req, original, ask, cap } => {
+        Op::Return { req, original, ask, short } => {
             let (company, _, request_id) = ids(0, req);
             let original_id = RequestId::parse(&format!("R{original}")).unwrap();
             let mut cmd = ReverseCmd::whole(company, request_id, original_id, now);
@@ -563,7 +792,7 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
                 Ask::Coins(k) => ReturnAsk::Coins(k),
                 Ask::Minor(m) => ReturnAsk::AmountMinor(m),
             };
-            cmd.on_shortfall = if cap { OnShortfall::Cap } else { OnShortfall::Reject };
+            cmd.on_shortfall = short.policy();
             let receipt = |r: &coins::domain::reverse::ReverseReceipt| -> ReturnReceipt {
                 let kind = if r.kind == ReturnKind::Cancel { "CANCEL" } else { "REVERSE" };
                 (kind, r.coins, r.coins_short, r.short_amount_minor, r.coins_remaining, r.amount_refunded_minor, r.balance, r.pending_balance)
@@ -573,7 +802,31 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
                 Ok(a) => Outcome::Returned(receipt(&a.receipt)),
                 Err(e) => Outcome::Refused(refusal_code(e)),
             };
-            (got, model.ret(req, original, ask, cap, now))
+            (got, model.ret(req, original, ask, short, now))
+        }
+        Op::Adjust { user, req, coins, validity, held, short } => {
+            let (company, user_id, request_id) = ids(user, req);
+            let cmd = AdjustCmd {
+                company,
+                user: user_id,
+                request_id,
+                coins,
+                reason: "model".into(),
+                expiry: validity.map_or(AdjustExpiry::Never, AdjustExpiry::ValidityDays),
+                pending_days: held.then_some(1),
+                qualifying: false,
+                on_shortfall: short.policy(),
+                client_id: "model".into(),
+                now_ms: now,
+            };
+            cmd.check().expect("the model makes valid adjustments");
+            let answer = |r: &AdjustReceipt| (r.coins, r.coins_short, r.activates_at, r.expires_at, r.balance, r.pending_balance);
+            let got = match store.adjust(cmd).await {
+                Ok(a) if a.replayed => Outcome::AdjustReplayed(answer(&a.receipt)),
+                Ok(a) => Outcome::Adjusted(answer(&a.receipt)),
+                Err(e) => Outcome::Refused(refusal_code(e)),
+            };
+            (got, model.adjust(user, req, (coins, validity, held, short), now))
         }
         Op::Activate { req, original } => {
             let (company, _, request_id) = ids(0, req);
@@ -633,7 +886,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
             let user_id = UserId::parse(&format!("U{user}")).unwrap();
             let acct = &model.accounts[user];
             let balance = store.balance(&user_id, now).await.unwrap().map(|b| b.balance);
-            assert_eq!(balance, acct.exists.then(|| model.visible(user, now)), "balance of U{user} after step {step}: {op:?}");
+            assert_eq!(balance, acct.exists.then(|| model.balance(user, now)), "balance of U{user} after step {step}: {op:?}");
             let Some(summary) = store.user_summary(&user_id, now).await.unwrap() else { continue };
             // Due but unwritten (no read writes): held lots whose hold ended, lots past expiry.
             let lots = model.lots.iter().filter(|l| l.user == user && l.remaining > 0);
@@ -641,7 +894,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
             let unswept: i64 = lots.filter(|l| l.expires_at.is_some_and(|t| t <= now)).map(|l| l.remaining).sum();
             assert_eq!(
                 (summary.balance, summary.pending_balance, summary.lifetime_earned, summary.lifetime_redeemed, summary.lifetime_expired),
-                (model.visible(user, now), model.held(user, now), acct.earned + activated, acct.redeemed, acct.expired + unswept),
+                (model.balance(user, now), model.held(user, now), acct.earned + activated, acct.redeemed, acct.expired + unswept),
                 "summary of U{user} after step {step}: {op:?}"
             );
             let history: Vec<(String, i64, i64, i64, i64)> = store
@@ -689,12 +942,12 @@ fn reversal_after_expiry() -> Vec<Op> {
         Op::Allocate { user: 0, event: 1, req: 1, minor: 1 },
         Op::RedeemCoins { user: 0, req: 2, coins: 4 },
         Op::Advance { hours: 49 },
-        Op::Return { req: 3, original: 0, ask: Ask::Whole, cap: false },
+        Op::Return { req: 3, original: 0, ask: Ask::Whole, short: Short::Reject },
         Op::Allocate { user: 1, event: 2, req: 4, minor: 1 },
         Op::Advance { hours: 25 },
         Op::Sweep,
-        Op::Return { req: 5, original: 4, ask: Ask::Whole, cap: false },
-        Op::Return { req: 6, original: 2, ask: Ask::Whole, cap: false },
+        Op::Return { req: 5, original: 4, ask: Ask::Whole, short: Short::Reject },
+        Op::Return { req: 6, original: 2, ask: Ask::Whole, short: Short::Reject },
     ]
 }
 
@@ -704,17 +957,17 @@ fn a_shops_week() -> Vec<Op> {
     vec![
         Op::Allocate { user: 0, event: 4, req: 0, minor: 1 },
         Op::Allocate { user: 0, event: 3, req: 1, minor: 2_999 },
-        Op::Return { req: 2, original: 0, ask: Ask::Coins(5), cap: false },
+        Op::Return { req: 2, original: 0, ask: Ask::Coins(5), short: Short::Reject },
         Op::Activate { req: 3, original: 0 },
         Op::Activate { req: 4, original: 0 },
         Op::RedeemCoins { user: 0, req: 5, coins: 24 },
-        Op::Return { req: 6, original: 1, ask: Ask::Minor(1_500), cap: false },
-        Op::Return { req: 6, original: 1, ask: Ask::Minor(1_500), cap: true },
-        Op::Return { req: 7, original: 5, ask: Ask::Coins(10), cap: false },
-        Op::Return { req: 8, original: 1, ask: Ask::Minor(1_499), cap: false },
+        Op::Return { req: 6, original: 1, ask: Ask::Minor(1_500), short: Short::Reject },
+        Op::Return { req: 6, original: 1, ask: Ask::Minor(1_500), short: Short::Cap },
+        Op::Return { req: 7, original: 5, ask: Ask::Coins(10), short: Short::Reject },
+        Op::Return { req: 8, original: 1, ask: Ask::Minor(1_499), short: Short::Reject },
         Op::Advance { hours: 30 },
-        Op::Return { req: 9, original: 5, ask: Ask::Whole, cap: false },
-        Op::Return { req: 10, original: 3, ask: Ask::Whole, cap: false },
+        Op::Return { req: 9, original: 5, ask: Ask::Whole, short: Short::Reject },
+        Op::Return { req: 10, original: 3, ask: Ask::Whole, short: Short::Reject },
     ]
 }
 
