@@ -1,7 +1,9 @@
 //! Crash cycles with every operation: several client workers drive single and bulk allocations,
 //! purchases earning a percentage under an order id and a till's retries of them under new request
 //! ids (which must credit nothing), allocations held a day (activated by time or early by request,
-//! canceled when returned during the hold), replays, redemptions (by coins and by currency), reversals of both kinds and expiry sweeps
+//! canceled when returned during the hold), replays, redemptions (by coins and by currency), staff
+//! adjustments (credits, some expiring; debits refused, capped or driven into debt, which later
+//! credits pay first), reversals of every kind (capped or into debt too) and expiry sweeps
 //! against the real `coins serve`, which is SIGKILLed mid-load again and again and restarted on
 //! the same database with its clock two days further on (so lots expire between cycles and the
 //! sweeper, every second, is killed mid-pass too).
@@ -88,6 +90,11 @@ enum Kind {
     },
     /// An early activation of a held allocation (which may have activated by itself already).
     Activate {
+        rid: String,
+        user: String,
+    },
+    /// A staff adjustment: a credit, or a debit (refused, capped or into debt).
+    Adjust {
         rid: String,
         user: String,
     },
@@ -181,7 +188,26 @@ impl Worker {
     /// The next request to send: mostly allocations and purchases, then redemptions, reversals,
     /// till retries and replays.
     fn plan(&mut self) -> Sent {
-        match self.next(15) {
+        match self.next(17) {
+            15 => {
+                let (rid, user) = (self.rid("J"), self.user());
+                let mut body = json!({"companyId":"C","userId":user,"requestId":rid,"coins":1 + self.next(20),"reason":"goodwill"});
+                if self.next(2) == 0 {
+                    body["validityDays"] = json!(1);
+                }
+                Sent { path: "/api/v0/coins/adjust", body, kind: Kind::Adjust { rid, user } }
+            }
+            16 => {
+                let (rid, user) = (self.rid("K"), self.user());
+                let coins = -(1 + self.next(400) as i64);
+                let mut body = json!({"companyId":"C","userId":user,"requestId":rid,"coins":coins,"reason":"claw-back"});
+                match self.next(3) {
+                    0 => body["onShortfall"] = json!("CAP"),
+                    1 => body["onShortfall"] = json!("NEGATIVE"),
+                    _ => {}
+                }
+                Sent { path: "/api/v0/coins/adjust", body, kind: Kind::Adjust { rid, user } }
+            }
             13 => {
                 let (rid, user) = (self.rid("H"), self.user());
                 let body = json!({"companyId":"C","event":HELD.0,"requestId":rid,"userId":user});
@@ -247,7 +273,9 @@ impl Worker {
                 let candidates: Vec<(String, String)> = self
                     .effects
                     .iter()
-                    .filter(|(rid, e)| matches!(e.kind, "ALLOCATE" | "REDEEM") && !self.reversed.contains(*rid) && !self.aliases.contains(*rid))
+                    .filter(|(rid, e)| {
+                        matches!(e.kind, "ALLOCATE" | "REDEEM" | "ADJUST") && e.coins != 0 && !self.reversed.contains(*rid) && !self.aliases.contains(*rid)
+                    })
                     .map(|(rid, e)| (rid.clone(), e.user.clone()))
                     .collect();
                 if candidates.is_empty() {
@@ -266,11 +294,16 @@ impl Worker {
                         Some(paid) if self.next(2) == 0 => body["amountMinor"] = json!(1 + self.next(paid / 2)),
                         _ => body["coins"] = json!(1 + self.next(3)),
                     }
-                    if self.next(2) == 0 {
-                        body["onShortfall"] = json!("CAP");
+                    match self.next(4) {
+                        0 => body["onShortfall"] = json!("CAP"),
+                        1 => body["onShortfall"] = json!("NEGATIVE"),
+                        _ => {}
                     }
                     self.partly.insert(original.clone());
                 } else {
+                    if self.next(3) == 0 {
+                        body["onShortfall"] = json!("NEGATIVE");
+                    }
                     self.reversed.insert(original.clone());
                 }
                 Sent { path: "/api/v0/coins/reverse", body, kind: Kind::Reverse { rid, user, original } }
@@ -324,6 +357,10 @@ impl Worker {
                     self.applied(rid, Effect { user: user.clone(), kind: "REVERSE", coins });
                 }
             }
+            (200, Kind::Adjust { rid, user }) => {
+                let coins = body["payload"]["coins"].as_i64().ok_or("adjusted coins")?;
+                self.applied(rid, Effect { user: user.clone(), kind: "ADJUST", coins });
+            }
             (200, Kind::Held { rid, user, coins }) => {
                 self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: 0 });
                 self.held.insert(rid.clone(), (user.clone(), *coins));
@@ -346,7 +383,8 @@ impl Worker {
             }
             // Refused for good: a short balance, a redemption for a user never credited yet, or a
             // return of an original that partial returns left with less than asked (or nothing).
-            (409, Kind::Redeem { rid, .. } | Kind::Reverse { rid, .. }) | (404, Kind::Redeem { rid, .. })
+            (409, Kind::Redeem { rid, .. } | Kind::Reverse { rid, .. } | Kind::Adjust { rid, .. })
+            | (404, Kind::Redeem { rid, .. } | Kind::Adjust { rid, .. })
                 if body["error_code"] == json!("INSUFFICIENT_BALANCE")
                     || body["error_code"] == json!("USER_NOT_FOUND")
                     || matches!(&sent.kind, Kind::Reverse { original, .. } if self.partly.contains(original)
@@ -494,7 +532,8 @@ async fn run_cycles(backend: Backend) {
     let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     // Every entry of the run is reported to this endpoint (which refuses connections).
-    let events = ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired", "coins.pending", "coins.activated", "coins.canceled"];
+    let events =
+        ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired", "coins.pending", "coins.activated", "coins.canceled", "coins.adjusted"];
     let hook = json!({"companyId":"C","url":"http://127.0.0.1:9/never","events":events});
     let res = http.post(format!("{base}/api/v0/coins/webhooks")).bearer_auth(&admin).json(&hook).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
@@ -634,10 +673,21 @@ async fn run_cycles(backend: Backend) {
     let held: usize = workers.iter().map(|w| w.held.len()).sum();
     let early = expected.values().filter(|e| e.kind == "ACTIVATE").count();
     let cancels = expected.values().filter(|e| e.kind == "CANCEL").count();
+    let adjustments = expected.values().filter(|e| e.kind == "ADJUST").count();
+    let in_debt = summaries.values().filter(|(balance, _)| *balance < 0).count();
+    // Entries that left their user in debt, and credits that paid some of it.
+    let debts = sums_by_user(backend, &url, "SELECT user_id, COUNT(*) FROM ledger_entries WHERE balance_after < 0 GROUP BY user_id").await;
+    let debt_entries: i64 = debts.values().sum();
+    let paying = "SELECT e.user_id, COUNT(*) FROM ledger_entries e JOIN ledger_entries p ON p.user_id = e.user_id AND p.entry_id = \
+                  (SELECT MAX(q.entry_id) FROM ledger_entries q WHERE q.user_id = e.user_id AND q.entry_id < e.entry_id) \
+                  WHERE p.balance_after < 0 AND e.coins > 0 GROUP BY e.user_id";
+    let debt_paying: i64 = sums_by_user(backend, &url, paying).await.values().sum();
+    assert!(debt_entries > 0 && debt_paying > 0, "no user went into debt and paid it back: the mix proves nothing about debt");
     let by_time: i64 = due.values().sum();
     eprintln!(
         "crash cycles ({backend:?}): {cycles} kills, {} requests, {} acknowledged ({} till retries of a purchase; {held} held allocations, \
-         {early} activated early by request, {by_time} coins activated by time, {cancels} returns during a hold), {} refused, \
+         {early} activated early by request, {by_time} coins activated by time, {cancels} returns during a hold; {adjustments} adjustments, \
+         {debt_entries} entries leaving a user in debt, {debt_paying} credits paying debt, {in_debt} users in debt at the end), {} refused, \
          {} unanswered and retried, {} busy and retried, {} ledger entries with a request id, {} coins expired, {messages} webhook messages (one per entry)",
         sum(|t| t.requests),
         sum(|t| t.acknowledged),
