@@ -49,6 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/configs/{coinConfigId}", get(configs::edit_page).post(configs::edit))
         .route("/dashboard/users", get(users::page))
         .route("/dashboard/users/reverse", get(users::confirm_reverse).post(users::reverse))
+        .route("/dashboard/users/adjust", get(users::confirm_adjust).post(users::adjust))
         .route("/dashboard/webhooks", get(webhooks::page))
         .route("/dashboard/webhooks/retry", post(webhooks::retry))
         .route("/dashboard/style.css", get(style))

@@ -87,19 +87,22 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
     // The liability, valued per company at its coin value, summed per currency.
     let mut liability_rows = Vec::new();
     let mut value_by_currency: BTreeMap<String, i128> = BTreeMap::new();
-    let (mut held, mut soon) = (0i64, 0i64);
+    let (mut held, mut soon, mut owed, mut debtors) = (0i64, 0i64, 0i64, 0i64);
     for o in &outstanding {
         let value = state.store.coin_value(Some(&o.company)).await?;
         let minor = i128::from(o.balance) * i128::from(value.minor_units_per_coin);
         *value_by_currency.entry(value.currency.clone()).or_default() += minor;
         held = held.saturating_add(o.balance);
         soon = soon.saturating_add(o.expiring_soon);
+        owed = owed.saturating_add(o.debt);
+        debtors = debtors.saturating_add(o.users_in_debt);
         liability_rows.push(vec![
             esc(o.company.as_str()),
             num(&grouped(i128::from(o.balance))),
             num(&money(&value.currency, minor)),
             num(&grouped(i128::from(o.expiring_soon))),
             num(&money(&value.currency, i128::from(o.expiring_soon) * i128::from(value.minor_units_per_coin))),
+            num(&grouped(i128::from(o.debt))),
         ]);
     }
     let value_text =
@@ -124,6 +127,7 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
     }
     out.push_str(&card("liability", "Outstanding", &grouped(i128::from(held)), &value_text));
     out.push_str(&card("expiring", "Expiring in 30 days", &grouped(i128::from(soon)), "coins"));
+    out.push_str(&card("debt", "Owed (debt)", &grouped(i128::from(owed)), &format!("coins, by {debtors} users")));
     out.push_str("</section>");
     out.push_str(&charts::lines("chart-daily", &format!("Coins per day, last {days} days (UTC)"), &keys, &series_of(&per_day)));
     let (event_keys, event_rows): (Vec<String>, Vec<Movements>) = by_event.into_iter().unzip();
@@ -134,7 +138,7 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
     if liability_rows.is_empty() {
         out.push_str("<p class=\"hint\">No coins outstanding.</p>");
     } else {
-        out.push_str(&table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value"], &liability_rows));
+        out.push_str(&table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value", "Owed (debt)"], &liability_rows));
     }
     Ok(out)
 }

@@ -1,6 +1,7 @@
-//! Users: look one up — balance, lifetime figures, lots expiring soon, paginated history — and,
-//! for support, reverse one of its allocations or redemptions after a confirmation step. The
-//! confirmation page carries a fresh request id, so submitting it twice reverses once.
+//! Users: look one up — balance, debt, lifetime figures, lots expiring soon, paginated history —
+//! and, for support, adjust its coins (a credit or a debit, with a reason) or reverse one of its
+//! allocations, redemptions or adjustments, each after a confirmation step. The confirmation page
+//! carries a fresh request id, so submitting it twice applies it once.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -9,14 +10,14 @@ use axum::extract::{Query, Request, State};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::html::{csrf_field, esc, input, num, table, url_part};
+use super::html::{csrf_field, esc, input, num, select, table, url_part};
 use super::{Session, notice, read_form, refusal};
 use crate::domain::report::{grouped, money};
 use crate::http::AppState;
 use crate::http::auth::Auth;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathParam, Query as ApiQuery};
-use crate::http::wire::coins::{CoinValueQuery, ReverseRequest};
+use crate::http::wire::coins::{AdjustRequest, CoinValueQuery, ReverseRequest};
 use crate::http::wire::users::TransactionsQuery;
 use crate::http::wire::{FromJsonObject, FromQuery};
 use crate::http::{ledger, users as api};
@@ -58,7 +59,9 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
          <div class=\"card\"><span class=\"label\">Earned</span><span class=\"value\">{e}</span></div>\
          <div class=\"card\"><span class=\"label\">Redeemed</span><span class=\"value\">{r}</span></div>\
          <div class=\"card\"><span class=\"label\">Expired</span><span class=\"value\">{x}</span></div>\
-         <div class=\"card\" id=\"user-pending\"><span class=\"label\">Held (not spendable yet)</span><span class=\"value\" data-value=\"{p}\">{pt}</span></div></section>",
+         <div class=\"card\" id=\"user-pending\"><span class=\"label\">Held (not spendable yet)</span><span class=\"value\" data-value=\"{p}\">{pt}</span></div>\
+         <div class=\"card\" id=\"user-debt\"><span class=\"label\">Owes (debt)</span><span class=\"value\" data-value=\"{d}\">{dt}</span>\
+         <span class=\"note\">paid first by the next credits</span></div></section>",
         u = esc(summary.user_id.as_str()),
         c = esc(summary.company_id.as_str()),
         b = summary.balance,
@@ -69,6 +72,27 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
         x = grouped(i128::from(summary.lifetime_expired)),
         p = summary.pending_balance,
         pt = grouped(i128::from(summary.pending_balance)),
+        d = summary.debt,
+        dt = grouped(i128::from(summary.debt)),
+    );
+    // An adjustment is asked for here and confirmed on the next page (GET: nothing is written yet).
+    let _ = write!(
+        out,
+        "<details class=\"adjust\"><summary>Adjust coins…</summary>\
+         <form method=\"get\" action=\"/dashboard/users/adjust\" id=\"adjust\">\
+         <input type=\"hidden\" name=\"userId\" value=\"{u}\"><input type=\"hidden\" name=\"companyId\" value=\"{c}\">{coins}{reason}{validity}{short}\
+         <button type=\"submit\">Review…</button></form></details>",
+        u = esc(summary.user_id.as_str()),
+        c = esc(summary.company_id.as_str()),
+        coins = input("Coins (negative to take)", "coins", "", "required inputmode=\"numeric\" pattern=\"-?[0-9]+\" autocomplete=\"off\""),
+        reason = input("Reason (shown in the ledger)", "reason", "", "required maxlength=\"200\" autocomplete=\"off\""),
+        validity = input("Expires after (days; credits, optional)", "validityDays", "", "inputmode=\"numeric\" pattern=\"[0-9]*\" autocomplete=\"off\""),
+        short = select(
+            "If the user has fewer coins (debits)",
+            "onShortfall",
+            &[("REJECT", "Refuse"), ("CAP", "Take what there is"), ("NEGATIVE", "Take it all: the rest becomes debt")],
+            "REJECT"
+        ),
     );
     if !summary.pending.is_empty() {
         out.push_str("<h2>Held until they activate</h2>");
@@ -113,7 +137,7 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
         .iter()
         .map(|e| {
             let action = match (e.kind.as_str(), &e.request_id) {
-                ("ALLOCATE" | "REDEEM", Some(rid)) => format!(
+                ("ALLOCATE" | "REDEEM" | "ADJUST", Some(rid)) => format!(
                     "<a href=\"/dashboard/users/reverse?userId={}&amp;companyId={}&amp;requestId={}\">Reverse…</a>",
                     url_part(user),
                     url_part(summary.company_id.as_str()),
@@ -129,11 +153,12 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
                 if e.pending_coins == 0 { String::new() } else { num(&grouped(i128::from(e.pending_coins))) },
                 esc(e.event.as_deref().unwrap_or("")),
                 esc(e.request_id.as_deref().unwrap_or("")),
+                esc(e.reason.as_deref().unwrap_or("")),
                 action,
             ]
         })
         .collect();
-    out.push_str(&table("history", &["When (UTC)", "Type", "Coins", "Balance after", "Held", "Event", "Request id", ""], &rows));
+    out.push_str(&table("history", &["When (UTC)", "Type", "Coins", "Balance after", "Held", "Event", "Request id", "Reason", ""], &rows));
     let mut pager = String::from("<nav class=\"pager\" aria-label=\"History pages\">");
     if q.get("cursor").is_some_and(|c| !c.is_empty()) {
         let _ = write!(pager, "<a href=\"/dashboard/users?userId={}\">Newest</a>", url_part(user));
@@ -156,7 +181,7 @@ pub async fn confirm_reverse(session: Session, Query(q): Query<HashMap<String, S
     let fresh = format!("DASH-REV-{}", hex::encode(crate::crypto::random_bytes::<8>()));
     let body = format!(
         "<p><a href=\"/dashboard/users?userId={u}\">← {ue}</a></p><h1>Reverse {r}?</h1>\
-         <p>This takes back the coins of <strong>{r}</strong> (an allocation) or gives back the coins it spent (a redemption), \
+         <p>This takes back the coins of <strong>{r}</strong> (an allocation or a credit) or gives back the coins it took (a redemption or a debit), \
          for user <strong>{ue}</strong> of company <strong>{c}</strong>. It is written to the ledger as a reversal and cannot be undone.</p>\
          <form method=\"post\" action=\"/dashboard/users/reverse\" id=\"confirm-reverse\">{csrf}\
          <input type=\"hidden\" name=\"userId\" value=\"{ue}\"><input type=\"hidden\" name=\"companyId\" value=\"{c}\">\
@@ -213,6 +238,83 @@ pub async fn reverse(State(state): State<AppState>, session: Session, req: Reque
                     p["balance"]
                 ),
             )
+        }
+        Err(e) => refusal(&e),
+    };
+    render(&state, &session, &q, Some(message)).await
+}
+
+/// The confirmation step of an adjustment: what will be written, and a form that writes it.
+pub async fn confirm_adjust(session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
+    let get = |k: &str| q.get(k).map_or("", |v| v.trim());
+    let fresh = format!("DASH-ADJ-{}", hex::encode(crate::crypto::random_bytes::<8>()));
+    let coins = get("coins");
+    let what = match coins.parse::<i64>() {
+        Ok(n) if n < 0 => format!("Take <strong>{}</strong> coins from", grouped(i128::from(n).abs())),
+        Ok(n) => format!("Add <strong>{}</strong> coins to", grouped(i128::from(n))),
+        Err(_) => format!("Adjust by <strong>{}</strong> coins", esc(coins)),
+    };
+    let hidden = |name: &str| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", esc(get(name)));
+    let body = format!(
+        "<p><a href=\"/dashboard/users?userId={u}\">← {ue}</a></p><h1>Adjust {ue}?</h1>\
+         <p>{what} user <strong>{ue}</strong> of company <strong>{c}</strong>, for <q>{reason}</q>{expiry}{short}. \
+         It is written to the ledger as an adjustment, with your client id; a reversal can return it later.</p>\
+         <form method=\"post\" action=\"/dashboard/users/adjust\" id=\"confirm-adjust\">{csrf}{h_user}{h_company}{h_coins}{h_reason}{h_validity}{h_short}\
+         <input type=\"hidden\" name=\"requestId\" value=\"{fresh}\">\
+         <button type=\"submit\" class=\"danger\">Adjust</button> <a href=\"/dashboard/users?userId={u}\">Cancel</a></form>",
+        u = url_part(get("userId")),
+        ue = esc(get("userId")),
+        c = esc(get("companyId")),
+        reason = esc(get("reason")),
+        expiry = if get("validityDays").is_empty() { String::new() } else { format!(", expiring {} days after", esc(get("validityDays"))) },
+        short = match get("onShortfall") {
+            "CAP" => ", taking no more than the user has",
+            "NEGATIVE" => ", what the user does not have becoming debt",
+            _ => "",
+        },
+        csrf = csrf_field(&session.csrf),
+        h_user = hidden("userId"),
+        h_company = hidden("companyId"),
+        h_coins = hidden("coins"),
+        h_reason = hidden("reason"),
+        h_validity = hidden("validityDays"),
+        h_short = hidden("onShortfall"),
+    );
+    super::page(Some(&session), "Confirm adjustment", "users", &body)
+}
+
+/// Writes a confirmed adjustment through the API's own handler (its rules, its answers).
+pub async fn adjust(State(state): State<AppState>, session: Session, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let q = HashMap::from([("userId".to_owned(), form.get("userId").to_owned())]);
+    let mut body: serde_json::Map<String, Value> =
+        ["companyId", "userId", "requestId", "reason"].iter().map(|k| ((*k).to_owned(), Value::from(form.get(k)))).collect();
+    // Numbers as typed (anything else is refused by the API's own rule); empty means not given.
+    for k in ["coins", "validityDays"] {
+        let typed = form.get(k).trim();
+        if !typed.is_empty() {
+            body.insert(k.to_owned(), typed.parse::<i64>().map_or_else(|_| Value::from(typed), Value::from));
+        }
+    }
+    // The shortfall rule applies to debits only; REJECT is the default either way.
+    let short = form.get("onShortfall").trim();
+    if !short.is_empty() && short != "REJECT" {
+        body.insert("onShortfall".to_owned(), Value::from(short));
+    }
+    let done = match AdjustRequest::from_object(&body).map_err(ApiError::validation) {
+        Ok(request) => ledger::adjust(State(state.clone()), caller(&session), Json(request)).await,
+        Err(e) => Err(e),
+    };
+    let message = match done {
+        Ok(res) => {
+            let bytes = axum::body::to_bytes(res.into_body(), 64 * 1024).await.unwrap_or_default();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let p = &answer["payload"];
+            let short = p["coinsShort"].as_i64().filter(|n| *n > 0).map(|n| format!(" ({n} short: the user did not have them)")).unwrap_or_default();
+            notice(true, &format!("Adjusted {}: {} coins{short}; the balance is now {}.", form.get("userId"), p["coins"], p["balance"]))
         }
         Err(e) => refusal(&e),
     };

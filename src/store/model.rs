@@ -483,10 +483,14 @@ pub struct DailyTotals {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outstanding {
     pub company: CompanyId,
-    /// Coins held by its users and not expired (lots past expiry not yet written off excluded).
+    /// Coins held by its users and not expired (lots past expiry not yet written off excluded),
+    /// not netted against what other users owe.
     pub balance: i64,
     /// Of those, coins whose lots expire within the next 30 days.
     pub expiring_soon: i64,
+    /// Coins its users owe (debt, not netted against `balance`), and how many users owe them.
+    pub debt: i64,
+    pub users_in_debt: i64,
 }
 
 /// Which companies a report covers: `None`, all of them (an admin).

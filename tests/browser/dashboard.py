@@ -1,7 +1,8 @@
 """The dashboard end to end in headless Chromium, cut off from everything but the server, against
 data the Rust test seeded (tests/api/browser.rs): sign in; read the seeded numbers back from the
 charts and totals; create and edit a configuration and see the audit trail; look a user up and
-page through the history; reverse an allocation and see the balance change; open a member link.
+page through the history; reverse an allocation and see the balance change; adjust the user into
+debt and out of it again, each after a confirmation step; open a member link.
 Usage: dashboard.py BASE_URL EXPECTED_JSON SCREENSHOT_DIR
 EXPECTED_JSON: {"client_id", "client_secret", "days": {"YYYY-MM-DD": {"issued", "redeemed"}},
 "totals": {...}, "event", "pager_user", "pager_entries", "reverse_user", "reverse_request",
@@ -123,6 +124,35 @@ page.wait_for_selector(".notice.ok")
 after = value_of("#user-balance .value")
 if after != before - expected["reverse_coins"]:
     fail(f"balance {before} → {after} after reversing {expected['reverse_coins']} coins")
+
+# Adjust: take 25 more coins than the user has (into debt), then give 40 (paying it first).
+balance = value_of("#user-balance .value")
+page.click("details.adjust summary")
+page.fill("#adjust input[name=coins]", str(-(balance + 25)))
+page.fill("#adjust input[name=reason]", "Fraudulent order <2231> & co")
+page.select_option("#adjust select[name=onShortfall]", "NEGATIVE")
+page.click("#adjust button[type=submit]")
+page.wait_for_selector("#confirm-adjust")
+confirm = page.locator("main").inner_text()
+if "Fraudulent order <2231> & co" not in confirm or f"Take {balance + 25:,} coins" not in confirm:
+    fail(f"the confirmation does not say what will be written: {confirm}")
+page.screenshot(path=f"{shots}/dashboard-confirm-adjust.png")
+page.click("#confirm-adjust button[type=submit]")
+page.wait_for_selector(".notice.ok")
+if value_of("#user-balance .value") != -25 or value_of("#user-debt .value") != 25:
+    fail(f"after the claw-back: balance {value_of('#user-balance .value')}, debt {value_of('#user-debt .value')}")
+row = page.locator("table.history tbody tr").first
+if "ADJUST" not in row.inner_text() or "Fraudulent order <2231> & co" not in row.inner_text():
+    fail(f"the history's newest row is not the adjustment with its reason: {row.inner_text()}")
+page.click("details.adjust summary")
+page.fill("#adjust input[name=coins]", "40")
+page.fill("#adjust input[name=reason]", "Goodwill")
+page.click("#adjust button[type=submit]")
+page.wait_for_selector("#confirm-adjust")
+page.click("#confirm-adjust button[type=submit]")
+page.wait_for_selector(".notice.ok")
+if value_of("#user-balance .value") != 15 or value_of("#user-debt .value") != 0:
+    fail(f"after the credit: balance {value_of('#user-balance .value')}, debt {value_of('#user-debt .value')}")
 page.screenshot(path=f"{shots}/dashboard-user.png", full_page=True)
 
 # Phone width: the overview still fits.
@@ -156,4 +186,5 @@ if b.errors:
     fail(f"script errors on the page: {b.errors}")
 b.close()
 print(f"dashboard: charts and totals match the seeded data, configuration created and edited, "
-      f"history paged ({first} + {second}), reversal applied ({before} → {after}), member page shows {shown}")
+      f"history paged ({first} + {second}), reversal applied ({before} → {after}), adjusted into debt and out, "
+      f"member page shows {shown}")

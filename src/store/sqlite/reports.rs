@@ -168,17 +168,25 @@ impl ReportStore for SqliteStore {
         // to save a sort: 0.8 s at 10M lots against under a millisecond.
         self.read(move |conn| {
             let sql = format!(
-                "SELECT company_id, SUM(held), SUM(soon) FROM ( \
-                   SELECT company_id, SUM(credit) - SUM(debit) AS held, 0 AS soon FROM ledger_daily WHERE {IN_SCOPE} GROUP BY company_id \
-                   UNION ALL SELECT company_id, -SUM(remaining), 0 FROM lots INDEXED BY lots_open_by_expiry \
+                "SELECT company_id, SUM(held), SUM(soon), SUM(owed), SUM(debtors) FROM ( \
+                   SELECT company_id, SUM(credit) - SUM(debit) AS held, 0 AS soon, 0 AS owed, 0 AS debtors FROM ledger_daily WHERE {IN_SCOPE} GROUP BY company_id \
+                   UNION ALL SELECT company_id, -SUM(remaining), 0, 0, 0 FROM lots INDEXED BY lots_open_by_expiry \
                      WHERE {IN_SCOPE} AND remaining > 0 AND expires_at <= ?2 GROUP BY company_id \
-                   UNION ALL SELECT company_id, 0, SUM(remaining) FROM lots INDEXED BY lots_open_by_expiry \
+                   UNION ALL SELECT company_id, 0, SUM(remaining), 0, 0 FROM lots INDEXED BY lots_open_by_expiry \
                      WHERE {IN_SCOPE} AND remaining > 0 AND expires_at > ?2 AND expires_at <= ?3 GROUP BY company_id \
-                 ) GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 ORDER BY company_id"
+                   UNION ALL SELECT company_id, -SUM(balance), 0, -SUM(balance), COUNT(*) FROM users INDEXED BY users_in_debt \
+                     WHERE {IN_SCOPE} AND balance < 0 GROUP BY company_id \
+                 ) GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 OR SUM(owed) <> 0 ORDER BY company_id"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![scope, now_ms, now_ms + EXPIRING_SOON_DAYS * DAY_MS], |r| {
-                Ok(Outstanding { company: CompanyId::from_trusted(r.get(0)?), balance: r.get(1)?, expiring_soon: r.get(2)? })
+                Ok(Outstanding {
+                    company: CompanyId::from_trusted(r.get(0)?),
+                    balance: r.get(1)?,
+                    expiring_soon: r.get(2)?,
+                    debt: r.get(3)?,
+                    users_in_debt: r.get(4)?,
+                })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
