@@ -32,6 +32,7 @@ pub mod redeem;
 pub mod refusal;
 pub mod report;
 pub mod reverse;
+pub mod simulate;
 pub mod webhooks;
 
 pub use coins::Coins;

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{BULK_BODY_BYTES_MAX, Json};
 use super::wire::coins::{
     ALLOCATED, ActivateRequest, ActivateView, AdjustRequest, AdjustView, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest,
-    RedeemView, ReverseRequest, ReverseView,
+    RedeemView, ReverseRequest, ReverseView, SimulateRequest, SimulatedOperation, SimulationView,
 };
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
@@ -214,6 +214,40 @@ pub async fn adjust(State(state): State<AppState>, auth: Auth, Json(body): Json<
         metrics::moved(Movement::Adjusted, 1, receipt.coins.unsigned_abs());
     }
     Ok(answer(AdjustView::from(receipt), replayed))
+}
+
+/// What an allocation or a return would do, now or at `at`, decided by the same rules and code as
+/// the real call, and writing nothing at all (no claim, no cap use, no user, no event). Business
+/// refusals are answered 200 with `outcome: REFUSE` and the `errorCode` the real call would give;
+/// a malformed body is 400 as usual. The real call with the same requestId afterwards applies.
+#[utoipa::path(post, path = "/api/v0/coins/simulate", tag = "coins",
+    request_body(content = SimulateRequest, examples(
+        ("purchase" = (summary = "What would this purchase earn?", value = json!({"operation":"ALLOCATE","companyId":"SHOP","event":"PURCHASE","requestId":"TILL-9","userId":"ASHA","orderId":"ORD-9","amountMinor":49999}))),
+        ("refund" = (summary = "What would this refund take back?", value = json!({"operation":"REVERSE","companyId":"SHOP","requestId":"RET-9","orderId":"ORD-1","event":"PURCHASE","amountMinor":25000}))),
+    )),
+    responses(
+        (status = 200, description = "The simulated outcome (nothing was written)", body = Envelope<SimulationView>,
+         example = json!({"payload":{"outcome":"ALLOCATE","coins":9,"baseCoins":9,"state":"ACTIVE","activatesAt":null,"expiresAt":"2027-12-05T10:00:00.000Z",
+                          "coinConfigId":"WCC100001","calculation":{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,
+                          "multiplierBps":10000,"exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null},
+                          "tierBefore":null,"tierAfter":null,"balanceAfter":109,"pendingAfter":0,"errorCode":null,"message":null},
+                          "response_code":0,"response_message":"Success"})),
+        (status = 400, description = "VALIDATION_FAILED: an unknown operation, a malformed field, or `at` in the past", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
+    ))]
+pub async fn simulate(State(state): State<AppState>, auth: Auth, Json(body): Json<SimulateRequest>) -> Result<Response, ApiError> {
+    auth.require_company(body.company())?;
+    let operation = match body.operation {
+        SimulatedOperation::Allocate(_) => "ALLOCATE",
+        SimulatedOperation::Reverse(_) => "REVERSE",
+    };
+    let cmd = body.command(state.clock.now_ms()).map_err(ApiError::validation)?;
+    let simulation = state.store.simulate(cmd).await?;
+    let view = SimulationView::of(simulation, operation, |r| {
+        let e = ApiError::from(r);
+        (e.code.as_str(), e.message)
+    });
+    Ok(answer(view, false))
 }
 
 /// Makes a held allocation spendable now, before its `activatesAt`; exactly-once on its own

@@ -78,6 +78,7 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(ledger::reverse))
         .routes(routes!(ledger::activate))
         .routes(routes!(ledger::adjust))
+        .routes(routes!(ledger::simulate))
         .routes(routes!(allocations::by_request))
         .routes(routes!(allocations::by_order))
         .routes(routes!(users::get_coin_value, users::put_coin_value))

@@ -53,6 +53,10 @@ pub(crate) trait LedgerTx {
     async fn release(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<()>;
     /// The user's account, locked against concurrent balance changes until the commit.
     async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>>;
+    /// The user's account without a lock (a simulation reads and never writes).
+    async fn account_unlocked(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
+        self.account(user).await
+    }
     async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()>;
     /// The user's allocations of the command's event in its company since `since_ms`.
     async fn count_allocations(&mut self, cmd: &AllocateCmd, since_ms: i64) -> StoreResult<i64>;

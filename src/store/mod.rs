@@ -16,6 +16,7 @@
 mod balance_cache;
 mod config_cache;
 pub(crate) mod configs;
+mod dry_run;
 pub mod error;
 pub(crate) mod ledger;
 pub mod migrate;
@@ -96,6 +97,8 @@ pub trait LedgerStore: Send + Sync {
     async fn redeem(&self, cmd: RedeemCmd) -> StoreResult<Applied<RedeemReceipt>>;
     /// Returns an allocation or a redemption, whole or in part; exactly-once on (company, requestId).
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>>;
+    /// What an allocation or a return would do, decided by the same flows, writing nothing.
+    async fn simulate(&self, cmd: crate::domain::simulate::SimulateCmd) -> StoreResult<crate::domain::simulate::Simulation>;
     /// A staff adjustment (a credit or a debit, with a reason); exactly-once on (company, requestId).
     async fn adjust(&self, cmd: crate::domain::adjust::AdjustCmd) -> StoreResult<Applied<crate::domain::adjust::AdjustReceipt>>;
     /// Makes a held allocation spendable now; exactly-once on (company, requestId).

@@ -117,6 +117,20 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
         },
         Row {
             method: "post",
+            path: "/api/v0/coins/simulate",
+            tries: vec![
+                (
+                    "/api/v0/coins/simulate".into(),
+                    Some(json!({"operation":"REVERSE","companyId":"B","requestId":"B-S9","originalRequestId":"B-A1"})),
+                    Refused(403, "FORBIDDEN"),
+                ),
+                // B's allocation named under A: a simulated refusal that says no more than the
+                // real call would (not found for A).
+                ("/api/v0/coins/simulate".into(), Some(json!({"operation":"REVERSE","companyId":"A","requestId":"A-S9","originalRequestId":"B-A1"})), Hidden),
+            ],
+        },
+        Row {
+            method: "post",
             path: "/api/v0/coins/adjust",
             tries: vec![
                 (
@@ -290,6 +304,9 @@ both_backends! {
                         assert!(!text.contains(&b_config) && !text.contains(&b_hook) && !text.contains("\"allocated\":1") && payload != &json!(18), "{} {path}: B's data shows: {text}", row.method);
                         if path.contains("allocate-coins") {
                             assert_eq!(payload["results"][0]["errorCode"], json!("FORBIDDEN"));
+                        }
+                        if path.contains("simulate") {
+                            assert_eq!(payload["errorCode"], json!("NOT_FOUND"), "{text}");
                         }
                         if path.contains("balance") {
                             assert_eq!(payload, &json!(0), "another company's user reads as never credited");

@@ -35,5 +35,6 @@ mod processes;
 mod returns;
 mod schemathesis;
 mod secrets;
+mod simulate;
 mod verify;
 mod webhooks;

@@ -13,12 +13,14 @@ use super::{FromField, FromJsonObject, FromQuery, Nullable, ValidityDays, int_sc
 use crate::clock::rfc3339;
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::adjust::{self, AdjustCmd, AdjustExpiry, AdjustReceipt};
-use crate::domain::allocate::Purchase;
+use crate::domain::allocate::{AllocateCmd, Purchase};
 use crate::domain::allocation::{OnShortfall, ReturnAsk};
 use crate::domain::earn;
 use crate::domain::redeem::{AMOUNT_MINOR_MAX, MINOR_UNITS_PER_COIN_MAX, RedeemAmount, RedeemReceipt};
 use crate::domain::reverse::{ReverseCmd, ReverseReceipt, Target};
+use crate::domain::simulate::{SimOutcome, SimulateCmd, Simulation};
 use crate::domain::{Coins, CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::http::wire::allocations::CalculationView;
 use crate::request_body;
 
 /// EnKash's success payload for an allocation, byte for byte.
@@ -598,6 +600,146 @@ impl From<AdjustReceipt> for AdjustView {
             expires_at: r.expires_at.map(rfc3339),
             balance: r.balance,
             pending_balance: r.pending_balance,
+        }
+    }
+}
+
+/// `POST /api/v0/coins/simulate`: `operation` (`ALLOCATE` or `REVERSE`), that operation's own
+/// fields, and optionally `at` (RFC 3339, not in the past): the instant to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulateRequest {
+    pub operation: SimulatedOperation,
+    pub at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimulatedOperation {
+    Allocate(AllocateRequest),
+    Reverse(ReverseRequest),
+}
+
+impl FromJsonObject for SimulateRequest {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, String> {
+        let operation = match o.get("operation").and_then(Value::as_str) {
+            Some("ALLOCATE") => SimulatedOperation::Allocate(AllocateRequest::from_object(o)?),
+            Some("REVERSE") => SimulatedOperation::Reverse(ReverseRequest::from_object(o)?),
+            _ => return Err("operation must be ALLOCATE or REVERSE".into()),
+        };
+        Ok(Self { operation, at: FromField::from_field("at", o.get("at"))? })
+    }
+}
+
+impl SimulateRequest {
+    pub fn company(&self) -> &CompanyId {
+        match &self.operation {
+            SimulatedOperation::Allocate(r) => &r.company_id,
+            SimulatedOperation::Reverse(r) => &r.company_id,
+        }
+    }
+
+    /// The command simulated: at `at`, which may not be before `now_ms`, else now.
+    pub fn command(self, now_ms: i64) -> Result<SimulateCmd, String> {
+        let at = match self.at {
+            Some(Timestamp(at)) if at < now_ms => return Err("at must not be in the past".into()),
+            Some(Timestamp(at)) => at,
+            None => now_ms,
+        };
+        Ok(match self.operation {
+            SimulatedOperation::Allocate(r) => SimulateCmd::Allocate(AllocateCmd {
+                purchase: r.purchase(),
+                company: r.company_id,
+                user: r.user_id,
+                event: r.event,
+                request_id: r.request_id,
+                now_ms: at,
+            }),
+            SimulatedOperation::Reverse(r) => SimulateCmd::Reverse(r.command(at)?),
+        })
+    }
+}
+
+impl utoipa::PartialSchema for SimulateRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
+        let head = |operation: &str| {
+            ObjectBuilder::new()
+                .property("operation", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([operation])))
+                .required("operation")
+                .property(
+                    "at",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime)))
+                        .description(Some("The instant to simulate (RFC 3339, not in the past); now if absent")),
+                )
+        };
+        let allocate = AllOfBuilder::new().item(head("ALLOCATE")).item(Ref::from_schema_name("AllocateRequest"));
+        let reverse = AllOfBuilder::new().item(head("REVERSE")).item(Ref::from_schema_name("ReverseRequest"));
+        OneOfBuilder::new()
+            .item(allocate)
+            .item(reverse)
+            .description(Some("The operation and its own request's fields (those of allocate-coin, or of coins/reverse)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SimulateRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("SimulateRequest")
+    }
+}
+
+/// What the real call would do. Fields that do not apply are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulationView {
+    /// `ALLOCATE` or `REVERSE` (it would be applied), `REPLAY` (its request id, or its order, was
+    /// applied before) or `REFUSE` (with the `errorCode` and `message` the real call would give).
+    #[schema(value_type = String, example = "ALLOCATE")]
+    pub outcome: &'static str,
+    /// Signed like the entry it would write: earned (held or not), or taken back (negative).
+    pub coins: Option<i64>,
+    pub base_coins: Option<i64>,
+    /// The allocation's state after it: the new one's, or the returned one's.
+    pub state: Option<String>,
+    pub activates_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub coin_config_id: Option<String>,
+    pub calculation: Option<CalculationView>,
+    /// Status tiers are not configured: always `null` for now.
+    pub tier_before: Option<String>,
+    pub tier_after: Option<String>,
+    pub balance_after: Option<i64>,
+    pub pending_after: Option<i64>,
+    pub error_code: Option<&'static str>,
+    pub message: Option<String>,
+}
+
+impl SimulationView {
+    /// The view of a simulation of `operation` (`ALLOCATE` or `REVERSE`), its refusal worded by
+    /// `refusal` as the real call would word it.
+    pub fn of(sim: Simulation, operation: &'static str, refusal: impl Fn(crate::domain::Refusal) -> (&'static str, String)) -> Self {
+        let (error_code, message) = sim.refusal.map(refusal).map_or((None, None), |(c, m)| (Some(c), Some(m)));
+        Self {
+            outcome: match sim.outcome {
+                Some(SimOutcome::Replay) => "REPLAY",
+                Some(SimOutcome::Refuse) => "REFUSE",
+                _ => operation,
+            },
+            coins: sim.coins,
+            base_coins: sim.base_coins,
+            state: sim.state.map(|s| s.as_str().to_owned()),
+            activates_at: sim.activates_at.map(rfc3339),
+            expires_at: sim.expires_at.map(rfc3339),
+            coin_config_id: sim.coin_config_id,
+            calculation: sim.calculation.as_deref().and_then(crate::domain::earn::CalculationRecord::parse).map(CalculationView::from),
+            tier_before: None,
+            tier_after: None,
+            balance_after: sim.balance_after,
+            pending_after: sim.pending_after,
+            error_code,
+            message,
         }
     }
 }

@@ -30,8 +30,10 @@ use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::refusal::Cap;
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
+use crate::domain::simulate::{SimulateCmd, Simulation};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
+use crate::store::dry_run;
 use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, LedgerTx, Returned};
 use crate::store::model::{RecordKinds, RecordRow};
@@ -210,6 +212,15 @@ impl LedgerTx for PgTx<'_> {
 
     async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
         let stmt = self.0.prepare_cached("SELECT company_id, balance, pending_balance FROM users WHERE user_id = $1 FOR UPDATE").await?;
+        Ok(self.0.query_opt(&stmt, &[&user.as_str()]).await?.map(|r| Account {
+            company: CompanyId::from_trusted(r.get(0)),
+            balance: r.get(1),
+            pending: r.get(2),
+        }))
+    }
+
+    async fn account_unlocked(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
+        let stmt = self.0.prepare_cached("SELECT company_id, balance, pending_balance FROM users WHERE user_id = $1").await?;
         Ok(self.0.query_opt(&stmt, &[&user.as_str()]).await?.map(|r| Account {
             company: CompanyId::from_trusted(r.get(0)),
             balance: r.get(1),
@@ -745,6 +756,19 @@ impl LedgerStore for PgStore {
             .await;
         // The reversed request names no user here; reversals are rare enough to drop everything.
         self.core.all_balances_changed();
+        outcome
+    }
+
+    async fn simulate(&self, cmd: SimulateCmd) -> StoreResult<Simulation> {
+        // A READ ONLY transaction: any write would fail it; it ends rolled back.
+        let mut client = self.core.client().await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
+        let config = match &cmd {
+            SimulateCmd::Allocate(c) => resolve_batch(&tx, std::slice::from_ref(c), &self.core.caches).await?.pop().flatten(),
+            SimulateCmd::Reverse(_) => None,
+        };
+        let outcome = dry_run::simulate(PgTx(&tx), &cmd, config.as_ref()).await;
+        tx.rollback().await?;
         outcome
     }
 

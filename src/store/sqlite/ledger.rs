@@ -19,8 +19,11 @@ use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
+use crate::domain::simulate::{SimulateCmd, Simulation};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::store::config_cache::ConfigCache;
+use crate::store::dry_run;
 use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
 use crate::store::model::{RecordKinds, RecordRow};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
@@ -470,6 +473,23 @@ impl LedgerStore for SqliteStore {
 
     async fn reverse(&self, cmd: ReverseCmd) -> StoreResult<Applied<ReverseReceipt>> {
         self.write(move |conn| run_now(ledger::reverse(&mut SqliteTx(conn), &cmd))).await
+    }
+
+    async fn simulate(&self, cmd: SimulateCmd) -> StoreResult<Simulation> {
+        // On a reader, in a transaction that refuses every write and is rolled back.
+        self.read(move |conn| {
+            conn.execute_batch("PRAGMA query_only = ON; BEGIN")?;
+            let outcome = (|| {
+                let config = match &cmd {
+                    SimulateCmd::Allocate(c) => super::configs::resolve(conn, &ConfigCache::new(true), &c.company, &c.event)?,
+                    SimulateCmd::Reverse(_) => None,
+                };
+                run_now(dry_run::simulate(SqliteTx(conn), &cmd, config.as_ref()))
+            })();
+            conn.execute_batch("ROLLBACK; PRAGMA query_only = OFF")?;
+            outcome
+        })
+        .await
     }
 
     async fn adjust(&self, cmd: AdjustCmd) -> StoreResult<Applied<AdjustReceipt>> {

@@ -1,0 +1,321 @@
+//! Simulation: the real flows of `ledger.rs` run against [`DryRun`], a [`LedgerTx`] that reads
+//! through to the database and keeps every write to itself. The backends run it in a transaction
+//! that cannot write (PostgreSQL `READ ONLY`, SQLite `query_only`) and roll it back, so a
+//! simulation changes nothing — not a row, not a lock — and still decides exactly as the real call
+//! would (the same code decides both).
+//!
+//! What the flows would have written and read back is kept here instead: a claim is "won" when
+//! the request id is free and no live allocation holds the order; held lots the flow activates
+//! become spendable; lot moves are applied to what later reads see.
+
+use std::collections::HashMap;
+
+use super::ledger::{self, Claim, LedgerTx, Returned};
+use super::model::RecordRow;
+use super::{StoreError, StoreResult};
+use crate::domain::allocate::{AllocateOk, NewLot};
+use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
+use crate::domain::earn::CalculationRecord;
+use crate::domain::expire::DueLot;
+use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
+use crate::domain::lots::OpenLot;
+use crate::domain::redeem::CoinValue;
+use crate::domain::reverse::{Original, OwnLot, Taken};
+use crate::domain::simulate::{SimOutcome, SimulateCmd, Simulation};
+use crate::domain::webhooks::EventType;
+use crate::domain::{CoinConfig, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
+
+/// A [`LedgerTx`] whose writes are kept in memory.
+pub(crate) struct DryRun<T> {
+    inner: T,
+    record: Option<RecordFieldsSeen>,
+    entries: Vec<NewEntry>,
+    returned: Option<Returned>,
+    /// Held lots seen due, and those the flow activated (spendable from then on).
+    held: Vec<HeldLot>,
+    activated: Vec<OpenLot>,
+    /// Net coins moved per lot by the flow's writes.
+    moved: HashMap<i64, i64>,
+    /// The user's balance and held coins as the flow found them.
+    account: Option<Account>,
+    next_id: i64,
+}
+
+/// What an allocation's claim would have recorded.
+#[derive(Debug, Clone)]
+struct RecordFieldsSeen {
+    state: AllocationState,
+    base_coins: i64,
+    coin_config_id: String,
+    calculation: String,
+    activates_at: Option<i64>,
+    expires_at: Option<i64>,
+}
+
+impl<T: LedgerTx> DryRun<T> {
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            record: None,
+            entries: Vec::new(),
+            returned: None,
+            held: Vec::new(),
+            activated: Vec::new(),
+            moved: HashMap::new(),
+            account: None,
+            next_id: -1,
+        }
+    }
+}
+
+/// Simulates `cmd` on `tx` (reads only); `config` is the resolution of an allocation's company
+/// and event.
+pub(crate) async fn simulate<T: LedgerTx>(tx: T, cmd: &SimulateCmd, config: Option<&CoinConfig>) -> StoreResult<Simulation> {
+    let mut dry = DryRun::new(tx);
+    let refused = |r: Refusal| Simulation { outcome: Some(SimOutcome::Refuse), refusal: Some(r), ..Simulation::default() };
+    match cmd {
+        SimulateCmd::Allocate(c) => match ledger::allocate(&mut dry, c, config).await {
+            Err(StoreError::Refused(r)) => Ok(refused(r)),
+            Err(e) => Err(e),
+            Ok(AllocateOk::Replayed { coins }) => Ok(Simulation { outcome: Some(SimOutcome::Replay), coins: Some(coins.get()), ..Simulation::default() }),
+            Ok(AllocateOk::Zero | AllocateOk::Allocated { .. }) => Ok(dry.allocation_answer(config)),
+        },
+        SimulateCmd::Reverse(c) => match ledger::reverse(&mut dry, c).await {
+            Err(StoreError::Refused(r)) => Ok(refused(r)),
+            Err(e) => Err(e),
+            Ok(applied) => {
+                let r = applied.receipt;
+                let outcome = if applied.replayed { SimOutcome::Replay } else { SimOutcome::Apply };
+                Ok(Simulation {
+                    outcome: Some(outcome),
+                    coins: Some(r.coins),
+                    state: dry.returned.and_then(|x| x.state),
+                    balance_after: Some(r.balance),
+                    pending_after: Some(r.pending_balance),
+                    ..Simulation::default()
+                })
+            }
+        },
+    }
+}
+
+impl<T> DryRun<T> {
+    /// An allocation that would be applied: its record as the claim would keep it (a plain
+    /// allocation keeps none: read from its entry), and where the user would stand.
+    fn allocation_answer(&self, config: Option<&CoinConfig>) -> Simulation {
+        let entry = self.entries.iter().find(|e| e.kind == crate::domain::ledger::EntryKind::Allocate);
+        let mut sim = Simulation {
+            outcome: Some(SimOutcome::Apply),
+            coins: Some(entry.map_or(0, |e| e.coins + e.pending_coins)),
+            // Earning nothing leaves the user where they were (a new user at zero).
+            balance_after: entry.map(|e| e.balance_after).or(Some(self.account.as_ref().map_or(0, |a| a.balance))),
+            pending_after: entry.map(|e| e.pending_after).or(Some(self.account.as_ref().map_or(0, |a| a.pending))),
+            coin_config_id: config.map(|c| c.id.to_string()),
+            ..Simulation::default()
+        };
+        match &self.record {
+            Some(r) => {
+                sim.state = Some(r.state);
+                sim.base_coins = Some(r.base_coins);
+                sim.coin_config_id = Some(r.coin_config_id.clone());
+                sim.calculation = Some(r.calculation.clone());
+                sim.activates_at = r.activates_at;
+                sim.expires_at = r.expires_at;
+            }
+            None => {
+                let coins = sim.coins.unwrap_or(0);
+                sim.state = Some(AllocationState::Active);
+                sim.base_coins = Some(coins);
+                sim.calculation = Some(CalculationRecord::plain(coins).to_json());
+                sim.expires_at = entry.and_then(|e| e.expires_at);
+            }
+        }
+        sim
+    }
+}
+
+impl<T: LedgerTx> LedgerTx for DryRun<T> {
+    async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>> {
+        self.inner.request(company, request_id).await
+    }
+
+    async fn claim(&mut self, company: &CompanyId, request_id: &RequestId, claim: &Claim<'_>, _now_ms: i64) -> StoreResult<bool> {
+        if self.inner.request(company, request_id).await?.is_some() {
+            return Ok(false);
+        }
+        if let Some(r) = claim.record {
+            if let (Some(order), Some(event)) = (&r.order_id, claim.event) {
+                let event = EventName::from_trusted(event.to_owned());
+                if self.inner.live_order(company, &event, order).await?.is_some() {
+                    return Ok(false);
+                }
+            }
+            self.record = Some(RecordFieldsSeen {
+                state: r.state,
+                base_coins: r.base_coins,
+                coin_config_id: r.coin_config_id.clone(),
+                calculation: r.calculation.clone(),
+                activates_at: r.activates_at,
+                expires_at: r.expires_at,
+            });
+        }
+        Ok(true)
+    }
+
+    async fn finish(&mut self, _company: &CompanyId, _request_id: &RequestId, _coins: i64, _response: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn release(&mut self, _company: &CompanyId, _request_id: &RequestId) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
+        let account = self.inner.account_unlocked(user).await?;
+        self.account = account.clone();
+        Ok(account)
+    }
+
+    async fn open_account(&mut self, _company: &CompanyId, _user: &UserId, _now_ms: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn count_allocations(&mut self, cmd: &crate::domain::allocate::AllocateCmd, since_ms: i64) -> StoreResult<i64> {
+        self.inner.count_allocations(cmd, since_ms).await
+    }
+
+    async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>> {
+        self.inner.due_lots(company, user, now_ms).await
+    }
+
+    async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>> {
+        let mut open = self.inner.open_lots(company, user, now_ms).await?;
+        open.extend(self.activated.iter().filter(|l| l.expires_at.is_none_or(|t| t > now_ms)).copied());
+        for lot in &mut open {
+            lot.remaining += self.moved.get(&lot.lot_id).copied().unwrap_or(0);
+        }
+        open.retain(|l| l.remaining > 0);
+        Ok(open)
+    }
+
+    async fn coin_value(&mut self, company: &CompanyId) -> StoreResult<CoinValue> {
+        self.inner.coin_value(company).await
+    }
+
+    async fn live_order(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<OrderHolder>> {
+        self.inner.live_order(company, event, order).await
+    }
+
+    async fn add_alias(
+        &mut self,
+        _company: &CompanyId,
+        _request_id: &RequestId,
+        _event: &EventName,
+        _order: &OrderId,
+        _holder: &OrderHolder,
+        _now_ms: i64,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original> {
+        self.inner.original_entry(company, request_id, kind).await
+    }
+
+    async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>> {
+        self.inner.own_lots(entry_id).await
+    }
+
+    async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
+        self.inner.allocation(company, request_id).await
+    }
+
+    async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
+        self.inner.order_allocation(company, event, order).await
+    }
+
+    async fn returned_coins(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64> {
+        self.inner.returned_coins(company, original).await
+    }
+
+    async fn record_return(&mut self, _company: &CompanyId, _original: &RequestId, returned: &Returned) -> StoreResult<()> {
+        self.returned = Some(*returned);
+        Ok(())
+    }
+
+    async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
+        self.inner.taken_by(entry_id).await
+    }
+
+    async fn restored_to_lots(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64> {
+        self.inner.restored_to_lots(company, original).await
+    }
+
+    async fn due_held(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<HeldLot>> {
+        let due = self.inner.due_held(company, user, now_ms).await?;
+        self.held.extend(due.iter().cloned());
+        Ok(due)
+    }
+
+    async fn held_lot(&mut self, entry_id: i64) -> StoreResult<Option<HeldLot>> {
+        let lot = self.inner.held_lot(entry_id).await?;
+        self.held.extend(lot.iter().cloned());
+        Ok(lot)
+    }
+
+    async fn activate_lot(&mut self, lot_id: i64, expires_at: Option<i64>) -> StoreResult<()> {
+        if let Some(h) = self.held.iter().find(|h| h.lot_id == lot_id) {
+            self.activated.push(OpenLot { lot_id, remaining: h.remaining, expires_at });
+        }
+        Ok(())
+    }
+
+    async fn record_activation(&mut self, _company: &CompanyId, _request_id: &RequestId, _activated_at: i64, _expires_at: Option<i64>) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn set_pending(&mut self, _company: &CompanyId, _user: &UserId, _pending: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn record_credit(
+        &mut self,
+        _company: &CompanyId,
+        _request_id: &RequestId,
+        _state: AllocationState,
+        _activates_at: Option<i64>,
+        _expires_at: Option<i64>,
+        _now_ms: i64,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn insert_entry(&mut self, _company: &CompanyId, _user: &UserId, entry: &NewEntry, _now_ms: i64) -> StoreResult<i64> {
+        self.entries.push(entry.clone());
+        self.next_id -= 1;
+        Ok(self.next_id)
+    }
+
+    async fn record_events(&mut self, _company: &CompanyId, _user: &UserId, _entry_id: i64, _event: EventType, _now_ms: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn add_to_daily(&mut self, _company: &CompanyId, _entry: &NewEntry, _now_ms: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn insert_lot(&mut self, _company: &CompanyId, _user: &UserId, _entry_id: i64, _lot: &NewLot, _now_ms: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn apply_moves(&mut self, _entry_id: i64, moves: &[LotMove]) -> StoreResult<()> {
+        for m in moves {
+            *self.moved.entry(m.lot_id).or_default() += m.coins;
+        }
+        Ok(())
+    }
+
+    async fn set_balance(&mut self, _company: &CompanyId, _user: &UserId, _balance: i64, _lifetime: Lifetime, _delta: i64) -> StoreResult<()> {
+        Ok(())
+    }
+}
