@@ -137,7 +137,8 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
         .iter()
         .map(|e| {
             let action = match (e.kind.as_str(), &e.request_id) {
-                ("ALLOCATE" | "REDEEM" | "ADJUST", Some(rid)) => format!(
+                // An entry that moved nothing (a capped debit of a user with no coins) has nothing to return.
+                ("ALLOCATE" | "REDEEM" | "ADJUST", Some(rid)) if e.coins + e.pending_coins != 0 => format!(
                     "<a href=\"/dashboard/users/reverse?userId={}&amp;companyId={}&amp;requestId={}\">Reverse…</a>",
                     url_part(user),
                     url_part(summary.company_id.as_str()),
@@ -301,7 +302,8 @@ pub async fn adjust(State(state): State<AppState>, session: Session, req: Reques
     }
     // The shortfall rule applies to debits only; REJECT is the default either way.
     let short = form.get("onShortfall").trim();
-    if !short.is_empty() && short != "REJECT" {
+    let debit = form.get("coins").trim().starts_with('-');
+    if debit && !short.is_empty() && short != "REJECT" {
         body.insert("onShortfall".to_owned(), Value::from(short));
     }
     let done = match AdjustRequest::from_object(&body).map_err(ApiError::validation) {

@@ -21,8 +21,6 @@ use super::{CompanyId, RequestId, UserId};
 pub const REASON_MAX_CHARS: usize = 200;
 /// Largest number of coins one adjustment moves (as for a configuration's amount).
 pub const COINS_MAX: i64 = 1_000_000_000;
-/// Longest hold or validity accepted, in days (ten years).
-pub const DAYS_MAX: i64 = 3_650;
 
 /// When an adjustment's credit expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +83,8 @@ impl AdjustCmd {
             AdjustExpiry::At(_) if self.pending_days.is_some() => {
                 Err("expiresAt cannot be combined with pendingDays: give validityDays, counted from activation".into())
             }
-            AdjustExpiry::At(at) if at <= self.now_ms => Err("expiresAt must be in the future".into()),
+            // Whether `expiresAt` is still in the future is decided with the request id known
+            // (`plan_adjustment`): a retry of an import whose expiry has passed since replays.
             _ => Ok(()),
         }
     }
@@ -159,6 +158,9 @@ pub fn plan_adjustment(cmd: &AdjustCmd, balance: i64, pending: i64, mut open: Ve
         pending_balance: pending,
     };
     if cmd.coins > 0 {
+        if matches!(cmd.expiry, AdjustExpiry::At(at) if at <= cmd.now_ms) {
+            return Err(Refusal::ExpiryPassed);
+        }
         let activates_at = cmd.pending_days.map(|d| cmd.now_ms + d * DAY_MS);
         let expires_at = match cmd.expiry {
             AdjustExpiry::Never => None,
@@ -264,7 +266,7 @@ mod tests {
         assert!(AdjustCmd { reason: "é".repeat(200), ..cmd(5) }.check().is_ok());
         assert!(AdjustCmd { pending_days: Some(1), ..cmd(-5) }.check().unwrap_err().contains("credits"));
         assert!(AdjustCmd { on_shortfall: OnShortfall::Cap, ..cmd(5) }.check().unwrap_err().starts_with("onShortfall"));
-        assert!(AdjustCmd { expiry: AdjustExpiry::At(NOW), ..cmd(5) }.check().unwrap_err().contains("future"));
+        assert_eq!(plan_adjustment(&AdjustCmd { expiry: AdjustExpiry::At(NOW), ..cmd(5) }, 0, 0, Vec::new()), Err(Refusal::ExpiryPassed));
         assert!(AdjustCmd { expiry: AdjustExpiry::At(NOW + 1), pending_days: Some(1), ..cmd(5) }.check().unwrap_err().contains("pendingDays"));
     }
 

@@ -83,6 +83,9 @@ pub enum Refusal {
     /// The configuration of this event earns on the purchase value (or has a minimum spend),
     /// and the allocation gave none (a 400: the request lacks a field).
     AmountMinorRequired(EventName),
+    /// An adjustment's `expiresAt` is not in the future (a 400; decided after the request id, so
+    /// a retry of an import whose expiry has passed since still replays).
+    ExpiryPassed,
     /// The allocation's `currency` is not the company's coin-value currency (a 400).
     CurrencyMismatch {
         given: String,

@@ -209,6 +209,7 @@ impl From<Refusal> for ApiError {
                 C::ValidationFailed,
                 format!("amountMinor is required: the configuration of event {event} earns on the purchase value or has a minimum spend"),
             ),
+            Refusal::ExpiryPassed => ApiError::new(C::ValidationFailed, "expiresAt must be in the future"),
             Refusal::CurrencyMismatch { given, expected } => {
                 ApiError::new(C::ValidationFailed, format!("currency must be {expected}, the company's coin-value currency (got {given})"))
             }

@@ -6,9 +6,9 @@
 //!
 //! What the flows would have written and read back is kept here instead: a claim is "won" when
 //! the request id is free and no live allocation holds the order; held lots the flow activates
-//! become spendable; lot moves are applied to what later reads see.
+//! become spendable; lot moves (expiries among them) are applied to what later reads of lots see.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::ledger::{self, Claim, LedgerTx, Returned};
 use super::model::RecordRow;
@@ -34,8 +34,14 @@ pub(crate) struct DryRun<T> {
     /// Held lots seen due, and those the flow activated (spendable from then on).
     held: Vec<HeldLot>,
     activated: Vec<OpenLot>,
-    /// Net coins moved per lot by the flow's writes.
+    /// Net coins moved per lot by the flow's writes, and of those, what its expiries took.
     moved: HashMap<i64, i64>,
+    expired: HashMap<i64, i64>,
+    /// Lots seen, with what the database holds in them and when they expire (a held lot the flow
+    /// activated: its coins and its new expiry).
+    known: HashMap<i64, (i64, Option<i64>)>,
+    /// The kind of each entry the flow wrote, by the id given it.
+    kinds: HashMap<i64, crate::domain::ledger::EntryKind>,
     /// The user's balance and held coins as the flow found them.
     account: Option<Account>,
     next_id: i64,
@@ -62,6 +68,9 @@ impl<T: LedgerTx> DryRun<T> {
             held: Vec::new(),
             activated: Vec::new(),
             moved: HashMap::new(),
+            expired: HashMap::new(),
+            known: HashMap::new(),
+            kinds: HashMap::new(),
             account: None,
             next_id: -1,
         }
@@ -185,11 +194,33 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     }
 
     async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>> {
-        self.inner.due_lots(company, user, now_ms).await
+        let mut due = Vec::new();
+        let mut listed = HashSet::new();
+        for lot in self.inner.due_lots(company, user, now_ms).await? {
+            listed.insert(lot.lot_id);
+            self.known.entry(lot.lot_id).or_insert((lot.remaining, Some(lot.expires_at)));
+            let remaining = lot.remaining + self.moved.get(&lot.lot_id).copied().unwrap_or(0);
+            if remaining > 0 {
+                due.push(DueLot { remaining, ..lot });
+            }
+        }
+        // Lots the database does not list as due but the flow's writes made so: held lots it
+        // activated, and lots it refilled (a give-back) that are past their expiry.
+        for (&lot_id, &(held, expires_at)) in &self.known {
+            let Some(at) = expires_at.filter(|&at| at <= now_ms && !listed.contains(&lot_id)) else { continue };
+            let remaining = held + self.moved.get(&lot_id).copied().unwrap_or(0);
+            if remaining > 0 {
+                due.push(DueLot { lot_id, remaining, expires_at: at, event: None, coin_config_id: None });
+            }
+        }
+        Ok(due)
     }
 
     async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>> {
         let mut open = self.inner.open_lots(company, user, now_ms).await?;
+        for lot in &open {
+            self.known.entry(lot.lot_id).or_insert((lot.remaining, lot.expires_at));
+        }
         open.extend(self.activated.iter().filter(|l| l.expires_at.is_none_or(|t| t > now_ms)).copied());
         for lot in &mut open {
             lot.remaining += self.moved.get(&lot.lot_id).copied().unwrap_or(0);
@@ -223,7 +254,11 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     }
 
     async fn own_lots(&mut self, entry_id: i64) -> StoreResult<Vec<OwnLot>> {
-        self.inner.own_lots(entry_id).await
+        let mut own = self.inner.own_lots(entry_id).await?;
+        for lot in &mut own {
+            lot.expired += self.expired.get(&lot.lot_id).copied().unwrap_or(0);
+        }
+        Ok(own)
     }
 
     async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
@@ -244,7 +279,12 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     }
 
     async fn taken_by(&mut self, entry_id: i64) -> StoreResult<Vec<Taken>> {
-        self.inner.taken_by(entry_id).await
+        let taken = self.inner.taken_by(entry_id).await?;
+        // What these lots hold now is not read here; a lot not listed as due or open holds none.
+        for t in &taken {
+            self.known.entry(t.lot_id).or_insert((0, t.expires_at));
+        }
+        Ok(taken)
     }
 
     async fn restored_to_lots(&mut self, company: &CompanyId, original: &RequestId) -> StoreResult<i64> {
@@ -266,6 +306,7 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     async fn activate_lot(&mut self, lot_id: i64, expires_at: Option<i64>) -> StoreResult<()> {
         if let Some(h) = self.held.iter().find(|h| h.lot_id == lot_id) {
             self.activated.push(OpenLot { lot_id, remaining: h.remaining, expires_at });
+            self.known.insert(lot_id, (h.remaining, expires_at));
         }
         Ok(())
     }
@@ -293,6 +334,7 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     async fn insert_entry(&mut self, _company: &CompanyId, _user: &UserId, entry: &NewEntry, _now_ms: i64) -> StoreResult<i64> {
         self.entries.push(entry.clone());
         self.next_id -= 1;
+        self.kinds.insert(self.next_id, entry.kind);
         Ok(self.next_id)
     }
 
@@ -308,9 +350,13 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(())
     }
 
-    async fn apply_moves(&mut self, _entry_id: i64, moves: &[LotMove]) -> StoreResult<()> {
+    async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()> {
+        let expiry = self.kinds.get(&entry_id) == Some(&crate::domain::ledger::EntryKind::Expire);
         for m in moves {
             *self.moved.entry(m.lot_id).or_default() += m.coins;
+            if expiry {
+                *self.expired.entry(m.lot_id).or_default() -= m.coins;
+            }
         }
         Ok(())
     }

@@ -169,6 +169,30 @@ pub struct EntryExtra {
     pub client_id: Option<String>,
 }
 
+/// A ledger entry as an export writes it: the entry, its user, and from its request (or the
+/// original's) the purchase currency and when held coins activate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportEntry {
+    pub user: String,
+    pub entry: LedgerEntry,
+    pub currency: Option<String>,
+    pub activates_at_ms: Option<i64>,
+}
+
+/// A user's standing as a balances export writes it (what a read shows now: held coins whose
+/// hold ended count as spendable, lots past expiry as expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportBalance {
+    pub user: String,
+    pub balance: i64,
+    pub pending_balance: i64,
+    pub lifetime_earned: i64,
+    pub lifetime_redeemed: i64,
+    pub lifetime_expired: i64,
+    pub next_expiry_at_ms: Option<i64>,
+    pub next_expiry_coins: Option<i64>,
+}
+
 /// One create or change of a configuration; the snapshots are JSON objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -547,8 +571,7 @@ impl RecordKinds {
     }
 }
 
-pub(crate) const RECORD_FROM: &str =
-    "requests r LEFT JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = 'ALLOCATE'";
+pub(crate) const RECORD_FROM: &str = "requests r LEFT JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind";
 
 /// One row of [`RECORD_COLUMNS`], as read.
 #[derive(Debug, Clone)]

@@ -84,6 +84,11 @@ both_backends! {
         // So nothing is left to expire at the import's expiry.
         app.clock.advance_ms(11 * DAY_MS);
         assert_eq!(app.balance("ASHA").await, 70);
+        // A retry of the import after its expiry has passed still replays the first answer.
+        let retry = adjust(app, json!({"requestId":"IMPORT-1","coins":50,"reason":"Imported from the old programme","expiresAt":at(soon)})).await;
+        assert_eq!((retry.header("idempotent-replayed"), retry.text.as_str()), (Some("true"), answer("IMPORT-1", 50, 0, "Imported from the old programme", None, Some(&at(soon)), 50, 0).as_str()));
+        let late = adjust(app, json!({"requestId":"IMPORT-9","coins":50,"reason":"Imported from the old programme","expiresAt":at(soon)})).await;
+        assert_eq!(late.assert_error(400, "VALIDATION_FAILED"), "expiresAt must be in the future");
         assert!(entries(app).await.iter().all(|e| e["type"] != json!("EXPIRE")));
 
         // More than the user has: refused, or capped.
@@ -200,7 +205,6 @@ both_backends! {
             (json!({"requestId":"X","coins":5,"reason":"x".repeat(201)}), "reason must be 1 to 200 characters of text, not only spaces, without control characters"),
             (json!({"requestId":"X","coins":5,"reason":"r","validityDays":3,"expiresAt":"2099-01-01T00:00:00Z"}), "give validityDays or expiresAt, not both"),
             (json!({"requestId":"X","coins":5,"reason":"r","expiresAt":"tomorrow"}), "expiresAt must be an RFC 3339 time such as 2027-03-31T23:59:59Z"),
-            (json!({"requestId":"X","coins":5,"reason":"r","expiresAt":"2001-01-01T00:00:00Z"}), "expiresAt must be in the future"),
             (json!({"requestId":"X","coins":5,"reason":"r","expiresAt":"2099-01-01T00:00:00Z","pendingDays":3}), "expiresAt cannot be combined with pendingDays: give validityDays, counted from activation"),
             (json!({"requestId":"X","coins":-5,"reason":"r","pendingDays":3}), "validityDays, expiresAt, pendingDays and qualifying apply to credits (positive coins) only"),
             (json!({"requestId":"X","coins":5,"reason":"r","onShortfall":"CAP"}), "onShortfall applies to debits (negative coins) only"),

@@ -154,4 +154,59 @@ both_backends! {
         let res = app.post("/api/v0/coins/reverse", &app.admin_token, real).await;
         assert_eq!((&res.assert_ok()["coins"], &res.assert_ok()["pendingBalance"]), (&json!(-50), &json!(150)));
     }
+
+    async fn a_simulation_at_a_later_instant_is_what_the_real_call_then_does(app: &TestApp) {
+        // Expiring in 30 days, never expiring, and held 14 days then valid a year.
+        app.create_config(&app.admin_token, json!({"configuration":"CUSTOM","companyId":"SHOP","event":"MONTH","amount":100,"validityDays":30})).await.assert_ok();
+        app.config("CUSTOM", "SHOP", "KEEP", 50).await;
+        cashback(app).await;
+        let allocate = |user: &str, event: &str, rid: &str| {
+            let body = json!({"companyId":"SHOP","event":event,"requestId":rid,"userId":user});
+            app.post(ALLOCATE, &app.admin_token, body)
+        };
+        // U1: a return of the never-expiring allocation after the other expired.
+        allocate("U1", "MONTH", "U1-A").await.assert_ok();
+        allocate("U1", "KEEP", "U1-B").await.assert_ok();
+        // U2: a redemption given back after the lot it came from expired.
+        allocate("U2", "MONTH", "U2-A").await.assert_ok();
+        app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"SHOP","userId":"U2","requestId":"U2-R","coins":40})).await.assert_ok();
+        // U3: a return of an allocation whose own lot expired, with other coins to take instead.
+        allocate("U3", "MONTH", "U3-A").await.assert_ok();
+        app.post("/api/v0/coins/adjust", &app.admin_token, json!({"companyId":"SHOP","userId":"U3","requestId":"U3-J","coins":100,"reason":"goodwill"}))
+            .await
+            .assert_ok();
+        // U4: a held purchase, refunded in part long after its hold and its validity ended.
+        app.post(ALLOCATE, &app.admin_token, json!({"companyId":"SHOP","event":"BUY","requestId":"U4-P","userId":"U4","amountMinor":1000000})).await.assert_ok();
+        let returns = [("U1", "U1-X", json!({"originalRequestId":"U1-B"})), ("U2", "U2-X", json!({"originalRequestId":"U2-R"})),
+                       ("U3", "U3-X", json!({"originalRequestId":"U3-A"})), ("U4", "U4-X", json!({"originalRequestId":"U4-P","amountMinor":250000}))];
+        let now = coins::clock::Clock::now_ms(&app.clock);
+        let mut simulated = Vec::new();
+        for (user, days) in [("U1", 31), ("U2", 31), ("U3", 31), ("U4", 400)] {
+            let (_, rid, fields) = returns.iter().find(|r| r.0 == user).unwrap();
+            let mut body = fields.clone();
+            body["operation"] = json!("REVERSE");
+            body["companyId"] = json!("SHOP");
+            body["requestId"] = json!(rid);
+            body["at"] = json!(coins::clock::rfc3339(now + days * 86_400_000));
+            simulated.push(simulate(app, body).await);
+        }
+        // Then time passes and the real returns are made, each at its instant.
+        let mut elapsed = 0;
+        for ((user, rid, fields), (sim, days)) in returns.iter().zip(simulated.iter().zip([31, 31, 31, 400])) {
+            app.clock.advance_ms((days - elapsed) * 86_400_000);
+            elapsed = days;
+            let mut body = fields.clone();
+            body["companyId"] = json!("SHOP");
+            body["requestId"] = json!(rid);
+            // A token of the new day (the old one expired meanwhile).
+            let token = app.token(&app.admin_id, &app.admin_secret).await;
+            let res = app.post("/api/v0/coins/reverse", &token, body).await;
+            let real = res.assert_ok();
+            assert_eq!(
+                (&sim["outcome"], &sim["coins"], &sim["balanceAfter"], &sim["pendingAfter"]),
+                (&json!("REVERSE"), &real["coins"], &real["balance"], &real["pendingBalance"]),
+                "{user}: simulated {sim}, real {real}"
+            );
+        }
+    }
 }

@@ -760,9 +760,9 @@ impl LedgerStore for PgStore {
     }
 
     async fn simulate(&self, cmd: SimulateCmd) -> StoreResult<Simulation> {
-        // A READ ONLY transaction: any write would fail it; it ends rolled back.
+        // A READ ONLY transaction (any write would fail it) on one snapshot, rolled back.
         let mut client = self.core.client().await?;
-        let tx = client.build_transaction().read_only(true).start().await?;
+        let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await?;
         let config = match &cmd {
             SimulateCmd::Allocate(c) => resolve_batch(&tx, std::slice::from_ref(c), &self.core.caches).await?.pop().flatten(),
             SimulateCmd::Reverse(_) => None,
