@@ -11,10 +11,12 @@
 //! - Every view calls the API's own handlers with the session's caller, so a company-scoped
 //!   client sees and changes exactly what the API would let it.
 //! - Pages: `overview.rs` (charts from the daily roll-up), `configs.rs`, `users.rs` (lookup,
-//!   history, reversal with a confirmation step), `webhooks.rs`.
+//!   history, adjustments and reversals with a confirmation step), `webhooks.rs`, `exports.rs`
+//!   (the overview's Download buttons).
 
 mod charts;
 mod configs;
+mod exports;
 pub mod html;
 pub mod member;
 mod overview;
@@ -50,6 +52,8 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/users", get(users::page))
         .route("/dashboard/users/reverse", get(users::confirm_reverse).post(users::reverse))
         .route("/dashboard/users/adjust", get(users::confirm_adjust).post(users::adjust))
+        .route("/dashboard/exports/ledger", get(exports::ledger))
+        .route("/dashboard/exports/balances", get(exports::balances))
         .route("/dashboard/webhooks", get(webhooks::page))
         .route("/dashboard/webhooks/retry", post(webhooks::retry))
         .route("/dashboard/style.css", get(style))

@@ -140,6 +140,8 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
     } else {
         out.push_str(&table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value", "Owed (debt)"], &liability_rows));
     }
+    let chosen = company.as_ref().map(|c| c.to_string()).or_else(|| (principal.companies.len() == 1).then(|| principal.companies[0].to_string()));
+    out.push_str(&super::exports::forms(chosen.as_deref().unwrap_or(""), &date_of_day(today)));
     Ok(out)
 }
 

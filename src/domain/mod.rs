@@ -23,6 +23,7 @@ pub mod coins;
 pub mod config;
 pub mod earn;
 pub mod expire;
+pub mod export;
 pub mod ids;
 pub mod ledger;
 pub mod lockout;

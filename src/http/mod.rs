@@ -11,6 +11,7 @@ pub mod auth;
 pub mod configs;
 pub mod docs;
 pub mod error;
+pub mod exports;
 pub mod extract;
 pub mod health;
 pub mod ledger;
@@ -79,6 +80,8 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(ledger::activate))
         .routes(routes!(ledger::adjust))
         .routes(routes!(ledger::simulate))
+        .routes(routes!(exports::ledger))
+        .routes(routes!(exports::balances))
         .routes(routes!(allocations::by_request))
         .routes(routes!(allocations::by_order))
         .routes(routes!(users::get_coin_value, users::put_coin_value))

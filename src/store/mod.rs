@@ -128,6 +128,11 @@ pub trait ReportStore: Send + Sync {
     async fn allocation(&self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>>;
     /// The record of the order's live allocation, else of its latest one.
     async fn allocation_by_order(&self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<AllocationRecord>>;
+    /// A page of the company's ledger for an export: entries created in `[from_ms, to_ms)` with
+    /// ids above `after_entry_id`, in id order.
+    async fn export_entries(&self, company: &CompanyId, from_ms: i64, to_ms: i64, after_entry_id: i64, limit: i64) -> StoreResult<Vec<ExportEntry>>;
+    /// A page of the company's users for an export, in user id order after `after_user`.
+    async fn export_balances(&self, company: &CompanyId, after_user: &str, limit: i64, now_ms: i64) -> StoreResult<Vec<ExportBalance>>;
     /// The user's latest allocations that earned coins (`limit` at most), newest first.
     async fn allocations_of(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<AllocationRecord>>;
 }

@@ -67,7 +67,8 @@ async fn the_dashboard_shows_the_seeded_numbers_and_its_actions_work() {
     for i in 0..25 {
         app.allocate(&token, "SHOP", "EARN", &format!("PAGE-{i}"), "PAGER").await.assert_ok();
     }
-    days.insert(coins::clock::rfc3339(coins::clock::Clock::now_ms(&app.clock))[..10].to_owned(), json!({"issued": 250, "redeemed": 0}));
+    let pager_day = coins::clock::rfc3339(coins::clock::Clock::now_ms(&app.clock))[..10].to_owned();
+    days.insert(pager_day.clone(), json!({"issued": 250, "redeemed": 0}));
     app.clock.advance_ms(3 * DAY);
     // Two days ago: 3 allocations; yesterday: 2 and a redemption of 5; today: 1.
     let mut seq = 0;
@@ -96,6 +97,8 @@ async fn the_dashboard_shows_the_seeded_numbers_and_its_actions_work() {
         "reverse_user": "ASHA", "reverse_request": "SEED-6", "reverse_coins": 10,
         // Opened last: 60 - 5 - 10 after the reversal, 70 taken into a debt of 25, then 40 given.
         "member_url": member_url, "member_balance": 15,
+        // The first seeded day: every entry is in the download from then to today.
+        "export_from_day": pager_day,
     });
     let dir = screenshot("dashboard-overview.png").parent().unwrap().to_string_lossy().into_owned();
     let base = app.base.clone();

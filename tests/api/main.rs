@@ -16,6 +16,7 @@ mod crash;
 mod crash_cycles;
 mod dashboard;
 mod errors;
+mod exports;
 mod failover;
 mod faults;
 mod fuzz;

@@ -2,15 +2,21 @@
 data the Rust test seeded (tests/api/browser.rs): sign in; read the seeded numbers back from the
 charts and totals; create and edit a configuration and see the audit trail; look a user up and
 page through the history; reverse an allocation and see the balance change; adjust the user into
-debt and out of it again, each after a confirmation step; open a member link.
+debt and out of it again, each after a confirmation step; download the ledger and compare the file
+with the ledger the API shows; open a member link.
 Usage: dashboard.py BASE_URL EXPECTED_JSON SCREENSHOT_DIR
 EXPECTED_JSON: {"client_id", "client_secret", "days": {"YYYY-MM-DD": {"issued", "redeemed"}},
 "totals": {...}, "event", "pager_user", "pager_entries", "reverse_user", "reverse_request",
 "reverse_coins", "member_url", "member_balance"}"""
 
+import base64
+import csv
+import io
 import json
 import re
 import sys
+import time
+import urllib.request
 
 from common import Browser, fail
 
@@ -155,6 +161,31 @@ if value_of("#user-balance .value") != 15 or value_of("#user-debt .value") != 0:
     fail(f"after the credit: balance {value_of('#user-balance .value')}, debt {value_of('#user-debt .value')}")
 page.screenshot(path=f"{shots}/dashboard-user.png", full_page=True)
 
+# Download the ledger from the overview and compare the file, read by Python's csv module, with
+# the ledger the API shows. An export ends five seconds before now: let the last entries settle.
+time.sleep(6)
+page.click("nav >> text=Overview")
+page.wait_for_selector("#export-ledger")
+page.fill("#xl-fromDay", expected["export_from_day"])
+with page.expect_download() as download:
+    page.click("#export-ledger button[type=submit]")
+path = download.value.path()
+if not download.value.suggested_filename.startswith("coins-ledger-SHOP-"):
+    fail(f"the file is named {download.value.suggested_filename}")
+with open(path, newline="") as f:
+    rows = list(csv.DictReader(f, strict=True))
+basic = base64.b64encode(f"{expected['client_id']}:{expected['client_secret']}".encode()).decode()
+req = urllib.request.Request(f"{base}/oauth/token", data=b"grant_type=client_credentials", headers={"Authorization": f"Basic {basic}"})
+token = json.load(urllib.request.urlopen(req))["access_token"]
+ledger = []
+for user in ("ASHA", "PAGER"):
+    req = urllib.request.Request(f"{base}/api/v0/coins/transactions?userId={user}&limit=500", headers={"Authorization": f"Bearer {token}"})
+    for e in json.load(urllib.request.urlopen(req))["payload"]["entries"]:
+        ledger.append((str(e["entryId"]), user, e["type"], str(e["coins"]), str(e["balanceAfter"]), e["reason"] or ""))
+in_file = [(r["entryId"], r["userId"], r["type"], r["coins"], r["balanceAfter"], r["reason"].lstrip("'") if r["reason"].startswith("'=") else r["reason"]) for r in rows]
+if sorted(in_file) != sorted(ledger):
+    fail(f"the downloaded ledger differs from the API's: {len(in_file)} rows, {len(ledger)} entries")
+
 # Phone width: the overview still fits.
 page.set_viewport_size({"width": 390, "height": 844})
 page.goto(f"{base}/dashboard")
@@ -187,4 +218,5 @@ if b.errors:
 b.close()
 print(f"dashboard: charts and totals match the seeded data, configuration created and edited, "
       f"history paged ({first} + {second}), reversal applied ({before} → {after}), adjusted into debt and out, "
+      f"ledger downloaded ({len(rows)} rows, as the API shows them), "
       f"member page shows {shown}")

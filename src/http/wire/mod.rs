@@ -15,6 +15,7 @@ mod schema;
 pub mod allocations;
 pub mod coins;
 pub mod configs;
+pub mod exports;
 pub mod oauth;
 pub mod users;
 pub mod webhooks;

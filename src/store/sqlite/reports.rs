@@ -11,8 +11,8 @@ use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
-    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, LedgerEntry, Outstanding, ReportStore, StoreError, StoreResult, SummaryLists,
-    Unwritten, UserBalance, UserSummary, VerifyReport,
+    AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
+    StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
 };
 
 /// The visible balance — the stored balance, plus held lots whose hold has ended and less lots
@@ -67,6 +67,30 @@ const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, 
      e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id \
      FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
      WHERE u.user_id = ?1 AND e.entry_id < ?2 ORDER BY e.entry_id DESC LIMIT ?3";
+
+/// A page of a company's ledger for an export (see `ReportStore::export_entries`).
+const EXPORT_ENTRIES_SQL: &str = "SELECT e.user_id, e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
+     e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id, \
+     COALESCE(r.currency, o.currency), r.activates_at \
+     FROM ledger_entries e \
+     LEFT JOIN requests r ON r.company_id = e.company_id AND r.request_id = e.request_id AND e.type IN ('ALLOCATE', 'ADJUST') \
+     LEFT JOIN requests o ON o.company_id = e.company_id AND o.request_id = e.original_request_id \
+     WHERE e.company_id = ?1 AND e.entry_id > ?4 AND e.created_at >= ?2 AND e.created_at < ?3 ORDER BY e.entry_id LIMIT ?5";
+
+/// A page of a company's balances for an export, as a read shows them now.
+const EXPORT_BALANCES_SQL: &str = "SELECT u.user_id, \
+     u.balance + COALESCE(h.coins, 0) - COALESCE(x.coins, 0), u.pending_balance - COALESCE(h.coins, 0), \
+     u.lifetime_earned + COALESCE(h.coins, 0), u.lifetime_redeemed, u.lifetime_expired + COALESCE(x.coins, 0), n.at, \
+     (SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at = n.at \
+        AND (l.pending_until IS NULL OR l.pending_until <= ?3)) \
+     FROM users u \
+     LEFT JOIN (SELECT l.user_id, SUM(l.remaining) AS coins FROM lots l WHERE l.company_id = ?1 AND l.remaining > 0 AND l.pending_until <= ?3 \
+                GROUP BY l.user_id) h ON h.user_id = u.user_id \
+     LEFT JOIN (SELECT l.user_id, SUM(l.remaining) AS coins FROM lots l WHERE l.company_id = ?1 AND l.remaining > 0 AND l.expires_at <= ?3 \
+                AND (l.pending_until IS NULL OR l.pending_until <= ?3) GROUP BY l.user_id) x ON x.user_id = u.user_id \
+     LEFT JOIN (SELECT l.user_id, MIN(l.expires_at) AS at FROM lots l WHERE l.company_id = ?1 AND l.remaining > 0 AND l.expires_at > ?3 \
+                AND (l.pending_until IS NULL OR l.pending_until <= ?3) GROUP BY l.user_id) n ON n.user_id = u.user_id \
+     WHERE u.company_id = ?1 AND u.user_id > ?2 ORDER BY u.user_id LIMIT ?4";
 
 #[async_trait]
 impl ReportStore for SqliteStore {
@@ -214,6 +238,66 @@ impl ReportStore for SqliteStore {
     async fn allocation(&self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<AllocationRecord>> {
         let (company, request_id) = (company.clone(), request_id.clone());
         self.read(move |conn| record_in(conn, &company, &request_id)).await
+    }
+
+    async fn export_entries(&self, company: &CompanyId, from_ms: i64, to_ms: i64, after_entry_id: i64, limit: i64) -> StoreResult<Vec<ExportEntry>> {
+        let company = company.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(EXPORT_ENTRIES_SQL)?
+                .query_map(params![company.as_str(), from_ms, to_ms, after_entry_id, limit], |r| {
+                    Ok(ExportEntry {
+                        user: r.get(0)?,
+                        entry: LedgerEntry {
+                            entry_id: r.get(1)?,
+                            kind: r.get(2)?,
+                            coins: r.get(3)?,
+                            balance_after: r.get(4)?,
+                            event: r.get(5)?,
+                            request_id: r.get(6)?,
+                            coin_config_id: r.get(7)?,
+                            created_at_ms: r.get(8)?,
+                            expires_at_ms: r.get(9)?,
+                            extra: EntryExtra {
+                                pending_coins: r.get(10)?,
+                                pending_after: r.get(11)?,
+                                effective_at_ms: r.get(12)?,
+                                order_id: r.get(13)?,
+                                amount_minor: r.get(14)?,
+                                original_request_id: r.get(15)?,
+                                reason: r.get(16)?,
+                                client_id: r.get(17)?,
+                            },
+                        },
+                        currency: r.get(18)?,
+                        activates_at_ms: r.get(19)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn export_balances(&self, company: &CompanyId, after_user: &str, limit: i64, now_ms: i64) -> StoreResult<Vec<ExportBalance>> {
+        let (company, after_user) = (company.clone(), after_user.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(EXPORT_BALANCES_SQL)?
+                .query_map(params![company.as_str(), after_user, now_ms, limit], |r| {
+                    Ok(ExportBalance {
+                        user: r.get(0)?,
+                        balance: r.get(1)?,
+                        pending_balance: r.get(2)?,
+                        lifetime_earned: r.get(3)?,
+                        lifetime_redeemed: r.get(4)?,
+                        lifetime_expired: r.get(5)?,
+                        next_expiry_at_ms: r.get(6)?,
+                        next_expiry_coins: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     async fn allocations_of(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<AllocationRecord>> {
