@@ -22,6 +22,10 @@
 //! reports the throughput ratio and the delivery lag (entry `createdAt` to arrival, p50/p99), and
 //! how long the outbox took to drain after the load stopped.
 //!
+//! `--only export` streams the whole preloaded ledger through `GET /api/v0/coins/exports/ledger`
+//! (JSON lines) and reports rows/s and the server's RSS before and during the export (sampled
+//! every 50 ms): the export holds a page at a time, so RSS must not grow with the ledger.
+//!
 //! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
 //! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
 //! that holds its coins for 14 days (`pendingDays`), so their cost shows against plain allocation
@@ -132,12 +136,7 @@ impl Server {
     }
 
     fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        rss_of(self.child.id(), "VmHWM:")
     }
 
     fn stop(mut self) {
@@ -623,6 +622,70 @@ async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids:
     );
 }
 
+/// A figure of `/proc/<pid>/status` in MB (`VmRSS:` now, `VmHWM:` the peak).
+fn rss_of(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Streams the company's whole ledger as JSON lines and reports rows/s and the server's RSS
+/// before and during (sampled every 50 ms); `expected` rows must all arrive.
+async fn export_phase(addr: &str, token: &str, pid: u32, expected: u64) -> bool {
+    // An export ends five seconds before now: let the preload settle into the window.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let now = coins::clock::system_now_ms();
+    let path = format!(
+        "/api/v0/coins/exports/ledger?companyId={COMPANY}&from={}&to={}&format=jsonl",
+        coins::clock::rfc3339(now - 300 * 86_400_000),
+        coins::clock::rfc3339(now + 60_000)
+    );
+    let before = rss_of(pid, "VmRSS:");
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max((rss_of(pid, "VmRSS:") * 1024.0) as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.expect("send");
+    let (mut bytes, mut tail, mut buf) = (0u64, Vec::new(), vec![0u8; 1 << 16]);
+    loop {
+        let n = conn.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        // Only the end line is kept: it says how many rows were written.
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    sampler.abort();
+    let text = String::from_utf8_lossy(&tail);
+    let end = "{\"end\":true,\"rows\":";
+    let rows = text.rfind(end).and_then(|i| text[i + end.len()..].split(',').next().and_then(|n| n.parse::<u64>().ok()));
+    let during = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    println!(
+        "  export: {} rows ({:.1} MB) in {secs:.1} s = {:.0} rows/s; server RSS {before:.1} MB before, at most {during:.1} MB during",
+        rows.map_or("?".to_owned(), |r| r.to_string()),
+        bytes as f64 / 1_048_576.0,
+        rows.unwrap_or(0) as f64 / secs,
+    );
+    rows == Some(expected)
+}
+
 /// A fresh database for the run, and how to remove it afterwards.
 enum Cleanup {
     Dir(std::path::PathBuf),
@@ -730,6 +793,14 @@ async fn run(args: Args) -> bool {
     if wants("slow") {
         slow_phase(&addr, &token, args.secs).await;
     }
+    let mut exported = true;
+    if wants("export") {
+        let entries = ok_ids.lock().unwrap().len() as u64;
+        exported = export_phase(&addr, &token, server.child.id(), entries).await;
+        if !exported {
+            println!("  export: FAILED: not every entry arrived ({entries} expected)");
+        }
+    }
     if wants("webhooks") {
         for &conns in &args.conns {
             webhook_phase(&addr, &token, conns, args.secs, ok_ids.clone()).await;
@@ -786,7 +857,7 @@ async fn run(args: Args) -> bool {
     };
     let verified = verify(&db_url);
     cleanup.run().await;
-    ledger_ok && verified
+    ledger_ok && verified && exported
 }
 
 /// The dashboard at scale: `--preload` entries (10,000,000 for the figure) over 90 days,

@@ -137,27 +137,32 @@ pub fn csv_row(cells: &[Cell]) -> String {
     out
 }
 
-/// One JSON line: an object of the columns in order, ending in LF.
+/// One JSON line: an object of the columns in their order, ending in LF.
 pub fn json_row(columns: &[&str], cells: &[Cell]) -> String {
-    let mut object = serde_json::Map::new();
-    for (name, cell) in columns.iter().zip(cells) {
-        let value = match cell {
-            Cell::Text(t) => t.clone().map_or(serde_json::Value::Null, serde_json::Value::String),
-            Cell::Int(n) => n.map_or(serde_json::Value::Null, serde_json::Value::from),
-            Cell::Time(t) => t.map_or(serde_json::Value::Null, |ms| serde_json::Value::String(crate::clock::rfc3339(ms))),
-        };
-        object.insert((*name).to_owned(), value);
-    }
-    format!("{}\n", serde_json::Value::Object(object))
+    let values = cells.iter().map(|cell| match cell {
+        Cell::Text(t) => t.clone().map_or(serde_json::Value::Null, serde_json::Value::String),
+        Cell::Int(n) => n.map_or(serde_json::Value::Null, serde_json::Value::from),
+        Cell::Time(t) => t.map_or(serde_json::Value::Null, |ms| serde_json::Value::String(crate::clock::rfc3339(ms))),
+    });
+    json_object(columns.iter().copied().zip(values))
 }
 
 /// The last line of a complete JSON-lines export (a file without it was cut short).
 pub fn json_end(rows: u64, last: serde_json::Value, last_name: &str) -> String {
-    let mut object = serde_json::Map::new();
-    object.insert("end".into(), serde_json::Value::Bool(true));
-    object.insert("rows".into(), serde_json::Value::from(rows));
-    object.insert(last_name.into(), last);
-    format!("{}\n", serde_json::Value::Object(object))
+    json_object([("end", serde_json::Value::Bool(true)), ("rows", serde_json::Value::from(rows)), (last_name, last)].into_iter())
+}
+
+/// `{"k":v,...}` with the keys in the order given, and a line feed.
+fn json_object<'a>(fields: impl Iterator<Item = (&'a str, serde_json::Value)>) -> String {
+    let mut out = String::from("{");
+    for (i, (name, value)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{value}", serde_json::Value::String(name.to_owned()));
+    }
+    out.push_str("}\n");
+    out
 }
 
 #[cfg(test)]
@@ -180,8 +185,9 @@ mod tests {
     fn rows_keep_numbers_bare_and_end_in_crlf() {
         let row = csv_row(&[Cell::Int(Some(-5)), Cell::Text(None), Cell::Time(Some(0)), Cell::Text(Some("-x".into()))]);
         assert_eq!(row, "-5,,1970-01-01T00:00:00Z,'-x\r\n");
-        let line = json_row(&["a", "b", "c"], &[Cell::Int(Some(1)), Cell::Text(None), Cell::Time(Some(0))]);
-        assert_eq!(line, "{\"a\":1,\"b\":null,\"c\":\"1970-01-01T00:00:00Z\"}\n");
+        let line = json_row(&["b", "a", "c"], &[Cell::Int(Some(1)), Cell::Text(Some("q\"".into())), Cell::Time(Some(0))]);
+        assert_eq!(line, "{\"b\":1,\"a\":\"q\\\"\",\"c\":\"1970-01-01T00:00:00Z\"}\n", "columns in order");
+        assert_eq!(json_end(3, serde_json::Value::from(9), "lastEntryId"), "{\"end\":true,\"rows\":3,\"lastEntryId\":9}\n");
     }
 
     #[test]

@@ -32,7 +32,7 @@ const PAGES_AHEAD: usize = 2;
         (status = 200, description = "The entries, streamed: CSV (RFC 4180, a header row, CRLF; text cells starting with = + - @, tab or CR get a leading ') \
                                       or JSON lines ending with `{\"end\":true,\"rows\":N,\"lastEntryId\":…}` (a file without it was cut short: resume with \
                                       `afterEntryId`). `X-Export-To` is the effective end (at most now − 5 s); `Content-Disposition` names the file.",
-         content_type = "text/csv", body = String,
+         content((String = "text/csv; charset=utf-8; header=present"), (String = "application/jsonl; charset=utf-8")),
          headers(("X-Export-To" = String, description = "The effective end of the window, RFC 3339"),
                  ("Content-Disposition" = String, description = "`attachment; filename=...`"))),
         (status = 400, description = "VALIDATION_FAILED: a missing or malformed parameter, `from` not before `to`, or more than 366 days", body = ErrorEnvelope),
@@ -47,7 +47,8 @@ pub async fn ledger(State(state): State<AppState>, auth: Auth, Query(q): Query<L
 #[utoipa::path(get, path = "/api/v0/coins/exports/balances", tag = "coins", params(BalancesExportQuery),
     responses(
         (status = 200, description = "The balances, streamed as CSV or JSON lines (ending with `{\"end\":true,\"rows\":N,\"lastUserId\":…}`), \
-                                      in user id order", content_type = "text/csv", body = String,
+                                      in user id order",
+         content((String = "text/csv; charset=utf-8; header=present"), (String = "application/jsonl; charset=utf-8")),
          headers(("Content-Disposition" = String, description = "`attachment; filename=...`"))),
         (status = 400, description = "VALIDATION_FAILED: a missing or malformed parameter, or `asOf` in the past", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),

@@ -193,6 +193,24 @@ pub struct ExportBalance {
     pub next_expiry_coins: Option<i64>,
 }
 
+impl ExportBalance {
+    /// From the stored account `[balance, pending, earned, redeemed, expired]` and what is due
+    /// but not written yet: `held` coins whose hold ended, `gone` coins past expiry.
+    pub fn from_stored(user: String, stored: [i64; 5], held: i64, gone: i64, next_at: Option<i64>, next_coins: Option<i64>) -> Self {
+        let [balance, pending, earned, redeemed, expired] = stored;
+        Self {
+            user,
+            balance: balance + held - gone,
+            pending_balance: pending - held,
+            lifetime_earned: earned + held,
+            lifetime_redeemed: redeemed,
+            lifetime_expired: expired + gone,
+            next_expiry_at_ms: next_at,
+            next_expiry_coins: next_coins,
+        }
+    }
+}
+
 /// One create or change of a configuration; the snapshots are JSON objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -68,29 +68,30 @@ const HISTORY_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, 
      FROM users u JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id \
      WHERE u.user_id = ?1 AND e.entry_id < ?2 ORDER BY e.entry_id DESC LIMIT ?3";
 
-/// A page of a company's ledger for an export (see `ReportStore::export_entries`).
+/// A page of a company's ledger for an export (see `ReportStore::export_entries`). It walks the
+/// ledger in id order from `afterEntryId` (`+company_id`: not through the per-user index, which
+/// would sort the company's every entry for each page).
 const EXPORT_ENTRIES_SQL: &str = "SELECT e.user_id, e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
      e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id, \
      COALESCE(r.currency, o.currency), r.activates_at \
      FROM ledger_entries e \
      LEFT JOIN requests r ON r.company_id = e.company_id AND r.request_id = e.request_id AND e.type IN ('ALLOCATE', 'ADJUST') \
      LEFT JOIN requests o ON o.company_id = e.company_id AND o.request_id = e.original_request_id \
-     WHERE e.company_id = ?1 AND e.entry_id > ?4 AND e.created_at >= ?2 AND e.created_at < ?3 ORDER BY e.entry_id LIMIT ?5";
+     WHERE +e.company_id = ?1 AND e.entry_id > ?4 AND e.created_at >= ?2 AND e.created_at < ?3 ORDER BY e.entry_id LIMIT ?5";
 
 /// A page of a company's balances for an export, as a read shows them now.
-const EXPORT_BALANCES_SQL: &str = "SELECT u.user_id, \
-     u.balance + COALESCE(h.coins, 0) - COALESCE(x.coins, 0), u.pending_balance - COALESCE(h.coins, 0), \
-     u.lifetime_earned + COALESCE(h.coins, 0), u.lifetime_redeemed, u.lifetime_expired + COALESCE(x.coins, 0), n.at, \
-     (SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 AND l.expires_at = n.at \
-        AND (l.pending_until IS NULL OR l.pending_until <= ?3)) \
-     FROM users u \
-     LEFT JOIN (SELECT l.user_id, SUM(l.remaining) AS coins FROM lots l WHERE l.company_id = ?1 AND l.remaining > 0 AND l.pending_until <= ?3 \
-                GROUP BY l.user_id) h ON h.user_id = u.user_id \
-     LEFT JOIN (SELECT l.user_id, SUM(l.remaining) AS coins FROM lots l WHERE l.company_id = ?1 AND l.remaining > 0 AND l.expires_at <= ?3 \
-                AND (l.pending_until IS NULL OR l.pending_until <= ?3) GROUP BY l.user_id) x ON x.user_id = u.user_id \
-     LEFT JOIN (SELECT l.user_id, MIN(l.expires_at) AS at FROM lots l WHERE l.company_id = ?1 AND l.remaining > 0 AND l.expires_at > ?3 \
-                AND (l.pending_until IS NULL OR l.pending_until <= ?3) GROUP BY l.user_id) n ON n.user_id = u.user_id \
-     WHERE u.company_id = ?1 AND u.user_id > ?2 ORDER BY u.user_id LIMIT ?4";
+const EXPORT_BALANCES_SQL: &str = "SELECT u.user_id, u.balance, u.pending_balance, u.lifetime_earned, u.lifetime_redeemed, u.lifetime_expired, \
+     (SELECT COALESCE(SUM(l.remaining), 0) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 \
+        AND l.pending_until <= ?3), \
+     (SELECT COALESCE(SUM(l.remaining), 0) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 \
+        AND l.expires_at <= ?3 AND (l.pending_until IS NULL OR l.pending_until <= ?3)), \
+     (SELECT MIN(l.expires_at) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 \
+        AND l.expires_at > ?3 AND (l.pending_until IS NULL OR l.pending_until <= ?3)), \
+     (SELECT SUM(l.remaining) FROM lots l WHERE l.company_id = u.company_id AND l.user_id = u.user_id AND l.remaining > 0 \
+        AND (l.pending_until IS NULL OR l.pending_until <= ?3) AND l.expires_at = (SELECT MIN(m.expires_at) FROM lots m \
+        WHERE m.company_id = u.company_id AND m.user_id = u.user_id AND m.remaining > 0 AND m.expires_at > ?3 \
+        AND (m.pending_until IS NULL OR m.pending_until <= ?3))) \
+     FROM users u WHERE u.company_id = ?1 AND u.user_id > ?2 ORDER BY u.user_id LIMIT ?4";
 
 #[async_trait]
 impl ReportStore for SqliteStore {
@@ -284,16 +285,8 @@ impl ReportStore for SqliteStore {
             Ok(conn
                 .prepare_cached(EXPORT_BALANCES_SQL)?
                 .query_map(params![company.as_str(), after_user, now_ms, limit], |r| {
-                    Ok(ExportBalance {
-                        user: r.get(0)?,
-                        balance: r.get(1)?,
-                        pending_balance: r.get(2)?,
-                        lifetime_earned: r.get(3)?,
-                        lifetime_redeemed: r.get(4)?,
-                        lifetime_expired: r.get(5)?,
-                        next_expiry_at_ms: r.get(6)?,
-                        next_expiry_coins: r.get(7)?,
-                    })
+                    let (held, gone): (i64, i64) = (r.get(6)?, r.get(7)?);
+                    Ok(ExportBalance::from_stored(r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?], held, gone, r.get(8)?, r.get(9)?))
                 })?
                 .collect::<Result<_, _>>()?)
         })
