@@ -116,6 +116,16 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             ],
         },
         Row {
+            method: "get",
+            path: "/api/v0/coins/exports/ledger",
+            tries: vec![("/api/v0/coins/exports/ledger?companyId=B&from=2020-01-01T00:00:00Z&to=2020-12-01T00:00:00Z".into(), None, Refused(403, "FORBIDDEN"))],
+        },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/exports/balances",
+            tries: vec![("/api/v0/coins/exports/balances?companyId=B".into(), None, Refused(403, "FORBIDDEN"))],
+        },
+        Row {
             method: "post",
             path: "/api/v0/coins/simulate",
             tries: vec![
