@@ -440,9 +440,9 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         let row = tx.allocation(company, &target).await?.ok_or_else(|| StoreError::Corrupt(format!("allocation {target} has no record")))?;
         let order_id = row.order_id.clone();
         let a = row.into_allocation()?;
-        // An allocation that earned nothing has no entry: its return takes nothing (and frees
-        // its order id).
-        let entry = if a.state == AllocationState::Zero {
+        // An allocation that earned nothing has no entry, returned or not: its return takes
+        // nothing (and frees its order id); another is refused as already reversed.
+        let entry = if a.coins == 0 {
             Original { entry_id: 0, kind: RequestKind::Allocate, coins: 0, event: original.event.clone(), coin_config_id: None }
         } else {
             tx.original_entry(company, &target, original.kind).await?

@@ -149,6 +149,8 @@ both_backends! {
         let ret = app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId":"SHOP","requestId":"ZR1","originalRequestId":"Z1"})).await;
         assert_eq!((ret.assert_ok()["kind"].clone(), ret.assert_ok()["coins"].clone()), (json!("REVERSE"), json!(0)));
         assert_eq!(record(app, "Z1").await["state"], json!("REVERSED"));
+        let again = app.post("/api/v0/coins/reverse", &app.admin_token, json!({"companyId":"SHOP","requestId":"ZR2","originalRequestId":"Z1"})).await;
+        again.assert_error(409, "ALREADY_REVERSED");
         buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"Z4","userId":"ASHA","amountMinor":20000,"orderId":"O1"})).await.assert_ok();
         assert_eq!(app.balance("ASHA").await, 54);
     }

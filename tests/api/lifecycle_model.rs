@@ -5,8 +5,9 @@
 //! capped or driven into debt when the coins were spent), debt paid by later credits, clock
 //! jumps and sweeps, run
 //! against the store on both backends and against a small in-memory reference model written
-//! independently of `src/domain`. After every step each user's balance, summary and full ledger
-//! history (spendable and held coins) match the model, and `verify` finds nothing.
+//! independently of `src/domain`. Every allocation and return is simulated first, and the real
+//! call must then do exactly what was simulated. After every step each user's balance, summary and
+//! full ledger history (spendable and held coins) match the model, and `verify` finds nothing.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use coins::domain::config::{ConfigValues, Earning};
 use coins::domain::earn::AmountType;
 use coins::domain::redeem::{CoinValue, RedeemAmount, RedeemCmd};
 use coins::domain::reverse::{ReverseCmd, Target};
+use coins::domain::simulate::{SimOutcome, SimulateCmd};
 use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::store::{Store, StoreError};
 use proptest::prelude::*;
@@ -761,12 +763,24 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
                 request_id,
                 now_ms: now,
             };
-            let got = match store.allocate(vec![cmd]).await.pop().unwrap() {
-                Ok(AllocateOk::Allocated { coins, .. }) => Outcome::Allocated(coins.get()),
-                Ok(AllocateOk::Replayed { coins }) => Outcome::Replayed(coins.get()),
-                Ok(AllocateOk::Zero) => Outcome::Zero,
-                Err(e) => Outcome::Refused(refusal_code(e)),
+            // Simulated first: the real call must then do exactly that.
+            let sim = store.simulate(SimulateCmd::Allocate(cmd.clone())).await.unwrap();
+            let (got, balance) = match store.allocate(vec![cmd]).await.pop().unwrap() {
+                Ok(AllocateOk::Allocated { coins, balance, .. }) => (Outcome::Allocated(coins.get()), Some(balance)),
+                Ok(AllocateOk::Replayed { coins }) => (Outcome::Replayed(coins.get()), None),
+                Ok(AllocateOk::Zero) => (Outcome::Zero, None),
+                Err(e) => (Outcome::Refused(refusal_code(e)), None),
             };
+            let predicted = match sim.outcome {
+                Some(SimOutcome::Apply) if sim.coins == Some(0) => Outcome::Zero,
+                Some(SimOutcome::Apply) => Outcome::Allocated(sim.coins.unwrap()),
+                Some(SimOutcome::Replay) => Outcome::Replayed(sim.coins.unwrap()),
+                _ => Outcome::Refused(refusal_code(StoreError::Refused(sim.refusal.clone().unwrap()))),
+            };
+            assert_eq!(predicted, got, "simulated {sim:?}");
+            if let Some(balance) = balance {
+                assert_eq!(sim.balance_after, Some(balance), "simulated {sim:?}");
+            }
             (got, model.allocate(user, event, req, minor, now))
         }
         Op::RedeemCoins { user, req, .. } | Op::RedeemMinor { user, req, .. } => {
@@ -797,11 +811,21 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
                 let kind = if r.kind == ReturnKind::Cancel { "CANCEL" } else { "REVERSE" };
                 (kind, r.coins, r.coins_short, r.short_amount_minor, r.coins_remaining, r.amount_refunded_minor, r.balance, r.pending_balance)
             };
+            // Simulated first: the real call must then do exactly that.
+            let sim = store.simulate(SimulateCmd::Reverse(cmd.clone())).await.unwrap();
             let got = match store.reverse(cmd).await {
                 Ok(a) if a.replayed => Outcome::ReturnReplayed(receipt(&a.receipt)),
                 Ok(a) => Outcome::Returned(receipt(&a.receipt)),
                 Err(e) => Outcome::Refused(refusal_code(e)),
             };
+            match &got {
+                Outcome::Returned(r) | Outcome::ReturnReplayed(r) => {
+                    let outcome = if matches!(got, Outcome::Returned(_)) { SimOutcome::Apply } else { SimOutcome::Replay };
+                    assert_eq!((sim.outcome, sim.coins, sim.balance_after, sim.pending_after), (Some(outcome), Some(r.1), Some(r.6), Some(r.7)), "{sim:?}");
+                }
+                Outcome::Refused(code) => assert_eq!(sim.refusal.clone().map(|r| refusal_code(StoreError::Refused(r))), Some(*code), "{sim:?}"),
+                other => unreachable!("a return answered {other:?}"),
+            }
             (got, model.ret(req, original, ask, short, now))
         }
         Op::Adjust { user, req, coins, validity, held, short } => {
