@@ -3,7 +3,9 @@
 #![no_main]
 
 use coins::http::wire::FromJsonObject;
-use coins::http::wire::coins::{AllocateRequest, BulkAllocateRequest, CoinValueRequest, RedeemRequest, ReverseRequest};
+use coins::http::wire::coins::{
+    ActivateRequest, AdjustRequest, AllocateRequest, BulkAllocateRequest, CoinValueRequest, RedeemRequest, ReverseRequest, SimulateRequest,
+};
 use coins::http::wire::configs::{CreateConfigRequest, PatchConfigRequest};
 use libfuzzer_sys::fuzz_target;
 
@@ -22,7 +24,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = RedeemRequest::from_object(&object) {
         assert!(r.coins.is_some() != r.amount_minor.is_some(), "exactly one amount");
     }
-    let _ = ReverseRequest::from_object(&object);
+    // A return or an activation that reads names its original one way, and asks one way.
+    if let Some(cmd) = ReverseRequest::from_object(&object).ok().and_then(|r| r.command(0).ok()) {
+        assert!(!matches!(cmd.ask, coins::domain::allocation::ReturnAsk::Coins(k) if k < 1));
+    }
+    let _ = ActivateRequest::from_object(&object).ok().map(|r| r.command(0));
+    // An adjustment that reads and fits together moves a non-zero amount in range, with a reason.
+    if let Some(cmd) = AdjustRequest::from_object(&object).ok().and_then(|r| r.command("fuzz", 0).ok()) {
+        assert!(cmd.coins != 0 && cmd.coins.abs() <= 1_000_000_000);
+        assert!(!cmd.reason.trim().is_empty() && cmd.reason.chars().count() <= 200 && !cmd.reason.chars().any(char::is_control));
+        assert!(cmd.coins > 0 || cmd.pending_days.is_none());
+    }
+    if let Ok(r) = SimulateRequest::from_object(&object) {
+        let _ = r.command(0);
+    }
     let _ = CoinValueRequest::from_object(&object);
     if let Ok(r) = BulkAllocateRequest::from_object(&object) {
         assert!((1..=1000).contains(&r.allocations.len()));

@@ -1,5 +1,6 @@
 //! A short run of every `cargo fuzz` target (fuzz/fuzz_targets: JSON bodies, query strings,
-//! cursors, Authorization headers, the token form), so the fuzz targets build and hold in CI.
+//! cursors, Authorization headers, the token form), each starting from its committed seed corpus
+//! (`fuzz/seeds/<target>`: valid inputs of every route), so the fuzz targets build and hold in CI.
 //! `COINS_FUZZ_SECS` per target (default 10); `scripts/fuzz` runs them long, optimised. This
 //! short run builds unoptimised (`--dev`, with debug assertions): the optimised, instrumented
 //! build of the whole crate took most of 10 minutes on 2 cores. Needs cargo-fuzz
@@ -18,9 +19,16 @@ fn every_fuzz_target_survives_a_short_run() {
         return;
     }
     let secs = std::env::var("COINS_FUZZ_SECS").unwrap_or_else(|_| "10".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for target in TARGETS {
+        // Inputs found go to the local corpus (kept out of git); the committed seeds — valid
+        // inputs of every route — are where the search starts.
+        let corpus = format!("fuzz/corpus/{target}");
+        std::fs::create_dir_all(root.join(&corpus)).expect("corpus directory");
+        let seeds = format!("fuzz/seeds/{target}");
+        assert!(root.join(&seeds).is_dir(), "fuzz target {target} has no seed corpus in {seeds}");
         let out = Command::new("cargo")
-            .args(["fuzz", "run", target, "--dev", "-s", "none", "--", &format!("-max_total_time={secs}")])
+            .args(["fuzz", "run", target, "--dev", "-s", "none", &corpus, &seeds, "--", &format!("-max_total_time={secs}")])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("cargo fuzz");
