@@ -7,6 +7,7 @@ use coins::http::wire::coins::{
     ActivateRequest, AdjustRequest, AllocateRequest, BulkAllocateRequest, CoinValueRequest, RedeemRequest, ReverseRequest, SimulateRequest,
 };
 use coins::http::wire::configs::{CreateConfigRequest, PatchConfigRequest};
+use coins::http::wire::webhooks::{CreateWebhookRequest, PatchWebhookRequest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -39,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = r.command(0);
     }
     let _ = CoinValueRequest::from_object(&object);
+    let _ = CreateWebhookRequest::from_object(&object);
+    let _ = PatchWebhookRequest::from_object(&object);
     if let Ok(r) = BulkAllocateRequest::from_object(&object) {
         assert!((1..=1000).contains(&r.allocations.len()));
     }
