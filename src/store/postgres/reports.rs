@@ -70,9 +70,9 @@ fn moved_rows<K: for<'a> tokio_postgres::types::FromSql<'a>>(rows: &[tokio_postg
 /// A page of a company's ledger for an export (see `ReportStore::export_entries`). It walks the
 /// ledger in id order from `afterEntryId` (`company_id || ''`: not through the per-user index,
 /// which would sort the company's every entry for each page: 2 s a page at 1M entries).
-const EXPORT_ENTRIES_SQL: &str = "SELECT e.user_id, e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
+const EXPORT_ENTRIES_SQL: &str = "SELECT e.entry_id, e.type, e.coins, e.balance_after, e.event, e.request_id, e.coin_config_id, e.created_at, e.expires_at, \
      e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, e.original_request_id, e.reason, e.client_id, \
-     COALESCE(r.currency, o.currency), r.activates_at \
+     e.user_id, COALESCE(r.currency, o.currency), r.activates_at \
      FROM ledger_entries e \
      LEFT JOIN requests r ON r.company_id = e.company_id AND r.request_id = e.request_id AND e.type IN ('ALLOCATE', 'ADJUST') \
      LEFT JOIN requests o ON o.company_id = e.company_id AND o.request_id = e.original_request_id \
@@ -91,6 +91,31 @@ const EXPORT_BALANCES_SQL: &str = "SELECT u.user_id, u.balance, u.pending_balanc
         WHERE m.company_id = u.company_id AND m.user_id = u.user_id AND m.remaining > 0 AND m.expires_at > $3 \
         AND (m.pending_until IS NULL OR m.pending_until <= $3))) \
      FROM users u WHERE u.company_id = $1 AND u.user_id > $2 ORDER BY u.user_id LIMIT $4";
+
+/// A ledger entry from the first 17 columns of a row (`HISTORY_SQL`'s order).
+fn entry_of(r: &tokio_postgres::Row) -> LedgerEntry {
+    LedgerEntry {
+        entry_id: r.get(0),
+        kind: r.get(1),
+        coins: r.get(2),
+        balance_after: r.get(3),
+        event: r.get(4),
+        request_id: r.get(5),
+        coin_config_id: r.get(6),
+        created_at_ms: r.get(7),
+        expires_at_ms: r.get(8),
+        extra: EntryExtra {
+            pending_coins: r.get(9),
+            pending_after: r.get(10),
+            effective_at_ms: r.get(11),
+            order_id: r.get(12),
+            amount_minor: r.get(13),
+            original_request_id: r.get(14),
+            reason: r.get(15),
+            client_id: r.get(16),
+        },
+    }
+}
 
 #[async_trait]
 impl ReportStore for PgStore {
@@ -129,30 +154,7 @@ impl ReportStore for PgStore {
         let client = self.core.client().await?;
         let stmt = client.prepare_cached(HISTORY_SQL).await?;
         let rows = client.query(&stmt, &[&user.as_str(), &before_entry_id.unwrap_or(i64::MAX), &limit]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| LedgerEntry {
-                entry_id: r.get(0),
-                kind: r.get(1),
-                coins: r.get(2),
-                balance_after: r.get(3),
-                event: r.get(4),
-                request_id: r.get(5),
-                coin_config_id: r.get(6),
-                created_at_ms: r.get(7),
-                expires_at_ms: r.get(8),
-                extra: EntryExtra {
-                    pending_coins: r.get(9),
-                    pending_after: r.get(10),
-                    effective_at_ms: r.get(11),
-                    order_id: r.get(12),
-                    amount_minor: r.get(13),
-                    original_request_id: r.get(14),
-                    reason: r.get(15),
-                    client_id: r.get(16),
-                },
-            })
-            .collect())
+        Ok(rows.iter().map(entry_of).collect())
     }
 
     async fn daily_totals(&self, scope: &CompanyScope, from_day: i64, to_day: i64) -> StoreResult<DailyTotals> {
@@ -233,35 +235,7 @@ impl ReportStore for PgStore {
         let client = self.core.client().await?;
         let stmt = client.prepare_cached(EXPORT_ENTRIES_SQL).await?;
         let rows = client.query(&stmt, &[&company.as_str(), &from_ms, &to_ms, &after_entry_id, &limit]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| ExportEntry {
-                user: r.get(0),
-                entry: LedgerEntry {
-                    entry_id: r.get(1),
-                    kind: r.get(2),
-                    coins: r.get(3),
-                    balance_after: r.get(4),
-                    event: r.get(5),
-                    request_id: r.get(6),
-                    coin_config_id: r.get(7),
-                    created_at_ms: r.get(8),
-                    expires_at_ms: r.get(9),
-                    extra: EntryExtra {
-                        pending_coins: r.get(10),
-                        pending_after: r.get(11),
-                        effective_at_ms: r.get(12),
-                        order_id: r.get(13),
-                        amount_minor: r.get(14),
-                        original_request_id: r.get(15),
-                        reason: r.get(16),
-                        client_id: r.get(17),
-                    },
-                },
-                currency: r.get(18),
-                activates_at_ms: r.get(19),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| ExportEntry { entry: entry_of(r), user: r.get(17), currency: r.get(18), activates_at_ms: r.get(19) }).collect())
     }
 
     async fn export_balances(&self, company: &CompanyId, after_user: &str, limit: i64, now_ms: i64) -> StoreResult<Vec<ExportBalance>> {
