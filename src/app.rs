@@ -153,31 +153,41 @@ impl App {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: a signal sent as soon as start-up says "listening" must stop
+/// the server gracefully, not kill it by the default action (seen in CI as a failed exit status).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        [(signal(SignalKind::terminate()), "SIGTERM"), (signal(SignalKind::interrupt()), "SIGINT")]
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let [term, int] = signals.map(|(installed, name)| {
+                Box::pin(async move {
+                    match installed {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot listen for {name}");
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                })
+            });
+            tokio::select! {
+                () = term => {},
+                () = int => {},
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown signal received; finishing in-flight requests");
     }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

@@ -121,12 +121,14 @@ async fn run_command(cli: Cli) -> Result<ExitCode, String> {
             let app = app::App::build(&settings, store.clone(), clock).await.map_err(|e| format!("binding {}: {e}", settings.listen))?;
             let addr = app.local_addr().map_err(|e| e.to_string())?;
             admin::bootstrap_admin(&*store, &settings, addr).await.map_err(fail)?;
+            // Before anyone is told the server is up: from then on a signal must stop it gracefully.
+            let stop = app::shutdown_signal();
             tracing::info!(%addr, database = if url.starts_with("postgres") { "postgresql" } else { "sqlite" }, "coins is listening");
             println!("coins listening on http://{addr}");
             if let Some(metrics) = app.metrics_addr() {
                 println!("metrics on http://{metrics}/metrics");
             }
-            app.run_until(app::shutdown_signal()).await.map_err(|e| e.to_string())?;
+            app.run_until(stop).await.map_err(|e| e.to_string())?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
