@@ -30,9 +30,11 @@ pub struct App {
 /// How often rate-limit buckets of idle keys are dropped.
 const FORGET_IDLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The expiry sweeper: every interval, writes the EXPIRE entries of lots past expiry. Reads never
-/// wait for it (they leave expired coins out themselves); it makes the ledger say so. Safe in
-/// several processes at once: each user's lots are expired under that user's lock, once.
+/// The expiry sweeper: every interval, writes the EXPIRE entries of lots past expiry (and the
+/// activations of held coins due). Reads never wait for it (they leave expired coins out
+/// themselves); it makes the ledger say so. Then it sends the expiry reminders due. Safe in
+/// several processes at once: each user's lots are expired under that user's lock, once, and each
+/// reminder is recorded once.
 struct Sweeper {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -65,6 +67,29 @@ impl Sweeper {
                     }
                 }
                 if *stop.borrow() {
+                    return;
+                }
+            }
+            self.remind(&stop).await;
+        }
+    }
+
+    /// Sends the expiry reminders that came due, after the expiries (so that coins that just
+    /// expired are not announced as expiring), a page per lead time at a time.
+    async fn remind(&self, stop: &tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match crate::store::reminders::remind(self.store.as_ref(), self.clock.now_ms()).await {
+                Ok(report) => {
+                    crate::metrics::reminders_sent(report.sent);
+                    if report.sent > 0 {
+                        tracing::info!(sent = report.sent, "sent expiry reminders");
+                    }
+                    if !report.more || *stop.borrow() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::store::error::chain(&e), "expiry reminders failed; retrying next interval");
                     return;
                 }
             }

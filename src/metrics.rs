@@ -53,6 +53,7 @@ fn describe() {
     describe_counter!("coins_cache_lookups_total", "Cache lookups, by cache (balance, config, token) and result (hit, miss)");
     describe_counter!("coins_sweeper_runs_total", "Expiry sweeper passes");
     describe_counter!("coins_sweeper_users_failed_total", "Users whose expiry failed in a pass (skipped, retried next pass)");
+    describe_counter!("coins_expiry_reminders_total", "Expiry reminders recorded and queued as coins.expiring events");
     describe_counter!("coins_webhook_deliveries_total", "Webhook delivery attempts, by outcome: delivered, failed");
     describe_histogram!("coins_webhook_lag_seconds", metrics::Unit::Seconds, "From the ledger commit to the end of a delivery attempt, by outcome");
     describe_gauge!("coins_webhook_outbox_depth", "Webhook messages waiting to be delivered (pending, retries included)");
@@ -79,6 +80,7 @@ fn export_known_labels() {
     }
     counter!("coins_sweeper_runs_total").increment(0);
     counter!("coins_sweeper_users_failed_total").increment(0);
+    counter!("coins_expiry_reminders_total").increment(0);
 }
 
 /// One answered request.
@@ -142,6 +144,11 @@ pub fn cache(name: &'static str, hit: bool) {
 pub fn sweep(users_failed: u64) {
     counter!("coins_sweeper_runs_total").increment(1);
     counter!("coins_sweeper_users_failed_total").increment(users_failed);
+}
+
+/// Expiry reminders a pass recorded (each queued for every subscribed endpoint).
+pub fn reminders_sent(sent: u64) {
+    counter!("coins_expiry_reminders_total").increment(sent);
 }
 
 /// A call refused by a rate limit (`client`: API calls; `token`: the token endpoint).

@@ -7,6 +7,7 @@ use coins::http::wire::coins::{
     ActivateRequest, AdjustRequest, AllocateRequest, BulkAllocateRequest, CoinValueRequest, RedeemRequest, ReverseRequest, SimulateRequest,
 };
 use coins::http::wire::configs::{CreateConfigRequest, PatchConfigRequest};
+use coins::http::wire::reminders::ReminderSettingsRequest;
 use coins::http::wire::webhooks::{CreateWebhookRequest, PatchWebhookRequest};
 use libfuzzer_sys::fuzz_target;
 
@@ -40,6 +41,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = r.command(0);
     }
     let _ = CoinValueRequest::from_object(&object);
+    // Lead times that read are at most three distinct days in 1..=365, longest first.
+    if let Ok(r) = ReminderSettingsRequest::from_object(&object) {
+        let days = r.expiry_reminder_days.0.days().to_vec();
+        assert!(days.len() <= 3 && days.iter().all(|d| (1..=365).contains(d)) && days.windows(2).all(|w| w[0] > w[1]), "{days:?}");
+    }
     let _ = CreateWebhookRequest::from_object(&object);
     let _ = PatchWebhookRequest::from_object(&object);
     if let Ok(r) = BulkAllocateRequest::from_object(&object) {

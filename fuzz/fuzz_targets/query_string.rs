@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let params: HashMap<String, String> = form_urlencoded::parse(data).into_owned().collect();
     let _ = BalanceQuery::from_query(&params);
     let _ = CoinValueQuery::from_query(&params);
+    let _ = coins::http::wire::reminders::ReminderQuery::from_query(&params);
     let _ = ConfigListQuery::from_query(&params);
     if let Ok(q) = LedgerExportQuery::from_query(&params) {
         assert!(q.after_entry_id >= 0);

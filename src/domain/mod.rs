@@ -13,7 +13,8 @@
 //!   in exact integer arithmetic; [`allocation`]: an allocation's life (held, active, canceled,
 //!   reversed, zero), one live allocation per order, and how much each return takes.
 //! - [`lots`]: which lots a debit takes; [`refusal`]: why an operation was refused.
-//! - [`webhooks`]: event types, retries, disabling, forbidden targets.
+//! - [`webhooks`]: event types, retries, disabling, forbidden targets; [`reminders`]: which
+//!   expiry reminder is due.
 
 pub mod activate;
 pub mod adjust;
@@ -31,6 +32,7 @@ pub mod lots;
 pub mod principal;
 pub mod redeem;
 pub mod refusal;
+pub mod reminders;
 pub mod report;
 pub mod reverse;
 pub mod simulate;

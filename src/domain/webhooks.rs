@@ -22,12 +22,14 @@ pub enum EventType {
     Expired,
     /// A staff adjustment, a credit or a debit.
     Adjusted,
+    /// A reminder: a user's coins expire soon (not a ledger entry).
+    Expiring,
     /// Sent by `POST .../test` only; never subscribed to.
     Test,
 }
 
 impl EventType {
-    pub const SUBSCRIBABLE: [EventType; 8] = [
+    pub const SUBSCRIBABLE: [EventType; 9] = [
         EventType::Allocated,
         EventType::Redeemed,
         EventType::Reversed,
@@ -36,6 +38,7 @@ impl EventType {
         EventType::Activated,
         EventType::Canceled,
         EventType::Adjusted,
+        EventType::Expiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,14 +51,26 @@ impl EventType {
             EventType::Reversed => "coins.reversed",
             EventType::Expired => "coins.expired",
             EventType::Adjusted => "coins.adjusted",
+            EventType::Expiring => "coins.expiring",
             EventType::Test => "webhook.test",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Allocated, Self::Pending, Self::Activated, Self::Canceled, Self::Redeemed, Self::Reversed, Self::Expired, Self::Adjusted, Self::Test]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [
+            Self::Allocated,
+            Self::Pending,
+            Self::Activated,
+            Self::Canceled,
+            Self::Redeemed,
+            Self::Reversed,
+            Self::Expired,
+            Self::Adjusted,
+            Self::Expiring,
+            Self::Test,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 
     /// The event a ledger entry is reported as: an allocation on hold is `coins.pending`, not
@@ -83,6 +98,7 @@ impl EventType {
             EventType::Activated => 32,
             EventType::Canceled => 64,
             EventType::Adjusted => 128,
+            EventType::Expiring => 256,
             EventType::Test => 0,
         }
     }

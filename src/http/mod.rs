@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod limits;
 pub mod oauth;
 pub mod openapi;
+pub mod reminders;
 pub mod users;
 pub mod webhooks;
 pub mod wire;
@@ -94,6 +95,7 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(webhooks::test))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::retry))
+        .routes(routes!(reminders::put, reminders::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(docs::metrics))

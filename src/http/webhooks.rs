@@ -241,9 +241,9 @@ pub async fn retry(
 ) -> Answer<QueuedView> {
     visible(&state, &auth, &raw).await?;
     let missing = || ApiError::new(ErrorCode::MessageNotFound, format!("event {message} not found for webhook {raw}"));
-    let seq = parse_message_id(&message).ok_or_else(missing)?;
+    let target = parse_message_id(&message).ok_or_else(missing)?;
     let now = state.clock.now_ms();
-    if !state.store.retry_message(&raw, seq, now).await? {
+    if !state.store.retry_message(&raw, &target, now).await? {
         return Err(missing());
     }
     Ok(JsonResponse(Envelope::ok(QueuedView { message_id: message.clone(), next_attempt_at: rfc3339(now) })))

@@ -5,6 +5,7 @@
 //! - [`LedgerStore`]: every write to the ledger — allocate, redeem, reverse, expire.
 //! - [`ReportStore`]: what is read back — balances, summaries, history, `verify`.
 //! - [`WebhookStore`]: subscriptions, their outbox (written by the ledger's flows) and deliveries.
+//! - [`ReminderStore`]: expiry reminders, their lead times and the sweeper's pass that sends them.
 //! - [`Store`]: all of the above plus migrations and a ping; what the app holds.
 //!
 //! Layout: `error.rs` (the one error type), `model.rs` (records and read models), `migrate.rs`
@@ -22,6 +23,7 @@ pub(crate) mod ledger;
 pub mod migrate;
 pub mod model;
 pub mod postgres;
+pub mod reminders;
 pub mod sqlite;
 pub mod verify;
 pub mod webhooks;
@@ -32,7 +34,8 @@ use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
-pub use webhooks::{AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord};
+pub use reminders::ReminderStore;
+pub use webhooks::{AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageState, WebhookChange, WebhookRecord};
 
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
 use crate::domain::config::ConfigValues;
@@ -154,7 +157,7 @@ pub trait WebhookStore: Send + Sync {
     /// The delivery log, newest first, attempts with id below `before` (keyset pagination).
     async fn webhook_attempts(&self, webhook_id: &str, before: Option<i64>, limit: i64) -> StoreResult<Vec<AttemptRecord>>;
     /// Makes a message of this webhook due now again (delivered or failed ones too); false if none.
-    async fn retry_message(&self, webhook_id: &str, message_seq: i64, now_ms: i64) -> StoreResult<bool>;
+    async fn retry_message(&self, webhook_id: &str, message: &webhooks::MessageRef, now_ms: i64) -> StoreResult<bool>;
     /// Leases up to `limit` due messages for `lease_ms`: each the oldest pending one of its
     /// (endpoint, user), of an enabled endpoint, not leased by anyone else.
     async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>>;
@@ -168,7 +171,7 @@ pub trait WebhookStore: Send + Sync {
 
 /// Everything the app needs from storage.
 #[async_trait]
-pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + 'static {
+pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + ReminderStore + 'static {
     /// Applies pending migrations. Safe to call from several processes at once.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for `/readyz`.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use super::reminders::ReminderData;
 use super::{LedgerEntry, StoreResult};
 use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy, should_disable};
@@ -70,24 +71,50 @@ pub struct Delivery {
     pub event_type: EventType,
     pub attempts: i64,
     pub company_id: String,
-    /// `None` for `webhook.test`.
-    pub data: Option<EventData>,
+    pub data: MessageData,
     pub created_at: i64,
+}
+
+/// What a message reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageData {
+    /// A ledger entry.
+    Entry(Box<EventData>),
+    /// A `coins.expiring` reminder.
+    Expiring(ReminderData),
+    /// `webhook.test`.
+    Test,
 }
 
 impl Delivery {
     /// The message id of the Standard Webhooks headers: stable per event and endpoint.
     pub fn message_id(&self) -> String {
-        message_id(self.message_seq)
+        match &self.data {
+            MessageData::Expiring(r) => r.message_key.clone(),
+            _ => message_id(self.message_seq),
+        }
     }
 }
 
+/// The id of a message that reports an entry or a test; a reminder's is its key.
 pub fn message_id(seq: i64) -> String {
     format!("msg_{seq}")
 }
 
-pub fn parse_message_id(id: &str) -> Option<i64> {
-    id.strip_prefix("msg_")?.parse().ok().filter(|n: &i64| *n > 0)
+/// A message id as a caller names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageRef {
+    Seq(i64),
+    /// A reminder's key (`msg_exp_…`).
+    Reminder(String),
+}
+
+pub fn parse_message_id(id: &str) -> Option<MessageRef> {
+    let rest = id.strip_prefix("msg_")?;
+    if let Some(hex) = rest.strip_prefix("exp_") {
+        return (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then(|| MessageRef::Reminder(id.to_owned()));
+    }
+    rest.parse().ok().filter(|n: &i64| *n > 0).map(MessageRef::Seq)
 }
 
 /// How one attempt went.
@@ -108,6 +135,8 @@ pub struct AttemptOutcome {
 pub struct AttemptRecord {
     pub attempt_id: i64,
     pub message_seq: i64,
+    /// A reminder's message key (its message id); `None` for other messages.
+    pub message_key: Option<String>,
     pub event_type: String,
     pub entry_id: Option<i64>,
     pub attempted_at: i64,

@@ -1,18 +1,18 @@
 //! What an endpoint receives: `{"type","timestamp","data"}`, `data` the ledger entry as the
-//! history shows it (for `webhook.test`, the webhook it tests). Described in the API document as
-//! `WebhookEvent`.
+//! history shows it (for `coins.expiring`, the coins that expire soon; for `webhook.test`, the
+//! webhook it tests). Described in the API document as `WebhookEvent`.
 
 use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::http::wire::users::EntryView;
-use crate::store::{Delivery, EventData};
+use crate::store::{Delivery, EventData, MessageData};
 
 /// The body of every webhook request.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WebhookEvent {
     /// `coins.allocated`, `coins.pending`, `coins.activated`, `coins.canceled`, `coins.redeemed`,
-    /// `coins.reversed`, `coins.expired`, `coins.adjusted` or `webhook.test`.
+    /// `coins.reversed`, `coins.expired`, `coins.adjusted`, `coins.expiring` or `webhook.test`.
     #[serde(rename = "type")]
     #[schema(example = "coins.allocated")]
     pub kind: &'static str,
@@ -25,7 +25,21 @@ pub struct WebhookEvent {
 #[serde(untagged)]
 pub enum EventBody {
     Entry(Box<EntryData>),
+    Expiring(ExpiringData),
     Test(TestData),
+}
+
+/// The data of a `coins.expiring` reminder: a user's coins that expire at one instant, counted
+/// when the reminder was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiringData {
+    pub user_id: String,
+    /// Unspent, spendable coins expiring at `expiresAt`.
+    pub coins: i64,
+    pub expires_at: String,
+    /// Whole days left until `expiresAt`, rounded up.
+    pub days_left: i64,
 }
 
 /// The ledger entry an event reports; fields that do not apply are `null`.
@@ -100,8 +114,11 @@ impl From<&EventData> for EntryData {
 impl WebhookEvent {
     pub fn of(d: &Delivery) -> Self {
         let data = match &d.data {
-            Some(entry) => EventBody::Entry(Box::new(entry.into())),
-            None => EventBody::Test(TestData { webhook_id: d.webhook_id.clone(), company_id: d.company_id.clone() }),
+            MessageData::Entry(entry) => EventBody::Entry(Box::new(entry.as_ref().into())),
+            MessageData::Expiring(r) => {
+                EventBody::Expiring(ExpiringData { user_id: r.user_id.clone(), coins: r.coins, expires_at: rfc3339(r.expires_at), days_left: r.days_left })
+            }
+            MessageData::Test => EventBody::Test(TestData { webhook_id: d.webhook_id.clone(), company_id: d.company_id.clone() }),
         };
         Self { kind: d.event_type.as_str(), timestamp: rfc3339(d.created_at), data }
     }
@@ -123,7 +140,7 @@ mod tests {
             event_type: EventType::Allocated,
             attempts: 0,
             company_id: "C1".into(),
-            data: Some(EventData {
+            data: MessageData::Entry(Box::new(EventData {
                 user_id: "U1".into(),
                 company_id: "C1".into(),
                 entry: crate::store::LedgerEntry {
@@ -139,7 +156,7 @@ mod tests {
                     extra: Default::default(),
                 },
                 coins_remaining: None,
-            }),
+            })),
             created_at: 0,
         };
         // Every key, in order: the keys of the first version, then those of commerce-grade earning.
@@ -150,5 +167,32 @@ mod tests {
                 + r#""pendingCoins":0,"pendingAfter":0,"effectiveAt":null,"orderId":null,"amountMinor":null,"originalRequestId":null,"reason":null,"#
                 + r#""clientId":null,"partial":null,"coinsRemaining":null}}"#
         );
+    }
+
+    #[test]
+    fn a_reminder_event_has_the_documented_shape_and_its_key_as_id() {
+        let d = Delivery {
+            message_seq: 9,
+            webhook_id: "wh_1".into(),
+            url: "https://example.com".into(),
+            secret_sealed: String::new(),
+            previous_sealed: None,
+            event_type: EventType::Expiring,
+            attempts: 0,
+            company_id: "C1".into(),
+            data: MessageData::Expiring(crate::store::reminders::ReminderData {
+                user_id: "U1".into(),
+                coins: 120,
+                expires_at: 86_400_000 * 7,
+                days_left: 7,
+                message_key: "msg_exp_0123456789abcdef0123456789abcdef".into(),
+            }),
+            created_at: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&WebhookEvent::of(&d)).unwrap(),
+            r#"{"type":"coins.expiring","timestamp":"1970-01-01T00:00:00Z","data":{"userId":"U1","coins":120,"expiresAt":"1970-01-08T00:00:00Z","daysLeft":7}}"#
+        );
+        assert_eq!(d.message_id(), "msg_exp_0123456789abcdef0123456789abcdef");
     }
 }

@@ -187,6 +187,12 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             ],
         },
         Row { method: "get", path: "/api/v0/coins/coin-value", tries: vec![("/api/v0/coins/coin-value?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
+        Row {
+            method: "put",
+            path: "/api/v0/coins/reminders",
+            tries: vec![("/api/v0/coins/reminders".into(), Some(json!({"companyId":"B","expiryReminderDays":[]})), Refused(403, "FORBIDDEN"))],
+        },
+        Row { method: "get", path: "/api/v0/coins/reminders", tries: vec![("/api/v0/coins/reminders?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
         Row { method: "get", path: "/api/v0/coins/users/{userId}", tries: vec![("/api/v0/coins/users/UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
         Row {
             method: "post",
@@ -266,6 +272,7 @@ async fn b_state(app: &TestApp, b_config: &str, b_hook: &str) -> Vec<Value> {
         format!("/api/v0/enkash-coins/{b_config}/history"),
         "/api/v0/enkash-coins?companyId=B".to_owned(),
         "/api/v0/coins/coin-value?companyId=B".to_owned(),
+        "/api/v0/coins/reminders?companyId=B".to_owned(),
         "/api/v0/coins/coin-value".to_owned(),
         format!("/api/v0/coins/webhooks/{b_hook}"),
         format!("/api/v0/coins/webhooks/{b_hook}/deliveries"),
@@ -286,6 +293,7 @@ both_backends! {
             .assert_ok();
         app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"B","userId":"UB","requestId":"B-R1","coins":2})).await.assert_ok();
         app.send(reqwest::Method::PUT, "/api/v0/coins/coin-value", Some(&app.admin_token), Some(&json!({"companyId":"B","currency":"INR","minorUnitsPerCoin":50}))).await.assert_ok();
+        app.send(reqwest::Method::PUT, "/api/v0/coins/reminders", Some(&app.admin_token), Some(&json!({"companyId":"B","expiryReminderDays":[7]}))).await.assert_ok();
         let hook = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"B","url":"http://127.0.0.1:9/b","events":["coins.allocated"]})).await;
         let b_hook = hook.assert_ok()["webhookId"].as_str().unwrap().to_owned();
         let before = b_state(app, &b_config, &b_hook).await;

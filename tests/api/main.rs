@@ -33,6 +33,7 @@ mod model;
 mod oauth;
 mod openapi;
 mod processes;
+mod reminders;
 mod returns;
 mod schemathesis;
 mod secrets;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{FromQuery, query_id};
+use super::{FromQuery, query_company};
 use crate::domain::CompanyId;
 use crate::domain::export::Format;
 
@@ -49,10 +49,6 @@ fn format(q: &HashMap<String, String>) -> Result<Format, String> {
     q.get("format").map_or(Ok(Format::Csv), |f| Format::parse(f).ok_or_else(|| "format must be csv or jsonl".to_owned()))
 }
 
-fn company(q: &HashMap<String, String>) -> Result<CompanyId, String> {
-    query_id(q, "companyId")?.ok_or_else(|| "companyId is required".to_owned())
-}
-
 impl FromQuery for LedgerExportQuery {
     fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
         let after_entry_id = match q.get("afterEntryId") {
@@ -60,7 +56,7 @@ impl FromQuery for LedgerExportQuery {
             Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or("afterEntryId must be a whole number, 0 or more")?,
         };
         Ok(Self {
-            company_id: company(q)?,
+            company_id: query_company(q)?,
             from_ms: instant(q, "from")?.ok_or("from is required")?,
             to_ms: instant(q, "to")?.ok_or("to is required")?,
             format: format(q)?,
@@ -71,6 +67,6 @@ impl FromQuery for LedgerExportQuery {
 
 impl FromQuery for BalancesExportQuery {
     fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
-        Ok(Self { company_id: company(q)?, as_of_ms: instant(q, "asOf")?, format: format(q)? })
+        Ok(Self { company_id: query_company(q)?, as_of_ms: instant(q, "asOf")?, format: format(q)? })
     }
 }

@@ -305,7 +305,7 @@ pub struct AttemptView {
     pub message_id: String,
     #[schema(example = "coins.allocated")]
     pub event_type: String,
-    /// The ledger entry reported; `null` for `webhook.test`.
+    /// The ledger entry reported; `null` for `webhook.test` and `coins.expiring`.
     pub entry_id: Option<i64>,
     /// `delivered` (a 2xx in time) or `failed`.
     pub status: String,
@@ -324,7 +324,7 @@ pub struct AttemptView {
 impl From<AttemptRecord> for AttemptView {
     fn from(a: AttemptRecord) -> Self {
         Self {
-            message_id: crate::store::webhooks::message_id(a.message_seq),
+            message_id: a.message_key.unwrap_or_else(|| crate::store::webhooks::message_id(a.message_seq)),
             event_type: a.event_type,
             entry_id: a.entry_id,
             status: a.outcome,

@@ -17,6 +17,7 @@ mod clients;
 mod configs;
 mod ledger;
 mod listen;
+mod reminders;
 mod reports;
 mod webhooks;
 

@@ -10,7 +10,10 @@ use tokio_postgres::Row;
 use super::{PgStore, PgTx};
 use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy};
-use crate::store::webhooks::{self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord, WebhookTx};
+use crate::store::reminders::ReminderData;
+use crate::store::webhooks::{
+    self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
+};
 use crate::store::{EntryExtra, LedgerEntry, StoreError, StoreResult, WebhookStore};
 
 const WEBHOOK_COLUMNS: &str = "webhook_id, company_id, url, event_mask, description, enabled, disabled_reason, secret_sealed, previous_sealed, \
@@ -49,40 +52,47 @@ const CLAIM_SQL: &str = "WITH due AS ( \
 const DELIVERY_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > $2 THEN w.previous_sealed END, \
      m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
      e.coin_config_id, e.created_at, e.expires_at, e.type, e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, \
-     e.original_request_id, e.reason, e.client_id, q.response \
+     e.original_request_id, e.reason, e.client_id, q.response, x.user_id, x.coins, x.expires_at, x.days_left, x.message_key \
      FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
      LEFT JOIN requests q ON q.company_id = e.company_id AND q.request_id = e.request_id AND q.kind = 'REVERSE' \
+     LEFT JOIN expiry_reminders x ON x.reminder_id = m.reminder_id \
      WHERE m.message_seq = ANY($1) ORDER BY m.message_seq";
 
 fn delivery_from_row(r: &Row) -> StoreResult<Delivery> {
     let event_type: &str = r.get(5);
     let company_id: String = r.get(7);
-    let data = r.get::<_, Option<i64>>(9).map(|entry_id| EventData {
-        user_id: r.get(10),
-        company_id: company_id.clone(),
-        entry: LedgerEntry {
-            entry_id,
-            kind: r.get(18),
-            coins: r.get(11),
-            balance_after: r.get(12),
-            event: r.get(13),
-            request_id: r.get(14),
-            coin_config_id: r.get(15),
-            created_at_ms: r.get(16),
-            expires_at_ms: r.get(17),
-            extra: EntryExtra {
-                pending_coins: r.get(19),
-                pending_after: r.get(20),
-                effective_at_ms: r.get(21),
-                order_id: r.get(22),
-                amount_minor: r.get(23),
-                original_request_id: r.get(24),
-                reason: r.get(25),
-                client_id: r.get(26),
+    let data = match (r.get::<_, Option<i64>>(9), r.get::<_, Option<String>>(32)) {
+        (Some(entry_id), _) => MessageData::Entry(Box::new(EventData {
+            user_id: r.get(10),
+            company_id: company_id.clone(),
+            entry: LedgerEntry {
+                entry_id,
+                kind: r.get(18),
+                coins: r.get(11),
+                balance_after: r.get(12),
+                event: r.get(13),
+                request_id: r.get(14),
+                coin_config_id: r.get(15),
+                created_at_ms: r.get(16),
+                expires_at_ms: r.get(17),
+                extra: EntryExtra {
+                    pending_coins: r.get(19),
+                    pending_after: r.get(20),
+                    effective_at_ms: r.get(21),
+                    order_id: r.get(22),
+                    amount_minor: r.get(23),
+                    original_request_id: r.get(24),
+                    reason: r.get(25),
+                    client_id: r.get(26),
+                },
             },
-        },
-        coins_remaining: webhooks::coins_remaining(r.get::<_, Option<&str>>(27)),
-    });
+            coins_remaining: webhooks::coins_remaining(r.get::<_, Option<&str>>(27)),
+        })),
+        (None, Some(message_key)) => {
+            MessageData::Expiring(ReminderData { user_id: r.get(28), coins: r.get(29), expires_at: r.get(30), days_left: r.get(31), message_key })
+        }
+        (None, None) => MessageData::Test,
+    };
     Ok(Delivery {
         message_seq: r.get(0),
         webhook_id: r.get(1),
@@ -98,7 +108,8 @@ fn delivery_from_row(r: &Row) -> StoreResult<Delivery> {
 }
 
 const ATTEMPTS_SQL: &str = "SELECT a.attempt_id, a.message_seq, m.event_type, m.entry_id, a.attempted_at, a.outcome, a.http_status, a.latency_ms, \
-     a.excerpt, a.next_attempt_at, m.state FROM webhook_attempts a JOIN webhook_messages m ON m.message_seq = a.message_seq \
+     a.excerpt, a.next_attempt_at, m.state, x.message_key FROM webhook_attempts a JOIN webhook_messages m ON m.message_seq = a.message_seq \
+     LEFT JOIN expiry_reminders x ON x.reminder_id = m.reminder_id \
      WHERE a.webhook_id = $1 AND a.attempt_id < $2 ORDER BY a.attempt_id DESC LIMIT $3";
 
 fn attempt_from_row(r: &Row) -> AttemptRecord {
@@ -114,6 +125,7 @@ fn attempt_from_row(r: &Row) -> AttemptRecord {
         excerpt: r.get(8),
         next_attempt_at: r.get(9),
         message_state: r.get(10),
+        message_key: r.get(11),
     }
 }
 
@@ -288,17 +300,16 @@ impl WebhookStore for PgStore {
         Ok(client.query(&stmt, &[&webhook_id, &before.unwrap_or(i64::MAX), &limit]).await?.iter().map(attempt_from_row).collect())
     }
 
-    async fn retry_message(&self, webhook_id: &str, message_seq: i64, now_ms: i64) -> StoreResult<bool> {
-        let n = self
-            .core
-            .client()
-            .await?
-            .execute(
-                "UPDATE webhook_messages SET state = 'pending', next_attempt_at = $3, lease_until = NULL, lease_owner = NULL \
-                 WHERE webhook_id = $1 AND message_seq = $2",
-                &[&webhook_id, &message_seq, &now_ms],
-            )
-            .await?;
+    async fn retry_message(&self, webhook_id: &str, message: &MessageRef, now_ms: i64) -> StoreResult<bool> {
+        const RETRY: &str = "UPDATE webhook_messages SET state = 'pending', next_attempt_at = $3, lease_until = NULL, lease_owner = NULL WHERE webhook_id = $1";
+        let client = self.core.client().await?;
+        let n = match message {
+            MessageRef::Seq(seq) => client.execute(&format!("{RETRY} AND message_seq = $2"), &[&webhook_id, seq, &now_ms]).await?,
+            MessageRef::Reminder(key) => {
+                let sql = format!("{RETRY} AND reminder_id = (SELECT reminder_id FROM expiry_reminders WHERE message_key = $2)");
+                client.execute(&sql, &[&webhook_id, key, &now_ms]).await?
+            }
+        };
         Ok(n == 1)
     }
 

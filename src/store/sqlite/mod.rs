@@ -13,6 +13,7 @@
 mod clients;
 mod configs;
 mod ledger;
+mod reminders;
 mod reports;
 mod wal;
 mod webhooks;

@@ -11,7 +11,10 @@ use super::{SqliteStore, SqliteTx};
 use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy};
 use crate::store::ledger::run_now;
-use crate::store::webhooks::{self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageState, WebhookChange, WebhookRecord, WebhookTx};
+use crate::store::reminders::ReminderData;
+use crate::store::webhooks::{
+    self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
+};
 use crate::store::{EntryExtra, LedgerEntry, StoreResult, WebhookStore};
 
 const WEBHOOK_COLUMNS: &str = "webhook_id, company_id, url, event_mask, description, enabled, disabled_reason, secret_sealed, previous_sealed, \
@@ -49,9 +52,10 @@ fn webhook_by_id(conn: &Connection, webhook_id: &str) -> StoreResult<Option<Webh
 const DUE_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > ?1 THEN w.previous_sealed END, \
      m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
      e.coin_config_id, e.created_at, e.expires_at, e.type, e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, \
-     e.original_request_id, e.reason, e.client_id, q.response \
+     e.original_request_id, e.reason, e.client_id, q.response, x.user_id, x.coins, x.expires_at, x.days_left, x.message_key \
      FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id AND w.enabled = 1 LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
      LEFT JOIN requests q ON q.company_id = e.company_id AND q.request_id = e.request_id AND q.kind = 'REVERSE' \
+     LEFT JOIN expiry_reminders x ON x.reminder_id = m.reminder_id \
      WHERE m.state = 'pending' AND m.next_attempt_at <= ?1 \
      AND NOT EXISTS (SELECT 1 FROM webhook_messages p WHERE p.webhook_id = m.webhook_id AND p.user_id = m.user_id \
                      AND p.state = 'pending' AND p.message_seq < m.message_seq) \
@@ -60,8 +64,8 @@ const DUE_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_seale
 fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let event_type: String = r.get(5)?;
     let company_id: String = r.get(7)?;
-    let data = match r.get::<_, Option<i64>>(9)? {
-        Some(entry_id) => Some(EventData {
+    let data = match (r.get::<_, Option<i64>>(9)?, r.get::<_, Option<String>>(32)?) {
+        (Some(entry_id), _) => MessageData::Entry(Box::new(EventData {
             user_id: r.get(10)?,
             company_id: company_id.clone(),
             entry: LedgerEntry {
@@ -86,8 +90,11 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
                 },
             },
             coins_remaining: webhooks::coins_remaining(r.get::<_, Option<String>>(27)?.as_deref()),
-        }),
-        None => None,
+        })),
+        (None, Some(message_key)) => {
+            MessageData::Expiring(ReminderData { user_id: r.get(28)?, coins: r.get(29)?, expires_at: r.get(30)?, days_left: r.get(31)?, message_key })
+        }
+        (None, None) => MessageData::Test,
     };
     Ok(Delivery {
         message_seq: r.get(0)?,
@@ -105,7 +112,8 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 const ATTEMPTS_SQL: &str = "SELECT a.attempt_id, a.message_seq, m.event_type, m.entry_id, a.attempted_at, a.outcome, a.http_status, a.latency_ms, \
-     a.excerpt, a.next_attempt_at, m.state FROM webhook_attempts a JOIN webhook_messages m ON m.message_seq = a.message_seq \
+     a.excerpt, a.next_attempt_at, m.state, x.message_key FROM webhook_attempts a JOIN webhook_messages m ON m.message_seq = a.message_seq \
+     LEFT JOIN expiry_reminders x ON x.reminder_id = m.reminder_id \
      WHERE a.webhook_id = ?1 AND a.attempt_id < ?2 ORDER BY a.attempt_id DESC LIMIT ?3";
 
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
@@ -121,6 +129,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
         excerpt: r.get(8)?,
         next_attempt_at: r.get(9)?,
         message_state: r.get(10)?,
+        message_key: r.get(11)?,
     })
 }
 
@@ -293,16 +302,18 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
-    async fn retry_message(&self, webhook_id: &str, message_seq: i64, now_ms: i64) -> StoreResult<bool> {
-        let id = webhook_id.to_owned();
+    async fn retry_message(&self, webhook_id: &str, message: &MessageRef, now_ms: i64) -> StoreResult<bool> {
+        let (id, message) = (webhook_id.to_owned(), message.clone());
         self.write(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "UPDATE webhook_messages SET state = 'pending', next_attempt_at = ?3, lease_until = NULL, lease_owner = NULL \
-                     WHERE webhook_id = ?1 AND message_seq = ?2",
-                )?
-                .execute(params![id, message_seq, now_ms])?
-                == 1)
+            const RETRY: &str =
+                "UPDATE webhook_messages SET state = 'pending', next_attempt_at = ?3, lease_until = NULL, lease_owner = NULL WHERE webhook_id = ?1";
+            let n = match &message {
+                MessageRef::Seq(seq) => conn.prepare_cached(&format!("{RETRY} AND message_seq = ?2"))?.execute(params![id, seq, now_ms])?,
+                MessageRef::Reminder(key) => conn
+                    .prepare_cached(&format!("{RETRY} AND reminder_id = (SELECT reminder_id FROM expiry_reminders WHERE message_key = ?2)"))?
+                    .execute(params![id, key, now_ms])?,
+            };
+            Ok(n == 1)
         })
         .await
     }

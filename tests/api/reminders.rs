@@ -1,0 +1,339 @@
+//! Expiry reminders on both backends: the lead-time settings (exact shapes, every refusal,
+//! scoping), and the `coins.expiring` events a sweeper pass sends, received by the signature-
+//! checking receiver: once per (user, expiry instant, lead time), only the shortest lead time
+//! due, counting only unspent spendable coins, with a `webhook-id` derived from the reminder and
+//! shown and retried by the delivery log. Then the real binary SIGKILLed between sweeps: a
+//! reminder already sent is not sent again, and one queued but undelivered goes out once.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use coins::clock::Clock;
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::webhooks::{Receiver, first_deliveries};
+
+const REMINDERS: &str = "/api/v0/coins/reminders";
+const DAY_MS: i64 = 86_400_000;
+
+fn settings_answer(company: &str, days: &str) -> String {
+    format!(r#"{{"payload":{{"companyId":"{company}","expiryReminderDays":{days}}},"response_code":0,"response_message":"Success"}}"#)
+}
+
+async fn credit(app: &TestApp, user: &str, request_id: &str, coins: i64, extra: Value) {
+    let mut body = json!({"companyId":"SHOP","userId":user,"requestId":request_id,"coins":coins,"reason":"Imported balance"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    app.post("/api/v0/coins/adjust", &app.admin_token, body).await.assert_ok();
+}
+
+/// A webhook of SHOP for `coins.expiring` at the receiver; its id.
+async fn subscribe(app: &TestApp, rx: &Receiver) -> String {
+    let res = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"SHOP","url":rx.url(),"events":["coins.expiring"]})).await;
+    let p = res.assert_ok();
+    rx.set_secrets(&[p["secret"].as_str().unwrap()]);
+    p["webhookId"].as_str().unwrap().to_owned()
+}
+
+async fn pass(app: &TestApp) -> u64 {
+    let report = coins::store::reminders::remind(app.store(), app.clock.now_ms()).await.expect("a reminder pass");
+    assert!(!report.more);
+    report.sent
+}
+
+/// A reminder as received: `(userId, coins, expiresAt, daysLeft)`.
+type Got = (String, i64, String, i64);
+
+/// The reminders received so far, sorted, with the `webhook-id` of every delivery.
+fn received(rx: &Receiver) -> (Vec<Got>, Vec<String>) {
+    let records = rx.records();
+    let ids = records.iter().filter(|r| r["status"] == 200).map(|r| r["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let mut got: Vec<_> = first_deliveries(&records)
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "coins.expiring");
+            let d = &e["data"];
+            let mut keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["coins", "daysLeft", "expiresAt", "userId"], "{e}");
+            (
+                d["userId"].as_str().unwrap().to_owned(),
+                d["coins"].as_i64().unwrap(),
+                d["expiresAt"].as_str().unwrap().to_owned(),
+                d["daysLeft"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    (got, ids)
+}
+
+async fn wait_received(rx: &Receiver, n: usize) -> (Vec<Got>, Vec<String>) {
+    rx.wait_for("reminders", Duration::from_secs(20), |r| first_deliveries(r).len() >= n).await;
+    received(rx)
+}
+
+both_backends! {
+    async fn lead_times_are_validated_scoped_and_replaced(app: &TestApp) {
+        let get = |company: &'static str| async move { app.get(&format!("{REMINDERS}?companyId={company}"), &app.admin_token).await };
+        assert_eq!(get("SHOP").await.text, settings_answer("SHOP", "[]"), "never set: off");
+        let set = app.send(reqwest::Method::PUT, REMINDERS, Some(&app.admin_token), Some(&json!({"companyId":"SHOP","expiryReminderDays":[1,30,7]}))).await;
+        assert_eq!(set.text, settings_answer("SHOP", "[30,7,1]"), "kept longest first");
+        assert_eq!(get("SHOP").await.text, settings_answer("SHOP", "[30,7,1]"));
+        for (days, says) in [
+            (json!([30, 7, 1, 2]), "expiryReminderDays holds at most 3 values"),
+            (json!([7, 7]), "expiryReminderDays repeats 7"),
+            (json!([0]), "expiryReminderDays values must be whole days from 1 to 365"),
+            (json!([366]), "expiryReminderDays values must be whole days from 1 to 365"),
+            (json!([7.5]), "expiryReminderDays must be a list of at most 3 whole numbers of days from 1 to 365, such as [30, 7, 1]"),
+            (json!(["7"]), "expiryReminderDays must be a list of at most 3 whole numbers of days from 1 to 365, such as [30, 7, 1]"),
+            (json!(7), "expiryReminderDays must be a list of at most 3 whole numbers of days from 1 to 365, such as [30, 7, 1]"),
+            (Value::Null, "expiryReminderDays must be a list of at most 3 whole numbers of days from 1 to 365, such as [30, 7, 1]"),
+        ] {
+            let res = app.send(reqwest::Method::PUT, REMINDERS, Some(&app.admin_token), Some(&json!({"companyId":"SHOP","expiryReminderDays":days}))).await;
+            assert_eq!(res.assert_error(400, "VALIDATION_FAILED"), says, "{days}");
+        }
+        let res = app.send(reqwest::Method::PUT, REMINDERS, Some(&app.admin_token), Some(&json!({"expiryReminderDays":[7]}))).await;
+        assert_eq!(res.assert_error(400, "VALIDATION_FAILED"), "companyId is required");
+        assert_eq!(app.get(REMINDERS, &app.admin_token).await.assert_error(400, "VALIDATION_FAILED"), "companyId is required");
+        // Another company's client can neither read nor set them.
+        let other = app.company_token(&["OTHER"]).await;
+        app.get(&format!("{REMINDERS}?companyId=SHOP"), &other).await.assert_error(403, "FORBIDDEN");
+        let res = app.send(reqwest::Method::PUT, REMINDERS, Some(&other), Some(&json!({"companyId":"SHOP","expiryReminderDays":[]}))).await;
+        res.assert_error(403, "FORBIDDEN");
+        // Its own company's client can; `[]` turns them off.
+        let own = app.company_token(&["SHOP"]).await;
+        let off = app.send(reqwest::Method::PUT, REMINDERS, Some(&own), Some(&json!({"companyId":"SHOP","expiryReminderDays":[]}))).await;
+        assert_eq!(off.text, settings_answer("SHOP", "[]"));
+        assert_eq!(get("SHOP").await.text, settings_answer("SHOP", "[]"));
+        app.assert_ledger_consistent().await;
+    }
+
+    async fn each_reminder_goes_out_once_the_shortest_due_with_the_unspent_coins(app: &TestApp) {
+        let Some(rx) = Receiver::start() else { return };
+        let webhook = subscribe(app, &rx).await;
+        let t0 = app.clock.now_ms();
+        let at = |ms: i64| coins::clock::rfc3339(ms);
+        // ASHA: 150 coins in two lots expiring at one instant, 20 days away, and 40 that never
+        // expire; BEN: 70 coins 40 days away; CHI: 90 held coins (their expiry is not final).
+        let asha_expiry = t0 + 20 * DAY_MS;
+        let ben_expiry = t0 + 40 * DAY_MS;
+        credit(app, "ASHA", "A-1", 100, json!({"expiresAt": at(asha_expiry)})).await;
+        credit(app, "ASHA", "A-2", 50, json!({"expiresAt": at(asha_expiry)})).await;
+        credit(app, "ASHA", "A-3", 40, json!({})).await;
+        credit(app, "BEN", "B-1", 70, json!({"expiresAt": at(ben_expiry)})).await;
+        credit(app, "CHI", "C-1", 90, json!({"pendingDays": 60, "validityDays": 5})).await;
+        assert_eq!(pass(app).await, 0, "no lead times set: nothing is sent");
+        app.send(reqwest::Method::PUT, REMINDERS, Some(&app.admin_token), Some(&json!({"companyId":"SHOP","expiryReminderDays":[30,7,1]}))).await.assert_ok();
+
+        // Turning the lead times on considers every expiry within reach: ASHA's 30-day reminder.
+        assert_eq!(pass(app).await, 1);
+        let (got, ids) = wait_received(&rx, 1).await;
+        assert_eq!(got, [("ASHA".to_owned(), 150, at(asha_expiry), 20)]);
+        assert!(ids[0].starts_with("msg_exp_") && ids[0].len() == 40, "{ids:?}");
+        assert_eq!(pass(app).await, 0, "a second pass sends nothing");
+
+        // ASHA spends 120: the soonest-expiring coins go first, 30 of them remain.
+        let spent = app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"SHOP","userId":"ASHA","requestId":"R-1","coins":120})).await;
+        spent.assert_ok();
+        // 14 days on: ASHA has 6 days left (the 7-day reminder, not the 30-day one again), BEN 26
+        // (the 30-day one).
+        app.clock.advance_ms(14 * DAY_MS);
+        assert_eq!(pass(app).await, 2);
+        let (got, _) = wait_received(&rx, 3).await;
+        assert_eq!(got, [("ASHA".to_owned(), 30, at(asha_expiry), 6), ("ASHA".to_owned(), 150, at(asha_expiry), 20), ("BEN".to_owned(), 70, at(ben_expiry), 26)]);
+        // 5½ days on: half a day left for ASHA, the 1-day reminder.
+        app.clock.advance_ms(5 * DAY_MS + DAY_MS / 2);
+        assert_eq!(pass(app).await, 1);
+        let (got, ids) = wait_received(&rx, 4).await;
+        assert!(got.contains(&("ASHA".to_owned(), 30, at(asha_expiry), 1)), "{got:?}");
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 4, "four webhook-ids: {ids:?}");
+        // Past ASHA's expiry, nothing more for her; BEN's 7-day and 1-day reminders come in turn,
+        // and CHI's held coins were never announced.
+        app.clock.advance_ms(DAY_MS);
+        app.store().sweep_expired(app.clock.now_ms()).await.unwrap();
+        assert_eq!(pass(app).await, 0);
+        app.clock.advance_ms(13 * DAY_MS);
+        assert_eq!(pass(app).await, 1);
+        app.clock.advance_ms(6 * DAY_MS);
+        assert_eq!(pass(app).await, 1);
+        let (got, ids) = wait_received(&rx, 6).await;
+        let ben: Vec<_> = got.iter().filter(|g| g.0 == "BEN").map(|g| g.3).collect();
+        assert_eq!(ben, [1, 7, 26], "{got:?}");
+        assert!(got.iter().all(|g| g.0 != "CHI"), "{got:?}");
+        // Delivery is at least once (moving the clock ends the lease of a delivery in flight), so
+        // a receiver may see an id twice; six reminders, six ids.
+        let ids: Vec<String> = ids.iter().fold(Vec::new(), |mut v, id| {
+            if !v.contains(id) {
+                v.push(id.clone());
+            }
+            v
+        });
+        assert_eq!(ids.len(), 6, "each sent exactly once: {ids:?}");
+
+        // The delivery log names each by its webhook-id, and retrying one sends it again, same id.
+        let want: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let attempts = loop {
+            let log = app.get(&format!("/api/v0/coins/webhooks/{webhook}/deliveries"), &app.admin_token).await;
+            let attempts = log.assert_ok()["attempts"].as_array().unwrap().clone();
+            let logged: HashSet<&str> = attempts.iter().map(|a| a["messageId"].as_str().unwrap()).collect();
+            if logged == want {
+                break attempts;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the log shows {logged:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(attempts.iter().all(|a| a["eventType"] == "coins.expiring" && a["entryId"].is_null()), "{attempts:#?}");
+        let retried = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/{}/retry", ids[0]), &app.admin_token, json!({})).await;
+        assert_eq!(retried.assert_ok()["messageId"], ids[0].as_str());
+        let before = rx.records().iter().filter(|x| x["id"] == ids[0].as_str()).count();
+        rx.wait_for("the retried reminder", Duration::from_secs(20), |r| r.iter().filter(|x| x["id"] == ids[0].as_str()).count() > before).await;
+        let unknown = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/msg_exp_{}/retry", "0".repeat(32)), &app.admin_token, json!({})).await;
+        unknown.assert_error(404, "MESSAGE_NOT_FOUND");
+        app.assert_ledger_consistent().await;
+    }
+}
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const ADMIN_ID: &str = "rem-admin";
+const ADMIN_SECRET: &str = "rem-admin-secret-for-tests";
+
+/// A `coins serve` child sweeping every second, `offset_days` ahead of the real clock.
+struct Server {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Server {
+    fn start(url: &str, offset_days: i64) -> Self {
+        let offset = (offset_days * 86_400).to_string();
+        let env = [
+            ("COINS_SECRET_KEY", KEY),
+            ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
+            ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("COINS_WEBHOOK_POLL_MS", "20"),
+            ("COINS_ADMIN_CLIENT_ID", ADMIN_ID),
+            ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
+            ("COINS_RATE_LIMIT_PER_SEC", "0"),
+            ("COINS_SWEEP_INTERVAL_SECS", "1"),
+            ("COINS_CLOCK_OFFSET_SECS", offset.as_str()),
+        ];
+        let (child, base) = start_coins_serve(url, &env);
+        Self { child, base }
+    }
+
+    fn kill(mut self) {
+        assert!(Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap().success());
+        let _ = self.child.wait();
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let http = reqwest::Client::new();
+        let token = http
+            .post(format!("{}/oauth/token", self.base))
+            .basic_auth(ADMIN_ID, Some(ADMIN_SECRET))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut req = http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body["payload"].clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn a_reminder_survives_sigkills_between_sweeps_and_is_sent_once(backend: Backend) {
+    let Some(mut rx) = Receiver::start() else { return };
+    let Some(db) = test_db(backend).await else { return };
+    let post = reqwest::Method::POST;
+    let server = Server::start(&db.url, 0);
+    let hook = server.call(post.clone(), "/api/v0/coins/webhooks", Some(json!({"companyId":"SHOP","url":rx.url(),"events":["coins.expiring"]}))).await;
+    rx.set_secrets(&[hook["secret"].as_str().unwrap()]);
+    // Coins expiring in 3½ days, reminders 7 and 1 days before.
+    let expires = coins::clock::system_now_ms() + 3 * DAY_MS + DAY_MS / 2;
+    let body = json!({"companyId":"SHOP","userId":"ASHA","requestId":"IMPORT-1","coins":80,"reason":"Imported","expiresAt":coins::clock::rfc3339(expires)});
+    server.call(post.clone(), "/api/v0/coins/adjust", Some(body)).await;
+    server.call(reqwest::Method::PUT, REMINDERS, Some(json!({"companyId":"SHOP","expiryReminderDays":[7,1]}))).await;
+    let records = rx.wait_for("the 7-day reminder", Duration::from_secs(20), |r| !first_deliveries(r).is_empty()).await;
+    let first = first_deliveries(&records);
+    assert_eq!(first[0]["data"], json!({"userId":"ASHA","coins":80,"expiresAt":coins::clock::rfc3339(expires),"daysLeft":4}));
+    let id = records.iter().find(|r| r["status"] == 200).unwrap()["id"].clone();
+    // Wait until the delivery is on record, then SIGKILL between sweeps; a new process sweeps
+    // for three seconds and sends nothing again.
+    let started = Instant::now();
+    loop {
+        let log = server.call(reqwest::Method::GET, &format!("/api/v0/coins/webhooks/{}/deliveries", hook["webhookId"].as_str().unwrap()), None).await;
+        if log["attempts"].as_array().unwrap().iter().any(|a| a["eventStatus"] == "delivered") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never recorded as delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    let server = Server::start(&db.url, 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rx.records().len(), 1, "sent once across the restart: {:#?}", rx.records());
+    // The receiver goes down; 3 days on, the 1-day reminder is queued, not delivered, and the
+    // process is SIGKILLed again. The next one delivers it, once.
+    rx.stop();
+    server.kill();
+    let server = Server::start(&db.url, 3);
+    let started = Instant::now();
+    loop {
+        let log = server.call(reqwest::Method::GET, &format!("/api/v0/coins/webhooks/{}/deliveries", hook["webhookId"].as_str().unwrap()), None).await;
+        if log["attempts"].as_array().unwrap().len() >= 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the 1-day reminder was never attempted: {log:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    rx.restart();
+    let server = Server::start(&db.url, 3);
+    rx.wait_for("the 1-day reminder", Duration::from_secs(30), |r| first_deliveries(r).len() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = rx.records().into_iter().filter(|r| r["status"] == 200).collect::<Vec<_>>();
+    let ids: Vec<&Value> = records.iter().map(|r| &r["id"]).collect();
+    assert_eq!(ids.len(), 2, "each reminder delivered once: {records:#?}");
+    assert_eq!(ids[0], &id);
+    assert_ne!(ids[1], &id);
+    let second = first_deliveries(&records);
+    assert_eq!(second[1]["data"], json!({"userId":"ASHA","coins":80,"expiresAt":coins::clock::rfc3339(expires),"daysLeft":1}));
+    drop(server);
+    eprintln!("reminders across SIGKILLs ({backend:?}): 2 sent, each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_survives_sigkills_between_sweeps_and_is_sent_once_on_sqlite() {
+    a_reminder_survives_sigkills_between_sweeps_and_is_sent_once(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_survives_sigkills_between_sweeps_and_is_sent_once_on_postgres() {
+    a_reminder_survives_sigkills_between_sweeps_and_is_sent_once(Backend::Postgres).await;
+}
