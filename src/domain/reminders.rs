@@ -3,14 +3,16 @@
 //! lead time, by the `coins.expiring` webhook event.
 //!
 //! The rules:
-//! - A reminder of `d` days is due for coins expiring at `E` once `E − d days` has come and
-//!   the coins have not expired yet. The sweeper sends it at its first pass after that.
-//! - When several lead times are due at once (coins credited five days before they expire, with
-//!   reminders of 30, 7 and 1 days), only the shortest due one is sent: the member hears "5 days
-//!   left" once, not three times. The longer ones are never sent for that expiry.
-//! - The sweeper considers each expiry for a lead time once, as the moment `E − d days` passes.
-//!   Coins credited (or activated) after that moment get the shorter reminders still ahead,
-//!   not that one. Turning a lead time on considers every expiry in the next `d` days at once.
+//! - A reminder of `d` days is due for coins expiring at `E` once `E − d days` has come and the
+//!   coins have not expired yet. The sweeper looks at each expiry for each lead time once, at its
+//!   first pass after `E − d days`, and sends the reminder then.
+//! - When several lead times are due at that look, only the shortest is sent: the longer ones
+//!   would say the same thing again. This happens when lead times are turned on (every expiry in
+//!   the next `d` days is looked at, so coins five days from expiry, with reminders of 30, 7 and
+//!   1 days, get the 7-day one — "5 days left" — and then the 1-day one), and when an endpoint
+//!   for `coins.expiring` appears after a while without one (reminders wait for an endpoint).
+//! - Coins credited (or activated) after `E − d days` are not looked at again for `d`: they get
+//!   the shorter lead times still ahead.
 //! - `coins` counts the coins still unspent when the reminder is sent (held coins excluded), and
 //!   `daysLeft` the whole days left, rounded up.
 //! - Each (company, user, expiry instant, lead time) is sent at most once, enforced by the

@@ -2,11 +2,12 @@
 //! `coins.expiring` once per (user, expiry instant, lead time). Which reminder is due is decided
 //! by `domain::reminders`; the backends fetch the expiring coins and write what this pass decides.
 //!
-//! A pass walks, for each lead time of each company, the expiries that came within reach since
-//! the last pass (`swept_to`, advanced as it goes), a page at a time. Sending is one transaction
-//! per page: the reminder rows (unique per user, instant and lead time, so a second process or a
-//! pass repeated after a crash inserts nothing), a webhook message per subscribed endpoint for
-//! each row that was new, and the schedule's new position.
+//! A pass walks, for each lead time of each company with an endpoint for `coins.expiring`, the
+//! expiries that came within reach since the last pass (`swept_to`, advanced as it goes), a page
+//! at a time. Sending is one transaction per page: the schedule's new position (only from the one
+//! the page was read at), the reminder rows (unique per user, instant and lead time, so a second
+//! process or a pass repeated after a crash inserts nothing), and a webhook message per
+//! subscribed endpoint for each row that was new.
 
 use async_trait::async_trait;
 
@@ -75,14 +76,16 @@ pub trait ReminderStore: Send + Sync {
     /// Replaces the company's lead times. A lead time kept keeps its position; a new one starts
     /// at `now_ms`.
     async fn set_reminder_days(&self, company: &CompanyId, leads: &LeadTimes, actor: &str, now_ms: i64) -> StoreResult<()>;
-    /// Every company's lead times with their positions.
+    /// The lead times, with their positions, of every company that has an enabled endpoint
+    /// subscribed to `coins.expiring` (without one, reminders wait: nothing is recorded).
     async fn reminder_schedules(&self) -> StoreResult<Vec<Schedule>>;
     /// A page of the company's coins expiring after `after` and at most at `until`, grouped
     /// by (instant, user), in that order: only spendable lots (held ones have no final expiry).
     async fn expiring_coins(&self, company: &CompanyId, after: &Position, until: i64, limit: i64) -> StoreResult<Vec<ExpiringCoins>>;
-    /// In one transaction: records each reminder not recorded yet, queues its event for every
-    /// endpoint subscribed to `coins.expiring`, and moves the schedule to `position`. The
-    /// number of reminders that were new.
+    /// In one transaction: moves the schedule from the position it was read at to `position`
+    /// (if another pass or a change of lead times moved it meanwhile, nothing is written and 0 is
+    /// answered), records each reminder not recorded yet, and queues its event for every endpoint
+    /// subscribed to `coins.expiring`. The number of reminders that were new.
     async fn send_reminders(&self, schedule: &Schedule, reminders: &[Reminder], position: &Position, now_ms: i64) -> StoreResult<u64>;
 }
 
@@ -109,35 +112,48 @@ pub fn message_key(company: &CompanyId, user_id: &str, expires_at: i64, lead_day
     format!("msg_exp_{}", &digest[..32])
 }
 
-/// One pass of the sweeper over every schedule: a page of each.
+/// One pass of the sweeper over every schedule: a page of each. A schedule that fails is logged
+/// and left where it was (the next pass takes it again); the others go on.
 pub async fn remind<S: ReminderStore + ?Sized>(store: &S, now_ms: i64) -> StoreResult<RemindReport> {
     let mut report = RemindReport::default();
     for schedule in store.reminder_schedules().await? {
-        let until = reminders::horizon(schedule.lead_days, now_ms);
-        if schedule.position.at > until || (schedule.position.at == until && schedule.position.user.is_none()) {
-            continue;
+        match remind_one(store, &schedule, now_ms).await {
+            Ok((sent, more)) => {
+                report.sent += sent;
+                report.more |= more;
+            }
+            Err(e) => tracing::error!(company = %schedule.company, lead_days = schedule.lead_days, error = %super::error::chain(&e),
+                "expiry reminders of one lead time failed; retrying next pass"),
         }
-        let page = store.expiring_coins(&schedule.company, &schedule.position, until, reminders::PAGE_GROUPS).await?;
-        let full = page.len() as i64 == reminders::PAGE_GROUPS;
-        let position = match page.last() {
-            Some(last) if full => Position { at: last.expires_at, user: Some(last.user_id.clone()) },
-            _ => Position { at: until, user: None },
-        };
-        let due: Vec<Reminder> = page
-            .into_iter()
-            .filter(|c| reminders::is_due(&schedule.leads, schedule.lead_days, c.expires_at, now_ms))
-            .map(|c| Reminder {
-                message_key: message_key(&schedule.company, &c.user_id, c.expires_at, schedule.lead_days),
-                days_left: reminders::days_left(c.expires_at, now_ms),
-                user_id: c.user_id,
-                expires_at: c.expires_at,
-                coins: c.coins,
-            })
-            .collect();
-        report.sent += store.send_reminders(&schedule, &due, &position, now_ms).await?;
-        report.more |= full;
     }
     Ok(report)
+}
+
+/// A page of one schedule: (reminders sent, whether more is in reach).
+async fn remind_one<S: ReminderStore + ?Sized>(store: &S, schedule: &Schedule, now_ms: i64) -> StoreResult<(u64, bool)> {
+    let until = reminders::horizon(schedule.lead_days, now_ms);
+    if schedule.position.at > until || (schedule.position.at == until && schedule.position.user.is_none()) {
+        return Ok((0, false));
+    }
+    let page = store.expiring_coins(&schedule.company, &schedule.position, until, reminders::PAGE_GROUPS).await?;
+    let Some(last) = page.last() else {
+        // Nothing in reach: the position may stay (an empty range costs nothing to look at again).
+        return Ok((0, false));
+    };
+    let full = page.len() as i64 == reminders::PAGE_GROUPS;
+    let position = if full { Position { at: last.expires_at, user: Some(last.user_id.clone()) } } else { Position { at: until, user: None } };
+    let due: Vec<Reminder> = page
+        .into_iter()
+        .filter(|c| reminders::is_due(&schedule.leads, schedule.lead_days, c.expires_at, now_ms))
+        .map(|c| Reminder {
+            message_key: message_key(&schedule.company, &c.user_id, c.expires_at, schedule.lead_days),
+            days_left: reminders::days_left(c.expires_at, now_ms),
+            user_id: c.user_id,
+            expires_at: c.expires_at,
+            coins: c.coins,
+        })
+        .collect();
+    Ok((store.send_reminders(schedule, &due, &position, now_ms).await?, full))
 }
 
 #[cfg(test)]

@@ -78,7 +78,36 @@ async fn wait_received(rx: &Receiver, n: usize) -> (Vec<Got>, Vec<String>) {
     received(rx)
 }
 
+/// The test app's own sweeper out of the way: only the test's passes send.
+fn no_sweeper() -> coins::config::ServeSettings {
+    let mut s = coins::config::ServeSettings::for_tests();
+    s.token_ttl_secs = TEST_TOKEN_TTL_SECS;
+    s.sweep_interval = Duration::from_secs(86_400);
+    s
+}
+
+async fn put_leads(app: &TestApp, days: Value) {
+    app.send(reqwest::Method::PUT, REMINDERS, Some(&app.admin_token), Some(&json!({"companyId":"SHOP","expiryReminderDays":days}))).await.assert_ok();
+}
+
+/// How many reminders the database recorded.
+async fn recorded(app: &TestApp) -> i64 {
+    match app.backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(&app.db.url).unwrap();
+            conn.query_row("SELECT COUNT(*) FROM expiry_reminders", [], |r| r.get(0)).unwrap()
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(&app.db.url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.query_one("SELECT COUNT(*) FROM expiry_reminders", &[]).await.unwrap().get(0)
+        }
+    }
+}
+
 both_backends! {
+    settings = no_sweeper;
+
     async fn lead_times_are_validated_scoped_and_replaced(app: &TestApp) {
         let get = |company: &'static str| async move { app.get(&format!("{REMINDERS}?companyId={company}"), &app.admin_token).await };
         assert_eq!(get("SHOP").await.text, settings_answer("SHOP", "[]"), "never set: off");
@@ -196,6 +225,47 @@ both_backends! {
         rx.wait_for("the retried reminder", Duration::from_secs(20), |r| r.iter().filter(|x| x["id"] == ids[0].as_str()).count() > before).await;
         let unknown = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/msg_exp_{}/retry", "0".repeat(32)), &app.admin_token, json!({})).await;
         unknown.assert_error(404, "MESSAGE_NOT_FOUND");
+        app.assert_ledger_consistent().await;
+    }
+
+    async fn reminders_wait_for_an_endpoint_and_page_through_many_users_at_one_instant(app: &TestApp) {
+        let Some(rx) = Receiver::start() else { return };
+        let expiry = coins::clock::rfc3339(app.clock.now_ms() + 3 * DAY_MS);
+        // 1,001 members whose imported coins all expire at one instant: three pages.
+        for n in 0..1_001 {
+            credit(app, &format!("M{n:04}"), &format!("IMP-{n}"), 10 + n, json!({"expiresAt": expiry})).await;
+        }
+        put_leads(app, json!([7])).await;
+        // No endpoint for coins.expiring yet (one for other events does not count): nothing is
+        // recorded, nothing is lost.
+        let other = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"SHOP","url":rx.url(),"events":["coins.allocated"]})).await;
+        other.assert_ok();
+        assert_eq!(pass(app).await, 0);
+        assert_eq!(recorded(app).await, 0);
+        let webhook = subscribe(app, &rx).await;
+        let mut sent = Vec::new();
+        loop {
+            let report = coins::store::reminders::remind(app.store(), app.clock.now_ms()).await.unwrap();
+            sent.push(report.sent);
+            if !report.more {
+                break;
+            }
+        }
+        assert_eq!(sent, [500, 500, 1], "three pages, each member once");
+        assert_eq!(recorded(app).await, 1_001);
+        assert_eq!(pass(app).await, 0);
+        let records = rx.wait_for("1,001 reminders", Duration::from_secs(60), |r| first_deliveries(r).len() >= 1_001).await;
+        let users: HashSet<String> = first_deliveries(&records).iter().map(|e| e["data"]["userId"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(users.len(), 1_001);
+        let last = first_deliveries(&records).into_iter().find(|e| e["data"]["userId"] == "M1000").unwrap();
+        assert_eq!(last["data"], json!({"userId":"M1000","coins":1010,"expiresAt":expiry,"daysLeft":3}));
+        // A reminder's message is named by its key only: its sequence number does not reach it.
+        let log = app.get(&format!("/api/v0/coins/webhooks/{webhook}/deliveries?limit=1"), &app.admin_token).await;
+        assert!(log.assert_ok()["attempts"][0]["messageId"].as_str().unwrap().starts_with("msg_exp_"));
+        for seq in 1..=3 {
+            let res = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/msg_{seq}/retry"), &app.admin_token, json!({})).await;
+            res.assert_error(404, "MESSAGE_NOT_FOUND");
+        }
         app.assert_ledger_consistent().await;
     }
 }

@@ -136,12 +136,12 @@ macro_rules! id_fields {
 }
 id_fields!(CompanyId, UserId, RequestId, EventName, OrderId);
 
-/// A query parameter holding an identifier: absent is `None`.
 /// The required `companyId` of a query.
 pub fn query_company(params: &HashMap<String, String>) -> Result<CompanyId, String> {
     query_id(params, "companyId")?.ok_or_else(|| "companyId is required".to_owned())
 }
 
+/// A query parameter holding an identifier: absent is `None`.
 pub fn query_id<T: FromField>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, String> {
     params.get(name).map(|v| T::from_field(name, Some(&Value::String(v.clone())))).transpose()
 }

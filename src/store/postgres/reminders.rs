@@ -11,11 +11,21 @@ use crate::domain::webhooks::EventType;
 use crate::store::StoreResult;
 use crate::store::reminders::{ExpiringCoins, Position, Reminder, ReminderStore, Schedule, schedules_from};
 
-/// Spendable lots only: a held lot's `expires_at` is provisional until it activates.
+/// Spendable lots only: a held lot's `expires_at` is provisional until it activates. A range of
+/// the expiry index (a pass looks at the few expiries that came within reach since the last one).
 const EXPIRING_SQL: &str = "SELECT user_id, expires_at, SUM(remaining)::BIGINT FROM lots \
-     WHERE company_id = $1 AND remaining > 0 AND pending_until IS NULL AND expires_at IS NOT NULL AND expires_at <= $4 \
-     AND (expires_at > $2 OR (expires_at = $2 AND $3::TEXT IS NOT NULL AND user_id > $3)) \
+     WHERE expires_at >= $2 AND expires_at <= $4 AND remaining > 0 AND company_id = $1 AND pending_until IS NULL \
+     AND (expires_at > $2 OR ($3::TEXT IS NOT NULL AND user_id > $3)) \
      GROUP BY expires_at, user_id ORDER BY expires_at, user_id LIMIT $5";
+
+/// The companies' schedules, of companies with an enabled endpoint for `coins.expiring`.
+const SCHEDULES_SQL: &str = "SELECT s.company_id, s.lead_days, s.swept_to, s.swept_user FROM reminder_schedules s \
+     WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.company_id = s.company_id AND w.enabled AND (w.event_mask & $1) <> 0) \
+     ORDER BY s.company_id, s.lead_days DESC";
+
+/// The advisory-lock class of a company's reminder settings (the object is the company's hash):
+/// two PUTs of one company take turns, so neither can leave the other's lead times behind.
+const SETTINGS_LOCK_CLASS: i32 = 0x636f_696e;
 
 fn lead(days: i64) -> u16 {
     u16::try_from(days).unwrap_or(u16::MAX)
@@ -36,6 +46,7 @@ impl ReminderStore for PgStore {
             .transact(move |tx| {
                 let (company, actor, days) = (company.clone(), actor.clone(), days.clone());
                 Box::pin(async move {
+                    tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&SETTINGS_LOCK_CLASS, &company.as_str()]).await?;
                     tx.execute("DELETE FROM reminder_schedules WHERE company_id = $1 AND NOT (lead_days = ANY($2))", &[&company.as_str(), &days]).await?;
                     for d in &days {
                         tx.execute(
@@ -53,7 +64,7 @@ impl ReminderStore for PgStore {
 
     async fn reminder_schedules(&self) -> StoreResult<Vec<Schedule>> {
         let client = self.core.client().await?;
-        let rows = client.query("SELECT company_id, lead_days, swept_to, swept_user FROM reminder_schedules ORDER BY company_id, lead_days DESC", &[]).await?;
+        let rows = client.query(SCHEDULES_SQL, &[&EventType::Expiring.bit()]).await?;
         Ok(schedules_from(rows.iter().map(|r| (r.get(0), lead(r.get(1)), Position { at: r.get(2), user: r.get(3) })).collect()))
     }
 
@@ -65,11 +76,22 @@ impl ReminderStore for PgStore {
     }
 
     async fn send_reminders(&self, schedule: &Schedule, reminders: &[Reminder], position: &Position, now_ms: i64) -> StoreResult<u64> {
-        let (company, lead, reminders, position) = (schedule.company.clone(), i64::from(schedule.lead_days), reminders.to_vec(), position.clone());
+        let (company, lead, reminders) = (schedule.company.clone(), i64::from(schedule.lead_days), reminders.to_vec());
+        let (from, to) = (schedule.position.clone(), position.clone());
         self.core
             .transact(move |tx| {
-                let (company, reminders, position) = (company.clone(), reminders.clone(), position.clone());
+                let (company, reminders, from, to) = (company.clone(), reminders.clone(), from.clone(), to.clone());
                 Box::pin(async move {
+                    let moved = tx
+                        .execute(
+                            "UPDATE reminder_schedules SET swept_to = $5, swept_user = $6 WHERE company_id = $1 AND lead_days = $2 \
+                             AND swept_to = $3 AND swept_user IS NOT DISTINCT FROM $4",
+                            &[&company.as_str(), &lead, &from.at, &from.user, &to.at, &to.user],
+                        )
+                        .await?;
+                    if moved == 0 {
+                        return Ok(0);
+                    }
                     let event = EventType::Expiring;
                     let record = tx
                         .prepare_cached(
@@ -93,11 +115,6 @@ impl ReminderStore for PgStore {
                         tx.execute(&announce, &[&company.as_str(), &r.user_id, &reminder_id, &event.as_str(), &now_ms, &event.bit()]).await?;
                         sent += 1;
                     }
-                    tx.execute(
-                        "UPDATE reminder_schedules SET swept_to = $3, swept_user = $4 WHERE company_id = $1 AND lead_days = $2",
-                        &[&company.as_str(), &lead, &position.at, &position.user],
-                    )
-                    .await?;
                     Ok(sent)
                 })
             })

@@ -304,7 +304,7 @@ impl WebhookStore for PgStore {
         const RETRY: &str = "UPDATE webhook_messages SET state = 'pending', next_attempt_at = $3, lease_until = NULL, lease_owner = NULL WHERE webhook_id = $1";
         let client = self.core.client().await?;
         let n = match message {
-            MessageRef::Seq(seq) => client.execute(&format!("{RETRY} AND message_seq = $2"), &[&webhook_id, seq, &now_ms]).await?,
+            MessageRef::Seq(seq) => client.execute(&format!("{RETRY} AND message_seq = $2 AND reminder_id IS NULL"), &[&webhook_id, seq, &now_ms]).await?,
             MessageRef::Reminder(key) => {
                 let sql = format!("{RETRY} AND reminder_id = (SELECT reminder_id FROM expiry_reminders WHERE message_key = $2)");
                 client.execute(&sql, &[&webhook_id, key, &now_ms]).await?

@@ -11,11 +11,17 @@ use crate::domain::webhooks::EventType;
 use crate::store::StoreResult;
 use crate::store::reminders::{ExpiringCoins, Position, Reminder, ReminderStore, Schedule, schedules_from};
 
-/// Spendable lots only: a held lot's `expires_at` is provisional until it activates.
-const EXPIRING_SQL: &str = "SELECT user_id, expires_at, SUM(remaining) FROM lots \
-     WHERE company_id = ?1 AND remaining > 0 AND pending_until IS NULL AND expires_at <= ?4 \
-     AND (expires_at > ?2 OR (expires_at = ?2 AND ?3 IS NOT NULL AND user_id > ?3)) \
+/// Spendable lots only: a held lot's `expires_at` is provisional until it activates. A range of
+/// the expiry index (a pass looks at the few expiries that came within reach since the last one).
+const EXPIRING_SQL: &str = "SELECT user_id, expires_at, SUM(remaining) FROM lots INDEXED BY lots_open_by_expiry \
+     WHERE expires_at >= ?2 AND expires_at <= ?4 AND remaining > 0 AND company_id = ?1 AND pending_until IS NULL \
+     AND (expires_at > ?2 OR (?3 IS NOT NULL AND user_id > ?3)) \
      GROUP BY expires_at, user_id ORDER BY expires_at, user_id LIMIT ?5";
+
+/// The companies' schedules, of companies with an enabled endpoint for `coins.expiring`.
+const SCHEDULES_SQL: &str = "SELECT s.company_id, s.lead_days, s.swept_to, s.swept_user FROM reminder_schedules s \
+     WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.company_id = s.company_id AND w.enabled = 1 AND (w.event_mask & ?1) <> 0) \
+     ORDER BY s.company_id, s.lead_days DESC";
 
 fn lead_days(conn: &Connection, company: &str) -> StoreResult<Vec<u16>> {
     Ok(conn
@@ -54,8 +60,8 @@ impl ReminderStore for SqliteStore {
     async fn reminder_schedules(&self) -> StoreResult<Vec<Schedule>> {
         self.read(|conn| {
             let rows = conn
-                .prepare_cached("SELECT company_id, lead_days, swept_to, swept_user FROM reminder_schedules ORDER BY company_id, lead_days DESC")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, Position { at: r.get(2)?, user: r.get(3)? })))?
+                .prepare_cached(SCHEDULES_SQL)?
+                .query_map(params![EventType::Expiring.bit()], |r| Ok((r.get(0)?, r.get(1)?, Position { at: r.get(2)?, user: r.get(3)? })))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(schedules_from(rows))
         })
@@ -76,8 +82,17 @@ impl ReminderStore for SqliteStore {
     }
 
     async fn send_reminders(&self, schedule: &Schedule, reminders: &[Reminder], position: &Position, now_ms: i64) -> StoreResult<u64> {
-        let (company, lead, reminders, position) = (schedule.company.clone(), schedule.lead_days, reminders.to_vec(), position.clone());
+        let (company, lead, reminders, from, to) =
+            (schedule.company.clone(), schedule.lead_days, reminders.to_vec(), schedule.position.clone(), position.clone());
         self.write(move |conn| {
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE reminder_schedules SET swept_to = ?5, swept_user = ?6 WHERE company_id = ?1 AND lead_days = ?2 AND swept_to = ?3 AND swept_user IS ?4",
+                )?
+                .execute(params![company.as_str(), lead, from.at, from.user, to.at, to.user])?;
+            if moved == 0 {
+                return Ok(0);
+            }
             let mut sent = 0;
             for r in &reminders {
                 let new = conn
@@ -97,12 +112,6 @@ impl ReminderStore for SqliteStore {
                 )?
                 .execute(params![company.as_str(), r.user_id, conn.last_insert_rowid(), event.as_str(), now_ms, event.bit()])?;
             }
-            conn.prepare_cached("UPDATE reminder_schedules SET swept_to = ?3, swept_user = ?4 WHERE company_id = ?1 AND lead_days = ?2")?.execute(params![
-                company.as_str(),
-                lead,
-                position.at,
-                position.user
-            ])?;
             Ok(sent)
         })
         .await

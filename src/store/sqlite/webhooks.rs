@@ -308,7 +308,9 @@ impl WebhookStore for SqliteStore {
             const RETRY: &str =
                 "UPDATE webhook_messages SET state = 'pending', next_attempt_at = ?3, lease_until = NULL, lease_owner = NULL WHERE webhook_id = ?1";
             let n = match &message {
-                MessageRef::Seq(seq) => conn.prepare_cached(&format!("{RETRY} AND message_seq = ?2"))?.execute(params![id, seq, now_ms])?,
+                MessageRef::Seq(seq) => {
+                    conn.prepare_cached(&format!("{RETRY} AND message_seq = ?2 AND reminder_id IS NULL"))?.execute(params![id, seq, now_ms])?
+                }
                 MessageRef::Reminder(key) => conn
                     .prepare_cached(&format!("{RETRY} AND reminder_id = (SELECT reminder_id FROM expiry_reminders WHERE message_key = ?2)"))?
                     .execute(params![id, key, now_ms])?,
