@@ -32,13 +32,14 @@ pub fn forms(company: &str, today: &str) -> String {
     format!(
         "<h2>Downloads</h2><form method=\"get\" action=\"/dashboard/exports/ledger\" class=\"filters\" id=\"export-ledger\">{}{}{}{}\
          <button type=\"submit\">Download the ledger</button></form>\
-         <form method=\"get\" action=\"/dashboard/exports/balances\" class=\"filters\" id=\"export-balances\">{}{}\
+         <form method=\"get\" action=\"/dashboard/exports/balances\" class=\"filters\" id=\"export-balances\">{}{}{}\
          <button type=\"submit\">Download balances</button></form>",
         field("xl", "Company", "companyId", company, "required autocomplete=\"off\""),
         field("xl", "From (UTC day)", "fromDay", &month_start, "type=\"date\" required"),
         field("xl", "To (UTC day, included)", "toDay", today, "type=\"date\" required"),
         format("xl"),
         field("xb", "Company", "companyId", company, "required autocomplete=\"off\""),
+        field("xb", "As of the end of (UTC day; empty: now)", "asOfDay", "", "type=\"date\""),
         format("xb"),
     )
 }
@@ -67,7 +68,19 @@ pub async fn ledger(State(state): State<AppState>, session: Session, Query(q): Q
 }
 
 pub async fn balances(State(state): State<AppState>, session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
-    let query: BalancesExportQuery = match read_query(&q) {
+    let mut params = q.clone();
+    match q.get("asOfDay").map(|d| d.trim()).filter(|d| !d.is_empty()) {
+        Some(day) => match day_start(day) {
+            Some(start) => {
+                params.insert("asOf".into(), crate::clock::rfc3339(start + DAY_MS));
+            }
+            None => return ApiError::validation("asOfDay must be a day such as 2026-11-30").into_response(),
+        },
+        None => {
+            params.remove("asOf");
+        }
+    }
+    let query: BalancesExportQuery = match read_query(&params) {
         Ok(query) => query,
         Err(e) => return ApiError::validation(e).into_response(),
     };

@@ -111,6 +111,21 @@ pub enum Lifetime {
     Expired,
 }
 
+/// The counter an entry's coins count in: an expiry's in the expired; a redemption's, and a
+/// return of a redemption's, in the redeemed (with their signs: a return takes from it); every
+/// other entry's — allocations, activations, adjustments, and returns of those — in the earned.
+/// So at every instant balance = earned − redeemed − expired. The flows count each entry so
+/// (`coins verify` recomputes every user's counters by this rule), and reading a past instant back
+/// from the ledger applies it again (`store::as_of`, whose SQL form a test holds equal to this).
+pub fn counter_of(kind: EntryKind, returns_a_redemption: bool) -> Lifetime {
+    match kind {
+        EntryKind::Expire => Lifetime::Expired,
+        EntryKind::Redeem => Lifetime::Redeemed,
+        EntryKind::Reverse if returns_a_redemption => Lifetime::Redeemed,
+        _ => Lifetime::Earned,
+    }
+}
+
 /// A user's debt: what the balance is below zero. Debt arises only from a return or an
 /// adjustment with `onShortfall: NEGATIVE`, after every spendable coin was taken, and every
 /// later credit pays it first, so a user with debt has no spendable coins: the balance is the

@@ -250,7 +250,8 @@ pub fn plan_give_back(
     }
     moves.sort_by_key(|m| m.lot_id);
     // An adjustment's debit took from the lifetime earned; giving it back restores it.
-    let (lifetime, lifetime_delta) = if original.kind == RequestKind::Adjust { (Lifetime::Earned, coins) } else { (Lifetime::Redeemed, -coins) };
+    let lifetime = super::ledger::counter_of(EntryKind::Reverse, original.kind == RequestKind::Redeem);
+    let lifetime_delta = if lifetime == Lifetime::Redeemed { -coins } else { coins };
     let lot = Some(NewLot { coins: left, expires_at: None, pending_until: None }).filter(|l| l.coins > 0);
     let entry = reverse_entry(cmd, original, name, coins, balance + coins, pending);
     Ok(ReversePlan { entry, moves, lot, lifetime, lifetime_delta, remaining: remaining - coins })

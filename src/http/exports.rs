@@ -43,14 +43,15 @@ pub async fn ledger(State(state): State<AppState>, auth: Auth, Query(q): Query<L
     ledger_file(state.store.clone(), q, state.clock.now_ms()).map_err(ApiError::validation)
 }
 
-/// A company's balances: one row per user, as a read shows them now.
+/// A company's balances: one row per user, as a read shows them now, or (`asOf` in the past) as
+/// they stood then, read back from the ledger.
 #[utoipa::path(get, path = "/api/v0/coins/exports/balances", tag = "coins", params(BalancesExportQuery),
     responses(
         (status = 200, description = "The balances, streamed as CSV or JSON lines (ending with `{\"end\":true,\"rows\":N,\"lastUserId\":…}`), \
                                       in user id order",
          content((String = "text/csv; charset=utf-8; header=present"), (String = "application/jsonl; charset=utf-8")),
          headers(("Content-Disposition" = String, description = "`attachment; filename=...`"))),
-        (status = 400, description = "VALIDATION_FAILED: a missing or malformed parameter, or `asOf` in the past", body = ErrorEnvelope),
+        (status = 400, description = "VALIDATION_FAILED: a missing or malformed parameter", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: another company", body = ErrorEnvelope),
     ))]
 pub async fn balances(State(state): State<AppState>, auth: Auth, Query(q): Query<BalancesExportQuery>) -> Result<Response, ApiError> {
@@ -112,11 +113,11 @@ pub fn ledger_file(store: Arc<dyn Store>, q: LedgerExportQuery, now_ms: i64) -> 
 
 /// The balances export's response: headers now, rows as they are read.
 pub fn balances_file(store: Arc<dyn Store>, q: BalancesExportQuery, now_ms: i64) -> Result<Response, String> {
-    let as_of = match q.as_of_ms {
-        Some(at) if at < now_ms - export::SETTLE_MS => {
-            return Err("asOf in the past is not available for balances yet: export the ledger up to that instant instead".into());
-        }
-        _ => now_ms,
+    // A past instant is read back from the ledger; one within the last seconds (when entries
+    // may still commit) or later is now.
+    let (as_of, past) = match q.as_of_ms {
+        Some(at) if at < now_ms - export::SETTLE_MS => (at, true),
+        _ => (now_ms, false),
     };
     let name = format!("coins-balances-{}-{}.{}", q.company_id, day(as_of), q.format.extension());
     let (mut sender, body) = Channel::<Bytes, std::io::Error>::new(PAGES_AHEAD);
@@ -127,7 +128,12 @@ pub fn balances_file(store: Arc<dyn Store>, q: BalancesExportQuery, now_ms: i64)
         }
         let (mut after, mut rows) = (String::new(), 0u64);
         loop {
-            let page = match store.export_balances(&q.company_id, &after, PAGE_ROWS, as_of).await {
+            let page = if past {
+                store.export_balances_at(&q.company_id, &after, PAGE_ROWS, as_of).await
+            } else {
+                store.export_balances(&q.company_id, &after, PAGE_ROWS, as_of).await
+            };
+            let page = match page {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %crate::store::error::chain(&e), "a balances export stopped: the file ends short");

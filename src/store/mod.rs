@@ -14,6 +14,7 @@
 //! `verify.rs`, the caches, and one folder per backend with a file per concern.
 //! Times are stored as Unix milliseconds (UTC).
 
+pub(crate) mod as_of;
 mod balance_cache;
 mod config_cache;
 pub(crate) mod configs;
@@ -136,6 +137,9 @@ pub trait ReportStore: Send + Sync {
     async fn export_entries(&self, company: &CompanyId, from_ms: i64, to_ms: i64, after_entry_id: i64, limit: i64) -> StoreResult<Vec<ExportEntry>>;
     /// A page of the company's users for an export, in user id order after `after_user`.
     async fn export_balances(&self, company: &CompanyId, after_user: &str, limit: i64, now_ms: i64) -> StoreResult<Vec<ExportBalance>>;
+    /// The same page as it stood at a past instant, read back from the ledger (`store::as_of`):
+    /// the users that existed then.
+    async fn export_balances_at(&self, company: &CompanyId, after_user: &str, limit: i64, at_ms: i64) -> StoreResult<Vec<ExportBalance>>;
     /// The user's latest allocations that earned coins (`limit` at most), newest first.
     async fn allocations_of(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<AllocationRecord>>;
 }

@@ -1,6 +1,8 @@
 //! The ledger invariants `coins verify` checks (README, "How it is built"), in SQL both backends speak: each query returns one text column per problem
 //! found, so `coins verify` can print what differs.
 
+use super::as_of::counter_sql;
+
 pub(crate) const CHECKS: &[(&str, &str)] = &[
     (
         "SELECT u.company_id || '/' || u.user_id || ': balance ' || CAST(u.balance AS TEXT) || ', entries sum to ' \
@@ -126,6 +128,21 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "SELECT company_id || '/' || original_request_id || ': ' || CAST(COUNT(*) AS TEXT) || ' activations' FROM ledger_entries \
          WHERE type = 'ACTIVATE' GROUP BY company_id, original_request_id HAVING COUNT(*) > 1",
         "an allocation activated more than once",
+    ),
+    (
+        concat!(
+            "SELECT u.company_id || '/' || u.user_id || ': earned/redeemed/expired ' || CAST(u.lifetime_earned AS TEXT) || '/' \
+             || CAST(u.lifetime_redeemed AS TEXT) || '/' || CAST(u.lifetime_expired AS TEXT) || ', the ledger says ' \
+             || CAST(COALESCE(s.earned, 0) AS TEXT) || '/' || CAST(COALESCE(s.redeemed, 0) AS TEXT) || '/' || CAST(COALESCE(s.expired, 0) AS TEXT) \
+             FROM users u LEFT JOIN (SELECT e.company_id, e.user_id, SUM(CASE WHEN ",
+            counter_sql!(),
+            " = 'EARNED' THEN e.coins ELSE 0 END) AS earned, SUM(CASE WHEN ",
+            counter_sql!(),
+            " = 'REDEEMED' THEN -e.coins ELSE 0 END) AS redeemed, SUM(CASE WHEN e.type = 'EXPIRE' THEN -e.coins ELSE 0 END) AS expired \
+             FROM ledger_entries e GROUP BY e.company_id, e.user_id) s ON s.company_id = u.company_id AND s.user_id = u.user_id \
+             WHERE u.lifetime_earned <> COALESCE(s.earned, 0) OR u.lifetime_redeemed <> COALESCE(s.redeemed, 0) OR u.lifetime_expired <> COALESCE(s.expired, 0)"
+        ),
+        "lifetime counters differ from the ledger",
     ),
     (
         "SELECT a.company_id || '/' || a.request_id || ' names ' || a.alias_of FROM requests a WHERE a.alias_of IS NOT NULL AND NOT EXISTS \

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::*;
@@ -229,6 +229,31 @@ both_backends! {
         assert!(page.contains(r#"id="user-pending"><span class="label">Held (not spendable yet)</span><span class="value" data-value="0">0</span>"#), "{page}");
         assert!(page.contains(r#"<tr><td>HELD-1</td><td>BUY</td><td>ACTIVE</td><td><span class="num">1,234</span></td><td><span class="num">1,000</span></td>"#), "{page}");
         assert!(!page.contains(r#"<table class="pending">"#) && page.contains("ACTIVATE"), "activated: the history shows it");
+    }
+
+    async fn the_balances_download_reads_a_past_day_from_the_ledger(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "E", 70).await;
+        app.allocate(&app.admin_token, "SHOP", "E", "D1", "ASHA").await.assert_ok();
+        let day_one = coins::clock::rfc3339(coins::clock::Clock::now_ms(&app.clock)).get(..10).unwrap().to_owned();
+        app.clock.advance_ms(2 * 86_400_000);
+        app.allocate(&app.admin_token, "SHOP", "E", "D2", "ASHA").await.assert_ok();
+        let mut b = Browser::new(app);
+        b.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, page, _) = b.get("/dashboard").await;
+        assert!(page.contains(r#"<input name="asOfDay" id="xb-asOfDay" value="" type="date">"#), "{page}");
+        // The end of the first day: one allocation; now: two.
+        let (status, file, _) = b.get(&format!("/dashboard/exports/balances?companyId=SHOP&format=jsonl&asOfDay={day_one}")).await;
+        assert_eq!(status, 200, "{file}");
+        let first: Value = serde_json::from_str(file.lines().next().unwrap()).unwrap();
+        let day_end = coins::clock::parse_rfc3339(&format!("{day_one}T00:00:00Z")).unwrap() + 86_400_000;
+        assert_eq!((&first["balance"], &first["asOf"]), (&json!(70), &json!(coins::clock::rfc3339(day_end))));
+        let api = app.get(&format!("/api/v0/coins/exports/balances?companyId=SHOP&format=jsonl&asOf={}", first["asOf"].as_str().unwrap()), &app.admin_token).await;
+        assert_eq!(api.text, file, "the dashboard's file is the API's");
+        let (_, now, _) = b.get("/dashboard/exports/balances?companyId=SHOP&format=jsonl&asOfDay=").await;
+        assert_eq!(serde_json::from_str::<Value>(now.lines().next().unwrap()).unwrap()["balance"], json!(140));
+        let (status, said, _) = b.get("/dashboard/exports/balances?companyId=SHOP&asOfDay=yesterday").await;
+        assert_eq!(status, 400, "{said}");
+        assert!(said.contains("asOfDay must be a day such as 2026-11-30"), "{said}");
     }
 
     async fn member_links_show_one_user_expire_and_cannot_be_altered(app: &TestApp) {

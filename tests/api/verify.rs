@@ -166,6 +166,10 @@ verify_check! {
         "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state) \
          VALUES ('C', 'Z2', 'ALLOCATE', 'U1', 'E', 0, '', 0, 'O1', 'ZERO')",
     ];
+    // A redemption counted as earned as well as redeemed (balance = earned − redeemed − expired no longer holds).
+    a_lifetime_counter_off_the_ledger: "lifetime counters differ from the ledger", [
+        "UPDATE users SET lifetime_earned = lifetime_earned + 3 WHERE user_id = 'U1'",
+    ];
     an_alias_of_no_allocation: "alias of no allocation", [
         "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, alias_of) \
          VALUES ('C', 'AL1', 'ALLOCATE', 'U1', 'E', 10, '', 0, 'GONE')",

@@ -33,7 +33,8 @@ pub struct LedgerExportQuery {
 pub struct BalancesExportQuery {
     #[param(rename = "companyId", value_type = CompanyId)]
     pub company_id: CompanyId,
-    /// Now when absent (a past instant is not available yet).
+    /// Now when absent (or within the last five seconds, or later). A past instant is read back
+    /// from the ledger: each user's row as an export at that instant would have given it.
     #[param(rename = "asOf", value_type = Option<String>, format = DateTime)]
     pub as_of_ms: Option<i64>,
     /// `csv` (the default) or `jsonl`.

@@ -8,6 +8,7 @@ use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
@@ -236,6 +237,37 @@ impl ReportStore for PgStore {
         let stmt = client.prepare_cached(EXPORT_ENTRIES_SQL).await?;
         let rows = client.query(&stmt, &[&company.as_str(), &from_ms, &to_ms, &after_entry_id, &limit]).await?;
         Ok(rows.iter().map(|r| ExportEntry { entry: entry_of(r), user: r.get(17), currency: r.get(18), activates_at_ms: r.get(19) }).collect())
+    }
+
+    async fn export_balances_at(&self, company: &CompanyId, after_user: &str, limit: i64, at_ms: i64) -> StoreResult<Vec<ExportBalance>> {
+        static SUMS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| as_of::numbered_for_postgres(as_of::PAST_SUMS_SQL));
+        static LOTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| as_of::numbered_for_postgres(as_of::PAST_LOTS_SQL));
+        let mut client = self.core.client().await?;
+        // One snapshot for the sums and the lots of the page.
+        let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let stmt = tx.prepare_cached(&SUMS).await?;
+        let sums: Vec<(String, as_of::PastSums)> = tx
+            .query(&stmt, &[&company.as_str(), &after_user, &at_ms, &limit])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)]))
+            .collect();
+        let Some(last) = sums.last().map(|s| s.0.clone()) else { return Ok(Vec::new()) };
+        let stmt = tx.prepare_cached(&LOTS).await?;
+        let lots = tx
+            .query(&stmt, &[&company.as_str(), &after_user, &last, &at_ms])
+            .await?
+            .iter()
+            .map(|r| as_of::LotAt {
+                user: r.get(0),
+                expires_at: r.get(1),
+                remaining: r.get(2),
+                held: r.get::<_, i64>(3) == 1,
+                hold_ended: r.get::<_, i64>(4) == 1,
+            })
+            .collect();
+        tx.commit().await?;
+        Ok(as_of::rows_at(sums, lots, at_ms))
     }
 
     async fn export_balances(&self, company: &CompanyId, after_user: &str, limit: i64, now_ms: i64) -> StoreResult<Vec<ExportBalance>> {

@@ -8,6 +8,7 @@ use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
+use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
 use crate::store::verify::CHECKS;
 use crate::store::{
@@ -253,6 +254,33 @@ impl ReportStore for SqliteStore {
                     Ok(ExportEntry { entry: entry_of(r)?, user: r.get(17)?, currency: r.get(18)?, activates_at_ms: r.get(19)? })
                 })?
                 .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn export_balances_at(&self, company: &CompanyId, after_user: &str, limit: i64, at_ms: i64) -> StoreResult<Vec<ExportBalance>> {
+        let (company, after_user) = (company.clone(), after_user.to_owned());
+        self.read(move |conn| {
+            // One snapshot for the sums and the lots of the page.
+            let tx = conn.unchecked_transaction()?;
+            let sums: Vec<(String, as_of::PastSums)> = tx
+                .prepare_cached(as_of::PAST_SUMS_SQL)?
+                .query_map(params![company.as_str(), after_user, at_ms, limit], |r| Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?])))?
+                .collect::<Result<_, _>>()?;
+            let Some(last) = sums.last().map(|s| s.0.clone()) else { return Ok(Vec::new()) };
+            let lots = tx
+                .prepare_cached(as_of::PAST_LOTS_SQL)?
+                .query_map(params![company.as_str(), after_user, last, at_ms], |r| {
+                    Ok(as_of::LotAt {
+                        user: r.get(0)?,
+                        expires_at: r.get(1)?,
+                        remaining: r.get(2)?,
+                        held: r.get::<_, i64>(3)? == 1,
+                        hold_ended: r.get::<_, i64>(4)? == 1,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(as_of::rows_at(sums, lots, at_ms))
         })
         .await
     }
