@@ -23,8 +23,9 @@
 //! how long the outbox took to drain after the load stopped.
 //!
 //! `--only export` streams the whole preloaded ledger through `GET /api/v0/coins/exports/ledger`
-//! (JSON lines) and reports rows/s and the server's RSS before and during the export (sampled
-//! every 50 ms): the export holds a page at a time, so RSS must not grow with the ledger.
+//! (JSON lines), then the balances now and as of a past instant (read back from the ledger), and
+//! reports rows/s and the server's RSS before and during each (sampled every 50 ms): an export
+//! holds a page at a time, so RSS must not grow with the ledger.
 //!
 //! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
 //! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
@@ -632,17 +633,27 @@ fn rss_of(pid: u32, field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Streams the company's whole ledger as JSON lines and reports rows/s and the server's RSS
-/// before and during (sampled every 50 ms); `expected` rows must all arrive.
+/// Streams the company's whole ledger as JSON lines, then its balances now and as of a past
+/// instant (read back from the ledger), each reporting rows/s and the server's RSS before and
+/// during (sampled every 50 ms); `expected` ledger rows must all arrive.
 async fn export_phase(addr: &str, token: &str, pid: u32, expected: u64) -> bool {
     // An export ends five seconds before now: let the preload settle into the window.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let now = coins::clock::system_now_ms();
-    let path = format!(
+    let ledger = format!(
         "/api/v0/coins/exports/ledger?companyId={COMPANY}&from={}&to={}&format=jsonl",
         coins::clock::rfc3339(now - 300 * 86_400_000),
         coins::clock::rfc3339(now + 60_000)
     );
+    let rows = stream(addr, token, pid, "export", &ledger).await;
+    stream(addr, token, pid, "export balances now", &format!("/api/v0/coins/exports/balances?companyId={COMPANY}&format=jsonl")).await;
+    let past = format!("/api/v0/coins/exports/balances?companyId={COMPANY}&format=jsonl&asOf={}", coins::clock::rfc3339(now - 5_500));
+    stream(addr, token, pid, "export balances as of a past instant", &past).await;
+    rows == Some(expected)
+}
+
+/// Downloads one JSON-lines export and prints what it took; the rows its end line counts.
+async fn stream(addr: &str, token: &str, pid: u32, label: &str, path: &str) -> Option<u64> {
     let before = rss_of(pid, "VmRSS:");
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -678,12 +689,12 @@ async fn export_phase(addr: &str, token: &str, pid: u32, expected: u64) -> bool 
     let rows = text.rfind(end).and_then(|i| text[i + end.len()..].split(',').next().and_then(|n| n.parse::<u64>().ok()));
     let during = peak.load(Ordering::Relaxed) as f64 / 1024.0;
     println!(
-        "  export: {} rows ({:.1} MB) in {secs:.1} s = {:.0} rows/s; server RSS {before:.1} MB before, at most {during:.1} MB during",
+        "  {label}: {} rows ({:.1} MB) in {secs:.1} s = {:.0} rows/s; server RSS {before:.1} MB before, at most {during:.1} MB during",
         rows.map_or("?".to_owned(), |r| r.to_string()),
         bytes as f64 / 1_048_576.0,
         rows.unwrap_or(0) as f64 / secs,
     );
-    rows == Some(expected)
+    rows
 }
 
 /// A fresh database for the run, and how to remove it afterwards.
