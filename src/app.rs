@@ -114,7 +114,7 @@ impl App {
         let limits = Arc::new(RateLimits::new(settings.rates));
         let webhooks = Arc::new(settings.webhooks.clone());
         let worker = match webhooks.key {
-            Some(_) => Some(Worker::new(store.clone(), clock.clone(), webhooks.clone()).map_err(std::io::Error::other)?),
+            Some(_) => Some(Worker::new(store.clone(), clock.clone(), webhooks.clone(), http::wire::events::body).map_err(std::io::Error::other)?),
             None => {
                 tracing::info!("no COINS_SECRET_KEY: webhooks cannot be registered and none are delivered by this process");
                 None
@@ -134,7 +134,7 @@ impl App {
             tokens: Arc::default(),
             limits: limits.clone(),
         };
-        Ok(App { listener, metrics, router: http::router(state), sweeper, worker, connections: settings.connections, limits })
+        Ok(App { listener, metrics, router: http::router(state, crate::dashboard::routes()), sweeper, worker, connections: settings.connections, limits })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -10,7 +10,6 @@ use secrecy::SecretString;
 use crate::cli::{Cli, ServeArgs, Switch};
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::webhooks::RetryPolicy;
-use crate::http::limits::{Rate, RateSettings};
 use crate::server::ConnectionLimits;
 use crate::store::StoreOptions;
 use crate::webhooks::{SealingKey, TargetPolicy, WebhookSettings};
@@ -25,6 +24,24 @@ pub fn database_url(cli: &Cli) -> String {
 /// How the store runs; `serving`: a long-lived server (PostgreSQL caches need a listener).
 pub fn store_options(cli: &Cli, serving: bool) -> StoreOptions {
     StoreOptions { group_commit: cli.group_commit == Switch::On, listen: serving, wal_max_bytes: cli.sqlite_wal_max_mb * 1024 * 1024 }
+}
+
+/// A sustained rate and the burst allowed on top of it; a rate of 0 turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// The rate limits `coins serve` applies (see `http::limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSettings {
+    /// Every authenticated API call, per client (`COINS_RATE_LIMIT_PER_SEC`, `_BURST`).
+    pub per_client: Rate,
+    /// Token requests per presented client id (`COINS_TOKEN_RATE_LIMIT_PER_SEC`, `_BURST`).
+    pub token_per_client: Rate,
+    /// Token requests per source address (`COINS_TOKEN_IP_RATE_LIMIT_PER_SEC`, `_BURST`).
+    pub token_per_address: Rate,
 }
 
 /// What `serve` needs beyond the database.

@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod dashboard;
 pub mod domain;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -7,71 +7,19 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::html::{esc, num, table};
 use crate::clock::rfc3339;
 use crate::domain::report::{grouped, money};
 use crate::domain::{CompanyId, UserId};
 use crate::http::AppState;
-use crate::webhooks::SealingKey;
+use crate::keys::{self, LinkRefused};
 
 /// Entries of history the page shows.
 const HISTORY_ROWS: i64 = 20;
-const PURPOSE: &str = "coins member page link v1";
 
 /// No script, nothing from elsewhere, no forms; framing allowed (businesses embed it).
 const MEMBER_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'none'; base-uri 'none'";
-
-#[derive(Serialize, Deserialize)]
-struct Claims {
-    /// The user.
-    u: String,
-    /// Its company.
-    c: String,
-    /// Expiry, Unix ms.
-    e: i64,
-}
-
-fn mac(key: &SealingKey, payload: &str) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.derive(PURPOSE)).expect("HMAC takes any key length");
-    mac.update(payload.as_bytes());
-    mac
-}
-
-/// A link token for this user until `expires_ms`.
-pub fn sign(key: &SealingKey, user: &UserId, company: &CompanyId, expires_ms: i64) -> String {
-    let claims = Claims { u: user.to_string(), c: company.to_string(), e: expires_ms };
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
-    let tag = URL_SAFE_NO_PAD.encode(mac(key, &payload).finalize().into_bytes());
-    format!("{payload}.{tag}")
-}
-
-/// Why a link is refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LinkRefused {
-    /// Not one this server signed, or altered.
-    Invalid,
-    Expired,
-}
-
-/// The user and company a token names, if it is genuine and unexpired at `now_ms`.
-pub fn verify(key: &SealingKey, token: &str, now_ms: i64) -> Result<(UserId, CompanyId), LinkRefused> {
-    let (payload, tag) = token.split_once('.').ok_or(LinkRefused::Invalid)?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkRefused::Invalid)?;
-    mac(key, payload).verify_slice(&tag).map_err(|_| LinkRefused::Invalid)?;
-    let claims: Claims = URL_SAFE_NO_PAD.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(LinkRefused::Invalid)?;
-    if now_ms >= claims.e {
-        return Err(LinkRefused::Expired);
-    }
-    let user = UserId::parse(&claims.u).map_err(|_| LinkRefused::Invalid)?;
-    let company = CompanyId::parse(&claims.c).map_err(|_| LinkRefused::Invalid)?;
-    Ok((user, company))
-}
 
 fn member_page(status: StatusCode, title: &str, body: &str) -> Response {
     let doc = format!(
@@ -88,7 +36,7 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
     let Some(key) = state.settings.webhooks.key.as_deref() else {
         return member_page(StatusCode::NOT_FOUND, "Link not valid", "<h1>This link is not valid</h1>");
     };
-    let (user, company) = match verify(key, &token, now) {
+    let (user, company) = match keys::verify_link(key, &token, now) {
         Ok(pair) => pair,
         Err(LinkRefused::Expired) => {
             return member_page(StatusCode::GONE, "Link expired", "<h1>This link has expired</h1><p>Ask for a new one where you found it.</p>");
@@ -144,24 +92,4 @@ async fn render(state: &AppState, user: &UserId, company: &CompanyId, now: i64) 
         .collect();
     out.push_str(&table("history", &["Date", "", "For", "Coins"], &rows));
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links_open_only_unaltered_and_in_time() {
-        let key = SealingKey::random();
-        let (user, company) = (UserId::parse("U1").unwrap(), CompanyId::parse("C1").unwrap());
-        let token = sign(&key, &user, &company, 1_000);
-        assert_eq!(verify(&key, &token, 999), Ok((user.clone(), company.clone())));
-        assert_eq!(verify(&key, &token, 1_000), Err(LinkRefused::Expired));
-        let (payload, tag) = token.split_once('.').unwrap();
-        let other = URL_SAFE_NO_PAD.encode(br#"{"u":"U2","c":"C1","e":1000}"#);
-        assert_eq!(verify(&key, &format!("{other}.{tag}"), 0), Err(LinkRefused::Invalid), "another user under the same tag");
-        assert_eq!(verify(&key, &format!("{payload}.{tag}x"), 0), Err(LinkRefused::Invalid));
-        assert_eq!(verify(&SealingKey::random(), &token, 0), Err(LinkRefused::Invalid), "another server's key");
-        assert_eq!(verify(&key, "nonsense", 0), Err(LinkRefused::Invalid));
-    }
 }

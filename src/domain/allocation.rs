@@ -16,6 +16,7 @@
 //! most once, and no move out of a final state is representable as a write.
 
 use super::earn::Calculation;
+pub use super::ledger::AllocationState;
 use super::ledger::{EntryKind, NewEntry};
 use super::lots;
 use super::refusal::Refusal;
@@ -24,42 +25,6 @@ use crate::domain::config::DAY_MS;
 
 /// Largest `pendingDays`: a hold of up to a year.
 pub const PENDING_DAYS_MAX: i64 = 365;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AllocationState {
-    /// Credited but held: counted in the pending balance, not spendable until `activatesAt`.
-    Pending,
-    /// Spendable (or spent): the normal state of a credit.
-    Active,
-    /// Returned in full while still held.
-    Canceled,
-    /// Returned in full after activation (or every coin ended by partial returns).
-    Reversed,
-    /// Earned 0 coins (below the minimum spend, or rounded to 0).
-    Zero,
-}
-
-impl AllocationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Active => "ACTIVE",
-            Self::Canceled => "CANCELED",
-            Self::Reversed => "REVERSED",
-            Self::Zero => "ZERO",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Active, Self::Canceled, Self::Reversed, Self::Zero].into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// Live allocations hold their order id; a fully returned one frees it (a re-opened order
-    /// earns again), a zero one keeps it.
-    pub fn is_live(self) -> bool {
-        !matches!(self, Self::Canceled | Self::Reversed)
-    }
-}
 
 /// When a credit made at `now_ms` under a hold of `pending_days` becomes spendable; `None`: at once.
 pub fn activates_at(now_ms: i64, pending_days: Option<i64>) -> Option<i64> {

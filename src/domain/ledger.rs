@@ -1,7 +1,6 @@
 //! The ledger's vocabulary, shared by every plan: entry and request kinds, the entry a plan
 //! writes, the lot moves that go with it, and what a stored request remembers for replays.
 
-use super::allocation::AllocationState;
 use super::refusal::Refusal;
 use super::{CompanyId, RequestId, UserId};
 
@@ -66,6 +65,43 @@ impl RequestKind {
 
     pub fn parse(s: &str) -> Option<Self> {
         [Self::Allocate, Self::Redeem, Self::Reverse, Self::Activate, Self::Adjust].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The state of an allocation (or of an adjustment's credit), as its record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AllocationState {
+    /// Credited but held: counted in the pending balance, not spendable until `activatesAt`.
+    Pending,
+    /// Spendable (or spent): the normal state of a credit.
+    Active,
+    /// Returned in full while still held.
+    Canceled,
+    /// Returned in full after activation (or every coin ended by partial returns).
+    Reversed,
+    /// Earned 0 coins (below the minimum spend, or rounded to 0).
+    Zero,
+}
+
+impl AllocationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Active => "ACTIVE",
+            Self::Canceled => "CANCELED",
+            Self::Reversed => "REVERSED",
+            Self::Zero => "ZERO",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Active, Self::Canceled, Self::Reversed, Self::Zero].into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Live allocations hold their order id; a fully returned one frees it (a re-opened order
+    /// earns again), a zero one keeps it.
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Canceled | Self::Reversed)
     }
 }
 

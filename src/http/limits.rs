@@ -11,30 +11,13 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// A sustained rate and the burst allowed on top of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_second: u32,
-    pub burst: u32,
-}
+pub use crate::config::{Rate, RateSettings};
 
-impl Rate {
-    fn quota(self) -> Option<Quota> {
-        let per_second = NonZeroU32::new(self.per_second)?;
-        let burst = NonZeroU32::new(self.burst.max(1))?;
-        Some(Quota::per_second(per_second).allow_burst(burst))
-    }
-}
-
-/// Each `None` (a rate of 0) turns that limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateSettings {
-    /// Every authenticated API call, per client (`COINS_RATE_LIMIT_PER_SEC`, `_BURST`).
-    pub per_client: Rate,
-    /// Token requests per presented client id (`COINS_TOKEN_RATE_LIMIT_PER_SEC`, `_BURST`).
-    pub token_per_client: Rate,
-    /// Token requests per source address (`COINS_TOKEN_IP_RATE_LIMIT_PER_SEC`, `_BURST`).
-    pub token_per_address: Rate,
+/// The quota of a rate; `None` (a rate of 0) turns the limit off.
+fn quota(rate: Rate) -> Option<Quota> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst.max(1))?;
+    Some(Quota::per_second(per_second).allow_burst(burst))
 }
 
 pub struct RateLimits {
@@ -58,9 +41,9 @@ fn check<K: std::hash::Hash + Eq + Clone>(limiter: Option<&DefaultKeyedRateLimit
 impl RateLimits {
     pub fn new(settings: RateSettings) -> Self {
         Self {
-            per_client: settings.per_client.quota().map(RateLimiter::keyed),
-            token_per_client: settings.token_per_client.quota().map(RateLimiter::keyed),
-            token_per_address: settings.token_per_address.quota().map(RateLimiter::keyed),
+            per_client: quota(settings.per_client).map(RateLimiter::keyed),
+            token_per_client: quota(settings.token_per_client).map(RateLimiter::keyed),
+            token_per_address: quota(settings.token_per_address).map(RateLimiter::keyed),
         }
     }
 

@@ -62,8 +62,9 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
 }
 
-/// The router and the API document, built together from the same registrations.
-pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+/// The router and the API document, built together from the same registrations. `pages` (the
+/// dashboard, mounted by the app) share the edge's middleware and fallback but not the document.
+pub fn router_and_document(state: AppState, pages: Router<AppState>) -> (Router, utoipa::openapi::OpenApi) {
     use utoipa::{Modify, OpenApi};
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
@@ -106,7 +107,7 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
     openapi::EdgeResponses.modify(&mut document);
     let json = serde_json::to_string_pretty(&document).unwrap_or_default();
     let router = routes
-        .merge(crate::dashboard::routes())
+        .merge(pages)
         .fallback(not_found)
         .layer(axum::Extension(docs::ApiDocument(Arc::new(json))))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
@@ -114,8 +115,8 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
     (router, document)
 }
 
-pub fn router(state: AppState) -> Router {
-    router_and_document(state).0
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
+    router_and_document(state, pages).0
 }
 
 async fn not_found(req: Request) -> ApiError {

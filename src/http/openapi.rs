@@ -28,7 +28,7 @@ the same `requestId`, which either replays the first answer or applies it once."
     ),
     security(("bearer" = [])),
     components(schemas(
-        crate::webhooks::payload::WebhookEvent,
+        crate::http::wire::events::WebhookEvent,
         crate::domain::earn::AmountType,
         crate::domain::earn::Rounding,
         super::wire::configs::RateBps,

@@ -135,7 +135,7 @@ pub async fn page_link(State(state): State<AppState>, auth: Auth, headers: axum:
     let found = state.store.balance(&user, now_ms).await?.filter(|b| auth.0.can_act_for(&b.company));
     let company = found.ok_or_else(|| ApiError::from(Refusal::UserNotFound(user.clone())))?.company;
     let expires = now_ms + state.settings.member_link_ttl_secs * 1000;
-    let token = crate::dashboard::member::sign(key, &user, &company, expires);
+    let token = crate::keys::sign_link(key, &user, &company, expires);
     let url = format!("{}/member/{token}", public_base(&state, &headers)?);
     Ok(JsonResponse(Envelope::ok(PageLinkView { url, expires_at: crate::clock::rfc3339(expires) })))
 }

@@ -18,9 +18,10 @@ use super::wire::webhooks::{
 };
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::clock::rfc3339;
+use crate::keys::{self, SealingKey};
 use crate::store::webhooks::parse_message_id;
 use crate::store::{WebhookChange, WebhookRecord};
-use crate::webhooks::{ROTATION_OVERLAP_MS, SealingKey, secret, target};
+use crate::webhooks::{ROTATION_OVERLAP_MS, target};
 
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 
@@ -93,7 +94,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, Json(body): Json<
     }
     let now = state.clock.now_ms();
     let webhook_id = format!("wh_{}", hex::encode(crate::crypto::random_bytes::<12>()));
-    let secret = secret::new_secret();
+    let secret = keys::new_secret();
     let webhook = WebhookRecord {
         secret_sealed: key.seal(&webhook_id, &secret),
         webhook_id,
@@ -189,7 +190,7 @@ pub async fn rotate_secret(State(state): State<AppState>, auth: Auth, PathParam(
     let key = key(&state)?;
     visible(&state, &auth, &raw).await?;
     let now = state.clock.now_ms();
-    let secret = secret::new_secret();
+    let secret = keys::new_secret();
     if !state.store.rotate_webhook_secret(&raw, key.seal(&raw, &secret), now + ROTATION_OVERLAP_MS, now).await? {
         return Err(not_found(&raw));
     }

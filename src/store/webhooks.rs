@@ -13,7 +13,7 @@ use super::{LedgerEntry, StoreResult};
 use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy, should_disable};
 
-/// A subscription as stored. The secrets are sealed (see `webhooks::secret`).
+/// A subscription as stored. The secrets are sealed (see `keys`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
     pub webhook_id: String,

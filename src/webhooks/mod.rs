@@ -1,17 +1,15 @@
 //! Webhooks: every ledger change pushed to the business's endpoints, signed, at least
 //! once, in ledger order per user and endpoint.
 //!
-//! - `secret.rs`: signing secrets, made and sealed at rest; `sign.rs`: Standard Webhooks
-//!   signatures; `target.rs`: which URLs and addresses may be sent to (SSRF).
-//! - `payload.rs`: the body an endpoint receives.
+//! - `sign.rs`: Standard Webhooks signatures (the secrets are made and sealed by `keys`);
+//!   `target.rs`: which URLs and addresses may be sent to (SSRF).
 //! - `worker.rs`: the delivery worker every `coins serve` runs.
 //!
 //! The outbox is written by the ledger's own transactions (`store::ledger::write_entry`); the
 //! retry schedule and the disabling rule are `domain::webhooks`; the HTTP API is
-//! `http::webhooks`.
+//! `http::webhooks`, and the body an endpoint receives is `http::wire::events` (the app hands
+//! the worker its encoder).
 
-pub mod payload;
-pub mod secret;
 pub mod sign;
 pub mod target;
 pub mod worker;
@@ -20,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::webhooks::RetryPolicy;
-pub use secret::SealingKey;
+pub use crate::keys::SealingKey;
 pub use target::TargetPolicy;
 
 /// How long a rotated-out secret keeps signing beside the new one.

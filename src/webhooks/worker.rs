@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-use super::payload::WebhookEvent;
 use super::{WebhookSettings, sign, target};
 use crate::clock::Clock;
 use crate::store::error::chain;
@@ -32,6 +31,9 @@ const RECORD_QUEUE_MAX: usize = 4096;
 /// How often the outbox depth gauge is refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How a message becomes the body of its request.
+pub type BodyOf = fn(&Delivery) -> serde_json::Result<Vec<u8>>;
+
 pub struct Worker {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -39,13 +41,15 @@ pub struct Worker {
     client: reqwest::Client,
     /// This process, as lease owner (for the operator reading the table).
     owner: String,
+    /// Encodes a message as the body its endpoint receives.
+    body: BodyOf,
 }
 
 impl Worker {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Arc<WebhookSettings>) -> reqwest::Result<Self> {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Arc<WebhookSettings>, body: BodyOf) -> reqwest::Result<Self> {
         let client = target::client(settings.targets, settings.timeout)?;
         let owner = format!("{}-{}", std::process::id(), hex::encode(crate::crypto::random_bytes::<4>()));
-        Ok(Self { store, clock, settings, client, owner })
+        Ok(Self { store, clock, settings, client, owner, body })
     }
 
     /// Delivers until `stop` turns true, then lets deliveries in flight finish (each is bounded
@@ -173,7 +177,7 @@ impl Worker {
         let Some(secrets) = self.secrets(d) else {
             return Sent::Failed("the signing secret cannot be opened with this COINS_SECRET_KEY".into());
         };
-        let body = match serde_json::to_vec(&WebhookEvent::of(d)) {
+        let body = match (self.body)(d) {
             Ok(body) => body,
             Err(e) => return Sent::Failed(format!("encoding the event: {e}")),
         };

@@ -75,8 +75,12 @@ both_backends! {
         // Nothing reaches the router except through the registrations the document is made from,
         // and the web pages of the dashboard (HTML, not API), all under /dashboard and /member.
         let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs")).unwrap();
-        let source = source.replacen(".merge(crate::dashboard::routes())", "", 1);
+        let source = source.replacen(".merge(pages)", "", 1);
         assert!(!source.contains(".route(") && !source.contains(".nest(") && !source.contains(".merge("), "a route added outside routes!() would be missing from the document");
+        // The pages merged are the dashboard's, and only they.
+        let app_rs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/app.rs")).unwrap();
+        assert_eq!(app_rs.matches("http::router(").count(), 1);
+        assert!(app_rs.contains("http::router(state, crate::dashboard::routes())"), "the app mounts the dashboard's pages and nothing else");
         let pages = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/dashboard/mod.rs")).unwrap();
         for route in pages.split(".route(\"").skip(1) {
             assert!(route.starts_with("/dashboard") || route.starts_with("/member/"), "a page route outside /dashboard and /member: {}", &route[..40.min(route.len())]);

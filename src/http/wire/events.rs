@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
+use super::users::EntryView;
 use crate::clock::rfc3339;
-use crate::http::wire::users::EntryView;
 use crate::store::{Delivery, EventData, MessageData};
 
 /// The body of every webhook request.
@@ -109,6 +109,12 @@ impl From<&EventData> for EntryData {
             coins_remaining: e.coins_remaining,
         }
     }
+}
+
+/// The body a delivery sends: what the webhook worker is given to encode each message with (the
+/// worker knows how to deliver, not what an event looks like).
+pub fn body(d: &Delivery) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&WebhookEvent::of(d))
 }
 
 impl WebhookEvent {
