@@ -10,6 +10,7 @@ use axum::response::Response;
 
 use super::html::{esc, num, table};
 use crate::clock::rfc3339;
+use crate::domain::ledger::EntryKind;
 use crate::domain::report::{grouped, money};
 use crate::domain::{CompanyId, UserId};
 use crate::http::AppState;
@@ -79,16 +80,16 @@ async fn render(state: &AppState, user: &UserId, company: &CompanyId, now: i64) 
     }
     let entries = state.store.transactions(user, None, HISTORY_ROWS).await?;
     out.push_str("<h2>Recent activity</h2>");
-    let label = |kind: &str| match kind {
-        "ALLOCATE" => "Earned",
-        "REDEEM" => "Spent",
-        "REVERSE" => "Corrected",
-        "EXPIRE" => "Expired",
-        _ => "Changed",
+    let label = |kind: EntryKind| match kind {
+        EntryKind::Allocate | EntryKind::Activate => "Earned",
+        EntryKind::Redeem => "Spent",
+        EntryKind::Reverse | EntryKind::Cancel => "Corrected",
+        EntryKind::Expire => "Expired",
+        EntryKind::Adjust => "Changed",
     };
     let rows: Vec<Vec<String>> = entries
         .iter()
-        .map(|e| vec![esc(&rfc3339(e.created_at_ms)[..10]), esc(label(&e.kind)), esc(e.event.as_deref().unwrap_or("")), num(&grouped(i128::from(e.coins)))])
+        .map(|e| vec![esc(&rfc3339(e.created_at_ms)[..10]), esc(label(e.kind)), esc(e.event.as_deref().unwrap_or("")), num(&grouped(i128::from(e.coins)))])
         .collect();
     out.push_str(&table("history", &["Date", "", "For", "Coins"], &rows));
     Ok(out)

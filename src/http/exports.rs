@@ -198,7 +198,7 @@ fn ledger_cells(company: &CompanyId, e: &ExportEntry) -> Vec<Cell> {
         Cell::Time(x.effective_at_ms),
         Cell::Text(Some(company.to_string())),
         Cell::Text(Some(e.user.clone())),
-        Cell::Text(Some(e.entry.kind.clone())),
+        Cell::Text(Some(e.entry.kind.as_str().to_owned())),
         Cell::Int(Some(e.entry.coins)),
         Cell::Int(Some(x.pending_coins)),
         Cell::Int(Some(e.entry.balance_after)),

@@ -11,8 +11,8 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{BULK_BODY_BYTES_MAX, Json};
 use super::wire::coins::{
-    ALLOCATED, ActivateRequest, ActivateView, AdjustRequest, AdjustView, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, RedeemRequest,
-    RedeemView, ReverseRequest, ReverseView, SimulateRequest, SimulatedOperation, SimulationView,
+    ALLOCATED, ActivateRequest, ActivateView, AdjustRequest, AdjustView, AllocateRequest, BulkAllocateRequest, BulkItemResult, BulkResult, BulkStatus,
+    RedeemRequest, RedeemView, ReverseRequest, ReverseView, SimulateRequest, SimulatedOperation, SimulationView,
 };
 use super::wire::{Envelope, ErrorEnvelope};
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
@@ -74,7 +74,7 @@ pub async fn allocate_many(
     let now_ms = state.clock.now_ms();
     let failed = |request_id: Option<String>, e: ApiError| BulkItemResult {
         request_id,
-        status: "FAILED",
+        status: BulkStatus::Failed,
         coins: None,
         error_code: Some(e.code.as_str()),
         message: Some(e.message),
@@ -112,19 +112,19 @@ pub async fn allocate_many(
                 match outcomes[i].take() {
                     Some(Ok(AllocateOk::Allocated { coins, .. })) => {
                         metrics::moved(Movement::Allocated, 1, coins.get().unsigned_abs());
-                        done("ALLOCATED", coins)
+                        done(BulkStatus::Allocated, coins)
                     }
-                    Some(Ok(AllocateOk::Zero)) => done("ALLOCATED", crate::domain::Coins::ZERO),
-                    Some(Ok(AllocateOk::Replayed { coins })) => done("REPLAYED", coins),
+                    Some(Ok(AllocateOk::Zero)) => done(BulkStatus::Allocated, crate::domain::Coins::ZERO),
+                    Some(Ok(AllocateOk::Replayed { coins })) => done(BulkStatus::Replayed, coins),
                     Some(Err(e)) => failed(request_id, e.into()),
                     None => failed(request_id, ApiError::internal("bulk allocation lost an item")),
                 }
             }
         };
         match item.status {
-            "ALLOCATED" => result.allocated += 1,
-            "REPLAYED" => result.replayed += 1,
-            _ => result.failed += 1,
+            BulkStatus::Allocated => result.allocated += 1,
+            BulkStatus::Replayed => result.replayed += 1,
+            BulkStatus::Failed => result.failed += 1,
         }
         result.results.push(item);
     }

@@ -144,7 +144,7 @@ impl UserSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub entry_id: i64,
-    pub kind: String,
+    pub kind: crate::domain::ledger::EntryKind,
     pub coins: i64,
     pub balance_after: i64,
     pub event: Option<String>,

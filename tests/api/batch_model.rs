@@ -222,7 +222,18 @@ async fn ledger(store: &dyn Store) -> Vec<(String, Vec<Written>)> {
         let entries = entries
             .into_iter()
             .rev()
-            .map(|e| (e.kind, e.coins, e.balance_after, e.request_id, e.expires_at_ms, e.coin_config_id, e.extra.pending_coins, e.extra.pending_after))
+            .map(|e| {
+                (
+                    e.kind.as_str().to_owned(),
+                    e.coins,
+                    e.balance_after,
+                    e.request_id,
+                    e.expires_at_ms,
+                    e.coin_config_id,
+                    e.extra.pending_coins,
+                    e.extra.pending_after,
+                )
+            })
             .collect();
         out.push((format!("U{u}"), entries));
     }

@@ -4,7 +4,8 @@
 //! `COINS_FUZZ_SECS` per target (default 10); `scripts/fuzz` runs them long, optimised. This
 //! short run builds unoptimised (`--dev`, with debug assertions): the optimised, instrumented
 //! build of the whole crate took most of 10 minutes on 2 cores. Needs cargo-fuzz
-//! (`.ci/run` installs it); outside CI its absence skips, loudly.
+//! (`.ci/run` installs it and builds the targets before the tests); outside CI its absence
+//! skips, loudly.
 
 use std::process::Command;
 

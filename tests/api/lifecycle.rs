@@ -419,7 +419,7 @@ async fn the_background_sweeper_writes_expiry_entries_on_its_own() {
     let mut swept = false;
     for _ in 0..250 {
         let entries = app.store().transactions(&user, None, 10).await.unwrap();
-        if entries.iter().any(|e| e.kind == "EXPIRE") {
+        if entries.iter().any(|e| e.kind == coins::domain::ledger::EntryKind::Expire) {
             swept = true;
             break;
         }

@@ -927,7 +927,7 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
                 .unwrap()
                 .into_iter()
                 .rev()
-                .map(|e| (e.kind, e.coins, e.balance_after, e.extra.pending_coins, e.extra.pending_after))
+                .map(|e| (e.kind.as_str().to_owned(), e.coins, e.balance_after, e.extra.pending_coins, e.extra.pending_after))
                 .collect();
             let expected: Vec<(String, i64, i64, i64, i64)> = acct.entries.iter().map(|&(k, c, b, p, pa)| (k.to_owned(), c, b, p, pa)).collect();
             assert_eq!(history, expected, "history of U{user} after step {step}: {op:?}");

@@ -126,14 +126,25 @@ impl FromJsonObject for BulkAllocateRequest {
     }
 }
 
+/// What became of one item of a bulk allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BulkStatus {
+    /// Applied now (0 coins for an item that earned nothing).
+    Allocated,
+    /// Applied before: the answer of the first time.
+    Replayed,
+    /// Refused; `errorCode` says why.
+    Failed,
+}
+
 /// One item's outcome in a bulk answer, in request order.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkItemResult {
     pub request_id: Option<String>,
-    #[schema(value_type = String, example = "ALLOCATED")]
     /// `ALLOCATED`, `REPLAYED` or `FAILED`.
-    pub status: &'static str,
+    pub status: BulkStatus,
     pub coins: Option<i64>,
     /// For a failed item: the code a single allocation would have answered.
     #[schema(value_type = Option<String>)]

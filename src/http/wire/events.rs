@@ -151,7 +151,7 @@ mod tests {
                 company_id: "C1".into(),
                 entry: crate::store::LedgerEntry {
                     entry_id: 42,
-                    kind: "ALLOCATE".into(),
+                    kind: crate::domain::ledger::EntryKind::Allocate,
                     coins: 50,
                     balance_after: 150,
                     event: Some("REFERRAL".into()),

@@ -136,7 +136,7 @@ impl From<LedgerEntry> for EntryView {
     fn from(e: LedgerEntry) -> Self {
         Self {
             entry_id: e.entry_id,
-            kind: e.kind,
+            kind: e.kind.as_str().to_owned(),
             coins: e.coins,
             balance_after: e.balance_after,
             event: e.event,

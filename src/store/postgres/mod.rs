@@ -12,6 +12,18 @@
 //! - `listen.rs`: LISTEN/NOTIFY keeping this process's caches right when others write.
 //! - `clients.rs`, `configs.rs`, `reports.rs`: one file per store trait.
 
+/// An entry's type as stored; a type the code does not know is a conversion error, not a guess.
+impl<'a> tokio_postgres::types::FromSql<'a> for crate::domain::ledger::EntryKind {
+    fn from_sql(ty: &tokio_postgres::types::Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        Self::parse(text).ok_or_else(|| format!("unknown entry type {text}").into())
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
 mod batcher;
 mod clients;
 mod configs;

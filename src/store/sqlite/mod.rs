@@ -10,6 +10,14 @@
 //! the writer and see only committed data. Balance reads are usually answered from the
 //! [`BalanceCache`], which the writer keeps exact (one `serve` per file, see `lock_sqlite_for_serve`).
 
+/// An entry's type as stored; a type the code does not know is a conversion error, not a guess.
+impl rusqlite::types::FromSql for crate::domain::ledger::EntryKind {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Self::parse(text).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown entry type {text}").into()))
+    }
+}
+
 mod clients;
 mod configs;
 mod ledger;
