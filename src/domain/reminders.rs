@@ -64,6 +64,12 @@ impl LeadTimes {
     }
 }
 
+/// Whether a reminder of coins expiring at `expires_at_ms` would come too late at `now_ms` (its
+/// delivery kept failing until the coins expired): it is not sent then.
+pub fn is_stale(expires_at_ms: i64, now_ms: i64) -> bool {
+    expires_at_ms <= now_ms
+}
+
 /// Whole days from `now_ms` to `expires_at_ms`, rounded up.
 pub fn days_left(expires_at_ms: i64, now_ms: i64) -> i64 {
     (expires_at_ms - now_ms + DAY_MS - 1).div_euclid(DAY_MS)

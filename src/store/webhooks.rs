@@ -128,6 +128,9 @@ pub struct AttemptOutcome {
     pub latency_ms: i64,
     /// The start of the response body, or what went wrong.
     pub excerpt: Option<String>,
+    /// Not sent, because what it announced no longer holds (a reminder of coins that expired
+    /// meanwhile): the message fails for good, and the endpoint is not held to account for it.
+    pub withdrawn: bool,
 }
 
 /// One attempt, as the delivery log shows it.
@@ -192,6 +195,8 @@ pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOut
         let now = outcome.attempted_at;
         let state = if outcome.delivered {
             MessageState::Delivered
+        } else if outcome.withdrawn {
+            MessageState::Failed
         } else {
             match crate::domain::webhooks::next_attempt(policy, attempts_before + 1, now, jitter()) {
                 Some(at) => MessageState::Retry { at },
@@ -208,7 +213,7 @@ pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOut
         finished.push((outcome.message_seq, state, now));
         if outcome.delivered {
             *since = None;
-        } else if should_disable(policy, *since.get_or_insert(now), now) && !disabled.iter().any(|(id, _)| *id == outcome.webhook_id) {
+        } else if !outcome.withdrawn && should_disable(policy, *since.get_or_insert(now), now) && !disabled.iter().any(|(id, _)| *id == outcome.webhook_id) {
             disabled.push((&outcome.webhook_id, now));
         }
         states.push(Some(state));

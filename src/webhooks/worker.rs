@@ -13,7 +13,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use super::{WebhookSettings, sign, target};
 use crate::clock::Clock;
 use crate::store::error::chain;
-use crate::store::{AttemptOutcome, Delivery, Store};
+use crate::store::{AttemptOutcome, Delivery, MessageData, Store};
 
 /// Bytes of a response body read at most; the rest is never read.
 pub const RESPONSE_BYTES_MAX: usize = 4 * 1024;
@@ -149,6 +149,21 @@ impl Worker {
 
     /// Sends one message; how it went.
     async fn attempt(&self, d: &Delivery) -> AttemptOutcome {
+        if let MessageData::Expiring(r) = &d.data {
+            let now = self.clock.now_ms();
+            if crate::domain::reminders::is_stale(r.expires_at, now) {
+                return AttemptOutcome {
+                    message_seq: d.message_seq,
+                    webhook_id: d.webhook_id.clone(),
+                    attempted_at: now,
+                    delivered: false,
+                    http_status: None,
+                    latency_ms: 0,
+                    excerpt: Some("not sent: the coins expired before the reminder could be delivered".into()),
+                    withdrawn: true,
+                };
+            }
+        }
         let started = Instant::now();
         let sent = self.send(d).await;
         let now = self.clock.now_ms();
@@ -166,6 +181,7 @@ impl Worker {
             http_status,
             latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             excerpt,
+            withdrawn: false,
         }
     }
 

@@ -86,6 +86,13 @@ fn no_sweeper() -> coins::config::ServeSettings {
     s
 }
 
+/// As [`no_sweeper`], with failed deliveries retried every 100 ms.
+fn no_sweeper_quick_retries() -> coins::config::ServeSettings {
+    let mut s = no_sweeper();
+    s.webhooks.retry.delays_ms = vec![100; 1_000];
+    s
+}
+
 async fn put_leads(app: &TestApp, days: Value) {
     app.send(reqwest::Method::PUT, REMINDERS, Some(&app.admin_token), Some(&json!({"companyId":"SHOP","expiryReminderDays":days}))).await.assert_ok();
 }
@@ -102,6 +109,50 @@ async fn recorded(app: &TestApp) -> i64 {
             tokio::spawn(conn);
             client.query_one("SELECT COUNT(*) FROM expiry_reminders", &[]).await.unwrap().get(0)
         }
+    }
+}
+
+both_backends! {
+    settings = no_sweeper_quick_retries;
+
+    async fn a_reminder_that_could_not_be_delivered_before_the_coins_expired_is_withdrawn(app: &TestApp) {
+        let Some(mut rx) = Receiver::start() else { return };
+        let webhook = subscribe(app, &rx).await;
+        let expiry = coins::clock::rfc3339(app.clock.now_ms() + DAY_MS / 2);
+        credit(app, "ASHA", "IMP-1", 40, json!({"expiresAt": expiry})).await;
+        put_leads(app, json!([1])).await;
+        // The endpoint is down when the reminder goes out, and stays down past the expiry.
+        rx.stop();
+        assert_eq!(pass(app).await, 1);
+        let attempts_of = || async {
+            let res = app.get(&format!("/api/v0/coins/webhooks/{webhook}/deliveries"), &app.admin_token).await;
+            res.assert_ok()["attempts"].as_array().unwrap().clone()
+        };
+        let started = Instant::now();
+        while attempts_of().await.len() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(20), "no failed attempts");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        app.clock.advance_ms(DAY_MS);
+        rx.restart();
+        // The next attempt finds the coins expired: not sent, the event fails for good.
+        let started = Instant::now();
+        let attempts = loop {
+            let attempts = attempts_of().await;
+            if attempts[0]["eventStatus"] == "failed" {
+                break attempts;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "never withdrawn: {attempts:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let last = &attempts[0];
+        assert_eq!((&last["status"], &last["httpCode"], &last["nextAttemptAt"]), (&json!("failed"), &Value::Null, &Value::Null));
+        assert_eq!(last["responseExcerpt"], "not sent: the coins expired before the reminder could be delivered");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(rx.records().iter().all(|r| r["status"] != 200), "the withdrawn reminder never arrives: {:#?}", rx.records());
+        // The endpoint is not held to account for it: it is still enabled.
+        let hook = app.get(&format!("/api/v0/coins/webhooks/{webhook}"), &app.admin_token).await;
+        assert_eq!(hook.assert_ok()["enabled"], json!(true));
     }
 }
 
@@ -219,10 +270,27 @@ both_backends! {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(attempts.iter().all(|a| a["eventType"] == "coins.expiring" && a["entryId"].is_null()), "{attempts:#?}");
-        let retried = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/{}/retry", ids[0]), &app.admin_token, json!({})).await;
-        assert_eq!(retried.assert_ok()["messageId"], ids[0].as_str());
-        let before = rx.records().iter().filter(|x| x["id"] == ids[0].as_str()).count();
-        rx.wait_for("the retried reminder", Duration::from_secs(20), |r| r.iter().filter(|x| x["id"] == ids[0].as_str()).count() > before).await;
+        // BEN's last reminder (his coins expire in half a day) goes out again; ASHA's first one,
+        // whose coins have expired since, is withdrawn instead of sent.
+        let (live, lapsed) = (ids.last().unwrap(), &ids[0]);
+        let retried = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/{live}/retry"), &app.admin_token, json!({})).await;
+        assert_eq!(retried.assert_ok()["messageId"], live.as_str());
+        let before = rx.records().iter().filter(|x| x["id"] == live.as_str()).count();
+        rx.wait_for("the retried reminder", Duration::from_secs(20), |r| r.iter().filter(|x| x["id"] == live.as_str()).count() > before).await;
+        let arrived = rx.records().len();
+        app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/{lapsed}/retry"), &app.admin_token, json!({})).await.assert_ok();
+        let started = Instant::now();
+        loop {
+            let res = app.get(&format!("/api/v0/coins/webhooks/{webhook}/deliveries"), &app.admin_token).await;
+            let newest = res.assert_ok()["attempts"][0].clone();
+            if newest["messageId"] == lapsed.as_str() {
+                assert_eq!(newest["responseExcerpt"], "not sent: the coins expired before the reminder could be delivered");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the lapsed reminder was never attempted: {newest}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(rx.records().len(), arrived, "nothing more arrived");
         let unknown = app.post(&format!("/api/v0/coins/webhooks/{webhook}/deliveries/msg_exp_{}/retry", "0".repeat(32)), &app.admin_token, json!({})).await;
         unknown.assert_error(404, "MESSAGE_NOT_FOUND");
         app.assert_ledger_consistent().await;

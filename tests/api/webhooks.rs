@@ -319,6 +319,7 @@ both_backends! {
             http_status: Some(200),
             latency_ms: 1,
             excerpt: None,
+            withdrawn: false,
         };
         let states = app.store().record_attempts(vec![(outcome, 0)], &coins::domain::webhooks::RetryPolicy::standard()).await;
         assert_eq!(states.expect("recorded without error"), vec![None]);
