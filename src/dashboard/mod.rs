@@ -56,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/exports/balances", get(exports::balances))
         .route("/dashboard/webhooks", get(webhooks::page))
         .route("/dashboard/webhooks/retry", post(webhooks::retry))
+        .route("/dashboard/webhooks/reminders", post(webhooks::set_reminders))
         .route("/dashboard/style.css", get(style))
         .route("/member/{token}", get(member::page))
 }

@@ -1,5 +1,6 @@
-//! Webhooks: the endpoints the caller may see, each one's recent deliveries, and a retry of an
-//! event — through the API's own handlers.
+//! Webhooks: the endpoints the caller may see, each one's recent deliveries, a retry of an
+//! event, and each company's expiry reminders (the `coins.expiring` events) — through the API's
+//! own handlers.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -12,10 +13,12 @@ use super::{Session, notice, read_form, refusal};
 use crate::http::AppState;
 use crate::http::auth::Auth;
 use crate::http::error::ApiError;
-use crate::http::extract::{PathParam, Query as ApiQuery};
+use crate::http::extract::{Json, PathParam, Query as ApiQuery};
+use crate::http::reminders;
 use crate::http::webhooks as api;
-use crate::http::wire::FromQuery;
+use crate::http::wire::reminders::{ReminderQuery, ReminderSettingsRequest};
 use crate::http::wire::webhooks::{DeliveriesQuery, WebhookListQuery};
+use crate::http::wire::{FromJsonObject, FromQuery};
 
 fn caller(session: &Session) -> Auth {
     Auth(session.auth.0.clone())
@@ -60,6 +63,7 @@ async fn body(state: &AppState, session: &Session, q: &HashMap<String, String>, 
         })
         .collect();
     out.push_str(&table("webhooks", &["Endpoint", "Company", "URL", "Events", "Status"], &rows));
+    reminders_section(state, session, hooks.iter().map(|h| crate::domain::CompanyId::from_trusted(h.company_id.clone())).collect(), out).await?;
     let Some(id) = q.get("webhookId").filter(|id| !id.is_empty()) else {
         out.push_str("<p class=\"hint\">Choose an endpoint to see its deliveries.</p>");
         return Ok(());
@@ -102,6 +106,66 @@ async fn body(state: &AppState, session: &Session, q: &HashMap<String, String>, 
         out.push_str(&table("deliveries", &["When (UTC)", "Event id", "Type", "Attempt", "HTTP", "Latency", "Next try", "Event", "Response", ""], &rows));
     }
     Ok(())
+}
+
+/// Each company's reminder lead times (of the companies with an endpoint), and the form that sets
+/// them.
+async fn reminders_section(state: &AppState, session: &Session, mut companies: Vec<crate::domain::CompanyId>, out: &mut String) -> Result<(), ApiError> {
+    companies.sort();
+    companies.dedup();
+    out.push_str("<h2>Expiry reminders</h2><p class=\"hint\">Members hear by <code>coins.expiring</code>, once per lead time, before their coins expire.</p>");
+    let mut rows = Vec::with_capacity(companies.len());
+    for company in companies {
+        let set = reminders::get(State(state.clone()), caller(session), ApiQuery(ReminderQuery { company_id: company.clone() })).await?.0.payload;
+        let days = set.expiry_reminder_days.0.days().iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        rows.push(vec![esc(company.as_str()), esc(if days.is_empty() { "off" } else { &days })]);
+    }
+    out.push_str(&table("reminders", &["Company", "Days before expiry"], &rows));
+    let _ = write!(
+        out,
+        "<form method=\"post\" action=\"/dashboard/webhooks/reminders\" class=\"filters\" id=\"reminders-form\">{}\
+         <label>Company<input name=\"companyId\" id=\"reminders-companyId\" required autocomplete=\"off\"></label>\
+         <label>Days before expiry (up to three; empty: off)<input name=\"days\" id=\"reminders-days\" placeholder=\"30, 7, 1\" autocomplete=\"off\"></label>\
+         <button type=\"submit\">Set reminders</button></form>",
+        csrf_field(&session.csrf)
+    );
+    Ok(())
+}
+
+/// Sets a company's lead times from the form: days separated by commas or spaces.
+pub async fn set_reminders(State(state): State<AppState>, session: Session, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let days: Vec<serde_json::Value> = form
+        .get("days")
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<i64>().map_or_else(|_| serde_json::Value::from(d), serde_json::Value::from))
+        .collect();
+    let body = serde_json::json!({"companyId": form.get("companyId").trim(), "expiryReminderDays": days});
+    let object = body.as_object().cloned().unwrap_or_default();
+    let done = match ReminderSettingsRequest::from_object(&object).map_err(ApiError::validation) {
+        Ok(request) => reminders::put(State(state.clone()), caller(&session), Json(request)).await,
+        Err(e) => Err(e),
+    };
+    let note = match done {
+        Ok(set) => {
+            let set = set.0.payload;
+            let days = set.expiry_reminder_days.0.days().iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+            notice(
+                true,
+                &if days.is_empty() {
+                    format!("Expiry reminders of {} are off.", set.company_id)
+                } else {
+                    format!("{} reminds {days} days before coins expire.", set.company_id)
+                },
+            )
+        }
+        Err(e) => refusal(&e),
+    };
+    render(&state, &session, &HashMap::new(), Some(note)).await
 }
 
 pub async fn retry(State(state): State<AppState>, session: Session, req: Request) -> Response {

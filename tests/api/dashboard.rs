@@ -149,7 +149,7 @@ both_backends! {
             assert_eq!(status, StatusCode::FORBIDDEN, "{csrf:?}: {body}");
             assert!(body.contains("CSRF"));
         }
-        for path in ["/dashboard/users/reverse", "/dashboard/webhooks/retry", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
+        for path in ["/dashboard/users/reverse", "/dashboard/users/adjust", "/dashboard/webhooks/retry", "/dashboard/webhooks/reminders", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
             let (status, _, _) = b.post(path, &[("csrf", "forged")]).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         }
@@ -254,6 +254,30 @@ both_backends! {
         let (status, said, _) = b.get("/dashboard/exports/balances?companyId=SHOP&asOfDay=yesterday").await;
         assert_eq!(status, 400, "{said}");
         assert!(said.contains("asOfDay must be a day such as 2026-11-30"), "{said}");
+    }
+
+    async fn the_webhooks_page_sets_each_companys_expiry_reminders(app: &TestApp) {
+        let hook = json!({"companyId":"SHOP","url":"http://127.0.0.1:9/hook","events":["coins.expiring"]});
+        app.post("/api/v0/coins/webhooks", &app.admin_token, hook).await.assert_ok();
+        let mut b = Browser::new(app);
+        b.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, page, _) = b.get("/dashboard/webhooks").await;
+        assert!(page.contains("<h2>Expiry reminders</h2>") && page.contains("<tr><td>SHOP</td><td>off</td></tr>"), "{page}");
+        let csrf = b.csrf();
+        let (status, page, _) = b.post("/dashboard/webhooks/reminders", &[("csrf", &csrf), ("companyId", "SHOP"), ("days", "1, 30 7")]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("SHOP reminds 30, 7, 1 days before coins expire.") && page.contains("<tr><td>SHOP</td><td>30, 7, 1</td></tr>"), "{page}");
+        let api = app.get("/api/v0/coins/reminders?companyId=SHOP", &app.admin_token).await;
+        assert_eq!(api.assert_ok()["expiryReminderDays"], json!([30, 7, 1]));
+        // Refused as the API refuses it; nothing changes.
+        let (_, page, _) = b.post("/dashboard/webhooks/reminders", &[("csrf", &csrf), ("companyId", "SHOP"), ("days", "7, 7")]).await;
+        assert!(page.contains("expiryReminderDays repeats 7"), "{page}");
+        let (_, page, _) = b.post("/dashboard/webhooks/reminders", &[("csrf", &csrf), ("companyId", "SHOP"), ("days", "soon")]).await;
+        assert!(page.contains("expiryReminderDays must be a list of at most 3 whole numbers"), "{page}");
+        assert_eq!(app.get("/api/v0/coins/reminders?companyId=SHOP", &app.admin_token).await.assert_ok()["expiryReminderDays"], json!([30, 7, 1]));
+        // Empty turns them off.
+        let (_, page, _) = b.post("/dashboard/webhooks/reminders", &[("csrf", &csrf), ("companyId", "SHOP"), ("days", "")]).await;
+        assert!(page.contains("Expiry reminders of SHOP are off.") && page.contains("<tr><td>SHOP</td><td>off</td></tr>"), "{page}");
     }
 
     async fn member_links_show_one_user_expire_and_cannot_be_altered(app: &TestApp) {
