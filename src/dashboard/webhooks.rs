@@ -63,13 +63,17 @@ async fn body(state: &AppState, session: &Session, q: &HashMap<String, String>, 
         })
         .collect();
     out.push_str(&table("webhooks", &["Endpoint", "Company", "URL", "Events", "Status"], &rows));
-    reminders_section(state, session, hooks.iter().map(|h| crate::domain::CompanyId::from_trusted(h.company_id.clone())).collect(), out).await?;
-    let Some(id) = q.get("webhookId").filter(|id| !id.is_empty()) else {
-        out.push_str("<p class=\"hint\">Choose an endpoint to see its deliveries.</p>");
-        return Ok(());
-    };
+    match q.get("webhookId").filter(|id| !id.is_empty()) {
+        Some(id) => deliveries(state, session, id, out).await?,
+        None => out.push_str("<p class=\"hint\">Choose an endpoint to see its deliveries.</p>"),
+    }
+    reminders_section(state, session, hooks.iter().map(|h| crate::domain::CompanyId::from_trusted(h.company_id.clone())).collect(), out).await
+}
+
+/// The recent deliveries of one endpoint, each failed one with a retry button.
+async fn deliveries(state: &AppState, session: &Session, id: &str, out: &mut String) -> Result<(), ApiError> {
     let query = DeliveriesQuery::from_query(&HashMap::from([("limit".to_owned(), "25".to_owned())])).map_err(ApiError::validation)?;
-    let page = api::deliveries(State(state.clone()), caller(session), PathParam(id.clone()), ApiQuery(query)).await?.0.payload;
+    let page = api::deliveries(State(state.clone()), caller(session), PathParam(id.to_owned()), ApiQuery(query)).await?.0.payload;
     let _ = write!(out, "<h2>Recent deliveries of {}</h2>", esc(id));
     let rows: Vec<Vec<String>> = page
         .attempts
