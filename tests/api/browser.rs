@@ -87,6 +87,9 @@ async fn the_dashboard_shows_the_seeded_numbers_and_its_actions_work() {
         days.insert(day, json!({"issued": allocations * 10, "redeemed": redeemed}));
         app.clock.advance_ms(back * DAY);
     }
+    // An endpoint for reminders, so the webhooks page offers to set them.
+    let hook = json!({"companyId": "SHOP", "url": "http://127.0.0.1:9/reminders", "events": ["coins.expiring"]});
+    app.post("/api/v0/coins/webhooks", &token, hook).await.assert_ok();
     let link = app.post("/api/v0/coins/users/ASHA/page-link", &token, json!({})).await;
     let member_url = link.assert_ok()["url"].as_str().unwrap().to_owned();
     let expected = json!({

@@ -3,7 +3,8 @@ data the Rust test seeded (tests/api/browser.rs): sign in; read the seeded numbe
 charts and totals; create and edit a configuration and see the audit trail; look a user up and
 page through the history; reverse an allocation and see the balance change; adjust the user into
 debt and out of it again, each after a confirmation step; download the ledger and compare the file
-with the ledger the API shows; open a member link.
+with the ledger the API shows; set the company's expiry reminders on the webhooks page; open a
+member link.
 Usage: dashboard.py BASE_URL EXPECTED_JSON SCREENSHOT_DIR
 EXPECTED_JSON: {"client_id", "client_secret", "days": {"YYYY-MM-DD": {"issued", "redeemed"}},
 "totals": {...}, "event", "pager_user", "pager_entries", "reverse_user", "reverse_request",
@@ -186,6 +187,20 @@ in_file = [(r["entryId"], r["userId"], r["type"], r["coins"], r["balanceAfter"],
 if sorted(in_file) != sorted(ledger):
     fail(f"the downloaded ledger differs from the API's: {len(in_file)} rows, {len(ledger)} entries")
 
+# Expiry reminders, set on the webhooks page, read back in its table.
+page.goto(f"{base}/dashboard/webhooks")
+page.fill("#reminders-companyId", expected["company"])
+page.fill("#reminders-days", "1, 30, 7")
+page.click("#reminders-form button")
+page.wait_for_selector(".notice.ok")
+said = page.locator(".notice.ok").inner_text()
+if said != f"{expected['company']} reminds 30, 7, 1 days before coins expire.":
+    fail(f"setting reminders said {said!r}")
+row = page.locator("table.reminders tr", has_text=expected["company"]).inner_text()
+if "30, 7, 1" not in row:
+    fail(f"the reminders table shows {row!r}")
+page.screenshot(path=f"{shots}/dashboard-webhooks.png", full_page=True)
+
 # Phone width: the overview still fits.
 page.set_viewport_size({"width": 390, "height": 844})
 page.goto(f"{base}/dashboard")
@@ -218,5 +233,5 @@ if b.errors:
 b.close()
 print(f"dashboard: charts and totals match the seeded data, configuration created and edited, "
       f"history paged ({first} + {second}), reversal applied ({before} → {after}), adjusted into debt and out, "
-      f"ledger downloaded ({len(rows)} rows, as the API shows them), "
+      f"ledger downloaded ({len(rows)} rows, as the API shows them), reminders set, "
       f"member page shows {shown}")
