@@ -37,9 +37,9 @@ pub(crate) const PAST_SUMS_SQL: &str = concat!(
     "GROUP BY u.user_id ORDER BY u.user_id"
 );
 
-/// The lots with an expiry of company `?1`'s users in `(?2, ?3]` that held coins at `?4`: the
-/// user, the expiry, the coins, whether it was still held then (1: no activation in effect yet),
-/// and whether it is still held now though its hold had ended by `?4` (not activated yet).
+/// The lots of company `?1`'s users in `(?2, ?3]` that held coins at `?4`: the user, the expiry
+/// (NULL: never), the coins, whether it was still held then (1: no activation in effect yet), and
+/// whether it is still held now though its hold had ended by `?4` (not activated yet).
 pub(crate) const PAST_LOTS_SQL: &str = "SELECT user_id, expires_at, remaining, held, hold_ended FROM ( \
      SELECT c.user_id, l.expires_at, CAST(l.coins + COALESCE((SELECT SUM(m.coins) FROM lot_moves m JOIN ledger_entries me ON me.entry_id = m.entry_id \
        WHERE m.lot_id = l.lot_id AND COALESCE(me.effective_at, me.created_at) < ?4), 0) AS BIGINT) AS remaining, \
@@ -47,7 +47,7 @@ pub(crate) const PAST_LOTS_SQL: &str = "SELECT user_id, expires_at, remaining, h
        AND a.type = 'ACTIVATE' AND a.original_request_id = c.request_id AND COALESCE(a.effective_at, a.created_at) < ?4) THEN 1 ELSE 0 END AS BIGINT) AS held, \
      CAST(CASE WHEN l.pending_until <= ?4 THEN 1 ELSE 0 END AS BIGINT) AS hold_ended \
      FROM ledger_entries c JOIN lots l ON l.entry_id = c.entry_id \
-     WHERE c.company_id = ?1 AND c.user_id > ?2 AND c.user_id <= ?3 AND c.created_at < ?4 AND l.expires_at IS NOT NULL) x \
+     WHERE c.company_id = ?1 AND c.user_id > ?2 AND c.user_id <= ?3 AND c.created_at < ?4) x \
      WHERE remaining > 0";
 
 /// `?N` placeholders as PostgreSQL's `$N`.
@@ -59,11 +59,12 @@ pub(crate) fn numbered_for_postgres(sql: &str) -> String {
 /// expired.
 pub type PastSums = [i64; 5];
 
-/// A lot with an expiry that held coins at the instant.
+/// A lot that held coins at the instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LotAt {
     pub user: String,
-    pub expires_at: i64,
+    /// `None`: never expires.
+    pub expires_at: Option<i64>,
     pub remaining: i64,
     /// Created held and not activated by the instant.
     pub held: bool,
@@ -90,10 +91,10 @@ pub fn balance_at(user: String, sums: PastSums, lots: &[LotAt], at_ms: i64) -> E
     let spendable = |l: &&LotAt| !l.held || l.hold_ended;
     // Held coins whose hold had ended, not activated yet: spendable at the instant.
     let held: i64 = lots.iter().filter(|l| l.held && l.hold_ended).map(|l| l.remaining).sum();
-    let (past, ahead): (Vec<&LotAt>, Vec<&LotAt>) = lots.iter().filter(spendable).partition(|l| l.expires_at <= at_ms);
+    let (past, ahead): (Vec<&LotAt>, Vec<&LotAt>) = lots.iter().filter(spendable).filter(|l| l.expires_at.is_some()).partition(|l| l.expires_at <= Some(at_ms));
     let gone: i64 = past.iter().map(|l| l.remaining).sum();
-    let next_at = ahead.iter().map(|l| l.expires_at).min();
-    let next_coins = next_at.map(|at| ahead.iter().filter(|l| l.expires_at == at).map(|l| l.remaining).sum());
+    let next_at = ahead.iter().filter_map(|l| l.expires_at).min();
+    let next_coins = next_at.map(|at| ahead.iter().filter(|l| l.expires_at == Some(at)).map(|l| l.remaining).sum());
     ExportBalance::from_stored(user, sums, held, gone, next_at, next_coins)
 }
 
@@ -131,17 +132,26 @@ mod tests {
 
     #[test]
     fn a_past_row_counts_ended_holds_as_spendable_and_lapsed_lots_as_expired() {
-        let lot = |expires_at, remaining, held, hold_ended| LotAt { user: "U".into(), expires_at, remaining, held, hold_ended };
-        let lots = [lot(50, 10, false, false), lot(200, 7, false, false), lot(200, 3, true, true), lot(150, 4, true, false), lot(300, 5, false, false)];
-        let row = balance_at("U".into(), [30, 7, 40, 10, 0], &lots, 100);
-        // 30 in effect, +3 whose hold ended, −10 lapsed at 50; the held 4 stay pending.
+        let lot = |expires_at: Option<i64>, remaining, held, hold_ended| LotAt { user: "U".into(), expires_at, remaining, held, hold_ended };
+        let lots = [
+            lot(Some(50), 10, false, false),
+            lot(Some(200), 7, false, false),
+            lot(Some(200), 3, true, true),
+            lot(Some(150), 4, true, false),
+            lot(Some(300), 5, false, false),
+            lot(None, 2, true, true),
+            lot(None, 6, false, false),
+        ];
+        let row = balance_at("U".into(), [32, 9, 42, 10, 0], &lots, 100);
+        // 32 in effect, +3 and +2 whose holds ended (one never expires), −10 lapsed at 50; the
+        // held 4 stay pending.
         assert_eq!(
             row,
             ExportBalance {
                 user: "U".into(),
-                balance: 23,
+                balance: 27,
                 pending_balance: 4,
-                lifetime_earned: 43,
+                lifetime_earned: 47,
                 lifetime_redeemed: 10,
                 lifetime_expired: 10,
                 next_expiry_at_ms: Some(200),
