@@ -1,12 +1,20 @@
 //! Balances at a past instant, read back from the ledger (a balances export with a past `asOf`),
 //! in SQL both backends speak (`?N` placeholders; PostgreSQL numbers them `$N`).
 //!
-//! At an instant T a user's account is what the entries in effect before T say — each entry at
-//! its `effectiveAt` (an activation written after its hold ended counts from then), else its
-//! `createdAt` — read as a read at T would have shown it: held coins whose hold had ended count as
-//! spendable, and coins past expiry as expired, even where the sweeper wrote that later. The lots
-//! say the rest: a lot's coins at T are its credit plus the moves of the entries in effect before T.
-//! So a past `asOf` gives the very rows a balances export made at that instant.
+//! At an instant T a user's account is what the entries in effect at T say — an entry written
+//! before T, or an activation written later whose hold had ended by T (its `effectiveAt`) — read
+//! as a read at T would have shown it: held coins whose hold had ended count as spendable, and
+//! coins past expiry as expired, even where the sweeper wrote that later. The lots say the rest:
+//! a lot's coins at T are its credit plus the moves of the entries written before T (what a read
+//! at T saw in the lot: an activation written later had not paid any debt from it yet). So a past
+//! `asOf` gives the very rows a balances export made at that instant.
+
+/// Whether entry `e` is in effect at the instant `?3` (see above), as SQL text.
+macro_rules! in_effect_sql {
+    ($e:literal, $at:literal) => {
+        concat!("(", $e, ".created_at < ", $at, " OR ", $e, ".effective_at <= ", $at, ")")
+    };
+}
 
 use super::model::ExportBalance;
 
@@ -33,26 +41,39 @@ pub(crate) const PAST_SUMS_SQL: &str = concat!(
     " = 'REDEEMED' THEN -e.coins ELSE 0 END), 0) AS BIGINT), ",
     "CAST(COALESCE(SUM(CASE WHEN e.type = 'EXPIRE' THEN -e.coins ELSE 0 END), 0) AS BIGINT) ",
     "FROM (SELECT company_id, user_id FROM users WHERE company_id = ?1 AND user_id > ?2 AND created_at < ?3 ORDER BY user_id LIMIT ?4) u ",
-    "LEFT JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id AND COALESCE(e.effective_at, e.created_at) < ?3 ",
+    "LEFT JOIN ledger_entries e ON e.company_id = u.company_id AND e.user_id = u.user_id AND ",
+    in_effect_sql!("e", "?3"),
+    " ",
     "GROUP BY u.user_id ORDER BY u.user_id"
 );
 
 /// The lots of company `?1`'s users in `(?2, ?3]` that held coins at `?4`: the user, the expiry
 /// (NULL: never), the coins, whether it was still held then (1: no activation in effect yet), and
-/// whether it is still held now though its hold had ended by `?4` (not activated yet).
-pub(crate) const PAST_LOTS_SQL: &str = "SELECT user_id, expires_at, remaining, held, hold_ended FROM ( \
-     SELECT c.user_id, l.expires_at, CAST(l.coins + COALESCE((SELECT SUM(m.coins) FROM lot_moves m JOIN ledger_entries me ON me.entry_id = m.entry_id \
-       WHERE m.lot_id = l.lot_id AND COALESCE(me.effective_at, me.created_at) < ?4), 0) AS BIGINT) AS remaining, \
-     CAST(CASE WHEN c.pending_coins > 0 AND NOT EXISTS (SELECT 1 FROM ledger_entries a WHERE a.company_id = c.company_id AND a.user_id = c.user_id \
-       AND a.type = 'ACTIVATE' AND a.original_request_id = c.request_id AND COALESCE(a.effective_at, a.created_at) < ?4) THEN 1 ELSE 0 END AS BIGINT) AS held, \
-     CAST(CASE WHEN l.pending_until <= ?4 THEN 1 ELSE 0 END AS BIGINT) AS hold_ended \
-     FROM ledger_entries c JOIN lots l ON l.entry_id = c.entry_id \
-     WHERE c.company_id = ?1 AND c.user_id > ?2 AND c.user_id <= ?3 AND c.created_at < ?4) x \
-     WHERE remaining > 0";
+/// whether it is still held now though its hold had ended by `?4` (not activated yet). The page's
+/// activations are looked up once, not per lot.
+pub(crate) const PAST_LOTS_SQL: &str = concat!(
+    "SELECT user_id, expires_at, remaining, held, hold_ended FROM ( ",
+    "SELECT c.user_id, l.expires_at, CAST(l.coins + COALESCE((SELECT SUM(m.coins) FROM lot_moves m JOIN ledger_entries me ON me.entry_id = m.entry_id ",
+    "WHERE m.lot_id = l.lot_id AND me.created_at < ?4), 0) AS BIGINT) AS remaining, ",
+    "CAST(CASE WHEN c.pending_coins > 0 AND a.original_request_id IS NULL THEN 1 ELSE 0 END AS BIGINT) AS held, ",
+    "CAST(CASE WHEN l.pending_until <= ?4 THEN 1 ELSE 0 END AS BIGINT) AS hold_ended ",
+    "FROM ledger_entries c JOIN lots l ON l.entry_id = c.entry_id ",
+    "LEFT JOIN (SELECT DISTINCT ae.user_id, ae.original_request_id FROM ledger_entries ae WHERE ae.company_id = ?1 AND ae.user_id > ?2 ",
+    "AND ae.user_id <= ?3 AND ae.type = 'ACTIVATE' AND ",
+    in_effect_sql!("ae", "?4"),
+    ") a ON a.user_id = c.user_id AND a.original_request_id = c.request_id ",
+    "WHERE c.company_id = ?1 AND c.user_id > ?2 AND c.user_id <= ?3 AND c.created_at < ?4) x ",
+    "WHERE remaining > 0"
+);
 
-/// `?N` placeholders as PostgreSQL's `$N`.
+/// `?N` placeholders as PostgreSQL's `$N` (a `?` not followed by a digit stays as it is).
 pub(crate) fn numbered_for_postgres(sql: &str) -> String {
-    sql.replace('?', "$")
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) { '$' } else { c });
+    }
+    out
 }
 
 /// A user's entries in effect before the instant, summed: balance, pending, earned, redeemed,
@@ -127,6 +148,14 @@ mod tests {
                 };
                 assert_eq!(got, want, "{kind:?} of {original:?}");
             }
+        }
+    }
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_and_nothing_else_changes() {
+        assert_eq!(numbered_for_postgres("a = ?1 AND b <= ?12 AND c ? 'k'"), "a = $1 AND b <= $12 AND c ? 'k'");
+        for sql in [PAST_SUMS_SQL, PAST_LOTS_SQL] {
+            assert!(!numbered_for_postgres(sql).contains('?'), "{sql}");
         }
     }
 

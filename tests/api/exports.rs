@@ -218,6 +218,10 @@ both_backends! {
         };
         allocate("EARN", "A1", "ASHA").await;
         allocate("HELD", "H1", "BEN").await;
+        // DEV owes 30 when his held coins come: their activation pays the debt from the lot.
+        allocate("EARN", "A4", "DEV").await;
+        post("/api/v0/coins/adjust", json!({"companyId":"SHOP","userId":"DEV","requestId":"J3","coins":-130,"reason":"Fraud","onShortfall":"NEGATIVE"})).await;
+        allocate("HELD", "H2", "DEV").await;
         post("/api/v0/coins/redeem", json!({"companyId":"SHOP","userId":"ASHA","requestId":"R1","coins":30})).await;
         let soon = coins::clock::rfc3339(t0 + 10 * DAY);
         post("/api/v0/coins/adjust", json!({"companyId":"SHOP","userId":"RAVI","requestId":"J1","coins":40,"reason":"Import","expiresAt":soon})).await;
@@ -248,6 +252,7 @@ both_backends! {
         assert!(seen.iter().any(|(_, rows)| rows.iter().any(|r| r["debt"] == json!(60))), "a checkpoint with debt: {seen:#?}");
         assert!(seen.iter().any(|(_, rows)| rows.iter().any(|r| r["pendingBalance"] == json!(50))), "a checkpoint with held coins");
         assert!(seen.iter().any(|(_, rows)| rows.iter().any(|r| r["userId"] == "ASHA" && r["lifetimeExpired"] == json!(100))));
+        assert!(seen.iter().any(|(_, rows)| rows.iter().any(|r| r["userId"] == "DEV" && r["balance"] == json!(20))), "DEV's debt paid by his held coins");
 
         // Later, each of those instants read back from the ledger gives the same rows.
         app.clock.advance_ms(10_000);
