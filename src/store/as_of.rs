@@ -47,8 +47,8 @@ pub(crate) const PAST_SUMS_SQL: &str = concat!(
     "GROUP BY u.user_id ORDER BY u.user_id"
 );
 
-/// The lots of company `?1`'s users in `(?2, ?3]` that held coins at `?4`: the user, the expiry
-/// (NULL: never), the coins, whether it was still held then (1: no activation in effect yet), and
+/// The lots of company `?1`'s users in `(?2, ?3]` that held coins at `?4` and say something at
+/// that instant (an expiry, or a hold that had ended): the user, the expiry (NULL: never), the coins, whether it was still held then (1: no activation in effect yet), and
 /// whether it is still held now though its hold had ended by `?4` (not activated yet). The page's
 /// activations are looked up once, not per lot.
 pub(crate) const PAST_LOTS_SQL: &str = concat!(
@@ -63,7 +63,8 @@ pub(crate) const PAST_LOTS_SQL: &str = concat!(
     in_effect_sql!("ae", "?4"),
     ") a ON a.user_id = c.user_id AND a.original_request_id = c.request_id ",
     "WHERE c.company_id = ?1 AND c.user_id > ?2 AND c.user_id <= ?3 AND c.created_at < ?4) x ",
-    "WHERE remaining > 0"
+    // A lot without an expiry matters only while its ended hold awaits activation.
+    "WHERE remaining > 0 AND (expires_at IS NOT NULL OR (held = 1 AND hold_ended = 1))"
 );
 
 /// `?N` placeholders as PostgreSQL's `$N` (a `?` not followed by a digit stays as it is).
