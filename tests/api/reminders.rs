@@ -338,70 +338,28 @@ both_backends! {
     }
 }
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const ADMIN_ID: &str = "rem-admin";
-const ADMIN_SECRET: &str = "rem-admin-secret-for-tests";
-
-/// A `coins serve` child sweeping every second, `offset_days` ahead of the real clock.
+/// A `coins serve` child sweeping every second, `offset_days` ahead of the real clock, with an
+/// admin token.
 struct Server {
-    child: std::process::Child,
-    base: String,
+    server: crate::webhooks::Server,
+    token: String,
 }
 
 impl Server {
-    fn start(url: &str, offset_days: i64) -> Self {
+    async fn start(url: &str, offset_days: i64) -> Self {
         let offset = (offset_days * 86_400).to_string();
-        let env = [
-            ("COINS_SECRET_KEY", KEY),
-            ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
-            ("COINS_WEBHOOK_ALLOW_PRIVATE", "true"),
-            ("COINS_WEBHOOK_POLL_MS", "20"),
-            ("COINS_ADMIN_CLIENT_ID", ADMIN_ID),
-            ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
-            ("COINS_RATE_LIMIT_PER_SEC", "0"),
-            ("COINS_SWEEP_INTERVAL_SECS", "1"),
-            ("COINS_CLOCK_OFFSET_SECS", offset.as_str()),
-        ];
-        let (child, base) = start_coins_serve(url, &env);
-        Self { child, base }
+        let server = crate::webhooks::serve(url, &[("COINS_SWEEP_INTERVAL_SECS", "1"), ("COINS_CLOCK_OFFSET_SECS", offset.as_str())]);
+        let token = crate::webhooks::admin_token(&reqwest::Client::new(), &server.base).await;
+        Self { server, token }
     }
 
     fn kill(mut self) {
-        assert!(Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap().success());
-        let _ = self.child.wait();
+        assert!(Command::new("kill").args(["-KILL", &self.server.child.id().to_string()]).status().unwrap().success());
+        let _ = self.server.child.wait();
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let http = reqwest::Client::new();
-        let token = http
-            .post(format!("{}/oauth/token", self.base))
-            .basic_auth(ADMIN_ID, Some(ADMIN_SECRET))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let mut req = http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body["payload"].clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::webhooks::call(&reqwest::Client::new(), &self.server.base, &self.token, method, path, body).await
     }
 }
 
@@ -409,7 +367,7 @@ async fn a_reminder_survives_sigkills_between_sweeps_and_is_sent_once(backend: B
     let Some(mut rx) = Receiver::start() else { return };
     let Some(db) = test_db(backend).await else { return };
     let post = reqwest::Method::POST;
-    let server = Server::start(&db.url, 0);
+    let server = Server::start(&db.url, 0).await;
     let hook = server.call(post.clone(), "/api/v0/coins/webhooks", Some(json!({"companyId":"SHOP","url":rx.url(),"events":["coins.expiring"]}))).await;
     rx.set_secrets(&[hook["secret"].as_str().unwrap()]);
     // Coins expiring in 3½ days, reminders 7 and 1 days before.
@@ -433,14 +391,14 @@ async fn a_reminder_survives_sigkills_between_sweeps_and_is_sent_once(backend: B
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.kill();
-    let server = Server::start(&db.url, 0);
+    let server = Server::start(&db.url, 0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(rx.records().len(), 1, "sent once across the restart: {:#?}", rx.records());
     // The receiver goes down; 3 days on, the 1-day reminder is queued, not delivered, and the
     // process is SIGKILLed again. The next one delivers it, once.
     rx.stop();
     server.kill();
-    let server = Server::start(&db.url, 3);
+    let server = Server::start(&db.url, 3).await;
     let started = Instant::now();
     loop {
         let log = server.call(reqwest::Method::GET, &format!("/api/v0/coins/webhooks/{}/deliveries", hook["webhookId"].as_str().unwrap()), None).await;
@@ -452,7 +410,7 @@ async fn a_reminder_survives_sigkills_between_sweeps_and_is_sent_once(backend: B
     }
     server.kill();
     rx.restart();
-    let server = Server::start(&db.url, 3);
+    let server = Server::start(&db.url, 3).await;
     rx.wait_for("the 1-day reminder", Duration::from_secs(30), |r| first_deliveries(r).len() >= 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = rx.records().into_iter().filter(|r| r["status"] == 200).collect::<Vec<_>>();

@@ -574,9 +574,9 @@ both_backends! {
 }
 
 /// A `coins serve` child and its base URL; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Server {
@@ -590,7 +590,9 @@ const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const ADMIN_ID: &str = "wh-admin";
 const ADMIN_SECRET: &str = "wh-admin-secret-for-tests";
 
-fn serve(url: &str, extra: &[(&str, &str)]) -> Server {
+/// `coins serve` with webhooks to 127.0.0.1 allowed, fast polling, no rate limit and an admin
+/// client, plus `extra` settings.
+pub fn serve(url: &str, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![
         ("COINS_SECRET_KEY", KEY),
         ("COINS_WEBHOOK_ALLOW_HTTP", "true"),
@@ -605,13 +607,13 @@ fn serve(url: &str, extra: &[(&str, &str)]) -> Server {
     Server { child, base }
 }
 
-async fn admin_token(http: &reqwest::Client, base: &str) -> String {
+pub async fn admin_token(http: &reqwest::Client, base: &str) -> String {
     let res =
         http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn call(http: &reqwest::Client, base: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+pub async fn call(http: &reqwest::Client, base: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
     let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
