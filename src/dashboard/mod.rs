@@ -11,9 +11,10 @@
 //! - Every view calls the API's own handlers with the session's caller, so a company-scoped
 //!   client sees and changes exactly what the API would let it.
 //! - Pages: `overview.rs` (charts from the daily roll-up), `configs.rs`, `users.rs` (lookup,
-//!   history, adjustments and reversals with a confirmation step), `webhooks.rs`, `exports.rs`
+//!   history, adjustments and reversals with a confirmation step), `campaigns.rs`, `webhooks.rs`, `exports.rs`
 //!   (the overview's Download buttons).
 
+mod campaigns;
 mod charts;
 mod configs;
 mod exports;
@@ -54,6 +55,10 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/users/adjust", get(users::confirm_adjust).post(users::adjust))
         .route("/dashboard/exports/ledger", get(exports::ledger))
         .route("/dashboard/exports/balances", get(exports::balances))
+        .route("/dashboard/campaigns", get(campaigns::page).post(campaigns::create))
+        .route("/dashboard/campaigns/edit", post(campaigns::edit))
+        .route("/dashboard/campaigns/end", post(campaigns::end))
+        .route("/dashboard/campaigns/delete", post(campaigns::delete))
         .route("/dashboard/webhooks", get(webhooks::page))
         .route("/dashboard/webhooks/retry", post(webhooks::retry))
         .route("/dashboard/webhooks/reminders", post(webhooks::set_reminders))
@@ -96,11 +101,12 @@ fn document(session: Option<&Session>, title: &str, current: &str, body: &str) -
             };
             let who = if s.auth.0.admin { "admin".to_owned() } else { s.auth.0.companies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
             format!(
-                "<nav aria-label=\"Sections\">{}{}{}{}</nav><div class=\"who\"><span>{} · {}</span>\
+                "<nav aria-label=\"Sections\">{}{}{}{}{}</nav><div class=\"who\"><span>{} · {}</span>\
                  <form method=\"post\" action=\"/dashboard/logout\">{}<button type=\"submit\" class=\"link\">Sign out</button></form></div>",
                 link("/dashboard", "Overview", "overview"),
                 link("/dashboard/configs", "Configurations", "configs"),
                 link("/dashboard/users", "Users", "users"),
+                link("/dashboard/campaigns", "Campaigns", "campaigns"),
                 link("/dashboard/webhooks", "Webhooks", "webhooks"),
                 esc(&s.auth.0.client_id),
                 esc(&who),

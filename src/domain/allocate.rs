@@ -3,6 +3,7 @@
 //! company, the caps, overflow — and the plan of what a new credit writes, with its record.
 
 use super::allocation::{self, AllocationState};
+use super::campaigns::{Campaign, CampaignId};
 use super::config::{self, CoinConfig, ConfigValues};
 use super::earn::{BPS_ONE, Calculation, CalculationRecord, EarnRule, EarnTerms, Earned, ZeroReason};
 use super::ledger::{Account, EntryKind, NewEntry, RequestKind, StoredRequest};
@@ -96,6 +97,8 @@ pub struct RecordFields {
     pub currency: Option<String>,
     /// JSON ([`CalculationRecord`]).
     pub calculation: String,
+    /// The bonus campaign that applied (its per-user limit counts these).
+    pub campaign_id: Option<CampaignId>,
     /// Held credits: when they become spendable (their expiry is known only then).
     pub activates_at: Option<i64>,
     pub activated_at: Option<i64>,
@@ -119,9 +122,10 @@ pub fn is_plain(purchase: &Purchase, values: &ConfigValues, terms: &EarnTerms) -
         && matches!(terms.rule, EarnRule::Fixed { amount } if *terms == EarnTerms::fixed(amount))
 }
 
-/// What the configuration and the coin value give this allocation: PERCENT (and a minimum
-/// spend) need `amountMinor`; a `currency`, when given, must be the company's.
-pub fn plan_earning(cmd: &AllocateCmd, config: &CoinConfig, terms: EarnTerms, value: &CoinValue) -> Result<EarnPlan, Refusal> {
+/// How this allocation earns before any campaign: the configuration's terms on the purchase
+/// value at the company's coin value. PERCENT (and a minimum spend) need `amountMinor`; a
+/// `currency`, when given, must be the company's.
+pub fn calculation(cmd: &AllocateCmd, terms: EarnTerms, value: &CoinValue) -> Result<Calculation, Refusal> {
     let purchase = &cmd.purchase;
     if terms.needs_amount() && purchase.amount_minor.is_none() {
         return Err(Refusal::AmountMinorRequired(cmd.event.clone()));
@@ -129,14 +133,35 @@ pub fn plan_earning(cmd: &AllocateCmd, config: &CoinConfig, terms: EarnTerms, va
     if let Some(currency) = purchase.currency.as_ref().filter(|c| **c != value.currency) {
         return Err(Refusal::CurrencyMismatch { given: currency.clone(), expected: value.currency.clone() });
     }
-    let calculation = Calculation { terms, amount_minor: purchase.amount_minor, minor_units_per_coin: value.minor_units_per_coin, multiplier_bps: BPS_ONE };
-    let earned = calculation.earn();
-    let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
-    let record = (!is_plain(purchase, &config.values, &terms)).then(|| record_of(cmd, config, &calculation, &earned, value, expires_at));
-    Ok(EarnPlan { coins: earned.coins, record })
+    Ok(Calculation { terms, amount_minor: purchase.amount_minor, minor_units_per_coin: value.minor_units_per_coin, multiplier_bps: BPS_ONE, bonus_coins: 0 })
 }
 
-fn record_of(cmd: &AllocateCmd, config: &CoinConfig, calculation: &Calculation, earned: &Earned, value: &CoinValue, expires_at: Option<i64>) -> RecordFields {
+/// What the allocation earns by `calculation` under `campaign`. It keeps a record unless it is
+/// plain; `campaigns_apply` (some campaign may apply to it) makes it keep one too.
+pub fn plan_earning(
+    cmd: &AllocateCmd,
+    config: &CoinConfig,
+    value: &CoinValue,
+    calculation: &Calculation,
+    campaign: Option<&Campaign>,
+    campaigns_apply: bool,
+) -> EarnPlan {
+    let calculation = campaign.map_or(*calculation, |c| c.on(calculation));
+    let earned = calculation.earn();
+    let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
+    let plain = is_plain(&cmd.purchase, &config.values, &calculation.terms) && !campaigns_apply;
+    let record = (!plain).then(|| record_of(cmd, config, &calculation, &earned, (value, campaign), expires_at));
+    EarnPlan { coins: earned.coins, record }
+}
+
+fn record_of(
+    cmd: &AllocateCmd,
+    config: &CoinConfig,
+    calculation: &Calculation,
+    earned: &Earned,
+    (value, campaign): (&CoinValue, Option<&Campaign>),
+    expires_at: Option<i64>,
+) -> RecordFields {
     let zero = earned.coins == 0;
     let activates_at = if zero { None } else { allocation::activates_at(cmd.now_ms, config.values.earning.pending_days) };
     let state = match (zero, activates_at) {
@@ -152,7 +177,14 @@ fn record_of(cmd: &AllocateCmd, config: &CoinConfig, calculation: &Calculation, 
         base_coins: earned.base_coins,
         amount_minor: cmd.purchase.amount_minor,
         currency: cmd.purchase.amount_minor.map(|_| value.currency.clone()),
-        calculation: CalculationRecord::of(calculation, earned).to_json(),
+        calculation: CalculationRecord {
+            campaign_id: campaign.map(|c| c.id.to_string()),
+            campaign_bps: campaign.and_then(|c| c.terms.reward.multiplier_bps()),
+            campaign_bonus_coins: campaign.and_then(|c| c.terms.reward.bonus_coins()),
+            ..CalculationRecord::of(calculation, earned)
+        }
+        .to_json(),
+        campaign_id: campaign.map(|c| c.id),
         activates_at,
         activated_at: (state == AllocationState::Active).then_some(cmd.now_ms),
         expires_at: if state == AllocationState::Active { expires_at } else { None },
@@ -272,7 +304,9 @@ mod tests {
     }
 
     fn earn(cmd: &AllocateCmd, c: &CoinConfig) -> Result<EarnPlan, Refusal> {
-        plan_earning(cmd, c, c.values.terms().unwrap(), &CoinValue::builtin())
+        let value = CoinValue::builtin();
+        let calc = calculation(cmd, c.values.terms().unwrap(), &value)?;
+        Ok(plan_earning(cmd, c, &value, &calc, None, false))
     }
 
     #[test]

@@ -364,6 +364,7 @@ mod tests {
             amount_minor: Some(paid),
             minor_units_per_coin: 100,
             multiplier_bps: BPS_ONE,
+            bonus_coins: 0,
         };
         Allocation {
             request_id: RequestId::parse("R1").unwrap(),

@@ -4,12 +4,13 @@
 //! before) or a share of what was paid (`PERCENT`, `rateBps` basis points of `amountMinor`,
 //! converted to coins at the company's coin value), with an optional minimum spend, a cap per
 //! allocation and a rounding rule. Tiers and campaigns scale the result by a multiplier in basis
-//! points (10,000 = ×1). The product of the factors is computed in `i128` and rounded once:
+//! points (10,000 = ×1), or a campaign adds a fixed bonus. The product of the factors is computed
+//! in `i128` and rounded once:
 //!
 //! ```text
 //! PERCENT  exact = amountMinor × rateBps × multiplierBps / (10^8 × minorUnitsPerCoin)
 //! FIXED    exact = amount × multiplierBps / 10^4
-//! coins    = min(round(exact), maxCoinsPerAllocation);  0 when amountMinor < minAmountMinor
+//! coins    = min(round(exact), maxCoinsPerAllocation) + bonusCoins;  0 when amountMinor < minAmountMinor
 //! ```
 //!
 //! Everything a refund needs is recorded with the credit as a [`Calculation`]: a later refund
@@ -182,6 +183,8 @@ pub struct Calculation {
     pub amount_minor: Option<i64>,
     pub minor_units_per_coin: i64,
     pub multiplier_bps: i64,
+    /// A campaign's fixed bonus, added after the cap (0: none).
+    pub bonus_coins: i64,
 }
 
 /// The outcome of a calculation.
@@ -209,10 +212,19 @@ impl Calculation {
         if amount_minor <= 0 { 0 } else { self.earn_at(Some(amount_minor), self.multiplier_bps).coins }
     }
 
+    /// Whether the recorded purchase value is below the minimum spend (it earns nothing at all).
+    pub fn below_minimum(&self) -> bool {
+        Self::below(self.amount_minor, self.terms.min_amount_minor)
+    }
+
+    fn below(amount_minor: Option<i64>, min: Option<i64>) -> bool {
+        matches!((amount_minor, min), (Some(a), Some(min)) if a < min)
+    }
+
     fn earn_at(&self, amount_minor: Option<i64>, multiplier_bps: i64) -> Earned {
         let exact = self.exact(amount_minor, multiplier_bps);
         let base = self.exact(amount_minor, BPS_ONE);
-        let below_minimum = matches!((amount_minor, self.terms.min_amount_minor), (Some(a), Some(min)) if a < min);
+        let below_minimum = Self::below(amount_minor, self.terms.min_amount_minor);
         let round = |e: Exact| i64::try_from(self.terms.rounding.apply(e.num, e.den)).unwrap_or(i64::MAX);
         let (mut coins, mut base_coins) = if below_minimum { (0, 0) } else { (round(exact), round(base)) };
         let mut capped_by = None;
@@ -222,6 +234,9 @@ impl Calculation {
                 capped_by = Some(CappedBy::MaxCoinsPerAllocation);
             }
             base_coins = base_coins.min(max);
+        }
+        if !below_minimum {
+            coins = coins.saturating_add(self.bonus_coins);
         }
         let zero = match coins {
             0 if below_minimum => Some(ZeroReason::BelowMinimum),
@@ -262,6 +277,14 @@ pub struct CalculationRecord {
     pub amount: Option<i64>,
     pub min_amount_minor: Option<i64>,
     pub max_coins_per_allocation: Option<i64>,
+    /// The bonus campaign that applied, with its multiplier or its fixed bonus (`multiplierBps`
+    /// includes the campaign's).
+    #[serde(default)]
+    pub campaign_id: Option<String>,
+    #[serde(default)]
+    pub campaign_bps: Option<i64>,
+    #[serde(default)]
+    pub campaign_bonus_coins: Option<i64>,
 }
 
 impl CalculationRecord {
@@ -287,12 +310,15 @@ impl CalculationRecord {
             amount,
             min_amount_minor: calc.terms.min_amount_minor,
             max_coins_per_allocation: calc.terms.max_coins_per_allocation,
+            campaign_id: None,
+            campaign_bps: None,
+            campaign_bonus_coins: None,
         }
     }
 
     /// The record of a plain allocation (a fixed amount, nothing else), which stores none.
     pub fn plain(coins: i64) -> Self {
-        let calc = Calculation { terms: EarnTerms::fixed(coins), amount_minor: None, minor_units_per_coin: 1, multiplier_bps: BPS_ONE };
+        let calc = Calculation { terms: EarnTerms::fixed(coins), amount_minor: None, minor_units_per_coin: 1, multiplier_bps: BPS_ONE, bonus_coins: 0 };
         Self::of(&calc, &calc.earn())
     }
 
@@ -321,6 +347,7 @@ impl CalculationRecord {
             amount_minor: self.amount_minor,
             minor_units_per_coin: self.minor_units_per_coin.unwrap_or(1),
             multiplier_bps: self.multiplier_bps,
+            bonus_coins: self.campaign_bonus_coins.unwrap_or(0),
         })
     }
 }
@@ -336,6 +363,7 @@ mod tests {
             amount_minor: Some(amount_minor),
             minor_units_per_coin: 100,
             multiplier_bps: BPS_ONE,
+            bonus_coins: 0,
         }
     }
 
@@ -375,8 +403,22 @@ mod tests {
         calc.multiplier_bps = 15_000;
         let earned = calc.earn();
         assert_eq!((earned.coins, earned.base_coins, earned.exact.to_string()), (14, 9, "14.9997".to_owned()));
-        let fixed = Calculation { terms: EarnTerms::fixed(7), amount_minor: None, minor_units_per_coin: 100, multiplier_bps: 12_500 };
+        let fixed = Calculation { terms: EarnTerms::fixed(7), amount_minor: None, minor_units_per_coin: 100, multiplier_bps: 12_500, bonus_coins: 0 };
         assert_eq!((fixed.earn().coins, fixed.earn().base_coins, fixed.earn().exact.to_string()), (8, 7, "8.75".to_owned()));
+    }
+
+    #[test]
+    fn a_bonus_comes_on_top_of_the_cap_and_goes_with_the_whole_purchase() {
+        let mut calc = percent(1_000, 50_000, Rounding::Floor); // 10 % of 500.00 = 50 coins
+        calc.terms.max_coins_per_allocation = Some(30);
+        calc.bonus_coins = 20;
+        let e = calc.earn();
+        assert_eq!((e.coins, e.base_coins, e.capped_by), (50, 30, Some(CappedBy::MaxCoinsPerAllocation)));
+        assert_eq!((calc.earn_on(10_000), calc.earn_on(0)), (30, 0), "10 + 20 on a fifth kept; nothing on nothing");
+        calc.terms.min_amount_minor = Some(20_000);
+        assert_eq!(calc.earn_on(19_999), 0, "below the minimum spend: no bonus either");
+        let tiny = Calculation { bonus_coins: 5, ..percent(1, 99, Rounding::Floor) }.earn();
+        assert_eq!((tiny.coins, tiny.base_coins, tiny.zero), (5, 0, None), "a bonus lifts a purchase that rounded to nothing");
     }
 
     #[test]
@@ -396,7 +438,7 @@ mod tests {
 
     #[test]
     fn nothing_left_of_a_purchase_earns_nothing_even_at_a_fixed_amount() {
-        let fixed = Calculation { terms: EarnTerms::fixed(50), amount_minor: Some(1_000), minor_units_per_coin: 100, multiplier_bps: BPS_ONE };
+        let fixed = Calculation { terms: EarnTerms::fixed(50), amount_minor: Some(1_000), minor_units_per_coin: 100, multiplier_bps: BPS_ONE, bonus_coins: 0 };
         assert_eq!((fixed.earn_on(1), fixed.earn_on(0)), (50, 0));
     }
 
@@ -407,12 +449,12 @@ mod tests {
         let record = CalculationRecord::of(&calc, &calc.earn());
         assert_eq!(
             record.to_json(),
-            r#"{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"HALF_UP","cappedBy":"MAX_COINS_PER_ALLOCATION","amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":8}"#
+            r#"{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"HALF_UP","cappedBy":"MAX_COINS_PER_ALLOCATION","amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":8,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null}"#
         );
         assert_eq!(CalculationRecord::parse(&record.to_json()).and_then(|r| r.calculation()), Some(calc));
         assert_eq!(
             CalculationRecord::plain(50).to_json(),
-            r#"{"amountType":"FIXED","amountMinor":null,"rateBps":null,"minorUnitsPerCoin":null,"multiplierBps":10000,"exact":"50","rounding":"FLOOR","cappedBy":null,"amount":50,"minAmountMinor":null,"maxCoinsPerAllocation":null}"#
+            r#"{"amountType":"FIXED","amountMinor":null,"rateBps":null,"minorUnitsPerCoin":null,"multiplierBps":10000,"exact":"50","rounding":"FLOOR","cappedBy":null,"amount":50,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null}"#
         );
     }
 

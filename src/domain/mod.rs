@@ -12,6 +12,7 @@
 //! - [`earn`]: coins earned on a purchase value (fixed or percentage, minimum, cap, rounding),
 //!   in exact integer arithmetic; [`allocation`]: an allocation's life (held, active, canceled,
 //!   reversed, zero), one live allocation per order, and how much each return takes.
+//! - [`campaigns`]: bonus campaigns, their windows and which one an allocation gets.
 //! - [`lots`]: which lots a debit takes; [`refusal`]: why an operation was refused.
 //! - [`webhooks`]: event types, retries, disabling, forbidden targets; [`reminders`]: which
 //!   expiry reminder is due.
@@ -20,6 +21,7 @@ pub mod activate;
 pub mod adjust;
 pub mod allocate;
 pub mod allocation;
+pub mod campaigns;
 pub mod coins;
 pub mod config;
 pub mod earn;
@@ -40,6 +42,6 @@ pub mod webhooks;
 
 pub use coins::Coins;
 pub use config::{CoinConfig, ConfigKind};
-pub use ids::{CoinConfigId, CompanyId, EventName, OrderId, RequestId, UserId};
+pub use ids::{CampaignId, CoinConfigId, CompanyId, EventName, OrderId, RequestId, UserId};
 pub use principal::Principal;
 pub use refusal::Refusal;

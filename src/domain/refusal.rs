@@ -1,7 +1,7 @@
 //! Why a well-formed request was refused: typed, carrying the ids involved. The sentences a
 //! client reads are chosen once, at the HTTP edge (`http/error.rs`); nothing here is wire text.
 
-use super::{CoinConfigId, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
+use super::{CampaignId, CoinConfigId, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
 
 /// Which per-user cap of a configuration was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,4 +91,10 @@ pub enum Refusal {
         given: String,
         expected: String,
     },
+    /// No campaign has this id in the company (the id as the client wrote it).
+    CampaignNotFound(String),
+    /// The campaign has started: it cannot be deleted, and only an earlier end may be set.
+    CampaignStarted(CampaignId),
+    /// A campaign change would leave it invalid (a 400; the sentence names the field).
+    CampaignInvalid(String),
 }

@@ -271,7 +271,7 @@ mod tests {
     }
 
     fn allocation(coins: i64) -> (Allocation, Original) {
-        let calculation = Calculation { terms: EarnTerms::fixed(coins), amount_minor: None, minor_units_per_coin: 1, multiplier_bps: BPS_ONE };
+        let calculation = Calculation { terms: EarnTerms::fixed(coins), amount_minor: None, minor_units_per_coin: 1, multiplier_bps: BPS_ONE, bonus_coins: 0 };
         let a = Allocation {
             request_id: RequestId::parse("R1").unwrap(),
             user: UserId::parse("U").unwrap(),

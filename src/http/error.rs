@@ -57,6 +57,7 @@ error_codes! {
     UserNotFound = "USER_NOT_FOUND", NOT_FOUND, "The user was never credited (or is another company's, which reads the same).";
     WebhookNotFound = "WEBHOOK_NOT_FOUND", NOT_FOUND, "No such webhook, or another company's.";
     MessageNotFound = "MESSAGE_NOT_FOUND", NOT_FOUND, "No such event for this webhook.";
+    CampaignNotFound = "CAMPAIGN_NOT_FOUND", NOT_FOUND, "No such campaign, or another company's.";
     MethodNotAllowed = "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED, "The route exists but not with this method.";
     RequestTimeout = "REQUEST_TIMEOUT", REQUEST_TIMEOUT, "The request did not arrive within the server's time limit.";
     DuplicateCoinConfig = "DUPLICATE_COIN_CONFIG", CONFLICT, "A configuration already holds this slot (one DEFAULT per event, one CUSTOM per company and event); the sentence names it.";
@@ -69,6 +70,7 @@ error_codes! {
     NotReversible = "NOT_REVERSIBLE", CONFLICT, "The original is a return or an activation: only allocations and redemptions are returned.";
     ReversalExceedsRemaining = "REVERSAL_EXCEEDS_REMAINING", CONFLICT, "A return asks for more than the original has left; the sentence says what remains.";
     AmountNotRecorded = "AMOUNT_NOT_RECORDED", CONFLICT, "A return by refunded amount of an allocation that recorded no amountMinor.";
+    CampaignStarted = "CAMPAIGN_STARTED", CONFLICT, "The campaign has started: it cannot be deleted, and only its end can be moved earlier.";
     BalanceOverflow = "BALANCE_OVERFLOW", CONFLICT, "The balance would overflow 64 bits.";
     ConcurrentUpdate = "CONCURRENT_UPDATE", CONFLICT, "The configuration changed concurrently; retry.";
     Conflict = "CONFLICT", CONFLICT, "A concurrent change conflicted with this request; retry it.";
@@ -216,6 +218,11 @@ impl From<Refusal> for ApiError {
             Refusal::AmountNotRecorded(original) => {
                 conflict(C::AmountNotRecorded, format!("originalRequestId {original} recorded no amountMinor; return it by coins"))
             }
+            Refusal::CampaignNotFound(id) => ApiError::new(C::CampaignNotFound, format!("campaign {id} not found")),
+            Refusal::CampaignStarted(id) => {
+                conflict(C::CampaignStarted, format!("campaign {id} has started: it cannot be deleted, and only an earlier endsAt can be set"))
+            }
+            Refusal::CampaignInvalid(sentence) => ApiError::new(C::ValidationFailed, sentence),
         }
     }
 }

@@ -229,7 +229,7 @@ pub async fn adjust(State(state): State<AppState>, auth: Auth, Json(body): Json<
         (status = 200, description = "The simulated outcome (nothing was written)", body = Envelope<SimulationView>,
          example = json!({"payload":{"outcome":"ALLOCATE","coins":9,"baseCoins":9,"state":"ACTIVE","activatesAt":null,"expiresAt":"2027-12-05T10:00:00.000Z",
                           "coinConfigId":"WCC100001","calculation":{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,
-                          "multiplierBps":10000,"exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null},
+                          "multiplierBps":10000,"exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null},
                           "tierBefore":null,"tierAfter":null,"balanceAfter":109,"pendingAfter":0,"errorCode":null,"message":null},
                           "response_code":0,"response_message":"Success"})),
         (status = 400, description = "VALIDATION_FAILED: an unknown operation, a malformed field, or `at` in the past", body = ErrorEnvelope),

@@ -8,6 +8,7 @@
 
 pub mod allocations;
 pub mod auth;
+pub mod campaigns;
 pub mod configs;
 pub mod docs;
 pub mod error;
@@ -97,6 +98,8 @@ pub fn router_and_document(state: AppState, pages: Router<AppState>) -> (Router,
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::retry))
         .routes(routes!(reminders::put, reminders::get))
+        .routes(routes!(campaigns::create, campaigns::list))
+        .routes(routes!(campaigns::get, campaigns::patch, campaigns::delete))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(docs::metrics))

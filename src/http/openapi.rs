@@ -44,6 +44,7 @@ the same `requestId`, which either replays the first answer or applies it once."
         (name = "configurations", description = "How many coins an event earns, for every company (DEFAULT) or one (CUSTOM)"),
         (name = "coins", description = "Allocating, redeeming, reversing; balances and coin value"),
         (name = "users", description = "A user's summary and history"),
+        (name = "campaigns", description = "Bonus campaigns: a multiplier or a fixed bonus on allocations inside a window"),
         (name = "webhooks", description = "Coin events pushed to the business's endpoints, signed (Standard Webhooks); the body each receives is the `WebhookEvent` schema"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

@@ -2,7 +2,10 @@
 //! configuration up in the database.
 //!
 //! What is cached is the *resolution*: for a (company, event), the active CUSTOM
-//! configuration, else the active DEFAULT one, else none. The rules that keep it correct:
+//! configuration, else the active DEFAULT one, else none; and the company's bonus campaigns for
+//! the event that had not ended when it was read (each allocation checks their windows against
+//! its own time). A campaign change is announced as a configuration change. The rules that keep
+//! it correct:
 //! - every configuration change made by this process clears the cache after its COMMIT and before
 //!   it is answered, so it takes effect at once here;
 //! - on PostgreSQL every configuration change also sends `NOTIFY coins_configs` inside its
@@ -20,15 +23,31 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::domain::CoinConfig;
+use crate::domain::campaigns::Campaign;
 
 /// Entries kept before the cache is cleared wholesale (a cheap bound on memory: ~100 bytes each).
 const ENTRIES_MAX: usize = 65_536;
 /// Age after which an entry is read again, whatever the notifications said.
 pub const MAX_AGE: Duration = Duration::from_secs(4);
 
-/// `None`: no active configuration applies.
-pub type Resolved = Option<CoinConfig>;
+/// What an allocation of a (company, event) resolves to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// `None`: no active configuration applies.
+    pub config: Option<CoinConfig>,
+    /// The company's campaigns for the event that had not ended when read.
+    pub campaigns: Arc<Vec<Campaign>>,
+}
+
+impl Resolved {
+    #[cfg(test)]
+    pub fn of(config: Option<CoinConfig>) -> Self {
+        Self { config, campaigns: Arc::default() }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -135,9 +154,9 @@ mod tests {
         let cache = ConfigCache::new(true);
         assert!(cache.get("C", "E").is_none());
         let g = cache.generation();
-        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5))), ("C".to_owned(), "F".to_owned(), None)]);
-        assert_eq!(cache.get("C", "E").unwrap().unwrap().values.amount.map(Coins::get), Some(5));
-        assert_eq!(cache.get("C", "F"), Some(None), "a cached 'no configuration' is a hit");
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Resolved::of(Some(config(5)))), ("C".to_owned(), "F".to_owned(), Resolved::default())]);
+        assert_eq!(cache.get("C", "E").unwrap().config.unwrap().values.amount.map(Coins::get), Some(5));
+        assert_eq!(cache.get("C", "F"), Some(Resolved::default()), "a cached 'no configuration' is a hit");
         cache.clear();
         assert!(cache.get("C", "E").is_none());
     }
@@ -147,7 +166,7 @@ mod tests {
         let cache = ConfigCache::new(true);
         let g = cache.generation();
         cache.clear(); // a change committed while the reader was reading
-        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5)))]);
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Resolved::of(Some(config(5))))]);
         assert!(cache.get("C", "E").is_none());
     }
 
@@ -155,11 +174,11 @@ mod tests {
     fn not_live_means_never_hit_and_resuming_starts_empty() {
         let cache = ConfigCache::new(true);
         let g = cache.generation();
-        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(5)))]);
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Resolved::of(Some(config(5))))]);
         cache.set_live(false);
         assert!(cache.get("C", "E").is_none());
         let g = cache.generation();
-        cache.fill(g, [("C".to_owned(), "E".to_owned(), Some(config(6)))]);
+        cache.fill(g, [("C".to_owned(), "E".to_owned(), Resolved::of(Some(config(6))))]);
         cache.set_live(true);
         assert!(cache.get("C", "E").is_none(), "nothing from the time without notifications survives");
     }

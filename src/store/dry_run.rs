@@ -10,11 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::config_cache::Resolved;
 use super::ledger::{self, Claim, LedgerTx, Returned};
 use super::model::RecordRow;
 use super::{StoreError, StoreResult};
-use crate::domain::allocate::{AllocateOk, NewLot};
+use crate::domain::allocate::{AllocateOk, NewLot, RecordFields};
 use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
+use crate::domain::campaigns::CampaignId;
 use crate::domain::earn::CalculationRecord;
 use crate::domain::expire::DueLot;
 use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
@@ -58,6 +60,19 @@ struct RecordFieldsSeen {
     expires_at: Option<i64>,
 }
 
+impl RecordFieldsSeen {
+    fn of(r: &RecordFields) -> Self {
+        Self {
+            state: r.state,
+            base_coins: r.base_coins,
+            coin_config_id: r.coin_config_id.clone(),
+            calculation: r.calculation.clone(),
+            activates_at: r.activates_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
 impl<T: LedgerTx> DryRun<T> {
     pub fn new(inner: T) -> Self {
         Self {
@@ -77,13 +92,14 @@ impl<T: LedgerTx> DryRun<T> {
     }
 }
 
-/// Simulates `cmd` on `tx` (reads only); `config` is the resolution of an allocation's company
+/// Simulates `cmd` on `tx` (reads only); `resolved` is the resolution of an allocation's company
 /// and event.
-pub(crate) async fn simulate<T: LedgerTx>(tx: T, cmd: &SimulateCmd, config: Option<&CoinConfig>) -> StoreResult<Simulation> {
+pub(crate) async fn simulate<T: LedgerTx>(tx: T, cmd: &SimulateCmd, resolved: &Resolved) -> StoreResult<Simulation> {
+    let config = resolved.config.as_ref();
     let mut dry = DryRun::new(tx);
     let refused = |r: Refusal| Simulation { outcome: Some(SimOutcome::Refuse), refusal: Some(r), ..Simulation::default() };
     match cmd {
-        SimulateCmd::Allocate(c) => match ledger::allocate(&mut dry, c, config).await {
+        SimulateCmd::Allocate(c) => match ledger::allocate(&mut dry, c, config, &resolved.campaigns).await {
             Err(StoreError::Refused(r)) => Ok(refused(r)),
             Err(e) => Err(e),
             Ok(AllocateOk::Replayed { coins }) => Ok(Simulation { outcome: Some(SimOutcome::Replay), coins: Some(coins.get()), ..Simulation::default() }),
@@ -159,16 +175,18 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
                     return Ok(false);
                 }
             }
-            self.record = Some(RecordFieldsSeen {
-                state: r.state,
-                base_coins: r.base_coins,
-                coin_config_id: r.coin_config_id.clone(),
-                calculation: r.calculation.clone(),
-                activates_at: r.activates_at,
-                expires_at: r.expires_at,
-            });
+            self.record = Some(RecordFieldsSeen::of(r));
         }
         Ok(true)
+    }
+
+    async fn campaign_triggers(&mut self, company: &CompanyId, campaign: CampaignId, user: &UserId) -> StoreResult<i64> {
+        self.inner.campaign_triggers(company, campaign, user).await
+    }
+
+    async fn rewrite_record(&mut self, _company: &CompanyId, _request_id: &RequestId, _coins: i64, record: &RecordFields) -> StoreResult<()> {
+        self.record = Some(RecordFieldsSeen::of(record));
+        Ok(())
     }
 
     async fn finish(&mut self, _company: &CompanyId, _request_id: &RequestId, _coins: i64, _response: &str) -> StoreResult<()> {

@@ -21,6 +21,7 @@ use crate::domain::adjust::{self, AdjustCmd, AdjustReceipt};
 use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordFields};
 use crate::domain::allocation::{self, ActivateAt, Activation, ActivationPlan, HeldLot, OrderClaim, OrderHolder};
 use crate::domain::allocation::{AllocationState, ReturnKind};
+use crate::domain::campaigns::{self, Campaign, CampaignId};
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
 use crate::domain::ledger::{self as rules, Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
@@ -60,6 +61,10 @@ pub(crate) trait LedgerTx {
     async fn open_account(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()>;
     /// The user's allocations of the command's event in its company since `since_ms`.
     async fn count_allocations(&mut self, cmd: &AllocateCmd, since_ms: i64) -> StoreResult<i64>;
+    /// The user's allocations a campaign applied to (read after the user's row is locked).
+    async fn campaign_triggers(&mut self, company: &CompanyId, campaign: CampaignId, user: &UserId) -> StoreResult<i64>;
+    /// Rewrites a claimed allocation's coins and record (its campaign was decided after the claim).
+    async fn rewrite_record(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, record: &RecordFields) -> StoreResult<()>;
     async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>>;
     async fn open_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<OpenLot>>;
     async fn coin_value(&mut self, company: &CompanyId) -> StoreResult<CoinValue>;
@@ -162,13 +167,18 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
 }
 
 /// A new allocation: on SQLite every one; on PostgreSQL those that are not plain (an order id, a
-/// purchase value, a percentage...), while plain ones are decided set-based (`postgres/ledger.rs`).
-/// `config` is the resolution for the command's company and event.
+/// purchase value, a percentage, a campaign...), while plain ones are decided set-based
+/// (`postgres/ledger.rs`). `config` is the resolution for the command's company and event, and
+/// `campaigns` the company's campaigns for the event.
 ///
 /// The request id is checked first, then the order id: a claim lost to the order's live
 /// allocation is a replay (the same user and purchase value: the new id becomes its alias) or
 /// `ORDER_ID_CONFLICT`. The unique index on live orders makes this hold under concurrency.
-pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>) -> StoreResult<AllocateOk> {
+///
+/// A campaign without a per-user limit is decided before the claim. When the best one has a
+/// limit, the user's row is locked first and the triggers counted, so concurrent allocations of
+/// one user never exceed it; the record is then rewritten with the campaign that applied.
+pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>, campaigns: &[Campaign]) -> StoreResult<AllocateOk> {
     let (company, user) = (&cmd.company, &cmd.user);
     let Some(config) = config else {
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
@@ -176,8 +186,8 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     let terms = config.values.terms().map_err(|p| StoreError::Corrupt(format!("configuration {} is inconsistent: {p:?}", config.id)))?;
     let purchase = &cmd.purchase;
     let value = if purchase.amount_minor.is_some() || purchase.currency.is_some() { tx.coin_value(company).await? } else { CoinValue::builtin() };
-    let earn = match allocate::plan_earning(cmd, config, terms, &value) {
-        Ok(earn) => earn,
+    let calculation = match allocate::calculation(cmd, terms, &value) {
+        Ok(calculation) => calculation,
         // The request id comes first: a repeat is answered whatever the body says now.
         Err(refusal) => {
             return match tx.request(company, &cmd.request_id).await? {
@@ -186,6 +196,9 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
             };
         }
     };
+    let ranked = campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &calculation);
+    let unlimited = ranked.first().copied().filter(|c| c.terms.max_triggers_per_user.is_none());
+    let mut earn = allocate::plan_earning(cmd, config, &value, &calculation, unlimited, !ranked.is_empty());
     let claim = Claim {
         kind: RequestKind::Allocate,
         user,
@@ -202,6 +215,24 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         return answer_held_order(tx, cmd).await;
     }
     let account = tx.account(user).await?;
+    if unlimited.is_none() && !ranked.is_empty() {
+        let mut applies = None;
+        for c in &ranked {
+            let room = match c.terms.max_triggers_per_user {
+                Some(limit) => tx.campaign_triggers(company, c.id, user).await? < limit,
+                None => true,
+            };
+            if room {
+                applies = Some(*c);
+                break;
+            }
+        }
+        if applies.is_some() {
+            earn = allocate::plan_earning(cmd, config, &value, &calculation, applies, true);
+            let record = earn.record.as_ref().ok_or_else(|| StoreError::Corrupt("a campaign's allocation without a record".into()))?;
+            tx.rewrite_record(company, &cmd.request_id, earn.coins, record).await?;
+        }
+    }
     let mut counts = Vec::new();
     for window in allocate::cap_windows(&config.values, cmd.now_ms) {
         counts.push(tx.count_allocations(cmd, window.since_ms).await?);

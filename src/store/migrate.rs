@@ -32,6 +32,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 7, name: "partial_returns", sql: include_str!("../../migrations/sqlite/0007_partial_returns.sql") },
     Migration { version: 8, name: "debt", sql: include_str!("../../migrations/sqlite/0008_debt.sql") },
     Migration { version: 9, name: "reminders", sql: include_str!("../../migrations/sqlite/0009_reminders.sql") },
+    Migration { version: 10, name: "campaigns", sql: include_str!("../../migrations/sqlite/0010_campaigns.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -48,6 +49,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 11, name: "allocate_set_pending", sql: include_str!("../../migrations/postgres/0011_allocate_set_pending.sql") },
     Migration { version: 12, name: "debt", sql: include_str!("../../migrations/postgres/0012_debt.sql") },
     Migration { version: 13, name: "reminders", sql: include_str!("../../migrations/postgres/0013_reminders.sql") },
+    Migration { version: 14, name: "campaigns", sql: include_str!("../../migrations/postgres/0014_campaigns.sql") },
 ];
 
 impl Migration {
@@ -141,6 +143,7 @@ mod tests {
         (7, "fdb829f71ba6f21ea6659bbd508198fb05bac4c699e91faeff42c17d0beb0049"),
         (8, "e9d561b8ab8db2f1b5c26ebf6e40bd882f2f6eb84296d2ea0a5e12fb760c2721"),
         (9, "44e77fa9f9b9b784b2f51520dd291c75223779a9d6126754b7ec8630296da2a3"),
+        (10, "8ff446cb3dd9b82964239fd1c7a9b992e9ff621407b7d8f251a6d4e643c7b12c"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
@@ -156,6 +159,7 @@ mod tests {
         (11, "73e4330a85f61cd3973c46608c6ee3794890b03ee4ed8f438738862e3cefb34d"),
         (12, "b1813efae4a385c2c85bb25df8212fd25fb1da5e55104cc95c2e24aec8bbcaff"),
         (13, "94da4598194f2ef964a31ec3d689ebe82df3f8d3dabe6b5c55adf93888abfdd1"),
+        (14, "d1088e624d9483af87006d3c8040fcd84266313a35796a180524c1c25cf54315"),
     ];
 
     #[test]

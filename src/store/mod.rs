@@ -6,6 +6,7 @@
 //! - [`ReportStore`]: what is read back — balances, summaries, history, `verify`.
 //! - [`WebhookStore`]: subscriptions, their outbox (written by the ledger's flows) and deliveries.
 //! - [`ReminderStore`]: expiry reminders, their lead times and the sweeper's pass that sends them.
+//! - [`CampaignStore`]: bonus campaigns.
 //! - [`Store`]: all of the above plus migrations and a ping; what the app holds.
 //!
 //! Layout: `error.rs` (the one error type), `model.rs` (records and read models), `migrate.rs`
@@ -16,7 +17,8 @@
 
 pub(crate) mod as_of;
 mod balance_cache;
-mod config_cache;
+pub mod campaigns;
+pub(crate) mod config_cache;
 pub(crate) mod configs;
 mod dry_run;
 pub mod error;
@@ -33,6 +35,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use campaigns::CampaignStore;
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use reminders::ReminderStore;
@@ -175,7 +178,7 @@ pub trait WebhookStore: Send + Sync {
 
 /// Everything the app needs from storage.
 #[async_trait]
-pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + ReminderStore + 'static {
+pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + ReminderStore + CampaignStore + 'static {
     /// Applies pending migrations. Safe to call from several processes at once.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for `/readyz`.

@@ -149,6 +149,21 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
          (SELECT 1 FROM requests r WHERE r.company_id = a.company_id AND r.request_id = a.alias_of AND r.kind = 'ALLOCATE' AND r.alias_of IS NULL)",
         "alias of no allocation",
     ),
+    (
+        "SELECT r.company_id || '/' || r.request_id || ' (' || COALESCE(r.event, '') || ' at ' || CAST(r.created_at AS TEXT) || ') names ' || r.campaign_id \
+         FROM requests r LEFT JOIN campaigns c ON c.company_id = r.company_id AND 'CMP' || CAST(c.seq + 100000 AS TEXT) = r.campaign_id \
+         WHERE r.campaign_id IS NOT NULL AND (c.seq IS NULL OR r.created_at < c.starts_at OR r.created_at >= c.ends_at \
+         OR (c.events IS NOT NULL AND replace(',' || c.events || ',', ',' || r.event || ',', '') = ',' || c.events || ','))",
+        "allocation outside its campaign's window or events",
+    ),
+    (
+        "SELECT r.company_id || '/' || r.user_id || ': ' || CAST(COUNT(*) AS TEXT) || ' allocations under ' || r.campaign_id \
+         || ', limit ' || CAST(MIN(c.max_triggers_per_user) AS TEXT) FROM requests r \
+         JOIN campaigns c ON c.company_id = r.company_id AND 'CMP' || CAST(c.seq + 100000 AS TEXT) = r.campaign_id \
+         WHERE r.campaign_id IS NOT NULL AND c.max_triggers_per_user IS NOT NULL \
+         GROUP BY r.company_id, r.user_id, r.campaign_id HAVING COUNT(*) > MIN(c.max_triggers_per_user)",
+        "campaign applied more often than its per-user limit",
+    ),
 ];
 
 /// The name of every check, as `coins verify` prints it before each problem found.

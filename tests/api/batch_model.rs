@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use coins::domain::CoinConfigId;
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
-use coins::domain::allocate::{answer_repeat, cap_windows, plan_credit, plan_earning};
+use coins::domain::allocate::{answer_repeat, calculation, cap_windows, plan_credit, plan_earning};
 use coins::domain::config::{CoinConfig, ConfigValues, Earning, resolve};
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
 use coins::domain::redeem::CoinValue;
@@ -149,7 +149,8 @@ impl PurePlan {
                 self.allocations.iter().filter(same).count() as i64
             })
             .collect();
-        let earn = plan_earning(cmd, config, config.values.terms().unwrap(), &CoinValue::builtin()).unwrap();
+        let value = CoinValue::builtin();
+        let earn = plan_earning(cmd, config, &value, &calculation(cmd, config.values.terms().unwrap(), &value).unwrap(), None, false);
         let plan = match plan_credit(cmd, &earn, config, self.accounts.get(&cmd.user), &counts) {
             Ok(plan) => plan,
             Err(refusal) => return outcome(Err(refusal.into())),

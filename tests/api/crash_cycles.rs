@@ -3,7 +3,8 @@
 //! ids (which must credit nothing), allocations held a day (activated by time or early by request,
 //! canceled when returned during the hold), replays, redemptions (by coins and by currency), staff
 //! adjustments (credits, some expiring; debits refused, capped or driven into debt, which later
-//! credits pay first), reversals of every kind (capped or into debt too) and expiry sweeps
+//! credits pay first), allocations under two bonus campaigns (a multiplier for everyone and a
+//! bigger fixed bonus limited to two per user), reversals of every kind (capped or into debt too) and expiry sweeps
 //! against the real `coins serve`, which is SIGKILLed mid-load again and again and restarted on
 //! the same database with its clock two days further on (so lots expire between cycles and the
 //! sweeper, every second, is killed mid-pass too).
@@ -38,6 +39,13 @@ const BUY_RATE_BPS: i64 = 1_000;
 /// (event, coins, pendingDays, validityDays): held a day, so most activate between cycles (the
 /// clock moves two days per cycle), by a read or the sweeper, and some early, by request.
 const HELD: (&str, i64, i64, i64) = ("HELD", 8, 1, 3);
+/// A fixed 10 coins, raised by two campaigns for the whole run: ×2 for every allocation, and
+/// +30 (which gives more, so it wins) for a user's first two. Which one an allocation got is
+/// read from the ledger: 20 or 40 coins, and never 40 more than twice per user.
+const PROMO: (&str, i64) = ("PROMO", 10);
+const PROMO_LIMIT: usize = 2;
+/// The coins of a promotion allocation before it is read back from the ledger.
+const PROMO_COINS_UNKNOWN: i64 = i64::MIN;
 
 fn kills() -> usize {
     std::env::var("COINS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
@@ -87,6 +95,11 @@ enum Kind {
         rid: String,
         user: String,
         coins: i64,
+    },
+    /// An allocation under the campaigns: 20 or 40 coins.
+    Promo {
+        rid: String,
+        user: String,
     },
     /// An early activation of a held allocation (which may have activated by itself already).
     Activate {
@@ -188,7 +201,12 @@ impl Worker {
     /// The next request to send: mostly allocations and purchases, then redemptions, reversals,
     /// till retries and replays.
     fn plan(&mut self) -> Sent {
-        match self.next(17) {
+        match self.next(18) {
+            17 => {
+                let (rid, user) = (self.rid("M"), self.user());
+                let body = json!({"companyId":"C","event":PROMO.0,"requestId":rid,"userId":user});
+                Sent { path: "/api/v0/enkash-coins/allocate-coin", body, kind: Kind::Promo { rid, user } }
+            }
             15 => {
                 let (rid, user) = (self.rid("J"), self.user());
                 let mut body = json!({"companyId":"C","userId":user,"requestId":rid,"coins":1 + self.next(20),"reason":"goodwill"});
@@ -323,6 +341,9 @@ impl Worker {
         match (status, &sent.kind) {
             (200, Kind::Allocate { rid, user, coins }) => {
                 self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: *coins });
+            }
+            (200, Kind::Promo { rid, user }) => {
+                self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: PROMO_COINS_UNKNOWN });
             }
             (200, Kind::Purchase { rid, user, order, amount, coins }) => {
                 self.applied(rid, Effect { user: user.clone(), kind: "ALLOCATE", coins: *coins });
@@ -531,6 +552,16 @@ async fn run_cycles(backend: Backend) {
     let body = json!({"configuration":"DEFAULT","companyId":"C","event":event,"amount":coins,"pendingDays":pending_days,"validityDays":validity});
     let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
+    let body = json!({"configuration":"DEFAULT","companyId":"C","event":PROMO.0,"amount":PROMO.1});
+    let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(&admin).json(&body).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let (from, to) = (coins::clock::system_now_ms() - 60_000, coins::clock::system_now_ms() + 300 * DAY_SECS * 1000);
+    for reward in [json!({"multiplierBps":20000}), json!({"bonusCoins":30,"maxTriggersPerUser":PROMO_LIMIT})] {
+        let mut body = json!({"companyId":"C","name":"promo","events":[PROMO.0],"startsAt":coins::clock::rfc3339(from),"endsAt":coins::clock::rfc3339(to)});
+        body.as_object_mut().unwrap().extend(reward.as_object().unwrap().clone());
+        let res = http.post(format!("{base}/api/v0/coins/campaigns")).bearer_auth(&admin).json(&body).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+    }
     // Every entry of the run is reported to this endpoint (which refuses connections).
     let events =
         ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired", "coins.pending", "coins.activated", "coins.canceled", "coins.adjusted"];
@@ -631,12 +662,25 @@ async fn run_cycles(backend: Backend) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let expected: HashMap<&String, &Effect> = workers.iter().flat_map(|w| w.effects.iter()).collect();
     let refused: HashSet<&String> = workers.iter().flat_map(|w| w.refused.iter()).collect();
+    // What each promotion allocation got, read from its entry.
+    let mut promo: HashMap<&str, i64> = HashMap::new();
+    let mut bonused: HashMap<&str, usize> = HashMap::new();
     for (rid, kind, coins, user) in &entries {
         *seen.entry(rid.as_str()).or_default() += 1;
         let effect = expected.get(rid).unwrap_or_else(|| panic!("{rid} ({kind} {coins}) is in the ledger but no client was told it was applied"));
-        assert_eq!((effect.kind, effect.coins, &effect.user), (kind.as_str(), *coins, user), "the entry of {rid}");
+        if effect.coins == PROMO_COINS_UNKNOWN {
+            assert!(*coins == 2 * PROMO.1 || *coins == PROMO.1 + 30, "{rid}: a promotion earns 20 or 40, not {coins}");
+            promo.insert(rid.as_str(), *coins);
+            if *coins == PROMO.1 + 30 {
+                *bonused.entry(user.as_str()).or_default() += 1;
+            }
+        } else {
+            assert_eq!((effect.kind, effect.coins, &effect.user), (kind.as_str(), *coins, user), "the entry of {rid}");
+        }
         assert!(!refused.contains(rid), "{rid} was refused but has an entry");
     }
+    assert!(bonused.values().all(|n| *n <= PROMO_LIMIT), "the +30 campaign went past its limit of {PROMO_LIMIT} per user: {bonused:?}");
+    let coins_of = |rid: &str, e: &Effect| if e.coins == PROMO_COINS_UNKNOWN { promo[rid] } else { e.coins };
     for rid in expected.keys() {
         assert_eq!(seen.get(rid.as_str()), Some(&1), "{rid}: acknowledged, so exactly one entry");
     }
@@ -654,8 +698,9 @@ async fn run_cycles(backend: Backend) {
     let due = due_activations(backend, &url).await;
     for (user, (balance, pending)) in &summaries {
         let activated_by_time = due.get(user).copied().unwrap_or(0);
-        let model: i64 =
-            expected.values().filter(|e| &e.user == user).map(|e| e.coins).sum::<i64>() + expired.get(user).copied().unwrap_or(0) + activated_by_time;
+        let model: i64 = expected.iter().filter(|(_, e)| &e.user == user).map(|(rid, e)| coins_of(rid, e)).sum::<i64>()
+            + expired.get(user).copied().unwrap_or(0)
+            + activated_by_time;
         assert_eq!(*balance, model, "balance of {user}");
         // Held: what held allocations credited, less what returns canceled and activations released.
         let held: i64 = workers.iter().flat_map(|w| w.held.values()).filter(|(u, _)| u == user).map(|(_, c)| c).sum();
@@ -699,6 +744,9 @@ async fn run_cycles(backend: Backend) {
         -expired.values().sum::<i64>()
     );
     assert!(sum(|t| t.unanswered) >= 1, "no request was in flight at any kill: the test proves nothing");
+    let (doubled, with_bonus) = (promo.values().filter(|c| **c == 2 * PROMO.1).count(), bonused.values().sum::<usize>());
+    eprintln!("crash cycles ({backend:?}): {with_bonus} promotion allocations got the limited +30 campaign, {doubled} the ×2 one");
+    assert!(doubled > 0 && with_bonus > 0, "the mix must allocate under both campaigns");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

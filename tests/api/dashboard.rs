@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use coins::clock::Clock;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -149,7 +150,7 @@ both_backends! {
             assert_eq!(status, StatusCode::FORBIDDEN, "{csrf:?}: {body}");
             assert!(body.contains("CSRF"));
         }
-        for path in ["/dashboard/users/reverse", "/dashboard/users/adjust", "/dashboard/webhooks/retry", "/dashboard/webhooks/reminders", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
+        for path in ["/dashboard/users/reverse", "/dashboard/users/adjust", "/dashboard/webhooks/retry", "/dashboard/webhooks/reminders", "/dashboard/campaigns", "/dashboard/campaigns/edit", "/dashboard/campaigns/end", "/dashboard/campaigns/delete", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
             let (status, _, _) = b.post(path, &[("csrf", "forged")]).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         }
@@ -278,6 +279,49 @@ both_backends! {
         // Empty turns them off.
         let (_, page, _) = b.post("/dashboard/webhooks/reminders", &[("csrf", &csrf), ("companyId", "SHOP"), ("days", "")]).await;
         assert!(page.contains("Expiry reminders of SHOP are off.") && page.contains("<tr><td>SHOP</td><td>off</td></tr>"), "{page}");
+    }
+
+    async fn the_campaigns_page_starts_edits_ends_and_deletes_campaigns(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "BUY", 10).await;
+        let mut b = Browser::new(app);
+        b.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, page, _) = b.get("/dashboard/campaigns?companyId=SHOP").await;
+        assert!(page.contains("No campaigns for SHOP yet.") && page.contains("<h2>Start a campaign</h2>"), "{page}");
+        let csrf = b.csrf();
+        let now = app.clock.now_ms();
+        let (start, end) = (coins::clock::rfc3339(now - 60_000), coins::clock::rfc3339(now + 86_400_000));
+        let form = [("csrf", csrf.as_str()), ("companyId", "SHOP"), ("name", "Launch <week>"), ("events", "BUY"), ("startsAt", &start), ("endsAt", &end),
+            ("reward", "multiplier"), ("value", "20000"), ("maxTriggersPerUser", "")];
+        let (status, page, _) = b.post("/dashboard/campaigns", &form).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("Campaign CMP100001 is created.") && page.contains("<td>Launch &lt;week&gt;</td>") && page.contains("×2 (20000 bps)"), "{page}");
+        app.allocate(&app.admin_token, "SHOP", "BUY", "B1", "ASHA").await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 20, "the campaign applies at once");
+        let (_, page, _) = b.get("/dashboard/campaigns?companyId=SHOP").await;
+        assert!(page.contains("<td>active</td><td><span class=\"num\">1</span></td>") && page.contains("End now"), "{page}");
+        // Refused as the API refuses it.
+        let mut bad = form;
+        bad[7] = ("value", "10000");
+        let (_, page, _) = b.post("/dashboard/campaigns", &bad).await;
+        assert!(page.contains("multiplierBps must be a whole number from 10001 to 1000000"), "{page}");
+        // A scheduled one is edited, then deleted; the running one is ended.
+        let later = [("csrf", csrf.as_str()), ("companyId", "SHOP"), ("name", "Weekend"), ("events", ""), ("startsAt", &end), ("endsAt", &coins::clock::rfc3339(now + 2 * 86_400_000)),
+            ("reward", "bonus"), ("value", "50"), ("maxTriggersPerUser", "2")];
+        let (_, page, _) = b.post("/dashboard/campaigns", &later).await;
+        assert!(page.contains("Campaign CMP100002 is created.") && page.contains("+50 coins") && page.contains("every event"), "{page}");
+        let (_, page, _) = b.get("/dashboard/campaigns?companyId=SHOP&edit=CMP100002").await;
+        assert!(page.contains("<h2>Edit CMP100002</h2>") && page.contains("value=\"Weekend\""), "{page}");
+        let mut edit = later;
+        edit[3] = ("name", "Long weekend");
+        let edit: Vec<(&str, &str)> = edit.into_iter().chain([("campaignId", "CMP100002")]).collect();
+        let (_, page, _) = b.post("/dashboard/campaigns/edit", &edit).await;
+        assert!(page.contains("Campaign CMP100002 is saved.") && page.contains("<td>Long weekend</td>"), "{page}");
+        let (_, page, _) = b.post("/dashboard/campaigns/delete", &[("csrf", &csrf), ("campaignId", "CMP100002")]).await;
+        assert!(page.contains("Campaign CMP100002 is deleted.") && !page.contains("Long weekend"), "{page}");
+        let (_, page, _) = b.post("/dashboard/campaigns/end", &[("csrf", &csrf), ("campaignId", "CMP100001")]).await;
+        assert!(page.contains("Campaign CMP100001 has ended.") && page.contains("<td>ended</td>"), "{page}");
+        app.allocate(&app.admin_token, "SHOP", "BUY", "B2", "ASHA").await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 30, "an ended campaign no longer applies");
     }
 
     async fn member_links_show_one_user_expire_and_cannot_be_altered(app: &TestApp) {

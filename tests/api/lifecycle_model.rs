@@ -1,6 +1,6 @@
 //! Model-based property test of the whole lifecycle (version 2 of the ledger): random sequences
 //! of allocations (fixed, capped, a percentage of a purchase value, held before they can be
-//! spent), early activations, redemptions (by coins and by currency), staff adjustments (credits
+//! spent, raised by bonus campaigns with windows, events and per-user limits), early activations, redemptions (by coins and by currency), staff adjustments (credits
 //! with an expiry or a hold, debits), returns (whole, by coins, by refunded amount, refused,
 //! capped or driven into debt when the coins were spent), debt paid by later credits, clock
 //! jumps and sweeps, run
@@ -16,6 +16,7 @@ use coins::domain::activate::ActivateCmd;
 use coins::domain::adjust::{AdjustCmd, AdjustExpiry, AdjustReceipt};
 use coins::domain::allocate::{AllocateCmd, AllocateOk, Purchase};
 use coins::domain::allocation::{OnShortfall, ReturnAsk, ReturnKind};
+use coins::domain::campaigns::{CampaignTerms, Reward};
 use coins::domain::config::{ConfigValues, Earning};
 use coins::domain::earn::AmountType;
 use coins::domain::redeem::{CoinValue, RedeemAmount, RedeemCmd};
@@ -53,6 +54,23 @@ const EVENTS: [EventDef; 5] = [
     // 10 %: a purchase of `minor` earns minor / 30 coins at 3 minor units a coin.
     ("E3", Earn::Percent(1_000), Some(3), None, None),
     ("E4", Earn::Fixed(12), Some(2), None, Some(1)),
+];
+
+/// A campaign's reward: a multiplier (basis points) or fixed bonus coins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bonus {
+    Times(i64),
+    Plus(i64),
+}
+
+/// (events it applies to (`None`: all), starts and ends in hours after the start, reward, limit
+/// per user), created in this order (so a later one is newer).
+type CampaignDef = (Option<&'static [&'static str]>, i64, i64, Bonus, Option<i64>);
+
+const CAMPAIGNS: [CampaignDef; 3] = [
+    (Some(&["E1", "E3"]), 24, 72, Bonus::Times(20_000), Some(2)),
+    (None, 0, 36, Bonus::Plus(4), None),
+    (Some(&["E0", "E4"]), 6, 96, Bonus::Times(15_000), Some(1)),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +222,8 @@ struct Alloc {
     validity: Option<i64>,
     /// A staff adjustment's credit: what a replay must repeat, and its answer.
     adjust: Option<(String, Adjusted)>,
+    /// The campaign that applied (refunds recompute with its reward).
+    campaign: Option<usize>,
 }
 
 /// What an adjustment answers: (coins, short, activatesAt, expiresAt, balance, pending).
@@ -273,6 +293,8 @@ struct Model {
     requests: HashMap<usize, Req>,
     accounts: [Account; USERS],
     allocations: HashMap<(usize, usize), i64>,
+    /// Allocations each campaign applied to, per (campaign, user).
+    triggers: HashMap<(usize, usize), i64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -382,11 +404,39 @@ impl Model {
         self.lots.iter().filter(|l| l.user == user && l.remaining > 0 && l.pending_until.is_some_and(|t| t > now)).map(|l| l.remaining).sum()
     }
 
-    fn earns(event: usize, minor: i64) -> i64 {
+    /// What an allocation of `event` on a purchase of `minor` earns under campaign `k`: rounded
+    /// down, then a campaign's bonus on top. Nothing bought earns nothing.
+    fn earns(event: usize, minor: i64, k: Option<usize>) -> i64 {
+        let times = match k.map(|k| CAMPAIGNS[k].3) {
+            Some(Bonus::Times(bps)) => bps,
+            _ => 10_000,
+        };
+        let plus = match k.map(|k| CAMPAIGNS[k].3) {
+            Some(Bonus::Plus(n)) => n,
+            _ => 0,
+        };
         match EVENTS[event].1 {
-            Earn::Fixed(n) => n,
-            Earn::Percent(bps) => minor * bps / (10_000 * MINOR_PER_COIN),
+            Earn::Fixed(n) => n * times / 10_000 + plus,
+            Earn::Percent(_) if minor <= 0 => 0,
+            Earn::Percent(bps) => minor * bps * times / (100_000_000 * MINOR_PER_COIN) + plus,
         }
+    }
+
+    /// The campaign an allocation gets: of those running at `now` for its event that give it
+    /// any coins, the most coins, then the highest multiplier, then the newest, whose limit for
+    /// the user has room.
+    fn campaign(&self, user: usize, event: usize, minor: i64, now: i64) -> Option<usize> {
+        let name = EVENTS[event].0;
+        let mut running: Vec<(i64, i64, usize)> = (0..CAMPAIGNS.len())
+            .filter(|&k| {
+                let (events, from, to, ..) = CAMPAIGNS[k];
+                START_MS + from * HOUR_MS <= now && now < START_MS + to * HOUR_MS && events.is_none_or(|e| e.contains(&name))
+            })
+            .map(|k| (Self::earns(event, minor, Some(k)), if let Bonus::Times(bps) = CAMPAIGNS[k].3 { bps } else { 10_000 }, k))
+            .filter(|&(coins, ..)| coins > 0)
+            .collect();
+        running.sort_by(|a, b| b.cmp(a));
+        running.into_iter().map(|(.., k)| k).find(|&k| CAMPAIGNS[k].4.is_none_or(|limit| self.triggers.get(&(k, user)).copied().unwrap_or(0) < limit))
     }
 
     fn allocate(&mut self, user: usize, event: usize, req: usize, minor: i64, now: i64) -> Outcome {
@@ -401,7 +451,8 @@ impl Model {
             return Outcome::Refused("LIMIT_REACHED");
         }
         let paid = matches!(earn, Earn::Percent(_)).then_some(minor);
-        let coins = Self::earns(event, minor);
+        let campaign = self.campaign(user, event, minor, now);
+        let coins = Self::earns(event, minor, campaign);
         let mut a = Alloc {
             user,
             event,
@@ -416,6 +467,7 @@ impl Model {
             state: St::Zero,
             validity,
             adjust: None,
+            campaign,
         };
         self.accounts[user].exists = true;
         if coins == 0 {
@@ -423,6 +475,9 @@ impl Model {
             return Outcome::Zero;
         }
         *self.allocations.entry((user, event)).or_default() += 1;
+        if let Some(k) = campaign {
+            *self.triggers.entry((k, user)).or_default() += 1;
+        }
         let pending_until = pending_days.map(|d| now + d * DAY_MS);
         let starts = pending_until.unwrap_or(now);
         // A spendable credit pays the debt first (one held does when it activates).
@@ -542,7 +597,7 @@ impl Model {
                 if a.refunded + m > paid {
                     return Err("REVERSAL_EXCEEDS_REMAINING");
                 }
-                let kept = a.coins.min(Self::earns(a.event, paid - a.refunded - m));
+                let kept = a.coins.min(Self::earns(a.event, paid - a.refunded - m, a.campaign));
                 ((remaining - kept).max(0), a.refunded + m)
             }
         };
@@ -663,6 +718,7 @@ impl Model {
                 state: if held { St::Pending } else { St::Active },
                 validity,
                 adjust: Some((fingerprint, answer)),
+                campaign: None,
             };
             next.requests.insert(req, Req::Allocate(a));
             answer
@@ -896,6 +952,20 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
     }
     let value = CoinValue { company: Some(CompanyId::parse(COMPANY).unwrap()), currency: "INR".into(), minor_units_per_coin: MINOR_PER_COIN };
     store.set_coin_value(value, "model", START_MS).await.unwrap();
+    for (i, (events, from, to, bonus, limit)) in CAMPAIGNS.into_iter().enumerate() {
+        let terms = CampaignTerms {
+            name: format!("K{i}"),
+            events: events.map(|e| e.iter().map(|n| EventName::parse(n).unwrap()).collect()),
+            starts_at: START_MS + from * HOUR_MS,
+            ends_at: START_MS + to * HOUR_MS,
+            reward: match bonus {
+                Bonus::Times(bps) => Reward::Multiplier(bps),
+                Bonus::Plus(n) => Reward::Bonus(n),
+            },
+            max_triggers_per_user: limit,
+        };
+        store.create_campaign(&CompanyId::parse(COMPANY).unwrap(), terms, "model", START_MS).await.unwrap();
+    }
 
     let mut model = Model::default();
     let mut now = START_MS;

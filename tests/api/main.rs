@@ -8,6 +8,7 @@ mod allocate;
 mod batch_model;
 mod browser;
 mod caches;
+mod campaigns;
 mod cli;
 mod commerce;
 mod concurrency;

@@ -174,6 +174,19 @@ verify_check! {
         "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, alias_of) \
          VALUES ('C', 'AL1', 'ALLOCATE', 'U1', 'E', 10, '', 0, 'GONE')",
     ];
+    // R1 names a campaign whose window ended before R1 was made.
+    an_allocation_outside_its_campaigns_window: "allocation outside its campaign's window or events", [
+        "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, created_by, created_at, updated_by, updated_at) \
+         VALUES ('C', 'old', NULL, 0, 1, 5, 'x', 0, 'x', 0)",
+        "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id = 'R1'",
+    ];
+    // R1 and D1 of U1 both name a campaign that applies once per user (its window and events
+    // cover them both).
+    a_campaign_applied_beyond_its_limit: "campaign applied more often than its per-user limit", [
+        "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
+         VALUES ('C', 'once', NULL, 0, 9000000000000000, 5, 1, 'x', 0, 'x', 0)",
+        "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id IN ('R1', 'D1')",
+    ];
 }
 
 /// The list above covers every check verify has: adding a check without a test fails here.

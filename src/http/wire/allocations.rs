@@ -72,6 +72,13 @@ pub struct CalculationView {
     pub amount: Option<i64>,
     pub min_amount_minor: Option<i64>,
     pub max_coins_per_allocation: Option<i64>,
+    /// The bonus campaign that applied (`multiplierBps` includes its multiplier), else `null`.
+    #[schema(example = "CMP100001")]
+    pub campaign_id: Option<String>,
+    /// The campaign's multiplier, when it has one.
+    pub campaign_bps: Option<i64>,
+    /// The campaign's fixed bonus, when it has one: added to the coins after the cap.
+    pub campaign_bonus_coins: Option<i64>,
 }
 
 impl From<CalculationRecord> for CalculationView {
@@ -88,6 +95,9 @@ impl From<CalculationRecord> for CalculationView {
             amount: c.amount,
             min_amount_minor: c.min_amount_minor,
             max_coins_per_allocation: c.max_coins_per_allocation,
+            campaign_id: c.campaign_id,
+            campaign_bps: c.campaign_bps,
+            campaign_bonus_coins: c.campaign_bonus_coins,
         }
     }
 }
@@ -95,7 +105,7 @@ impl From<CalculationRecord> for CalculationView {
 /// One allocation's record. Fields that do not apply are `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({"requestId":"TILL-7-0001","aliases":["TILL-7-0002"],"orderId":"ORDER-2291","companyId":"SHOP","userId":"ASHA","event":"PURCHASE","coinConfigId":"WCC100001","state":"ACTIVE","coins":9,"baseCoins":9,"coinsCanceled":0,"coinsReversed":0,"coinsWaived":0,"amountMinor":49999,"amountRefundedMinor":0,"currency":"INR","calculation":{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null},"createdAt":"2026-12-04T10:00:00Z","activatesAt":null,"activatedAt":"2026-12-04T10:00:00Z","expiresAt":null,"reason":null}))]
+#[schema(example = json!({"requestId":"TILL-7-0001","aliases":["TILL-7-0002"],"orderId":"ORDER-2291","companyId":"SHOP","userId":"ASHA","event":"PURCHASE","coinConfigId":"WCC100001","state":"ACTIVE","coins":9,"baseCoins":9,"coinsCanceled":0,"coinsReversed":0,"coinsWaived":0,"amountMinor":49999,"amountRefundedMinor":0,"currency":"INR","calculation":{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null},"createdAt":"2026-12-04T10:00:00Z","activatesAt":null,"activatedAt":"2026-12-04T10:00:00Z","expiresAt":null,"reason":null}))]
 pub struct AllocationView {
     pub request_id: RequestId,
     /// Request ids that repeated this allocation's order (a till's retries), oldest first.

@@ -14,6 +14,7 @@
 #[macro_use]
 mod schema;
 pub mod allocations;
+pub mod campaigns;
 pub mod coins;
 pub mod configs;
 pub mod events;

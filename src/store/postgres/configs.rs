@@ -2,6 +2,7 @@
 //! allocation batches (cached per process, see `store/config_cache.rs`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -71,9 +72,10 @@ pub(super) async fn coin_value_in(client: &impl GenericClient, company: Option<&
     Ok(coin_value_from(row.map(|r| (r.get(0), r.get(1), r.get(2)))))
 }
 
-/// The configuration each allocation resolves to, from the cache where possible; the
-/// misses are resolved with one query and cached. One resolution per (company, event) per batch,
-/// so every item of a pair is decided under the same configuration.
+/// What each allocation resolves to — its configuration and its company's campaigns for the
+/// event — from the cache where possible; the misses are resolved with one query each for
+/// configurations and campaigns, and cached. One resolution per (company, event) per batch, so
+/// every item of a pair is decided under the same configuration.
 pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<Resolved>> {
     let mut resolved: HashMap<(&str, &str), Resolved> = HashMap::new();
     let mut missing: Vec<(&str, &str)> = Vec::new();
@@ -97,18 +99,22 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             .prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE event = ANY($1) AND (configuration = 'DEFAULT' OR company_id = ANY($2))"))
             .await?;
         let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&events, &companies]).await?.iter().map(config_from_row).collect();
+        let earliest = cmds.iter().map(|c| c.now_ms).min().unwrap_or(0);
+        let campaigns = super::campaigns::running(tx, &companies, earliest).await?;
         let mut fills = Vec::with_capacity(missing.len());
         for (company, event) in missing {
             let custom =
                 candidates.iter().find(|c| c.values.kind == ConfigKind::Custom && c.values.company_id.as_str() == company && c.values.event.as_str() == event);
             let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default && c.values.event.as_str() == event);
-            let value = cfg::resolve(custom, default).cloned();
+            let event_name = EventName::from_trusted(event.to_owned());
+            let theirs = campaigns.iter().filter(|c| c.company.as_str() == company && c.terms.applies_to(&event_name)).cloned().collect();
+            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs) };
             fills.push((company.to_owned(), event.to_owned(), value.clone()));
             resolved.insert((company, event), value);
         }
         caches.configs.fill(generation, fills);
     }
-    Ok(cmds.iter().map(|c| resolved.get(&(c.company.as_str(), c.event.as_str())).cloned().flatten()).collect())
+    Ok(cmds.iter().map(|c| resolved.get(&(c.company.as_str(), c.event.as_str())).cloned().unwrap_or_default()).collect())
 }
 
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);

@@ -20,8 +20,9 @@ use super::reports::{order_holder, record_row};
 use super::{Core, PgStore, PgTx};
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::adjust::{AdjustCmd, AdjustReceipt};
-use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase};
+use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase, RecordFields};
 use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
+use crate::domain::campaigns::CampaignId;
 use crate::domain::earn::ZeroReason;
 use crate::domain::expire::DueLot;
 use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
@@ -33,6 +34,7 @@ use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken
 use crate::domain::simulate::{SimulateCmd, Simulation};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
+use crate::store::config_cache::Resolved;
 use crate::store::dry_run;
 use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, LedgerTx, Returned};
@@ -114,7 +116,7 @@ impl LedgerTx for PgTx<'_> {
             .prepare_cached(
                 "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
                  zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at, \
-                 activates_at) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT DO NOTHING",
+                 activates_at, campaign_id) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) ON CONFLICT DO NOTHING",
             )
             .await?;
         let n = self
@@ -141,6 +143,7 @@ impl LedgerTx for PgTx<'_> {
                     &r.activated_at,
                     &r.expires_at,
                     &r.activates_at,
+                    &r.campaign_id.map(|c| c.to_string()),
                 ],
             )
             .await?;
@@ -242,6 +245,40 @@ impl LedgerTx for PgTx<'_> {
             )
             .await?;
         Ok(self.0.query_one(&stmt, &[&cmd.company.as_str(), &cmd.user.as_str(), &cmd.event.as_str(), &since_ms]).await?.get(0))
+    }
+
+    async fn campaign_triggers(&mut self, company: &CompanyId, campaign: CampaignId, user: &UserId) -> StoreResult<i64> {
+        let stmt = self.0.prepare_cached("SELECT COUNT(*) FROM requests WHERE company_id = $1 AND campaign_id = $2 AND user_id = $3").await?;
+        Ok(self.0.query_one(&stmt, &[&company.as_str(), &campaign.to_string(), &user.as_str()]).await?.get(0))
+    }
+
+    async fn rewrite_record(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, r: &RecordFields) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "UPDATE requests SET coins = $3, state = $4, zero_reason = $5, base_coins = $6, calculation = $7, activated_at = $8, \
+                 expires_at = $9, activates_at = $10, campaign_id = $11 WHERE company_id = $1 AND request_id = $2",
+            )
+            .await?;
+        self.0
+            .execute(
+                &stmt,
+                &[
+                    &company.as_str(),
+                    &request_id.as_str(),
+                    &coins,
+                    &r.state.as_str(),
+                    &r.zero_reason.map(ZeroReason::as_str),
+                    &r.base_coins,
+                    &r.calculation,
+                    &r.activated_at,
+                    &r.expires_at,
+                    &r.activates_at,
+                    &r.campaign_id.map(|c| c.to_string()),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>> {
@@ -556,12 +593,16 @@ impl Core {
 }
 
 /// Whether `coins_allocate_set` decides this item: a plain allocation (EnKash's fields under a
-/// fixed amount), or one with no configuration (a replay or a refusal). Everything else — an
-/// order id, a purchase value, a percentage — goes through the Rust plans of `store/ledger.rs`.
-fn set_based(cmd: &AllocateCmd, config: Option<&CoinConfig>) -> bool {
-    match config {
+/// fixed amount, with no campaign running for its event), or one with no configuration (a replay
+/// or a refusal). Everything else — an order id, a purchase value, a percentage, a campaign —
+/// goes through the Rust plans of `store/ledger.rs`.
+fn set_based(cmd: &AllocateCmd, resolved: &Resolved) -> bool {
+    match &resolved.config {
         None => cmd.purchase == Purchase::default(),
-        Some(c) => c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &c.values, &terms)),
+        Some(c) => {
+            !resolved.campaigns.iter().any(|k| k.applies(&cmd.event, cmd.now_ms))
+                && c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &c.values, &terms))
+        }
     }
 }
 
@@ -573,7 +614,7 @@ fn set_based(cmd: &AllocateCmd, config: Option<&CoinConfig>) -> bool {
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<StoreResult<AllocateOk>>> {
     let configs = resolve_batch(tx, cmds, caches).await?;
     let mut results: Vec<Option<StoreResult<AllocateOk>>> = cmds.iter().map(|_| None).collect();
-    let plain: Vec<bool> = (0..cmds.len()).map(|i| set_based(&cmds[i], configs[i].as_ref())).collect();
+    let plain: Vec<bool> = (0..cmds.len()).map(|i| set_based(&cmds[i], &configs[i])).collect();
     if plain.contains(&false) {
         // The Rust plans lock each item's user as they reach it, in item order: two batches with
         // the same users in other orders would deadlock (and be retried whole, again and again:
@@ -596,7 +637,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
     let mut next = 0;
     while next < cmds.len() {
         if !plain[next] {
-            match ledger::allocate(&mut PgTx(tx), &cmds[next], configs[next].as_ref()).await {
+            match ledger::allocate(&mut PgTx(tx), &cmds[next], configs[next].config.as_ref(), &configs[next].campaigns).await {
                 // Anything but a refusal may have aborted the transaction: the batch fails whole
                 // (and `allocate_now` applies its items one by one).
                 Err(e) if !matches!(e, StoreError::Refused(_)) => return Err(e),
@@ -612,7 +653,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         let round: Vec<usize> = (next..end).collect();
         next = end;
         let pick = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&i| f(&cmds[i])).collect() };
-        let config = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|&i| configs[i].as_ref().and_then(f)).collect() };
+        let config = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|&i| configs[i].config.as_ref().and_then(f)).collect() };
         let (companies, users, events, requests) =
             (pick(&|c| c.company.as_str()), pick(&|c| c.user.as_str()), pick(&|c| c.event.as_str()), pick(&|c| c.request_id.as_str()));
         let nows: Vec<i64> = round.iter().map(|&i| cmds[i].now_ms).collect();
@@ -763,11 +804,11 @@ impl LedgerStore for PgStore {
         // A READ ONLY transaction (any write would fail it) on one snapshot, rolled back.
         let mut client = self.core.client().await?;
         let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await?;
-        let config = match &cmd {
-            SimulateCmd::Allocate(c) => resolve_batch(&tx, std::slice::from_ref(c), &self.core.caches).await?.pop().flatten(),
-            SimulateCmd::Reverse(_) => None,
+        let resolved = match &cmd {
+            SimulateCmd::Allocate(c) => resolve_batch(&tx, std::slice::from_ref(c), &self.core.caches).await?.pop().unwrap_or_default(),
+            SimulateCmd::Reverse(_) => Resolved::default(),
         };
-        let outcome = dry_run::simulate(PgTx(&tx), &cmd, config.as_ref()).await;
+        let outcome = dry_run::simulate(PgTx(&tx), &cmd, &resolved).await;
         tx.rollback().await?;
         outcome
     }

@@ -25,6 +25,7 @@ impl<'a> tokio_postgres::types::FromSql<'a> for crate::domain::ledger::EntryKind
 }
 
 mod batcher;
+mod campaigns;
 mod clients;
 mod configs;
 mod ledger;

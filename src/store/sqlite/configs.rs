@@ -1,5 +1,7 @@
 //! Coin configurations, their audit trail and coin values on SQLite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -8,7 +10,7 @@ use crate::domain::config::{self as cfg, ConfigValues, Earning};
 use crate::domain::earn::{AmountType, Rounding};
 use crate::domain::redeem::CoinValue;
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName};
-use crate::store::config_cache::ConfigCache;
+use crate::store::config_cache::{ConfigCache, Resolved};
 use crate::store::configs::{self, ConfigTx};
 use crate::store::ledger::run_now;
 use crate::store::model::{coin_value_from, coin_value_key};
@@ -47,9 +49,9 @@ fn config_by_id(conn: &Connection, id: CoinConfigId) -> StoreResult<Option<CoinC
     Ok(conn.prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = ?1"))?.query_row(params![id.seq()], config_from_row).optional()?)
 }
 
-/// The configuration an allocation of (company, event) resolves to, from the writer's
-/// cache when it has it.
-pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyId, event: &EventName) -> StoreResult<Option<CoinConfig>> {
+/// What an allocation of (company, event) at `now_ms` resolves to — its configuration and the
+/// company's campaigns for the event — from the writer's cache when it has it.
+pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyId, event: &EventName, now_ms: i64) -> StoreResult<Resolved> {
     if let Some(hit) = cache.get(company.as_str(), event.as_str()) {
         return Ok(hit);
     }
@@ -62,7 +64,8 @@ pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyI
         .collect::<Result<_, _>>()?;
     let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
     let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
-    let resolved = cfg::resolve(custom, default).cloned();
+    let campaigns = super::campaigns::running(conn, company, now_ms)?.into_iter().filter(|c| c.terms.applies_to(event)).collect();
+    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns) };
     cache.fill(generation, [(company.to_string(), event.to_string(), resolved.clone())]);
     Ok(resolved)
 }

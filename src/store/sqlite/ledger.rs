@@ -10,8 +10,9 @@ use super::writer::Queued;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::adjust::{AdjustCmd, AdjustReceipt};
-use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot};
+use crate::domain::allocate::{AllocateCmd, AllocateOk, NewLot, RecordFields};
 use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
+use crate::domain::campaigns::CampaignId;
 use crate::domain::earn::ZeroReason;
 use crate::domain::expire::DueLot;
 use crate::domain::ledger::{Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
@@ -22,7 +23,7 @@ use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken
 use crate::domain::simulate::{SimulateCmd, Simulation};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
-use crate::store::config_cache::ConfigCache;
+use crate::store::config_cache::{ConfigCache, Resolved};
 use crate::store::dry_run;
 use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
 use crate::store::model::{RecordKinds, RecordRow};
@@ -103,7 +104,7 @@ impl LedgerTx for SqliteTx<'_> {
             .prepare_cached(
                 "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
                  zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at, \
-                 activates_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                 activates_at, campaign_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?
             .execute(params![
                 company.as_str(),
@@ -124,7 +125,8 @@ impl LedgerTx for SqliteTx<'_> {
                 r.calculation,
                 r.activated_at,
                 r.expires_at,
-                r.activates_at
+                r.activates_at,
+                r.campaign_id.map(|c| c.to_string())
             ])?
             == 1)
     }
@@ -215,6 +217,35 @@ impl LedgerTx for SqliteTx<'_> {
                 "SELECT COUNT(*) FROM ledger_entries WHERE company_id = ?1 AND user_id = ?2 AND event = ?3 AND type = 'ALLOCATE' AND created_at >= ?4",
             )?
             .query_row(params![cmd.company.as_str(), cmd.user.as_str(), cmd.event.as_str(), since_ms], |r| r.get(0))?)
+    }
+
+    async fn campaign_triggers(&mut self, company: &CompanyId, campaign: CampaignId, user: &UserId) -> StoreResult<i64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT COUNT(*) FROM requests WHERE company_id = ?1 AND campaign_id = ?2 AND user_id = ?3")?
+            .query_row(params![company.as_str(), campaign.to_string(), user.as_str()], |r| r.get(0))?)
+    }
+
+    async fn rewrite_record(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, r: &RecordFields) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE requests SET coins = ?3, state = ?4, zero_reason = ?5, base_coins = ?6, calculation = ?7, activated_at = ?8, \
+                 expires_at = ?9, activates_at = ?10, campaign_id = ?11 WHERE company_id = ?1 AND request_id = ?2",
+            )?
+            .execute(params![
+                company.as_str(),
+                request_id.as_str(),
+                coins,
+                r.state.as_str(),
+                r.zero_reason.map(ZeroReason::as_str),
+                r.base_coins,
+                r.calculation,
+                r.activated_at,
+                r.expires_at,
+                r.activates_at,
+                r.campaign_id.map(|c| c.to_string())
+            ])?;
+        Ok(())
     }
 
     async fn due_lots(&mut self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Vec<DueLot>> {
@@ -480,11 +511,11 @@ impl LedgerStore for SqliteStore {
         self.read(move |conn| {
             conn.execute_batch("PRAGMA query_only = ON; BEGIN")?;
             let outcome = (|| {
-                let config = match &cmd {
-                    SimulateCmd::Allocate(c) => super::configs::resolve(conn, &ConfigCache::new(true), &c.company, &c.event)?,
-                    SimulateCmd::Reverse(_) => None,
+                let resolved = match &cmd {
+                    SimulateCmd::Allocate(c) => super::configs::resolve(conn, &ConfigCache::new(true), &c.company, &c.event, c.now_ms)?,
+                    SimulateCmd::Reverse(_) => Resolved::default(),
                 };
-                run_now(dry_run::simulate(SqliteTx(conn), &cmd, config.as_ref()))
+                run_now(dry_run::simulate(SqliteTx(conn), &cmd, &resolved))
             })();
             conn.execute_batch("ROLLBACK; PRAGMA query_only = OFF")?;
             outcome

@@ -18,6 +18,7 @@ impl rusqlite::types::FromSql for crate::domain::ledger::EntryKind {
     }
 }
 
+mod campaigns;
 mod clients;
 mod configs;
 mod ledger;

@@ -158,8 +158,8 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Commit {
 
 /// One allocation: resolve its configuration (cached), then the shared flow.
 fn allocate_one(conn: &Connection, cmd: &AllocateCmd, configs: &ConfigCache) -> StoreResult<AllocateOk> {
-    let config = configs::resolve(conn, configs, &cmd.company, &cmd.event)?;
-    run_now(ledger::allocate(&mut super::SqliteTx(conn), cmd, config.as_ref()))
+    let resolved = configs::resolve(conn, configs, &cmd.company, &cmd.event, cmd.now_ms)?;
+    run_now(ledger::allocate(&mut super::SqliteTx(conn), cmd, resolved.config.as_ref(), &resolved.campaigns))
 }
 
 /// The allocations of one writer round in one transaction, without savepoints (see the module
