@@ -193,6 +193,31 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             tries: vec![("/api/v0/coins/reminders".into(), Some(json!({"companyId":"B","expiryReminderDays":[]})), Refused(403, "FORBIDDEN"))],
         },
         Row { method: "get", path: "/api/v0/coins/reminders", tries: vec![("/api/v0/coins/reminders?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
+        Row {
+            method: "post",
+            path: "/api/v0/coins/campaigns",
+            tries: vec![(
+                "/api/v0/coins/campaigns".into(),
+                Some(json!({"companyId":"B","name":"x","startsAt":"2099-01-01T00:00:00Z","endsAt":"2099-01-02T00:00:00Z","bonusCoins":1})),
+                Refused(403, "FORBIDDEN"),
+            )],
+        },
+        Row { method: "get", path: "/api/v0/coins/campaigns", tries: vec![("/api/v0/coins/campaigns?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
+        Row {
+            method: "get",
+            path: "/api/v0/coins/campaigns/{campaignId}",
+            tries: vec![("/api/v0/coins/campaigns/CMP100001".into(), None, Refused(404, "CAMPAIGN_NOT_FOUND"))],
+        },
+        Row {
+            method: "patch",
+            path: "/api/v0/coins/campaigns/{campaignId}",
+            tries: vec![("/api/v0/coins/campaigns/CMP100001".into(), Some(json!({"bonusCoins":500})), Refused(404, "CAMPAIGN_NOT_FOUND"))],
+        },
+        Row {
+            method: "delete",
+            path: "/api/v0/coins/campaigns/{campaignId}",
+            tries: vec![("/api/v0/coins/campaigns/CMP100001".into(), None, Refused(404, "CAMPAIGN_NOT_FOUND"))],
+        },
         Row { method: "get", path: "/api/v0/coins/users/{userId}", tries: vec![("/api/v0/coins/users/UB".into(), None, Refused(404, "USER_NOT_FOUND"))] },
         Row {
             method: "post",
@@ -273,6 +298,7 @@ async fn b_state(app: &TestApp, b_config: &str, b_hook: &str) -> Vec<Value> {
         "/api/v0/enkash-coins?companyId=B".to_owned(),
         "/api/v0/coins/coin-value?companyId=B".to_owned(),
         "/api/v0/coins/reminders?companyId=B".to_owned(),
+        "/api/v0/coins/campaigns?companyId=B".to_owned(),
         "/api/v0/coins/coin-value".to_owned(),
         format!("/api/v0/coins/webhooks/{b_hook}"),
         format!("/api/v0/coins/webhooks/{b_hook}/deliveries"),
@@ -294,6 +320,8 @@ both_backends! {
         app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId":"B","userId":"UB","requestId":"B-R1","coins":2})).await.assert_ok();
         app.send(reqwest::Method::PUT, "/api/v0/coins/coin-value", Some(&app.admin_token), Some(&json!({"companyId":"B","currency":"INR","minorUnitsPerCoin":50}))).await.assert_ok();
         app.send(reqwest::Method::PUT, "/api/v0/coins/reminders", Some(&app.admin_token), Some(&json!({"companyId":"B","expiryReminderDays":[7]}))).await.assert_ok();
+        let b_campaign = json!({"companyId":"B","name":"B's","startsAt":"2099-01-01T00:00:00Z","endsAt":"2099-01-02T00:00:00Z","multiplierBps":20000});
+        assert_eq!(app.post("/api/v0/coins/campaigns", &app.admin_token, b_campaign).await.assert_ok()["campaignId"], json!("CMP100001"));
         let hook = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"B","url":"http://127.0.0.1:9/b","events":["coins.allocated"]})).await;
         let b_hook = hook.assert_ok()["webhookId"].as_str().unwrap().to_owned();
         let before = b_state(app, &b_config, &b_hook).await;
