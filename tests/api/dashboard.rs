@@ -150,7 +150,7 @@ both_backends! {
             assert_eq!(status, StatusCode::FORBIDDEN, "{csrf:?}: {body}");
             assert!(body.contains("CSRF"));
         }
-        for path in ["/dashboard/users/reverse", "/dashboard/users/adjust", "/dashboard/webhooks/retry", "/dashboard/webhooks/reminders", "/dashboard/campaigns", "/dashboard/campaigns/edit", "/dashboard/campaigns/end", "/dashboard/campaigns/delete", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
+        for path in ["/dashboard/users/reverse", "/dashboard/users/adjust", "/dashboard/webhooks/retry", "/dashboard/webhooks/reminders", "/dashboard/campaigns/create", "/dashboard/campaigns/edit", "/dashboard/campaigns/end", "/dashboard/campaigns/delete", "/dashboard/logout", "/dashboard/configs/WCC100001"] {
             let (status, _, _) = b.post(path, &[("csrf", "forged")]).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         }
@@ -292,7 +292,7 @@ both_backends! {
         let (start, end) = (coins::clock::rfc3339(now - 60_000), coins::clock::rfc3339(now + 86_400_000));
         let form = [("csrf", csrf.as_str()), ("companyId", "SHOP"), ("name", "Launch <week>"), ("events", "BUY"), ("startsAt", &start), ("endsAt", &end),
             ("reward", "multiplier"), ("value", "20000"), ("maxTriggersPerUser", "")];
-        let (status, page, _) = b.post("/dashboard/campaigns", &form).await;
+        let (status, page, _) = b.post("/dashboard/campaigns/create", &form).await;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("Campaign CMP100001 is created.") && page.contains("<td>Launch &lt;week&gt;</td>") && page.contains("×2 (20000 bps)"), "{page}");
         app.allocate(&app.admin_token, "SHOP", "BUY", "B1", "ASHA").await.assert_ok();
@@ -302,12 +302,12 @@ both_backends! {
         // Refused as the API refuses it.
         let mut bad = form;
         bad[7] = ("value", "10000");
-        let (_, page, _) = b.post("/dashboard/campaigns", &bad).await;
+        let (_, page, _) = b.post("/dashboard/campaigns/create", &bad).await;
         assert!(page.contains("multiplierBps must be a whole number from 10001 to 1000000"), "{page}");
         // A scheduled one is edited, then deleted; the running one is ended.
         let later = [("csrf", csrf.as_str()), ("companyId", "SHOP"), ("name", "Weekend"), ("events", ""), ("startsAt", &end), ("endsAt", &coins::clock::rfc3339(now + 2 * 86_400_000)),
             ("reward", "bonus"), ("value", "50"), ("maxTriggersPerUser", "2")];
-        let (_, page, _) = b.post("/dashboard/campaigns", &later).await;
+        let (_, page, _) = b.post("/dashboard/campaigns/create", &later).await;
         assert!(page.contains("Campaign CMP100002 is created.") && page.contains("+50 coins") && page.contains("every event"), "{page}");
         let (_, page, _) = b.get("/dashboard/campaigns?companyId=SHOP&edit=CMP100002").await;
         assert!(page.contains("<h2>Edit CMP100002</h2>") && page.contains("value=\"Weekend\""), "{page}");

@@ -3,8 +3,8 @@ data the Rust test seeded (tests/api/browser.rs): sign in; read the seeded numbe
 charts and totals; create and edit a configuration and see the audit trail; look a user up and
 page through the history; reverse an allocation and see the balance change; adjust the user into
 debt and out of it again, each after a confirmation step; download the ledger and compare the file
-with the ledger the API shows; set the company's expiry reminders on the webhooks page; open a
-member link.
+with the ledger the API shows; set the company's expiry reminders on the webhooks page; start a
+bonus campaign on the campaigns page and end it; open a member link.
 Usage: dashboard.py BASE_URL EXPECTED_JSON SCREENSHOT_DIR
 EXPECTED_JSON: {"client_id", "client_secret", "days": {"YYYY-MM-DD": {"issued", "redeemed"}},
 "totals": {...}, "event", "pager_user", "pager_entries", "reverse_user", "reverse_request",
@@ -201,6 +201,30 @@ if "30, 7, 1" not in row:
     fail(f"the reminders table shows {row!r}")
 page.screenshot(path=f"{shots}/dashboard-webhooks.png", full_page=True)
 
+# A bonus campaign, started on the campaigns page (running since a minute ago), then ended.
+page.goto(f"{base}/dashboard/campaigns?companyId={expected['company']}")
+stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+page.fill("#f-name", "Launch week: double coins")
+page.fill("#f-events", expected["event"])
+page.fill("#f-startsAt", stamp(time.time() - 60))
+page.fill("#f-endsAt", stamp(time.time() + 7 * 86400))
+page.select_option("#f-reward", "multiplier")
+page.fill("#f-value", "20000")
+page.click("#campaign-form button")
+page.wait_for_selector(".notice")
+said = page.locator(".notice").inner_text()
+if not re.fullmatch(r"Campaign CMP\d{6} is created\.", said):
+    fail(f"creating a campaign said {said!r}")
+row = page.locator("table.campaigns tbody tr", has_text="Launch week").inner_text()
+if "×2 (20000 bps)" not in row or "active" not in row:
+    fail(f"the campaigns table shows {row!r}")
+page.screenshot(path=f"{shots}/dashboard-campaigns.png", full_page=True)
+page.locator("table.campaigns tbody tr", has_text="Launch week").locator("button", has_text="End now").click()
+page.wait_for_selector(".notice.ok")
+row = page.locator("table.campaigns tbody tr", has_text="Launch week").inner_text()
+if "ended" not in row:
+    fail(f"after ending, the campaigns table shows {row!r}")
+
 # Phone width: the overview still fits.
 page.set_viewport_size({"width": 390, "height": 844})
 page.goto(f"{base}/dashboard")
@@ -233,5 +257,5 @@ if b.errors:
 b.close()
 print(f"dashboard: charts and totals match the seeded data, configuration created and edited, "
       f"history paged ({first} + {second}), reversal applied ({before} → {after}), adjusted into debt and out, "
-      f"ledger downloaded ({len(rows)} rows, as the API shows them), reminders set, "
+      f"ledger downloaded ({len(rows)} rows, as the API shows them), reminders set, campaign started and ended, "
       f"member page shows {shown}")
