@@ -27,6 +27,11 @@
 //! reports rows/s and the server's RSS before and during each (sampled every 50 ms): an export
 //! holds a page at a time, so RSS must not grow with the ledger.
 //!
+//! `--only campaign` measures allocation at each connection count without a campaign, under a
+//! ×2 campaign for the event, under one with a per-user limit (counted in the transaction after
+//! the user's row is locked), and without again; each campaign is ended before the next phase, and
+//! the ratios are against the mean of the two runs without.
+//!
 //! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
 //! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
 //! that holds its coins for 14 days (`pendingDays`), so their cost shows against plain allocation
@@ -623,6 +628,42 @@ async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids:
     );
 }
 
+/// Allocation without a campaign, under a ×2 one, under a ×2 one with a per-user limit, and
+/// without again (each campaign ended before the next phase).
+async fn campaign_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) {
+    let before = phase(addr, token, Kind::Allocate, conns, secs, &format!("cp-off-{conns}"), ok_ids.clone()).await;
+    before.print();
+    let mut with = Vec::new();
+    for (tag, limit) in [("unlimited", "null"), ("limited", "1000000")] {
+        let now = coins::clock::system_now_ms();
+        let body = format!(
+            r#"{{"companyId":"{COMPANY}","name":"bench","events":["{EVENT}"],"startsAt":"{}","endsAt":"{}","multiplierBps":20000,"maxTriggersPerUser":{limit}}}"#,
+            coins::clock::rfc3339(now - 60_000),
+            coins::clock::rfc3339(now + 86_400_000)
+        );
+        let (status, json) = http_json(addr, request("POST", "/api/v0/coins/campaigns", token, Some(&body))).await;
+        assert_eq!(status, 200, "create campaign: {json}");
+        let id = json["payload"]["campaignId"].as_str().expect("campaignId").to_owned();
+        let r = phase(addr, token, Kind::Allocate, conns, secs, &format!("cp-{tag}-{conns}"), ok_ids.clone()).await;
+        r.print();
+        let end = format!(r#"{{"endsAt":"{}"}}"#, coins::clock::rfc3339(coins::clock::system_now_ms()));
+        let (status, json) = http_json(addr, request("PATCH", &format!("/api/v0/coins/campaigns/{id}"), token, Some(&end))).await;
+        assert_eq!(status, 200, "end campaign: {json}");
+        with.push((tag, r.rps()));
+    }
+    let after = phase(addr, token, Kind::Allocate, conns, secs, &format!("cp-off2-{conns}"), ok_ids).await;
+    after.print();
+    let base = (before.rps() + after.rps()) / 2.0;
+    for (tag, rps) in with {
+        println!(
+            "  campaign ({tag}), {conns:>4} conns: allocate {rps:.0}/s vs {base:.0}/s without (mean of {:.0} before and {:.0} after) = {:.0}%",
+            before.rps(),
+            after.rps(),
+            100.0 * rps / base
+        );
+    }
+}
+
 /// A figure of `/proc/<pid>/status` in MB (`VmRSS:` now, `VmHWM:` the peak).
 fn rss_of(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -815,6 +856,11 @@ async fn run(args: Args) -> bool {
     if wants("webhooks") {
         for &conns in &args.conns {
             webhook_phase(&addr, &token, conns, args.secs, ok_ids.clone()).await;
+        }
+    }
+    if wants("campaign") {
+        for &conns in &args.conns {
+            campaign_phase(&addr, &token, conns, args.secs, ok_ids.clone()).await;
         }
     }
     let peak_rss = server.peak_rss_mb();

@@ -193,12 +193,10 @@ pub async fn create(State(state): State<AppState>, session: Session, req: Reques
     finish(&state, &session, company, done).await
 }
 
-/// Applies a change to the form's campaign.
-async fn change(state: &AppState, session: &Session, form: &Form, body: Map<String, Value>, done: &str) -> Result<String, ApiError> {
-    let id = form.get("campaignId").to_owned();
+/// Applies a change to the form's campaign; answers it as changed.
+async fn change(state: &AppState, session: &Session, form: &Form, body: Map<String, Value>) -> Result<CampaignView, ApiError> {
     let request = PatchCampaignRequest::from_object(&body).map_err(ApiError::validation)?;
-    let _changed = api::patch(State(state.clone()), caller(session), PathParam(id.clone()), Json(request)).await?;
-    Ok(format!("Campaign {id} {done}."))
+    Ok(api::patch(State(state.clone()), caller(session), PathParam(form.get("campaignId").to_owned()), Json(request)).await?.0.payload)
 }
 
 pub async fn edit(State(state): State<AppState>, session: Session, req: Request) -> Response {
@@ -206,10 +204,11 @@ pub async fn edit(State(state): State<AppState>, session: Session, req: Request)
         Ok(f) => f,
         Err(res) => return res,
     };
-    let done = change(&state, &session, &form, fields(&form), "is saved").await;
+    let done = change(&state, &session, &form, fields(&form)).await.map(|c| format!("Campaign {} is saved.", c.campaign_id));
     finish(&state, &session, form.get("companyId").trim().to_owned(), done).await
 }
 
+/// Ends a running campaign as soon as it can (every server process needs a few seconds' notice).
 pub async fn end(State(state): State<AppState>, session: Session, req: Request) -> Response {
     let form = match read_form(req).await {
         Ok(f) => f,
@@ -217,7 +216,7 @@ pub async fn end(State(state): State<AppState>, session: Session, req: Request) 
     };
     let body = json!({"endsAt": rfc3339(state.clock.now_ms())}).as_object().cloned().unwrap_or_default();
     let company = campaign_company(&state, &session, &form).await;
-    let done = change(&state, &session, &form, body, "has ended").await;
+    let done = change(&state, &session, &form, body).await.map(|c| format!("Campaign {} ends at {}.", c.campaign_id, c.ends_at));
     finish(&state, &session, company, done).await
 }
 

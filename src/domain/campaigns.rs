@@ -11,8 +11,11 @@
 //! - The reward is part of the same credit: held, expired and returned with the coins it came
 //!   with, and recorded in the allocation's calculation.
 //! - An allocation below the configuration's minimum spend gets no campaign (it earns nothing).
-//! - A campaign can be edited and deleted until it starts; after that only its end can be moved
-//!   earlier (ending it early); an end already past ends it at once.
+//! - A campaign can be edited and deleted until shortly before it starts ([`CHANGE_NOTICE_MS`]);
+//!   after that only its end can be moved earlier (ending it early), and never to less than that
+//!   notice from now. The notice is what every process needs to see a change (its cache of
+//!   campaigns is read again at least every 4 s), so no allocation decided on the campaign as it
+//!   was can fall outside the campaign as it is.
 
 use super::earn::{BPS_ONE, Calculation, MULTIPLIER_BPS_MAX};
 use super::{CompanyId, EventName};
@@ -29,6 +32,9 @@ pub const BONUS_COINS_MAX: i64 = 1_000_000_000;
 pub const TRIGGERS_MAX: i64 = 1_000_000;
 /// Longest window: 366 days.
 pub const WINDOW_MS_MAX: i64 = 366 * 24 * 3_600_000;
+/// How long before it takes effect a change to a campaign must be made: longer than any process
+/// may go on allocating with what it read before the change (the cache's 4 s).
+pub const CHANGE_NOTICE_MS: i64 = 5_000;
 
 /// What a campaign adds to an allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,19 +193,24 @@ pub enum ChangeRefused {
     Invalid(String),
 }
 
-/// The terms after `patch`, as of `now_ms`. Before its start a campaign takes any change (its
-/// new start not in the past); once started, only `endsAt` moved earlier: ending it early, or at
-/// once when the new end is already past (the end is never set before now: allocations made
-/// until now stay inside the window they got).
+/// Whether the campaign is past changing freely at `now_ms`: started, or starting within the
+/// notice.
+fn settled(c: &Campaign, now_ms: i64) -> bool {
+    now_ms >= c.terms.starts_at - CHANGE_NOTICE_MS
+}
+
+/// The terms after `patch`, as of `now_ms`. Until the notice before its start a campaign takes any
+/// change (a new start not within the notice); after that, only `endsAt` moved earlier: ending it
+/// early, at the soonest the notice from now (an earlier or past end is moved there).
 pub fn patched(c: &Campaign, patch: &CampaignPatch, now_ms: i64) -> Result<CampaignTerms, ChangeRefused> {
     let old = &c.terms;
-    let started = c.status(now_ms) != Status::Scheduled;
-    if started {
+    if settled(c, now_ms) {
         let ends = patch.ends_at.filter(|_| patch.ends_only()).ok_or(ChangeRefused::Started)?;
-        if ends > old.ends_at || c.status(now_ms) == Status::Ended {
+        let soonest = now_ms + CHANGE_NOTICE_MS;
+        if ends > old.ends_at || old.ends_at <= soonest {
             return Err(ChangeRefused::Started);
         }
-        return Ok(CampaignTerms { ends_at: ends.max(now_ms), ..old.clone() });
+        return Ok(CampaignTerms { ends_at: ends.max(soonest), ..old.clone() });
     }
     let terms = CampaignTerms {
         name: patch.name.clone().unwrap_or_else(|| old.name.clone()),
@@ -209,32 +220,34 @@ pub fn patched(c: &Campaign, patch: &CampaignPatch, now_ms: i64) -> Result<Campa
         reward: patch.reward.unwrap_or(old.reward),
         max_triggers_per_user: patch.max_triggers_per_user.unwrap_or(old.max_triggers_per_user),
     };
-    if patch.starts_at.is_some_and(|s| s < now_ms) {
-        return Err(ChangeRefused::Invalid("startsAt must not be in the past".into()));
+    if patch.starts_at.is_some_and(|s| s < now_ms + CHANGE_NOTICE_MS) {
+        return Err(ChangeRefused::Invalid("startsAt must be at least 5 seconds from now".into()));
     }
     terms.check().map_err(ChangeRefused::Invalid)?;
     Ok(terms)
 }
 
-/// Whether it may be deleted: only before it starts (after that its allocations name it).
+/// Whether it may be deleted: only until the notice before its start (after that its
+/// allocations may name it).
 pub fn deletable(c: &Campaign, now_ms: i64) -> Result<(), ChangeRefused> {
-    if c.status(now_ms) == Status::Scheduled { Ok(()) } else { Err(ChangeRefused::Started) }
+    if settled(c, now_ms) { Err(ChangeRefused::Started) } else { Ok(()) }
 }
 
 /// The campaigns that apply to an allocation of `event` at `at_ms` earning by `calc`, best first:
 /// the most coins, then the highest multiplier, then the newest. The allocation takes the first
 /// whose per-user limit has room. None when it is below the minimum spend, and none that would
-/// still leave it at 0 coins (a multiplier on a purchase too small to earn): an allocation that
-/// earns nothing uses no campaign's trigger.
+/// add nothing (a multiplier on a purchase too small to earn, or on coins the configuration's
+/// `maxCoinsPerAllocation` caps anyway): a campaign that gives nothing uses no trigger.
 pub fn ranked<'a>(campaigns: &'a [Campaign], event: &EventName, at_ms: i64, calc: &Calculation) -> Vec<&'a Campaign> {
     if calc.below_minimum() {
         return Vec::new();
     }
+    let without = calc.earn().coins;
     let mut candidates: Vec<(i64, i64, i64, &Campaign)> = campaigns
         .iter()
         .filter(|c| c.applies(event, at_ms))
         .map(|c| (c.on(calc).earn().coins, c.terms.reward.multiplier_bps().unwrap_or(BPS_ONE), c.id.seq(), c))
-        .filter(|(coins, ..)| *coins > 0)
+        .filter(|(coins, ..)| *coins > without)
         .collect();
     candidates.sort_by_key(|&(coins, bps, seq, _)| std::cmp::Reverse((coins, bps, seq)));
     candidates.into_iter().map(|(.., c)| c).collect()
@@ -339,16 +352,18 @@ mod tests {
         let c = campaign(1, Reward::Multiplier(20_000), None, None);
         let rename = CampaignPatch { name: Some("new".into()), ..CampaignPatch::default() };
         assert_eq!(patched(&c, &rename, 9 * DAY).unwrap().name, "new");
-        assert_eq!(patched(&c, &rename, 10 * DAY), Err(ChangeRefused::Started));
+        assert_eq!(patched(&c, &rename, 10 * DAY - CHANGE_NOTICE_MS), Err(ChangeRefused::Started), "starting within the notice");
         let earlier = CampaignPatch { ends_at: Some(11 * DAY), ..CampaignPatch::default() };
         assert_eq!(patched(&c, &earlier, 10 * DAY + 5).unwrap().ends_at, 11 * DAY);
         let later = CampaignPatch { ends_at: Some(13 * DAY), ..CampaignPatch::default() };
         assert_eq!(patched(&c, &later, 10 * DAY), Err(ChangeRefused::Started));
-        assert_eq!(patched(&c, &earlier, 11 * DAY + 1).unwrap().ends_at, 11 * DAY + 1, "a past end ends it now");
+        let now = 11 * DAY + 1;
+        assert_eq!(patched(&c, &earlier, now).unwrap().ends_at, now + CHANGE_NOTICE_MS, "a past end ends it after the notice");
+        assert_eq!(patched(&c, &earlier, 12 * DAY - CHANGE_NOTICE_MS), Err(ChangeRefused::Started), "ending within the notice anyway");
         assert_eq!(patched(&c, &earlier, 12 * DAY), Err(ChangeRefused::Started), "ended");
-        let past_start = CampaignPatch { starts_at: Some(DAY), ..CampaignPatch::default() };
-        assert!(matches!(patched(&c, &past_start, 2 * DAY), Err(ChangeRefused::Invalid(_))));
+        let soon = CampaignPatch { starts_at: Some(9 * DAY + 1_000), ..CampaignPatch::default() };
+        assert!(matches!(patched(&c, &soon, 9 * DAY), Err(ChangeRefused::Invalid(_))), "a new start within the notice");
         assert_eq!(deletable(&c, 9 * DAY), Ok(()));
-        assert_eq!(deletable(&c, 10 * DAY), Err(ChangeRefused::Started));
+        assert_eq!(deletable(&c, 10 * DAY - 1), Err(ChangeRefused::Started));
     }
 }

@@ -83,9 +83,10 @@ pub async fn get(State(state): State<AppState>, auth: Auth, PathParam(raw): Path
     Ok(JsonResponse(Envelope::ok(CampaignView::of(&campaign, state.clock.now_ms()))))
 }
 
-/// Changes a campaign. Before it starts any field may change (a new `startsAt` not in the past);
-/// once started, only `endsAt`, moved earlier: ending it early (an `endsAt` already past ends it
-/// at once).
+/// Changes a campaign. Until 5 seconds before it starts any field may change (a new `startsAt` at
+/// least 5 seconds ahead); after that, only `endsAt`, moved earlier: ending it early, at the
+/// soonest 5 seconds from now (an earlier or past `endsAt` is moved there), the time every server
+/// process needs to see the change.
 #[utoipa::path(patch, path = "/api/v0/coins/campaigns/{campaignId}", tag = "campaigns", operation_id = "changeCampaign",
     params(("campaignId" = String, Path, example = "CMP100001")),
     request_body(content = PatchCampaignRequest, example = json!({"endsAt":"2026-12-10T00:00:00Z"})),
@@ -93,7 +94,7 @@ pub async fn get(State(state): State<AppState>, auth: Auth, PathParam(raw): Path
         (status = 200, description = "The campaign as changed", body = Envelope<CampaignView>),
         (status = 400, description = "VALIDATION_FAILED", body = ErrorEnvelope),
         (status = 404, description = "CAMPAIGN_NOT_FOUND: none, or another company's", body = ErrorEnvelope),
-        (status = 409, description = "CAMPAIGN_STARTED: it has started and the change is not an earlier end", body = ErrorEnvelope),
+        (status = 409, description = "CAMPAIGN_STARTED: it has started (or starts within 5 seconds) and the change is not an earlier end", body = ErrorEnvelope),
     ))]
 pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam, Json(body): Json<PatchCampaignRequest>) -> Answer<CampaignView> {
     let campaign = visible(&state, &auth, &raw).await?;
@@ -103,13 +104,14 @@ pub async fn patch(State(state): State<AppState>, auth: Auth, PathParam(raw): Pa
     Ok(JsonResponse(Envelope::ok(CampaignView::of(&campaign, now))))
 }
 
-/// Deletes a campaign that has not started (one that has is ended early with `PATCH endsAt`).
+/// Deletes a campaign that starts more than 5 seconds from now (one that has started is ended
+/// early with `PATCH endsAt`).
 #[utoipa::path(delete, path = "/api/v0/coins/campaigns/{campaignId}", tag = "campaigns", operation_id = "deleteCampaign",
     params(("campaignId" = String, Path, example = "CMP100001")),
     responses(
         (status = 200, description = "Deleted: the campaign as it was", body = Envelope<CampaignView>),
         (status = 404, description = "CAMPAIGN_NOT_FOUND: none, or another company's", body = ErrorEnvelope),
-        (status = 409, description = "CAMPAIGN_STARTED: it has started", body = ErrorEnvelope),
+        (status = 409, description = "CAMPAIGN_STARTED: it has started, or starts within 5 seconds", body = ErrorEnvelope),
     ))]
 pub async fn delete(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<CampaignView> {
     let campaign = visible(&state, &auth, &raw).await?;

@@ -70,7 +70,7 @@ error_codes! {
     NotReversible = "NOT_REVERSIBLE", CONFLICT, "The original is a return or an activation: only allocations and redemptions are returned.";
     ReversalExceedsRemaining = "REVERSAL_EXCEEDS_REMAINING", CONFLICT, "A return asks for more than the original has left; the sentence says what remains.";
     AmountNotRecorded = "AMOUNT_NOT_RECORDED", CONFLICT, "A return by refunded amount of an allocation that recorded no amountMinor.";
-    CampaignStarted = "CAMPAIGN_STARTED", CONFLICT, "The campaign has started: it cannot be deleted, and only its end can be moved earlier.";
+    CampaignStarted = "CAMPAIGN_STARTED", CONFLICT, "The campaign has started (or starts within 5 seconds): it cannot be deleted, and only its end can be moved earlier.";
     BalanceOverflow = "BALANCE_OVERFLOW", CONFLICT, "The balance would overflow 64 bits.";
     ConcurrentUpdate = "CONCURRENT_UPDATE", CONFLICT, "The configuration changed concurrently; retry.";
     Conflict = "CONFLICT", CONFLICT, "A concurrent change conflicted with this request; retry it.";
@@ -219,9 +219,10 @@ impl From<Refusal> for ApiError {
                 conflict(C::AmountNotRecorded, format!("originalRequestId {original} recorded no amountMinor; return it by coins"))
             }
             Refusal::CampaignNotFound(id) => ApiError::new(C::CampaignNotFound, format!("campaign {id} not found")),
-            Refusal::CampaignStarted(id) => {
-                conflict(C::CampaignStarted, format!("campaign {id} has started: it cannot be deleted, and only an earlier endsAt can be set"))
-            }
+            Refusal::CampaignStarted(id) => conflict(
+                C::CampaignStarted,
+                format!("campaign {id} has started (or starts within 5 seconds): it cannot be deleted, and only an earlier endsAt can be set"),
+            ),
             Refusal::CampaignInvalid(sentence) => ApiError::new(C::ValidationFailed, sentence),
         }
     }

@@ -33,6 +33,18 @@ const ENTRIES_MAX: usize = 65_536;
 /// Age after which an entry is read again, whatever the notifications said.
 pub const MAX_AGE: Duration = Duration::from_secs(4);
 
+/// How long after its end a campaign stays among a resolution's campaigns. What is cached must
+/// not depend on which command happened to read it: a simulation at a future instant, or an
+/// allocation stamped a moment before another but read after it, must not drop a campaign another
+/// allocation still falls inside. Each allocation checks the window against its own time.
+pub const ENDED_CAMPAIGNS_KEPT_MS: i64 = 3_600_000;
+
+/// The instant a resolution's campaigns are read for: the earliest of the commands' times and
+/// the clock's, less [`ENDED_CAMPAIGNS_KEPT_MS`].
+pub fn campaigns_since(earliest_ms: i64) -> i64 {
+    earliest_ms.min(crate::clock::system_now_ms()) - ENDED_CAMPAIGNS_KEPT_MS
+}
+
 /// What an allocation of a (company, event) resolves to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {

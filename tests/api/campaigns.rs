@@ -1,7 +1,7 @@
 //! Bonus campaigns on both backends, with exact wire shapes: created, listed, changed before
 //! they start, ended early, deleted; applied only inside their window (the clock moved, no
 //! sleeping); their bonus held, returned and reversed with the base; the best campaign wins; a
-//! per-user limit holds under 20 concurrent allocations.
+//! per-user limit holds under 20 concurrent allocations of a new member.
 
 use coins::clock::Clock;
 use serde_json::{Value, json};
@@ -71,13 +71,13 @@ both_backends! {
             (&changed["name"], &changed["events"], &changed["multiplierBps"], &changed["bonusCoins"]),
             (&json!("Launch bonus"), &Value::Null, &Value::Null, &json!(25))
         );
-        let res = app.patch(&path, &app.admin_token, json!({"startsAt":at(now - DAY_MS)})).await;
-        assert_eq!(res.assert_error(400, "VALIDATION_FAILED"), "startsAt must not be in the past");
+        let res = app.patch(&path, &app.admin_token, json!({"startsAt":at(now + 1_000)})).await;
+        assert_eq!(res.assert_error(400, "VALIDATION_FAILED"), "startsAt must be at least 5 seconds from now");
 
         // Once started: only an earlier end, not in the past; no deletion.
         app.clock.advance_ms(2 * DAY_MS);
         assert_eq!(app.get(&path, &app.admin_token).await.assert_ok()["status"], json!("ACTIVE"));
-        let started = format!("campaign {id} has started: it cannot be deleted, and only an earlier endsAt can be set");
+        let started = format!("campaign {id} has started (or starts within 5 seconds): it cannot be deleted, and only an earlier endsAt can be set");
         assert_eq!(app.patch(&path, &app.admin_token, json!({"bonusCoins":50})).await.assert_error(409, "CAMPAIGN_STARTED"), started);
         assert_eq!(app.patch(&path, &app.admin_token, json!({"endsAt":at(end + DAY_MS)})).await.assert_error(409, "CAMPAIGN_STARTED"), started);
         let gone = app.send(reqwest::Method::DELETE, &path, Some(&app.admin_token), None).await;
@@ -91,12 +91,18 @@ both_backends! {
         let res = app.patch(&path, &app.admin_token, json!({"endsAt":at(soon)})).await;
         assert_eq!(res.assert_error(409, "CAMPAIGN_STARTED"), started, "an ended campaign stays as it ended");
         let now = app.clock.now_ms();
-        // "End now": an end already past ends a running campaign at the moment of the change.
+        // "End now": an end already past ends a running campaign 5 seconds after the change (what
+        // every process needs to see it), and no sooner.
         let running = campaign(app, now - DAY_MS, now + DAY_MS, json!({"bonusCoins":5})).await;
         let running_path = format!("{CAMPAIGNS}/{}", running["campaignId"].as_str().unwrap());
-        let ended = app.patch(&running_path, &app.admin_token, json!({"endsAt":at(now - DAY_MS + 1)})).await;
-        let ends = coins::clock::parse_rfc3339(ended.assert_ok()["endsAt"].as_str().unwrap()).unwrap();
-        assert!(ends >= now && ended.assert_ok()["status"] == json!("ENDED"), "{ended:?}");
+        let ending = app.patch(&running_path, &app.admin_token, json!({"endsAt":at(now - DAY_MS + 1)})).await;
+        let ends = coins::clock::parse_rfc3339(ending.assert_ok()["endsAt"].as_str().unwrap()).unwrap();
+        assert!((now + 5_000..now + 6_000).contains(&ends) && ending.assert_ok()["status"] == json!("ACTIVE"), "{ending:?}");
+        let res = app.patch(&running_path, &app.admin_token, json!({"endsAt":at(now)})).await;
+        assert_eq!(res.assert_error(409, "CAMPAIGN_STARTED"), started.replace(&id, running["campaignId"].as_str().unwrap()), "already ending within the notice");
+        app.clock.advance_ms(6_000);
+        assert_eq!(app.get(&running_path, &app.admin_token).await.assert_ok()["status"], json!("ENDED"));
+        let now = app.clock.now_ms();
 
         // A scheduled one is deleted, and then reads as unknown.
         let later = campaign(app, now + DAY_MS, now + 2 * DAY_MS, json!({"bonusCoins":5})).await;
@@ -139,7 +145,8 @@ both_backends! {
             let res = app.post(CAMPAIGNS, &app.admin_token, body.clone()).await;
             assert_eq!(res.assert_error(400, "VALIDATION_FAILED"), sentence, "{body}");
         }
-        let c = campaign(app, now + DAY_MS, now + 2 * DAY_MS, json!({"bonusCoins":5})).await;
+        let c = campaign(app, now + DAY_MS, now + 2 * DAY_MS, json!({"bonusCoins":5,"multiplierBps":null})).await;
+        assert_eq!((&c["bonusCoins"], &c["multiplierBps"]), (&json!(5), &Value::Null), "null is not given");
         let path = format!("{CAMPAIGNS}/{}", c["campaignId"].as_str().unwrap());
         let res = app.patch(&path, &app.admin_token, json!({})).await;
         assert!(res.assert_error(400, "VALIDATION_FAILED").starts_with("at least one of name, events"));
@@ -228,9 +235,7 @@ both_backends! {
         app.config("CUSTOM", "SHOP", "BUY", 10).await;
         let now = app.clock.now_ms();
         let c = campaign(app, now, now + DAY_MS, json!({"bonusCoins":5,"maxTriggersPerUser":3})).await;
-        // The user exists before the race (a first allocation of a new user races on creating it).
-        let seed = json!({"companyId":"SHOP","event":"BUY","requestId":"SEED","userId":"ASHA"});
-        app.post(ALLOCATE, &app.admin_token, seed).await.assert_ok();
+        // ASHA is new: the first allocations also race to open her account.
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..20 {
             let (http, url, token) = (app.http.clone(), app.url(ALLOCATE), app.admin_token.clone());
@@ -252,7 +257,7 @@ both_backends! {
                 assert_eq!((&r["coins"], &r["calculation"]["campaignId"]), (&json!(10), &Value::Null));
             }
         }
-        assert_eq!(bonused, 2, "the seed took one of the three");
-        assert_eq!(app.balance("ASHA").await, 21 * 10 + 3 * 5);
+        assert_eq!(bonused, 3, "exactly the limit");
+        assert_eq!(app.balance("ASHA").await, 20 * 10 + 3 * 5);
     }
 }

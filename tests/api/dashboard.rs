@@ -319,7 +319,10 @@ both_backends! {
         let (_, page, _) = b.post("/dashboard/campaigns/delete", &[("csrf", &csrf), ("campaignId", "CMP100002")]).await;
         assert!(page.contains("Campaign CMP100002 is deleted.") && !page.contains("Long weekend"), "{page}");
         let (_, page, _) = b.post("/dashboard/campaigns/end", &[("csrf", &csrf), ("campaignId", "CMP100001")]).await;
-        assert!(page.contains("Campaign CMP100001 has ended.") && page.contains("<td>ended</td>"), "{page}");
+        assert!(page.contains("Campaign CMP100001 ends at "), "{page}");
+        app.clock.advance_ms(6_000);
+        let (_, page, _) = b.get("/dashboard/campaigns?companyId=SHOP").await;
+        assert!(page.contains("<td>ended</td>"), "{page}");
         app.allocate(&app.admin_token, "SHOP", "BUY", "B2", "ASHA").await.assert_ok();
         assert_eq!(app.balance("ASHA").await, 30, "an ended campaign no longer applies");
     }

@@ -423,7 +423,7 @@ impl Model {
     }
 
     /// The campaign an allocation gets: of those running at `now` for its event that give it
-    /// any coins, the most coins, then the highest multiplier, then the newest, whose limit for
+    /// more coins than it earns without one, the most coins, then the highest multiplier, then the newest, whose limit for
     /// the user has room.
     fn campaign(&self, user: usize, event: usize, minor: i64, now: i64) -> Option<usize> {
         let name = EVENTS[event].0;
@@ -433,7 +433,7 @@ impl Model {
                 START_MS + from * HOUR_MS <= now && now < START_MS + to * HOUR_MS && events.is_none_or(|e| e.contains(&name))
             })
             .map(|k| (Self::earns(event, minor, Some(k)), if let Bonus::Times(bps) = CAMPAIGNS[k].3 { bps } else { 10_000 }, k))
-            .filter(|&(coins, ..)| coins > 0)
+            .filter(|&(coins, ..)| coins > Self::earns(event, minor, None))
             .collect();
         running.sort_by(|a, b| b.cmp(a));
         running.into_iter().map(|(.., k)| k).find(|&k| CAMPAIGNS[k].4.is_none_or(|limit| self.triggers.get(&(k, user)).copied().unwrap_or(0) < limit))

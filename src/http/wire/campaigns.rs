@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
 
 use super::coins::Timestamp;
-use super::{FromField, FromJsonObject, FromQuery, query_company, whole_number};
+use super::{FromField, FromJsonObject, FromQuery, Nullable, query_company, whole_number};
 use crate::clock::rfc3339;
 use crate::domain::campaigns::{Campaign, CampaignPatch, CampaignTerms, EVENTS_MAX, NAME_CHARS_MAX, Reward, TRIGGERS_MAX};
 use crate::domain::{CompanyId, EventName};
@@ -93,9 +93,9 @@ impl FromField for TriggerLimit {
     }
 }
 
-/// One of `multiplierBps` and `bonusCoins`.
-fn reward(multiplier: Option<WholeNumber>, bonus: Option<WholeNumber>) -> Result<Option<Reward>, String> {
-    match (multiplier, bonus) {
+/// One of `multiplierBps` and `bonusCoins` (absent and `null` are the same).
+fn reward(multiplier: Nullable<WholeNumber>, bonus: Nullable<WholeNumber>) -> Result<Option<Reward>, String> {
+    match (multiplier.0, bonus.0) {
         (Some(_), Some(_)) => Err("give multiplierBps or bonusCoins, not both".into()),
         (Some(m), None) => Ok(Some(Reward::Multiplier(m.0))),
         (None, Some(b)) => Ok(Some(Reward::Bonus(b.0))),
@@ -112,6 +112,7 @@ request_body! {
         #[schema(value_type = CampaignEvents, required = false)]
         "events" => pub events: Option<CampaignEvents>,
         /// When it starts (RFC 3339); may be in the past, when it applies from its creation.
+        /// Until 5 seconds before it, the campaign can be changed and deleted.
         #[schema(value_type = String, format = DateTime)]
         "startsAt" => pub starts_at: Timestamp,
         /// When it ends (RFC 3339, in the future, after `startsAt`, at most 366 days later).
@@ -120,10 +121,10 @@ request_body! {
         "endsAt" => pub ends_at: Timestamp,
         /// The allocation's coins multiplied, in basis points (20000 = ×2).
         #[schema(value_type = Option<i64>, required = false, minimum = 10001, maximum = 1000000)]
-        "multiplierBps" => pub multiplier_bps: Option<WholeNumber>,
+        "multiplierBps" => pub multiplier_bps: Nullable<WholeNumber>,
         /// A fixed number of coins added to the allocation's.
         #[schema(value_type = Option<i64>, required = false, minimum = 1, maximum = 1000000000)]
-        "bonusCoins" => pub bonus_coins: Option<WholeNumber>,
+        "bonusCoins" => pub bonus_coins: Nullable<WholeNumber>,
         /// How many of one user's allocations it applies to; `null` or absent: all of them.
         #[schema(value_type = Option<i64>, required = false, minimum = 1, maximum = 1000000)]
         "maxTriggersPerUser" => pub max_triggers_per_user: Option<TriggerLimit>,
@@ -163,10 +164,12 @@ pub struct PatchCampaignRequest {
     pub starts_at: Option<Timestamp>,
     #[schema(value_type = String, format = DateTime, required = false)]
     pub ends_at: Option<Timestamp>,
-    #[schema(value_type = i64, required = false, minimum = 10001, maximum = 1000000)]
-    pub multiplier_bps: Option<WholeNumber>,
-    #[schema(value_type = i64, required = false, minimum = 1, maximum = 1000000000)]
-    pub bonus_coins: Option<WholeNumber>,
+    /// Switches the reward to this multiplier (`null`: not given).
+    #[schema(value_type = Option<i64>, required = false, minimum = 10001, maximum = 1000000)]
+    pub multiplier_bps: Nullable<WholeNumber>,
+    /// Switches the reward to this fixed bonus (`null`: not given).
+    #[schema(value_type = Option<i64>, required = false, minimum = 1, maximum = 1000000000)]
+    pub bonus_coins: Nullable<WholeNumber>,
     /// `null` removes the limit.
     #[schema(value_type = Option<i64>, required = false, minimum = 1, maximum = 1000000)]
     pub max_triggers_per_user: Option<TriggerLimit>,
@@ -285,7 +288,7 @@ mod tests {
         let now = crate::clock::parse_rfc3339("2025-12-01T00:00:00Z").unwrap();
         assert_eq!(body(serde_json::json!({})).terms(now).unwrap_err(), "multiplierBps or bonusCoins is required");
         assert_eq!(body(serde_json::json!({"multiplierBps":20000,"bonusCoins":5})).terms(now).unwrap_err(), "give multiplierBps or bonusCoins, not both");
-        let (_, terms) = body(serde_json::json!({"bonusCoins":5,"events":null})).terms(now).unwrap();
+        let (_, terms) = body(serde_json::json!({"bonusCoins":5,"events":null,"multiplierBps":null})).terms(now).unwrap();
         assert_eq!((terms.reward, terms.events), (Reward::Bonus(5), None));
         let later = crate::clock::parse_rfc3339("2026-01-08T00:00:00Z").unwrap();
         assert_eq!(body(serde_json::json!({"bonusCoins":5})).terms(later).unwrap_err(), "endsAt must be in the future");

@@ -29,10 +29,10 @@ fn campaign_from_row(r: &Row) -> Campaign {
     .into_campaign()
 }
 
-/// The campaigns of `companies` that have not ended at `now_ms` (what allocations resolve with).
-pub(super) async fn running(client: &impl GenericClient, companies: &[&str], now_ms: i64) -> StoreResult<Vec<Campaign>> {
+/// The campaigns of `companies` that had not ended at `since_ms` (what allocations resolve with).
+pub(super) async fn running(client: &impl GenericClient, companies: &[&str], since_ms: i64) -> StoreResult<Vec<Campaign>> {
     let stmt = client.prepare_cached(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE company_id = ANY($1) AND ends_at > $2")).await?;
-    Ok(client.query(&stmt, &[&companies, &now_ms]).await?.iter().map(campaign_from_row).collect())
+    Ok(client.query(&stmt, &[&companies, &since_ms]).await?.iter().map(campaign_from_row).collect())
 }
 
 impl CampaignTx for PgTx<'_> {

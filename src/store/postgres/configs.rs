@@ -15,7 +15,7 @@ use crate::domain::config::{self as cfg, ConfigValues, Earning};
 use crate::domain::earn::{AmountType, Rounding};
 use crate::domain::redeem::CoinValue;
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName};
-use crate::store::config_cache::Resolved;
+use crate::store::config_cache::{Resolved, campaigns_since};
 use crate::store::configs::{self, ConfigTx};
 use crate::store::model::{coin_value_from, coin_value_key};
 use crate::store::{AuditRecord, ConfigFilter, ConfigStore, StoreError, StoreResult};
@@ -100,7 +100,7 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             .await?;
         let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&events, &companies]).await?.iter().map(config_from_row).collect();
         let earliest = cmds.iter().map(|c| c.now_ms).min().unwrap_or(0);
-        let campaigns = super::campaigns::running(tx, &companies, earliest).await?;
+        let campaigns = super::campaigns::running(tx, &companies, campaigns_since(earliest)).await?;
         let mut fills = Vec::with_capacity(missing.len());
         for (company, event) in missing {
             let custom =

@@ -83,7 +83,18 @@ pub(crate) struct PgTx<'a>(pub &'a Transaction<'a>);
 type TxWork<'t, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 't>>;
 
 fn is_retryable(e: &StoreError) -> bool {
-    matches!(e, StoreError::Postgres(e) if matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE))
+    match e {
+        StoreError::Postgres(e) => matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE),
+        // Two transactions opened the same new user's account at once (the first allocations of
+        // a user, outside the set-based path): the loser starts again, finds the account and
+        // locks it like any other, so what it decides (caps, campaign limits) sees the winner.
+        StoreError::Unique(cause) => cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+            .and_then(|db| db.constraint())
+            .is_some_and(|c| c == "users_pkey" || c == "users_by_user_id"),
+        _ => false,
+    }
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {

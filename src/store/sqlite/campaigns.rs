@@ -32,11 +32,11 @@ fn campaign_by_id(conn: &Connection, id: CampaignId) -> StoreResult<Option<Campa
     Ok(conn.prepare_cached(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE seq = ?1"))?.query_row(params![id.seq()], campaign_from_row).optional()?)
 }
 
-/// The company's campaigns that have not ended at `now_ms` (what allocations resolve with).
-pub(super) fn running(conn: &Connection, company: &CompanyId, now_ms: i64) -> StoreResult<Vec<Campaign>> {
+/// The company's campaigns that had not ended at `since_ms` (what allocations resolve with).
+pub(super) fn running(conn: &Connection, company: &CompanyId, since_ms: i64) -> StoreResult<Vec<Campaign>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE company_id = ?1 AND ends_at > ?2"))?
-        .query_map(params![company.as_str(), now_ms], campaign_from_row)?
+        .query_map(params![company.as_str(), since_ms], campaign_from_row)?
         .collect::<Result<_, _>>()?)
 }
 

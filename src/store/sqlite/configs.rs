@@ -10,7 +10,7 @@ use crate::domain::config::{self as cfg, ConfigValues, Earning};
 use crate::domain::earn::{AmountType, Rounding};
 use crate::domain::redeem::CoinValue;
 use crate::domain::{CoinConfig, CoinConfigId, Coins, CompanyId, ConfigKind, EventName};
-use crate::store::config_cache::{ConfigCache, Resolved};
+use crate::store::config_cache::{ConfigCache, Resolved, campaigns_since};
 use crate::store::configs::{self, ConfigTx};
 use crate::store::ledger::run_now;
 use crate::store::model::{coin_value_from, coin_value_key};
@@ -64,7 +64,7 @@ pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyI
         .collect::<Result<_, _>>()?;
     let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
     let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
-    let campaigns = super::campaigns::running(conn, company, now_ms)?.into_iter().filter(|c| c.terms.applies_to(event)).collect();
+    let campaigns = super::campaigns::running(conn, company, campaigns_since(now_ms))?.into_iter().filter(|c| c.terms.applies_to(event)).collect();
     let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns) };
     cache.fill(generation, [(company.to_string(), event.to_string(), resolved.clone())]);
     Ok(resolved)
