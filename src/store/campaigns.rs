@@ -64,9 +64,31 @@ impl CampaignRow {
     }
 }
 
-/// `events` as stored.
-pub(crate) fn events_column(terms: &CampaignTerms) -> Option<String> {
-    terms.events.as_ref().map(|e| e.iter().map(EventName::as_str).collect::<Vec<_>>().join(","))
+/// The columns a campaign's terms are written to, in the order both backends bind them after the
+/// key (`company_id` on insert, `seq` on update): name, events, starts_at, ends_at,
+/// multiplier_bps, bonus_coins, max_triggers_per_user.
+pub(crate) struct TermsColumns {
+    pub name: String,
+    pub events: Option<String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub multiplier_bps: Option<i64>,
+    pub bonus_coins: Option<i64>,
+    pub max_triggers_per_user: Option<i64>,
+}
+
+impl TermsColumns {
+    pub fn of(t: &CampaignTerms) -> Self {
+        Self {
+            name: t.name.clone(),
+            events: t.events.as_ref().map(|e| e.iter().map(EventName::as_str).collect::<Vec<_>>().join(",")),
+            starts_at: t.starts_at,
+            ends_at: t.ends_at,
+            multiplier_bps: t.reward.multiplier_bps(),
+            bonus_coins: t.reward.bonus_coins(),
+            max_triggers_per_user: t.max_triggers_per_user,
+        }
+    }
 }
 
 /// The fetches and writes of a campaign change, inside one database transaction.

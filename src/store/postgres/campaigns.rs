@@ -9,7 +9,7 @@ use super::listen::CONFIGS_CHANNEL;
 use super::{PgStore, PgTx};
 use crate::domain::CompanyId;
 use crate::domain::campaigns::{Campaign, CampaignId, CampaignPatch, CampaignTerms};
-use crate::store::campaigns::{self, CAMPAIGN_COLUMNS, CampaignRow, CampaignStore, CampaignTx, events_column};
+use crate::store::campaigns::{self, CAMPAIGN_COLUMNS, CampaignRow, CampaignStore, CampaignTx, TermsColumns};
 use crate::store::{StoreError, StoreResult};
 
 fn campaign_from_row(r: &Row) -> Campaign {
@@ -35,6 +35,13 @@ pub(super) async fn running(client: &impl GenericClient, companies: &[&str], sin
     Ok(client.query(&stmt, &[&companies, &since_ms]).await?.iter().map(campaign_from_row).collect())
 }
 
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// `$1` the key (company or seq), `$2`..`$8` the terms, `$9` the actor, `$10` the time.
+fn terms_params<'a>(key: Param<'a>, c: &'a TermsColumns, actor: &'a &str, now_ms: &'a i64) -> [Param<'a>; 10] {
+    [key, &c.name, &c.events, &c.starts_at, &c.ends_at, &c.multiplier_bps, &c.bonus_coins, &c.max_triggers_per_user, actor, now_ms]
+}
+
 impl CampaignTx for PgTx<'_> {
     async fn campaign_for_update(&mut self, id: CampaignId) -> StoreResult<Option<Campaign>> {
         let stmt = self.0.prepare_cached(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE seq = $1 FOR UPDATE")).await?;
@@ -49,24 +56,8 @@ impl CampaignTx for PgTx<'_> {
                  created_by, created_at, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $10) RETURNING seq",
             )
             .await?;
-        let row = self
-            .0
-            .query_one(
-                &stmt,
-                &[
-                    &company.as_str(),
-                    &t.name,
-                    &events_column(t),
-                    &t.starts_at,
-                    &t.ends_at,
-                    &t.reward.multiplier_bps(),
-                    &t.reward.bonus_coins(),
-                    &t.max_triggers_per_user,
-                    &actor,
-                    &now_ms,
-                ],
-            )
-            .await?;
+        let (c, company) = (TermsColumns::of(t), company.as_str());
+        let row = self.0.query_one(&stmt, &terms_params(&company, &c, &actor, &now_ms)).await?;
         Ok(CampaignId::from_seq(row.get(0)))
     }
 
@@ -78,23 +69,8 @@ impl CampaignTx for PgTx<'_> {
                  max_triggers_per_user = $8, updated_by = $9, updated_at = $10 WHERE seq = $1",
             )
             .await?;
-        self.0
-            .execute(
-                &stmt,
-                &[
-                    &id.seq(),
-                    &t.name,
-                    &events_column(t),
-                    &t.starts_at,
-                    &t.ends_at,
-                    &t.reward.multiplier_bps(),
-                    &t.reward.bonus_coins(),
-                    &t.max_triggers_per_user,
-                    &actor,
-                    &now_ms,
-                ],
-            )
-            .await?;
+        let (c, seq) = (TermsColumns::of(t), id.seq());
+        self.0.execute(&stmt, &terms_params(&seq, &c, &actor, &now_ms)).await?;
         Ok(())
     }
 

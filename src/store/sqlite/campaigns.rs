@@ -2,12 +2,13 @@
 //! every batch of such jobs).
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::{SqliteStore, SqliteTx};
 use crate::domain::CompanyId;
 use crate::domain::campaigns::{Campaign, CampaignId, CampaignPatch, CampaignTerms};
-use crate::store::campaigns::{self, CAMPAIGN_COLUMNS, CampaignRow, CampaignStore, CampaignTx, events_column};
+use crate::store::campaigns::{self, CAMPAIGN_COLUMNS, CampaignRow, CampaignStore, CampaignTx, TermsColumns};
 use crate::store::ledger::run_now;
 use crate::store::{StoreError, StoreResult};
 
@@ -40,6 +41,23 @@ pub(super) fn running(conn: &Connection, company: &CompanyId, since_ms: i64) -> 
         .collect::<Result<_, _>>()?)
 }
 
+/// `?1` the key (company or seq), `?2`..`?8` the terms, `?9` the actor, `?10` the time.
+fn terms_params(key: Value, t: &CampaignTerms, actor: &str, now_ms: i64) -> [Value; 10] {
+    let c = TermsColumns::of(t);
+    [
+        key,
+        c.name.into(),
+        c.events.into(),
+        c.starts_at.into(),
+        c.ends_at.into(),
+        c.multiplier_bps.into(),
+        c.bonus_coins.into(),
+        c.max_triggers_per_user.into(),
+        actor.to_owned().into(),
+        now_ms.into(),
+    ]
+}
+
 impl CampaignTx for SqliteTx<'_> {
     async fn campaign_for_update(&mut self, id: CampaignId) -> StoreResult<Option<Campaign>> {
         // The writer thread is the only writer: nothing else can change it before the commit.
@@ -52,18 +70,7 @@ impl CampaignTx for SqliteTx<'_> {
                 "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, multiplier_bps, bonus_coins, max_triggers_per_user, \
                  created_by, created_at, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?10)",
             )?
-            .execute(params![
-                company.as_str(),
-                t.name,
-                events_column(t),
-                t.starts_at,
-                t.ends_at,
-                t.reward.multiplier_bps(),
-                t.reward.bonus_coins(),
-                t.max_triggers_per_user,
-                actor,
-                now_ms
-            ])?;
+            .execute(params_from_iter(terms_params(company.to_string().into(), t, actor, now_ms)))?;
         Ok(CampaignId::from_seq(self.0.last_insert_rowid()))
     }
 
@@ -73,18 +80,7 @@ impl CampaignTx for SqliteTx<'_> {
                 "UPDATE campaigns SET name = ?2, events = ?3, starts_at = ?4, ends_at = ?5, multiplier_bps = ?6, bonus_coins = ?7, \
                  max_triggers_per_user = ?8, updated_by = ?9, updated_at = ?10 WHERE seq = ?1",
             )?
-            .execute(params![
-                id.seq(),
-                t.name,
-                events_column(t),
-                t.starts_at,
-                t.ends_at,
-                t.reward.multiplier_bps(),
-                t.reward.bonus_coins(),
-                t.max_triggers_per_user,
-                actor,
-                now_ms
-            ])?;
+            .execute(params_from_iter(terms_params(id.seq().into(), t, actor, now_ms)))?;
         Ok(())
     }
 
