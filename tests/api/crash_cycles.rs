@@ -538,7 +538,9 @@ async fn run_cycles(backend: Backend) {
     let Some(db) = test_db(backend).await else { return };
     let url = db.url.clone();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let (mut child, base) = start(&url, 0);
+    let (child, base) = start(&url, 0);
+    // Ended by its PID however the test ends: a failed assertion must not leave it running.
+    let mut server = KillOnDrop(child);
     let admin = token(&http, &base).await;
     for (event, coins, validity) in EVENTS {
         let body = json!({"configuration":"DEFAULT","companyId":"C","event":event,"amount":coins,"validityDays":validity});
@@ -574,7 +576,7 @@ async fn run_cycles(backend: Backend) {
     for cycle in 0..=cycles {
         if cycle > 0 {
             let (c, b) = start(&url, cycle);
-            (child, base) = (c, b);
+            (server.0, base) = (c, b);
             admin = token(&http, &base).await;
         }
         let last = cycle == cycles;
@@ -622,7 +624,7 @@ async fn run_cycles(backend: Backend) {
         }
         if !last {
             tokio::time::sleep(Duration::from_millis(1200)).await;
-            kill(&mut child);
+            kill(&mut server.0);
             dying.store(true, Ordering::Relaxed);
         }
         while let Some(w) = tasks.join_next().await {
@@ -708,8 +710,8 @@ async fn run_cycles(backend: Backend) {
         let activated_by_request: i64 = expected.values().filter(|e| &e.user == user && e.kind == "ACTIVATE").map(|e| e.coins).sum();
         assert_eq!(*pending, held - canceled - activated_by_request - activated_by_time, "pending balance of {user}");
     }
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
+    assert!(std::process::Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
     let verify =
         std::process::Command::new(env!("CARGO_BIN_EXE_coins")).arg("verify").env("COINS_DATABASE_URL", &url).env("COINS_LOG", "warn").output().unwrap();
     assert!(verify.status.success(), "coins verify: {}", String::from_utf8_lossy(&verify.stdout));

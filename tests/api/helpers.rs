@@ -406,3 +406,19 @@ pub fn start_coins_serve_logging(db_url: &str, env: &[(&str, &str)], log: Option
         }
     }
 }
+
+/// The server this test started, ended (by its PID) when the test ends, passing or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -117,19 +117,3 @@ async fn schemathesis_finds_nothing_on_sqlite() {
 async fn schemathesis_finds_nothing_on_postgres() {
     run(Backend::Postgres).await;
 }
-
-/// The server this test started, ended (by its PID) when the test ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl KillOnDrop {
-    fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
