@@ -1,7 +1,8 @@
 //! Several `coins serve` processes on one PostgreSQL: the same request ids sent to
 //! three processes at once, for every kind of write, have exactly one effect; a configuration
 //! change made through one process is used by the others within 5 s, and a revoked client is
-//! refused by all of them within the 10 s token-cache bound.
+//! refused by all of them within the 10 s token-cache bound; a campaign's per-user limit holds across
+//! them for a new member.
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -235,4 +236,53 @@ async fn an_order_retried_through_three_processes_at_once_is_credited_once() {
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (10, 100), "ten orders of 10 coins each, once");
     let aliases: i64 = client.query_one("SELECT COUNT(*) FROM requests WHERE alias_of IS NOT NULL", &[]).await.unwrap().get(0);
     assert_eq!(aliases, 20);
+}
+
+/// A campaign's per-user limit across three processes: 30 first allocations of one new member,
+/// ten through each process at once, and exactly the limit of them get the campaign (each process
+/// counts the member's triggers after locking her row, and the loser of the race to open her
+/// account starts again and sees the winner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_limit_holds_across_three_processes_for_a_new_member() {
+    let Some(db) = test_db(Backend::Postgres).await else { return };
+    let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)];
+    let servers: Vec<Server> = (0..3)
+        .map(|_| {
+            let (child, base) = start_coins_serve(&db.url, &env);
+            Server { child, base }
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let admin = token(&http, &servers[0].base, ADMIN_ID, ADMIN_SECRET).await;
+    let config = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amount":10});
+    let (status, body) = post(&http, &servers[0].base, &admin, "/api/v0/enkash-coins/create-coins-config", &config).await;
+    assert_eq!(status, 200, "{body}");
+    let now = coins::clock::system_now_ms();
+    let campaign = json!({"companyId":"C","name":"first three","startsAt":coins::clock::rfc3339(now - 60_000),
+                          "endsAt":coins::clock::rfc3339(now + 86_400_000),"bonusCoins":5,"maxTriggersPerUser":3});
+    let (status, body) = post(&http, &servers[1].base, &admin, "/api/v0/coins/campaigns", &campaign).await;
+    assert_eq!(status, 200, "{body}");
+    // Every process sees the campaign (its notification, or the cache's 4 s bound).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (http, base, token) = (http.clone(), servers[i % 3].base.clone(), admin.clone());
+        calls.spawn(async move {
+            let body = json!({"companyId":"C","event":"BUY","requestId":format!("R{i}"),"userId":"NEW"});
+            let res = http.post(format!("{base}/api/v0/enkash-coins/allocate-coin")).bearer_auth(token).json(&body).send().await.unwrap();
+            res.status().as_u16()
+        });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT COUNT(*) FILTER (WHERE coins = 15), COUNT(*) FILTER (WHERE coins = 10) FROM ledger_entries WHERE type = 'ALLOCATE'", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 27), "three with the +5, the rest without");
+    let named: i64 = client.query_one("SELECT COUNT(*) FROM requests WHERE campaign_id IS NOT NULL", &[]).await.unwrap().get(0);
+    assert_eq!(named, 3);
 }
