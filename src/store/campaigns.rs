@@ -26,47 +26,31 @@ pub trait CampaignStore: Send + Sync {
 pub(crate) const CAMPAIGN_COLUMNS: &str =
     "seq, company_id, name, events, starts_at, ends_at, multiplier_bps, bonus_coins, max_triggers_per_user, created_at, updated_at";
 
-/// A campaign as stored: `events` comma-separated (event names hold no commas), `NULL` for all.
+/// A campaign as stored.
 pub(crate) struct CampaignRow {
     pub seq: i64,
     pub company: String,
-    pub name: String,
-    pub events: Option<String>,
-    pub starts_at: i64,
-    pub ends_at: i64,
-    pub multiplier_bps: Option<i64>,
-    pub bonus_coins: Option<i64>,
-    pub max_triggers_per_user: Option<i64>,
+    pub terms: TermsColumns,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl CampaignRow {
     pub fn into_campaign(self) -> Campaign {
-        let reward = match (self.multiplier_bps, self.bonus_coins) {
-            (Some(bps), _) => Reward::Multiplier(bps),
-            (None, coins) => Reward::Bonus(coins.unwrap_or(0)),
-        };
         Campaign {
             id: CampaignId::from_seq(self.seq),
             company: CompanyId::from_trusted(self.company),
-            terms: CampaignTerms {
-                name: self.name,
-                events: self.events.map(|e| e.split(',').map(|n| EventName::from_trusted(n.to_owned())).collect()),
-                starts_at: self.starts_at,
-                ends_at: self.ends_at,
-                reward,
-                max_triggers_per_user: self.max_triggers_per_user,
-            },
+            terms: self.terms.into_terms(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
     }
 }
 
-/// The columns a campaign's terms are written to, in the order both backends bind them after the
-/// key (`company_id` on insert, `seq` on update): name, events, starts_at, ends_at,
-/// multiplier_bps, bonus_coins, max_triggers_per_user.
+/// A campaign's terms as stored, in the order both backends select and bind them: name, events
+/// (comma-separated: event names hold no commas; `NULL` for all), starts_at, ends_at,
+/// multiplier_bps, bonus_coins, max_triggers_per_user. Written after the key (`company_id` on
+/// insert, `seq` on update).
 pub(crate) struct TermsColumns {
     pub name: String,
     pub events: Option<String>,
@@ -87,6 +71,21 @@ impl TermsColumns {
             multiplier_bps: t.reward.multiplier_bps(),
             bonus_coins: t.reward.bonus_coins(),
             max_triggers_per_user: t.max_triggers_per_user,
+        }
+    }
+
+    fn into_terms(self) -> CampaignTerms {
+        let reward = match (self.multiplier_bps, self.bonus_coins) {
+            (Some(bps), _) => Reward::Multiplier(bps),
+            (None, coins) => Reward::Bonus(coins.unwrap_or(0)),
+        };
+        CampaignTerms {
+            name: self.name,
+            events: self.events.map(|e| e.split(',').map(|n| EventName::from_trusted(n.to_owned())).collect()),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            reward,
+            max_triggers_per_user: self.max_triggers_per_user,
         }
     }
 }

@@ -26,6 +26,16 @@ impl Drop for Server {
     }
 }
 
+/// Three `coins serve` processes on one database, ended with the test.
+fn three_servers(url: &str, env: &[(&str, &str)]) -> Vec<Server> {
+    (0..3)
+        .map(|_| {
+            let (child, base) = start_coins_serve(url, env);
+            Server { child, base }
+        })
+        .collect()
+}
+
 async fn token(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
     let res = http.post(format!("{base}/oauth/token")).basic_auth(id, Some(secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
@@ -65,12 +75,7 @@ async fn everywhere(http: &reqwest::Client, servers: &[Server], token: &str, pat
 async fn three_processes_apply_every_request_once_and_see_changes_and_revocations() {
     let Some(db) = test_db(Backend::Postgres).await else { return };
     let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)];
-    let servers: Vec<Server> = (0..3)
-        .map(|_| {
-            let (child, base) = start_coins_serve(&db.url, &env);
-            Server { child, base }
-        })
-        .collect();
+    let servers = three_servers(&db.url, &env);
     let http = reqwest::Client::new();
     let admin = token(&http, &servers[0].base, ADMIN_ID, ADMIN_SECRET).await;
     let (status, body) = post(
@@ -198,12 +203,7 @@ async fn three_processes_apply_every_request_once_and_see_changes_and_revocation
 async fn an_order_retried_through_three_processes_at_once_is_credited_once() {
     let Some(db) = test_db(Backend::Postgres).await else { return };
     let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)];
-    let servers: Vec<Server> = (0..3)
-        .map(|_| {
-            let (child, base) = start_coins_serve(&db.url, &env);
-            Server { child, base }
-        })
-        .collect();
+    let servers = three_servers(&db.url, &env);
     let http = reqwest::Client::new();
     let admin = token(&http, &servers[0].base, ADMIN_ID, ADMIN_SECRET).await;
     let config = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amountType":"PERCENT","rateBps":500});
@@ -246,12 +246,7 @@ async fn an_order_retried_through_three_processes_at_once_is_credited_once() {
 async fn a_campaign_limit_holds_across_three_processes_for_a_new_member() {
     let Some(db) = test_db(Backend::Postgres).await else { return };
     let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET)];
-    let servers: Vec<Server> = (0..3)
-        .map(|_| {
-            let (child, base) = start_coins_serve(&db.url, &env);
-            Server { child, base }
-        })
-        .collect();
+    let servers = three_servers(&db.url, &env);
     let http = reqwest::Client::new();
     let admin = token(&http, &servers[0].base, ADMIN_ID, ADMIN_SECRET).await;
     let config = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amount":10});

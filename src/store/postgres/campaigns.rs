@@ -16,13 +16,15 @@ fn campaign_from_row(r: &Row) -> Campaign {
     CampaignRow {
         seq: r.get(0),
         company: r.get(1),
-        name: r.get(2),
-        events: r.get(3),
-        starts_at: r.get(4),
-        ends_at: r.get(5),
-        multiplier_bps: r.get(6),
-        bonus_coins: r.get(7),
-        max_triggers_per_user: r.get(8),
+        terms: TermsColumns {
+            name: r.get(2),
+            events: r.get(3),
+            starts_at: r.get(4),
+            ends_at: r.get(5),
+            multiplier_bps: r.get(6),
+            bonus_coins: r.get(7),
+            max_triggers_per_user: r.get(8),
+        },
         created_at: r.get(9),
         updated_at: r.get(10),
     }
