@@ -25,7 +25,7 @@ schema_of!(
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(NAME_CHARS_MAX))
-        .pattern(Some(r"^[^\u0000-\u001F\u007F]*[^\u0000-\u0020\u007F][^\u0000-\u001F\u007F]*$"))
+        .pattern(Some(super::TEXT_LINE_PATTERN))
         .examples([serde_json::json!("Launch week: double coins")])
         .description(Some("What the campaign is called on the dashboard (1 to 100 characters, not only spaces, no control characters)"))
         .into()
@@ -33,11 +33,7 @@ schema_of!(
 
 impl FromField for CampaignName {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
-        value
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty() && s.chars().count() <= NAME_CHARS_MAX && !s.chars().any(char::is_control))
-            .map(|s| Self(s.to_owned()))
-            .ok_or_else(|| format!("{name} must be 1 to {NAME_CHARS_MAX} characters of text, not only spaces, without control characters"))
+        super::text_line(name, value, NAME_CHARS_MAX).map(Self)
     }
 }
 

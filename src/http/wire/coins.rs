@@ -543,19 +543,14 @@ schema_of!(
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(adjust::REASON_MAX_CHARS))
-        .pattern(Some(r"^[^\u0000-\u001F\u007F]*[^\u0000-\u0020\u007F][^\u0000-\u001F\u007F]*$"))
+        .pattern(Some(super::TEXT_LINE_PATTERN))
         .description(Some("Why the coins were adjusted (1 to 200 characters, not only spaces, no control characters)"))
         .into()
 );
 
 impl FromField for Reason {
     fn from_field(name: &str, value: Option<&Value>) -> Result<Self, String> {
-        let max = adjust::REASON_MAX_CHARS;
-        value
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control))
-            .map(|s| Reason(s.to_owned()))
-            .ok_or_else(|| format!("{name} must be 1 to {max} characters of text, not only spaces, without control characters"))
+        super::text_line(name, value, adjust::REASON_MAX_CHARS).map(Reason)
     }
 }
 

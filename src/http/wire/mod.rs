@@ -175,6 +175,19 @@ impl<T: FromField> FromField for Option<T> {
     }
 }
 
+/// The JSON Schema pattern of [`text_line`]: not only spaces, no control characters.
+pub(crate) const TEXT_LINE_PATTERN: &str = r"^[^\u0000-\u001F\u007F]*[^\u0000-\u0020\u007F][^\u0000-\u001F\u007F]*$";
+
+/// A line of text people write (an adjustment's reason, a campaign's name): 1 to `max`
+/// characters, not only spaces, no control characters (it is shown on pages and in exports).
+pub(crate) fn text_line(name: &str, value: Option<&Value>, max: usize) -> Result<String, String> {
+    value
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{name} must be 1 to {max} characters of text, not only spaces, without control characters"))
+}
+
 /// A field where absent and `null` both mean "not given".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
