@@ -136,21 +136,31 @@ pub fn calculation(cmd: &AllocateCmd, terms: EarnTerms, value: &CoinValue) -> Re
     Ok(Calculation { terms, amount_minor: purchase.amount_minor, minor_units_per_coin: value.minor_units_per_coin, multiplier_bps: BPS_ONE, bonus_coins: 0 })
 }
 
-/// What the allocation earns by `calculation` under `campaign`. It keeps a record unless it is
-/// plain; `campaigns_apply` (some campaign may apply to it) makes it keep one too.
+/// The calculation at a member's tier multiplier (`tier`: its code and basis points; `None`: ×1).
+/// A campaign's multiplier applies on top of it.
+pub fn with_tier(calculation: &Calculation, tier: Option<(&str, i64)>) -> Calculation {
+    match tier {
+        Some((_, bps)) => Calculation { multiplier_bps: calculation.multiplier_bps * bps / BPS_ONE, ..*calculation },
+        None => *calculation,
+    }
+}
+
+/// What the allocation earns by `calculation` (already at the member's tier multiplier, which
+/// `tier` names) under `campaign`. It keeps a record unless it is plain; `keeps_record` (a
+/// campaign or a tier may apply to it) makes it keep one too.
 pub fn plan_earning(
     cmd: &AllocateCmd,
     config: &CoinConfig,
     value: &CoinValue,
     calculation: &Calculation,
-    campaign: Option<&Campaign>,
-    campaigns_apply: bool,
+    (campaign, tier): (Option<&Campaign>, Option<(&str, i64)>),
+    keeps_record: bool,
 ) -> EarnPlan {
     let calculation = campaign.map_or(*calculation, |c| c.on(calculation));
     let earned = calculation.earn();
     let expires_at = config::expiry_for(cmd.now_ms, config.values.validity_days);
-    let plain = is_plain(&cmd.purchase, &config.values, &calculation.terms) && !campaigns_apply;
-    let record = (!plain).then(|| record_of(cmd, config, &calculation, &earned, (value, campaign), expires_at));
+    let plain = is_plain(&cmd.purchase, &config.values, &calculation.terms) && !keeps_record;
+    let record = (!plain).then(|| record_of(cmd, config, &calculation, &earned, (value, campaign, tier), expires_at));
     EarnPlan { coins: earned.coins, record }
 }
 
@@ -159,7 +169,7 @@ fn record_of(
     config: &CoinConfig,
     calculation: &Calculation,
     earned: &Earned,
-    (value, campaign): (&CoinValue, Option<&Campaign>),
+    (value, campaign, tier): (&CoinValue, Option<&Campaign>, Option<(&str, i64)>),
     expires_at: Option<i64>,
 ) -> RecordFields {
     let zero = earned.coins == 0;
@@ -181,6 +191,8 @@ fn record_of(
             campaign_id: campaign.map(|c| c.id.to_string()),
             campaign_bps: campaign.and_then(|c| c.terms.reward.multiplier_bps()),
             campaign_bonus_coins: campaign.and_then(|c| c.terms.reward.bonus_coins()),
+            tier_code: tier.map(|(code, _)| code.to_owned()),
+            tier_bps: tier.map(|(_, bps)| bps),
             ..CalculationRecord::of(calculation, earned)
         }
         .to_json(),
@@ -306,7 +318,7 @@ mod tests {
     fn earn(cmd: &AllocateCmd, c: &CoinConfig) -> Result<EarnPlan, Refusal> {
         let value = CoinValue::builtin();
         let calc = calculation(cmd, c.values.terms().unwrap(), &value)?;
-        Ok(plan_earning(cmd, c, &value, &calc, None, false))
+        Ok(plan_earning(cmd, c, &value, &calc, (None, None), false))
     }
 
     #[test]

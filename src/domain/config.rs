@@ -61,6 +61,8 @@ pub struct Earning {
     pub rounding: Rounding,
     /// Days the coins are held (pending) before they can be spent; `None`: credited at once.
     pub pending_days: Option<i64>,
+    /// Whether allocations earn the member's tier multiplier (the default) or not.
+    pub tier_multiplier: bool,
 }
 
 impl Default for Earning {
@@ -72,6 +74,7 @@ impl Default for Earning {
             max_coins_per_allocation: None,
             rounding: Rounding::Floor,
             pending_days: None,
+            tier_multiplier: true,
         }
     }
 }

@@ -285,6 +285,12 @@ pub struct CalculationRecord {
     pub campaign_bps: Option<i64>,
     #[serde(default)]
     pub campaign_bonus_coins: Option<i64>,
+    /// The member's tier when it was more than ×1, with its multiplier (`multiplierBps`
+    /// includes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_bps: Option<i64>,
 }
 
 impl CalculationRecord {
@@ -313,6 +319,8 @@ impl CalculationRecord {
             campaign_id: None,
             campaign_bps: None,
             campaign_bonus_coins: None,
+            tier_code: None,
+            tier_bps: None,
         }
     }
 

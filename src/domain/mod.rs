@@ -38,6 +38,7 @@ pub mod reminders;
 pub mod report;
 pub mod reverse;
 pub mod simulate;
+pub mod tiers;
 pub mod webhooks;
 
 pub use coins::Coins;

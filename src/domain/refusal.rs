@@ -97,4 +97,8 @@ pub enum Refusal {
     CampaignStarted(CampaignId),
     /// A campaign change would leave it invalid (a 400; the sentence names the field).
     CampaignInvalid(String),
+    /// The company has no tier scheme.
+    TiersNotConfigured(CompanyId),
+    /// A tier code the company's scheme does not have (a 400).
+    TierUnknown(String),
 }

@@ -50,5 +50,8 @@ pub struct Simulation {
     pub calculation: Option<String>,
     pub balance_after: Option<i64>,
     pub pending_after: Option<i64>,
+    /// The member's tier code before and after it, when the company has tiers.
+    pub tier_before: Option<String>,
+    pub tier_after: Option<String>,
     pub refusal: Option<Refusal>,
 }

@@ -24,12 +24,16 @@ pub enum EventType {
     Adjusted,
     /// A reminder: a user's coins expire soon (not a ledger entry).
     Expiring,
+    /// A member's status tier went up, down, or was renewed (not a ledger entry).
+    TierUpgraded,
+    TierDowngraded,
+    TierRenewed,
     /// Sent by `POST .../test` only; never subscribed to.
     Test,
 }
 
 impl EventType {
-    pub const SUBSCRIBABLE: [EventType; 9] = [
+    pub const SUBSCRIBABLE: [EventType; 12] = [
         EventType::Allocated,
         EventType::Redeemed,
         EventType::Reversed,
@@ -39,6 +43,9 @@ impl EventType {
         EventType::Canceled,
         EventType::Adjusted,
         EventType::Expiring,
+        EventType::TierUpgraded,
+        EventType::TierDowngraded,
+        EventType::TierRenewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +59,9 @@ impl EventType {
             EventType::Expired => "coins.expired",
             EventType::Adjusted => "coins.adjusted",
             EventType::Expiring => "coins.expiring",
+            EventType::TierUpgraded => "tier.upgraded",
+            EventType::TierDowngraded => "tier.downgraded",
+            EventType::TierRenewed => "tier.renewed",
             EventType::Test => "webhook.test",
         }
     }
@@ -67,6 +77,9 @@ impl EventType {
             Self::Expired,
             Self::Adjusted,
             Self::Expiring,
+            Self::TierUpgraded,
+            Self::TierDowngraded,
+            Self::TierRenewed,
             Self::Test,
         ]
         .into_iter()
@@ -88,6 +101,15 @@ impl EventType {
         }
     }
 
+    /// The event a tier change is reported as.
+    pub fn of_tier_change(kind: super::tiers::ChangeKind) -> Self {
+        match kind {
+            super::tiers::ChangeKind::Upgraded => EventType::TierUpgraded,
+            super::tiers::ChangeKind::Downgraded => EventType::TierDowngraded,
+            super::tiers::ChangeKind::Renewed => EventType::TierRenewed,
+        }
+    }
+
     pub fn bit(self) -> i64 {
         match self {
             EventType::Allocated => 1,
@@ -99,6 +121,9 @@ impl EventType {
             EventType::Canceled => 64,
             EventType::Adjusted => 128,
             EventType::Expiring => 256,
+            EventType::TierUpgraded => 512,
+            EventType::TierDowngraded => 1024,
+            EventType::TierRenewed => 2048,
             EventType::Test => 0,
         }
     }

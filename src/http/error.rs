@@ -58,6 +58,7 @@ error_codes! {
     WebhookNotFound = "WEBHOOK_NOT_FOUND", NOT_FOUND, "No such webhook, or another company's.";
     MessageNotFound = "MESSAGE_NOT_FOUND", NOT_FOUND, "No such event for this webhook.";
     CampaignNotFound = "CAMPAIGN_NOT_FOUND", NOT_FOUND, "No such campaign, or another company's.";
+    TiersNotConfigured = "TIERS_NOT_CONFIGURED", NOT_FOUND, "The company has no tier scheme (none was set up, or it was deleted).";
     MethodNotAllowed = "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED, "The route exists but not with this method.";
     RequestTimeout = "REQUEST_TIMEOUT", REQUEST_TIMEOUT, "The request did not arrive within the server's time limit.";
     DuplicateCoinConfig = "DUPLICATE_COIN_CONFIG", CONFLICT, "A configuration already holds this slot (one DEFAULT per event, one CUSTOM per company and event); the sentence names it.";
@@ -224,6 +225,8 @@ impl From<Refusal> for ApiError {
                 format!("campaign {id} has started (or starts within 5 seconds): it cannot be deleted, and only an earlier endsAt can be set"),
             ),
             Refusal::CampaignInvalid(sentence) => ApiError::new(C::ValidationFailed, sentence),
+            Refusal::TiersNotConfigured(company) => ApiError::new(C::TiersNotConfigured, format!("company {company} has no tier scheme")),
+            Refusal::TierUnknown(code) => ApiError::new(C::ValidationFailed, format!("tierCode {code} is not a tier of the company's scheme")),
         }
     }
 }

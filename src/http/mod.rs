@@ -20,6 +20,7 @@ pub mod limits;
 pub mod oauth;
 pub mod openapi;
 pub mod reminders;
+pub mod tiers;
 pub mod users;
 pub mod webhooks;
 pub mod wire;
@@ -100,6 +101,8 @@ pub fn router_and_document(state: AppState, pages: Router<AppState>) -> (Router,
         .routes(routes!(reminders::put, reminders::get))
         .routes(routes!(campaigns::create, campaigns::list))
         .routes(routes!(campaigns::get, campaigns::patch, campaigns::delete))
+        .routes(routes!(tiers::put, tiers::get, tiers::delete))
+        .routes(routes!(tiers::put_floor))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(docs::metrics))

@@ -45,6 +45,7 @@ the same `requestId`, which either replays the first answer or applies it once."
         (name = "coins", description = "Allocating, redeeming, reversing; balances and coin value"),
         (name = "users", description = "A user's summary and history"),
         (name = "campaigns", description = "Bonus campaigns: a multiplier or a fixed bonus on allocations inside a window"),
+        (name = "tiers", description = "Status tiers: a company's levels, reached by qualifying coins, that multiply what members earn"),
         (name = "webhooks", description = "Coin events pushed to the business's endpoints, signed (Standard Webhooks); the body each receives is the `WebhookEvent` schema"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

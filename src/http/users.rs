@@ -45,7 +45,7 @@ async fn visible_user(state: &AppState, auth: &Auth, user: &UserId, now_ms: i64)
 #[utoipa::path(get, path = "/api/v0/coins/users/{userId}", tag = "users",
     params(("userId" = UserId, Path)),
     responses(
-        (status = 200, description = "Balance, lifetime figures and coins expiring within 30 days", body = Envelope<UserView>),
+        (status = 200, description = "Balance, lifetime figures, coins expiring within 30 days, held coins and the status tier", body = Envelope<UserView>),
         (status = 404, description = "USER_NOT_FOUND: never credited, or another company's", body = ErrorEnvelope),
     ))]
 pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam) -> Answer<UserView> {
@@ -53,7 +53,8 @@ pub async fn user(State(state): State<AppState>, auth: Auth, PathParam(raw): Pat
     let now_ms = state.clock.now_ms();
     visible_user(&state, &auth, &user, now_ms).await?;
     let summary = state.store.user_summary(&user, now_ms).await?.ok_or_else(|| ApiError::from(Refusal::UserNotFound(user.clone())))?;
-    Ok(JsonResponse(Envelope::ok(UserView::from(summary))))
+    let tier = state.store.member_tier(&summary.company, &user, now_ms).await?;
+    Ok(JsonResponse(Envelope::ok(UserView { tier: tier.map(Into::into), ..UserView::from(summary) })))
 }
 /// A user's ledger, newest first, keyset-paginated.
 #[utoipa::path(get, path = "/api/v0/coins/transactions", tag = "users", params(TransactionsQuery),

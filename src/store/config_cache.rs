@@ -4,7 +4,8 @@
 //! What is cached is the *resolution*: for a (company, event), the active CUSTOM
 //! configuration, else the active DEFAULT one, else none; and the company's bonus campaigns for
 //! the event that had not ended when it was read (each allocation checks their windows against
-//! its own time). A campaign change is announced as a configuration change. The rules that keep
+//! its own time), and the company's tier scheme. A campaign or tier scheme change is announced
+//! as a configuration change. The rules that keep
 //! it correct:
 //! - every configuration change made by this process clears the cache after its COMMIT and before
 //!   it is answered, so it takes effect at once here;
@@ -27,6 +28,8 @@ use std::sync::Arc;
 
 use crate::domain::CoinConfig;
 use crate::domain::campaigns::Campaign;
+use crate::domain::tiers::TierScheme;
+use crate::store::ledger::Offers;
 
 /// Entries kept before the cache is cleared wholesale (a cheap bound on memory: ~100 bytes each).
 const ENTRIES_MAX: usize = 65_536;
@@ -52,12 +55,19 @@ pub struct Resolved {
     pub config: Option<CoinConfig>,
     /// The company's campaigns for the event that had not ended when read.
     pub campaigns: Arc<Vec<Campaign>>,
+    /// The company's tier scheme.
+    pub tiers: Option<Arc<TierScheme>>,
 }
 
 impl Resolved {
     #[cfg(test)]
     pub fn of(config: Option<CoinConfig>) -> Self {
-        Self { config, campaigns: Arc::default() }
+        Self { config, ..Self::default() }
+    }
+
+    /// What may raise the allocation's coins beyond its configuration.
+    pub(crate) fn offers(&self) -> Offers<'_> {
+        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_deref() }
     }
 }
 

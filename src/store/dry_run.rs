@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::config_cache::Resolved;
-use super::ledger::{self, Claim, LedgerTx, Returned};
+use super::ledger::{self, Claim, CreditRecord, LedgerTx, Returned};
 use super::model::RecordRow;
 use super::{StoreError, StoreResult};
 use crate::domain::allocate::{AllocateOk, NewLot, RecordFields};
@@ -24,6 +24,7 @@ use crate::domain::lots::OpenLot;
 use crate::domain::redeem::CoinValue;
 use crate::domain::reverse::{Original, OwnLot, Taken};
 use crate::domain::simulate::{SimOutcome, SimulateCmd, Simulation};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 
@@ -47,6 +48,12 @@ pub(crate) struct DryRun<T> {
     /// The user's balance and held coins as the flow found them.
     account: Option<Account>,
     next_id: i64,
+    /// Tiers: the scheme the flow read, the member's tier as found and as the flow would leave
+    /// it, and the qualifying coins it would add.
+    scheme: Option<TierScheme>,
+    tier_found: Option<TierState>,
+    tier_left: Option<TierState>,
+    qualified: Vec<QualifyingMove>,
 }
 
 /// What an allocation's claim would have recorded.
@@ -88,6 +95,10 @@ impl<T: LedgerTx> DryRun<T> {
             kinds: HashMap::new(),
             account: None,
             next_id: -1,
+            scheme: None,
+            tier_found: None,
+            tier_left: None,
+            qualified: Vec::new(),
         }
     }
 }
@@ -97,9 +108,10 @@ impl<T: LedgerTx> DryRun<T> {
 pub(crate) async fn simulate<T: LedgerTx>(tx: T, cmd: &SimulateCmd, resolved: &Resolved) -> StoreResult<Simulation> {
     let config = resolved.config.as_ref();
     let mut dry = DryRun::new(tx);
+    dry.scheme = resolved.tiers.as_deref().cloned();
     let refused = |r: Refusal| Simulation { outcome: Some(SimOutcome::Refuse), refusal: Some(r), ..Simulation::default() };
-    match cmd {
-        SimulateCmd::Allocate(c) => match ledger::allocate(&mut dry, c, config, &resolved.campaigns).await {
+    let mut sim = match cmd {
+        SimulateCmd::Allocate(c) => match ledger::allocate(&mut dry, c, config, resolved.offers()).await {
             Err(StoreError::Refused(r)) => Ok(refused(r)),
             Err(e) => Err(e),
             Ok(AllocateOk::Replayed { coins }) => Ok(Simulation { outcome: Some(SimOutcome::Replay), coins: Some(coins.get()), ..Simulation::default() }),
@@ -121,6 +133,24 @@ pub(crate) async fn simulate<T: LedgerTx>(tx: T, cmd: &SimulateCmd, resolved: &R
                 })
             }
         },
+    }?;
+    if sim.outcome == Some(SimOutcome::Apply) {
+        (sim.tier_before, sim.tier_after) = dry.tiers(cmd).await?;
+    }
+    Ok(sim)
+}
+
+impl<T: LedgerTx> DryRun<T> {
+    /// The member's tier code before and after the simulated operation (none without a scheme).
+    async fn tiers(&mut self, cmd: &SimulateCmd) -> StoreResult<(Option<String>, Option<String>)> {
+        let Some(scheme) = self.scheme.clone() else { return Ok((None, None)) };
+        let found = match (&self.tier_found, cmd) {
+            (Some(found), _) => found.clone(),
+            (None, SimulateCmd::Allocate(c)) => self.inner.tier(&c.user).await?,
+            (None, SimulateCmd::Reverse(_)) => TierState::default(),
+        };
+        let code = |state: &TierState| Some(scheme.tiers[scheme.current(state)].code.clone());
+        Ok((code(&found), code(self.tier_left.as_ref().unwrap_or(&found))))
     }
 }
 
@@ -337,15 +367,7 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(())
     }
 
-    async fn record_credit(
-        &mut self,
-        _company: &CompanyId,
-        _request_id: &RequestId,
-        _state: AllocationState,
-        _activates_at: Option<i64>,
-        _expires_at: Option<i64>,
-        _now_ms: i64,
-    ) -> StoreResult<()> {
+    async fn record_credit(&mut self, _company: &CompanyId, _request_id: &RequestId, _credit: &CreditRecord, _now_ms: i64) -> StoreResult<()> {
         Ok(())
     }
 
@@ -380,6 +402,37 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     }
 
     async fn set_balance(&mut self, _company: &CompanyId, _user: &UserId, _balance: i64, _lifetime: Lifetime, _delta: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
+        let scheme = self.inner.tier_scheme(company).await?;
+        self.scheme.clone_from(&scheme);
+        Ok(scheme)
+    }
+
+    async fn tier(&mut self, user: &UserId) -> StoreResult<TierState> {
+        if let Some(left) = &self.tier_left {
+            return Ok(left.clone());
+        }
+        let found = self.inner.tier(user).await?;
+        self.tier_found = Some(found.clone());
+        Ok(found)
+    }
+
+    async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
+        let since = since_ms.unwrap_or(i64::MIN);
+        let added: i64 = self.qualified.iter().filter(|q| q.earned_at >= since).map(|q| q.coins).sum();
+        Ok(self.inner.qualifying(user, since_ms).await? + added)
+    }
+
+    async fn add_qualifying(&mut self, _company: &CompanyId, _user: &UserId, qualifying: &QualifyingMove) -> StoreResult<()> {
+        self.qualified.push(qualifying.clone());
+        Ok(())
+    }
+
+    async fn set_tier(&mut self, _company: &CompanyId, _user: &UserId, state: &TierState, _change: Option<&TierChange>, _now_ms: i64) -> StoreResult<()> {
+        self.tier_left = Some(state.clone());
         Ok(())
     }
 }

@@ -22,11 +22,13 @@ use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordField
 use crate::domain::allocation::{self, ActivateAt, Activation, ActivationPlan, HeldLot, OrderClaim, OrderHolder};
 use crate::domain::allocation::{AllocationState, ReturnKind};
 use crate::domain::campaigns::{self, Campaign, CampaignId};
+use crate::domain::earn::BPS_ONE;
 use crate::domain::expire::{self, DueLot, ExpiryPlan};
 use crate::domain::ledger::{self as rules, Account, Lifetime, LotMove, NewEntry, RequestKind, StoredRequest};
 use crate::domain::lots::OpenLot;
 use crate::domain::redeem::{self, CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::reverse::{self, Original, OwnLot, ReverseCmd, ReverseReceipt, Taken, Target};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 
@@ -108,15 +110,7 @@ pub(crate) trait LedgerTx {
     async fn set_pending(&mut self, company: &CompanyId, user: &UserId, pending: i64) -> StoreResult<()>;
     /// Writes the record of an adjustment's credit on its request row (returned and activated
     /// like an allocation's).
-    async fn record_credit(
-        &mut self,
-        company: &CompanyId,
-        request_id: &RequestId,
-        state: AllocationState,
-        activates_at: Option<i64>,
-        expires_at: Option<i64>,
-        now_ms: i64,
-    ) -> StoreResult<()>;
+    async fn record_credit(&mut self, company: &CompanyId, request_id: &RequestId, credit: &CreditRecord, now_ms: i64) -> StoreResult<()>;
     async fn insert_entry(&mut self, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64>;
     /// The outbox: one message per enabled subscription of the company that wants this kind of
     /// entry, in the entry's own transaction.
@@ -126,6 +120,25 @@ pub(crate) trait LedgerTx {
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
     async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()>;
     async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
+    /// The company's tier scheme, if it has one.
+    async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>>;
+    /// The member's tier as stored (read after their row is locked).
+    async fn tier(&mut self, user: &UserId) -> StoreResult<TierState>;
+    /// The member's qualifying coins earned at or after `since_ms` (`None`: ever).
+    async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64>;
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove) -> StoreResult<()>;
+    /// Stores the member's tier; with a change, records it and its webhook messages.
+    async fn set_tier(&mut self, company: &CompanyId, user: &UserId, state: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()>;
+}
+
+/// The record of an adjustment's credit: its state, hold and expiry, and the coins of it that
+/// qualify for a tier (0 unless it was made with `qualifying: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CreditRecord {
+    pub state: AllocationState,
+    pub activates_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub qualifying_base: i64,
 }
 
 /// The counters of an original after a return of it.
@@ -166,6 +179,45 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
     tx.request(company, request_id).await?.ok_or_else(|| Refusal::RequestIdConflict(request_id.clone()).into())
 }
 
+/// What may raise an allocation's coins beyond its configuration: the company's campaigns for
+/// the event and its tier scheme.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Offers<'a> {
+    pub campaigns: &'a [Campaign],
+    pub tiers: Option<&'a TierScheme>,
+}
+
+/// Qualifying coins a credit gained or lost, recorded. A gain upgrades the member at once if
+/// they reach a higher tier; a loss counts at the next evaluation.
+async fn qualify<T: LedgerTx>(tx: &mut T, scheme: &TierScheme, company: &CompanyId, user: &UserId, moved: QualifyingMove, now_ms: i64) -> StoreResult<()> {
+    if moved.coins == 0 {
+        return Ok(());
+    }
+    tx.add_qualifying(company, user, &moved).await?;
+    if moved.coins < 0 {
+        return Ok(());
+    }
+    let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
+    let state = tx.tier(user).await?;
+    if let Some(change) = scheme.after_earning(&state, qualifying, now_ms, &moved.by) {
+        tx.set_tier(company, user, &change.state, Some(&change), now_ms).await?;
+    }
+    Ok(())
+}
+
+/// The sweeper's evaluation of a member whose tier is up for renewal: renewed, or moved down by
+/// the scheme's policy. Nothing when it is not due (another pass got there first).
+async fn evaluate_tier<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<()> {
+    let state = tx.tier(user).await?;
+    if state.expires_at.is_none_or(|at| at > now_ms) {
+        return Ok(());
+    }
+    let Some(scheme) = tx.tier_scheme(company).await? else { return Ok(()) };
+    let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
+    let change = scheme.at_expiry(&state, qualifying, now_ms);
+    tx.set_tier(company, user, &change.state, Some(&change), now_ms).await
+}
+
 /// A new allocation: on SQLite every one; on PostgreSQL those that are not plain (an order id, a
 /// purchase value, a percentage, a campaign...), while plain ones are decided set-based
 /// (`postgres/ledger.rs`). `config` is the resolution for the command's company and event, and
@@ -178,7 +230,8 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
 /// A campaign without a per-user limit is decided before the claim. When the best one has a
 /// limit, the user's row is locked first and the triggers counted, so concurrent allocations of
 /// one user never exceed it; the record is then rewritten with the campaign that applied.
-pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>, campaigns: &[Campaign]) -> StoreResult<AllocateOk> {
+pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>, offers: Offers<'_>) -> StoreResult<AllocateOk> {
+    let Offers { campaigns, tiers } = offers;
     let (company, user) = (&cmd.company, &cmd.user);
     let Some(config) = config else {
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
@@ -198,7 +251,9 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     };
     let ranked = campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &calculation);
     let unlimited = ranked.first().copied().filter(|c| c.terms.max_triggers_per_user.is_none());
-    let mut earn = allocate::plan_earning(cmd, config, &value, &calculation, unlimited, !ranked.is_empty());
+    // A company with tiers keeps every allocation's record: the member's multiplier is known only
+    // once their row is locked.
+    let mut earn = allocate::plan_earning(cmd, config, &value, &calculation, (unlimited, None), !ranked.is_empty() || tiers.is_some());
     let claim = Claim {
         kind: RequestKind::Allocate,
         user,
@@ -215,7 +270,22 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         return answer_held_order(tx, cmd).await;
     }
     let account = tx.account(user).await?;
-    if unlimited.is_none() && !ranked.is_empty() {
+    // The member's tier multiplier, read under the lock (the allocation that upgrades them
+    // earns at the old one).
+    let tier = match tiers {
+        Some(scheme) if account.is_some() => Some((scheme, tx.tier(user).await?)),
+        _ => None,
+    };
+    let tier_bps = match &tier {
+        Some((scheme, state)) if config.values.earning.tier_multiplier => {
+            Some((scheme.tiers[scheme.current(state)].code.as_str(), scheme.multiplier_bps(state)))
+        }
+        _ => None,
+    };
+    let tiered = tier_bps.filter(|(_, bps)| *bps != BPS_ONE);
+    if tiered.is_some() || (unlimited.is_none() && !ranked.is_empty()) {
+        let calculation = allocate::with_tier(&calculation, tiered);
+        let ranked = if tiered.is_some() { campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &calculation) } else { ranked };
         let mut applies = None;
         for c in &ranked {
             let room = match c.terms.max_triggers_per_user {
@@ -227,8 +297,8 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
                 break;
             }
         }
-        if applies.is_some() {
-            earn = allocate::plan_earning(cmd, config, &value, &calculation, applies, true);
+        if applies.is_some() || tiered.is_some() {
+            earn = allocate::plan_earning(cmd, config, &value, &calculation, (applies, tiered), true);
             let record = earn.record.as_ref().ok_or_else(|| StoreError::Corrupt("a campaign's allocation without a record".into()))?;
             tx.rewrite_record(company, &cmd.request_id, earn.coins, record).await?;
         }
@@ -255,6 +325,12 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     tx.set_balance(company, user, plan.balance, Lifetime::Earned, entry.coins).await?;
     if entry.pending_coins != 0 {
         tx.set_pending(company, user, plan.pending).await?;
+    }
+    // Spendable at once: its base coins qualify now (held ones when they activate).
+    if let (Some(scheme), 0) = (tiers, entry.pending_coins) {
+        let base = earn.record.as_ref().map_or(earn.coins, |r| r.base_coins);
+        let id = cmd.request_id.to_string();
+        qualify(tx, scheme, company, user, QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: base }, cmd.now_ms).await?;
     }
     Ok(AllocateOk::Allocated { coins: Coins::from_stored(earn.coins), balance: plan.balance, entry_id })
 }
@@ -315,6 +391,18 @@ async fn write_activations<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &
         tx.set_balance(company, user, plan.balance, Lifetime::Earned, plan.coins).await?;
         tx.set_pending(company, user, plan.pending).await?;
     }
+    // Activated coins qualify for a tier from now on.
+    if plan.activations.is_empty() {
+        return Ok(());
+    }
+    let Some(scheme) = tx.tier_scheme(company).await? else { return Ok(()) };
+    for a in &plan.activations {
+        let row = tx.allocation(company, &a.request_id).await?.ok_or_else(|| StoreError::Corrupt(format!("activated {} has no record", a.request_id)))?;
+        if let Some((earned_at, coins)) = row.qualifying_with(row.returned()) {
+            let id = a.request_id.to_string();
+            qualify(tx, &scheme, company, user, QualifyingMove { earned_at, request_id: id.clone(), by: id, coins }, now_ms).await?;
+        }
+    }
     Ok(())
 }
 
@@ -338,11 +426,14 @@ pub(crate) async fn bring_due<T: LedgerTx>(tx: &mut T, company: &CompanyId, user
     Ok(Settled { balance: swept.balance, pending: activations.pending, expired: tally(&swept), activated: activations.coins })
 }
 
-/// Activates and expires what is due for one user (the sweeper, and reads that must agree with
-/// the balance).
+/// Activates and expires what is due for one user, and evaluates their tier if its retention is
+/// up (the sweeper, and reads that must agree with the balance).
 pub(crate) async fn settle<T: LedgerTx>(tx: &mut T, user: &UserId, now_ms: i64) -> StoreResult<Expired> {
     let Some(account) = tx.account(user).await? else { return Ok(Expired::default()) };
-    Ok(bring_due(tx, &account.company.clone(), user, &account, now_ms).await?.expired)
+    let company = account.company.clone();
+    let expired = bring_due(tx, &company, user, &account, now_ms).await?.expired;
+    evaluate_tier(tx, &company, user, now_ms).await?;
+    Ok(expired)
 }
 
 /// What an expiry plan wrote off, for the metrics.
@@ -410,8 +501,17 @@ pub(crate) async fn adjust<T: LedgerTx>(tx: &mut T, cmd: &AdjustCmd) -> StoreRes
         tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
     }
     tx.apply_moves(entry_id, &plan.moves).await?;
+    let qualifying_base = if cmd.qualifying { cmd.coins } else { 0 };
     if let Some(state) = plan.state {
-        tx.record_credit(company, request_id, state, plan.receipt.activates_at, plan.receipt.expires_at, cmd.now_ms).await?;
+        let (activates_at, expires_at) = (plan.receipt.activates_at, plan.receipt.expires_at);
+        tx.record_credit(company, request_id, &CreditRecord { state, activates_at, expires_at, qualifying_base }, cmd.now_ms).await?;
+    }
+    // A qualifying credit counts towards a tier once it is spendable.
+    let scheme = if qualifying_base > 0 && plan.entry.pending_coins == 0 { tx.tier_scheme(company).await? } else { None };
+    if let Some(scheme) = scheme {
+        let id = request_id.to_string();
+        let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_base };
+        qualify(tx, &scheme, company, user, moved, cmd.now_ms).await?;
     }
     // Adjustments count in the lifetime earned, as allocations and their returns do.
     tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Earned, plan.entry.coins).await?;
@@ -470,6 +570,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     let (plan, outcome) = if original.is_credit() {
         let row = tx.allocation(company, &target).await?.ok_or_else(|| StoreError::Corrupt(format!("allocation {target} has no record")))?;
         let order_id = row.order_id.clone();
+        let before = row.clone();
         let a = row.into_allocation()?;
         // An allocation that earned nothing has no entry, returned or not: its return takes
         // nothing (and frees its order id); another is refused as already reversed.
@@ -486,6 +587,7 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
         let refunded = a.amount_minor.map(|_| ret.amount_refunded_minor);
         let counters = Returned { state: Some(ret.state), coins_canceled, coins_reversed, coins_waived, amount_refunded_minor: refunded };
         tx.record_return(company, &target, &counters).await?;
+        requalify(tx, company, user, &before, coins_canceled + coins_reversed + coins_waived, request_id, cmd.now_ms).await?;
         let minor_per_coin = match a.amount_minor {
             Some(_) => a.calculation.minor_units_per_coin,
             None if ret.short > 0 => tx.coin_value(company).await?.minor_units_per_coin,
@@ -531,6 +633,31 @@ pub(crate) async fn reverse<T: LedgerTx>(tx: &mut T, cmd: &ReverseCmd) -> StoreR
     tx.finish(company, request_id, moved.abs(), &receipt.to_stored()).await?;
     let expired = Expired { lots: before.lots + after.lots, coins: before.coins + after.coins };
     Ok(Applied { receipt, replayed: false, expired })
+}
+
+/// After a return of credit `credit` (its row as it was before, `returned` its coins returned
+/// now): the qualifying coins it took off are recorded, dated at the credit's activation, and if
+/// the credit is what raised the member to their tier, they are placed again at once.
+async fn requalify<T: LedgerTx>(
+    tx: &mut T,
+    company: &CompanyId,
+    user: &UserId,
+    credit: &RecordRow,
+    returned: i64,
+    by: &RequestId,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let Some(scheme) = tx.tier_scheme(company).await? else { return Ok(()) };
+    if let (Some((earned_at, was)), Some((_, is))) = (credit.qualifying_with(credit.returned()), credit.qualifying_with(returned)) {
+        let moved = QualifyingMove { earned_at, request_id: credit.request_id.clone(), by: by.to_string(), coins: is - was };
+        qualify(tx, &scheme, company, user, moved, now_ms).await?;
+    }
+    let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
+    let state = tx.tier(user).await?;
+    if let Some(change) = scheme.after_return(&state, qualifying, now_ms, &credit.request_id, by.as_str()) {
+        tx.set_tier(company, user, &change.state, Some(&change), now_ms).await?;
+    }
+    Ok(())
 }
 
 /// An early activation of a held allocation, exactly-once on its own request id. Anything due is

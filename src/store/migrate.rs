@@ -33,6 +33,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 8, name: "debt", sql: include_str!("../../migrations/sqlite/0008_debt.sql") },
     Migration { version: 9, name: "reminders", sql: include_str!("../../migrations/sqlite/0009_reminders.sql") },
     Migration { version: 10, name: "campaigns", sql: include_str!("../../migrations/sqlite/0010_campaigns.sql") },
+    Migration { version: 11, name: "tiers", sql: include_str!("../../migrations/sqlite/0011_tiers.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -50,6 +51,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 12, name: "debt", sql: include_str!("../../migrations/postgres/0012_debt.sql") },
     Migration { version: 13, name: "reminders", sql: include_str!("../../migrations/postgres/0013_reminders.sql") },
     Migration { version: 14, name: "campaigns", sql: include_str!("../../migrations/postgres/0014_campaigns.sql") },
+    Migration { version: 15, name: "tiers", sql: include_str!("../../migrations/postgres/0015_tiers.sql") },
 ];
 
 impl Migration {
@@ -144,6 +146,7 @@ mod tests {
         (8, "e9d561b8ab8db2f1b5c26ebf6e40bd882f2f6eb84296d2ea0a5e12fb760c2721"),
         (9, "44e77fa9f9b9b784b2f51520dd291c75223779a9d6126754b7ec8630296da2a3"),
         (10, "8ff446cb3dd9b82964239fd1c7a9b992e9ff621407b7d8f251a6d4e643c7b12c"),
+        (11, "50850484fe01b462704449327a0638ff1d8faf189ecff75ba13f4f910b55721f"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
@@ -160,6 +163,7 @@ mod tests {
         (12, "b1813efae4a385c2c85bb25df8212fd25fb1da5e55104cc95c2e24aec8bbcaff"),
         (13, "94da4598194f2ef964a31ec3d689ebe82df3f8d3dabe6b5c55adf93888abfdd1"),
         (14, "d1088e624d9483af87006d3c8040fcd84266313a35796a180524c1c25cf54315"),
+        (15, "f7881ba6cc04711ac8bb3b191d1c7e792871beefc8345b9663e4eb498bbbcd7e"),
     ];
 
     #[test]

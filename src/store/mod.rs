@@ -7,6 +7,7 @@
 //! - [`WebhookStore`]: subscriptions, their outbox (written by the ledger's flows) and deliveries.
 //! - [`ReminderStore`]: expiry reminders, their lead times and the sweeper's pass that sends them.
 //! - [`CampaignStore`]: bonus campaigns.
+//! - [`TierStore`]: status tiers: schemes, floors, members' tiers.
 //! - [`Store`]: all of the above plus migrations and a ping; what the app holds.
 //!
 //! Layout: `error.rs` (the one error type), `model.rs` (records and read models), `migrate.rs`
@@ -28,6 +29,7 @@ pub mod model;
 pub mod postgres;
 pub mod reminders;
 pub mod sqlite;
+pub mod tiers;
 pub mod verify;
 pub mod webhooks;
 
@@ -39,6 +41,7 @@ pub use campaigns::CampaignStore;
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use reminders::ReminderStore;
+pub use tiers::TierStore;
 pub use webhooks::{AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageState, WebhookChange, WebhookRecord};
 
 use crate::domain::allocate::{AllocateCmd, AllocateOk};
@@ -178,7 +181,9 @@ pub trait WebhookStore: Send + Sync {
 
 /// Everything the app needs from storage.
 #[async_trait]
-pub trait Store: ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + ReminderStore + CampaignStore + 'static {
+pub trait Store:
+    ClientStore + TokenStore + ConfigStore + LedgerStore + ReportStore + WebhookStore + ReminderStore + CampaignStore + TierStore + 'static
+{
     /// Applies pending migrations. Safe to call from several processes at once.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for `/readyz`.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{StoreError, StoreResult};
 use crate::domain::allocation::{AllocationState, ReturnKind};
 use crate::domain::earn::CalculationRecord;
+use crate::domain::ledger::RequestKind;
 use crate::domain::lockout::LockState;
 use crate::domain::redeem::RedeemReceipt;
 use crate::domain::reverse::ReverseReceipt;
@@ -494,6 +495,7 @@ pub(crate) fn audit_json(values: &crate::domain::config::ConfigValues) -> String
         "maxCoinsPerAllocation": values.earning.max_coins_per_allocation,
         "rounding": values.earning.rounding.as_str(),
         "pendingDays": values.earning.pending_days,
+        "tierMultiplier": values.earning.tier_multiplier,
     })
     .to_string()
 }
@@ -571,7 +573,7 @@ pub struct AllocationRecord {
 /// The columns both backends select for a record, from [`RECORD_FROM`].
 pub(crate) const RECORD_COLUMNS: &str = "r.request_id, r.order_id, r.user_id, r.event, COALESCE(r.coin_config_id, e.coin_config_id), r.state, r.coins, \
      r.base_coins, r.coins_canceled, r.coins_reversed, r.coins_waived, r.amount_minor, r.amount_refunded_minor, r.currency, r.calculation, \
-     r.created_at, r.activates_at, r.activated_at, CASE WHEN r.calculation IS NULL THEN e.expires_at ELSE r.expires_at END, r.zero_reason, r.alias_of";
+     r.created_at, r.activates_at, r.activated_at, CASE WHEN r.calculation IS NULL THEN e.expires_at ELSE r.expires_at END, r.zero_reason, r.alias_of, r.kind";
 /// Which requests' rows a record read finds: the allocation read route shows allocations only;
 /// the ledger also returns adjustment credits, which keep the same record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -615,9 +617,31 @@ pub(crate) struct RecordRow {
     pub expires_at: Option<i64>,
     pub zero_reason: Option<String>,
     pub alias_of: Option<String>,
+    /// `ALLOCATE` or `ADJUST`.
+    pub kind: String,
 }
 
 impl RecordRow {
+    /// Coins returned so far (canceled, reversed or waived).
+    pub fn returned(&self) -> i64 {
+        self.coins_canceled + self.coins_reversed + self.coins_waived
+    }
+
+    /// When this credit became spendable, and how many of its base coins count towards a tier
+    /// once `returned` of its coins are returned; `None` while it is held (or was canceled while
+    /// held). A row without a record was credited at its creation.
+    pub fn qualifying_with(&self, returned: i64) -> Option<(i64, i64)> {
+        let activated_at = match (self.activated_at, self.activates_at) {
+            (Some(at), _) => at,
+            (None, None) => self.created_at,
+            _ => return None,
+        };
+        // An adjustment's credit qualifies only when it was made with `qualifying: true` (its
+        // `base_coins` are then its coins; adjustments made before tiers existed do not qualify).
+        let base = if self.kind == RequestKind::Adjust.as_str() { self.base_coins.unwrap_or(0) } else { self.base_coins.unwrap_or(self.coins) };
+        Some((activated_at, crate::domain::tiers::qualifying_of(base, self.coins, returned)))
+    }
+
     /// The allocation as the return and activation rules read it.
     pub fn into_allocation(self) -> StoreResult<crate::domain::allocation::Allocation> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("allocation {} has {what}", self.request_id));

@@ -1,7 +1,11 @@
 //! The ledger invariants `coins verify` checks (README, "How it is built"), in SQL both backends speak: each query returns one text column per problem
 //! found, so `coins verify` can print what differs.
 
+use std::collections::HashMap;
+
 use super::as_of::counter_sql;
+use super::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use crate::domain::tiers::{TierScheme, TierState};
 
 pub(crate) const CHECKS: &[(&str, &str)] = &[
     (
@@ -166,7 +170,117 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The checks of status tiers, made in Rust over what [`TIER_FACTS`] read (the scheme is JSON and
+/// a credit's qualifying share is exact integer arithmetic).
+pub const TIER_CHECKS: [&str; 3] =
+    ["qualifying coins differ from the credits' records", "member below the tier their qualifying coins reach", "tier unknown to the company's scheme"];
+
 /// The name of every check, as `coins verify` prints it before each problem found.
 pub fn check_names() -> impl Iterator<Item = &'static str> {
-    CHECKS.iter().map(|(_, name)| *name)
+    CHECKS.iter().map(|(_, name)| *name).chain(TIER_CHECKS)
+}
+
+/// What the tier checks read, in SQL both backends speak: the schemes; every qualifying move;
+/// the members of companies with a scheme and anyone with a tier; the time of the latest request
+/// or tier change (verify judges tiers at the later of it and the clock: a rolling window only
+/// loses coins as time passes, so no earlier instant may be used). The credits come from
+/// [`tier_credits_sql`].
+pub(crate) const TIER_FACTS: [&str; 4] = [
+    "SELECT company_id, scheme FROM tier_schemes",
+    "SELECT company_id, user_id, earned_at, request_id, coins FROM qualifying_coins",
+    "SELECT company_id, user_id, tier_code, tier_entered_at, tier_expires_at, tier_cause, tier_floor, tier_floor_reason FROM users \
+     WHERE company_id IN (SELECT company_id FROM tier_schemes) OR tier_code IS NOT NULL OR tier_floor IS NOT NULL",
+    "SELECT COALESCE(MAX(t), 0) FROM (SELECT MAX(created_at) AS t FROM requests UNION ALL SELECT MAX(created_at) FROM tier_changes) latest",
+];
+
+/// The credits of companies with a scheme: their records, and their company after them.
+pub(crate) fn tier_credits_sql() -> String {
+    format!(
+        "SELECT {RECORD_COLUMNS}, r.company_id FROM {RECORD_FROM} WHERE r.company_id IN (SELECT company_id FROM tier_schemes) \
+         AND r.kind IN ('ALLOCATE', 'ADJUST') AND r.alias_of IS NULL AND r.coins > 0"
+    )
+}
+
+/// One qualifying move as the tier checks read it.
+pub(crate) struct MoveFact {
+    pub company: String,
+    pub user: String,
+    pub earned_at: i64,
+    pub request_id: String,
+    pub coins: i64,
+}
+
+/// What [`TIER_FACTS`] read.
+pub(crate) struct TierFacts {
+    pub schemes: Vec<(String, String)>,
+    /// Each credit with its company.
+    pub credits: Vec<(RecordRow, String)>,
+    pub moves: Vec<MoveFact>,
+    pub members: Vec<(String, String, TierState)>,
+    pub latest_ms: i64,
+}
+
+/// The tier checks: every credit's qualifying coins are what its record says (counted once, at
+/// its activation time), every member is at least in the tier their qualifying coins reach now,
+/// and every stored tier code is one of the scheme's.
+pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
+    let [counted_wrong, below, unknown] = TIER_CHECKS;
+    let now_ms = now_ms.max(facts.latest_ms);
+    let mut problems = Vec::new();
+    let mut schemes = HashMap::new();
+    for (company, text) in &facts.schemes {
+        match TierScheme::parse(text) {
+            Some(s) => {
+                schemes.insert(company.as_str(), s);
+            }
+            None => problems.push(format!("{unknown}: {company}: the scheme is unreadable")),
+        }
+    }
+    let mut counted: HashMap<(&str, &str), (i64, Vec<i64>)> = HashMap::new();
+    let mut by_member: HashMap<(&str, &str), Vec<(i64, i64)>> = HashMap::new();
+    for m in &facts.moves {
+        let c = counted.entry((m.company.as_str(), m.request_id.as_str())).or_default();
+        c.0 += m.coins;
+        c.1.push(m.earned_at);
+        by_member.entry((m.company.as_str(), m.user.as_str())).or_default().push((m.earned_at, m.coins));
+    }
+    for (row, company) in &facts.credits {
+        let expected = row.qualifying_with(row.returned()).filter(|(_, q)| *q != 0);
+        let actual = counted.remove(&(company.as_str(), row.request_id.as_str()));
+        let fine = match (&expected, &actual) {
+            (None, None) => true,
+            (None, Some((sum, _))) => *sum == 0,
+            (Some(_), None) => false,
+            (Some((at, q)), Some((sum, times))) => sum == q && times.iter().all(|t| t == at),
+        };
+        if !fine {
+            let said = expected.map_or("none".to_owned(), |(at, q)| format!("{q} at {at}"));
+            let found = actual.map_or("none".to_owned(), |(sum, times)| format!("{sum} at {times:?}"));
+            problems.push(format!("{counted_wrong}: {company}/{}: its record says {said}, counted {found}", row.request_id));
+        }
+    }
+    for ((company, request), (sum, _)) in counted {
+        if sum != 0 {
+            problems.push(format!("{counted_wrong}: {company}/{request}: {sum} counted for no credit of a company with tiers"));
+        }
+    }
+    for (company, user, state) in &facts.members {
+        let Some(scheme) = schemes.get(company.as_str()) else {
+            problems.push(format!("{unknown}: {company}/{user}: a tier in a company without a scheme"));
+            continue;
+        };
+        for code in [&state.code, &state.floor].into_iter().flatten() {
+            if scheme.index_of(Some(code)).is_none() {
+                problems.push(format!("{unknown}: {company}/{user}: {code}"));
+            }
+        }
+        let since = scheme.window_start(now_ms).unwrap_or(i64::MIN);
+        let moves = by_member.get(&(company.as_str(), user.as_str())).map_or(&[][..], Vec::as_slice);
+        let q: i64 = moves.iter().filter(|(at, _)| *at >= since).map(|(_, coins)| coins).sum();
+        let (is, reached) = (scheme.current(state), scheme.reached(q));
+        if is < reached {
+            problems.push(format!("{below}: {company}/{user}: in {}, {q} qualifying coins reach {}", scheme.tiers[is].code, scheme.tiers[reached].code));
+        }
+    }
+    problems
 }

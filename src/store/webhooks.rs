@@ -75,6 +75,18 @@ pub struct Delivery {
     pub created_at: i64,
 }
 
+/// What a `tier.*` event reports: one row of the member's tier history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierChangeData {
+    pub user_id: String,
+    pub from_tier: Option<String>,
+    pub to_tier: String,
+    pub qualifying_coins: i64,
+    pub tier_expires_at: Option<i64>,
+    pub cause: String,
+    pub request_id: Option<String>,
+}
+
 /// What a message reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageData {
@@ -82,6 +94,8 @@ pub enum MessageData {
     Entry(Box<EventData>),
     /// A `coins.expiring` reminder.
     Expiring(ReminderData),
+    /// A `tier.*` event.
+    Tier(TierChangeData),
     /// `webhook.test`.
     Test,
 }

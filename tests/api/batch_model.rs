@@ -150,7 +150,7 @@ impl PurePlan {
             })
             .collect();
         let value = CoinValue::builtin();
-        let earn = plan_earning(cmd, config, &value, &calculation(cmd, config.values.terms().unwrap(), &value).unwrap(), None, false);
+        let earn = plan_earning(cmd, config, &value, &calculation(cmd, config.values.terms().unwrap(), &value).unwrap(), (None, None), false);
         let plan = match plan_credit(cmd, &earn, config, self.accounts.get(&cmd.user), &counts) {
             Ok(plan) => plan,
             Err(refusal) => return outcome(Err(refusal.into())),

@@ -170,7 +170,7 @@ both_backends! {
             b1["calculation"],
             json!({"amountType":"PERCENT","amountMinor":100000,"rateBps":1000,"minorUnitsPerCoin":100,"multiplierBps":20000,"exact":"200",
                    "rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null,
-                   "campaignId":id,"campaignBps":20000,"campaignBonusCoins":null})
+                   "campaignId":id,"campaignBps":20000,"campaignBonusCoins":null,"tierCode":null,"tierBps":null})
         );
         assert_eq!(app.balance("ASHA").await, 300);
 

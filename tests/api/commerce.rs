@@ -33,7 +33,7 @@ both_backends! {
             floor,
             json!({"coinConfigId": floor["coinConfigId"], "configuration":"CUSTOM","companyId":"SHOP","event":"BUY","amount":null,
                    "validityDays":null,"maxPerUserPerDay":null,"maxPerUser":null,"active":true,
-                   "amountType":"PERCENT","rateBps":200,"minAmountMinor":null,"maxCoinsPerAllocation":null,"rounding":"FLOOR","pendingDays":null})
+                   "amountType":"PERCENT","rateBps":200,"minAmountMinor":null,"maxCoinsPerAllocation":null,"rounding":"FLOOR","pendingDays":null,"tierMultiplier":true})
         );
         percent_config(app, "BUY_HALF_UP", json!({"rounding":"HALF_UP"})).await;
         let res = buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P1","userId":"ASHA","amountMinor":49999,"currency":"INR"})).await;
@@ -49,7 +49,7 @@ both_backends! {
                    "coinConfigId":floor["coinConfigId"],"state":"ACTIVE","coins":9,"baseCoins":9,"coinsCanceled":0,"coinsReversed":0,
                    "coinsWaived":0,"amountMinor":49999,"amountRefundedMinor":0,"currency":"INR",
                    "calculation":{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,
-                                  "exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null},
+                                  "exact":"9.9998","rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null,"tierCode":null,"tierBps":null},
                    "createdAt":created,"activatesAt":null,"activatedAt":created,"expiresAt":null,"reason":null})
         );
         let p2 = record(app, "P2").await;
@@ -219,7 +219,7 @@ both_backends! {
         assert_eq!(
             r["calculation"],
             json!({"amountType":"FIXED","amountMinor":null,"rateBps":null,"minorUnitsPerCoin":null,"multiplierBps":10000,"exact":"50",
-                   "rounding":"FLOOR","cappedBy":null,"amount":50,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null})
+                   "rounding":"FLOOR","cappedBy":null,"amount":50,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null,"tierCode":null,"tierBps":null})
         );
         assert_eq!(r["activatedAt"], r["createdAt"]);
         let missing = app.get("/api/v0/coins/allocations/NOPE?companyId=CEK0TCW2W8", &app.admin_token).await;

@@ -18,7 +18,7 @@ both_backends! {
             payload,
             &json!({"coinConfigId": id, "configuration":"DEFAULT","companyId":"CEKEKCARDS","event":"MEAL_CARD_PAYMENT","amount":6,
                     "validityDays": null, "maxPerUserPerDay": null, "maxPerUser": null, "active": true,
-                    "amountType": "FIXED", "rateBps": null, "minAmountMinor": null, "maxCoinsPerAllocation": null, "rounding": "FLOOR", "pendingDays": null})
+                    "amountType": "FIXED", "rateBps": null, "minAmountMinor": null, "maxCoinsPerAllocation": null, "rounding": "FLOOR", "pendingDays": null, "tierMultiplier": true})
         );
         assert_eq!(res.header("content-type"), Some("application/json"));
         let got = app.get(&format!("/api/v0/enkash-coins/{id}"), &app.admin_token).await;

@@ -204,6 +204,26 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
         },
         Row { method: "get", path: "/api/v0/coins/campaigns", tries: vec![("/api/v0/coins/campaigns?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
         Row {
+            method: "put",
+            path: "/api/v0/coins/tiers",
+            tries: vec![(
+                "/api/v0/coins/tiers".into(),
+                Some(json!({"companyId":"B","basis":"LIFETIME","downgrade":"NEVER","tiers":[{"code":"ALL","name":"All","threshold":0,"earnMultiplierBps":50000}]})),
+                Refused(403, "FORBIDDEN"),
+            )],
+        },
+        Row { method: "get", path: "/api/v0/coins/tiers", tries: vec![("/api/v0/coins/tiers?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
+        Row { method: "delete", path: "/api/v0/coins/tiers", tries: vec![("/api/v0/coins/tiers?companyId=B".into(), None, Refused(403, "FORBIDDEN"))] },
+        Row {
+            method: "put",
+            path: "/api/v0/coins/users/{userId}/tier",
+            tries: vec![
+                ("/api/v0/coins/users/UB/tier".into(), Some(json!({"companyId":"B","tierCode":"TOP","reason":"x"})), Refused(403, "FORBIDDEN")),
+                // Under A's own company: A has no scheme, and B's member is not touched.
+                ("/api/v0/coins/users/UB/tier".into(), Some(json!({"companyId":"A","tierCode":"TOP","reason":"x"})), Refused(404, "TIERS_NOT_CONFIGURED")),
+            ],
+        },
+        Row {
             method: "get",
             path: "/api/v0/coins/campaigns/{campaignId}",
             tries: vec![("/api/v0/coins/campaigns/CMP100001".into(), None, Refused(404, "CAMPAIGN_NOT_FOUND"))],
@@ -299,6 +319,7 @@ async fn b_state(app: &TestApp, b_config: &str, b_hook: &str) -> Vec<Value> {
         "/api/v0/coins/coin-value?companyId=B".to_owned(),
         "/api/v0/coins/reminders?companyId=B".to_owned(),
         "/api/v0/coins/campaigns?companyId=B".to_owned(),
+        "/api/v0/coins/tiers?companyId=B".to_owned(),
         "/api/v0/coins/coin-value".to_owned(),
         format!("/api/v0/coins/webhooks/{b_hook}"),
         format!("/api/v0/coins/webhooks/{b_hook}/deliveries"),
@@ -322,6 +343,9 @@ both_backends! {
         app.send(reqwest::Method::PUT, "/api/v0/coins/reminders", Some(&app.admin_token), Some(&json!({"companyId":"B","expiryReminderDays":[7]}))).await.assert_ok();
         let b_campaign = json!({"companyId":"B","name":"B's","startsAt":"2099-01-01T00:00:00Z","endsAt":"2099-01-02T00:00:00Z","multiplierBps":20000});
         assert_eq!(app.post("/api/v0/coins/campaigns", &app.admin_token, b_campaign).await.assert_ok()["campaignId"], json!("CMP100001"));
+        let b_tiers = json!({"companyId":"B","basis":"LIFETIME","downgrade":"NEVER","tiers":[{"code":"BASE","name":"Base","threshold":0,"earnMultiplierBps":10000},
+            {"code":"TOP","name":"Top","threshold":1000000,"earnMultiplierBps":20000}]});
+        app.send(reqwest::Method::PUT, "/api/v0/coins/tiers", Some(&app.admin_token), Some(&b_tiers)).await.assert_ok();
         let hook = app.post("/api/v0/coins/webhooks", &app.admin_token, json!({"companyId":"B","url":"http://127.0.0.1:9/b","events":["coins.allocated"]})).await;
         let b_hook = hook.assert_ok()["webhookId"].as_str().unwrap().to_owned();
         let before = b_state(app, &b_config, &b_hook).await;

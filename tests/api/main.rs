@@ -39,5 +39,6 @@ mod returns;
 mod schemathesis;
 mod secrets;
 mod simulate;
+mod tiers;
 mod verify;
 mod webhooks;

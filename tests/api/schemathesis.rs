@@ -81,6 +81,11 @@ async fn run(backend: Backend) {
     let campaign = json!({"companyId":"SEED","name":"Seeded","startsAt":"2099-01-01T00:00:00Z","endsAt":"2099-01-08T00:00:00Z","bonusCoins":5});
     let res = post("/api/v0/coins/campaigns", campaign).await.unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["payload"]["campaignId"], json!("CMP100001"));
+    // A tier scheme, so the tier routes reach a real one (and SEEDUSER has a tier).
+    let tiers = json!({"companyId":"SEED","basis":"LIFETIME","downgrade":"NEVER","tiers":[{"code":"BASE","name":"Base","threshold":0,"earnMultiplierBps":10000},
+        {"code":"GOLD","name":"Gold","threshold":100,"earnMultiplierBps":15000}]});
+    let res = http.put(format!("{base}/api/v0/coins/tiers")).bearer_auth(&token).json(&tiers).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
     // A webhook with one event in its log, so the webhook routes reach a real one: their ids are
     // new each run, so they join a copy of the settings file.
     let hook = post("/api/v0/coins/webhooks", json!({"companyId":"SEED","url":"http://127.0.0.1:9/seed","events":["coins.allocated"]})).await.unwrap();

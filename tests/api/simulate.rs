@@ -93,7 +93,7 @@ both_backends! {
             sim,
             json!({"outcome":"ALLOCATE","coins":9,"baseCoins":9,"state":"PENDING","activatesAt":activates,"expiresAt":null,"coinConfigId":"WCC100001",
                    "calculation":{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998",
-                                  "rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":500,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null},
+                                  "rounding":"FLOOR","cappedBy":null,"amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":500,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null,"tierCode":null,"tierBps":null},
                    "tierBefore":null,"tierAfter":null,"balanceAfter":25,"pendingAfter":9,"errorCode":null,"message":null})
         );
         // The real call with the same requestId applies exactly that.

@@ -187,6 +187,23 @@ verify_check! {
          VALUES ('C', 'once', NULL, 0, 9000000000000000, 5, 1, 'x', 0, 'x', 0)",
         "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id IN ('R1', 'D1')",
     ];
+    // C gets a tier scheme behind the API's back, so none of its credits were counted.
+    credits_of_a_tier_company_never_counted: "qualifying coins differ from the credits' records", [
+        "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000}]}', 'x', 0)",
+    ];
+    // Every credit counted, but nobody placed in the tier their 10 qualifying coins reach.
+    members_left_below_their_tier: "member below the tier their qualifying coins reach", [
+        "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000},{\"code\":\"TOP\",\"name\":\"Top\",\"threshold\":5,\"earnMultiplierBps\":20000}]}', 'x', 0)",
+        "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
+         SELECT user_id, created_at, request_id, request_id, company_id, coins FROM requests WHERE kind = 'ALLOCATE'",
+    ];
+    // A member placed in a tier the scheme does not have.
+    a_member_in_a_tier_the_scheme_lacks: "tier unknown to the company's scheme", [
+        "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000}]}', 'x', 0)",
+        "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
+         SELECT user_id, created_at, request_id, request_id, company_id, coins FROM requests WHERE kind = 'ALLOCATE'",
+        "UPDATE users SET tier_code = 'GOLD' WHERE user_id = 'U1'",
+    ];
 }
 
 /// The list above covers every check verify has: adding a check without a test fails here.

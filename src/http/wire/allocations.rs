@@ -79,6 +79,10 @@ pub struct CalculationView {
     pub campaign_bps: Option<i64>,
     /// The campaign's fixed bonus, when it has one: added to the coins after the cap.
     pub campaign_bonus_coins: Option<i64>,
+    /// The member's status tier when its multiplier was above ×1 (`multiplierBps` includes it),
+    /// else `null`.
+    pub tier_code: Option<String>,
+    pub tier_bps: Option<i64>,
 }
 
 impl From<CalculationRecord> for CalculationView {
@@ -98,6 +102,8 @@ impl From<CalculationRecord> for CalculationView {
             campaign_id: c.campaign_id,
             campaign_bps: c.campaign_bps,
             campaign_bonus_coins: c.campaign_bonus_coins,
+            tier_code: c.tier_code,
+            tier_bps: c.tier_bps,
         }
     }
 }

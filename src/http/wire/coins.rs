@@ -713,7 +713,8 @@ pub struct SimulationView {
     pub expires_at: Option<String>,
     pub coin_config_id: Option<String>,
     pub calculation: Option<CalculationView>,
-    /// Status tiers are not configured: always `null` for now.
+    /// The member's tier code before and after the operation; `null` when the company has no
+    /// tier scheme (or the operation would be refused).
     pub tier_before: Option<String>,
     pub tier_after: Option<String>,
     pub balance_after: Option<i64>,
@@ -740,8 +741,8 @@ impl SimulationView {
             expires_at: sim.expires_at.map(rfc3339),
             coin_config_id: sim.coin_config_id,
             calculation: sim.calculation.as_deref().and_then(crate::domain::earn::CalculationRecord::parse).map(CalculationView::from),
-            tier_before: None,
-            tier_after: None,
+            tier_before: sim.tier_before,
+            tier_after: sim.tier_after,
             balance_after: sim.balance_after,
             pending_after: sim.pending_after,
             error_code,

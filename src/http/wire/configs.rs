@@ -51,6 +51,10 @@ request_body! {
         /// (default): spendable at once.
         #[schema(value_type = PendingDays, required = false)]
         "pendingDays" => pub pending_days: Option<PendingDays>,
+        /// Default `true`: allocations earn the member's tier multiplier (when the company has
+        /// tiers); `false`: never.
+        #[schema(value_type = bool, required = false)]
+        "tierMultiplier" => pub tier_multiplier: Option<bool>,
     }
 }
 
@@ -69,6 +73,7 @@ impl CreateConfigRequest {
                 max_coins_per_allocation: self.max_coins_per_allocation.and_then(|v| v.0),
                 rounding: self.rounding.unwrap_or(Rounding::Floor),
                 pending_days: self.pending_days.and_then(|v| v.0),
+                tier_multiplier: self.tier_multiplier.unwrap_or(true),
             },
             validity_days: self.validity_days.and_then(|v| v.0),
             max_per_user_per_day: self.max_per_user_per_day.and_then(|v| v.0),
@@ -164,6 +169,8 @@ pub struct PatchConfigRequest {
     /// `null` clears it: later allocations are spendable at once (held ones stay held).
     #[schema(value_type = PendingDays, required = false)]
     pub pending_days: Option<PendingDays>,
+    #[schema(value_type = bool, required = false)]
+    pub tier_multiplier: Option<bool>,
 }
 
 /// The fields PATCH understands, in the order they are checked.
@@ -182,6 +189,7 @@ pub const PATCHABLE: &[&str] = &[
     "maxCoinsPerAllocation",
     "rounding",
     "pendingDays",
+    "tierMultiplier",
 ];
 
 /// The document's PatchConfigRequest: the fields, at least one of them given.
@@ -230,6 +238,7 @@ impl FromJsonObject for PatchConfigRequest {
             max_coins_per_allocation: FromField::from_field("maxCoinsPerAllocation", o.get("maxCoinsPerAllocation"))?,
             rounding: FromField::from_field("rounding", o.get("rounding"))?,
             pending_days: FromField::from_field("pendingDays", o.get("pendingDays"))?,
+            tier_multiplier: FromField::from_field("tierMultiplier", o.get("tierMultiplier"))?,
         })
     }
 }
@@ -259,6 +268,9 @@ impl PatchConfigRequest {
         }
         if let Some(v) = self.pending_days {
             next.earning.pending_days = v.0;
+        }
+        if let Some(v) = self.tier_multiplier {
+            next.earning.tier_multiplier = v;
         }
         if let Some(v) = self.configuration {
             next.kind = v;
@@ -333,6 +345,8 @@ pub struct CoinConfigView {
     pub rounding: Rounding,
     /// Days earned coins are held before they can be spent; `null`: spendable at once.
     pub pending_days: Option<i64>,
+    /// Whether allocations earn the member's tier multiplier.
+    pub tier_multiplier: bool,
 }
 
 impl From<&CoinConfig> for CoinConfigView {
@@ -354,6 +368,7 @@ impl From<&CoinConfig> for CoinConfigView {
             max_coins_per_allocation: v.earning.max_coins_per_allocation,
             rounding: v.earning.rounding,
             pending_days: v.earning.pending_days,
+            tier_multiplier: v.earning.tier_multiplier,
         }
     }
 }

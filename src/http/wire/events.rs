@@ -12,7 +12,8 @@ use crate::store::{Delivery, EventData, MessageData};
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WebhookEvent {
     /// `coins.allocated`, `coins.pending`, `coins.activated`, `coins.canceled`, `coins.redeemed`,
-    /// `coins.reversed`, `coins.expired`, `coins.adjusted`, `coins.expiring` or `webhook.test`.
+    /// `coins.reversed`, `coins.expired`, `coins.adjusted`, `coins.expiring`, `tier.upgraded`,
+    /// `tier.downgraded`, `tier.renewed` or `webhook.test`.
     #[serde(rename = "type")]
     #[schema(example = "coins.allocated")]
     pub kind: &'static str,
@@ -26,7 +27,28 @@ pub struct WebhookEvent {
 pub enum EventBody {
     Entry(Box<EntryData>),
     Expiring(ExpiringData),
+    Tier(TierData),
     Test(TestData),
+}
+
+/// The data of a `tier.upgraded`, `tier.downgraded` or `tier.renewed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierData {
+    pub user_id: String,
+    /// The tier code before (the first tier's for a member never placed).
+    pub from_tier: Option<String>,
+    pub to_tier: String,
+    /// The member's qualifying coins when the change was made.
+    pub qualifying_coins: i64,
+    /// When the new tier is evaluated next; `null`: kept for good.
+    pub tier_expires_at: Option<String>,
+    /// `QUALIFYING_COINS` (an allocation, activation or qualifying adjustment raised them),
+    /// `RETURN` (the upgrading allocation was returned), `EVALUATION` (the retention was up),
+    /// `MANUAL_FLOOR` or `SCHEME_CHANGE`.
+    pub cause: String,
+    /// The request that caused it (`QUALIFYING_COINS`, `RETURN`), else `null`.
+    pub request_id: Option<String>,
 }
 
 /// The data of a `coins.expiring` reminder: a user's coins that expire at one instant, counted
@@ -124,6 +146,15 @@ impl WebhookEvent {
             MessageData::Expiring(r) => {
                 EventBody::Expiring(ExpiringData { user_id: r.user_id.clone(), coins: r.coins, expires_at: rfc3339(r.expires_at), days_left: r.days_left })
             }
+            MessageData::Tier(t) => EventBody::Tier(TierData {
+                user_id: t.user_id.clone(),
+                from_tier: t.from_tier.clone(),
+                to_tier: t.to_tier.clone(),
+                qualifying_coins: t.qualifying_coins,
+                tier_expires_at: t.tier_expires_at.map(rfc3339),
+                cause: t.cause.clone(),
+                request_id: t.request_id.clone(),
+            }),
             MessageData::Test => EventBody::Test(TestData { webhook_id: d.webhook_id.clone(), company_id: d.company_id.clone() }),
         };
         Self { kind: d.event_type.as_str(), timestamp: rfc3339(d.created_at), data }

@@ -21,6 +21,7 @@ pub mod events;
 pub mod exports;
 pub mod oauth;
 pub mod reminders;
+pub mod tiers;
 pub mod users;
 pub mod webhooks;
 

@@ -42,6 +42,8 @@ pub struct UserView {
     /// Coins the user owes (a return or an adjustment with `onShortfall: NEGATIVE` took more than
     /// they had): `balance` is this far below zero, and the next credits pay it first.
     pub debt: i64,
+    /// The member's status tier; `null` when the company has no tier scheme.
+    pub tier: Option<super::tiers::MemberTierView>,
 }
 
 /// A held credit: the allocation, its coins and when they become spendable.
@@ -66,6 +68,7 @@ impl From<UserSummary> for UserView {
             pending_balance: s.pending_balance,
             pending: s.pending.into_iter().map(|(request_id, coins, at)| PendingView { request_id, coins, activates_at: rfc3339(at) }).collect(),
             debt: crate::domain::ledger::debt(s.balance),
+            tier: None,
         }
     }
 }

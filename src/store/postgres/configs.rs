@@ -21,7 +21,7 @@ use crate::store::model::{coin_value_from, coin_value_key};
 use crate::store::{AuditRecord, ConfigFilter, ConfigStore, StoreError, StoreResult};
 
 pub(super) const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version, \
-     amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, rounding, pending_days";
+     amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, rounding, pending_days, tier_multiplier";
 
 pub(super) fn config_from_row(row: &Row) -> CoinConfig {
     CoinConfig {
@@ -38,6 +38,7 @@ pub(super) fn config_from_row(row: &Row) -> CoinConfig {
                 max_coins_per_allocation: row.get(13),
                 rounding: Rounding::parse(row.get(14)).unwrap_or(Rounding::Floor),
                 pending_days: row.get(15),
+                tier_multiplier: row.get(16),
             },
             validity_days: row.get(5),
             max_per_user_per_day: row.get(6),
@@ -101,6 +102,7 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
         let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&events, &companies]).await?.iter().map(config_from_row).collect();
         let earliest = cmds.iter().map(|c| c.now_ms).min().unwrap_or(0);
         let campaigns = super::campaigns::running(tx, &companies, campaigns_since(earliest)).await?;
+        let schemes = super::tiers::schemes(tx, &companies).await?;
         let mut fills = Vec::with_capacity(missing.len());
         for (company, event) in missing {
             let custom =
@@ -108,7 +110,8 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default && c.values.event.as_str() == event);
             let event_name = EventName::from_trusted(event.to_owned());
             let theirs = campaigns.iter().filter(|c| c.company.as_str() == company && c.terms.applies_to(&event_name)).cloned().collect();
-            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs) };
+            let tiers = schemes.iter().find(|(c, _)| c == company).map(|(_, s)| Arc::new(s.clone()));
+            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers };
             fills.push((company.to_owned(), event.to_owned(), value.clone()));
             resolved.insert((company, event), value);
         }
@@ -142,8 +145,8 @@ impl<'a> Columns<'a> {
     }
 
     /// As bound by insert and update: `$1`..`$8`, the time as `$9`, then how it earns as
-    /// `$10`..`$15`.
-    fn params(&'a self, v: &'a ConfigValues, now_ms: &'a i64) -> [Param<'a>; 15] {
+    /// `$10`..`$16`.
+    fn params(&'a self, v: &'a ConfigValues, now_ms: &'a i64) -> [Param<'a>; 16] {
         let e = &v.earning;
         [
             &self.kind,
@@ -161,6 +164,7 @@ impl<'a> Columns<'a> {
             &e.max_coins_per_allocation,
             &self.rounding,
             &e.pending_days,
+            &e.tier_multiplier,
         ]
     }
 }
@@ -181,7 +185,8 @@ impl ConfigTx for PgTx<'_> {
             .prepare_cached(
                 "INSERT INTO coin_configs (configuration, company_id, event, amount, validity_days, max_per_user_per_day, \
                  max_per_user, active, version, created_at, updated_at, amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, \
-                 rounding, pending_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15) RETURNING seq",
+                 rounding, pending_days, tier_multiplier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 RETURNING seq",
             )
             .await?;
         let row = self.0.query_one(&stmt, &Columns::of(v).params(v, &now_ms)).await?;
@@ -194,7 +199,8 @@ impl ConfigTx for PgTx<'_> {
             .prepare_cached(
                 "UPDATE coin_configs SET configuration = $1, company_id = $2, event = $3, amount = $4, validity_days = $5, \
                  max_per_user_per_day = $6, max_per_user = $7, active = $8, version = version + 1, updated_at = $9, amount_type = $10, \
-                 rate_bps = $11, min_amount_minor = $12, max_coins_per_allocation = $13, rounding = $14, pending_days = $15 WHERE seq = $16",
+                 rate_bps = $11, min_amount_minor = $12, max_coins_per_allocation = $13, rounding = $14, pending_days = $15, tier_multiplier = $16 \
+                 WHERE seq = $17",
             )
             .await?;
         let (columns, seq) = (Columns::of(v), id.seq());

@@ -32,13 +32,15 @@ use crate::domain::refusal::Cap;
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::simulate::{SimulateCmd, Simulation};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 use crate::store::config_cache::Resolved;
 use crate::store::dry_run;
 use crate::store::error::Shared;
-use crate::store::ledger::{self, Claim, LedgerTx, Returned};
+use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Returned};
 use crate::store::model::{RecordKinds, RecordRow};
+use crate::store::tiers::change_columns;
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -399,21 +401,17 @@ impl LedgerTx for PgTx<'_> {
         Ok(())
     }
 
-    async fn record_credit(
-        &mut self,
-        company: &CompanyId,
-        request_id: &RequestId,
-        state: AllocationState,
-        activates_at: Option<i64>,
-        expires_at: Option<i64>,
-        now_ms: i64,
-    ) -> StoreResult<()> {
+    async fn record_credit(&mut self, company: &CompanyId, request_id: &RequestId, credit: &CreditRecord, now_ms: i64) -> StoreResult<()> {
+        let CreditRecord { state, activates_at, expires_at, qualifying_base } = *credit;
         let activated_at = activates_at.is_none().then_some(now_ms);
+        let base = (qualifying_base > 0).then_some(qualifying_base);
         let stmt = self
             .0
-            .prepare_cached("UPDATE requests SET state = $3, activates_at = $4, activated_at = $5, expires_at = $6 WHERE company_id = $1 AND request_id = $2")
+            .prepare_cached(
+                "UPDATE requests SET state = $3, activates_at = $4, activated_at = $5, expires_at = $6, base_coins = $7 WHERE company_id = $1 AND request_id = $2",
+            )
             .await?;
-        self.0.execute(&stmt, &[&company.as_str(), &request_id.as_str(), &state.as_str(), &activates_at, &activated_at, &expires_at]).await?;
+        self.0.execute(&stmt, &[&company.as_str(), &request_id.as_str(), &state.as_str(), &activates_at, &activated_at, &expires_at, &base]).await?;
         Ok(())
     }
 
@@ -546,6 +544,59 @@ impl LedgerTx for PgTx<'_> {
         self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &balance, &delta]).await?;
         Ok(())
     }
+
+    async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
+        super::tiers::scheme(self.0, company).await
+    }
+
+    async fn tier(&mut self, user: &UserId) -> StoreResult<TierState> {
+        super::tiers::state(self.0, user).await
+    }
+
+    async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
+        super::tiers::qualifying(self.0, user, since_ms).await
+    }
+
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached("INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES ($1, $2, $3, $4, $5, $6)")
+            .await?;
+        self.0.execute(&stmt, &[&user.as_str(), &q.earned_at, &q.request_id, &q.by, &company.as_str(), &q.coins]).await?;
+        Ok(())
+    }
+
+    async fn set_tier(&mut self, company: &CompanyId, user: &UserId, t: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "UPDATE users SET tier_code = $3, tier_entered_at = $4, tier_expires_at = $5, tier_cause = $6, tier_floor = $7, tier_floor_reason = $8 \
+                 WHERE company_id = $1 AND user_id = $2",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &t.code, &t.entered_at, &t.expires_at, &t.cause, &t.floor, &t.floor_reason]).await?;
+        let Some(change) = change else { return Ok(()) };
+        let (kind, from, to, qualifying, expires_at, cause, request_id) = change_columns(change);
+        let event = EventType::of_tier_change(change.kind);
+        // The change and its webhook messages in one statement.
+        let stmt = self
+            .0
+            .prepare_cached(
+                "WITH c AS (INSERT INTO tier_changes (company_id, user_id, kind, from_tier, to_tier, qualifying_coins, tier_expires_at, cause, request_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING change_id) \
+                 INSERT INTO webhook_messages (webhook_id, company_id, user_id, tier_change_id, event_type, state, next_attempt_at, created_at) \
+                 SELECT w.webhook_id, $1, $2, c.change_id, $11, 'pending', $10, $10 FROM c CROSS JOIN webhooks w \
+                 WHERE w.company_id = $1 AND w.enabled AND (w.event_mask & $12) <> 0",
+            )
+            .await?;
+        self.0
+            .execute(
+                &stmt,
+                &[&company.as_str(), &user.as_str(), &kind, &from, &to, &qualifying, &expires_at, &cause, &request_id, &now_ms, &event.as_str(), &event.bit()],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 impl Core {
@@ -593,14 +644,15 @@ impl Core {
 }
 
 /// Whether `coins_allocate_set` decides this item: a plain allocation (EnKash's fields under a
-/// fixed amount, with no campaign running for its event), or one with no configuration (a replay
-/// or a refusal). Everything else — an order id, a purchase value, a percentage, a campaign —
-/// goes through the Rust plans of `store/ledger.rs`.
+/// fixed amount, with no campaign running for its event and no tier scheme in its company), or
+/// one with no configuration (a replay or a refusal). Everything else — an order id, a purchase
+/// value, a percentage, a campaign, tiers — goes through the Rust plans of `store/ledger.rs`.
 fn set_based(cmd: &AllocateCmd, resolved: &Resolved) -> bool {
     match &resolved.config {
         None => cmd.purchase == Purchase::default(),
         Some(c) => {
             !resolved.campaigns.iter().any(|k| k.applies(&cmd.event, cmd.now_ms))
+                && resolved.tiers.is_none()
                 && c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &c.values, &terms))
         }
     }
@@ -637,7 +689,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
     let mut next = 0;
     while next < cmds.len() {
         if !plain[next] {
-            match ledger::allocate(&mut PgTx(tx), &cmds[next], configs[next].config.as_ref(), &configs[next].campaigns).await {
+            match ledger::allocate(&mut PgTx(tx), &cmds[next], configs[next].config.as_ref(), configs[next].offers()).await {
                 // Anything but a refusal may have aborted the transaction: the batch fails whole
                 // (and `allocate_now` applies its items one by one).
                 Err(e) if !matches!(e, StoreError::Refused(_)) => return Err(e),
@@ -865,7 +917,8 @@ impl LedgerStore for PgStore {
             .query(
                 &format!(
                     "SELECT user_id FROM lots WHERE remaining > 0 AND expires_at <= $1 \
-                     UNION SELECT user_id FROM lots WHERE remaining > 0 AND pending_until <= $1 LIMIT {SWEEP_USERS_MAX}"
+                     UNION SELECT user_id FROM lots WHERE remaining > 0 AND pending_until <= $1 \
+                     UNION SELECT user_id FROM users WHERE tier_expires_at <= $1 LIMIT {SWEEP_USERS_MAX}"
                 ),
                 &[&now_ms],
             )

@@ -32,6 +32,7 @@ mod ledger;
 mod listen;
 mod reminders;
 mod reports;
+mod tiers;
 mod webhooks;
 
 use std::future::Future;

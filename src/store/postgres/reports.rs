@@ -7,10 +7,11 @@ use super::PgStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
+use crate::domain::tiers::TierState;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
-use crate::store::verify::CHECKS;
+use crate::store::verify::{CHECKS, MoveFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
     StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
@@ -224,6 +225,29 @@ impl ReportStore for PgStore {
                 report.problems.push(format!("{what}: {}", row.get::<_, String>(0)));
             }
         }
+        let [schemes, moves, members, latest] = TIER_FACTS;
+        let facts = TierFacts {
+            schemes: tx.query(schemes, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            credits: tx.query(&tier_credits_sql(), &[]).await?.iter().map(|r| (record_from_row(r), r.get(22))).collect(),
+            moves: tx
+                .query(moves, &[])
+                .await?
+                .iter()
+                .map(|r| MoveFact { company: r.get(0), user: r.get(1), earned_at: r.get(2), request_id: r.get(3), coins: r.get(4) })
+                .collect(),
+            members: tx
+                .query(members, &[])
+                .await?
+                .iter()
+                .map(|r| {
+                    let state =
+                        TierState { code: r.get(2), entered_at: r.get(3), expires_at: r.get(4), cause: r.get(5), floor: r.get(6), floor_reason: r.get(7) };
+                    (r.get(0), r.get(1), state)
+                })
+                .collect(),
+            latest_ms: tx.query_one(latest, &[]).await?.get(0),
+        };
+        report.problems.extend(tier_problems(&facts, crate::clock::system_now_ms()));
         tx.commit().await?;
         Ok(report)
     }
@@ -327,7 +351,12 @@ pub(super) async fn record_row(client: &impl GenericClient, company: &CompanyId,
     let stmt = client
         .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.request_id = $2 AND r.kind IN {}", kinds.sql()))
         .await?;
-    Ok(client.query_opt(&stmt, &[&company.as_str(), &request_id]).await?.map(|row| RecordRow {
+    Ok(client.query_opt(&stmt, &[&company.as_str(), &request_id]).await?.as_ref().map(record_from_row))
+}
+
+/// A row of [`RECORD_COLUMNS`].
+pub(super) fn record_from_row(row: &tokio_postgres::Row) -> RecordRow {
+    RecordRow {
         request_id: row.get(0),
         order_id: row.get(1),
         user: row.get(2),
@@ -349,7 +378,8 @@ pub(super) async fn record_row(client: &impl GenericClient, company: &CompanyId,
         expires_at: row.get(18),
         zero_reason: row.get(19),
         alias_of: row.get(20),
-    }))
+        kind: row.get(21),
+    }
 }
 
 /// An allocation's record by its request id or an alias of it.

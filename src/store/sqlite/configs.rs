@@ -17,7 +17,7 @@ use crate::store::model::{coin_value_from, coin_value_key};
 use crate::store::{AuditRecord, ConfigFilter, ConfigStore, StoreResult};
 
 const CONFIG_COLUMNS: &str = "seq, configuration, company_id, event, amount, validity_days, max_per_user_per_day, max_per_user, active, version, \
-     amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, rounding, pending_days";
+     amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, rounding, pending_days, tier_multiplier";
 
 fn config_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CoinConfig> {
     let kind: String = row.get(1)?;
@@ -35,6 +35,7 @@ fn config_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CoinConfig> {
                 max_coins_per_allocation: row.get(13)?,
                 rounding: Rounding::parse(&row.get::<_, String>(14)?).unwrap_or(Rounding::Floor),
                 pending_days: row.get(15)?,
+                tier_multiplier: row.get(16)?,
             },
             validity_days: row.get(5)?,
             max_per_user_per_day: row.get(6)?,
@@ -50,7 +51,7 @@ fn config_by_id(conn: &Connection, id: CoinConfigId) -> StoreResult<Option<CoinC
 }
 
 /// What an allocation of (company, event) at `now_ms` resolves to — its configuration and the
-/// company's campaigns for the event — from the writer's cache when it has it.
+/// company's campaigns for the event and its tier scheme — from the writer's cache when it has it.
 pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyId, event: &EventName, now_ms: i64) -> StoreResult<Resolved> {
     if let Some(hit) = cache.get(company.as_str(), event.as_str()) {
         return Ok(hit);
@@ -65,7 +66,8 @@ pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyI
     let custom = candidates.iter().find(|c| c.values.kind == ConfigKind::Custom);
     let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
     let campaigns = super::campaigns::running(conn, company, campaigns_since(now_ms))?.into_iter().filter(|c| c.terms.applies_to(event)).collect();
-    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns) };
+    let tiers = super::tiers::scheme(conn, company)?.map(Arc::new);
+    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns), tiers };
     cache.fill(generation, [(company.to_string(), event.to_string(), resolved.clone())]);
     Ok(resolved)
 }
@@ -80,7 +82,7 @@ pub(super) fn coin_value_in(conn: &Connection, company: Option<&CompanyId>) -> S
 
 /// A configuration's columns as bound by insert and update: `?1`..`?8`, the time as `?9`, then
 /// how it earns as `?10`..`?15`.
-fn values_params(v: &ConfigValues, now_ms: i64) -> [rusqlite::types::Value; 15] {
+fn values_params(v: &ConfigValues, now_ms: i64) -> [rusqlite::types::Value; 16] {
     let e = &v.earning;
     [
         v.kind.as_str().to_owned().into(),
@@ -98,6 +100,7 @@ fn values_params(v: &ConfigValues, now_ms: i64) -> [rusqlite::types::Value; 15] 
         e.max_coins_per_allocation.into(),
         e.rounding.as_str().to_owned().into(),
         e.pending_days.into(),
+        e.tier_multiplier.into(),
     ]
 }
 
@@ -129,7 +132,7 @@ impl ConfigTx for SqliteTx<'_> {
             .prepare_cached(
                 "INSERT INTO coin_configs (configuration, company_id, event, amount, validity_days, max_per_user_per_day, \
                  max_per_user, active, version, created_at, updated_at, amount_type, rate_bps, min_amount_minor, max_coins_per_allocation, \
-                 rounding, pending_days) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 rounding, pending_days, tier_multiplier) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?
             .execute(rusqlite::params_from_iter(values_params(v, now_ms)))?;
         Ok(CoinConfigId::from_seq(self.0.last_insert_rowid()))
@@ -142,7 +145,8 @@ impl ConfigTx for SqliteTx<'_> {
             .prepare_cached(
                 "UPDATE coin_configs SET configuration = ?1, company_id = ?2, event = ?3, amount = ?4, validity_days = ?5, \
                  max_per_user_per_day = ?6, max_per_user = ?7, active = ?8, version = version + 1, updated_at = ?9, amount_type = ?10, \
-                 rate_bps = ?11, min_amount_minor = ?12, max_coins_per_allocation = ?13, rounding = ?14, pending_days = ?15 WHERE seq = ?16",
+                 rate_bps = ?11, min_amount_minor = ?12, max_coins_per_allocation = ?13, rounding = ?14, pending_days = ?15, tier_multiplier = ?16 \
+                 WHERE seq = ?17",
             )?
             .execute(rusqlite::params_from_iter(params))?;
         Ok(())

@@ -21,12 +21,14 @@ use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::simulate::{SimulateCmd, Simulation};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::config_cache::{ConfigCache, Resolved};
 use crate::store::dry_run;
-use crate::store::ledger::{self, Claim, LedgerTx, Returned, run_now};
+use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Returned, run_now};
 use crate::store::model::{RecordKinds, RecordRow};
+use crate::store::tiers::change_columns;
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -360,19 +362,15 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn record_credit(
-        &mut self,
-        company: &CompanyId,
-        request_id: &RequestId,
-        state: AllocationState,
-        activates_at: Option<i64>,
-        expires_at: Option<i64>,
-        now_ms: i64,
-    ) -> StoreResult<()> {
+    async fn record_credit(&mut self, company: &CompanyId, request_id: &RequestId, credit: &CreditRecord, now_ms: i64) -> StoreResult<()> {
+        let CreditRecord { state, activates_at, expires_at, qualifying_base } = *credit;
         let activated_at = activates_at.is_none().then_some(now_ms);
+        let base = (qualifying_base > 0).then_some(qualifying_base);
         self.0
-            .prepare_cached("UPDATE requests SET state = ?3, activates_at = ?4, activated_at = ?5, expires_at = ?6 WHERE company_id = ?1 AND request_id = ?2")?
-            .execute(params![company.as_str(), request_id.as_str(), state.as_str(), activates_at, activated_at, expires_at])?;
+            .prepare_cached(
+                "UPDATE requests SET state = ?3, activates_at = ?4, activated_at = ?5, expires_at = ?6, base_coins = ?7 WHERE company_id = ?1 AND request_id = ?2",
+            )?
+            .execute(params![company.as_str(), request_id.as_str(), state.as_str(), activates_at, activated_at, expires_at, base])?;
         Ok(())
     }
 
@@ -483,6 +481,51 @@ impl LedgerTx for SqliteTx<'_> {
         self.0.prepare_cached(sql)?.execute(params![company.as_str(), user.as_str(), balance, delta])?;
         Ok(())
     }
+
+    async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
+        super::tiers::scheme(self.0, company)
+    }
+
+    async fn tier(&mut self, user: &UserId) -> StoreResult<TierState> {
+        super::tiers::state(self.0, user)
+    }
+
+    async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
+        super::tiers::qualifying(self.0, user, since_ms)
+    }
+
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove) -> StoreResult<()> {
+        self.0
+            .prepare_cached("INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![user.as_str(), q.earned_at, q.request_id, q.by, company.as_str(), q.coins])?;
+        Ok(())
+    }
+
+    async fn set_tier(&mut self, company: &CompanyId, user: &UserId, t: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE users SET tier_code = ?3, tier_entered_at = ?4, tier_expires_at = ?5, tier_cause = ?6, tier_floor = ?7, tier_floor_reason = ?8 \
+                 WHERE company_id = ?1 AND user_id = ?2",
+            )?
+            .execute(params![company.as_str(), user.as_str(), t.code, t.entered_at, t.expires_at, t.cause, t.floor, t.floor_reason])?;
+        let Some(change) = change else { return Ok(()) };
+        let (kind, from, to, qualifying, expires_at, cause, request_id) = change_columns(change);
+        self.0
+            .prepare_cached(
+                "INSERT INTO tier_changes (company_id, user_id, kind, from_tier, to_tier, qualifying_coins, tier_expires_at, cause, request_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![company.as_str(), user.as_str(), kind, from, to, qualifying, expires_at, cause, request_id, now_ms])?;
+        let change_id = self.0.last_insert_rowid();
+        let event = EventType::of_tier_change(change.kind);
+        self.0
+            .prepare_cached(
+                "INSERT INTO webhook_messages (webhook_id, company_id, user_id, tier_change_id, event_type, state, next_attempt_at, created_at) \
+                 SELECT webhook_id, ?1, ?2, ?3, ?4, 'pending', ?5, ?5 FROM webhooks WHERE company_id = ?1 AND enabled = 1 AND (event_mask & ?6) <> 0",
+            )?
+            .execute(params![company.as_str(), user.as_str(), change_id, event.as_str(), now_ms, event.bit()])?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -557,7 +600,8 @@ impl LedgerStore for SqliteStore {
                 Ok(conn
                     .prepare_cached(&format!(
                         "SELECT user_id FROM lots WHERE remaining > 0 AND expires_at <= ?1 \
-                         UNION SELECT user_id FROM lots WHERE remaining > 0 AND pending_until <= ?1 LIMIT {SWEEP_USERS_MAX}"
+                         UNION SELECT user_id FROM lots WHERE remaining > 0 AND pending_until <= ?1 \
+                         UNION SELECT user_id FROM users WHERE tier_expires_at <= ?1 LIMIT {SWEEP_USERS_MAX}"
                     ))?
                     .query_map(params![now_ms], |r| r.get(0))?
                     .collect::<Result<_, _>>()?)

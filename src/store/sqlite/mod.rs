@@ -24,6 +24,7 @@ mod configs;
 mod ledger;
 mod reminders;
 mod reports;
+mod tiers;
 mod wal;
 mod webhooks;
 mod writer;

@@ -7,10 +7,11 @@ use super::SqliteStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
+use crate::domain::tiers::TierState;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
-use crate::store::verify::CHECKS;
+use crate::store::verify::{CHECKS, MoveFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
     StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
@@ -235,6 +236,31 @@ impl ReportStore for SqliteStore {
                     report.problems.push(format!("{what}: {}", row?));
                 }
             }
+            let [schemes, moves, members, latest] = TIER_FACTS;
+            let facts = TierFacts {
+                schemes: conn.prepare(schemes)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?,
+                credits: conn.prepare(&tier_credits_sql())?.query_map([], |r| Ok((record_from_row(r)?, r.get(22)?)))?.collect::<Result<_, _>>()?,
+                moves: conn
+                    .prepare(moves)?
+                    .query_map([], |r| Ok(MoveFact { company: r.get(0)?, user: r.get(1)?, earned_at: r.get(2)?, request_id: r.get(3)?, coins: r.get(4)? }))?
+                    .collect::<Result<_, _>>()?,
+                members: conn
+                    .prepare(members)?
+                    .query_map([], |r| {
+                        let state = TierState {
+                            code: r.get(2)?,
+                            entered_at: r.get(3)?,
+                            expires_at: r.get(4)?,
+                            cause: r.get(5)?,
+                            floor: r.get(6)?,
+                            floor_reason: r.get(7)?,
+                        };
+                        Ok((r.get(0)?, r.get(1)?, state))
+                    })?
+                    .collect::<Result<_, _>>()?,
+                latest_ms: conn.query_row(latest, [], |r| r.get(0))?,
+            };
+            report.problems.extend(tier_problems(&facts, crate::clock::system_now_ms()));
             Ok(report)
         })
         .await
@@ -345,34 +371,35 @@ const ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 A
 /// One allocation's row (an alias's own row, not the allocation it repeats).
 pub(super) fn record_row(conn: &rusqlite::Connection, company: &CompanyId, request_id: &str, kinds: RecordKinds) -> StoreResult<Option<RecordRow>> {
     let sql = format!("SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id = ?2 AND r.kind IN {}", kinds.sql());
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![company.as_str(), request_id], |r| {
-            Ok(RecordRow {
-                request_id: r.get(0)?,
-                order_id: r.get(1)?,
-                user: r.get(2)?,
-                event: r.get(3)?,
-                coin_config_id: r.get(4)?,
-                state: r.get(5)?,
-                coins: r.get(6)?,
-                base_coins: r.get(7)?,
-                coins_canceled: r.get(8)?,
-                coins_reversed: r.get(9)?,
-                coins_waived: r.get(10)?,
-                amount_minor: r.get(11)?,
-                amount_refunded_minor: r.get(12)?,
-                currency: r.get(13)?,
-                calculation: r.get(14)?,
-                created_at: r.get(15)?,
-                activates_at: r.get(16)?,
-                activated_at: r.get(17)?,
-                expires_at: r.get(18)?,
-                zero_reason: r.get(19)?,
-                alias_of: r.get(20)?,
-            })
-        })
-        .optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![company.as_str(), request_id], record_from_row).optional()?)
+}
+
+/// A row of [`RECORD_COLUMNS`].
+pub(super) fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok(RecordRow {
+        request_id: r.get(0)?,
+        order_id: r.get(1)?,
+        user: r.get(2)?,
+        event: r.get(3)?,
+        coin_config_id: r.get(4)?,
+        state: r.get(5)?,
+        coins: r.get(6)?,
+        base_coins: r.get(7)?,
+        coins_canceled: r.get(8)?,
+        coins_reversed: r.get(9)?,
+        coins_waived: r.get(10)?,
+        amount_minor: r.get(11)?,
+        amount_refunded_minor: r.get(12)?,
+        currency: r.get(13)?,
+        calculation: r.get(14)?,
+        created_at: r.get(15)?,
+        activates_at: r.get(16)?,
+        activated_at: r.get(17)?,
+        expires_at: r.get(18)?,
+        zero_reason: r.get(19)?,
+        alias_of: r.get(20)?,
+        kind: r.get(21)?,
+    })
 }
 
 /// An allocation's record by its request id or an alias of it.

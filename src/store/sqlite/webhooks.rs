@@ -12,6 +12,7 @@ use crate::domain::CompanyId;
 use crate::domain::webhooks::{EventType, RetryPolicy};
 use crate::store::ledger::run_now;
 use crate::store::reminders::ReminderData;
+use crate::store::webhooks::TierChangeData;
 use crate::store::webhooks::{
     self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
 };
@@ -52,10 +53,11 @@ fn webhook_by_id(conn: &Connection, webhook_id: &str) -> StoreResult<Option<Webh
 const DUE_SQL: &str = "SELECT m.message_seq, m.webhook_id, w.url, w.secret_sealed, CASE WHEN w.previous_until > ?1 THEN w.previous_sealed END, \
      m.event_type, m.attempts, m.company_id, m.created_at, e.entry_id, e.user_id, e.coins, e.balance_after, e.event, e.request_id, \
      e.coin_config_id, e.created_at, e.expires_at, e.type, e.pending_coins, e.pending_after, e.effective_at, e.order_id, e.amount_minor, \
-     e.original_request_id, e.reason, e.client_id, q.response, x.user_id, x.coins, x.expires_at, x.days_left, x.message_key \
+     e.original_request_id, e.reason, e.client_id, q.response, x.user_id, x.coins, x.expires_at, x.days_left, x.message_key, \
+     t.change_id, t.user_id, t.from_tier, t.to_tier, t.qualifying_coins, t.tier_expires_at, t.cause, t.request_id \
      FROM webhook_messages m JOIN webhooks w ON w.webhook_id = m.webhook_id AND w.enabled = 1 LEFT JOIN ledger_entries e ON e.entry_id = m.entry_id \
      LEFT JOIN requests q ON q.company_id = e.company_id AND q.request_id = e.request_id AND q.kind = 'REVERSE' \
-     LEFT JOIN expiry_reminders x ON x.reminder_id = m.reminder_id \
+     LEFT JOIN expiry_reminders x ON x.reminder_id = m.reminder_id LEFT JOIN tier_changes t ON t.change_id = m.tier_change_id \
      WHERE m.state = 'pending' AND m.next_attempt_at <= ?1 \
      AND NOT EXISTS (SELECT 1 FROM webhook_messages p WHERE p.webhook_id = m.webhook_id AND p.user_id = m.user_id \
                      AND p.state = 'pending' AND p.message_seq < m.message_seq) \
@@ -94,7 +96,18 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         (None, Some(message_key)) => {
             MessageData::Expiring(ReminderData { user_id: r.get(28)?, coins: r.get(29)?, expires_at: r.get(30)?, days_left: r.get(31)?, message_key })
         }
-        (None, None) => MessageData::Test,
+        (None, None) => match r.get::<_, Option<i64>>(33)? {
+            Some(_) => MessageData::Tier(TierChangeData {
+                user_id: r.get(34)?,
+                from_tier: r.get(35)?,
+                to_tier: r.get(36)?,
+                qualifying_coins: r.get(37)?,
+                tier_expires_at: r.get(38)?,
+                cause: r.get(39)?,
+                request_id: r.get(40)?,
+            }),
+            None => MessageData::Test,
+        },
     };
     Ok(Delivery {
         message_seq: r.get(0)?,

@@ -159,7 +159,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Commit {
 /// One allocation: resolve its configuration (cached), then the shared flow.
 fn allocate_one(conn: &Connection, cmd: &AllocateCmd, configs: &ConfigCache) -> StoreResult<AllocateOk> {
     let resolved = configs::resolve(conn, configs, &cmd.company, &cmd.event, cmd.now_ms)?;
-    run_now(ledger::allocate(&mut super::SqliteTx(conn), cmd, resolved.config.as_ref(), &resolved.campaigns))
+    run_now(ledger::allocate(&mut super::SqliteTx(conn), cmd, resolved.config.as_ref(), resolved.offers()))
 }
 
 /// The allocations of one writer round in one transaction, without savepoints (see the module

@@ -1,0 +1,169 @@
+//! Status tiers on SQLite: the scheme, members' tiers and qualifying coins (changes on the
+//! writer, which clears its configuration cache after every batch of such jobs).
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::reports::record_from_row;
+use super::{SqliteStore, SqliteTx};
+use crate::domain::tiers::{TierScheme, TierState};
+use crate::domain::{CompanyId, UserId};
+use crate::store::ledger::run_now;
+use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TierCount, TierHistory, TierStore, TierTx};
+use crate::store::{StoreError, StoreResult};
+
+fn parse_scheme(company: &str, text: &str) -> StoreResult<TierScheme> {
+    TierScheme::parse(text).ok_or_else(|| StoreError::Corrupt(format!("the tier scheme of company {company} is unreadable")))
+}
+
+/// The company's scheme.
+pub(super) fn scheme(conn: &Connection, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
+    Ok(stored(conn, company)?.map(|s| s.scheme))
+}
+
+fn stored(conn: &Connection, company: &CompanyId) -> StoreResult<Option<StoredScheme>> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT scheme, updated_at FROM tier_schemes WHERE company_id = ?1")?
+        .query_row(params![company.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(text, updated_at)| Ok(StoredScheme { scheme: parse_scheme(company.as_str(), &text)?, updated_at })).transpose()
+}
+
+pub(super) fn state(conn: &Connection, user: &UserId) -> StoreResult<TierState> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {TIER_COLUMNS} FROM users WHERE user_id = ?1"))?
+        .query_row(params![user.as_str()], |r| {
+            Ok(TierState { code: r.get(0)?, entered_at: r.get(1)?, expires_at: r.get(2)?, cause: r.get(3)?, floor: r.get(4)?, floor_reason: r.get(5)? })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+pub(super) fn qualifying(conn: &Connection, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(SUM(coins), 0) FROM qualifying_coins WHERE user_id = ?1 AND earned_at >= ?2")?
+        .query_row(params![user.as_str(), since_ms.unwrap_or(i64::MIN)], |r| r.get(0))?)
+}
+
+impl TierTx for SqliteTx<'_> {
+    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool> {
+        let existed = stored(self.0, company)?.is_some();
+        self.0
+            .prepare_cached(
+                "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (company_id) DO UPDATE SET scheme = excluded.scheme, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            )?
+            .execute(params![company.as_str(), scheme.to_json(), actor, now_ms])?;
+        Ok(!existed)
+    }
+
+    async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool> {
+        if self.0.prepare_cached("DELETE FROM tier_schemes WHERE company_id = ?1")?.execute(params![company.as_str()])? == 0 {
+            return Ok(false);
+        }
+        self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = ?1")?.execute(params![company.as_str()])?;
+        self.0
+            .prepare_cached(
+                "UPDATE users SET tier_code = NULL, tier_entered_at = NULL, tier_expires_at = NULL, tier_cause = NULL, tier_floor = NULL, \
+                 tier_floor_reason = NULL WHERE company_id = ?1 AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL)",
+            )?
+            .execute(params![company.as_str()])?;
+        Ok(true)
+    }
+
+    async fn credit_records(&mut self, company: &CompanyId) -> StoreResult<Vec<RecordRow>> {
+        Ok(self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.kind IN ('ALLOCATE', 'ADJUST') AND r.alias_of IS NULL AND r.coins > 0"
+            ))?
+            .query_map(params![company.as_str()], record_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT DISTINCT user_id FROM qualifying_coins WHERE company_id = ?1 \
+                 UNION SELECT user_id FROM users WHERE company_id = ?1 AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
+            )?
+            .query_map(params![company.as_str()], |r| Ok(UserId::from_trusted(r.get(0)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn announce_tiers_change(&mut self) -> StoreResult<()> {
+        // The writer clears its configuration cache after every batch of generic jobs.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TierStore for SqliteStore {
+    async fn put_tiers(&self, company: &CompanyId, scheme: TierScheme, actor: &str, now_ms: i64) -> StoreResult<u64> {
+        let (company, actor) = (company.clone(), actor.to_owned());
+        self.write(move |conn| run_now(tiers::put(&mut SqliteTx(conn), &company, &scheme, &actor, now_ms))).await
+    }
+
+    async fn tiers(&self, company: &CompanyId) -> StoreResult<Option<StoredScheme>> {
+        let company = company.clone();
+        self.read(move |conn| stored(conn, &company)).await
+    }
+
+    async fn delete_tiers(&self, company: &CompanyId) -> StoreResult<()> {
+        let company = company.clone();
+        self.write(move |conn| run_now(tiers::delete(&mut SqliteTx(conn), &company))).await
+    }
+
+    async fn set_tier_floor(&self, company: &CompanyId, user: &UserId, floor: Option<String>, reason: Option<String>, now_ms: i64) -> StoreResult<MemberTier> {
+        let (company, user) = (company.clone(), user.clone());
+        self.write(move |conn| run_now(tiers::floor(&mut SqliteTx(conn), &company, &user, (floor, reason), now_ms))).await
+    }
+
+    async fn member_tier(&self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Option<MemberTier>> {
+        let (company, user) = (company.clone(), user.clone());
+        self.read(move |conn| {
+            let Some(scheme) = scheme(conn, &company)? else { return Ok(None) };
+            let q = qualifying(conn, &user, scheme.window_start(now_ms))?;
+            Ok(Some(tiers::member_tier(&scheme, &state(conn, &user)?, q)))
+        })
+        .await
+    }
+
+    async fn tier_history(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<TierHistory>> {
+        let (company, user) = (company.clone(), user.clone());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT kind, from_tier, to_tier, qualifying_coins, tier_expires_at, cause, request_id, created_at FROM tier_changes \
+                     WHERE user_id = ?1 AND company_id = ?2 ORDER BY change_id DESC LIMIT ?3",
+                )?
+                .query_map(params![user.as_str(), company.as_str(), limit], |r| {
+                    Ok(TierHistory {
+                        kind: r.get(0)?,
+                        from: r.get(1)?,
+                        to: r.get(2)?,
+                        qualifying: r.get(3)?,
+                        expires_at: r.get(4)?,
+                        cause: r.get(5)?,
+                        request_id: r.get(6)?,
+                        at: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn tier_counts(&self, company: &CompanyId) -> StoreResult<Vec<TierCount>> {
+        let company = company.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT tier_code, tier_floor, COUNT(*) FROM users WHERE company_id = ?1 GROUP BY tier_code, tier_floor")?
+                .query_map(params![company.as_str()], |r| Ok(TierCount { code: r.get(0)?, floor: r.get(1)?, members: r.get(2)? }))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}

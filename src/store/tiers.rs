@@ -1,0 +1,163 @@
+//! Status tiers in storage: a company's scheme set up, changed and removed, manual floors, and
+//! what the API and the dashboard read — in one order for both backends (the rules are
+//! `domain::tiers`; the ledger flows in `store/ledger.rs` move qualifying coins and upgrade).
+//!
+//! Setting a scheme up for a company that had none counts every credit it ever made (from the
+//! allocation records) and places every member, in the same transaction; a change of scheme
+//! places every member again. A scheme change is announced like a configuration change, since
+//! allocations read the scheme with their configuration from the same cache.
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+use super::ledger::LedgerTx;
+use super::model::RecordRow;
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState, TierView};
+use crate::domain::{CompanyId, Refusal, UserId};
+
+/// A member's tier as read: the scheme's view of it, or nothing when the company has no scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberTier {
+    pub view: TierView,
+    pub floor_reason: Option<String>,
+}
+
+/// A stored scheme with when it was last set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredScheme {
+    pub scheme: TierScheme,
+    pub updated_at: i64,
+}
+
+/// Members by their stored placement and floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierCount {
+    pub code: Option<String>,
+    pub floor: Option<String>,
+    pub members: i64,
+}
+
+/// One tier change as the member's history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierHistory {
+    pub kind: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub qualifying: i64,
+    pub expires_at: Option<i64>,
+    pub cause: String,
+    pub request_id: Option<String>,
+    pub at: i64,
+}
+
+#[async_trait]
+pub trait TierStore: Send + Sync {
+    /// Sets the company's scheme up (counting its history and placing its members) or changes it.
+    /// The number of members whose tier changed.
+    async fn put_tiers(&self, company: &CompanyId, scheme: TierScheme, actor: &str, now_ms: i64) -> StoreResult<u64>;
+    async fn tiers(&self, company: &CompanyId) -> StoreResult<Option<StoredScheme>>;
+    /// Removes the scheme, every member's tier and the qualifying coins counted for it.
+    async fn delete_tiers(&self, company: &CompanyId) -> StoreResult<()>;
+    /// Sets (or, `None`, removes) a member's manual floor.
+    async fn set_tier_floor(&self, company: &CompanyId, user: &UserId, floor: Option<String>, reason: Option<String>, now_ms: i64) -> StoreResult<MemberTier>;
+    /// A member's tier at `now_ms`; `None` when the company has no scheme.
+    async fn member_tier(&self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Option<MemberTier>>;
+    /// The member's latest tier changes, newest first.
+    async fn tier_history(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<TierHistory>>;
+    /// How many members have each (placement, floor): the scheme says which tier that is.
+    async fn tier_counts(&self, company: &CompanyId) -> StoreResult<Vec<TierCount>>;
+}
+
+/// What setting a scheme needs beyond the ledger's fetches and writes.
+pub(crate) trait TierTx: LedgerTx {
+    /// Stores the scheme; `true` when the company had none.
+    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Removes the scheme, the members' tier columns and the qualifying coins.
+    async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool>;
+    /// Every credit record of the company (allocations and adjustment credits, no aliases).
+    async fn credit_records(&mut self, company: &CompanyId) -> StoreResult<Vec<RecordRow>>;
+    /// Members with qualifying coins or a tier, in user id order (the order locks are taken in).
+    async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>>;
+    /// Tells every process to read configurations (and schemes) again.
+    async fn announce_tiers_change(&mut self) -> StoreResult<()>;
+}
+
+/// Sets the scheme up or changes it, then places every member.
+pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<u64> {
+    if tx.write_scheme(company, scheme, actor, now_ms).await? {
+        for row in tx.credit_records(company).await? {
+            if let Some((earned_at, coins)) = row.qualifying_with(row.returned()).filter(|(_, c)| *c != 0) {
+                let user = UserId::from_trusted(row.user.clone());
+                let moved = QualifyingMove { earned_at, request_id: row.request_id.clone(), by: row.request_id.clone(), coins };
+                tx.add_qualifying(company, &user, &moved).await?;
+            }
+        }
+    }
+    let mut changed = 0;
+    for user in tx.members_to_place(company).await? {
+        if tx.account(&user).await?.is_none() {
+            continue;
+        }
+        let qualifying = tx.qualifying(&user, scheme.window_start(now_ms)).await?;
+        let state = tx.tier(&user).await?;
+        if let Some(change) = scheme.after_scheme_change(&state, qualifying, now_ms) {
+            tx.set_tier(company, &user, &change.state, Some(&change), now_ms).await?;
+            changed += 1;
+        }
+    }
+    tx.announce_tiers_change().await?;
+    Ok(changed)
+}
+
+pub(crate) async fn delete<T: TierTx>(tx: &mut T, company: &CompanyId) -> StoreResult<()> {
+    if !tx.remove_scheme(company).await? {
+        return Err(Refusal::TiersNotConfigured(company.clone()).into());
+    }
+    tx.announce_tiers_change().await
+}
+
+/// Sets a member's floor (the member must belong to the company; a new one is opened, as a
+/// credit would).
+pub(crate) async fn floor<T: TierTx>(
+    tx: &mut T,
+    company: &CompanyId,
+    user: &UserId,
+    (floor, reason): (Option<String>, Option<String>),
+    now_ms: i64,
+) -> StoreResult<MemberTier> {
+    let scheme = tx.tier_scheme(company).await?.ok_or_else(|| Refusal::TiersNotConfigured(company.clone()))?;
+    if let Some(code) = floor.as_deref().filter(|c| scheme.index_of(Some(c)).is_none()) {
+        return Err(Refusal::TierUnknown(code.to_owned()).into());
+    }
+    match tx.account(user).await? {
+        None => tx.open_account(company, user, now_ms).await?,
+        Some(a) if a.company != *company => return Err(Refusal::UserCompanyMismatch { user: user.clone(), company: company.clone() }.into()),
+        Some(_) => {}
+    }
+    let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
+    let state = tx.tier(user).await?;
+    let (after, change) = scheme.with_floor(&state, floor.as_deref(), reason.as_deref(), qualifying, now_ms);
+    tx.set_tier(company, user, &after, change.as_ref(), now_ms).await?;
+    Ok(MemberTier { view: scheme.view(&after, qualifying), floor_reason: after.floor_reason })
+}
+
+/// A member's tier from its parts, as the read side assembles it.
+pub fn member_tier(scheme: &TierScheme, state: &TierState, qualifying: i64) -> MemberTier {
+    MemberTier { view: scheme.view(state, qualifying), floor_reason: state.floor_reason.clone() }
+}
+
+/// The tier columns of a user row, as both backends read them.
+pub(crate) const TIER_COLUMNS: &str = "tier_code, tier_entered_at, tier_expires_at, tier_cause, tier_floor, tier_floor_reason";
+
+/// A tier change's columns, as both backends write them.
+pub(crate) fn change_columns(change: &TierChange) -> (&'static str, Option<&str>, &str, i64, Option<i64>, &'static str, Option<&str>) {
+    (
+        change.kind.as_str(),
+        change.from.as_deref(),
+        change.to.as_str(),
+        change.qualifying,
+        change.state.expires_at,
+        change.cause.as_str(),
+        change.cause.request_id(),
+    )
+}
