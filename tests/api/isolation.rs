@@ -208,7 +208,9 @@ fn rows(b_config: &str, b_hook: &str) -> Vec<Row> {
             path: "/api/v0/coins/tiers",
             tries: vec![(
                 "/api/v0/coins/tiers".into(),
-                Some(json!({"companyId":"B","basis":"LIFETIME","downgrade":"NEVER","tiers":[{"code":"ALL","name":"All","threshold":0,"earnMultiplierBps":50000}]})),
+                Some(
+                    json!({"companyId":"B","basis":"LIFETIME","downgrade":"NEVER","tiers":[{"code":"ALL","name":"All","threshold":0,"earnMultiplierBps":50000}]}),
+                ),
                 Refused(403, "FORBIDDEN"),
             )],
         },

@@ -1,13 +1,16 @@
 //! Model-based property test of the whole lifecycle (version 2 of the ledger): random sequences
 //! of allocations (fixed, capped, a percentage of a purchase value, held before they can be
-//! spent, raised by bonus campaigns with windows, events and per-user limits), early activations, redemptions (by coins and by currency), staff adjustments (credits
-//! with an expiry or a hold, debits), returns (whole, by coins, by refunded amount, refused,
-//! capped or driven into debt when the coins were spent), debt paid by later credits, clock
-//! jumps and sweeps, run
+//! spent, raised by bonus campaigns with windows, events and per-user limits, and by the member's
+//! status tier), early activations, redemptions (by coins and by currency), staff adjustments
+//! (credits with an expiry or a hold, some qualifying for tiers; debits), returns (whole, by coins,
+//! by refunded amount, refused, capped or driven into debt when the coins were spent, re-placing
+//! a member whose upgrading allocation they return), debt paid by later credits, clock jumps and
+//! sweeps (which renew or downgrade tiers whose retention is up), run
 //! against the store on both backends and against a small in-memory reference model written
 //! independently of `src/domain`. Every allocation and return is simulated first, and the real
-//! call must then do exactly what was simulated. After every step each user's balance, summary and
-//! full ledger history (spendable and held coins) match the model, and `verify` finds nothing.
+//! call must then do exactly what was simulated. After every step each user's balance, summary,
+//! full ledger history (spendable and held coins), tier and qualifying coins match the model, and
+//! `verify` finds nothing.
 
 use std::collections::HashMap;
 
@@ -22,6 +25,7 @@ use coins::domain::earn::AmountType;
 use coins::domain::redeem::{CoinValue, RedeemAmount, RedeemCmd};
 use coins::domain::reverse::{ReverseCmd, Target};
 use coins::domain::simulate::{SimOutcome, SimulateCmd};
+use coins::domain::tiers::{Basis, Downgrade, Tier, TierScheme};
 use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
 use coins::store::{Store, StoreError};
 use proptest::prelude::*;
@@ -72,6 +76,27 @@ const CAMPAIGNS: [CampaignDef; 3] = [
     (None, 0, 36, Bonus::Plus(4), None),
     (Some(&["E0", "E4"]), 6, 96, Bonus::Times(15_000), Some(1)),
 ];
+
+/// The tier scheme: a rolling window of 3 days, tiers kept 2 days, one tier down at a time.
+/// (code, threshold, earning multiplier in basis points)
+const TIERS: [(&str, i64, i64); 3] = [("T0", 0, 10_000), ("T1", 20, 15_000), ("T2", 60, 20_000)];
+const TIER_WINDOW_DAYS: i64 = 3;
+const TIER_RETENTION_DAYS: i64 = 2;
+
+/// A member's tier as the model keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TierM {
+    idx: usize,
+    expires: Option<i64>,
+    /// The request whose qualifying coins raised the member to it.
+    cause: Option<usize>,
+}
+
+/// The share of `base` coins a credit of `coins` keeps once `returned` of them are returned
+/// (written here again, apart from `src/domain`).
+fn qualifying_share(base: i64, coins: i64, returned: i64) -> i64 {
+    if coins <= 0 || base <= 0 { 0 } else { (i128::from(base) * i128::from((coins - returned).max(0)) / i128::from(coins)) as i64 }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
@@ -224,6 +249,11 @@ struct Alloc {
     adjust: Option<(String, Adjusted)>,
     /// The campaign that applied (refunds recompute with its reward).
     campaign: Option<usize>,
+    /// The member's tier multiplier it earned at, its coins before any multiplier (what
+    /// qualifies for tiers), and when it became spendable.
+    tier_bps: i64,
+    base: i64,
+    activated_at: Option<i64>,
 }
 
 /// What an adjustment answers: (coins, short, activatesAt, expiresAt, balance, pending).
@@ -295,6 +325,10 @@ struct Model {
     allocations: HashMap<(usize, usize), i64>,
     /// Allocations each campaign applied to, per (campaign, user).
     triggers: HashMap<(usize, usize), i64>,
+    /// Qualifying coins: (user, earned at, coins), returns negative and dated at their credit's
+    /// activation.
+    qualified: Vec<(usize, i64, i64)>,
+    tiers: [TierM; USERS],
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -334,18 +368,25 @@ impl Model {
             .filter(|&i| self.lots[i].user == user && self.lots[i].remaining > 0 && self.lots[i].pending_until.is_some_and(|t| t <= now))
             .collect();
         due.sort_by_key(|&i| (self.lots[i].pending_until, i));
+        let mut activated = Vec::new();
         for i in due {
+            let (n, alloc, at) = (self.lots[i].remaining, self.lots[i].alloc, self.lots[i].pending_until.unwrap());
             self.lots[i].pending_until = None;
-            let (n, alloc) = (self.lots[i].remaining, self.lots[i].alloc);
             // Spendable now: it pays the user's debt first.
             self.lots[i].remaining = kept(self.accounts[user].stored_balance(), n);
             let a = self.alloc_mut(alloc);
             if a.state == St::Pending {
                 a.state = St::Active;
             }
+            a.activated_at = Some(at);
             let acct = &mut self.accounts[user];
             acct.earned += n;
             acct.push("ACTIVATE", n, -n);
+            activated.push(alloc);
+        }
+        // Then each activation qualifies, in order (an upgrade names the first that reached it).
+        for alloc in activated {
+            self.qualify_credit(alloc, now);
         }
         let mut due: Vec<usize> = (0..self.lots.len())
             .filter(|&i| {
@@ -406,10 +447,10 @@ impl Model {
 
     /// What an allocation of `event` on a purchase of `minor` earns under campaign `k`: rounded
     /// down, then a campaign's bonus on top. Nothing bought earns nothing.
-    fn earns(event: usize, minor: i64, k: Option<usize>) -> i64 {
+    fn earns(event: usize, minor: i64, k: Option<usize>, tier_bps: i64) -> i64 {
         let times = match k.map(|k| CAMPAIGNS[k].3) {
-            Some(Bonus::Times(bps)) => bps,
-            _ => 10_000,
+            Some(Bonus::Times(bps)) => tier_bps * bps / 10_000,
+            _ => tier_bps,
         };
         let plus = match k.map(|k| CAMPAIGNS[k].3) {
             Some(Bonus::Plus(n)) => n,
@@ -422,18 +463,98 @@ impl Model {
         }
     }
 
+    /// What an allocation earns before any multiplier: what qualifies for tiers.
+    fn base(event: usize, minor: i64) -> i64 {
+        match EVENTS[event].1 {
+            Earn::Fixed(n) => n,
+            Earn::Percent(_) if minor <= 0 => 0,
+            Earn::Percent(bps) => minor * bps / (10_000 * MINOR_PER_COIN),
+        }
+    }
+
+    /// The member's qualifying coins at `now`.
+    fn qualifying(&self, user: usize, now: i64) -> i64 {
+        let since = now - TIER_WINDOW_DAYS * DAY_MS;
+        self.qualified.iter().filter(|&&(u, at, _)| u == user && at >= since).map(|&(.., n)| n).sum()
+    }
+
+    fn reached(q: i64) -> usize {
+        TIERS.iter().rposition(|t| t.1 <= q).unwrap_or(0)
+    }
+
+    fn placed(idx: usize, now: i64, cause: Option<usize>) -> TierM {
+        TierM { idx, expires: (idx > 0).then_some(now + TIER_RETENTION_DAYS * DAY_MS), cause }
+    }
+
+    /// A credit's qualifying coins once it is spendable (dated at its activation), and the
+    /// upgrade they may bring.
+    fn qualify_credit(&mut self, req: usize, now: i64) {
+        let Some(Req::Allocate(a)) = self.requests.get(&req) else { unreachable!() };
+        let n = qualifying_share(a.base, a.coins, a.canceled + a.reversed + a.waived);
+        if n == 0 {
+            return;
+        }
+        let (user, at) = (a.user, a.activated_at.unwrap());
+        self.qualified.push((user, at, n));
+        let reached = Self::reached(self.qualifying(user, now));
+        if reached > self.tiers[user].idx {
+            self.tiers[user] = Self::placed(reached, now, Some(req));
+        }
+    }
+
+    /// A return of credit `req` that moved its returned coins from `before` to what it has now:
+    /// its qualifying coins go down, and if it raised the member to their tier, they are placed
+    /// again at once.
+    fn requalify(&mut self, req: usize, before: i64, now: i64) {
+        let Some(Req::Allocate(a)) = self.requests.get(&req) else { unreachable!() };
+        let user = a.user;
+        if let Some(at) = a.activated_at {
+            let after = a.canceled + a.reversed + a.waived;
+            let delta = qualifying_share(a.base, a.coins, after) - qualifying_share(a.base, a.coins, before);
+            if delta != 0 {
+                self.qualified.push((user, at, delta));
+            }
+        }
+        if self.tiers[user].cause == Some(req) {
+            let to = Self::reached(self.qualifying(user, now));
+            if to != self.tiers[user].idx {
+                self.tiers[user] = Self::placed(to, now, None);
+            }
+        }
+    }
+
+    /// The sweeper's evaluation of a tier whose retention is up: renewed while the qualifying
+    /// coins reach it, else one tier down.
+    fn evaluate(&mut self, user: usize, now: i64) {
+        let t = self.tiers[user];
+        let Some(expires) = t.expires.filter(|&e| e <= now) else { return };
+        let q = self.qualifying(user, now);
+        self.tiers[user] = if q >= TIERS[t.idx].1 {
+            let next = expires + TIER_RETENTION_DAYS * DAY_MS;
+            TierM { idx: t.idx, expires: Some(if next <= now { now + TIER_RETENTION_DAYS * DAY_MS } else { next }), cause: None }
+        } else {
+            Self::placed((t.idx - 1).max(Self::reached(q)), now, None)
+        };
+    }
+
+    /// The multiplier the member's allocations earn at.
+    fn tier_bps(&self, user: usize) -> i64 {
+        TIERS[self.tiers[user].idx].2
+    }
+
     /// The campaign an allocation gets: of those running at `now` for its event that give it
-    /// more coins than it earns without one, the most coins, then the highest multiplier, then the newest, whose limit for
-    /// the user has room.
+    /// more coins than it earns without one (at the member's tier), the most coins, then the
+    /// highest multiplier, then the newest, whose limit for the user has room.
     fn campaign(&self, user: usize, event: usize, minor: i64, now: i64) -> Option<usize> {
+        let tier_bps = self.tier_bps(user);
         let name = EVENTS[event].0;
         let mut running: Vec<(i64, i64, usize)> = (0..CAMPAIGNS.len())
             .filter(|&k| {
                 let (events, from, to, ..) = CAMPAIGNS[k];
                 START_MS + from * HOUR_MS <= now && now < START_MS + to * HOUR_MS && events.is_none_or(|e| e.contains(&name))
             })
-            .map(|k| (Self::earns(event, minor, Some(k)), if let Bonus::Times(bps) = CAMPAIGNS[k].3 { bps } else { 10_000 }, k))
-            .filter(|&(coins, ..)| coins > Self::earns(event, minor, None))
+            .map(|k| (Self::earns(event, minor, Some(k), tier_bps), if let Bonus::Times(bps) = CAMPAIGNS[k].3 { bps } else { 10_000 }, k))
+            .filter(|&(coins, ..)| coins > Self::earns(event, minor, None, tier_bps))
             .collect();
         running.sort_by(|a, b| b.cmp(a));
         running.into_iter().map(|(.., k)| k).find(|&k| CAMPAIGNS[k].4.is_none_or(|limit| self.triggers.get(&(k, user)).copied().unwrap_or(0) < limit))
@@ -452,7 +573,8 @@ impl Model {
         }
         let paid = matches!(earn, Earn::Percent(_)).then_some(minor);
         let campaign = self.campaign(user, event, minor, now);
-        let coins = Self::earns(event, minor, campaign);
+        let tier_bps = self.tier_bps(user);
+        let coins = Self::earns(event, minor, campaign, tier_bps);
         let mut a = Alloc {
             user,
             event,
@@ -468,6 +590,9 @@ impl Model {
             validity,
             adjust: None,
             campaign,
+            tier_bps,
+            base: Self::base(event, minor),
+            activated_at: None,
         };
         self.accounts[user].exists = true;
         if coins == 0 {
@@ -490,10 +615,15 @@ impl Model {
             acct.push("ALLOCATE", 0, coins);
         } else {
             a.state = St::Active;
+            a.activated_at = Some(now);
             acct.earned += coins;
             acct.push("ALLOCATE", coins, 0);
         }
+        let active = a.state == St::Active;
         self.requests.insert(req, Req::Allocate(a));
+        if active {
+            self.qualify_credit(req, now);
+        }
         Outcome::Allocated(coins)
     }
 
@@ -597,7 +727,7 @@ impl Model {
                 if a.refunded + m > paid {
                     return Err("REVERSAL_EXCEEDS_REMAINING");
                 }
-                let kept = a.coins.min(Self::earns(a.event, paid - a.refunded - m, a.campaign));
+                let kept = a.coins.min(Self::earns(a.event, paid - a.refunded - m, a.campaign, a.tier_bps));
                 ((remaining - kept).max(0), a.refunded + m)
             }
         };
@@ -612,6 +742,7 @@ impl Model {
             next.state = if after == 0 { St::Canceled } else { St::Pending };
             self.accounts[user].push("CANCEL", 0, -nominal);
             *self.alloc_mut(original) = next.clone();
+            self.requalify(original, a.canceled + a.reversed + a.waived, now);
             let acct = &self.accounts[user];
             return Ok(("CANCEL", -nominal, 0, 0, after, a.paid.map(|_| refunded), acct.stored_balance(), acct.pending()));
         }
@@ -641,6 +772,7 @@ impl Model {
             _ => St::Active,
         };
         *self.alloc_mut(original) = next;
+        self.requalify(original, a.canceled + a.reversed + a.waived, now);
         let acct = &mut self.accounts[user];
         acct.earned -= take;
         acct.push("REVERSE", -take, 0);
@@ -676,6 +808,7 @@ impl Model {
 
     fn adjust(&mut self, user: usize, req: usize, (coins, validity, held, policy): (i64, Option<i64>, bool, Short), now: i64) -> Outcome {
         let fingerprint = format!("{coins} {validity:?} {held} {policy:?}");
+        let qualifying = qualifies(coins);
         let same = |u: usize, adjust: &Option<(String, Adjusted)>| u == user && adjust.as_ref().is_some_and(|(f, _)| *f == fingerprint);
         match self.requests.get(&req) {
             Some(Req::Allocate(a)) if same(a.user, &a.adjust) => return Outcome::AdjustReplayed(a.adjust.as_ref().unwrap().1),
@@ -719,8 +852,14 @@ impl Model {
                 validity,
                 adjust: Some((fingerprint, answer)),
                 campaign: None,
+                tier_bps: 10_000,
+                base: if qualifying { coins } else { 0 },
+                activated_at: (!held).then_some(now),
             };
             next.requests.insert(req, Req::Allocate(a));
+            if !held {
+                next.qualify_credit(req, now);
+            }
             answer
         } else {
             let asked = -coins;
@@ -770,9 +909,11 @@ impl Model {
                 next.lots[lot].expires_at = a.validity.map(|d| now + d * DAY_MS);
                 next.lots[lot].remaining = kept(next.accounts[a.user].stored_balance(), n);
                 next.alloc_mut(original).state = St::Active;
+                next.alloc_mut(original).activated_at = Some(now);
                 let acct = &mut next.accounts[a.user];
                 acct.earned += n;
                 acct.push("ACTIVATE", n, -n);
+                next.qualify_credit(original, now);
                 n
             }
         };
@@ -800,6 +941,11 @@ fn refusal_code(e: StoreError) -> &'static str {
         },
         other => panic!("unexpected store error {other}"),
     }
+}
+
+/// Which staff credits the model makes with `qualifying: true`.
+fn qualifies(coins: i64) -> bool {
+    coins > 0 && coins % 3 == 0
 }
 
 fn ids(user: usize, req: usize) -> (CompanyId, UserId, RequestId) {
@@ -894,7 +1040,7 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
                 reason: "model".into(),
                 expiry: validity.map_or(AdjustExpiry::Never, AdjustExpiry::ValidityDays),
                 pending_days: held.then_some(1),
-                qualifying: false,
+                qualifying: qualifies(coins),
                 on_shortfall: short.policy(),
                 client_id: "model".into(),
                 now_ms: now,
@@ -923,6 +1069,7 @@ async fn apply(store: &dyn Store, model: &mut Model, op: &Op, now: i64) -> Optio
             store.sweep_expired(now).await.unwrap();
             for user in 0..USERS {
                 model.settle(user, now);
+                model.evaluate(user, now);
             }
             return None;
         }
@@ -966,6 +1113,14 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
         };
         store.create_campaign(&CompanyId::parse(COMPANY).unwrap(), terms, "model", START_MS).await.unwrap();
     }
+    let scheme = TierScheme {
+        basis: Basis::Rolling,
+        window_days: Some(TIER_WINDOW_DAYS),
+        retention_days: Some(TIER_RETENTION_DAYS),
+        downgrade: Downgrade::OneDown,
+        tiers: TIERS.iter().map(|&(code, threshold, bps)| Tier { code: code.into(), name: code.into(), threshold, earn_multiplier_bps: bps }).collect(),
+    };
+    store.put_tiers(&CompanyId::parse(COMPANY).unwrap(), scheme, "model", START_MS).await.unwrap();
 
     let mut model = Model::default();
     let mut now = START_MS;
@@ -1001,6 +1156,13 @@ async fn check_sequence(backend: Backend, ops: Vec<Op>) {
                 .collect();
             let expected: Vec<(String, i64, i64, i64, i64)> = acct.entries.iter().map(|&(k, c, b, p, pa)| (k.to_owned(), c, b, p, pa)).collect();
             assert_eq!(history, expected, "history of U{user} after step {step}: {op:?}");
+            let tier = store.member_tier(&CompanyId::parse(COMPANY).unwrap(), &user_id, now).await.unwrap().expect("the company has tiers");
+            let t = model.tiers[user];
+            assert_eq!(
+                (tier.view.code.as_str(), tier.view.qualifying_coins, tier.view.expires_at),
+                (TIERS[t.idx].0, model.qualifying(user, now), t.expires),
+                "tier of U{user} after step {step}: {op:?}"
+            );
         }
         let report = store.verify().await.unwrap();
         assert!(report.problems.is_empty(), "after step {step} ({op:?}): {:?}", report.problems);
