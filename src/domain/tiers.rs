@@ -291,17 +291,21 @@ impl TierScheme {
 
     /// After the scheme itself changed (or was set up): every member is placed in the highest
     /// tier their qualifying coins reach, if that is above the tier they keep. A member whose
-    /// tier the new scheme no longer has is placed by their qualifying coins.
-    pub fn after_scheme_change(&self, state: &TierState, qualifying: i64, now_ms: i64) -> Option<TierChange> {
-        let to = self.reached(qualifying).max(self.floor(state));
-        match self.index_of(state.code.as_deref()) {
-            Some(kept) => (to > kept.max(self.floor(state))).then(|| self.moved(state, to, ChangeKind::Upgraded, (qualifying, now_ms), Cause::Scheme)),
+    /// tier the new scheme no longer has is placed by their qualifying coins, and a floor on a
+    /// tier it no longer has is removed. The state to store, and the change to report.
+    pub fn after_scheme_change(&self, state: &TierState, qualifying: i64, now_ms: i64) -> (TierState, Option<TierChange>) {
+        let kept_floor = state.floor.as_deref().is_none_or(|f| self.index_of(Some(f)).is_some());
+        let state = if kept_floor { state.clone() } else { TierState { floor: None, floor_reason: None, ..state.clone() } };
+        let to = self.reached(qualifying).max(self.floor(&state));
+        let change = match self.index_of(state.code.as_deref()) {
+            Some(kept) => (to > kept.max(self.floor(&state))).then(|| self.moved(&state, to, ChangeKind::Upgraded, (qualifying, now_ms), Cause::Scheme)),
             None => {
                 let mut change = self.moved(&TierState { code: None, ..state.clone() }, to, ChangeKind::Downgraded, (qualifying, now_ms), Cause::Scheme);
                 change.from.clone_from(&state.code);
                 Some(change)
             }
-        }
+        };
+        (change.as_ref().map_or(state, |c| c.state.clone()), change)
     }
 
     /// What a member's tier looks like to the API.
@@ -526,6 +530,22 @@ mod tests {
         assert_eq!((state.floor.as_deref(), s.current(&state)), (Some("GOLD"), 2));
         let v = s.view(&state, 0);
         assert_eq!((v.code.as_str(), v.next_tier, v.coins_to_next_tier), ("GOLD", None, None));
+    }
+
+    #[test]
+    fn a_new_scheme_places_members_and_drops_floors_on_tiers_it_no_longer_has() {
+        let old = scheme(Downgrade::OneDown, Some(30));
+        let (floored, _) = old.with_floor(&TierState::default(), Some("GOLD"), Some("VIP"), 0, DAY);
+        let mut new = old.clone();
+        new.tiers.truncate(2);
+        let (state, change) = new.after_scheme_change(&floored, 1_500, 2 * DAY);
+        assert_eq!((state.floor.as_deref(), state.floor_reason.as_deref(), state.code.as_deref()), (None, None, Some("SILVER")));
+        let change = change.unwrap();
+        assert_eq!((change.kind, change.from.as_deref(), change.to.as_str()), (ChangeKind::Downgraded, Some("GOLD"), "SILVER"));
+        let (same, none) = old.after_scheme_change(&TierState::default(), 10, DAY);
+        assert_eq!((same, none), (TierState::default(), None));
+        let (up, change) = old.after_scheme_change(&TierState::default(), 6_000, DAY);
+        assert_eq!((up.code.as_deref(), change.map(|c| c.cause)), (Some("GOLD"), Some(Cause::Scheme)));
     }
 
     #[test]

@@ -238,7 +238,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused(r) => r.into(),
-            StoreError::Unique(_) => ApiError::new(ErrorCode::Conflict, "the request conflicts with a concurrent change; retry it").with_cause(chain(&e)),
+            StoreError::Unique(_) | StoreError::Stale(_) => {
+                ApiError::new(ErrorCode::Conflict, "the request conflicts with a concurrent change; retry it").with_cause(chain(&e))
+            }
             StoreError::Busy(_) => ApiError::unavailable("the service is busy; retry shortly", RETRY_AFTER_SECS).with_cause(chain(&e)),
             StoreError::Unavailable(_) => ApiError::unavailable(
                 "the database is unavailable; retry shortly (a write answered so may or may not have been applied: retry it with the same requestId)",

@@ -13,6 +13,7 @@ use super::extract::{Json, PathParam, Query};
 use super::wire::tiers::{MemberTierView, PutTierFloorRequest, PutTiersRequest, TierSchemeView, TiersQuery};
 use super::wire::{Envelope, ErrorEnvelope, FromField};
 use crate::domain::{Refusal, UserId};
+use crate::store::tiers::StoredScheme;
 
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 
@@ -35,9 +36,9 @@ type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
 pub async fn put(State(state): State<AppState>, auth: Auth, Json(body): Json<PutTiersRequest>) -> Answer<TierSchemeView> {
     auth.require_company(&body.company_id)?;
     let (company, scheme) = body.scheme().map_err(ApiError::validation)?;
-    state.store.put_tiers(&company, scheme, &auth.0.client_id, state.clock.now_ms()).await?;
-    let stored = state.store.tiers(&company).await?.ok_or_else(|| ApiError::from(Refusal::TiersNotConfigured(company.clone())))?;
-    Ok(JsonResponse(Envelope::ok(TierSchemeView::of(&company, &stored))))
+    let now = state.clock.now_ms();
+    state.store.put_tiers(&company, scheme.clone(), &auth.0.client_id, now).await?;
+    Ok(JsonResponse(Envelope::ok(TierSchemeView::of(&company, &StoredScheme { scheme, updated_at: now }))))
 }
 
 /// The company's tier scheme.
@@ -87,7 +88,8 @@ pub async fn delete(State(state): State<AppState>, auth: Auth, Query(q): Query<T
 pub async fn put_floor(State(state): State<AppState>, auth: Auth, PathParam(raw): PathParam, Json(body): Json<PutTierFloorRequest>) -> Answer<MemberTierView> {
     let user = UserId::from_field("userId", Some(&serde_json::Value::String(raw))).map_err(ApiError::validation)?;
     auth.require_company(&body.company_id)?;
-    let reason = body.reason.map(|r| r.0);
+    // A floor needs a reason; removing one keeps none.
+    let reason = body.tier_code.0.as_ref().and(body.reason.map(|r| r.0));
     if body.tier_code.0.is_some() && reason.is_none() {
         return Err(ApiError::validation("reason is required with a tierCode"));
     }

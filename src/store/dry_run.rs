@@ -45,8 +45,9 @@ pub(crate) struct DryRun<T> {
     known: HashMap<i64, (i64, Option<i64>)>,
     /// The kind of each entry the flow wrote, by the id given it.
     kinds: HashMap<i64, crate::domain::ledger::EntryKind>,
-    /// The user's balance and held coins as the flow found them.
+    /// The user's balance and held coins as the flow found them, and who they are.
     account: Option<Account>,
+    user: Option<UserId>,
     next_id: i64,
     /// Tiers: the scheme the flow read, the member's tier as found and as the flow would leave
     /// it, and the qualifying coins it would add.
@@ -54,6 +55,8 @@ pub(crate) struct DryRun<T> {
     tier_found: Option<TierState>,
     tier_left: Option<TierState>,
     qualified: Vec<QualifyingMove>,
+    /// Records the flow made active: when, and their new expiry.
+    activated_records: HashMap<String, (i64, Option<i64>)>,
 }
 
 /// What an allocation's claim would have recorded.
@@ -94,11 +97,13 @@ impl<T: LedgerTx> DryRun<T> {
             known: HashMap::new(),
             kinds: HashMap::new(),
             account: None,
+            user: None,
             next_id: -1,
             scheme: None,
             tier_found: None,
             tier_left: None,
             qualified: Vec::new(),
+            activated_records: HashMap::new(),
         }
     }
 }
@@ -108,7 +113,11 @@ impl<T: LedgerTx> DryRun<T> {
 pub(crate) async fn simulate<T: LedgerTx>(tx: T, cmd: &SimulateCmd, resolved: &Resolved) -> StoreResult<Simulation> {
     let config = resolved.config.as_ref();
     let mut dry = DryRun::new(tx);
-    dry.scheme = resolved.tiers.as_deref().cloned();
+    let company = match cmd {
+        SimulateCmd::Allocate(c) => &c.company,
+        SimulateCmd::Reverse(c) => &c.company,
+    };
+    dry.scheme = dry.inner.tier_scheme(company).await?;
     let refused = |r: Refusal| Simulation { outcome: Some(SimOutcome::Refuse), refusal: Some(r), ..Simulation::default() };
     let mut sim = match cmd {
         SimulateCmd::Allocate(c) => match ledger::allocate(&mut dry, c, config, resolved.offers()).await {
@@ -144,10 +153,14 @@ impl<T: LedgerTx> DryRun<T> {
     /// The member's tier code before and after the simulated operation (none without a scheme).
     async fn tiers(&mut self, cmd: &SimulateCmd) -> StoreResult<(Option<String>, Option<String>)> {
         let Some(scheme) = self.scheme.clone() else { return Ok((None, None)) };
-        let found = match (&self.tier_found, cmd) {
+        let user = match cmd {
+            SimulateCmd::Allocate(c) => Some(c.user.clone()),
+            SimulateCmd::Reverse(_) => self.user.clone(),
+        };
+        let found = match (&self.tier_found, user) {
             (Some(found), _) => found.clone(),
-            (None, SimulateCmd::Allocate(c)) => self.inner.tier(&c.user).await?,
-            (None, SimulateCmd::Reverse(_)) => TierState::default(),
+            (None, Some(user)) => self.inner.tier(&user).await?,
+            (None, None) => TierState::default(),
         };
         let code = |state: &TierState| Some(scheme.tiers[scheme.current(state)].code.clone());
         Ok((code(&found), code(self.tier_left.as_ref().unwrap_or(&found))))
@@ -230,6 +243,7 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     async fn account(&mut self, user: &UserId) -> StoreResult<Option<Account>> {
         let account = self.inner.account_unlocked(user).await?;
         self.account = account.clone();
+        self.user = Some(user.clone());
         Ok(account)
     }
 
@@ -310,7 +324,15 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
     }
 
     async fn allocation(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<RecordRow>> {
-        self.inner.allocation(company, request_id).await
+        let mut row = self.inner.allocation(company, request_id).await?;
+        // As `record_activation` would have left it.
+        if let (Some(r), Some(&(at, expires))) = (row.as_mut(), self.activated_records.get(request_id.as_str())) {
+            if r.state.as_deref() == Some(AllocationState::Pending.as_str()) {
+                r.state = Some(AllocationState::Active.as_str().to_owned());
+            }
+            (r.activated_at, r.expires_at) = (Some(at), expires);
+        }
+        Ok(row)
     }
 
     async fn order_allocation(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
@@ -359,7 +381,8 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(())
     }
 
-    async fn record_activation(&mut self, _company: &CompanyId, _request_id: &RequestId, _activated_at: i64, _expires_at: Option<i64>) -> StoreResult<()> {
+    async fn record_activation(&mut self, _company: &CompanyId, request_id: &RequestId, activated_at: i64, expires_at: Option<i64>) -> StoreResult<()> {
+        self.activated_records.insert(request_id.to_string(), (activated_at, expires_at));
         Ok(())
     }
 

@@ -23,6 +23,10 @@ pub enum StoreError {
     /// A unique key stopped a concurrent duplicate that the pre-checks could not see.
     #[error("a unique key stopped a concurrent change")]
     Unique(#[source] BoxError),
+    /// What the process had cached changed while the transaction ran (a tier scheme set up
+    /// under a batch decided without it): the transaction is undone and run again on fresh reads.
+    #[error("cached settings changed during the transaction: {0}")]
+    Stale(&'static str),
     #[error("sqlite")]
     Sqlite(#[source] Arc<rusqlite::Error>),
     #[error("postgres")]

@@ -179,8 +179,9 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
     tx.request(company, request_id).await?.ok_or_else(|| Refusal::RequestIdConflict(request_id.clone()).into())
 }
 
-/// What may raise an allocation's coins beyond its configuration: the company's campaigns for
-/// the event and its tier scheme.
+/// What may raise an allocation's coins beyond its configuration, as cached: the company's
+/// campaigns for the event, and its tier scheme (a hint only: the allocation reads the scheme
+/// again under the member's lock, since a cached one may be a moment stale).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Offers<'a> {
     pub campaigns: &'a [Campaign],
@@ -212,10 +213,20 @@ async fn evaluate_tier<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &User
     if state.expires_at.is_none_or(|at| at > now_ms) {
         return Ok(());
     }
-    let Some(scheme) = tx.tier_scheme(company).await? else { return Ok(()) };
+    match tx.tier_scheme(company).await? {
+        Some(scheme) => {
+            let change = overdue(tx, &scheme, &state, user, now_ms).await?;
+            tx.set_tier(company, user, &change.state, Some(&change), now_ms).await
+        }
+        // A tier left from a scheme since removed: nothing to evaluate it against.
+        None => tx.set_tier(company, user, &TierState::default(), None, now_ms).await,
+    }
+}
+
+/// The evaluation of a tier whose retention is up (decided, not written).
+async fn overdue<T: LedgerTx>(tx: &mut T, scheme: &TierScheme, state: &TierState, user: &UserId, now_ms: i64) -> StoreResult<TierChange> {
     let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
-    let change = scheme.at_expiry(&state, qualifying, now_ms);
-    tx.set_tier(company, user, &change.state, Some(&change), now_ms).await
+    Ok(scheme.at_expiry(state, qualifying, now_ms))
 }
 
 /// A new allocation: on SQLite every one; on PostgreSQL those that are not plain (an order id, a
@@ -231,7 +242,7 @@ async fn evaluate_tier<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &User
 /// limit, the user's row is locked first and the triggers counted, so concurrent allocations of
 /// one user never exceed it; the record is then rewritten with the campaign that applied.
 pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>, offers: Offers<'_>) -> StoreResult<AllocateOk> {
-    let Offers { campaigns, tiers } = offers;
+    let Offers { campaigns, tiers: tiers_hint } = offers;
     let (company, user) = (&cmd.company, &cmd.user);
     let Some(config) = config else {
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
@@ -253,7 +264,7 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     let unlimited = ranked.first().copied().filter(|c| c.terms.max_triggers_per_user.is_none());
     // A company with tiers keeps every allocation's record: the member's multiplier is known only
     // once their row is locked.
-    let mut earn = allocate::plan_earning(cmd, config, &value, &calculation, (unlimited, None), !ranked.is_empty() || tiers.is_some());
+    let mut earn = allocate::plan_earning(cmd, config, &value, &calculation, (unlimited, None), !ranked.is_empty() || tiers_hint.is_some());
     let claim = Claim {
         kind: RequestKind::Allocate,
         user,
@@ -270,11 +281,26 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         return answer_held_order(tx, cmd).await;
     }
     let account = tx.account(user).await?;
-    // The member's tier multiplier, read under the lock (the allocation that upgrades them
-    // earns at the old one).
-    let tier = match tiers {
-        Some(scheme) if account.is_some() => Some((scheme, tx.tier(user).await?)),
-        _ => None,
+    // The scheme and the member's tier, read under the lock: the cached resolution may be stale
+    // (a scheme set up or removed a moment ago), the database is not. A tier whose retention is
+    // up is evaluated first (written once the allocation is sure to apply), so no allocation
+    // earns a multiplier the member no longer has; the allocation that upgrades them earns at the
+    // old one.
+    let scheme = tx.tier_scheme(company).await?;
+    let tiers = scheme.as_ref();
+    let (tier, evaluated) = match (tiers, &account) {
+        (Some(scheme), Some(a)) if a.company == *company => {
+            let state = tx.tier(user).await?;
+            match state.expires_at {
+                Some(at) if at <= cmd.now_ms => {
+                    let change = overdue(tx, scheme, &state, user, cmd.now_ms).await?;
+                    (Some((scheme, change.state.clone())), Some(change))
+                }
+                _ => (Some((scheme, state)), None),
+            }
+        }
+        (Some(scheme), _) => (Some((scheme, TierState::default())), None),
+        (None, _) => (None, None),
     };
     let tier_bps = match &tier {
         Some((scheme, state)) if config.values.earning.tier_multiplier => {
@@ -316,6 +342,9 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     };
     if plan.new_account {
         tx.open_account(company, user, cmd.now_ms).await?;
+    }
+    if let Some(change) = &evaluated {
+        tx.set_tier(company, user, &change.state, Some(change), cmd.now_ms).await?;
     }
     let Some(entry) = &plan.entry else { return Ok(AllocateOk::Zero) };
     let entry_id = write_entry(tx, company, user, entry, cmd.now_ms).await?;

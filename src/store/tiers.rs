@@ -100,9 +100,10 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
         }
         let qualifying = tx.qualifying(&user, scheme.window_start(now_ms)).await?;
         let state = tx.tier(&user).await?;
-        if let Some(change) = scheme.after_scheme_change(&state, qualifying, now_ms) {
-            tx.set_tier(company, &user, &change.state, Some(&change), now_ms).await?;
-            changed += 1;
+        let (after, change) = scheme.after_scheme_change(&state, qualifying, now_ms);
+        if after != state {
+            tx.set_tier(company, &user, &after, change.as_ref(), now_ms).await?;
+            changed += u64::from(change.is_some());
         }
     }
     tx.announce_tiers_change().await?;

@@ -4,7 +4,9 @@
 //! canceled when returned during the hold), replays, redemptions (by coins and by currency), staff
 //! adjustments (credits, some expiring; debits refused, capped or driven into debt, which later
 //! credits pay first), allocations under two bonus campaigns (a multiplier for everyone and a
-//! bigger fixed bonus limited to two per user), reversals of every kind (capped or into debt too) and expiry sweeps
+//! bigger fixed bonus limited to two per user), members moving through status tiers (upgraded as
+//! they earn, re-placed by returns, renewed or moved down by the sweeper; the tiers multiply by 1,
+//! so every coin stays predictable), reversals of every kind (capped or into debt too) and expiry sweeps
 //! against the real `coins serve`, which is SIGKILLed mid-load again and again and restarted on
 //! the same database with its clock two days further on (so lots expire between cycles and the
 //! sweeper, every second, is killed mid-pass too).
@@ -462,8 +464,10 @@ fn start(url: &str, cycle: usize) -> (Child, String) {
 /// (entries without exactly one outbox message, messages without their entry, messages).
 async fn outbox_mismatches(backend: Backend, url: &str) -> (i64, i64, i64) {
     let sql = "SELECT \
-        (SELECT COUNT(*) FROM ledger_entries e WHERE (SELECT COUNT(*) FROM webhook_messages m WHERE m.entry_id = e.entry_id) <> 1), \
-        (SELECT COUNT(*) FROM webhook_messages m WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.entry_id = m.entry_id)), \
+        (SELECT COUNT(*) FROM ledger_entries e WHERE (SELECT COUNT(*) FROM webhook_messages m WHERE m.entry_id = e.entry_id) <> 1) \
+          + (SELECT COUNT(*) FROM tier_changes t WHERE (SELECT COUNT(*) FROM webhook_messages m WHERE m.tier_change_id = t.change_id) <> 1), \
+        (SELECT COUNT(*) FROM webhook_messages m WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.entry_id = m.entry_id) \
+          AND NOT EXISTS (SELECT 1 FROM tier_changes t WHERE t.change_id = m.tier_change_id)), \
         (SELECT COUNT(*) FROM webhook_messages)";
     match backend {
         Backend::Sqlite => {
@@ -564,9 +568,29 @@ async fn run_cycles(backend: Backend) {
         let res = http.post(format!("{base}/api/v0/coins/campaigns")).bearer_auth(&admin).json(&body).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200);
     }
-    // Every entry of the run is reported to this endpoint (which refuses connections).
-    let events =
-        ["coins.allocated", "coins.redeemed", "coins.reversed", "coins.expired", "coins.pending", "coins.activated", "coins.canceled", "coins.adjusted"];
+    // Three tiers over a rolling 1-day window, kept a day: members go up as they earn, and down
+    // when a restart moves the clock two days on and the sweeper evaluates them. Every
+    // multiplier is ×1, so the model's coins hold.
+    let tiers = json!({"companyId":"C","basis":"ROLLING","windowDays":1,"retentionDays":1,"downgrade":"ONE_DOWN","tiers":[
+        {"code":"T0","name":"T0","threshold":0,"earnMultiplierBps":10000},{"code":"T1","name":"T1","threshold":30,"earnMultiplierBps":10000},
+        {"code":"T2","name":"T2","threshold":150,"earnMultiplierBps":10000}]});
+    let res = http.put(format!("{base}/api/v0/coins/tiers")).bearer_auth(&admin).json(&tiers).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    // Every entry and tier change of the run is reported to this endpoint (which refuses
+    // connections).
+    let events = [
+        "coins.allocated",
+        "coins.redeemed",
+        "coins.reversed",
+        "coins.expired",
+        "coins.pending",
+        "coins.activated",
+        "coins.canceled",
+        "coins.adjusted",
+        "tier.upgraded",
+        "tier.downgraded",
+        "tier.renewed",
+    ];
     let hook = json!({"companyId":"C","url":"http://127.0.0.1:9/never","events":events});
     let res = http.post(format!("{base}/api/v0/coins/webhooks")).bearer_auth(&admin).json(&hook).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
@@ -695,7 +719,8 @@ async fn run_cycles(backend: Backend) {
     }
     // The outbox row of an entry is in the entry's own transaction: never one without the other.
     let (unreported, orphans, messages) = outbox_mismatches(backend, &url).await;
-    assert_eq!((unreported, orphans), (0, 0), "entries without exactly one webhook message, messages without an entry ({messages} messages)");
+    assert_eq!((unreported, orphans), (0, 0), "entries and tier changes without exactly one webhook message, messages without either ({messages} messages)");
+    let changes = sums_by_user(backend, &url, "SELECT kind, COUNT(*) FROM tier_changes GROUP BY kind").await;
     let expired = expired(backend, &url).await;
     let due = due_activations(backend, &url).await;
     for (user, (balance, pending)) in &summaries {
@@ -749,6 +774,8 @@ async fn run_cycles(backend: Backend) {
     let (doubled, with_bonus) = (promo.values().filter(|c| **c == 2 * PROMO.1).count(), bonused.values().sum::<usize>());
     eprintln!("crash cycles ({backend:?}): {with_bonus} promotion allocations got the limited +30 campaign, {doubled} the ×2 one");
     assert!(doubled > 0 && with_bonus > 0, "the mix must allocate under both campaigns");
+    eprintln!("crash cycles ({backend:?}): tier changes {changes:?}");
+    assert!(changes.get("UPGRADED").is_some_and(|n| *n > 0) && changes.get("DOWNGRADED").is_some_and(|n| *n > 0), "members must move up and down: {changes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

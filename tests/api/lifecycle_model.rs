@@ -572,6 +572,11 @@ impl Model {
             return Outcome::Refused("LIMIT_REACHED");
         }
         let paid = matches!(earn, Earn::Percent(_)).then_some(minor);
+        // A tier whose retention is up is evaluated first: no allocation earns a multiplier the
+        // member no longer has.
+        if self.accounts[user].exists {
+            self.evaluate(user, now);
+        }
         let campaign = self.campaign(user, event, minor, now);
         let tier_bps = self.tier_bps(user);
         let coins = Self::earns(event, minor, campaign, tier_bps);

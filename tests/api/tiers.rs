@@ -298,6 +298,68 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn a_fixed_event_in_bulk_earns_each_members_multiplier_and_a_first_tier_above_one_applies_from_the_first_allocation(app: &TestApp) {
+        // Every member earns at least ×1.2 here, the very first allocation included.
+        let mut body = three_tiers("LIFETIME", Value::Null, Value::Null, "NEVER");
+        body["tiers"][0]["earnMultiplierBps"] = json!(12000);
+        put_tiers(app, body).await.assert_ok();
+        app.config("CUSTOM", "SHOP", "VISIT", 100).await;
+        let visit = |id: &str, user: &str| json!({"companyId":"SHOP","event":"VISIT","requestId":id,"userId":user});
+        let bulk = app.post("/api/v0/enkash-coins/allocate-coins", &app.admin_token, json!({"allocations":[visit("V1", "NEW"), visit("V2", "NEW"), visit("V3", "OTHER")]})).await;
+        let coins: Vec<Value> = bulk.assert_ok()["results"].as_array().unwrap().iter().map(|r| r["coins"].clone()).collect();
+        assert_eq!(coins, [json!(120), json!(150), json!(120)], "Bronze ×1.2, then Silver ×1.5 once 100 base coins qualify");
+        let t = tier(app, "NEW").await;
+        assert_eq!((&t["code"], &t["qualifyingCoins"]), (&json!("SILVER"), &json!(200)));
+    }
+
+    async fn a_tier_whose_retention_is_up_is_evaluated_before_an_allocation_earns_on_it(app: &TestApp) {
+        put_tiers(app, three_tiers("LIFETIME", Value::Null, json!(30), "TO_QUALIFYING")).await.assert_ok();
+        cashback(app, json!({})).await;
+        buy(app, "P1", 100_000).await;
+        // A floor on Gold, then a new scheme without Gold: the floor goes with the tier.
+        let gold = json!({"companyId":"SHOP","tierCode":"GOLD","reason":"VIP"});
+        app.send(reqwest::Method::PUT, "/api/v0/coins/users/ASHA/tier", Some(&app.admin_token), Some(&gold)).await.assert_ok();
+        let mut two = three_tiers("LIFETIME", Value::Null, json!(30), "TO_QUALIFYING");
+        two["tiers"].as_array_mut().unwrap().pop();
+        put_tiers(app, two).await.assert_ok();
+        let t = tier(app, "ASHA").await;
+        assert_eq!((&t["code"], &t["floor"], &t["floorReason"]), (&json!("SILVER"), &Value::Null, &Value::Null));
+        // 31 days on, no sweep yet: the next purchase finds Silver's retention up, re-evaluates
+        // (Silver still reached: renewed) and earns ×1.5.
+        app.clock.advance_ms(31 * DAY_MS);
+        assert_eq!(buy(app, "P2", 100_000).await["coins"], json!(150));
+        let t = tier(app, "ASHA").await;
+        assert!(ms(&t["expiresAt"]) > app.clock.now_ms(), "renewed: {t}");
+    }
+
+    async fn a_scheme_set_up_while_members_earn_counts_every_credit_once(app: &TestApp) {
+        cashback(app, json!({})).await;
+        app.config("CUSTOM", "SHOP", "VISIT", 10).await;
+        let earning = async {
+            for i in 0..60 {
+                let user = format!("M{}", i % 6);
+                let visit = json!({"companyId":"SHOP","event":"VISIT","requestId":format!("V{i}"),"userId":user});
+                let bulk = json!({"allocations":[{"companyId":"SHOP","event":"VISIT","requestId":format!("W{i}"),"userId":user}]});
+                let (a, b) = tokio::join!(app.post(ALLOCATE, &app.admin_token, visit), app.post("/api/v0/enkash-coins/allocate-coins", &app.admin_token, bulk));
+                a.assert_ok();
+                b.assert_ok();
+            }
+        };
+        let setting_up = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            put_tiers(app, three_tiers("LIFETIME", Value::Null, Value::Null, "NEVER")).await.assert_ok();
+        };
+        tokio::join!(earning, setting_up);
+        // Every credit counted once: 20 visits of 10 base coins each, whichever side of the
+        // setup they fell on (verify, after the test, checks each one against its record).
+        for m in 0..6 {
+            let t = tier(app, &format!("M{m}")).await;
+            assert_eq!((&t["code"], &t["qualifyingCoins"]), (&json!("SILVER"), &json!(200)), "M{m}");
+        }
+    }
+}
+
 /// The `tier.*` events arrive signed, with the documented body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier_changes_are_sent_as_webhooks() {

@@ -731,6 +731,17 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         }
         after_allocations(tx, &rows).await?;
     }
+    // The set-based items were decided on a cached resolution without a tier scheme. One set up
+    // meanwhile (its transaction holds the ledger's tables while it counts the history) committed
+    // before this check: the batch runs again, on fresh reads, through the Rust plans.
+    let set_companies: Vec<&str> = (0..cmds.len()).filter(|&i| plain[i]).map(|i| cmds[i].company.as_str()).collect();
+    if !set_companies.is_empty() {
+        let stmt = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tier_schemes WHERE company_id = ANY($1))").await?;
+        if tx.query_one(&stmt, &[&set_companies]).await?.get::<_, bool>(0) {
+            caches.configs.clear();
+            return Err(StoreError::Stale("a tier scheme was set up for a company of a set-based batch"));
+        }
+    }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("an allocation was not answered".into())))).collect())
 }
 

@@ -94,6 +94,9 @@ fn is_retryable(e: &StoreError) -> bool {
             .and_then(tokio_postgres::Error::as_db_error)
             .and_then(|db| db.constraint())
             .is_some_and(|c| c == "users_pkey" || c == "users_by_user_id"),
+        // A batch decided set-based for a company whose tier scheme was set up meanwhile: run
+        // again, it goes through the Rust plans (the cache was cleared).
+        StoreError::Stale(_) => true,
         _ => false,
     }
 }

@@ -59,8 +59,19 @@ pub(super) async fn qualifying(client: &impl GenericClient, user: &UserId, since
     Ok(client.query_one(&stmt, &[&user.as_str(), &since_ms.unwrap_or(i64::MIN)]).await?.get(0))
 }
 
+/// Waits for every ledger write under way to commit and holds off new ones until this
+/// transaction ends. Every ledger flow writes `requests` (a claim, or an activation's record)
+/// before it reads whether the company has a scheme, so none can decide without a scheme that this
+/// transaction sets up, or count coins for one it removes, and the history counted here is all of
+/// it. Every company's writes wait meanwhile: setting a scheme up is rare and counted in one pass.
+async fn hold_the_ledger(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<()> {
+    tx.batch_execute("LOCK TABLE requests IN SHARE MODE").await?;
+    Ok(())
+}
+
 impl TierTx for PgTx<'_> {
     async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool> {
+        hold_the_ledger(self.0).await?;
         // `xmax = 0`: the row was inserted, not updated (a concurrent first setup waits for this
         // one's row and then updates it, so history is counted once).
         let stmt = self
@@ -75,6 +86,7 @@ impl TierTx for PgTx<'_> {
     }
 
     async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool> {
+        hold_the_ledger(self.0).await?;
         let stmt = self.0.prepare_cached("DELETE FROM tier_schemes WHERE company_id = $1").await?;
         if self.0.execute(&stmt, &[&company.as_str()]).await? == 0 {
             return Ok(false);
