@@ -141,7 +141,43 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
         out.push_str(&table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value", "Owed (debt)"], &liability_rows));
     }
     let chosen = company.as_ref().map(|c| c.to_string()).or_else(|| (principal.companies.len() == 1).then(|| principal.companies[0].to_string()));
+    if let Some(c) = chosen.as_deref().and_then(|c| CompanyId::parse(c).ok()) {
+        out.push_str(&tier_distribution(state, &c).await?);
+    }
     out.push_str(&super::exports::forms(chosen.as_deref().unwrap_or(""), &date_of_day(today)));
+    Ok(out)
+}
+
+/// How many of the company's members are in each tier (nothing when it has no scheme).
+async fn tier_distribution(state: &AppState, company: &CompanyId) -> Result<String, ApiError> {
+    let Some(stored) = state.store.tiers(company).await? else { return Ok(String::new()) };
+    let scheme = &stored.scheme;
+    let mut members = vec![0i64; scheme.tiers.len()];
+    for count in state.store.tier_counts(company).await? {
+        let placed = crate::domain::tiers::TierState { code: count.code, floor: count.floor, ..Default::default() };
+        members[scheme.current(&placed)] += count.members;
+    }
+    let all: i64 = members.iter().sum();
+    let rows: Vec<Vec<String>> = scheme
+        .tiers
+        .iter()
+        .zip(&members)
+        .map(|(t, n)| {
+            let share = if all == 0 { 0 } else { n * 1000 / all };
+            vec![
+                esc(&t.name),
+                esc(&t.code),
+                num(&grouped(i128::from(t.threshold))),
+                num(&grouped(i128::from(*n))),
+                num(&format!("{}.{} %", share / 10, share % 10)),
+            ]
+        })
+        .collect();
+    let keys: Vec<String> = scheme.tiers.iter().map(|t| t.name.clone()).collect();
+    let series = [Series { name: "members", label: "Members", values: members.clone() }];
+    let mut out = format!("<h2>Members by tier <small>{}</small></h2>", esc(company.as_str()));
+    out.push_str(&charts::bars("chart-tiers", "Members by tier", &keys, &series));
+    out.push_str(&table("tiers", &["Tier", "Code", "From (qualifying coins)", "Members", "Share"], &rows));
     Ok(out)
 }
 

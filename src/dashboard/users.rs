@@ -13,11 +13,13 @@ use serde_json::Value;
 use super::html::{csrf_field, esc, input, num, select, table, url_part};
 use super::{Session, notice, read_form, refusal};
 use crate::domain::report::{grouped, money};
+use crate::domain::{CompanyId, UserId};
 use crate::http::AppState;
 use crate::http::auth::Auth;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathParam, Query as ApiQuery};
 use crate::http::wire::coins::{AdjustRequest, CoinValueQuery, ReverseRequest};
+use crate::http::wire::tiers::MemberTierView;
 use crate::http::wire::users::TransactionsQuery;
 use crate::http::wire::{FromJsonObject, FromQuery};
 use crate::http::{ledger, users as api};
@@ -94,6 +96,9 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
             "REJECT"
         ),
     );
+    if let Some(tier) = &summary.tier {
+        out.push_str(&tier_section(state, &summary.company_id, &summary.user_id, tier).await?);
+    }
     if !summary.pending.is_empty() {
         out.push_str("<h2>Held until they activate</h2>");
         let rows: Vec<Vec<String>> =
@@ -170,6 +175,68 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
     pager.push_str("</nav>");
     out.push_str(&pager);
     Ok(())
+}
+
+/// Tier changes the user page lists, newest first.
+const TIER_CHANGES_SHOWN: i64 = 10;
+
+/// The member's status tier: where they are, how far to the next, until when, any floor, and
+/// their latest tier changes.
+async fn tier_section(state: &AppState, company: &CompanyId, user: &UserId, tier: &MemberTierView) -> Result<String, ApiError> {
+    let mut out = String::from("<h2>Status tier</h2>");
+    let progress = match (&tier.next_tier, tier.coins_to_next_tier) {
+        (Some(next), Some(left)) => {
+            let goal = tier.qualifying_coins + left;
+            format!(
+                "<progress id=\"tier-progress\" value=\"{q}\" max=\"{goal}\" aria-label=\"Qualifying coins towards {n}\"></progress>\
+                 <span class=\"note\">{qt} of {gt} qualifying coins: {lt} more for {n}</span>",
+                q = tier.qualifying_coins,
+                qt = grouped(i128::from(tier.qualifying_coins)),
+                gt = grouped(i128::from(goal)),
+                lt = grouped(i128::from(left)),
+                n = esc(next),
+            )
+        }
+        _ => format!("<span class=\"note\">{} qualifying coins: the top tier</span>", grouped(i128::from(tier.qualifying_coins))),
+    };
+    let kept = tier.expires_at.as_deref().map_or("kept for good".to_owned(), |at| format!("evaluated again at {at} (UTC)"));
+    let floor = tier.floor.as_deref().map_or(String::new(), |f| {
+        format!("<span class=\"note\">never below {} (staff floor: {})</span>", esc(f), esc(tier.floor_reason.as_deref().unwrap_or("")))
+    });
+    let _ = write!(
+        out,
+        "<section class=\"cards\" aria-label=\"Status tier\"><div class=\"card tier\" id=\"user-tier\"><span class=\"label\">Tier</span>\
+         <span class=\"value\" data-code=\"{code}\">{name}</span><span class=\"note\">earns ×{times} · {kept}</span>{floor}{progress}</div></section>",
+        code = esc(&tier.code),
+        name = esc(&tier.name),
+        times = esc(&times(tier.earn_multiplier_bps)),
+        kept = esc(&kept),
+    );
+    let changes = state.store.tier_history(company, user, TIER_CHANGES_SHOWN).await?;
+    if !changes.is_empty() {
+        let rows: Vec<Vec<String>> = changes
+            .iter()
+            .map(|c| {
+                vec![
+                    esc(&crate::clock::rfc3339(c.at)),
+                    esc(&c.kind),
+                    esc(c.from.as_deref().unwrap_or("")),
+                    esc(&c.to),
+                    num(&grouped(i128::from(c.qualifying))),
+                    esc(&c.cause),
+                    esc(c.request_id.as_deref().unwrap_or("")),
+                ]
+            })
+            .collect();
+        out.push_str(&table("tier-changes", &["When (UTC)", "Change", "From", "To", "Qualifying coins", "Why", "Request"], &rows));
+    }
+    Ok(out)
+}
+
+/// A multiplier in basis points as people read it: `1.5`, `2`, `1.25`.
+fn times(bps: i64) -> String {
+    let text = format!("{}.{:04}", bps / 10_000, bps % 10_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 pub async fn page(State(state): State<AppState>, session: Session, Query(q): Query<HashMap<String, String>>) -> Response {

@@ -141,9 +141,21 @@ pub fn balances_file(store: Arc<dyn Store>, q: BalancesExportQuery, now_ms: i64)
                     return;
                 }
             };
+            let tiers = match (page.first(), page.last()) {
+                (Some(first), Some(last)) => store.tiers_between(&q.company_id, (&first.user, &last.user), past.then_some(as_of)).await,
+                _ => Ok(HashMap::new()),
+            };
+            let tiers = match tiers {
+                Ok(tiers) => tiers,
+                Err(e) => {
+                    tracing::error!(error = %crate::store::error::chain(&e), "a balances export stopped: the file ends short");
+                    sender.abort(std::io::Error::other("the export stopped"));
+                    return;
+                }
+            };
             let mut chunk = String::new();
             for b in &page {
-                let cells = balance_cells(&q.company_id, b, as_of);
+                let cells = balance_cells(&q.company_id, b, tiers.get(&b.user).cloned(), as_of);
                 chunk.push_str(&match format {
                     Format::Csv => export::csv_row(&cells),
                     Format::Jsonl => export::json_row(&BALANCE_COLUMNS, &cells),
@@ -216,7 +228,7 @@ fn ledger_cells(company: &CompanyId, e: &ExportEntry) -> Vec<Cell> {
     ]
 }
 
-fn balance_cells(company: &CompanyId, b: &ExportBalance, as_of: i64) -> Vec<Cell> {
+fn balance_cells(company: &CompanyId, b: &ExportBalance, tier: Option<String>, as_of: i64) -> Vec<Cell> {
     vec![
         Cell::Text(Some(company.to_string())),
         Cell::Text(Some(b.user.clone())),
@@ -226,8 +238,8 @@ fn balance_cells(company: &CompanyId, b: &ExportBalance, as_of: i64) -> Vec<Cell
         Cell::Int(Some(b.lifetime_earned)),
         Cell::Int(Some(b.lifetime_redeemed)),
         Cell::Int(Some(b.lifetime_expired)),
-        // Status tiers are not configured yet.
-        Cell::Text(None),
+        // Empty when the company has no tier scheme.
+        Cell::Text(tier),
         Cell::Time(b.next_expiry_at_ms),
         Cell::Int(b.next_expiry_coins),
         Cell::Time(Some(as_of)),

@@ -7,6 +7,8 @@
 //! places every member again. A scheme change is announced like a configuration change, since
 //! allocations read the scheme with their configuration from the same cache.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use super::StoreResult;
@@ -64,6 +66,10 @@ pub trait TierStore: Send + Sync {
     async fn member_tier(&self, company: &CompanyId, user: &UserId, now_ms: i64) -> StoreResult<Option<MemberTier>>;
     /// The member's latest tier changes, newest first.
     async fn tier_history(&self, company: &CompanyId, user: &UserId, limit: i64) -> StoreResult<Vec<TierHistory>>;
+    /// The tier code of each of the company's members with a user id in `[first, last]`: now
+    /// (`at_ms` `None`), or as the latest tier change at or before `at_ms` left it (a member with
+    /// none was in the first tier). Empty when the company has no scheme.
+    async fn tiers_between(&self, company: &CompanyId, (first, last): (&str, &str), at_ms: Option<i64>) -> StoreResult<HashMap<String, String>>;
     /// How many members have each (placement, floor): the scheme says which tier that is.
     async fn tier_counts(&self, company: &CompanyId) -> StoreResult<Vec<TierCount>>;
 }
@@ -140,6 +146,31 @@ pub(crate) async fn floor<T: TierTx>(
     let (after, change) = scheme.with_floor(&state, floor.as_deref(), reason.as_deref(), qualifying, now_ms);
     tx.set_tier(company, user, &after, change.as_ref(), now_ms).await?;
     Ok(MemberTier { view: scheme.view(&after, qualifying), floor_reason: after.floor_reason })
+}
+
+/// The SQL of [`TierStore::tiers_between`], in both backends' dialect but for the placeholders:
+/// each member's stored placement and floor, and each member's latest change at or before an
+/// instant.
+pub(crate) const TIERS_NOW_SQL: &str = "SELECT user_id, tier_code, tier_floor FROM users WHERE company_id = ?1 AND user_id >= ?2 AND user_id <= ?3";
+pub(crate) const TIERS_AT_SQL: &str = "SELECT t.user_id, t.to_tier FROM tier_changes t WHERE t.company_id = ?1 AND t.user_id >= ?2 AND t.user_id <= ?3 \
+     AND t.change_id = (SELECT MAX(x.change_id) FROM tier_changes x WHERE x.user_id = t.user_id AND x.company_id = t.company_id AND x.created_at <= ?4)";
+
+/// Each member's tier code from what [`TIERS_NOW_SQL`] or [`TIERS_AT_SQL`] read.
+pub(crate) fn codes(scheme: &TierScheme, now: Vec<(String, Option<String>, Option<String>)>, at: Option<Vec<(String, String)>>) -> HashMap<String, String> {
+    match at {
+        Some(changes) => {
+            let mut codes: HashMap<String, String> = now.into_iter().map(|(user, ..)| (user, scheme.tiers[0].code.clone())).collect();
+            codes.extend(changes);
+            codes
+        }
+        None => now
+            .into_iter()
+            .map(|(user, code, floor)| {
+                let state = TierState { code, floor, ..TierState::default() };
+                (user, scheme.tiers[scheme.current(&state)].code.clone())
+            })
+            .collect(),
+    }
 }
 
 /// A member's tier from its parts, as the read side assembles it.

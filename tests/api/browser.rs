@@ -87,6 +87,12 @@ async fn the_dashboard_shows_the_seeded_numbers_and_its_actions_work() {
         days.insert(day, json!({"issued": allocations * 10, "redeemed": redeemed}));
         app.clock.advance_ms(back * DAY);
     }
+    // A tier scheme set up after that history: PAGER (250 qualifying coins) is placed in Gold,
+    // ASHA (60) in Silver; the multipliers only apply from now on.
+    let tiers = json!({"companyId":"SHOP","basis":"ROLLING","windowDays":365,"retentionDays":365,"downgrade":"ONE_DOWN","tiers":[
+        {"code":"BRONZE","name":"Bronze","threshold":0,"earnMultiplierBps":10000},{"code":"SILVER","name":"Silver","threshold":50,"earnMultiplierBps":12500},
+        {"code":"GOLD","name":"Gold","threshold":200,"earnMultiplierBps":15000}]});
+    app.send(reqwest::Method::PUT, "/api/v0/coins/tiers", Some(&token), Some(&tiers)).await.assert_ok();
     // An endpoint for reminders, so the webhooks page offers to set them.
     let hook = json!({"companyId": "SHOP", "url": "http://127.0.0.1:9/reminders", "events": ["coins.expiring"]});
     app.post("/api/v0/coins/webhooks", &token, hook).await.assert_ok();

@@ -281,6 +281,35 @@ both_backends! {
         assert!(page.contains("Expiry reminders of SHOP are off.") && page.contains("<tr><td>SHOP</td><td>off</td></tr>"), "{page}");
     }
 
+    async fn the_user_page_shows_the_tier_and_its_progress_and_the_overview_the_members_by_tier(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "VISIT", 100).await;
+        let tiers = json!({"companyId":"SHOP","basis":"LIFETIME","retentionDays":365,"downgrade":"ONE_DOWN","tiers":[
+            {"code":"BRONZE","name":"Bronze","threshold":0,"earnMultiplierBps":10000},{"code":"SILVER","name":"Silver","threshold":100,"earnMultiplierBps":12500},
+            {"code":"GOLD","name":"Gold <best>","threshold":1000,"earnMultiplierBps":20000}]});
+        app.send(reqwest::Method::PUT, "/api/v0/coins/tiers", Some(&app.admin_token), Some(&tiers)).await.assert_ok();
+        app.allocate(&app.admin_token, "SHOP", "VISIT", "V1", "ASHA").await.assert_ok();
+        app.allocate(&app.admin_token, "SHOP", "VISIT", "V2", "ASHA").await.assert_ok();
+        app.allocate(&app.admin_token, "SHOP", "VISIT", "V3", "RAVI").await.assert_ok();
+        app.allocate(&app.admin_token, "SHOP", "VISIT", "V4", "OMAR").await.assert_ok();
+        let floor = json!({"companyId":"SHOP","tierCode":"GOLD","reason":"Status <match>"});
+        app.send(reqwest::Method::PUT, "/api/v0/coins/users/OMAR/tier", Some(&app.admin_token), Some(&floor)).await.assert_ok();
+        let mut b = Browser::new(app);
+        b.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, page, _) = b.get("/dashboard/users?userId=ASHA").await;
+        assert!(page.contains("<span class=\"value\" data-code=\"SILVER\">Silver</span>") && page.contains("earns ×1.25"), "{page}");
+        assert!(page.contains("<progress id=\"tier-progress\" value=\"200\" max=\"1000\"") && page.contains("200 of 1,000 qualifying coins: 800 more for GOLD"), "{page}");
+        assert!(page.contains("<table class=\"tier-changes\">") && page.contains("<td>UPGRADED</td><td>BRONZE</td><td>SILVER</td>"), "{page}");
+        let (_, page, _) = b.get("/dashboard/users?userId=OMAR").await;
+        assert!(page.contains("Gold &lt;best&gt;") && page.contains("staff floor: Status &lt;match&gt;") && page.contains("the top tier"), "{page}");
+        let (_, page, _) = b.get("/dashboard?companyId=SHOP").await;
+        assert!(page.contains("<h2>Members by tier <small>SHOP</small></h2>") && page.contains("class=\"chart-tiers\""), "{page}");
+        assert!(
+            page.contains("<tr><td>Bronze</td><td>BRONZE</td><td><span class=\"num\">0</span></td><td><span class=\"num\">0</span></td>")
+                && page.contains("<tr><td>Silver</td><td>SILVER</td><td><span class=\"num\">100</span></td><td><span class=\"num\">2</span></td><td><span class=\"num\">66.6 %</span></td></tr>"),
+            "{page}"
+        );
+    }
+
     async fn the_campaigns_page_starts_edits_ends_and_deletes_campaigns(app: &TestApp) {
         app.config("CUSTOM", "SHOP", "BUY", 10).await;
         let mut b = Browser::new(app);

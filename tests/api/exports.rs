@@ -75,6 +75,33 @@ async fn ledger_of(app: &TestApp) -> Vec<Value> {
 }
 
 both_backends! {
+    async fn the_balances_export_names_each_members_tier_now_and_at_a_past_instant(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "VISIT", 100).await;
+        let tiers = json!({"companyId":"SHOP","basis":"LIFETIME","downgrade":"NEVER","tiers":[{"code":"BASE","name":"Base","threshold":0,"earnMultiplierBps":10000},
+            {"code":"GOLD","name":"Gold","threshold":200,"earnMultiplierBps":10000}]});
+        app.send(reqwest::Method::PUT, "/api/v0/coins/tiers", Some(&app.admin_token), Some(&tiers)).await.assert_ok();
+        for (rid, user) in [("V1", "ASHA"), ("V2", "RAVI")] {
+            app.allocate(&app.admin_token, "SHOP", "VISIT", rid, user).await.assert_ok();
+        }
+        app.clock.advance_ms(3_600_000);
+        let before_gold = coins::clock::Clock::now_ms(&app.clock);
+        app.clock.advance_ms(3_600_000);
+        app.allocate(&app.admin_token, "SHOP", "VISIT", "V3", "ASHA").await.assert_ok();
+        let tier_of = |rows: &[Vec<String>]| -> Vec<(String, String)> {
+            let at = rows[0].iter().position(|h| h == "tier").unwrap();
+            rows[1..].iter().map(|r| (r[1].clone(), r[at].clone())).collect()
+        };
+        let now = app.get(&format!("{BALANCES}?companyId=SHOP&format=csv"), &app.admin_token).await;
+        assert_eq!(tier_of(&parse_csv(&now.text)), [("ASHA".into(), "GOLD".into()), ("RAVI".into(), "BASE".into())]);
+        let past = app.get(&format!("{BALANCES}?companyId=SHOP&format=csv&asOf={}", coins::clock::rfc3339(before_gold)), &app.admin_token).await;
+        assert_eq!(tier_of(&parse_csv(&past.text)), [("ASHA".into(), "BASE".into()), ("RAVI".into(), "BASE".into())]);
+        // A company without tiers leaves the column empty.
+        app.config("CUSTOM", "PLAIN", "VISIT", 5).await;
+        app.allocate(&app.admin_token, "PLAIN", "VISIT", "P1", "OMAR").await.assert_ok();
+        let plain = app.get(&format!("{BALANCES}?companyId=PLAIN&format=csv"), &app.admin_token).await;
+        assert_eq!(tier_of(&parse_csv(&plain.text)), [("OMAR".into(), String::new())]);
+    }
+
     async fn the_ledger_exports_as_csv_and_json_lines_row_for_row(app: &TestApp) {
         seed(app).await;
         let ledger = ledger_of(app).await;

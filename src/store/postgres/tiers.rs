@@ -2,6 +2,8 @@
 //! as a configuration change does: every process drops its cached resolutions, which carry the
 //! scheme.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
@@ -11,8 +13,13 @@ use super::{PgStore, PgTx};
 use crate::domain::tiers::{TierScheme, TierState};
 use crate::domain::{CompanyId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
-use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TierCount, TierHistory, TierStore, TierTx};
+use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx};
 use crate::store::{StoreError, StoreResult};
+
+/// SQL written with SQLite's `?n` placeholders, in PostgreSQL's `$n`.
+fn dollars(sql: &str) -> String {
+    sql.replace('?', "$")
+}
 
 fn parse_scheme(company: &str, text: &str) -> StoreResult<TierScheme> {
     TierScheme::parse(text).ok_or_else(|| StoreError::Corrupt(format!("the tier scheme of company {company} is unreadable")))
@@ -207,6 +214,21 @@ impl TierStore for PgStore {
                 at: r.get(7),
             })
             .collect())
+    }
+
+    async fn tiers_between(&self, company: &CompanyId, (first, last): (&str, &str), at_ms: Option<i64>) -> StoreResult<HashMap<String, String>> {
+        let client = self.core.client().await?;
+        let Some(scheme) = scheme(&client, company).await? else { return Ok(HashMap::new()) };
+        let stmt = client.prepare_cached(&dollars(TIERS_NOW_SQL)).await?;
+        let now = client.query(&stmt, &[&company.as_str(), &first, &last]).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        let at = match at_ms {
+            Some(at) => {
+                let stmt = client.prepare_cached(&dollars(TIERS_AT_SQL)).await?;
+                Some(client.query(&stmt, &[&company.as_str(), &first, &last, &at]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+            None => None,
+        };
+        Ok(tiers::codes(&scheme, now, at))
     }
 
     async fn tier_counts(&self, company: &CompanyId) -> StoreResult<Vec<TierCount>> {

@@ -1,6 +1,8 @@
 //! Status tiers on SQLite: the scheme, members' tiers and qualifying coins (changes on the
 //! writer, which clears its configuration cache after every batch of such jobs).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -10,7 +12,7 @@ use crate::domain::tiers::{TierScheme, TierState};
 use crate::domain::{CompanyId, UserId};
 use crate::store::ledger::run_now;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
-use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TierCount, TierHistory, TierStore, TierTx};
+use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx};
 use crate::store::{StoreError, StoreResult};
 
 fn parse_scheme(company: &str, text: &str) -> StoreResult<TierScheme> {
@@ -152,6 +154,27 @@ impl TierStore for SqliteStore {
                     })
                 })?
                 .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn tiers_between(&self, company: &CompanyId, (first, last): (&str, &str), at_ms: Option<i64>) -> StoreResult<HashMap<String, String>> {
+        let (company, first, last) = (company.clone(), first.to_owned(), last.to_owned());
+        self.read(move |conn| {
+            let Some(scheme) = scheme(conn, &company)? else { return Ok(HashMap::new()) };
+            let now = conn
+                .prepare_cached(TIERS_NOW_SQL)?
+                .query_map(params![company.as_str(), first, last], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let at = match at_ms {
+                Some(at) => Some(
+                    conn.prepare_cached(TIERS_AT_SQL)?
+                        .query_map(params![company.as_str(), first, last, at], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?,
+                ),
+                None => None,
+            };
+            Ok(tiers::codes(&scheme, now, at))
         })
         .await
     }
