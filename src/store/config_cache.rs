@@ -67,7 +67,7 @@ impl Resolved {
 
     /// What may raise the allocation's coins beyond its configuration.
     pub(crate) fn offers(&self) -> Offers<'_> {
-        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_deref() }
+        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_ref() }
     }
 }
 

@@ -434,6 +434,10 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(scheme)
     }
 
+    async fn current_scheme(&mut self, company: &CompanyId, _cached: Option<&std::sync::Arc<TierScheme>>) -> StoreResult<Option<std::sync::Arc<TierScheme>>> {
+        Ok(self.tier_scheme(company).await?.map(std::sync::Arc::new))
+    }
+
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState> {
         if let Some(left) = &self.tier_left {
             return Ok(left.clone());

@@ -13,6 +13,7 @@
 //! so each future completes on its first poll.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use super::model::{Applied, Expired, RecordRow, StoredReceipt};
 use super::{StoreError, StoreResult};
@@ -122,6 +123,9 @@ pub(crate) trait LedgerTx {
     async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
     /// The company's tier scheme, if it has one.
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>>;
+    /// The scheme an allocation applies, given the one its cached resolution holds: that one
+    /// where the cache is exact (the SQLite writer's), else read again.
+    async fn current_scheme(&mut self, company: &CompanyId, cached: Option<&Arc<TierScheme>>) -> StoreResult<Option<Arc<TierScheme>>>;
     /// The member's tier as stored (read after their row is locked).
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState>;
     /// The member's qualifying coins earned at or after `since_ms` (`None`: ever).
@@ -185,7 +189,14 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Offers<'a> {
     pub campaigns: &'a [Campaign],
-    pub tiers: Option<&'a TierScheme>,
+    pub tiers: Option<&'a Arc<TierScheme>>,
+}
+
+/// The tier code and multiplier an allocation under `config` earns at, when above ×1 (a
+/// configuration may opt out of tier multipliers).
+fn tier_multiplier(config: &CoinConfig, scheme: &TierScheme, state: &TierState) -> Option<(String, i64)> {
+    let bps = scheme.multiplier_bps(state);
+    (config.values.earning.tier_multiplier && bps != BPS_ONE).then(|| (scheme.tiers[scheme.current(state)].code.clone(), bps))
 }
 
 /// Qualifying coins a credit gained or lost, recorded. A gain upgrades the member at once if
@@ -260,11 +271,17 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
             };
         }
     };
-    let ranked = campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &calculation);
+    // The member's multiplier as their tier stands now (read without the lock; checked again
+    // under it, where a tier changed meanwhile or overdue is caught and the record rewritten).
+    let hint = match tiers_hint {
+        Some(scheme) => tier_multiplier(config, scheme, &tx.tier(user).await?),
+        None => None,
+    };
+    let tiered = allocate::with_tier(&calculation, hint.as_ref().map(|(code, bps)| (code.as_str(), *bps)));
+    let ranked = campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &tiered);
     let unlimited = ranked.first().copied().filter(|c| c.terms.max_triggers_per_user.is_none());
-    // A company with tiers keeps every allocation's record: the member's multiplier is known only
-    // once their row is locked.
-    let mut earn = allocate::plan_earning(cmd, config, &value, &calculation, (unlimited, None), !ranked.is_empty() || tiers_hint.is_some());
+    let hinted = hint.as_ref().map(|(code, bps)| (code.as_str(), *bps));
+    let mut earn = allocate::plan_earning(cmd, config, &value, &tiered, (unlimited, hinted), !ranked.is_empty() || hint.is_some());
     let claim = Claim {
         kind: RequestKind::Allocate,
         user,
@@ -281,37 +298,34 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         return answer_held_order(tx, cmd).await;
     }
     let account = tx.account(user).await?;
-    // The scheme and the member's tier, read under the lock: the cached resolution may be stale
-    // (a scheme set up or removed a moment ago), the database is not. A tier whose retention is
-    // up is evaluated first (written once the allocation is sure to apply), so no allocation
-    // earns a multiplier the member no longer has; the allocation that upgrades them earns at the
-    // old one.
-    let scheme = tx.tier_scheme(company).await?;
-    let tiers = scheme.as_ref();
+    // The scheme and the member's tier under the lock (on PostgreSQL the cached scheme may be a
+    // moment stale: a scheme set up or removed meanwhile). A tier whose retention is up is
+    // evaluated first (written once the allocation is sure to apply), so no allocation earns a
+    // multiplier the member no longer has; the allocation that upgrades them earns at the old one.
+    let scheme = tx.current_scheme(company, tiers_hint).await?;
+    let tiers = scheme.as_deref();
     let (tier, evaluated) = match (tiers, &account) {
         (Some(scheme), Some(a)) if a.company == *company => {
             let state = tx.tier(user).await?;
             match state.expires_at {
                 Some(at) if at <= cmd.now_ms => {
                     let change = overdue(tx, scheme, &state, user, cmd.now_ms).await?;
-                    (Some((scheme, change.state.clone())), Some(change))
+                    (Some(change.state.clone()), Some(change))
                 }
-                _ => (Some((scheme, state)), None),
+                _ => (Some(state), None),
             }
         }
-        (Some(scheme), _) => (Some((scheme, TierState::default())), None),
+        (Some(_), _) => (Some(TierState::default()), None),
         (None, _) => (None, None),
     };
-    let tier_bps = match &tier {
-        Some((scheme, state)) if config.values.earning.tier_multiplier => {
-            Some((scheme.tiers[scheme.current(state)].code.as_str(), scheme.multiplier_bps(state)))
-        }
+    let multiplier = match (tiers, &tier) {
+        (Some(scheme), Some(state)) => tier_multiplier(config, scheme, state),
         _ => None,
     };
-    let tiered = tier_bps.filter(|(_, bps)| *bps != BPS_ONE);
-    if tiered.is_some() || (unlimited.is_none() && !ranked.is_empty()) {
-        let calculation = allocate::with_tier(&calculation, tiered);
-        let ranked = if tiered.is_some() { campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &calculation) } else { ranked };
+    if multiplier != hint || (unlimited.is_none() && !ranked.is_empty()) {
+        let at_tier = multiplier.as_ref().map(|(code, bps)| (code.as_str(), *bps));
+        let tiered = allocate::with_tier(&calculation, at_tier);
+        let ranked = if multiplier == hint { ranked } else { campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &tiered) };
         let mut applies = None;
         for c in &ranked {
             let room = match c.terms.max_triggers_per_user {
@@ -323,9 +337,10 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
                 break;
             }
         }
-        if applies.is_some() || tiered.is_some() {
-            earn = allocate::plan_earning(cmd, config, &value, &calculation, (applies, tiered), true);
-            let record = earn.record.as_ref().ok_or_else(|| StoreError::Corrupt("a campaign's allocation without a record".into()))?;
+        let planned = allocate::plan_earning(cmd, config, &value, &tiered, (applies, at_tier), true);
+        if planned != earn {
+            earn = planned;
+            let record = earn.record.as_ref().ok_or_else(|| StoreError::Corrupt("a re-planned allocation without a record".into()))?;
             tx.rewrite_record(company, &cmd.request_id, earn.coins, record).await?;
         }
     }

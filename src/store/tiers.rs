@@ -80,22 +80,35 @@ pub(crate) trait TierTx: LedgerTx {
     async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool>;
     /// Removes the scheme, the members' tier columns and the qualifying coins.
     async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool>;
-    /// Every credit record of the company (allocations and adjustment credits, no aliases).
-    async fn credit_records(&mut self, company: &CompanyId) -> StoreResult<Vec<RecordRow>>;
+    /// A page of the company's credit records (allocations and adjustment credits, no aliases)
+    /// with request ids after `after`, in request id order.
+    async fn credit_records(&mut self, company: &CompanyId, after: &str, limit: i64) -> StoreResult<Vec<RecordRow>>;
     /// Members with qualifying coins or a tier, in user id order (the order locks are taken in).
     async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>>;
     /// Tells every process to read configurations (and schemes) again.
     async fn announce_tiers_change(&mut self) -> StoreResult<()>;
 }
 
+/// Credit records read at a time when a scheme is set up.
+const HISTORY_PAGE: i64 = 10_000;
+
 /// Sets the scheme up or changes it, then places every member.
 pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<u64> {
     if tx.write_scheme(company, scheme, actor, now_ms).await? {
-        for row in tx.credit_records(company).await? {
-            if let Some((earned_at, coins)) = row.qualifying_with(row.returned()).filter(|(_, c)| *c != 0) {
-                let user = UserId::from_trusted(row.user.clone());
-                let moved = QualifyingMove { earned_at, request_id: row.request_id.clone(), by: row.request_id.clone(), coins };
-                tx.add_qualifying(company, &user, &moved).await?;
+        // The history, a page at a time (memory stays bounded whatever the company's size).
+        let mut after = String::new();
+        loop {
+            let page = tx.credit_records(company, &after, HISTORY_PAGE).await?;
+            for row in &page {
+                if let Some((earned_at, coins)) = row.qualifying_with(row.returned()).filter(|(_, c)| *c != 0) {
+                    let user = UserId::from_trusted(row.user.clone());
+                    let moved = QualifyingMove { earned_at, request_id: row.request_id.clone(), by: row.request_id.clone(), coins };
+                    tx.add_qualifying(company, &user, &moved).await?;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == HISTORY_PAGE => after.clone_from(&last.request_id),
+                _ => break,
             }
         }
     }

@@ -9,6 +9,7 @@
 //! remains possible is retried whole by `Core::transact`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -547,6 +548,11 @@ impl LedgerTx for PgTx<'_> {
 
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
         super::tiers::scheme(self.0, company).await
+    }
+
+    async fn current_scheme(&mut self, company: &CompanyId, _cached: Option<&Arc<TierScheme>>) -> StoreResult<Option<Arc<TierScheme>>> {
+        // Another process may have set a scheme up or removed it a moment ago.
+        Ok(super::tiers::scheme(self.0, company).await?.map(Arc::new))
     }
 
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState> {

@@ -111,14 +111,15 @@ impl TierTx for PgTx<'_> {
         Ok(true)
     }
 
-    async fn credit_records(&mut self, company: &CompanyId) -> StoreResult<Vec<RecordRow>> {
+    async fn credit_records(&mut self, company: &CompanyId, after: &str, limit: i64) -> StoreResult<Vec<RecordRow>> {
         let stmt = self
             .0
             .prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.kind IN ('ALLOCATE', 'ADJUST') AND r.alias_of IS NULL AND r.coins > 0"
+                "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = $1 AND r.request_id > $2 AND r.kind IN ('ALLOCATE', 'ADJUST') \
+                 AND r.alias_of IS NULL AND r.coins > 0 ORDER BY r.request_id LIMIT $3"
             ))
             .await?;
-        Ok(self.0.query(&stmt, &[&company.as_str()]).await?.iter().map(record_from_row).collect())
+        Ok(self.0.query(&stmt, &[&company.as_str(), &after, &limit]).await?.iter().map(record_from_row).collect())
     }
 
     async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>> {

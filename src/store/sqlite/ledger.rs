@@ -1,6 +1,8 @@
 //! The ledger on SQLite: the fetches and writes of `store/ledger.rs` in SQLite's dialect, and the
 //! [`LedgerStore`] entry points that hand them to the writer thread.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
@@ -484,6 +486,12 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
         super::tiers::scheme(self.0, company)
+    }
+
+    async fn current_scheme(&mut self, _company: &CompanyId, cached: Option<&Arc<TierScheme>>) -> StoreResult<Option<Arc<TierScheme>>> {
+        // Allocations run on the writer with its own cache, cleared after every batch of other
+        // jobs (a scheme change among them) and before the next allocation: exact.
+        Ok(cached.cloned())
     }
 
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState> {

@@ -74,13 +74,14 @@ impl TierTx for SqliteTx<'_> {
         Ok(true)
     }
 
-    async fn credit_records(&mut self, company: &CompanyId) -> StoreResult<Vec<RecordRow>> {
+    async fn credit_records(&mut self, company: &CompanyId, after: &str, limit: i64) -> StoreResult<Vec<RecordRow>> {
         Ok(self
             .0
             .prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.kind IN ('ALLOCATE', 'ADJUST') AND r.alias_of IS NULL AND r.coins > 0"
+                "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM} WHERE r.company_id = ?1 AND r.request_id > ?2 AND r.kind IN ('ALLOCATE', 'ADJUST') \
+                 AND r.alias_of IS NULL AND r.coins > 0 ORDER BY r.request_id LIMIT ?3"
             ))?
-            .query_map(params![company.as_str()], record_from_row)?
+            .query_map(params![company.as_str(), after, limit], record_from_row)?
             .collect::<Result<_, _>>()?)
     }
 
