@@ -18,13 +18,16 @@ ALTER TABLE users ADD COLUMN tier_expires_at INTEGER;
 ALTER TABLE users ADD COLUMN tier_cause TEXT;
 ALTER TABLE users ADD COLUMN tier_floor TEXT;
 ALTER TABLE users ADD COLUMN tier_floor_reason TEXT;
+-- Every qualifying coin the member ever earned (less returns), kept beside the balance: a
+-- LIFETIME scheme reads it as is, and a ROLLING one never counts more than it.
+ALTER TABLE users ADD COLUMN qualifying_total INTEGER NOT NULL DEFAULT 0;
 -- The sweeper evaluates tiers whose retention is up.
 CREATE INDEX users_tier_due ON users (tier_expires_at) WHERE tier_expires_at IS NOT NULL;
 
 -- Qualifying coins, as moves: a credit's base coins when it becomes spendable, and what each
 -- later return takes off it, all dated at the credit's activation (`earned_at`), so a rolling
--- window sums one range of one member's rows. Kept only for companies with a scheme (written in
--- full from the allocation records when a scheme is set up). `request_id` is the credit,
+-- window sums one range of one member's rows. Kept only for companies with a ROLLING scheme
+-- (written in full from the allocation records when one is set up). `request_id` is the credit,
 -- `by_request_id` the request that moved it (the credit itself, or a return).
 CREATE TABLE qualifying_coins (
     user_id        TEXT NOT NULL,

@@ -163,6 +163,12 @@ impl TierScheme {
         serde_json::from_str(text).ok()
     }
 
+    /// Whether qualifying coins are kept with their dates (a rolling window needs them; a
+    /// lifetime count needs only the running total).
+    pub fn dated(&self) -> bool {
+        self.basis == Basis::Rolling
+    }
+
     /// Qualifying coins count from this instant on (`None`: ever).
     pub fn window_start(&self, now_ms: i64) -> Option<i64> {
         match self.basis {

@@ -453,7 +453,7 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(self.inner.qualifying(user, since_ms).await? + added)
     }
 
-    async fn add_qualifying(&mut self, _company: &CompanyId, _user: &UserId, qualifying: &QualifyingMove) -> StoreResult<()> {
+    async fn add_qualifying(&mut self, _company: &CompanyId, _user: &UserId, qualifying: &QualifyingMove, _dated: bool) -> StoreResult<()> {
         self.qualified.push(qualifying.clone());
         Ok(())
     }

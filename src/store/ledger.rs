@@ -128,9 +128,11 @@ pub(crate) trait LedgerTx {
     async fn current_scheme(&mut self, company: &CompanyId, cached: Option<&Arc<TierScheme>>) -> StoreResult<Option<Arc<TierScheme>>>;
     /// The member's tier as stored (read after their row is locked).
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState>;
-    /// The member's qualifying coins earned at or after `since_ms` (`None`: ever).
+    /// The member's qualifying coins earned at or after `since_ms` (`None`: ever, their running
+    /// total).
     async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64>;
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove) -> StoreResult<()>;
+    /// Adds to the member's running total and, when `dated` (a rolling scheme), records the move.
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, dated: bool) -> StoreResult<()>;
     /// Stores the member's tier; with a change, records it and its webhook messages.
     async fn set_tier(&mut self, company: &CompanyId, user: &UserId, state: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()>;
 }
@@ -205,7 +207,7 @@ async fn qualify<T: LedgerTx>(tx: &mut T, scheme: &TierScheme, company: &Company
     if moved.coins == 0 {
         return Ok(());
     }
-    tx.add_qualifying(company, user, &moved).await?;
+    tx.add_qualifying(company, user, &moved, scheme.dated()).await?;
     if moved.coins < 0 {
         return Ok(());
     }

@@ -76,8 +76,10 @@ pub trait TierStore: Send + Sync {
 
 /// What setting a scheme needs beyond the ledger's fetches and writes.
 pub(crate) trait TierTx: LedgerTx {
-    /// Stores the scheme; `true` when the company had none.
-    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Stores the scheme; the one it replaces, if any.
+    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>>;
+    /// Forgets every qualifying coin counted for the company (before counting them again).
+    async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()>;
     /// Removes the scheme, the members' tier columns and the qualifying coins.
     async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool>;
     /// A page of the company's credit records (allocations and adjustment credits, no aliases)
@@ -94,7 +96,10 @@ const HISTORY_PAGE: i64 = 10_000;
 
 /// Sets the scheme up or changes it, then places every member.
 pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<u64> {
-    if tx.write_scheme(company, scheme, actor, now_ms).await? {
+    // A new scheme, or one counting on another basis, counts the history afresh.
+    let before = tx.write_scheme(company, scheme, actor, now_ms).await?;
+    if before.is_none_or(|b| b.basis != scheme.basis) {
+        tx.reset_qualifying(company).await?;
         // The history, a page at a time (memory stays bounded whatever the company's size).
         let mut after = String::new();
         loop {
@@ -103,7 +108,7 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
                 if let Some((earned_at, coins)) = row.qualifying_with(row.returned()).filter(|(_, c)| *c != 0) {
                     let user = UserId::from_trusted(row.user.clone());
                     let moved = QualifyingMove { earned_at, request_id: row.request_id.clone(), by: row.request_id.clone(), coins };
-                    tx.add_qualifying(company, &user, &moved).await?;
+                    tx.add_qualifying(company, &user, &moved, scheme.dated()).await?;
                 }
             }
             match page.last() {

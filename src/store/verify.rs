@@ -188,8 +188,8 @@ pub fn check_names() -> impl Iterator<Item = &'static str> {
 pub(crate) const TIER_FACTS: [&str; 4] = [
     "SELECT company_id, scheme FROM tier_schemes",
     "SELECT company_id, user_id, earned_at, request_id, coins FROM qualifying_coins",
-    "SELECT company_id, user_id, tier_code, tier_entered_at, tier_expires_at, tier_cause, tier_floor, tier_floor_reason FROM users \
-     WHERE company_id IN (SELECT company_id FROM tier_schemes) OR tier_code IS NOT NULL OR tier_floor IS NOT NULL",
+    "SELECT company_id, user_id, tier_code, tier_entered_at, tier_expires_at, tier_cause, tier_floor, tier_floor_reason, qualifying_total FROM users \
+     WHERE company_id IN (SELECT company_id FROM tier_schemes) OR tier_code IS NOT NULL OR tier_floor IS NOT NULL OR qualifying_total <> 0",
     "SELECT COALESCE(MAX(t), 0) FROM (SELECT MAX(created_at) AS t FROM requests UNION ALL SELECT MAX(created_at) FROM tier_changes) latest",
 ];
 
@@ -216,13 +216,15 @@ pub(crate) struct TierFacts {
     /// Each credit with its company.
     pub credits: Vec<(RecordRow, String)>,
     pub moves: Vec<MoveFact>,
-    pub members: Vec<(String, String, TierState)>,
+    /// Each member with their tier and running total of qualifying coins.
+    pub members: Vec<(String, String, TierState, i64)>,
     pub latest_ms: i64,
 }
 
-/// The tier checks: every credit's qualifying coins are what its record says (counted once, at
-/// its activation time), every member is at least in the tier their qualifying coins reach now,
-/// and every stored tier code is one of the scheme's.
+/// The tier checks: every member's running total of qualifying coins is what their credits'
+/// records say and, under a rolling scheme, every credit's dated coins too (counted once, at its
+/// activation time; a lifetime scheme keeps none); every member is at least in the tier their
+/// qualifying coins reach now; every stored tier code is one of the scheme's.
 pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
     let [counted_wrong, below, unknown] = TIER_CHECKS;
     let now_ms = now_ms.max(facts.latest_ms);
@@ -244,8 +246,15 @@ pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
         c.1.push(m.earned_at);
         by_member.entry((m.company.as_str(), m.user.as_str())).or_default().push((m.earned_at, m.coins));
     }
+    let mut totals: HashMap<(&str, &str), i64> = HashMap::new();
     for (row, company) in &facts.credits {
         let expected = row.qualifying_with(row.returned()).filter(|(_, q)| *q != 0);
+        if let Some((_, q)) = expected {
+            *totals.entry((company.as_str(), row.user.as_str())).or_default() += q;
+        }
+        if !schemes.get(company.as_str()).is_some_and(TierScheme::dated) {
+            continue;
+        }
         let actual = counted.remove(&(company.as_str(), row.request_id.as_str()));
         let fine = match (&expected, &actual) {
             (None, None) => true,
@@ -261,10 +270,16 @@ pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
     }
     for ((company, request), (sum, _)) in counted {
         if sum != 0 {
-            problems.push(format!("{counted_wrong}: {company}/{request}: {sum} counted for no credit of a company with tiers"));
+            problems.push(format!("{counted_wrong}: {company}/{request}: {sum} counted for no credit of a company with a rolling scheme"));
         }
     }
-    for (company, user, state) in &facts.members {
+    for (company, user, _, total) in &facts.members {
+        let expected = totals.get(&(company.as_str(), user.as_str())).copied().unwrap_or(0);
+        if *total != expected {
+            problems.push(format!("{counted_wrong}: {company}/{user}: a running total of {total}, the records say {expected}"));
+        }
+    }
+    for (company, user, state, total) in &facts.members {
         let Some(scheme) = schemes.get(company.as_str()) else {
             problems.push(format!("{unknown}: {company}/{user}: a tier in a company without a scheme"));
             continue;
@@ -274,9 +289,13 @@ pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
                 problems.push(format!("{unknown}: {company}/{user}: {code}"));
             }
         }
-        let since = scheme.window_start(now_ms).unwrap_or(i64::MIN);
-        let moves = by_member.get(&(company.as_str(), user.as_str())).map_or(&[][..], Vec::as_slice);
-        let q: i64 = moves.iter().filter(|(at, _)| *at >= since).map(|(_, coins)| coins).sum();
+        let q: i64 = match scheme.window_start(now_ms) {
+            None => *total,
+            Some(since) => {
+                let moves = by_member.get(&(company.as_str(), user.as_str())).map_or(&[][..], Vec::as_slice);
+                moves.iter().filter(|(at, _)| *at >= since).map(|(_, coins)| coins).sum()
+            }
+        };
         let (is, reached) = (scheme.current(state), scheme.reached(q));
         if is < reached {
             problems.push(format!("{below}: {company}/{user}: in {}, {q} qualifying coins reach {}", scheme.tiers[is].code, scheme.tiers[reached].code));

@@ -194,14 +194,12 @@ verify_check! {
     // Every credit counted, but nobody placed in the tier their 10 qualifying coins reach.
     members_left_below_their_tier: "member below the tier their qualifying coins reach", [
         "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000},{\"code\":\"TOP\",\"name\":\"Top\",\"threshold\":5,\"earnMultiplierBps\":20000}]}', 'x', 0)",
-        "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
-         SELECT user_id, created_at, request_id, request_id, company_id, coins FROM requests WHERE kind = 'ALLOCATE'",
+        "UPDATE users SET qualifying_total = (SELECT SUM(coins) FROM requests r WHERE r.user_id = users.user_id AND r.kind = 'ALLOCATE')",
     ];
     // A member placed in a tier the scheme does not have.
     a_member_in_a_tier_the_scheme_lacks: "tier unknown to the company's scheme", [
         "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000}]}', 'x', 0)",
-        "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
-         SELECT user_id, created_at, request_id, request_id, company_id, coins FROM requests WHERE kind = 'ALLOCATE'",
+        "UPDATE users SET qualifying_total = (SELECT SUM(coins) FROM requests r WHERE r.user_id = users.user_id AND r.kind = 'ALLOCATE')",
         "UPDATE users SET tier_code = 'GOLD' WHERE user_id = 'U1'",
     ];
 }

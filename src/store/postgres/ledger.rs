@@ -563,12 +563,18 @@ impl LedgerTx for PgTx<'_> {
         super::tiers::qualifying(self.0, user, since_ms).await
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove) -> StoreResult<()> {
-        let stmt = self
-            .0
-            .prepare_cached("INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES ($1, $2, $3, $4, $5, $6)")
-            .await?;
-        self.0.execute(&stmt, &[&user.as_str(), &q.earned_at, &q.request_id, &q.by, &company.as_str(), &q.coins]).await?;
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1").await?;
+        self.0.execute(&stmt, &[&user.as_str(), &q.coins]).await?;
+        if dated {
+            let stmt = self
+                .0
+                .prepare_cached(
+                    "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await?;
+            self.0.execute(&stmt, &[&user.as_str(), &q.earned_at, &q.request_id, &q.by, &company.as_str(), &q.coins]).await?;
+        }
         Ok(())
     }
 

@@ -242,7 +242,7 @@ impl ReportStore for PgStore {
                 .map(|r| {
                     let state =
                         TierState { code: r.get(2), entered_at: r.get(3), expires_at: r.get(4), cause: r.get(5), floor: r.get(6), floor_reason: r.get(7) };
-                    (r.get(0), r.get(1), state)
+                    (r.get(0), r.get(1), state, r.get(8))
                 })
                 .collect(),
             latest_ms: tx.query_one(latest, &[]).await?.get(0),

@@ -62,8 +62,16 @@ pub(super) async fn state(client: &impl GenericClient, user: &UserId) -> StoreRe
 }
 
 pub(super) async fn qualifying(client: &impl GenericClient, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
-    let stmt = client.prepare_cached("SELECT COALESCE(SUM(coins), 0)::BIGINT FROM qualifying_coins WHERE user_id = $1 AND earned_at >= $2").await?;
-    Ok(client.query_one(&stmt, &[&user.as_str(), &since_ms.unwrap_or(i64::MIN)]).await?.get(0))
+    Ok(match since_ms {
+        None => {
+            let stmt = client.prepare_cached("SELECT qualifying_total FROM users WHERE user_id = $1").await?;
+            client.query_opt(&stmt, &[&user.as_str()]).await?.map_or(0, |r| r.get(0))
+        }
+        Some(since) => {
+            let stmt = client.prepare_cached("SELECT COALESCE(SUM(coins), 0)::BIGINT FROM qualifying_coins WHERE user_id = $1 AND earned_at >= $2").await?;
+            client.query_one(&stmt, &[&user.as_str(), &since]).await?.get(0)
+        }
+    })
 }
 
 /// Waits for every ledger write under way to commit and holds off new ones until this
@@ -77,19 +85,31 @@ async fn hold_the_ledger(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<()
 }
 
 impl TierTx for PgTx<'_> {
-    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool> {
+    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>> {
         hold_the_ledger(self.0).await?;
-        // `xmax = 0`: the row was inserted, not updated (a concurrent first setup waits for this
-        // one's row and then updates it, so history is counted once).
+        // Read under the row's lock, so concurrent setups of one company take turns.
+        let stmt = self.0.prepare_cached("SELECT scheme FROM tier_schemes WHERE company_id = $1 FOR UPDATE").await?;
+        let before = match self.0.query_opt(&stmt, &[&company.as_str()]).await? {
+            Some(row) => Some(parse_scheme(company.as_str(), row.get(0))?),
+            None => None,
+        };
         let stmt = self
             .0
             .prepare_cached(
                 "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (company_id) DO UPDATE SET scheme = excluded.scheme, updated_by = excluded.updated_by, updated_at = excluded.updated_at \
-                 RETURNING (xmax = 0)",
+                 ON CONFLICT (company_id) DO UPDATE SET scheme = excluded.scheme, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
             )
             .await?;
-        Ok(self.0.query_one(&stmt, &[&company.as_str(), &scheme.to_json(), &actor, &now_ms]).await?.get(0))
+        self.0.execute(&stmt, &[&company.as_str(), &scheme.to_json(), &actor, &now_ms]).await?;
+        Ok(before)
+    }
+
+    async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {
+        let stmt = self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = $1").await?;
+        self.0.execute(&stmt, &[&company.as_str()]).await?;
+        let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = 0 WHERE company_id = $1 AND qualifying_total <> 0").await?;
+        self.0.execute(&stmt, &[&company.as_str()]).await?;
+        Ok(())
     }
 
     async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool> {
@@ -98,8 +118,7 @@ impl TierTx for PgTx<'_> {
         if self.0.execute(&stmt, &[&company.as_str()]).await? == 0 {
             return Ok(false);
         }
-        let stmt = self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = $1").await?;
-        self.0.execute(&stmt, &[&company.as_str()]).await?;
+        self.reset_qualifying(company).await?;
         let stmt = self
             .0
             .prepare_cached(
@@ -126,8 +145,7 @@ impl TierTx for PgTx<'_> {
         let stmt = self
             .0
             .prepare_cached(
-                "SELECT DISTINCT user_id FROM qualifying_coins WHERE company_id = $1 \
-                 UNION SELECT user_id FROM users WHERE company_id = $1 AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
+                "SELECT user_id FROM users WHERE company_id = $1 AND (qualifying_total <> 0 OR tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
             )
             .await?;
         Ok(self.0.query(&stmt, &[&company.as_str()]).await?.iter().map(|r| UserId::from_trusted(r.get(0))).collect())

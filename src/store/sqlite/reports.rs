@@ -255,7 +255,7 @@ impl ReportStore for SqliteStore {
                             floor: r.get(6)?,
                             floor_reason: r.get(7)?,
                         };
-                        Ok((r.get(0)?, r.get(1)?, state))
+                        Ok((r.get(0)?, r.get(1)?, state, r.get(8)?))
                     })?
                     .collect::<Result<_, _>>()?,
                 latest_ms: conn.query_row(latest, [], |r| r.get(0))?,

@@ -43,28 +43,41 @@ pub(super) fn state(conn: &Connection, user: &UserId) -> StoreResult<TierState> 
 }
 
 pub(super) fn qualifying(conn: &Connection, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
-    Ok(conn
-        .prepare_cached("SELECT COALESCE(SUM(coins), 0) FROM qualifying_coins WHERE user_id = ?1 AND earned_at >= ?2")?
-        .query_row(params![user.as_str(), since_ms.unwrap_or(i64::MIN)], |r| r.get(0))?)
+    Ok(match since_ms {
+        None => conn
+            .prepare_cached("SELECT qualifying_total FROM users WHERE user_id = ?1")?
+            .query_row(params![user.as_str()], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+        Some(since) => conn
+            .prepare_cached("SELECT COALESCE(SUM(coins), 0) FROM qualifying_coins WHERE user_id = ?1 AND earned_at >= ?2")?
+            .query_row(params![user.as_str(), since], |r| r.get(0))?,
+    })
 }
 
 impl TierTx for SqliteTx<'_> {
-    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<bool> {
-        let existed = stored(self.0, company)?.is_some();
+    async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>> {
+        let before = stored(self.0, company)?.map(|s| s.scheme);
         self.0
             .prepare_cached(
                 "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (company_id) DO UPDATE SET scheme = excluded.scheme, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
             )?
             .execute(params![company.as_str(), scheme.to_json(), actor, now_ms])?;
-        Ok(!existed)
+        Ok(before)
+    }
+
+    async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {
+        self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = ?1")?.execute(params![company.as_str()])?;
+        self.0.prepare_cached("UPDATE users SET qualifying_total = 0 WHERE company_id = ?1 AND qualifying_total <> 0")?.execute(params![company.as_str()])?;
+        Ok(())
     }
 
     async fn remove_scheme(&mut self, company: &CompanyId) -> StoreResult<bool> {
         if self.0.prepare_cached("DELETE FROM tier_schemes WHERE company_id = ?1")?.execute(params![company.as_str()])? == 0 {
             return Ok(false);
         }
-        self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = ?1")?.execute(params![company.as_str()])?;
+        self.reset_qualifying(company).await?;
         self.0
             .prepare_cached(
                 "UPDATE users SET tier_code = NULL, tier_entered_at = NULL, tier_expires_at = NULL, tier_cause = NULL, tier_floor = NULL, \
@@ -89,8 +102,7 @@ impl TierTx for SqliteTx<'_> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT DISTINCT user_id FROM qualifying_coins WHERE company_id = ?1 \
-                 UNION SELECT user_id FROM users WHERE company_id = ?1 AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
+                "SELECT user_id FROM users WHERE company_id = ?1 AND (qualifying_total <> 0 OR tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
             )?
             .query_map(params![company.as_str()], |r| Ok(UserId::from_trusted(r.get(0)?)))?
             .collect::<Result<_, _>>()?)
