@@ -34,9 +34,10 @@
 //! a 5 s notice, which the benchmark waits out.
 //!
 //! `--only tiers` measures allocation at each connection count without tiers, with a 5-tier
-//! scheme and a ×2 campaign for the event, and without again (the scheme deleted and the campaign
-//! ended), with the ratio against the mean of the two runs without, and times setting the scheme
-//! up (which counts the company's whole history in one transaction).
+//! scheme counting on the LIFETIME basis and a ×2 campaign for the event, the same on the ROLLING
+//! basis, and without again (each scheme deleted and its campaign ended in between), with the
+//! ratios against the mean of the two runs without, and times setting each scheme up (which
+//! counts the company's whole history in one transaction).
 //!
 //! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
 //! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
@@ -672,50 +673,56 @@ async fn campaign_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids
     }
 }
 
-/// Allocation without tiers or a campaign; then with a 5-tier scheme and a ×2 campaign for the
-/// event; then without again (the scheme deleted, the campaign ended). Setting the scheme up
-/// counts the company's whole history, timed on its own.
+/// Allocation without tiers or a campaign; then with a 5-tier scheme (LIFETIME, then ROLLING)
+/// and a ×2 campaign for the event; then without again (each scheme deleted and its campaign
+/// ended before the next phase). Setting each scheme up counts the company's whole history, timed
+/// on its own.
 async fn tiers_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) {
     let before = phase(addr, token, Kind::Allocate, conns, secs, &format!("tr-off-{conns}"), ok_ids.clone()).await;
     before.print();
-    let scheme = format!(
-        r#"{{"companyId":"{COMPANY}","basis":"ROLLING","windowDays":365,"retentionDays":365,"downgrade":"ONE_DOWN","tiers":[
-            {{"code":"T1","name":"Member","threshold":0,"earnMultiplierBps":10000}},{{"code":"T2","name":"Bronze","threshold":100,"earnMultiplierBps":11000}},
-            {{"code":"T3","name":"Silver","threshold":500,"earnMultiplierBps":12500}},{{"code":"T4","name":"Gold","threshold":2000,"earnMultiplierBps":15000}},
-            {{"code":"T5","name":"Platinum","threshold":10000,"earnMultiplierBps":20000}}]}}"#
-    );
-    let started = Instant::now();
-    let (status, json) = http_json(addr, request("PUT", "/api/v0/coins/tiers", token, Some(&scheme))).await;
-    assert_eq!(status, 200, "put tiers: {json}");
-    let setup = started.elapsed().as_secs_f64();
-    let now = coins::clock::system_now_ms();
-    let body = format!(
-        r#"{{"companyId":"{COMPANY}","name":"bench","events":["{EVENT}"],"startsAt":"{}","endsAt":"{}","multiplierBps":20000}}"#,
-        coins::clock::rfc3339(now - 60_000),
-        coins::clock::rfc3339(now + 86_400_000)
-    );
-    let (status, json) = http_json(addr, request("POST", "/api/v0/coins/campaigns", token, Some(&body))).await;
-    assert_eq!(status, 200, "create campaign: {json}");
-    let id = json["payload"]["campaignId"].as_str().expect("campaignId").to_owned();
-    let with = phase(addr, token, Kind::Allocate, conns, secs, &format!("tr-on-{conns}"), ok_ids.clone()).await;
-    with.print();
-    let (status, json) = http_json(addr, request("DELETE", &format!("/api/v0/coins/tiers?companyId={COMPANY}"), token, None)).await;
-    assert_eq!(status, 200, "delete tiers: {json}");
-    let end = format!(r#"{{"endsAt":"{}"}}"#, coins::clock::rfc3339(coins::clock::system_now_ms()));
-    let (status, json) = http_json(addr, request("PATCH", &format!("/api/v0/coins/campaigns/{id}"), token, Some(&end))).await;
-    assert_eq!(status, 200, "end campaign: {json}");
-    tokio::time::sleep(Duration::from_millis(coins::domain::campaigns::CHANGE_NOTICE_MS as u64 + 1_000)).await;
+    let mut with = Vec::new();
+    for (basis, window) in [("LIFETIME", "null"), ("ROLLING", "365")] {
+        let scheme = format!(
+            r#"{{"companyId":"{COMPANY}","basis":"{basis}","windowDays":{window},"retentionDays":365,"downgrade":"ONE_DOWN","tiers":[
+                {{"code":"T1","name":"Member","threshold":0,"earnMultiplierBps":10000}},{{"code":"T2","name":"Bronze","threshold":100,"earnMultiplierBps":11000}},
+                {{"code":"T3","name":"Silver","threshold":500,"earnMultiplierBps":12500}},{{"code":"T4","name":"Gold","threshold":2000,"earnMultiplierBps":15000}},
+                {{"code":"T5","name":"Platinum","threshold":10000,"earnMultiplierBps":20000}}]}}"#
+        );
+        let started = Instant::now();
+        let (status, json) = http_json(addr, request("PUT", "/api/v0/coins/tiers", token, Some(&scheme))).await;
+        assert_eq!(status, 200, "put tiers: {json}");
+        let setup = started.elapsed().as_secs_f64();
+        let now = coins::clock::system_now_ms();
+        let body = format!(
+            r#"{{"companyId":"{COMPANY}","name":"bench","events":["{EVENT}"],"startsAt":"{}","endsAt":"{}","multiplierBps":20000}}"#,
+            coins::clock::rfc3339(now - 60_000),
+            coins::clock::rfc3339(now + 86_400_000)
+        );
+        let (status, json) = http_json(addr, request("POST", "/api/v0/coins/campaigns", token, Some(&body))).await;
+        assert_eq!(status, 200, "create campaign: {json}");
+        let id = json["payload"]["campaignId"].as_str().expect("campaignId").to_owned();
+        let r = phase(addr, token, Kind::Allocate, conns, secs, &format!("tr-{}-{conns}", basis.to_lowercase()), ok_ids.clone()).await;
+        r.print();
+        let (status, json) = http_json(addr, request("DELETE", &format!("/api/v0/coins/tiers?companyId={COMPANY}"), token, None)).await;
+        assert_eq!(status, 200, "delete tiers: {json}");
+        let end = format!(r#"{{"endsAt":"{}"}}"#, coins::clock::rfc3339(coins::clock::system_now_ms()));
+        let (status, json) = http_json(addr, request("PATCH", &format!("/api/v0/coins/campaigns/{id}"), token, Some(&end))).await;
+        assert_eq!(status, 200, "end campaign: {json}");
+        tokio::time::sleep(Duration::from_millis(coins::domain::campaigns::CHANGE_NOTICE_MS as u64 + 1_000)).await;
+        with.push((basis, r.rps(), setup));
+    }
     let after = phase(addr, token, Kind::Allocate, conns, secs, &format!("tr-off2-{conns}"), ok_ids).await;
     after.print();
     let base = (before.rps() + after.rps()) / 2.0;
-    println!(
-        "  tiers (5 tiers and a ×2 campaign), {conns:>4} conns: allocate {:.0}/s vs {base:.0}/s without (mean of {:.0} before and {:.0} after) = {:.0}%; \
-         setting the scheme up over the history took {setup:.1} s",
-        with.rps(),
-        before.rps(),
-        after.rps(),
-        100.0 * with.rps() / base
-    );
+    for (basis, rps, setup) in with {
+        println!(
+            "  tiers (5 tiers, {basis}, and a ×2 campaign), {conns:>4} conns: allocate {rps:.0}/s vs {base:.0}/s without (mean of {:.0} before and {:.0} after) \
+             = {:.0}%; setting the scheme up over the history took {setup:.1} s",
+            before.rps(),
+            after.rps(),
+            100.0 * rps / base
+        );
+    }
 }
 
 /// A figure of `/proc/<pid>/status` in MB (`VmRSS:` now, `VmHWM:` the peak).

@@ -15,6 +15,7 @@ use super::StoreResult;
 use super::ledger::LedgerTx;
 use super::model::RecordRow;
 use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState, TierView};
+use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, Refusal, UserId};
 
 /// A member's tier as read: the scheme's view of it, or nothing when the company has no scheme.
@@ -78,6 +79,9 @@ pub trait TierStore: Send + Sync {
 pub(crate) trait TierTx: LedgerTx {
     /// Stores the scheme; the one it replaces, if any.
     async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>>;
+    /// Counts a page of the history: adds each member's coins to their running total and, when
+    /// `dated`, records each move.
+    async fn add_history(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)], dated: bool) -> StoreResult<()>;
     /// Forgets every qualifying coin counted for the company (before counting them again).
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()>;
     /// Removes the scheme, the members' tier columns and the qualifying coins.
@@ -85,13 +89,17 @@ pub(crate) trait TierTx: LedgerTx {
     /// A page of the company's credit records (allocations and adjustment credits, no aliases)
     /// with request ids after `after`, in request id order.
     async fn credit_records(&mut self, company: &CompanyId, after: &str, limit: i64) -> StoreResult<Vec<RecordRow>>;
-    /// Members with qualifying coins or a tier, in user id order (the order locks are taken in).
-    async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>>;
+    /// A page of the members with qualifying coins or a tier, in user id order after `after`
+    /// (their rows locked, in the order batches lock them), each with their tier and qualifying
+    /// coins since `since_ms` (`None`: their running total).
+    async fn members_page(&mut self, company: &CompanyId, after: &str, limit: i64, since_ms: Option<i64>) -> StoreResult<Vec<(UserId, TierState, i64)>>;
+    /// Stores members' tiers, each with the change to report, if any.
+    async fn write_tiers(&mut self, company: &CompanyId, tiers: &[(UserId, TierState, Option<TierChange>)], now_ms: i64) -> StoreResult<()>;
     /// Tells every process to read configurations (and schemes) again.
     async fn announce_tiers_change(&mut self) -> StoreResult<()>;
 }
 
-/// Credit records read at a time when a scheme is set up.
+/// Credit records (and members) read at a time when a scheme is set up.
 const HISTORY_PAGE: i64 = 10_000;
 
 /// Sets the scheme up or changes it, then places every member.
@@ -104,30 +112,36 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
         let mut after = String::new();
         loop {
             let page = tx.credit_records(company, &after, HISTORY_PAGE).await?;
-            for row in &page {
-                if let Some((earned_at, coins)) = row.qualifying_with(row.returned()).filter(|(_, c)| *c != 0) {
-                    let user = UserId::from_trusted(row.user.clone());
+            let moves: Vec<(UserId, QualifyingMove)> = page
+                .iter()
+                .filter_map(|row| {
+                    let (earned_at, coins) = row.qualifying_with(row.returned()).filter(|(_, c)| *c != 0)?;
                     let moved = QualifyingMove { earned_at, request_id: row.request_id.clone(), by: row.request_id.clone(), coins };
-                    tx.add_qualifying(company, &user, &moved, scheme.dated()).await?;
-                }
-            }
+                    Some((UserId::from_trusted(row.user.clone()), moved))
+                })
+                .collect();
+            tx.add_history(company, &moves, scheme.dated()).await?;
             match page.last() {
                 Some(last) if page.len() as i64 == HISTORY_PAGE => after.clone_from(&last.request_id),
                 _ => break,
             }
         }
     }
-    let mut changed = 0;
-    for user in tx.members_to_place(company).await? {
-        if tx.account(&user).await?.is_none() {
-            continue;
+    let (mut changed, mut after) = (0, String::new());
+    loop {
+        let page = tx.members_page(company, &after, HISTORY_PAGE, scheme.window_start(now_ms)).await?;
+        let mut writes = Vec::new();
+        for (user, state, qualifying) in &page {
+            let (placed, change) = scheme.after_scheme_change(state, *qualifying, now_ms);
+            if placed != *state {
+                changed += u64::from(change.is_some());
+                writes.push((user.clone(), placed, change));
+            }
         }
-        let qualifying = tx.qualifying(&user, scheme.window_start(now_ms)).await?;
-        let state = tx.tier(&user).await?;
-        let (after, change) = scheme.after_scheme_change(&state, qualifying, now_ms);
-        if after != state {
-            tx.set_tier(company, &user, &after, change.as_ref(), now_ms).await?;
-            changed += u64::from(change.is_some());
+        tx.write_tiers(company, &writes, now_ms).await?;
+        match page.last() {
+            Some((user, ..)) if page.len() as i64 == HISTORY_PAGE => after = user.to_string(),
+            _ => break,
         }
     }
     tx.announce_tiers_change().await?;
@@ -194,6 +208,17 @@ pub(crate) fn codes(scheme: &TierScheme, now: Vec<(String, Option<String>, Optio
 /// A member's tier from its parts, as the read side assembles it.
 pub fn member_tier(scheme: &TierScheme, state: &TierState, qualifying: i64) -> MemberTier {
     MemberTier { view: scheme.view(state, qualifying), floor_reason: state.floor_reason.clone() }
+}
+
+/// A page of members with their tier columns and running total, in both backends' dialect but
+/// for the placeholders (PostgreSQL adds `FOR UPDATE`).
+pub(crate) const MEMBERS_PAGE_SQL: &str = "SELECT user_id, tier_code, tier_entered_at, tier_expires_at, tier_cause, tier_floor, tier_floor_reason, qualifying_total \
+     FROM users WHERE company_id = ?1 AND user_id > ?2 AND (qualifying_total <> 0 OR tier_code IS NOT NULL OR tier_floor IS NOT NULL) \
+     ORDER BY user_id LIMIT ?3";
+
+/// The event each change of a batch is reported as, with its subscription bit.
+pub(crate) fn change_events<'a>(changes: impl Iterator<Item = &'a TierChange>) -> (Vec<&'static str>, Vec<i64>) {
+    changes.map(|c| EventType::of_tier_change(c.kind)).map(|e| (e.as_str(), e.bit())).unzip()
 }
 
 /// The tier columns of a user row, as both backends read them.

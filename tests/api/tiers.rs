@@ -373,7 +373,13 @@ async fn tier_changes_are_sent_as_webhooks() {
         cashback(&app, json!({})).await;
         buy(&app, "P1", 100_000).await;
         ret(&app, json!({"requestId":"RET-1","originalRequestId":"P1"})).await;
-        let records = rx.wait_for("two tier events", Duration::from_secs(20), |r| first_deliveries(r).len() >= 2).await;
+        // Silver again, then a scheme whose Gold starts at 100 places her there at once.
+        buy(&app, "P2", 100_000).await;
+        let mut lower = three_tiers("LIFETIME", Value::Null, json!(365), "ONE_DOWN");
+        lower["tiers"][2]["threshold"] = json!(100);
+        lower["tiers"][1]["threshold"] = json!(50);
+        put_tiers(&app, lower).await.assert_ok();
+        let records = rx.wait_for("four tier events", Duration::from_secs(20), |r| first_deliveries(r).len() >= 4).await;
         let got = first_deliveries(&records);
         let expires = tier_expiry(&got[0]);
         assert_eq!(got[0]["type"], json!("tier.upgraded"));
@@ -386,6 +392,14 @@ async fn tier_changes_are_sent_as_webhooks() {
             got[1]["data"],
             json!({"userId":"ASHA","fromTier":"SILVER","toTier":"BRONZE","qualifyingCoins":0,"tierExpiresAt":null,"cause":"RETURN","requestId":"RET-1"})
         );
+        assert_eq!((&got[2]["type"], &got[2]["data"]["cause"]), (&json!("tier.upgraded"), &json!("QUALIFYING_COINS")));
+        let expires = tier_expiry(&got[3]);
+        assert_eq!(got[3]["type"], json!("tier.upgraded"));
+        assert_eq!(
+            got[3]["data"],
+            json!({"userId":"ASHA","fromTier":"SILVER","toTier":"GOLD","qualifyingCoins":100,"tierExpiresAt":expires,"cause":"SCHEME_CHANGE","requestId":null})
+        );
+        assert_eq!(got.len(), 4, "{got:#?}");
         app.assert_ledger_consistent().await;
         app.stop().await;
     }

@@ -10,10 +10,13 @@ use deadpool_postgres::GenericClient;
 use super::listen::CONFIGS_CHANNEL;
 use super::reports::record_from_row;
 use super::{PgStore, PgTx};
-use crate::domain::tiers::{TierScheme, TierState};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
 use crate::domain::{CompanyId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
-use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx};
+use crate::store::tiers::change_columns;
+use crate::store::tiers::{
+    self, MEMBERS_PAGE_SQL, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx,
+};
 use crate::store::{StoreError, StoreResult};
 
 /// SQL written with SQLite's `?n` placeholders, in PostgreSQL's `$n`.
@@ -104,6 +107,38 @@ impl TierTx for PgTx<'_> {
         Ok(before)
     }
 
+    async fn add_history(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)], dated: bool) -> StoreResult<()> {
+        // One statement per table for the whole page.
+        let mut totals: HashMap<&str, i64> = HashMap::new();
+        for (user, moved) in moves {
+            *totals.entry(user.as_str()).or_default() += moved.coins;
+        }
+        let (users, sums): (Vec<&str>, Vec<i64>) = totals.into_iter().unzip();
+        let stmt = self
+            .0
+            .prepare_cached(
+                "UPDATE users u SET qualifying_total = u.qualifying_total + x.coins FROM unnest($1::TEXT[], $2::BIGINT[]) AS x(uid, coins) \
+                 WHERE u.user_id = x.uid",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&users, &sums]).await?;
+        if dated {
+            let users: Vec<&str> = moves.iter().map(|(u, _)| u.as_str()).collect();
+            let at: Vec<i64> = moves.iter().map(|(_, m)| m.earned_at).collect();
+            let ids: Vec<&str> = moves.iter().map(|(_, m)| m.request_id.as_str()).collect();
+            let coins: Vec<i64> = moves.iter().map(|(_, m)| m.coins).collect();
+            let stmt = self
+                .0
+                .prepare_cached(
+                    "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
+                     SELECT x.uid, x.at, x.rid, x.rid, $5, x.coins FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS x(uid, at, rid, coins)",
+                )
+                .await?;
+            self.0.execute(&stmt, &[&users, &at, &ids, &coins, &company.as_str()]).await?;
+        }
+        Ok(())
+    }
+
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {
         let stmt = self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = $1").await?;
         self.0.execute(&stmt, &[&company.as_str()]).await?;
@@ -141,14 +176,94 @@ impl TierTx for PgTx<'_> {
         Ok(self.0.query(&stmt, &[&company.as_str(), &after, &limit]).await?.iter().map(record_from_row).collect())
     }
 
-    async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>> {
+    async fn members_page(&mut self, company: &CompanyId, after: &str, limit: i64, since_ms: Option<i64>) -> StoreResult<Vec<(UserId, TierState, i64)>> {
+        let stmt = self.0.prepare_cached(&format!("{} FOR UPDATE", dollars(MEMBERS_PAGE_SQL))).await?;
+        let mut rows: Vec<(UserId, TierState, i64)> = self
+            .0
+            .query(&stmt, &[&company.as_str(), &after, &limit])
+            .await?
+            .iter()
+            .map(|r| {
+                let state = TierState { code: r.get(1), entered_at: r.get(2), expires_at: r.get(3), cause: r.get(4), floor: r.get(5), floor_reason: r.get(6) };
+                (UserId::from_trusted(r.get(0)), state, r.get(7))
+            })
+            .collect();
+        if let Some(since) = since_ms {
+            let users: Vec<&str> = rows.iter().map(|(u, ..)| u.as_str()).collect();
+            let stmt = self
+                .0
+                .prepare_cached("SELECT user_id, SUM(coins)::BIGINT FROM qualifying_coins WHERE user_id = ANY($1) AND earned_at >= $2 GROUP BY user_id")
+                .await?;
+            let sums: HashMap<String, i64> = self.0.query(&stmt, &[&users, &since]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+            for (user, _, q) in &mut rows {
+                *q = sums.get(user.as_str()).copied().unwrap_or(0);
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn write_tiers(&mut self, company: &CompanyId, tiers: &[(UserId, TierState, Option<TierChange>)], now_ms: i64) -> StoreResult<()> {
+        if tiers.is_empty() {
+            return Ok(());
+        }
+        // One statement for the states, one for the changes and their webhook messages.
+        let col = |f: &dyn Fn(&TierState) -> Option<String>| -> Vec<Option<String>> { tiers.iter().map(|(_, s, _)| f(s)).collect() };
+        let times = |f: &dyn Fn(&TierState) -> Option<i64>| -> Vec<Option<i64>> { tiers.iter().map(|(_, s, _)| f(s)).collect() };
+        let users: Vec<&str> = tiers.iter().map(|(u, ..)| u.as_str()).collect();
         let stmt = self
             .0
             .prepare_cached(
-                "SELECT user_id FROM users WHERE company_id = $1 AND (qualifying_total <> 0 OR tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
+                "UPDATE users u SET tier_code = x.code, tier_entered_at = x.entered, tier_expires_at = x.expires, tier_cause = x.cause, tier_floor = x.floor, \
+                 tier_floor_reason = x.reason FROM unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[], $7::TEXT[], $8::TEXT[]) \
+                 AS x(uid, code, entered, expires, cause, floor, reason) WHERE u.company_id = $1 AND u.user_id = x.uid",
             )
             .await?;
-        Ok(self.0.query(&stmt, &[&company.as_str()]).await?.iter().map(|r| UserId::from_trusted(r.get(0))).collect())
+        self.0
+            .execute(
+                &stmt,
+                &[
+                    &company.as_str(),
+                    &users,
+                    &col(&|s| s.code.clone()),
+                    &times(&|s| s.entered_at),
+                    &times(&|s| s.expires_at),
+                    &col(&|s| s.cause.clone()),
+                    &col(&|s| s.floor.clone()),
+                    &col(&|s| s.floor_reason.clone()),
+                ],
+            )
+            .await?;
+        let changes: Vec<(&UserId, &TierChange)> = tiers.iter().filter_map(|(u, _, c)| c.as_ref().map(|c| (u, c))).collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<_> = changes.iter().map(|(_, c)| change_columns(c)).collect();
+        let (events, bits) = tiers::change_events(changes.iter().map(|(_, c)| *c));
+        let stmt = self
+            .0
+            .prepare_cached(
+                "WITH c AS (INSERT INTO tier_changes (company_id, user_id, kind, from_tier, to_tier, qualifying_coins, tier_expires_at, cause, request_id, created_at) \
+                 SELECT $1, x.uid, x.kind, x.from_tier, x.to_tier, x.q, x.expires, x.cause, x.rid, $2 \
+                 FROM unnest($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[]) \
+                 WITH ORDINALITY AS x(uid, kind, from_tier, to_tier, q, expires, cause, rid, event, bit, n) ORDER BY x.n \
+                 RETURNING change_id, user_id, kind) \
+                 INSERT INTO webhook_messages (webhook_id, company_id, user_id, tier_change_id, event_type, state, next_attempt_at, created_at) \
+                 SELECT w.webhook_id, $1, c.user_id, c.change_id, e.event, 'pending', $2, $2 FROM c \
+                 JOIN (SELECT DISTINCT x.kind, x.event, x.bit FROM unnest($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::BIGINT[], \
+                       $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[]) AS x(uid, kind, from_tier, to_tier, q, expires, cause, rid, event, bit)) e ON e.kind = c.kind \
+                 JOIN webhooks w ON w.company_id = $1 AND w.enabled AND (w.event_mask & e.bit) <> 0",
+            )
+            .await?;
+        let users: Vec<&str> = changes.iter().map(|(u, _)| u.as_str()).collect();
+        let kinds: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        let from: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
+        let to: Vec<&str> = columns.iter().map(|c| c.2).collect();
+        let q: Vec<i64> = columns.iter().map(|c| c.3).collect();
+        let expires: Vec<Option<i64>> = columns.iter().map(|c| c.4).collect();
+        let causes: Vec<&str> = columns.iter().map(|c| c.5).collect();
+        let requests: Vec<Option<&str>> = columns.iter().map(|c| c.6).collect();
+        self.0.execute(&stmt, &[&company.as_str(), &now_ms, &users, &kinds, &from, &to, &q, &expires, &causes, &requests, &events, &bits]).await?;
+        Ok(())
     }
 
     async fn announce_tiers_change(&mut self) -> StoreResult<()> {

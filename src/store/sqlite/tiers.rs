@@ -8,11 +8,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::reports::record_from_row;
 use super::{SqliteStore, SqliteTx};
-use crate::domain::tiers::{TierScheme, TierState};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
 use crate::domain::{CompanyId, UserId};
+use crate::store::ledger::LedgerTx;
 use crate::store::ledger::run_now;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
-use crate::store::tiers::{self, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx};
+use crate::store::tiers::{
+    self, MEMBERS_PAGE_SQL, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx,
+};
 use crate::store::{StoreError, StoreResult};
 
 fn parse_scheme(company: &str, text: &str) -> StoreResult<TierScheme> {
@@ -67,6 +70,13 @@ impl TierTx for SqliteTx<'_> {
         Ok(before)
     }
 
+    async fn add_history(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)], dated: bool) -> StoreResult<()> {
+        for (user, moved) in moves {
+            self.add_qualifying(company, user, moved, dated).await?;
+        }
+        Ok(())
+    }
+
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {
         self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = ?1")?.execute(params![company.as_str()])?;
         self.0.prepare_cached("UPDATE users SET qualifying_total = 0 WHERE company_id = ?1 AND qualifying_total <> 0")?.execute(params![company.as_str()])?;
@@ -98,14 +108,26 @@ impl TierTx for SqliteTx<'_> {
             .collect::<Result<_, _>>()?)
     }
 
-    async fn members_to_place(&mut self, company: &CompanyId) -> StoreResult<Vec<UserId>> {
-        Ok(self
+    async fn members_page(&mut self, company: &CompanyId, after: &str, limit: i64, since_ms: Option<i64>) -> StoreResult<Vec<(UserId, TierState, i64)>> {
+        // The writer thread is the only writer: reading is locking.
+        let rows: Vec<(UserId, TierState, i64)> = self
             .0
-            .prepare_cached(
-                "SELECT user_id FROM users WHERE company_id = ?1 AND (qualifying_total <> 0 OR tier_code IS NOT NULL OR tier_floor IS NOT NULL) ORDER BY 1",
-            )?
-            .query_map(params![company.as_str()], |r| Ok(UserId::from_trusted(r.get(0)?)))?
-            .collect::<Result<_, _>>()?)
+            .prepare_cached(MEMBERS_PAGE_SQL)?
+            .query_map(params![company.as_str(), after, limit], |r| {
+                let state =
+                    TierState { code: r.get(1)?, entered_at: r.get(2)?, expires_at: r.get(3)?, cause: r.get(4)?, floor: r.get(5)?, floor_reason: r.get(6)? };
+                Ok((UserId::from_trusted(r.get(0)?), state, r.get(7)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some(since) = since_ms else { return Ok(rows) };
+        rows.into_iter().map(|(user, state, _)| Ok((user.clone(), state, qualifying(self.0, &user, Some(since))?))).collect()
+    }
+
+    async fn write_tiers(&mut self, company: &CompanyId, tiers: &[(UserId, TierState, Option<TierChange>)], now_ms: i64) -> StoreResult<()> {
+        for (user, state, change) in tiers {
+            self.set_tier(company, user, state, change.as_ref(), now_ms).await?;
+        }
+        Ok(())
     }
 
     async fn announce_tiers_change(&mut self) -> StoreResult<()> {
