@@ -79,9 +79,10 @@ pub trait TierStore: Send + Sync {
 pub(crate) trait TierTx: LedgerTx {
     /// Stores the scheme; the one it replaces, if any.
     async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>>;
-    /// Counts a page of the history: adds each member's coins to their running total and, when
-    /// `dated`, records each move.
-    async fn add_history(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)], dated: bool) -> StoreResult<()>;
+    /// Records a page of the history's dated moves (a rolling scheme).
+    async fn add_dated(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)]) -> StoreResult<()>;
+    /// Adds to members' running totals.
+    async fn add_totals(&mut self, company: &CompanyId, totals: &[(UserId, i64)]) -> StoreResult<()>;
     /// Forgets every qualifying coin counted for the company (before counting them again).
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()>;
     /// Removes the scheme, the members' tier columns and the qualifying coins.
@@ -108,8 +109,9 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
     let before = tx.write_scheme(company, scheme, actor, now_ms).await?;
     if before.is_none_or(|b| b.basis != scheme.basis) {
         tx.reset_qualifying(company).await?;
-        // The history, a page at a time (memory stays bounded whatever the company's size).
-        let mut after = String::new();
+        // The history, a page at a time; each member's total is added once at the end (memory
+        // grows with the members, not with the history).
+        let (mut after, mut totals) = (String::new(), HashMap::<UserId, i64>::new());
         loop {
             let page = tx.credit_records(company, &after, HISTORY_PAGE).await?;
             let moves: Vec<(UserId, QualifyingMove)> = page
@@ -120,11 +122,20 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
                     Some((UserId::from_trusted(row.user.clone()), moved))
                 })
                 .collect();
-            tx.add_history(company, &moves, scheme.dated()).await?;
+            for (user, moved) in &moves {
+                *totals.entry(user.clone()).or_default() += moved.coins;
+            }
+            if scheme.dated() {
+                tx.add_dated(company, &moves).await?;
+            }
             match page.last() {
                 Some(last) if page.len() as i64 == HISTORY_PAGE => after.clone_from(&last.request_id),
                 _ => break,
             }
+        }
+        let totals: Vec<(UserId, i64)> = totals.into_iter().filter(|(_, n)| *n != 0).collect();
+        for page in totals.chunks(HISTORY_PAGE as usize) {
+            tx.add_totals(company, page).await?;
         }
     }
     let (mut changed, mut after) = (0, String::new());

@@ -82,8 +82,17 @@ pub(super) async fn qualifying(client: &impl GenericClient, user: &UserId, since
 /// before it reads whether the company has a scheme, so none can decide without a scheme that this
 /// transaction sets up, or count coins for one it removes, and the history counted here is all of
 /// it. Every company's writes wait meanwhile: setting a scheme up is rare and counted in one pass.
+///
+/// The history and the members are then read a page at a time in key order. Planned for its own
+/// parameters with the statistics behind a ledger that grew fast, a page's query scans and sorts
+/// the company's every credit instead of walking the key (measured: 3 s a page against 24 ms at
+/// 1.1M credits), so this transaction rules those plans out, as the ledger export's does.
 async fn hold_the_ledger(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<()> {
-    tx.batch_execute("LOCK TABLE requests IN SHARE MODE").await?;
+    tx.batch_execute(
+        "LOCK TABLE requests IN SHARE MODE; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
+         SET LOCAL max_parallel_workers_per_gather = 0",
+    )
+    .await?;
     Ok(())
 }
 
@@ -107,22 +116,22 @@ impl TierTx for PgTx<'_> {
         Ok(before)
     }
 
-    async fn add_history(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)], dated: bool) -> StoreResult<()> {
-        // One statement per table for the whole page.
-        let mut totals: HashMap<&str, i64> = HashMap::new();
-        for (user, moved) in moves {
-            *totals.entry(user.as_str()).or_default() += moved.coins;
-        }
-        let (users, sums): (Vec<&str>, Vec<i64>) = totals.into_iter().unzip();
+    async fn add_totals(&mut self, company: &CompanyId, totals: &[(UserId, i64)]) -> StoreResult<()> {
+        let users: Vec<&str> = totals.iter().map(|(u, _)| u.as_str()).collect();
+        let sums: Vec<i64> = totals.iter().map(|(_, n)| *n).collect();
         let stmt = self
             .0
             .prepare_cached(
-                "UPDATE users u SET qualifying_total = u.qualifying_total + x.coins FROM unnest($1::TEXT[], $2::BIGINT[]) AS x(uid, coins) \
-                 WHERE u.user_id = x.uid",
+                "UPDATE users u SET qualifying_total = u.qualifying_total + x.coins FROM unnest($2::TEXT[], $3::BIGINT[]) AS x(uid, coins) \
+                 WHERE u.company_id = $1 AND u.user_id = x.uid",
             )
             .await?;
-        self.0.execute(&stmt, &[&users, &sums]).await?;
-        if dated {
+        self.0.execute(&stmt, &[&company.as_str(), &users, &sums]).await?;
+        Ok(())
+    }
+
+    async fn add_dated(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)]) -> StoreResult<()> {
+        {
             let users: Vec<&str> = moves.iter().map(|(u, _)| u.as_str()).collect();
             let at: Vec<i64> = moves.iter().map(|(_, m)| m.earned_at).collect();
             let ids: Vec<&str> = moves.iter().map(|(_, m)| m.request_id.as_str()).collect();

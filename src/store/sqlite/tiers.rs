@@ -70,9 +70,20 @@ impl TierTx for SqliteTx<'_> {
         Ok(before)
     }
 
-    async fn add_history(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)], dated: bool) -> StoreResult<()> {
-        for (user, moved) in moves {
-            self.add_qualifying(company, user, moved, dated).await?;
+    async fn add_dated(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)]) -> StoreResult<()> {
+        let mut insert = self.0.prepare_cached(
+            "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
+        )?;
+        for (user, m) in moves {
+            insert.execute(params![user.as_str(), m.earned_at, m.request_id, company.as_str(), m.coins])?;
+        }
+        Ok(())
+    }
+
+    async fn add_totals(&mut self, company: &CompanyId, totals: &[(UserId, i64)]) -> StoreResult<()> {
+        let mut update = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?3 WHERE company_id = ?1 AND user_id = ?2")?;
+        for (user, n) in totals {
+            update.execute(params![company.as_str(), user.as_str(), n])?;
         }
         Ok(())
     }
