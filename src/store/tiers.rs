@@ -133,7 +133,9 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
                 _ => break,
             }
         }
-        let totals: Vec<(UserId, i64)> = totals.into_iter().filter(|(_, n)| *n != 0).collect();
+        // In user id order: the order every batch locks members in.
+        let mut totals: Vec<(UserId, i64)> = totals.into_iter().filter(|(_, n)| *n != 0).collect();
+        totals.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         for page in totals.chunks(HISTORY_PAGE as usize) {
             tx.add_totals(company, page).await?;
         }

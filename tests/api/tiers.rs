@@ -314,23 +314,26 @@ both_backends! {
     }
 
     async fn a_tier_whose_retention_is_up_is_evaluated_before_an_allocation_earns_on_it(app: &TestApp) {
-        put_tiers(app, three_tiers("LIFETIME", Value::Null, json!(30), "TO_QUALIFYING")).await.assert_ok();
+        put_tiers(app, three_tiers("ROLLING", json!(30), json!(30), "TO_QUALIFYING")).await.assert_ok();
         cashback(app, json!({})).await;
         buy(app, "P1", 100_000).await;
         // A floor on Gold, then a new scheme without Gold: the floor goes with the tier.
         let gold = json!({"companyId":"SHOP","tierCode":"GOLD","reason":"VIP"});
         app.send(reqwest::Method::PUT, "/api/v0/coins/users/ASHA/tier", Some(&app.admin_token), Some(&gold)).await.assert_ok();
-        let mut two = three_tiers("LIFETIME", Value::Null, json!(30), "TO_QUALIFYING");
+        let mut two = three_tiers("ROLLING", json!(30), json!(30), "TO_QUALIFYING");
         two["tiers"].as_array_mut().unwrap().pop();
         put_tiers(app, two).await.assert_ok();
         let t = tier(app, "ASHA").await;
         assert_eq!((&t["code"], &t["floor"], &t["floorReason"]), (&json!("SILVER"), &Value::Null, &Value::Null));
-        // 31 days on, no sweep yet: the next purchase finds Silver's retention up, re-evaluates
-        // (Silver still reached: renewed) and earns ×1.5.
+        // 31 days on, no sweep and no read yet: P1 is out of the window, so the next purchase
+        // finds Silver's retention up, evaluates it first (down to Bronze) and earns ×1, not ×1.5;
+        // its 100 qualifying coins then make her Silver again.
         app.clock.advance_ms(31 * DAY_MS);
-        assert_eq!(buy(app, "P2", 100_000).await["coins"], json!(150));
-        let t = tier(app, "ASHA").await;
-        assert!(ms(&t["expiresAt"]) > app.clock.now_ms(), "renewed: {t}");
+        assert_eq!(buy(app, "P2", 100_000).await["coins"], json!(100));
+        let (company, user) = (coins::domain::CompanyId::parse("SHOP").unwrap(), coins::domain::UserId::parse("ASHA").unwrap());
+        let changes = app.store().tier_history(&company, &user, 2).await.unwrap();
+        let seen: Vec<(&str, &str, &str, Option<&str>)> = changes.iter().map(|c| (c.kind.as_str(), c.to.as_str(), c.cause.as_str(), c.request_id.as_deref())).collect();
+        assert_eq!(seen, [("UPGRADED", "SILVER", "QUALIFYING_COINS", Some("P2")), ("DOWNGRADED", "BRONZE", "EVALUATION", None)]);
     }
 
     async fn a_scheme_set_up_while_members_earn_counts_every_credit_once(app: &TestApp) {

@@ -655,6 +655,17 @@ impl Core {
     }
 }
 
+/// Takes the lock on `requests` that every ledger write takes with its first row there, before
+/// this transaction locks any member's row. A batch and the sweeper lock members first; a tier
+/// scheme's setup holds `requests` (`postgres/tiers.rs`) and then locks members: taken in
+/// opposite orders the two would deadlock (and the setup, which waits longest, be the one
+/// aborted). `ROW EXCLUSIVE` is what every insert takes anyway, so writers never wait for each
+/// other here, only for a setup.
+async fn lock_ledger_order(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.batch_execute("LOCK TABLE requests IN ROW EXCLUSIVE MODE").await?;
+    Ok(())
+}
+
 /// Whether `coins_allocate_set` decides this item: a plain allocation (EnKash's fields under a
 /// fixed amount, with no campaign running for its event and no tier scheme in its company), or
 /// one with no configuration (a replay or a refusal). Everything else — an order id, a purchase
@@ -676,6 +687,7 @@ fn set_based(cmd: &AllocateCmd, resolved: &Resolved) -> bool {
 /// call, where it finds the first occurrence and replays it, exactly as two requests one after
 /// the other would.
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<StoreResult<AllocateOk>>> {
+    lock_ledger_order(tx).await?;
     let configs = resolve_batch(tx, cmds, caches).await?;
     let mut results: Vec<Option<StoreResult<AllocateOk>>> = cmds.iter().map(|_| None).collect();
     let plain: Vec<bool> = (0..cmds.len()).map(|i| set_based(&cmds[i], &configs[i])).collect();
@@ -746,7 +758,8 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
     // The set-based items were decided on a cached resolution without a tier scheme. One set up
     // meanwhile (its transaction holds the ledger's tables while it counts the history) committed
     // before this check: the batch runs again, on fresh reads, through the Rust plans.
-    let set_companies: Vec<&str> = (0..cmds.len()).filter(|&i| plain[i]).map(|i| cmds[i].company.as_str()).collect();
+    // (Items without a configuration write nothing a scheme would count.)
+    let set_companies: Vec<&str> = (0..cmds.len()).filter(|&i| plain[i] && configs[i].config.is_some()).map(|i| cmds[i].company.as_str()).collect();
     if !set_companies.is_empty() {
         let stmt = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tier_schemes WHERE company_id = ANY($1))").await?;
         if tx.query_one(&stmt, &[&set_companies]).await?.get::<_, bool>(0) {
@@ -829,7 +842,10 @@ impl PgStore {
             .core
             .transact(move |tx| {
                 let who = who.clone();
-                Box::pin(async move { ledger::settle(&mut PgTx(tx), &who, now_ms).await })
+                Box::pin(async move {
+                    lock_ledger_order(tx).await?;
+                    ledger::settle(&mut PgTx(tx), &who, now_ms).await
+                })
             })
             .await;
         self.core.balances_changed([user.as_str()]);
