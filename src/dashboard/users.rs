@@ -184,9 +184,13 @@ const TIER_CHANGES_SHOWN: i64 = 10;
 /// their latest tier changes.
 async fn tier_section(state: &AppState, company: &CompanyId, user: &UserId, tier: &MemberTierView) -> Result<String, ApiError> {
     let mut out = String::from("<h2>Status tier</h2>");
+    let scheme = state.store.tiers(company).await?;
+    // The next tier by its name, as members see it.
+    let name_of = |code: &str| scheme.as_ref().and_then(|s| s.scheme.tiers.iter().find(|t| t.code == code)).map_or_else(|| code.to_owned(), |t| t.name.clone());
     let progress = match (&tier.next_tier, tier.coins_to_next_tier) {
         (Some(next), Some(left)) => {
             let goal = tier.qualifying_coins + left;
+            let next = name_of(next);
             format!(
                 "<progress id=\"tier-progress\" value=\"{q}\" max=\"{goal}\" aria-label=\"Qualifying coins towards {n}\"></progress>\
                  <span class=\"note\">{qt} of {gt} qualifying coins: {lt} more for {n}</span>",
@@ -194,7 +198,7 @@ async fn tier_section(state: &AppState, company: &CompanyId, user: &UserId, tier
                 qt = grouped(i128::from(tier.qualifying_coins)),
                 gt = grouped(i128::from(goal)),
                 lt = grouped(i128::from(left)),
-                n = esc(next),
+                n = esc(&next),
             )
         }
         _ => format!("<span class=\"note\">{} qualifying coins: the top tier</span>", grouped(i128::from(tier.qualifying_coins))),
