@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{Json, PathParam, Query};
 use super::wire::tiers::{MemberTierView, PutTierFloorRequest, PutTiersRequest, TierSchemeView, TiersQuery};
 use super::wire::{Envelope, ErrorEnvelope, FromField};
-use crate::domain::{Refusal, UserId};
+use crate::domain::{CompanyId, Refusal, UserId};
 use crate::store::tiers::StoredScheme;
 
 type Answer<T> = Result<JsonResponse<Envelope<T>>, ApiError>;
@@ -49,9 +49,14 @@ pub async fn put(State(state): State<AppState>, auth: Auth, Json(body): Json<Put
         (status = 404, description = "TIERS_NOT_CONFIGURED: the company has no scheme", body = ErrorEnvelope),
     ))]
 pub async fn get(State(state): State<AppState>, auth: Auth, Query(q): Query<TiersQuery>) -> Answer<TierSchemeView> {
-    auth.require_company(&q.company_id)?;
-    let stored = state.store.tiers(&q.company_id).await?.ok_or_else(|| ApiError::from(Refusal::TiersNotConfigured(q.company_id.clone())))?;
+    let stored = visible(&state, &auth, &q.company_id).await?;
     Ok(JsonResponse(Envelope::ok(TierSchemeView::of(&q.company_id, &stored))))
+}
+
+/// The company's scheme, if the caller may act for the company.
+async fn visible(state: &AppState, auth: &Auth, company: &CompanyId) -> Result<StoredScheme, ApiError> {
+    auth.require_company(company)?;
+    Ok(state.store.tiers(company).await?.ok_or_else(|| Refusal::TiersNotConfigured(company.clone()))?)
 }
 
 /// Removes the company's tier scheme: members keep no tier, allocations earn no tier multiplier,
@@ -64,8 +69,7 @@ pub async fn get(State(state): State<AppState>, auth: Auth, Query(q): Query<Tier
         (status = 404, description = "TIERS_NOT_CONFIGURED: the company has no scheme", body = ErrorEnvelope),
     ))]
 pub async fn delete(State(state): State<AppState>, auth: Auth, Query(q): Query<TiersQuery>) -> Answer<TierSchemeView> {
-    auth.require_company(&q.company_id)?;
-    let stored = state.store.tiers(&q.company_id).await?.ok_or_else(|| ApiError::from(Refusal::TiersNotConfigured(q.company_id.clone())))?;
+    let stored = visible(&state, &auth, &q.company_id).await?;
     state.store.delete_tiers(&q.company_id).await?;
     Ok(JsonResponse(Envelope::ok(TierSchemeView::of(&q.company_id, &stored))))
 }

@@ -7,7 +7,6 @@ use super::PgStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::domain::tiers::TierState;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
@@ -235,16 +234,7 @@ impl ReportStore for PgStore {
                 .iter()
                 .map(|r| MoveFact { company: r.get(0), user: r.get(1), earned_at: r.get(2), request_id: r.get(3), coins: r.get(4) })
                 .collect(),
-            members: tx
-                .query(members, &[])
-                .await?
-                .iter()
-                .map(|r| {
-                    let state =
-                        TierState { code: r.get(2), entered_at: r.get(3), expires_at: r.get(4), cause: r.get(5), floor: r.get(6), floor_reason: r.get(7) };
-                    (r.get(0), r.get(1), state, r.get(8))
-                })
-                .collect(),
+            members: tx.query(members, &[]).await?.iter().map(|r| (r.get(0), r.get(1), super::tiers::tier_state(r, 2), r.get(8))).collect(),
             latest_ms: tx.query_one(latest, &[]).await?.get(0),
         };
         report.problems.extend(tier_problems(&facts, crate::clock::system_now_ms()));

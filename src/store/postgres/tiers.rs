@@ -55,13 +55,14 @@ pub(super) async fn schemes(client: &impl GenericClient, companies: &[&str]) -> 
         .collect()
 }
 
+/// The six [`TIER_COLUMNS`] of a row, from column `at` on.
+pub(super) fn tier_state(r: &tokio_postgres::Row, at: usize) -> TierState {
+    TierState { code: r.get(at), entered_at: r.get(at + 1), expires_at: r.get(at + 2), cause: r.get(at + 3), floor: r.get(at + 4), floor_reason: r.get(at + 5) }
+}
+
 pub(super) async fn state(client: &impl GenericClient, user: &UserId) -> StoreResult<TierState> {
     let stmt = client.prepare_cached(&format!("SELECT {TIER_COLUMNS} FROM users WHERE user_id = $1")).await?;
-    Ok(client
-        .query_opt(&stmt, &[&user.as_str()])
-        .await?
-        .map(|r| TierState { code: r.get(0), entered_at: r.get(1), expires_at: r.get(2), cause: r.get(3), floor: r.get(4), floor_reason: r.get(5) })
-        .unwrap_or_default())
+    Ok(client.query_opt(&stmt, &[&user.as_str()]).await?.map(|r| tier_state(&r, 0)).unwrap_or_default())
 }
 
 pub(super) async fn qualifying(client: &impl GenericClient, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
@@ -192,10 +193,7 @@ impl TierTx for PgTx<'_> {
             .query(&stmt, &[&company.as_str(), &after, &limit])
             .await?
             .iter()
-            .map(|r| {
-                let state = TierState { code: r.get(1), entered_at: r.get(2), expires_at: r.get(3), cause: r.get(4), floor: r.get(5), floor_reason: r.get(6) };
-                (UserId::from_trusted(r.get(0)), state, r.get(7))
-            })
+            .map(|r| (UserId::from_trusted(r.get(0)), tier_state(r, 1), r.get(7)))
             .collect();
         if let Some(since) = since_ms {
             let users: Vec<&str> = rows.iter().map(|(u, ..)| u.as_str()).collect();

@@ -7,7 +7,6 @@ use super::SqliteStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
-use crate::domain::tiers::TierState;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
@@ -246,17 +245,7 @@ impl ReportStore for SqliteStore {
                     .collect::<Result<_, _>>()?,
                 members: conn
                     .prepare(members)?
-                    .query_map([], |r| {
-                        let state = TierState {
-                            code: r.get(2)?,
-                            entered_at: r.get(3)?,
-                            expires_at: r.get(4)?,
-                            cause: r.get(5)?,
-                            floor: r.get(6)?,
-                            floor_reason: r.get(7)?,
-                        };
-                        Ok((r.get(0)?, r.get(1)?, state, r.get(8)?))
-                    })?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, super::tiers::tier_state(r, 2)?, r.get(8)?)))?
                     .collect::<Result<_, _>>()?,
                 latest_ms: conn.query_row(latest, [], |r| r.get(0))?,
             };

@@ -35,12 +35,22 @@ fn stored(conn: &Connection, company: &CompanyId) -> StoreResult<Option<StoredSc
     row.map(|(text, updated_at)| Ok(StoredScheme { scheme: parse_scheme(company.as_str(), &text)?, updated_at })).transpose()
 }
 
+/// The six [`TIER_COLUMNS`] of a row, from column `at` on.
+pub(super) fn tier_state(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<TierState> {
+    Ok(TierState {
+        code: r.get(at)?,
+        entered_at: r.get(at + 1)?,
+        expires_at: r.get(at + 2)?,
+        cause: r.get(at + 3)?,
+        floor: r.get(at + 4)?,
+        floor_reason: r.get(at + 5)?,
+    })
+}
+
 pub(super) fn state(conn: &Connection, user: &UserId) -> StoreResult<TierState> {
     Ok(conn
         .prepare_cached(&format!("SELECT {TIER_COLUMNS} FROM users WHERE user_id = ?1"))?
-        .query_row(params![user.as_str()], |r| {
-            Ok(TierState { code: r.get(0)?, entered_at: r.get(1)?, expires_at: r.get(2)?, cause: r.get(3)?, floor: r.get(4)?, floor_reason: r.get(5)? })
-        })
+        .query_row(params![user.as_str()], |r| tier_state(r, 0))
         .optional()?
         .unwrap_or_default())
 }
@@ -124,11 +134,7 @@ impl TierTx for SqliteTx<'_> {
         let rows: Vec<(UserId, TierState, i64)> = self
             .0
             .prepare_cached(MEMBERS_PAGE_SQL)?
-            .query_map(params![company.as_str(), after, limit], |r| {
-                let state =
-                    TierState { code: r.get(1)?, entered_at: r.get(2)?, expires_at: r.get(3)?, cause: r.get(4)?, floor: r.get(5)?, floor_reason: r.get(6)? };
-                Ok((UserId::from_trusted(r.get(0)?), state, r.get(7)?))
-            })?
+            .query_map(params![company.as_str(), after, limit], |r| Ok((UserId::from_trusted(r.get(0)?), tier_state(r, 1)?, r.get(7)?)))?
             .collect::<Result<_, _>>()?;
         let Some(since) = since_ms else { return Ok(rows) };
         rows.into_iter().map(|(user, state, _)| Ok((user.clone(), state, qualifying(self.0, &user, Some(since))?))).collect()
