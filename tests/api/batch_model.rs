@@ -14,6 +14,7 @@ use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
 use coins::domain::allocate::{answer_repeat, calculation, cap_windows, plan_credit, plan_earning};
 use coins::domain::config::{CoinConfig, ConfigValues, Earning, resolve};
+use coins::domain::earn::CalculationRecord;
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
 use coins::domain::redeem::CoinValue;
 use coins::domain::refusal::Cap;
@@ -124,7 +125,13 @@ struct PurePlan {
     allocations: Vec<(CompanyId, UserId, EventName, i64)>,
     /// What the plans wrote, per user, oldest first (as [`ledger`] reads it back).
     entries: HashMap<String, Vec<Written>>,
+    /// The record fields the plans wrote for allocations that keep a record (held ones here).
+    records: HashMap<(CompanyId, RequestId), RecordWritten>,
 }
+
+/// What an allocation's record says beyond its entry: (coinConfigId, baseCoins, calculation,
+/// activatesAt, expiresAt).
+type RecordWritten = (Option<String>, i64, CalculationRecord, Option<i64>, Option<i64>);
 
 /// What an entry says, as the history reads it: (type, coins, balanceAfter, requestId, expiresAt,
 /// coinConfigId, pendingCoins, pendingAfter). A held credit's `expiresAt` is its lot's provisional
@@ -166,6 +173,10 @@ impl PurePlan {
             alias_of: None,
             state: None,
         };
+        if let Some(r) = &earn.record {
+            let calculation = serde_json::from_str(&r.calculation).unwrap();
+            self.records.insert(key.clone(), (Some(r.coin_config_id.clone()), r.base_coins, calculation, r.activates_at, r.expires_at));
+        }
         self.requests.insert(key, stored);
         self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance, pending: plan.pending });
         if let Some(e) = &plan.entry {
@@ -279,6 +290,16 @@ async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle:
     // What the batch wrote is what the plans wrote: expiry, configuration, held coins, every field.
     let plans: Vec<(String, Vec<Written>)> = (0..USERS).map(|u| (format!("U{u}"), pure.entries.remove(&format!("U{u}")).unwrap_or_default())).collect();
     assert_eq!(written, plans, "the store wrote other than the pure plan for batch {batch:?} after {history:?}");
+    // Every record the batch wrote (its calculation, configuration, hold and expiry) is the one
+    // the same item wrote alone, and, where the plan keeps a record, the plan's.
+    for c in &cmds {
+        let record = batched.store.allocation(&c.company, &c.request_id).await.unwrap();
+        assert_eq!(record, single.store.allocation(&c.company, &c.request_id).await.unwrap(), "records of {} differ", c.request_id);
+        if let Some(planned) = pure.records.get(&(c.company.clone(), c.request_id.clone())) {
+            let r = record.unwrap_or_else(|| panic!("{} keeps no record", c.request_id));
+            assert_eq!(&(r.coin_config_id, r.base_coins, r.calculation, r.activates_at_ms, r.expires_at_ms), planned, "record of {}", c.request_id);
+        }
+    }
     for db in [&batched, &single] {
         let report = db.store.verify().await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
