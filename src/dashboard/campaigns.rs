@@ -3,14 +3,13 @@
 //! one now — through the API's own handlers.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 
 use axum::extract::{Query, Request, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::html::{csrf_field, esc, input, num, select, table, url_part};
-use super::{Form, Session, notice, read_form, refusal};
+use super::html::{Input, Markup, csrf_field, hidden, html, num, select, table, text, url_part};
+use super::{Body, Form, Session, read_form};
 use crate::clock::rfc3339;
 use crate::domain::CompanyId;
 use crate::http::AppState;
@@ -32,23 +31,23 @@ fn company_of(session: &Session, asked: Option<&str>) -> Option<String> {
 
 pub async fn page(State(state): State<AppState>, session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
     let company = company_of(&session, q.get("companyId").map(String::as_str));
-    render(&state, &session, company, q.get("edit").cloned(), None).await
+    render(&state, &session, company, q.get("edit").cloned(), Body::default()).await
 }
 
-async fn render(state: &AppState, session: &Session, company: Option<String>, edit: Option<String>, message: Option<String>) -> Response {
-    let mut out = String::from("<h1>Campaigns</h1>");
-    out.push_str(&message.unwrap_or_default());
-    let _ = write!(
-        out,
-        "<form method=\"get\" action=\"/dashboard/campaigns\" class=\"filters\">{}<button type=\"submit\">Show</button></form>",
-        input("Company", "companyId", company.as_deref().unwrap_or(""), "required autocomplete=\"off\"")
-    );
-    if let Some(company) = company
-        && let Err(e) = body(state, session, &company, edit.as_deref(), &mut out).await
-    {
-        out.push_str(&refusal(&e));
+async fn render(state: &AppState, session: &Session, company: Option<String>, edit: Option<String>, said: Body) -> Response {
+    let mut out = Body::default();
+    out.push(html! { h1 { "Campaigns" } });
+    out.append(said);
+    out.push(html! {
+        form method="get" action="/dashboard/campaigns" class="filters" {
+            (Input::new("Company", "companyId").value(company.as_deref().unwrap_or("")).required().off())
+            button type="submit" { "Show" }
+        }
+    });
+    if let Some(company) = company {
+        out.show(body(state, session, &company, edit.as_deref()).await);
     }
-    super::page(Some(session), "Campaigns", "campaigns", &out)
+    super::page(Some(session), "Campaigns", "campaigns", out)
 }
 
 fn reward(c: &CampaignView) -> String {
@@ -59,57 +58,57 @@ fn reward(c: &CampaignView) -> String {
     }
 }
 
-async fn body(state: &AppState, session: &Session, company: &str, edit: Option<&str>, out: &mut String) -> Result<(), ApiError> {
+async fn body(state: &AppState, session: &Session, company: &str, edit: Option<&str>) -> Result<Markup, ApiError> {
     let company_id = CompanyId::parse(company).map_err(|_| ApiError::validation(format!("companyId must be {}", CompanyId::RULE)))?;
     let campaigns = api::list(State(state.clone()), caller(session), ApiQuery(CampaignQuery { company_id: company_id.clone() })).await?.0.payload;
     let triggers: HashMap<String, i64> = state.store.campaign_triggers(&company_id).await?.into_iter().map(|(id, n)| (id.to_string(), n)).collect();
     let button = |action: &str, id: &str, label: &str| {
-        format!(
-            "<form method=\"post\" action=\"/dashboard/campaigns/{action}\">{}<input type=\"hidden\" name=\"campaignId\" value=\"{}\">\
-             <button type=\"submit\" class=\"small\">{label}</button></form>",
-            csrf_field(&session.csrf),
-            esc(id)
-        )
+        html! {
+            form method="post" action={ "/dashboard/campaigns/" (action) } {
+                (csrf_field(&session.csrf))
+                (hidden("campaignId", id))
+                button type="submit" class="small" { (label) }
+            }
+        }
     };
-    let rows: Vec<Vec<String>> = campaigns
+    let rows: Vec<Vec<Markup>> = campaigns
         .iter()
         .map(|c| {
             let actions = match c.status {
-                "SCHEDULED" => format!(
-                    "<a href=\"/dashboard/campaigns?companyId={}&amp;edit={}\">Edit</a>{}",
-                    url_part(company),
-                    url_part(&c.campaign_id),
-                    button("delete", &c.campaign_id, "Delete")
-                ),
+                "SCHEDULED" => html! {
+                    a href={ "/dashboard/campaigns?companyId=" (url_part(company)) "&edit=" (url_part(&c.campaign_id)) } { "Edit" }
+                    (button("delete", &c.campaign_id, "Delete"))
+                },
                 "ACTIVE" => button("end", &c.campaign_id, "End now"),
-                _ => String::new(),
+                _ => html! {},
             };
             let events = c.events.as_ref().map_or_else(|| "every event".to_owned(), |e| e.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "));
             vec![
-                esc(&c.campaign_id),
-                esc(&c.name),
-                esc(&events),
-                esc(&format!("{} – {}", c.starts_at, c.ends_at)),
-                esc(&reward(c)),
-                num(&c.max_triggers_per_user.map_or_else(|| "—".to_owned(), |n| n.to_string())),
-                esc(&c.status.to_ascii_lowercase()),
-                num(&triggers.get(&c.campaign_id).copied().unwrap_or(0).to_string()),
+                text(&c.campaign_id),
+                text(&c.name),
+                text(events),
+                text(format!("{} – {}", c.starts_at, c.ends_at)),
+                text(reward(c)),
+                num(c.max_triggers_per_user.map_or_else(|| "—".to_owned(), |n| n.to_string())),
+                text(c.status.to_ascii_lowercase()),
+                num(triggers.get(&c.campaign_id).copied().unwrap_or(0)),
                 actions,
             ]
         })
         .collect();
-    if rows.is_empty() {
-        let _ = write!(out, "<p class=\"hint\">No campaigns for {} yet.</p>", esc(company));
-    } else {
-        out.push_str(&table("campaigns", &["Campaign", "Name", "Events", "Window (UTC)", "Reward", "Per user", "Status", "Allocations", ""], &rows));
-    }
     let editing = edit.and_then(|id| campaigns.iter().find(|c| c.campaign_id == id && c.status == "SCHEDULED"));
-    form(session, company, editing, out);
-    Ok(())
+    Ok(html! {
+        @if rows.is_empty() {
+            p class="hint" { "No campaigns for " (company) " yet." }
+        } @else {
+            (table("campaigns", &["Campaign", "Name", "Events", "Window (UTC)", "Reward", "Per user", "Status", "Allocations", ""], &rows))
+        }
+        (form(session, company, editing))
+    })
 }
 
 /// The form that starts a campaign, or edits a scheduled one.
-fn form(session: &Session, company: &str, editing: Option<&CampaignView>, out: &mut String) {
+fn form(session: &Session, company: &str, editing: Option<&CampaignView>) -> Markup {
     let (action, title, submit) = match editing {
         Some(c) => ("edit", format!("Edit {}", c.campaign_id), "Save changes"),
         None => ("create", "Start a campaign".to_owned(), "Create campaign"),
@@ -117,33 +116,26 @@ fn form(session: &Session, company: &str, editing: Option<&CampaignView>, out: &
     let field = |f: fn(&CampaignView) -> String| editing.map(f).unwrap_or_default();
     let kind = if editing.is_some_and(|c| c.bonus_coins.is_some()) { "bonus" } else { "multiplier" };
     let value = field(|c| c.multiplier_bps.or(c.bonus_coins).map(|n| n.to_string()).unwrap_or_default());
-    let _ = write!(
-        out,
-        "<h2>{}</h2><form method=\"post\" action=\"/dashboard/campaigns/{action}\" class=\"filters\" id=\"campaign-form\">{}\
-         <input type=\"hidden\" name=\"companyId\" value=\"{}\"><input type=\"hidden\" name=\"campaignId\" value=\"{}\">{}{}{}{}{}{}{}\
-         <button type=\"submit\">{submit}</button></form>",
-        esc(&title),
-        csrf_field(&session.csrf),
-        esc(company),
-        esc(&field(|c| c.campaign_id.clone())),
-        input("Name", "name", &field(|c| c.name.clone()), "required maxlength=\"100\" autocomplete=\"off\""),
-        input(
-            "Events (comma-separated; empty: every event)",
-            "events",
-            &field(|c| c.events.as_ref().map(|e| e.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
-            "autocomplete=\"off\""
-        ),
-        input("Starts (UTC, RFC 3339)", "startsAt", &field(|c| c.starts_at.clone()), "required placeholder=\"2026-12-07T00:00:00Z\" autocomplete=\"off\""),
-        input("Ends (UTC, RFC 3339)", "endsAt", &field(|c| c.ends_at.clone()), "required placeholder=\"2026-12-14T00:00:00Z\" autocomplete=\"off\""),
-        select("Reward", "reward", &[("multiplier", "Multiplier (basis points, 20000 = ×2)"), ("bonus", "Fixed bonus (coins)")], kind),
-        input("Value", "value", &value, "required inputmode=\"numeric\" autocomplete=\"off\""),
-        input(
-            "Most allocations per user (empty: no limit)",
-            "maxTriggersPerUser",
-            &field(|c| c.max_triggers_per_user.map(|n| n.to_string()).unwrap_or_default()),
-            "inputmode=\"numeric\" autocomplete=\"off\""
-        ),
-    );
+    let name = field(|c| c.name.clone());
+    let events = field(|c| c.events.as_ref().map(|e| e.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+    let (starts, ends) = (field(|c| c.starts_at.clone()), field(|c| c.ends_at.clone()));
+    let limit = field(|c| c.max_triggers_per_user.map(|n| n.to_string()).unwrap_or_default());
+    html! {
+        h2 { (title) }
+        form method="post" action={ "/dashboard/campaigns/" (action) } class="filters" id="campaign-form" {
+            (csrf_field(&session.csrf))
+            (hidden("companyId", company))
+            (hidden("campaignId", &field(|c| c.campaign_id.clone())))
+            (Input::new("Name", "name").value(&name).required().maxlength(100).off())
+            (Input::new("Events (comma-separated; empty: every event)", "events").value(&events).off())
+            (Input::new("Starts (UTC, RFC 3339)", "startsAt").value(&starts).required().placeholder("2026-12-07T00:00:00Z").off())
+            (Input::new("Ends (UTC, RFC 3339)", "endsAt").value(&ends).required().placeholder("2026-12-14T00:00:00Z").off())
+            (select("Reward", "reward", &[("multiplier", "Multiplier (basis points, 20000 = ×2)"), ("bonus", "Fixed bonus (coins)")], kind))
+            (Input::new("Value", "value").value(&value).required().numeric(None).off())
+            (Input::new("Most allocations per user (empty: no limit)", "maxTriggersPerUser").value(&limit).numeric(None).off())
+            button type="submit" { (submit) }
+        }
+    }
 }
 
 /// A number typed into a form stays a number on the wire, anything else the text (so the API
@@ -169,11 +161,7 @@ fn fields(form: &Form) -> Map<String, Value> {
 }
 
 async fn finish(state: &AppState, session: &Session, company: String, done: Result<String, ApiError>) -> Response {
-    let note = match done {
-        Ok(message) => notice(true, &message),
-        Err(e) => refusal(&e),
-    };
-    render(state, session, Some(company), None, Some(note)).await
+    render(state, session, Some(company), None, Body::after(done)).await
 }
 
 pub async fn create(State(state): State<AppState>, session: Session, req: Request) -> Response {

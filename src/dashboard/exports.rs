@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 
 use super::Session;
-use super::html::esc;
+use super::html::{Input, Markup, html, select_in};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::exports::{balances_file, ledger_file, read_query};
@@ -18,30 +18,25 @@ const DAY_MS: i64 = 86_400_000;
 
 /// The two download forms (GET: nothing changes), for `company` when one is chosen. Their fields
 /// have ids of their own: the overview's filter form already uses the plain ones.
-pub fn forms(company: &str, today: &str) -> String {
-    let field = |form: &str, label: &str, name: &str, value: &str, attrs: &str| {
-        format!("<label>{}<input name=\"{name}\" id=\"{form}-{name}\" value=\"{}\" {attrs}></label>", esc(label), esc(value))
-    };
-    let format = |form: &str| {
-        format!(
-            "<label>Format<select name=\"format\" id=\"{form}-format\"><option value=\"csv\" selected>CSV</option>\
-             <option value=\"jsonl\">JSON lines</option></select></label>"
-        )
-    };
+pub fn forms(company: &str, today: &str) -> Markup {
+    let format = |form: &str| select_in(form, "Format", "format", &[("csv", "CSV"), ("jsonl", "JSON lines")], "csv");
     let month_start = format!("{}-01", today.get(..7).unwrap_or(today));
-    format!(
-        "<h2>Downloads</h2><form method=\"get\" action=\"/dashboard/exports/ledger\" class=\"filters\" id=\"export-ledger\">{}{}{}{}\
-         <button type=\"submit\">Download the ledger</button></form>\
-         <form method=\"get\" action=\"/dashboard/exports/balances\" class=\"filters\" id=\"export-balances\">{}{}{}\
-         <button type=\"submit\">Download balances</button></form>",
-        field("xl", "Company", "companyId", company, "required autocomplete=\"off\""),
-        field("xl", "From (UTC day)", "fromDay", &month_start, "type=\"date\" required"),
-        field("xl", "To (UTC day, included)", "toDay", today, "type=\"date\" required"),
-        format("xl"),
-        field("xb", "Company", "companyId", company, "required autocomplete=\"off\""),
-        field("xb", "As of the end of (UTC day; empty: now)", "asOfDay", "", "type=\"date\""),
-        format("xb"),
-    )
+    html! {
+        h2 { "Downloads" }
+        form method="get" action="/dashboard/exports/ledger" class="filters" id="export-ledger" {
+            (Input::new("Company", "companyId").in_form("xl").value(company).required().off())
+            (Input::new("From (UTC day)", "fromDay").in_form("xl").value(&month_start).kind("date").required())
+            (Input::new("To (UTC day, included)", "toDay").in_form("xl").value(today).kind("date").required())
+            (format("xl"))
+            button type="submit" { "Download the ledger" }
+        }
+        form method="get" action="/dashboard/exports/balances" class="filters" id="export-balances" {
+            (Input::new("Company", "companyId").in_form("xb").value(company).required().off())
+            (Input::new("As of the end of (UTC day; empty: now)", "asOfDay").in_form("xb").kind("date"))
+            (format("xb"))
+            button type="submit" { "Download balances" }
+        }
+    }
 }
 
 /// A `YYYY-MM-DD` day as its first instant.

@@ -37,7 +37,7 @@ use crate::http::AppState;
 use crate::http::auth::{Auth, end_token, principal_of};
 use crate::http::error::ApiError;
 use crate::http::extract::{BODY_BYTES_MAX, read_body};
-use html::{csrf_field, esc};
+use html::{DOCTYPE, Input, Markup, PreEscaped, csrf_field, html};
 
 const SESSION_COOKIE: &str = "coins_session";
 const CSRF_COOKIE: &str = "coins_csrf";
@@ -77,8 +77,8 @@ async fn style() -> Response {
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// An HTML response with the headers every page carries.
-fn html_response(status: StatusCode, body: String, csp: &'static str) -> Response {
-    let mut res = (status, body).into_response();
+fn html_response(status: StatusCode, body: Markup, csp: &'static str) -> Response {
+    let mut res = (status, body.into_string()).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
@@ -88,50 +88,123 @@ fn html_response(status: StatusCode, body: String, csp: &'static str) -> Respons
     res
 }
 
-/// A whole page: the frame, the navigation (when signed in) and `body`.
-fn page(session: Option<&Session>, title: &str, current: &str, body: &str) -> Response {
-    html_response(StatusCode::OK, document(session, title, current, body), CSP)
+/// What a page shows, and the first failure on it: the page answers with that failure's status
+/// (and `Retry-After`), and the request's one log line carries its cause under the request id.
+#[derive(Default)]
+pub struct Body {
+    /// Only ever markup a template made.
+    markup: String,
+    failure: Option<ApiError>,
 }
 
-fn document(session: Option<&Session>, title: &str, current: &str, body: &str) -> String {
-    let nav = match session {
-        Some(s) => {
-            let link = |href: &str, label: &str, key: &str| {
-                let here = if key == current { " aria-current=\"page\"" } else { "" };
-                format!("<a href=\"{href}\"{here}>{label}</a>")
-            };
-            let who = if s.auth.0.admin { "admin".to_owned() } else { s.auth.0.companies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
-            format!(
-                "<nav aria-label=\"Sections\">{}{}{}{}{}</nav><div class=\"who\"><span>{} · {}</span>\
-                 <form method=\"post\" action=\"/dashboard/logout\">{}<button type=\"submit\" class=\"link\">Sign out</button></form></div>",
-                link("/dashboard", "Overview", "overview"),
-                link("/dashboard/configs", "Configurations", "configs"),
-                link("/dashboard/users", "Users", "users"),
-                link("/dashboard/campaigns", "Campaigns", "campaigns"),
-                link("/dashboard/webhooks", "Webhooks", "webhooks"),
-                esc(&s.auth.0.client_id),
-                esc(&who),
-                csrf_field(&s.csrf)
-            )
+impl Body {
+    /// A body that starts with what an action did, or why it was refused.
+    fn after(done: Result<String, ApiError>) -> Self {
+        let mut body = Self::default();
+        match done {
+            Ok(message) => body.push(notice(true, &message)),
+            Err(e) => body.fail(e),
         }
-        None => String::new(),
-    };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · coins</title><link rel=\"stylesheet\" href=\"/dashboard/style.css\"></head><body>\
-         <header class=\"top\"><a class=\"brand\" href=\"/dashboard\">coins</a>{nav}</header><main id=\"main\">{body}</main></body></html>",
-        esc(title)
-    )
+        body
+    }
+
+    fn push(&mut self, markup: Markup) {
+        self.markup.push_str(&markup.into_string());
+    }
+
+    /// Shows the refusal where it happened and keeps the first failure for the answer.
+    fn fail(&mut self, e: ApiError) {
+        self.push(refusal(&e));
+        self.failure.get_or_insert(e);
+    }
+
+    /// What `other` shows, after this; the first failure of the two is kept.
+    fn append(&mut self, other: Body) {
+        self.markup.push_str(&other.markup);
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+    }
+
+    /// The part `part` built, or its refusal.
+    fn show(&mut self, part: Result<Markup, ApiError>) {
+        match part {
+            Ok(markup) => self.push(markup),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn into_parts(self) -> (Markup, Option<ApiError>) {
+        (PreEscaped(self.markup), self.failure)
+    }
+}
+
+/// A whole page: the frame, the navigation (when signed in) and `body`.
+fn page(session: Option<&Session>, title: &str, current: &str, body: Body) -> Response {
+    let (markup, failure) = body.into_parts();
+    framed(failure.as_ref(), document(session, title, current, markup), CSP)
+}
+
+/// A page answering with `failure`'s status (and what its log line needs), else 200.
+fn framed(failure: Option<&ApiError>, document: Markup, csp: &'static str) -> Response {
+    let mut res = html_response(failure.map_or(StatusCode::OK, |e| e.status), document, csp);
+    if let Some(e) = failure {
+        e.mark(&mut res);
+    }
+    res
+}
+
+/// The dashboard's sections, in the navigation's order: (path, label, key).
+const SECTIONS: [(&str, &str, &str); 5] = [
+    ("/dashboard", "Overview", "overview"),
+    ("/dashboard/configs", "Configurations", "configs"),
+    ("/dashboard/users", "Users", "users"),
+    ("/dashboard/campaigns", "Campaigns", "campaigns"),
+    ("/dashboard/webhooks", "Webhooks", "webhooks"),
+];
+
+fn document(session: Option<&Session>, title: &str, current: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · coins" }
+                link rel="stylesheet" href="/dashboard/style.css";
+            }
+            body {
+                header class="top" {
+                    a class="brand" href="/dashboard" { "coins" }
+                    @if let Some(s) = session {
+                        nav aria-label="Sections" {
+                            @for (href, label, key) in SECTIONS { a href=(href) aria-current=[(key == current).then_some("page")] { (label) } }
+                        }
+                        div class="who" {
+                            span { (s.auth.0.client_id) " · " (who(s)) }
+                            form method="post" action="/dashboard/logout" { (csrf_field(&s.csrf)) button type="submit" class="link" { "Sign out" } }
+                        }
+                    }
+                }
+                main id="main" { (body) }
+            }
+        }
+    }
+}
+
+/// Whom a session acts for: every company (an admin), or its companies.
+fn who(s: &Session) -> String {
+    if s.auth.0.admin { "admin".to_owned() } else { s.auth.0.companies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
 }
 
 /// A notice at the top of a page: `ok` for a change made, otherwise what was refused.
-fn notice(ok: bool, message: &str) -> String {
+fn notice(ok: bool, message: &str) -> Markup {
     let (class, role) = if ok { ("notice ok", "status") } else { ("notice error", "alert") };
-    format!("<p class=\"{class}\" role=\"{role}\">{}</p>", esc(message))
+    html! { p class=(class) role=(role) { (message) } }
 }
 
 /// What a refused API call says, for a page.
-fn refusal(e: &ApiError) -> String {
+fn refusal(e: &ApiError) -> Markup {
     notice(false, &format!("{} ({})", e.message, e.code.as_str()))
 }
 
@@ -186,7 +259,7 @@ impl FromRequestParts<AppState> for Session {
 
 /// A page for a failure outside any form (the database away, a rate limit).
 fn error_page(e: &ApiError) -> Response {
-    html_response(e.status, document(None, "Unavailable", "", &refusal(e)), CSP)
+    framed(Some(e), document(None, "Unavailable", "", refusal(e)), CSP)
 }
 
 /// A posted form, after its CSRF token was checked against the cookie.
@@ -216,7 +289,7 @@ async fn read_form(req: Request) -> Result<Form, Response> {
     let given = fields.get("csrf").map(String::as_bytes).unwrap_or_default();
     if expected.is_empty() || !crate::crypto::constant_time_eq(expected, given) {
         let e = ApiError::forbidden("the form's CSRF token is missing or does not match this browser's; reload the page and try again");
-        return Err(html_response(StatusCode::FORBIDDEN, document(None, "Refused", "", &refusal(&e)), CSP));
+        return Err(framed(Some(&e), document(None, "Refused", "", refusal(&e)), CSP));
     }
     Ok(Form(fields))
 }
@@ -231,19 +304,26 @@ async fn login_page(headers: HeaderMap) -> Response {
 
 fn login_form(headers: &HeaderMap, error: Option<&str>) -> Response {
     let csrf = cookies(headers).get(CSRF_COOKIE).cloned().unwrap_or_else(new_csrf);
-    let body = format!(
-        "<section class=\"login\"><h1>Sign in</h1>{}<form method=\"post\" action=\"/dashboard/login\" class=\"stack\">{}\
-         {}{}<details><summary>As a person (password grant)</summary>{}{}</details><button type=\"submit\">Sign in</button></form>\
-         <p class=\"hint\">With the client credentials <code>coins serve</code> printed on its first start, or any API client's.</p></section>",
-        error.map(|e| notice(false, e)).unwrap_or_default(),
-        csrf_field(&csrf),
-        html::input("Client id", "client_id", "", "required autocomplete=\"username\" autofocus"),
-        html::input("Client secret", "client_secret", "", "required type=\"password\" autocomplete=\"current-password\""),
-        html::input("Username", "username", "", "autocomplete=\"off\""),
-        html::input("Password", "password", "", "type=\"password\" autocomplete=\"off\""),
-    );
+    let body = html! {
+        section class="login" {
+            h1 { "Sign in" }
+            @if let Some(e) = error { (notice(false, e)) }
+            form method="post" action="/dashboard/login" class="stack" {
+                (csrf_field(&csrf))
+                (Input::new("Client id", "client_id").required().autocomplete("username").autofocus())
+                (Input::new("Client secret", "client_secret").required().kind("password").autocomplete("current-password"))
+                details {
+                    summary { "As a person (password grant)" }
+                    (Input::new("Username", "username").off())
+                    (Input::new("Password", "password").kind("password").off())
+                }
+                button type="submit" { "Sign in" }
+            }
+            p class="hint" { "With the client credentials " code { "coins serve" } " printed on its first start, or any API client's." }
+        }
+    };
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    let mut res = html_response(status, document(None, "Sign in", "", &body), CSP);
+    let mut res = html_response(status, document(None, "Sign in", "", body), CSP);
     set_cookie(&mut res, headers, CSRF_COOKIE, &csrf, None);
     res
 }
@@ -265,10 +345,16 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
             res
         }
         Err(refused) => {
-            if let Some(cause) = refused.cause {
-                tracing::error!(cause, "dashboard sign-in failed");
+            let mut res = login_form(&headers, Some(&refused.message));
+            *res.status_mut() = refused.status;
+            if let Some(secs) = refused.retry_after_secs {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            login_form(&headers, Some(&refused.message))
+            // Logged once, on the request's own line, under its id.
+            if let Some(cause) = refused.cause {
+                res.extensions_mut().insert(crate::http::error::FailureCause(cause));
+            }
+            res
         }
     }
 }

@@ -4,14 +4,13 @@
 //! by scanning the ledger.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 
 use axum::extract::{Query, State};
 use axum::response::Response;
 
 use super::charts::{self, Series};
-use super::html::{esc, num, table};
-use super::{Session, refusal};
+use super::html::{Input, Markup, Render, html, num, select, table, text};
+use super::{Body, Session};
 use crate::domain::CompanyId;
 use crate::domain::report::{self, Movements, day_of, grouped, money};
 use crate::http::AppState;
@@ -34,13 +33,12 @@ pub fn date_of_day(day: i64) -> String {
 }
 
 pub async fn page(State(state): State<AppState>, session: Session, Query(q): Query<HashMap<String, String>>) -> Response {
-    match render(&state, &session, &q).await {
-        Ok(body) => super::page(Some(&session), "Overview", "overview", &body),
-        Err(e) => super::page(Some(&session), "Overview", "overview", &refusal(&e)),
-    }
+    let mut body = Body::default();
+    body.show(render(&state, &session, &q).await);
+    super::page(Some(&session), "Overview", "overview", body)
 }
 
-async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>) -> Result<String, ApiError> {
+async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>) -> Result<Markup, ApiError> {
     let principal = &session.auth.0;
     let days: i64 = if q.get("days").map(String::as_str) == Some("90") { 90 } else { 30 };
     let company = match q.get("companyId").map(String::as_str).filter(|c| !c.is_empty()) {
@@ -97,60 +95,57 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
         owed = owed.saturating_add(o.debt);
         debtors = debtors.saturating_add(o.users_in_debt);
         liability_rows.push(vec![
-            esc(o.company.as_str()),
-            num(&grouped(i128::from(o.balance))),
-            num(&money(&value.currency, minor)),
-            num(&grouped(i128::from(o.expiring_soon))),
-            num(&money(&value.currency, i128::from(o.expiring_soon) * i128::from(value.minor_units_per_coin))),
-            num(&grouped(i128::from(o.debt))),
+            text(o.company.as_str()),
+            num(grouped(i128::from(o.balance))),
+            num(money(&value.currency, minor)),
+            num(grouped(i128::from(o.expiring_soon))),
+            num(money(&value.currency, i128::from(o.expiring_soon) * i128::from(value.minor_units_per_coin))),
+            num(grouped(i128::from(o.debt))),
         ]);
     }
     let value_text =
         if value_by_currency.is_empty() { "—".to_owned() } else { value_by_currency.iter().map(|(c, m)| money(c, *m)).collect::<Vec<_>>().join(" + ") };
 
-    let mut out = String::new();
     let scope_name =
         company.as_ref().map_or_else(|| if principal.admin { "all companies".to_owned() } else { "your companies".to_owned() }, |c| format!("company {c}"));
-    let _ = write!(out, "<h1>Overview <small>{} · last {days} days</small></h1>", esc(&scope_name));
-    out.push_str(&filters(principal, company.as_ref(), days));
     let card = |id: &str, label: &str, value: &str, note: &str| {
-        format!(
-            "<div class=\"card\" id=\"{id}\"><span class=\"label\">{}</span><span class=\"value\">{}</span><span class=\"note\">{}</span></div>",
-            esc(label),
-            esc(value),
-            esc(note)
-        )
+        html! { div class="card" id=(id) { span class="label" { (label) } span class="value" { (value) } span class="note" { (note) } } }
     };
-    out.push_str("<section class=\"cards\" aria-label=\"Totals\">");
-    for (i, (name, label)) in SERIES.iter().enumerate() {
-        out.push_str(&card(&format!("total-{name}"), label, &grouped(i128::from(values(&period)[i])), &format!("coins, last {days} days")));
-    }
-    out.push_str(&card("liability", "Outstanding", &grouped(i128::from(held)), &value_text));
-    out.push_str(&card("expiring", "Expiring in 30 days", &grouped(i128::from(soon)), "coins"));
-    out.push_str(&card("debt", "Owed (debt)", &grouped(i128::from(owed)), &format!("coins, by {debtors} users")));
-    out.push_str("</section>");
-    out.push_str(&charts::lines("chart-daily", &format!("Coins per day, last {days} days (UTC)"), &keys, &series_of(&per_day)));
-    let (event_keys, event_rows): (Vec<String>, Vec<Movements>) = by_event.into_iter().unzip();
-    out.push_str(&charts::bars("chart-events", "By event", &event_keys, &series_of(&event_rows)));
-    let (company_keys, company_rows): (Vec<String>, Vec<Movements>) = by_company.into_iter().unzip();
-    out.push_str(&charts::bars("chart-companies", "By company", &company_keys, &series_of(&company_rows)));
-    out.push_str("<h2>Liability</h2>");
-    if liability_rows.is_empty() {
-        out.push_str("<p class=\"hint\">No coins outstanding.</p>");
-    } else {
-        out.push_str(&table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value", "Owed (debt)"], &liability_rows));
-    }
     let chosen = company.as_ref().map(|c| c.to_string()).or_else(|| (principal.companies.len() == 1).then(|| principal.companies[0].to_string()));
-    if let Some(c) = chosen.as_deref().and_then(|c| CompanyId::parse(c).ok()) {
-        out.push_str(&tier_distribution(state, &c).await?);
-    }
-    out.push_str(&super::exports::forms(chosen.as_deref().unwrap_or(""), &date_of_day(today)));
-    Ok(out)
+    let tiers = match chosen.as_deref().and_then(|c| CompanyId::parse(c).ok()) {
+        Some(c) => tier_distribution(state, &c).await?,
+        None => None,
+    };
+    let (event_keys, event_rows): (Vec<String>, Vec<Movements>) = by_event.into_iter().unzip();
+    let (company_keys, company_rows): (Vec<String>, Vec<Movements>) = by_company.into_iter().unzip();
+    Ok(html! {
+        h1 { "Overview " small { (scope_name) " · last " (days) " days" } }
+        (filters(principal, company.as_ref(), days))
+        section class="cards" aria-label="Totals" {
+            @for (i, (name, label)) in SERIES.iter().enumerate() {
+                (card(&format!("total-{name}"), label, &grouped(i128::from(values(&period)[i])), &format!("coins, last {days} days")))
+            }
+            (card("liability", "Outstanding", &grouped(i128::from(held)), &value_text))
+            (card("expiring", "Expiring in 30 days", &grouped(i128::from(soon)), "coins"))
+            (card("debt", "Owed (debt)", &grouped(i128::from(owed)), &format!("coins, by {debtors} users")))
+        }
+        (charts::lines("chart-daily", &format!("Coins per day, last {days} days (UTC)"), &keys, &series_of(&per_day)))
+        (charts::bars("chart-events", "By event", &event_keys, &series_of(&event_rows)))
+        (charts::bars("chart-companies", "By company", &company_keys, &series_of(&company_rows)))
+        h2 { "Liability" }
+        @if liability_rows.is_empty() {
+            p class="hint" { "No coins outstanding." }
+        } @else {
+            (table("liability", &["Company", "Coins held", "Value", "Expiring in 30 days", "Value", "Owed (debt)"], &liability_rows))
+        }
+        @if let Some(tiers) = tiers { (tiers) }
+        (super::exports::forms(chosen.as_deref().unwrap_or(""), &date_of_day(today)))
+    })
 }
 
 /// How many of the company's members are in each tier (nothing when it has no scheme).
-async fn tier_distribution(state: &AppState, company: &CompanyId) -> Result<String, ApiError> {
-    let Some(stored) = state.store.tiers(company).await? else { return Ok(String::new()) };
+async fn tier_distribution(state: &AppState, company: &CompanyId) -> Result<Option<Markup>, ApiError> {
+    let Some(stored) = state.store.tiers(company).await? else { return Ok(None) };
     let scheme = &stored.scheme;
     let mut members = vec![0i64; scheme.tiers.len()];
     for count in state.store.tier_counts(company).await? {
@@ -158,39 +153,40 @@ async fn tier_distribution(state: &AppState, company: &CompanyId) -> Result<Stri
         members[scheme.current(&placed)] += count.members;
     }
     let all: i64 = members.iter().sum();
-    let rows: Vec<Vec<String>> = scheme
+    let rows: Vec<Vec<Markup>> = scheme
         .tiers
         .iter()
         .zip(&members)
         .map(|(t, n)| {
             let share = if all == 0 { 0 } else { n * 1000 / all };
             vec![
-                esc(&t.name),
-                esc(&t.code),
-                num(&grouped(i128::from(t.threshold))),
-                num(&grouped(i128::from(*n))),
-                num(&format!("{}.{} %", share / 10, share % 10)),
+                text(&t.name),
+                text(&t.code),
+                num(grouped(i128::from(t.threshold))),
+                num(grouped(i128::from(*n))),
+                num(format!("{}.{} %", share / 10, share % 10)),
             ]
         })
         .collect();
     let keys: Vec<String> = scheme.tiers.iter().map(|t| t.name.clone()).collect();
     let series = [Series { name: "members", label: "Members", values: members.clone() }];
-    let mut out = format!("<h2>Members by tier <small>{}</small></h2>", esc(company.as_str()));
-    out.push_str(&charts::bars("chart-tiers", "Members by tier", &keys, &series));
-    out.push_str(&table("tiers", &["Tier", "Code", "From (qualifying coins)", "Members", "Share"], &rows));
-    Ok(out)
+    Ok(Some(html! {
+        h2 { "Members by tier " small { (company.as_str()) } }
+        (charts::bars("chart-tiers", "Members by tier", &keys, &series))
+        (table("tiers", &["Tier", "Code", "From (qualifying coins)", "Members", "Share"], &rows))
+    }))
 }
 
 /// The period and company pickers (a GET form: no state changes).
-fn filters(principal: &crate::domain::Principal, company: Option<&CompanyId>, days: i64) -> String {
+fn filters(principal: &crate::domain::Principal, company: Option<&CompanyId>, days: i64) -> Markup {
     let current = company.map_or("", |c| c.as_str());
     let picker = if principal.admin {
-        super::html::input("Company (empty: all)", "companyId", current, "autocomplete=\"off\"")
+        Input::new("Company (empty: all)", "companyId").value(current).off().render()
     } else {
         let mut options = vec![("", "All yours")];
         options.extend(principal.companies.iter().map(|c| (c.as_str(), c.as_str())));
-        super::html::select("Company", "companyId", &options, current)
+        select("Company", "companyId", &options, current)
     };
-    let period = super::html::select("Period", "days", &[("30", "Last 30 days"), ("90", "Last 90 days")], &days.to_string());
-    format!("<form method=\"get\" action=\"/dashboard\" class=\"filters\">{picker}{period}<button type=\"submit\">Show</button></form>")
+    let period = select("Period", "days", &[("30", "Last 30 days"), ("90", "Last 90 days")], &days.to_string());
+    html! { form method="get" action="/dashboard" class="filters" { (picker) (period) button type="submit" { "Show" } } }
 }

@@ -261,12 +261,20 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        self.mark(&mut res);
+        res
+    }
+}
+
+impl ApiError {
+    /// Puts on a response answering this error (the API's JSON, or a dashboard page) what a
+    /// retrying client and the request's log line need: `Retry-After`, and the cause.
+    pub fn mark(&self, res: &mut Response) {
         if let Some(secs) = self.retry_after_secs {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(cause) = self.cause {
-            res.extensions_mut().insert(FailureCause(cause));
+        if let Some(cause) = &self.cause {
+            res.extensions_mut().insert(FailureCause(cause.clone()));
         }
-        res
     }
 }

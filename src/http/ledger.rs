@@ -175,6 +175,13 @@ pub async fn redeem(State(state): State<AppState>, auth: Auth, Json(body): Json<
                                       INSUFFICIENT_BALANCE (with onShortfall REJECT); nothing was changed", body = ErrorEnvelope),
     ))]
 pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json<ReverseRequest>) -> Result<Response, ApiError> {
+    let (view, replayed) = reversed(&state, &auth, body).await?;
+    Ok(answer(view, replayed))
+}
+
+/// A return as the API makes it, for its handler and the dashboard: what it did, and whether it
+/// was a replay.
+pub async fn reversed(state: &AppState, auth: &Auth, body: ReverseRequest) -> Result<(ReverseView, bool), ApiError> {
     auth.require_company(&body.company_id)?;
     let cmd = body.command(state.clock.now_ms()).map_err(ApiError::validation)?;
     let Applied { receipt, replayed, expired } = state.store.reverse(cmd).await?;
@@ -182,7 +189,7 @@ pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json
     if !replayed {
         metrics::moved(Movement::Reversed, 1, receipt.coins.unsigned_abs());
     }
-    Ok(answer(ReverseView::from(receipt), replayed))
+    Ok((ReverseView::from(receipt), replayed))
 }
 
 /// Adds coins to a user (a goodwill credit, a balance imported with its original expiry) or takes
@@ -206,6 +213,13 @@ pub async fn reverse(State(state): State<AppState>, auth: Auth, Json(body): Json
         (status = 409, description = "REQUEST_ID_CONFLICT, USER_COMPANY_MISMATCH (a credit of another company's user), or INSUFFICIENT_BALANCE (a debit with onShortfall REJECT); nothing was changed", body = ErrorEnvelope),
     ))]
 pub async fn adjust(State(state): State<AppState>, auth: Auth, Json(body): Json<AdjustRequest>) -> Result<Response, ApiError> {
+    let (view, replayed) = adjusted(&state, &auth, body).await?;
+    Ok(answer(view, replayed))
+}
+
+/// An adjustment as the API makes it, for its handler and the dashboard: what it did, and whether
+/// it was a replay.
+pub async fn adjusted(state: &AppState, auth: &Auth, body: AdjustRequest) -> Result<(AdjustView, bool), ApiError> {
     auth.require_company(&body.company_id)?;
     let cmd = body.command(&auth.0.client_id, state.clock.now_ms()).map_err(ApiError::validation)?;
     let Applied { receipt, replayed, expired } = state.store.adjust(cmd).await?;
@@ -213,7 +227,7 @@ pub async fn adjust(State(state): State<AppState>, auth: Auth, Json(body): Json<
     if !replayed {
         metrics::moved(Movement::Adjusted, 1, receipt.coins.unsigned_abs());
     }
-    Ok(answer(AdjustView::from(receipt), replayed))
+    Ok((AdjustView::from(receipt), replayed))
 }
 
 /// What an allocation or a return would do, now or at `at`, decided by the same rules and code as

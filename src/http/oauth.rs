@@ -65,14 +65,20 @@ impl From<StoreError> for OAuthError {
     }
 }
 
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let status = self.status.unwrap_or(match self.kind {
+impl OAuthError {
+    fn status(&self) -> StatusCode {
+        self.status.unwrap_or(match self.kind {
             OAuthErrorKind::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthErrorKind::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             OAuthErrorKind::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
-        });
+        })
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         let body = serde_json::to_vec(&OAuthErrorBody { error: self.kind.as_str(), error_description: &self.description }).unwrap_or_default();
         let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         let headers = res.headers_mut();
@@ -255,13 +261,21 @@ async fn issue_tokens(state: &AppState, client_id: &str, username: Option<String
 #[derive(Debug)]
 pub struct SignInRefused {
     pub message: String,
+    /// 401 for credentials refused; a rate limit, a body too large or our own failure keep their
+    /// own status.
+    pub status: StatusCode,
+    pub retry_after_secs: Option<u64>,
     /// A 5xx cause, for the log.
     pub cause: Option<String>,
 }
 
 impl From<OAuthError> for SignInRefused {
     fn from(e: OAuthError) -> Self {
-        Self { message: e.description, cause: e.cause }
+        let status = match e.status() {
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::PAYLOAD_TOO_LARGE => s,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        Self { message: e.description, status, retry_after_secs: e.retry_after_secs, cause: e.cause }
     }
 }
 

@@ -182,7 +182,7 @@ both_backends! {
         assert_eq!(chart_total(&overview, "issued"), 7, "only A's allocation");
         assert!(!overview.contains("12,963") && !overview.contains(">B<") && !overview.contains("UB"), "B's figures leak into the overview");
         let (status, page, _) = b.get("/dashboard?companyId=B").await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, StatusCode::FORBIDDEN, "a page answers with its refusal's status");
         assert!(page.contains("FORBIDDEN") && chart_total(&page, "issued") == 0, "another company's overview");
         // The admin sees both.
         let mut admin = Browser::new(app);
@@ -193,15 +193,18 @@ both_backends! {
         let (_, configs, _) = b.get("/dashboard/configs").await;
         assert!(configs.contains(">A<") || configs.contains("DEFAULT"));
         assert!(!configs.contains("4321"), "B's CUSTOM configuration is listed");
-        let (_, users, _) = b.get("/dashboard/users?userId=UB").await;
+        let (status, users, _) = b.get("/dashboard/users?userId=UB").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(users.contains("USER_NOT_FOUND") && !users.contains("user-balance"), "B's user is shown");
         let (_, users, _) = b.get("/dashboard/users?userId=UA").await;
         assert!(users.contains("id=\"user-balance\""));
-        let (_, hooks, _) = b.get(&format!("/dashboard/webhooks?webhookId={b_hook}")).await;
+        let (status, hooks, _) = b.get(&format!("/dashboard/webhooks?webhookId={b_hook}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(hooks.contains("127.0.0.1:9/a") && !hooks.contains("127.0.0.1:9/b") && hooks.contains("WEBHOOK_NOT_FOUND"), "B's webhook is shown");
         // Reversing B's allocation through the form: refused, nothing changes.
         let csrf = b.csrf();
-        let (_, page, _) = b.post("/dashboard/users/reverse", &[("csrf", &csrf), ("userId", "UB"), ("companyId", "B"), ("originalRequestId", "B-0"), ("requestId", "X-1")]).await;
+        let (status, page, _) = b.post("/dashboard/users/reverse", &[("csrf", &csrf), ("userId", "UB"), ("companyId", "B"), ("originalRequestId", "B-0"), ("requestId", "X-1")]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(page.contains("FORBIDDEN"), "{page}");
         assert_eq!(app.balance("UB").await, 3 * 4_321);
         // Its member links are refused too.
