@@ -18,7 +18,7 @@
 //! model, and `coins verify` must pass. `COINS_CRASH_CYCLES` sets the number of kills
 //! (default 5; `COINS_CRASH_CYCLES=20 cargo nextest run crash_cycles` for a long run).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,6 +130,25 @@ struct Tally {
     refused: usize,
     unanswered: usize,
     busy: usize,
+    /// Answered requests of each kind under load, and the time they took (to compare backends).
+    latency: BTreeMap<&'static str, (u32, Duration)>,
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Allocate { .. } => "allocate",
+            Kind::Bulk { .. } => "bulk",
+            Kind::Redeem { .. } => "redeem",
+            Kind::Reverse { .. } => "reverse",
+            Kind::Purchase { .. } => "purchase",
+            Kind::TillRetry { .. } => "till retry",
+            Kind::Held { .. } => "held",
+            Kind::Promo { .. } => "campaign",
+            Kind::Activate { .. } => "activate",
+            Kind::Adjust { .. } => "adjust",
+        }
+    }
 }
 
 struct Worker {
@@ -630,7 +649,13 @@ async fn run_cycles(backend: Backend) {
                 while !last && !dying.load(Ordering::Relaxed) {
                     let sent = w.plan();
                     w.tally.requests += 1;
-                    match send(&http, &base, &admin, &sent).await {
+                    let started = std::time::Instant::now();
+                    let answer = send(&http, &base, &admin, &sent).await;
+                    if answer.is_some() {
+                        let took = w.tally.latency.entry(sent.kind.name()).or_default();
+                        *took = (took.0 + 1, took.1 + started.elapsed());
+                    }
+                    match answer {
                         None => {
                             w.tally.unanswered += 1;
                             w.unknown.push(sent);
@@ -770,6 +795,14 @@ async fn run_cycles(backend: Backend) {
         expirations,
         -expired.values().sum::<i64>()
     );
+    let mut latency: BTreeMap<&str, (u32, Duration)> = BTreeMap::new();
+    for (kind, (n, took)) in workers.iter().flat_map(|w| w.tally.latency.iter()) {
+        let all = latency.entry(kind).or_default();
+        *all = (all.0 + n, all.1 + *took);
+    }
+    let means: Vec<String> =
+        latency.iter().map(|(kind, (n, took))| format!("{kind} {:.1} ms ×{n}", took.as_secs_f64() * 1000.0 / f64::from((*n).max(1)))).collect();
+    eprintln!("crash cycles ({backend:?}): mean latency under load, {WORKERS} clients: {}", means.join(", "));
     assert!(sum(|t| t.unanswered) >= 1, "no request was in flight at any kill: the test proves nothing");
     let (doubled, with_bonus) = (promo.values().filter(|c| **c == 2 * PROMO.1).count(), bonused.values().sum::<usize>());
     eprintln!("crash cycles ({backend:?}): {with_bonus} promotion allocations got the limited +30 campaign, {doubled} the ×2 one");

@@ -387,7 +387,7 @@ pub fn start_coins_serve(db_url: &str, env: &[(&str, &str)]) -> (std::process::C
 /// [`start_coins_serve`], with the server's log (stderr) written to `log` when given.
 pub fn start_coins_serve_logging(db_url: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_coins"));
+    let mut command = std::process::Command::new(std::env::var("COINS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_coins").to_owned()));
     command.args(["serve", "--listen", "127.0.0.1:0"]).env("COINS_DATABASE_URL", db_url).env("COINS_LOG", "warn");
     command.envs(env.iter().copied()).stdout(std::process::Stdio::piped());
     if let Some(path) = log {
