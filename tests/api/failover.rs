@@ -20,12 +20,12 @@ use crate::helpers::*;
 const ADMIN_ID: &str = "failover-admin";
 const ADMIN_SECRET: &str = "failover-secret-for-tests";
 
-fn bindir() -> PathBuf {
+pub(crate) fn bindir() -> PathBuf {
     let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config (PostgreSQL's binaries) is needed");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -45,7 +45,7 @@ fn pg(bin: &str, args: &[&str]) -> std::process::Output {
     out
 }
 
-fn unsafe_geteuid() -> u32 {
+pub(crate) fn unsafe_geteuid() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(1)
 }
@@ -88,7 +88,15 @@ async fn sql(port: u16, db: &str, query: &str) -> Vec<tokio_postgres::Row> {
 }
 
 /// One client's allocations: each request id retried (same body) until definitely answered.
-async fn drive(http: reqwest::Client, base: String, token: String, worker: usize, stop: Arc<AtomicBool>) -> (Vec<String>, HashMap<u16, usize>) {
+/// Answers the acknowledged request ids with when each was acknowledged, and every status seen
+/// (0: no answer).
+pub(crate) async fn drive(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+) -> (Vec<(String, Instant)>, HashMap<u16, usize>) {
     let mut acked = Vec::new();
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     let mut i = 0;
@@ -103,7 +111,7 @@ async fn drive(http: reqwest::Client, base: String, token: String, worker: usize
             };
             *statuses.entry(status).or_default() += 1;
             if status == 200 {
-                acked.push(rid.clone());
+                acked.push((rid.clone(), Instant::now()));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -173,7 +181,7 @@ async fn killing_the_primary_mid_load_loses_nothing_and_answers_503_not_500() {
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for w in workers {
         let (a, s) = tokio::time::timeout(Duration::from_secs(30), w).await.expect("clients finish after the failover").unwrap();
-        acked.extend(a);
+        acked.extend(a.into_iter().map(|(rid, _)| rid));
         for (k, v) in s {
             *statuses.entry(k).or_default() += v;
         }

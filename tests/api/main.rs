@@ -33,6 +33,7 @@ mod migrations;
 mod model;
 mod oauth;
 mod openapi;
+mod patroni;
 mod processes;
 mod reminders;
 mod returns;
