@@ -171,6 +171,19 @@ async fn sql(port: u16, db: &str, query: &str) -> Vec<tokio_postgres::Row> {
     client.query(query, &[]).await.unwrap()
 }
 
+/// The `COINS_*` settings `deploy/patroni/coins.env` gives a shell that sources it.
+fn recipe_settings() -> HashMap<String, String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/patroni/coins.env");
+    let out = Command::new("bash").args(["-c", "set -a; . \"$1\"; set +a; env -0", "bash"]).arg(&file).env_clear().output().expect("bash reads coins.env");
+    assert!(out.status.success() && out.stderr.is_empty(), "coins.env does not source cleanly: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+        .split(|b| *b == 0)
+        .filter_map(|pair| std::str::from_utf8(pair).ok()?.split_once('='))
+        .filter(|(k, _)| k.starts_with("COINS_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     if !installed("patroni") || !installed("etcd") {
@@ -225,14 +238,20 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     // Patroni answers 200 on /sync from the synchronous standby only (/async: an asynchronous one).
     let standby = if sync { "/sync" } else { "/async" };
     until(Duration::from_secs(60), "node 2 runs as the standby", &pair, async || rest(&http, ports.rest[1], standby).await.0 == 200).await;
-    sql(ports.pg[0], "postgres", "CREATE DATABASE coins").await;
+    // As the README sets it up: a role of its own, owning the database.
+    sql(ports.pg[0], "postgres", "CREATE ROLE coins LOGIN PASSWORD 'change-me-coins'").await;
+    sql(ports.pg[0], "postgres", "CREATE DATABASE coins OWNER coins").await;
 
-    let url = format!(
-        "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{},127.0.0.1:{}/coins?target_session_attrs=read-write&connect_timeout=2",
-        ports.pg[0], ports.pg[1]
-    );
-    let (mut coins, base) =
-        start_coins_serve(&url, &[("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0")]);
+    // coins with the recipe's settings, read as a shell reads them (`set -a; . coins.env`).
+    let mut settings = recipe_settings();
+    let url = settings.remove("COINS_DATABASE_URL").expect("coins.env sets COINS_DATABASE_URL");
+    for from in ["127.0.0.1:5433", "127.0.0.1:5434"] {
+        assert!(url.contains(from), "coins.env's URL names {from}: {url}");
+    }
+    let url = url.replace("127.0.0.1:5433", &format!("127.0.0.1:{}", ports.pg[0])).replace("127.0.0.1:5434", &format!("127.0.0.1:{}", ports.pg[1]));
+    let mut env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0")]);
+    let (mut coins, base) = start_coins_serve(&url, &env);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let res =
         client.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
@@ -269,6 +288,21 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     // The leader node dies hard: its Patroni first (so it cannot demote anything), then its
     // postmaster and the stopped sender (which would never notice).
     let postmaster = pair.postmaster(0).expect("node 1's postmaster");
+    // What a load balancer sees on /readyz meanwhile.
+    let ready = {
+        let (client, url, stop) = (client.clone(), format!("{base}/readyz"), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let status = client.get(&url).timeout(Duration::from_secs(3)).send().await.map_or(0, |r| r.status().as_u16());
+                if seen.last() != Some(&status) {
+                    seen.push(status);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        })
+    };
     let killed = Instant::now();
     kill(pair.patroni[0].as_ref().unwrap().id(), "-KILL");
     kill(postmaster, "-KILL");
@@ -287,6 +321,8 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
         }
     }
     assert!(coins.try_wait().unwrap().is_none(), "coins serve stopped during the failover");
+    let ready = ready.await.unwrap();
+    assert!(ready.contains(&503) && ready.last() == Some(&200), "/readyz answers 503 while no node is writable, then 200: {ready:?}");
     // The outage as clients saw it: the longest time without an acknowledged allocation, around
     // the kill (before it, eight clients are acknowledged every few milliseconds).
     let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
@@ -325,7 +361,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     assert!(coins.wait().unwrap().success());
     let verify = Command::new(env!("CARGO_BIN_EXE_coins"))
         .arg("verify")
-        .env("COINS_DATABASE_URL", format!("postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{}/coins", ports.pg[1]))
+        .env("COINS_DATABASE_URL", format!("postgres://coins:change-me-coins@127.0.0.1:{}/coins", ports.pg[1]))
         .env("COINS_LOG", "warn")
         .output()
         .unwrap();
