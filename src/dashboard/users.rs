@@ -19,7 +19,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{PathParam, Query as ApiQuery};
 use crate::http::wire::coins::{AdjustRequest, CoinValueQuery, ReverseRequest};
 use crate::http::wire::tiers::MemberTierView;
-use crate::http::wire::users::TransactionsQuery;
+use crate::http::wire::users::{TransactionsQuery, UserView};
 use crate::http::wire::{FromJsonObject, FromQuery};
 use crate::http::{ledger, users as api};
 
@@ -43,16 +43,71 @@ async fn render(state: &AppState, session: &Session, q: &HashMap<String, String>
     });
     body.append(said);
     if !user.is_empty() {
-        body.show(user_details(state, session, q, &user).await);
+        // The user's figures first; a later part that fails (a stale history cursor, say) shows
+        // its refusal below them.
+        match user_card(state, session, &user).await {
+            Ok((card, summary)) => {
+                body.push(card);
+                body.show(user_lists(state, session, q, &user, &summary).await);
+            }
+            Err(e) => body.fail(e),
+        }
     }
     super::page(Some(session), "Users", "users", body)
 }
 
-async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, String>, user: &str) -> Result<Markup, ApiError> {
+/// The user's figures (balance, lifetime, held, debt) and the adjustment form.
+async fn user_card(state: &AppState, session: &Session, user: &str) -> Result<(Markup, UserView), ApiError> {
     let summary = api::user(State(state.clone()), caller(session), PathParam(user.to_owned())).await?.0.payload;
     let value_query = CoinValueQuery { company_id: Some(summary.company_id.clone()) };
     let value = api::get_coin_value(State(state.clone()), caller(session), ApiQuery(value_query)).await?.0.payload;
     let worth = |coins: i64| money(&value.currency, i128::from(coins) * i128::from(value.minor_units_per_coin));
+    let coins = |n: i64| grouped(i128::from(n));
+    let (u, c) = (summary.user_id.as_str(), summary.company_id.as_str());
+    let card = html! {
+        section class="cards" aria-label={ "User " (u) } {
+            div class="card" id="user-balance" {
+                span class="label" { "Balance of " (u) " (" (c) ")" }
+                span class="value" data-value=(summary.balance) { (coins(summary.balance)) }
+                span class="note" { "worth " (worth(summary.balance)) }
+            }
+            div class="card" { span class="label" { "Earned" } span class="value" { (coins(summary.lifetime_earned)) } }
+            div class="card" { span class="label" { "Redeemed" } span class="value" { (coins(summary.lifetime_redeemed)) } }
+            div class="card" { span class="label" { "Expired" } span class="value" { (coins(summary.lifetime_expired)) } }
+            div class="card" id="user-pending" {
+                span class="label" { "Held (not spendable yet)" }
+                span class="value" data-value=(summary.pending_balance) { (coins(summary.pending_balance)) }
+            }
+            div class="card" id="user-debt" {
+                span class="label" { "Owes (debt)" }
+                span class="value" data-value=(summary.debt) { (coins(summary.debt)) }
+                span class="note" { "paid first by the next credits" }
+            }
+        }
+        // An adjustment is asked for here and confirmed on the next page (GET: nothing is written yet).
+        details class="adjust" {
+            summary { "Adjust coins…" }
+            form method="get" action="/dashboard/users/adjust" id="adjust" {
+                (hidden("userId", u))
+                (hidden("companyId", c))
+                (Input::new("Coins (negative to take)", "coins").required().numeric(Some("-?[0-9]+")).off())
+                (Input::new("Reason (shown in the ledger)", "reason").required().maxlength(200).off())
+                (Input::new("Expires after (days; credits, optional)", "validityDays").numeric(Some("[0-9]*")).off())
+                (select(
+                    "If the user has fewer coins (debits)",
+                    "onShortfall",
+                    &[("REJECT", "Refuse"), ("CAP", "Take what there is"), ("NEGATIVE", "Take it all: the rest becomes debt")],
+                    "REJECT"
+                ))
+                button type="submit" { "Review…" }
+            }
+        }
+    };
+    Ok((card, summary))
+}
+
+/// The user's tier, held coins, coins expiring soon, latest allocations and a page of history.
+async fn user_lists(state: &AppState, session: &Session, q: &HashMap<String, String>, user: &str, summary: &UserView) -> Result<Markup, ApiError> {
     let coins = |n: i64| grouped(i128::from(n));
     let tier = match &summary.tier {
         Some(tier) => Some(tier_section(state, &summary.company_id, &summary.user_id, tier).await?),
@@ -65,7 +120,7 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
     }
     let query = TransactionsQuery::from_query(&params).map_err(ApiError::validation)?;
     let history = api::transactions(State(state.clone()), caller(session), ApiQuery(query)).await?.0.payload;
-    let (u, c) = (summary.user_id.as_str(), summary.company_id.as_str());
+    let c = summary.company_id.as_str();
     let held: Vec<Vec<Markup>> = summary.pending.iter().map(|h| vec![text(h.request_id.as_str()), num(coins(h.coins)), text(&h.activates_at)]).collect();
     let expiring: Vec<Vec<Markup>> = summary.expiring_soon.iter().map(|l| vec![num(coins(l.coins)), text(&l.expires_at)]).collect();
     let allocation_rows: Vec<Vec<Markup>> = allocations
@@ -114,43 +169,6 @@ async fn user_details(state: &AppState, session: &Session, q: &HashMap<String, S
         .collect();
     let paged = q.get("cursor").is_some_and(|c| !c.is_empty());
     Ok(html! {
-        section class="cards" aria-label={ "User " (u) } {
-            div class="card" id="user-balance" {
-                span class="label" { "Balance of " (u) " (" (c) ")" }
-                span class="value" data-value=(summary.balance) { (coins(summary.balance)) }
-                span class="note" { "worth " (worth(summary.balance)) }
-            }
-            div class="card" { span class="label" { "Earned" } span class="value" { (coins(summary.lifetime_earned)) } }
-            div class="card" { span class="label" { "Redeemed" } span class="value" { (coins(summary.lifetime_redeemed)) } }
-            div class="card" { span class="label" { "Expired" } span class="value" { (coins(summary.lifetime_expired)) } }
-            div class="card" id="user-pending" {
-                span class="label" { "Held (not spendable yet)" }
-                span class="value" data-value=(summary.pending_balance) { (coins(summary.pending_balance)) }
-            }
-            div class="card" id="user-debt" {
-                span class="label" { "Owes (debt)" }
-                span class="value" data-value=(summary.debt) { (coins(summary.debt)) }
-                span class="note" { "paid first by the next credits" }
-            }
-        }
-        // An adjustment is asked for here and confirmed on the next page (GET: nothing is written yet).
-        details class="adjust" {
-            summary { "Adjust coins…" }
-            form method="get" action="/dashboard/users/adjust" id="adjust" {
-                (hidden("userId", u))
-                (hidden("companyId", c))
-                (Input::new("Coins (negative to take)", "coins").required().numeric(Some("-?[0-9]+")).off())
-                (Input::new("Reason (shown in the ledger)", "reason").required().maxlength(200).off())
-                (Input::new("Expires after (days; credits, optional)", "validityDays").numeric(Some("[0-9]*")).off())
-                (select(
-                    "If the user has fewer coins (debits)",
-                    "onShortfall",
-                    &[("REJECT", "Refuse"), ("CAP", "Take what there is"), ("NEGATIVE", "Take it all: the rest becomes debt")],
-                    "REJECT"
-                ))
-                button type="submit" { "Review…" }
-            }
-        }
         @if let Some(tier) = tier { (tier) }
         @if !held.is_empty() {
             h2 { "Held until they activate" }

@@ -53,7 +53,8 @@ async fn a_dashboard_page_that_fails_answers_its_status_and_logs_the_cause_once(
     let Some(db) = test_db(Backend::Sqlite).await else { return };
     let log = std::env::temp_dir().join(format!("coins-dash-log-{}.txt", coins::crypto::random_token::<6>()));
     let env = [("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_LOG", "info"), ("COINS_LOG_FORMAT", "json")];
-    let (mut child, base) = start_coins_serve_logging(&db.url, &env, Some(&log));
+    let (child, base) = start_coins_serve_logging(&db.url, &env, Some(&log));
+    let mut child = KillOnDrop(child);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let cookie = |res: &reqwest::Response, name: &str| {
         res.headers()
@@ -87,8 +88,8 @@ async fn a_dashboard_page_that_fails_answers_its_status_and_logs_the_cause_once(
     assert!(page.contains("internal error; the x-request-id response header identifies it in the server log"), "{page}");
     assert!(!page.contains("ledger_daily"), "the cause stays in the log: {page}");
 
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    child.wait().unwrap();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap().success());
+    child.0.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();

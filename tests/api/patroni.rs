@@ -37,6 +37,8 @@ struct Pair {
     dir: PathBuf,
     etcd: Option<Child>,
     patroni: Vec<Option<Child>>,
+    /// A WAL sender stopped with SIGSTOP: it would never end by itself.
+    stopped: Option<u32>,
 }
 
 impl Pair {
@@ -50,15 +52,20 @@ impl Pair {
     fn postmaster(&self, node: usize) -> Option<u32> {
         let data = self.data(node);
         let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
-        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        String::from_utf8_lossy(&cmdline).contains(&*data.to_string_lossy()).then_some(pid)
+        still(text.lines().next()?.trim().parse().ok()?, &data.to_string_lossy())
     }
 
     fn log_tail(&self, node: usize) -> String {
         let text = std::fs::read_to_string(self.dir.join(format!("patroni{}.log", node + 1))).unwrap_or_default();
         text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
+}
+
+/// The PID if it is still a process whose command line contains `what` (a PID read earlier may
+/// have ended, or by now be someone else's).
+fn still(pid: u32, what: &str) -> Option<u32> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline).contains(what).then_some(pid)
 }
 
 fn kill(pid: u32, signal: &str) {
@@ -70,6 +77,9 @@ impl Drop for Pair {
         for child in self.patroni.iter_mut().flatten() {
             kill(child.id(), "-KILL");
             let _ = child.wait();
+        }
+        if let Some(pid) = self.stopped.and_then(|pid| still(pid, "walsender")) {
+            kill(pid, "-KILL");
         }
         for node in 0..self.patroni.len() {
             // Patroni's postmaster, stopped as PostgreSQL stops (its backends go with it).
@@ -194,7 +204,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     let sync = std::env::var("COINS_PATRONI_SYNC").map_or(true, |v| v != "false");
     let dir = std::env::temp_dir().join(format!("coins-patroni-{}", coins::crypto::random_token::<6>().to_lowercase().replace(['-', '_'], "x")));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut pair = Pair { dir: dir.clone(), etcd: None, patroni: vec![None, None] };
+    let mut pair = Pair { dir: dir.clone(), etcd: None, patroni: vec![None, None], stopped: None };
     let ports = Ports { etcd: free_port(), rest: [free_port(), free_port()], pg: [free_port(), free_port()] };
     let peer = free_port();
 
@@ -238,6 +248,9 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     // Patroni answers 200 on /sync from the synchronous standby only (/async: an asynchronous one).
     let standby = if sync { "/sync" } else { "/async" };
     until(Duration::from_secs(60), "node 2 runs as the standby", &pair, async || rest(&http, ports.rest[1], standby).await.0 == 200).await;
+    // The passwords count (initdb's own lines would trust every local connection).
+    let wrong = format!("host=127.0.0.1 port={} user=postgres password=wrong dbname=postgres connect_timeout=3", ports.pg[0]);
+    assert!(tokio_postgres::connect(&wrong, tokio_postgres::NoTls).await.is_err(), "node 1 let in a wrong password");
     // As the README sets it up: a role of its own, owning the database.
     sql(ports.pg[0], "postgres", "CREATE ROLE coins LOGIN PASSWORD 'change-me-coins'").await;
     sql(ports.pg[0], "postgres", "CREATE DATABASE coins OWNER coins").await;
@@ -251,7 +264,8 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     let url = url.replace("127.0.0.1:5433", &format!("127.0.0.1:{}", ports.pg[0])).replace("127.0.0.1:5434", &format!("127.0.0.1:{}", ports.pg[1]));
     let mut env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env.extend([("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0")]);
-    let (mut coins, base) = start_coins_serve(&url, &env);
+    let (coins, base) = start_coins_serve(&url, &env);
+    let mut coins = KillOnDrop(coins);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let res =
         client.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
@@ -280,9 +294,11 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     // they are what a failover then loses.
     let sender: u32 = {
         let rows = sql(ports.pg[0], "postgres", "SELECT pid FROM pg_stat_replication").await;
-        u32::try_from(rows.first().expect("node 1 sends WAL").get::<_, i32>(0)).unwrap()
+        let pid = u32::try_from(rows.first().expect("node 1 sends WAL").get::<_, i32>(0)).unwrap();
+        still(pid, "walsender").expect("node 1's WAL sender")
     };
     let pause = Duration::from_millis(env_or("COINS_PATRONI_STANDBY_PAUSE_MS", 200));
+    pair.stopped = Some(sender);
     kill(sender, "-STOP");
     tokio::time::sleep(pause).await;
     // The leader node dies hard: its Patroni first (so it cannot demote anything), then its
@@ -309,7 +325,14 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     kill(sender, "-KILL");
     let _ = pair.patroni[0].take().unwrap().wait();
     let promoted = until(Duration::from_secs(60), "node 2 takes over", &pair, async || rest(&http, ports.rest[1], "/leader").await.0 == 200).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The lock first, then the promotion: wait until node 2 runs as the primary and coins can
+    // write to it, then let the clients be acknowledged a while.
+    until(Duration::from_secs(60), "node 2 runs as the primary", &pair, async || rest(&http, ports.rest[1], "/primary").await.0 == 200).await;
+    until(Duration::from_secs(60), "coins is ready on node 2", &pair, async || {
+        client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
     let mut statuses: HashMap<u16, usize> = HashMap::new();
@@ -320,7 +343,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
             *statuses.entry(k).or_default() += v;
         }
     }
-    assert!(coins.try_wait().unwrap().is_none(), "coins serve stopped during the failover");
+    assert!(coins.0.try_wait().unwrap().is_none(), "coins serve stopped during the failover");
     let ready = ready.await.unwrap();
     assert!(ready.contains(&503) && ready.last() == Some(&200), "/readyz answers 503 while no node is writable, then 200: {ready:?}");
     // The outage as clients saw it: the longest time without an acknowledged allocation, around
@@ -357,8 +380,8 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     }
     assert_eq!(statuses.get(&500), None, "a 500 during the failover: {statuses:?}");
     assert!(statuses.get(&503).copied().unwrap_or(0) > 0, "no 503 seen: the failover was not exercised ({statuses:?})");
-    kill(coins.id(), "-TERM");
-    assert!(coins.wait().unwrap().success());
+    kill(coins.0.id(), "-TERM");
+    assert!(coins.0.wait().unwrap().success());
     let verify = Command::new(env!("CARGO_BIN_EXE_coins"))
         .arg("verify")
         .env("COINS_DATABASE_URL", format!("postgres://coins:change-me-coins@127.0.0.1:{}/coins", ports.pg[1]))
