@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::html::{Input, Markup, csrf_field, hidden, html, num, select, table, text, url_part};
-use super::{Body, Form, Session, read_form};
+use super::{Body, Form, Session, number_or_text, read_form};
 use crate::clock::rfc3339;
 use crate::domain::CompanyId;
 use crate::http::AppState;
@@ -136,12 +136,6 @@ fn form(session: &Session, company: &str, editing: Option<&CampaignView>) -> Mar
             button type="submit" { (submit) }
         }
     }
-}
-
-/// A number typed into a form stays a number on the wire, anything else the text (so the API
-/// names it in its refusal).
-fn number_or_text(text: &str) -> Value {
-    text.trim().parse::<i64>().map_or_else(|_| Value::from(text.trim()), Value::from)
 }
 
 /// The campaign fields of a form, as the API's JSON body.

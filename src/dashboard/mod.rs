@@ -262,6 +262,13 @@ fn error_page(e: &ApiError) -> Response {
     framed(Some(e), document(None, "Unavailable", "", refusal(e)), CSP)
 }
 
+/// A number typed into a form stays a number on the wire, anything else the text, so the API's
+/// own rule refuses it in its own words.
+fn number_or_text(typed: &str) -> serde_json::Value {
+    let typed = typed.trim();
+    typed.parse::<i64>().map_or_else(|_| serde_json::Value::from(typed), serde_json::Value::from)
+}
+
 /// A posted form, after its CSRF token was checked against the cookie.
 pub struct Form(pub HashMap<String, String>);
 

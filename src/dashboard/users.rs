@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::html::{Input, Markup, csrf_field, hidden, html, num, select, table, text, url_part};
-use super::{Body, Form, Session, read_form};
+use super::{Body, Form, Session, number_or_text, read_form};
 use crate::domain::report::{grouped, money};
 use crate::domain::{CompanyId, UserId};
 use crate::http::AppState;
@@ -292,14 +292,10 @@ pub async fn confirm_reverse(session: Session, Query(q): Query<HashMap<String, S
     super::page(Some(&session), "Confirm reversal", "users", body)
 }
 
-/// A number typed into a form stays a number on the wire, anything else the text (so the API
-/// names it in its refusal); empty means not given.
+/// The fields `names` of the form as numbers typed (empty means not given).
 fn typed_numbers(form: &Form, names: &[&str], body: &mut serde_json::Map<String, Value>) {
-    for k in names {
-        let typed = form.get(k).trim();
-        if !typed.is_empty() {
-            body.insert((*k).to_owned(), typed.parse::<i64>().map_or_else(|_| Value::from(typed), Value::from));
-        }
+    for k in names.iter().filter(|k| !form.get(k).trim().is_empty()) {
+        body.insert((*k).to_owned(), number_or_text(form.get(k)));
     }
 }
 

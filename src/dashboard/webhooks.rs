@@ -8,7 +8,7 @@ use axum::extract::{Query, Request, State};
 use axum::response::Response;
 
 use super::html::{Input, Markup, csrf_field, hidden, html, num, table, text, url_part};
-use super::{Body, Session, read_form};
+use super::{Body, Session, number_or_text, read_form};
 use crate::http::AppState;
 use crate::http::auth::Auth;
 use crate::http::error::ApiError;
@@ -145,12 +145,7 @@ pub async fn set_reminders(State(state): State<AppState>, session: Session, req:
         Ok(f) => f,
         Err(res) => return res,
     };
-    let days: Vec<serde_json::Value> = form
-        .get("days")
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|d| !d.is_empty())
-        .map(|d| d.parse::<i64>().map_or_else(|_| serde_json::Value::from(d), serde_json::Value::from))
-        .collect();
+    let days: Vec<serde_json::Value> = form.get("days").split(|c: char| c == ',' || c.is_whitespace()).filter(|d| !d.is_empty()).map(number_or_text).collect();
     let body = serde_json::json!({"companyId": form.get("companyId").trim(), "expiryReminderDays": days});
     let object = body.as_object().cloned().unwrap_or_default();
     let done = match ReminderSettingsRequest::from_object(&object).map_err(ApiError::validation) {

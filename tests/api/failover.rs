@@ -90,13 +90,7 @@ async fn sql(port: u16, db: &str, query: &str) -> Vec<tokio_postgres::Row> {
 /// One client's allocations: each request id retried (same body) until definitely answered.
 /// Answers the acknowledged request ids with when each was acknowledged, and every status seen
 /// (0: no answer).
-pub(crate) async fn drive(
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    worker: usize,
-    stop: Arc<AtomicBool>,
-) -> (Vec<(String, Instant)>, HashMap<u16, usize>) {
+async fn drive(http: reqwest::Client, base: String, token: String, worker: usize, stop: Arc<AtomicBool>) -> Seen {
     let mut acked = Vec::new();
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     let mut i = 0;
@@ -119,6 +113,60 @@ pub(crate) async fn drive(
         i += 1;
     }
     (acked, statuses)
+}
+
+/// What a client of [`drive`] saw: each request id acknowledged, with when, and every status.
+pub(crate) type Seen = (Vec<(String, Instant)>, HashMap<u16, usize>);
+
+/// Eight clients allocating (each as [`drive`]) against a configuration of its own, until stopped.
+pub(crate) struct Load {
+    pub stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<Seen>>,
+}
+
+impl Load {
+    /// Takes an admin token, creates the configuration and starts the clients.
+    pub(crate) async fn start(http: &reqwest::Client, base: &str, admin: (&str, &str)) -> Self {
+        let res =
+            http.post(format!("{base}/oauth/token")).basic_auth(admin.0, Some(admin.1)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+        let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+        let res = http
+            .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
+            .bearer_auth(&token)
+            .json(&json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..8).map(|w| tokio::spawn(drive(http.clone(), base.to_owned(), token.clone(), w, stop.clone()))).collect();
+        Self { stop, workers }
+    }
+
+    /// Stops the clients; every acknowledged request id with when it was acknowledged, and every
+    /// status seen.
+    pub(crate) async fn finish(self, limit: Duration) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        let mut statuses: HashMap<u16, usize> = HashMap::new();
+        for w in self.workers {
+            let (a, s) = tokio::time::timeout(limit, w).await.expect("clients finish after the failover").unwrap();
+            acked.extend(a);
+            for (k, v) in s {
+                *statuses.entry(k).or_default() += v;
+            }
+        }
+        (acked, statuses)
+    }
+}
+
+/// How many ledger entries each request id has, from rows of `request_id`.
+pub(crate) fn entries_per_request(rows: Vec<tokio_postgres::Row>) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in rows {
+        *counts.entry(r.get(0)).or_default() += 1;
+    }
+    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,41 +204,16 @@ async fn killing_the_primary_mid_load_loses_nothing_and_answers_503_not_500() {
     let (mut child, base) =
         start_coins_serve(&url, &[("COINS_ADMIN_CLIENT_ID", ADMIN_ID), ("COINS_ADMIN_CLIENT_SECRET", ADMIN_SECRET), ("COINS_RATE_LIMIT_PER_SEC", "0")]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let res =
-        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-    let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let res = http
-        .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
-        .bearer_auth(&token)
-        .json(&json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8).map(|w| tokio::spawn(drive(http.clone(), base.clone(), token.clone(), w, stop.clone()))).collect();
+    let load = Load::start(&http, &base, (ADMIN_ID, ADMIN_SECRET)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The primary dies hard; the standby is promoted.
     pg("pg_ctl", &["-D", &primary.to_string_lossy(), "-m", "immediate", "stop"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     pg("pg_ctl", &["-D", &standby.to_string_lossy(), "-w", "promote"]);
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Vec::new();
-    let mut statuses: HashMap<u16, usize> = HashMap::new();
-    for w in workers {
-        let (a, s) = tokio::time::timeout(Duration::from_secs(30), w).await.expect("clients finish after the failover").unwrap();
-        acked.extend(a.into_iter().map(|(rid, _)| rid));
-        for (k, v) in s {
-            *statuses.entry(k).or_default() += v;
-        }
-    }
-    let rows = sql(p2, "coins", "SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'").await;
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for r in rows {
-        *counts.entry(r.get(0)).or_default() += 1;
-    }
+    let (acked, statuses) = load.finish(Duration::from_secs(30)).await;
+    let acked: Vec<String> = acked.into_iter().map(|(rid, _)| rid).collect();
+    let counts = entries_per_request(sql(p2, "coins", "SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'").await);
     for rid in &acked {
         assert_eq!(counts.get(rid), Some(&1), "{rid} was acknowledged; it must be on the new primary exactly once");
     }

@@ -18,13 +18,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::failover::{bindir, drive, free_port, unsafe_geteuid};
+use crate::failover::{Load, bindir, entries_per_request, free_port, unsafe_geteuid};
 use crate::helpers::*;
 
 const ADMIN_ID: &str = "patroni-admin";
@@ -267,20 +266,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     let (coins, base) = start_coins_serve(&url, &env);
     let mut coins = KillOnDrop(coins);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let res =
-        client.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-    let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let res = client
-        .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
-        .bearer_auth(&token)
-        .json(&json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8).map(|w| tokio::spawn(drive(client.clone(), base.clone(), token.clone(), w, stop.clone()))).collect();
+    let load = Load::start(&client, &base, (ADMIN_ID, ADMIN_SECRET)).await;
     // Under load, nobody kills anything: the leader must stay the leader.
     let idle = Duration::from_secs(env_or("COINS_PATRONI_IDLE_SECS", 2));
     let watched = Instant::now();
@@ -306,7 +292,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     let postmaster = pair.postmaster(0).expect("node 1's postmaster");
     // What a load balancer sees on /readyz meanwhile.
     let ready = {
-        let (client, url, stop) = (client.clone(), format!("{base}/readyz"), stop.clone());
+        let (client, url, stop) = (client.clone(), format!("{base}/readyz"), load.stop.clone());
         tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -333,16 +319,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Vec::new();
-    let mut statuses: HashMap<u16, usize> = HashMap::new();
-    for w in workers {
-        let (a, s) = tokio::time::timeout(Duration::from_secs(60), w).await.expect("clients finish after the failover").unwrap();
-        acked.extend(a);
-        for (k, v) in s {
-            *statuses.entry(k).or_default() += v;
-        }
-    }
+    let (acked, statuses) = load.finish(Duration::from_secs(60)).await;
     assert!(coins.0.try_wait().unwrap().is_none(), "coins serve stopped during the failover");
     let ready = ready.await.unwrap();
     assert!(ready.contains(&503) && ready.last() == Some(&200), "/readyz answers 503 while no node is writable, then 200: {ready:?}");
@@ -353,11 +330,7 @@ async fn the_patroni_recipe_fails_over_losing_and_doubling_nothing() {
     assert!(times.last().is_some_and(|t| *t > killed + promoted), "no allocation acknowledged after node 2 took over");
     let outage = times.windows(2).filter(|w| w[1] > killed).map(|w| w[1] - w[0]).max().unwrap_or_default();
 
-    let rows = sql(ports.pg[1], "coins", "SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'").await;
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for r in rows {
-        *counts.entry(r.get(0)).or_default() += 1;
-    }
+    let counts = entries_per_request(sql(ports.pg[1], "coins", "SELECT request_id FROM ledger_entries WHERE type = 'ALLOCATE'").await);
     let lost: Vec<&String> = acked.iter().map(|(rid, _)| rid).filter(|rid| !counts.contains_key(*rid)).collect();
     eprintln!(
         "patroni failover ({}): {} allocations acknowledged; outage {:.1} s without an acknowledged allocation \
