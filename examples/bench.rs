@@ -876,17 +876,26 @@ async fn run(args: Args) -> bool {
         let (rate, conns) = preload(&addr, &token, args.preload, ok_ids.clone()).await;
         println!("  bulk allocate-coins (1,000 items/request, {conns} conns): {rate:.0} allocations/s while preloading {} entries", args.preload);
         println!("  server peak RSS after preload: {:.1} MB", server.peak_rss_mb());
+        if args.backend == "sqlite" {
+            println!("  SQLite WAL file: peak {:.1} MiB during the preload", wal_peak.swap(0, Ordering::Relaxed) as f64 / 1_048_576.0);
+        }
     }
     let wants = |p: &str| args.only.iter().any(|o| o == p);
     for &conns in &args.conns {
+        let sqlite = args.backend == "sqlite";
         let run = |kind, wanted: bool, tag: String| {
-            let (addr, token, ok_ids) = (addr.clone(), token.clone(), ok_ids.clone());
+            let (addr, token, ok_ids, wal_peak) = (addr.clone(), token.clone(), ok_ids.clone(), wal_peak.clone());
             async move {
                 if !wanted {
                     return None;
                 }
+                let before = wal_peak.swap(0, Ordering::Relaxed);
                 let r = phase(&addr, &token, kind, conns, args.secs, &tag, ok_ids).await;
                 r.print();
+                let during = wal_peak.fetch_max(before, Ordering::Relaxed);
+                if sqlite && kind != Kind::Healthz {
+                    println!("  {:<27} SQLite WAL file: peak {:.1} MiB", "", during as f64 / 1_048_576.0);
+                }
                 Some(r)
             }
         };
@@ -933,7 +942,7 @@ async fn run(args: Args) -> bool {
     server.stop();
     if let Some(w) = wal_watch {
         w.abort();
-        println!("  SQLite WAL file: peak {:.1} MiB", wal_peak.load(Ordering::Relaxed) as f64 / 1_048_576.0);
+        println!("  SQLite WAL file: peak {:.1} MiB over the phases", wal_peak.load(Ordering::Relaxed) as f64 / 1_048_576.0);
     }
 
     let mut off_best = None::<f64>;
