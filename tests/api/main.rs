@@ -42,4 +42,5 @@ mod secrets;
 mod simulate;
 mod tiers;
 mod verify;
+mod wal;
 mod webhooks;

@@ -7,15 +7,24 @@
 //! Under a steady stream of commits PASSIVE checkpoints never catch up completely, and SQLite
 //! only rewinds the WAL once everything in it has been copied back, so the WAL grows without
 //! bound (seen: 2 GB within a minute of allocation load). So between two of its transactions,
-//! once the log is longer than the limit, the writer itself runs a RESTART checkpoint: it copies
-//! what PASSIVE left over, and the next commit starts the log from the beginning again;
-//! `journal_size_limit` then truncates the file back to the limit. Run by the writer it never
-//! waits for the write lock, but writes wait while it copies (the cost in docs/BENCHMARKS.md).
-//! PASSIVE runs often, so little is left over; the two never run at once (a lock), since a
-//! RESTART that found PASSIVE running would fail BUSY and let the log grow past the limit.
+//! once the log holds more than [`RESTART_SHARE`] of the limit, the writer itself runs a RESTART
+//! checkpoint: it copies what PASSIVE left over, and the next commit starts the log from the
+//! beginning again. Run by the writer it never waits for the write lock, but writes wait while it
+//! copies, so it must find little to copy:
+//!
+//! - PASSIVE runs often (every [`CHECKPOINT_INTERVAL`]), so what is left over is a few commits.
+//! - The two never run at once (a RESTART that found PASSIVE running would fail BUSY). The writer
+//!   never waits for a PASSIVE in progress: it asks for the restart, and the checkpoint thread
+//!   starts no new PASSIVE until the writer has had its turn, a commit or two later.
+//! - The writer counts the log's frames itself (SQLite tells each commit's connection), so it
+//!   restarts on time, not on a count a checkpoint published a while ago.
+//! - Restarting at three quarters of the limit keeps the file within it: SQLite truncates a log
+//!   longer than `journal_size_limit` when it restarts, and a file cut back and grown again makes
+//!   every commit that grows it pay for the file system's metadata as well.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,19 +32,25 @@ use rusqlite::Connection;
 
 use crate::store::{StoreError, StoreResult};
 
-/// How often the checkpointer runs; the WAL grows by at most this much of write traffic between
-/// two looks at its length.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the checkpointer copies the log back: what a restart may find left to copy.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 /// Default bound on the WAL (`COINS_SQLITE_WAL_MAX_MB`): tens of MiB, what an operator of an
 /// embedded database expects beside a database of any size.
 pub const WAL_MAX_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// The share of the bound at which the writer restarts the log (numerator, denominator).
+const RESTART_SHARE: (i64, i64) = (3, 4);
 const CHECKPOINT_CACHE_KIB: i64 = 512;
 
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread's connection (the writer's).
+    static FRAMES: Cell<i64> = const { Cell::new(0) };
+}
+
 pub struct Wal {
-    /// Frames in the WAL as the checkpointer last saw them.
-    frames: Arc<AtomicI64>,
     /// Frames past which the writer restarts the log.
-    limit_frames: i64,
+    restart_frames: i64,
+    /// Set by the writer when the log is due a restart: the checkpoint thread stands aside.
+    restart_wanted: Arc<AtomicBool>,
     /// Held by whoever checkpoints: PASSIVE and RESTART never overlap.
     checkpointing: Arc<Mutex<()>>,
 }
@@ -44,46 +59,58 @@ impl Wal {
     /// Sets the writer connection up for manual checkpoints and starts the checkpoint thread.
     pub fn start(path: &Path, writer: &Connection, max_bytes: u64) -> StoreResult<Self> {
         let page_size: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let limit_frames = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(512);
+        // A frame is a page and its 24-byte header.
+        let limit_frames = i64::try_from(max_bytes).unwrap_or(i64::MAX) / (page_size.max(512) + 24);
         writer.execute_batch(&format!("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={max_bytes};"))?;
+        // After the pragma above, which clears any hook of its own.
+        writer.wal_hook(Some(|_, frames| {
+            FRAMES.set(i64::from(frames));
+            Ok(())
+        }));
         let checkpointer = super::open_connection(path, CHECKPOINT_CACHE_KIB)?;
-        let frames = Arc::new(AtomicI64::new(0));
+        let restart_wanted = Arc::new(AtomicBool::new(false));
         let checkpointing = Arc::new(Mutex::new(()));
-        let (published, lock) = (frames.clone(), checkpointing.clone());
+        let (wanted, lock) = (restart_wanted.clone(), checkpointing.clone());
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &published, &lock))
+            .spawn(move || checkpoint_loop(&checkpointer, &wanted, &lock))
             .map_err(|e| StoreError::io("starting the SQLite checkpoint thread", e))?;
-        Ok(Self { frames, limit_frames: limit_frames.max(1), checkpointing })
+        let restart_frames = (limit_frames * RESTART_SHARE.0 / RESTART_SHARE.1).max(1);
+        Ok(Self { restart_frames, restart_wanted, checkpointing })
     }
 
     /// Called by the writer between transactions.
     pub fn restart_if_long(&self, writer: &Connection) {
-        if self.frames.load(Ordering::Relaxed) <= self.limit_frames {
+        if FRAMES.get() <= self.restart_frames {
             return;
         }
-        let _alone = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        self.restart_wanted.store(true, Ordering::Relaxed);
+        // A PASSIVE in progress: the checkpoint thread starts no other, so try after the next commit.
+        let Ok(_alone) = self.checkpointing.try_lock() else { return };
         match writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
             // 0: done; the next commit starts the log from its beginning.
-            Ok(0) => self.frames.store(0, Ordering::Relaxed),
+            Ok(0) => {
+                FRAMES.set(0);
+                self.restart_wanted.store(false, Ordering::Relaxed);
+            }
             Ok(_) => tracing::debug!("WAL restart checkpoint could not finish (a reader); trying after the next commit"),
             Err(e) => tracing::debug!(error = %e, "WAL restart checkpoint failed"),
         }
     }
 }
 
-/// PASSIVE checkpoints, publishing the WAL's length. Ends when the database is gone (the store
-/// dropped and the file removed) or a checkpoint fails for good.
-fn checkpoint_loop(conn: &Connection, frames: &AtomicI64, checkpointing: &Mutex<()>) {
+/// PASSIVE checkpoints, except while the writer waits to restart the log. Ends when the database
+/// is gone (the store dropped and the file removed) or a checkpoint fails for good.
+fn checkpoint_loop(conn: &Connection, restart_wanted: &AtomicBool, checkpointing: &Mutex<()>) {
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
+        if restart_wanted.load(Ordering::Relaxed) {
+            continue;
+        }
         let _alone = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(n) => frames.store(n, Ordering::Relaxed),
-            Err(e) => {
-                tracing::debug!(error = %e, "checkpoint thread stopping");
-                return;
-            }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint thread stopping");
+            return;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The writer thread: the only connection that writes. Callers queue jobs on a bounded channel;
-//! the writer takes everything queued (up to [`BATCH_MAX`]) and commits it in one transaction,
+//! the writer takes everything queued (up to [`BATCH_MAX`] writes) and commits it in one transaction,
 //! then answers every job, so concurrent requests share one fsync (group commit). WAL with
 //! `synchronous=FULL` makes a commit durable before anyone hears of it.
 //!
@@ -24,7 +24,9 @@ use crate::store::config_cache::ConfigCache;
 use crate::store::ledger::{self, run_now};
 use crate::store::{StoreError, StoreResult};
 
-/// Most jobs one transaction takes: bounds how long the first job of a burst waits for commit.
+/// Most writes one transaction takes (each allocation of a bulk request counts; a request is never
+/// split): bounds how long the first job of a burst waits for its commit, and how much one commit
+/// adds to the WAL, which is restarted only between transactions (`wal.rs`).
 pub const BATCH_MAX: usize = 512;
 /// Jobs that may wait for the writer before callers are told the store is busy.
 const QUEUE_MAX: usize = 8_192;
@@ -115,10 +117,15 @@ fn writer_loop(conn: &Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: u
         let mut taken = 0;
         while let Some(job) = next.take() {
             match job {
-                Queued::Generic(j) => generic.push(j),
-                Queued::Allocate { cmds, reply } => allocations.push((cmds, reply)),
+                Queued::Generic(j) => {
+                    generic.push(j);
+                    taken += 1;
+                }
+                Queued::Allocate { cmds, reply } => {
+                    taken += cmds.len().max(1);
+                    allocations.push((cmds, reply));
+                }
             }
-            taken += 1;
             if taken < batch_max {
                 next = jobs.try_recv().ok();
             }
