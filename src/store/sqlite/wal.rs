@@ -15,17 +15,23 @@
 //! - PASSIVE runs often (every [`CHECKPOINT_INTERVAL`]), so what is left over is a few commits.
 //! - The two never run at once (a RESTART that found PASSIVE running would fail BUSY). The writer
 //!   never waits for a PASSIVE in progress: it asks for the restart, and the checkpoint thread
-//!   starts no new PASSIVE until the writer has had its turn, a commit or two later.
+//!   starts no new PASSIVE until the writer has had its turn, a commit or two later. Should the
+//!   writer not get to it (no more writes came, or a reader kept the restart from finishing), the
+//!   checkpoint thread goes on after [`RESTART_WAIT_INTERVALS`] intervals.
 //! - The writer counts the log's frames itself (SQLite tells each commit's connection), so it
 //!   restarts on time, not on a count a checkpoint published a while ago.
-//! - Restarting at three quarters of the limit keeps the file within it: SQLite truncates a log
+//! - Restarting at three quarters of the limit keeps the file within it, but for the transaction
+//!   that crosses that point (at most 512 writes, or one bulk request). SQLite truncates a log
 //!   longer than `journal_size_limit` when it restarts, and a file cut back and grown again makes
 //!   every commit that grows it pay for the file system's metadata as well.
+//!
+//! A checkpoint run by another process at the same moment (a `coins` command, the `sqlite3`
+//! shell, a backup) makes the restart fail BUSY; the writer tries again after its next commit.
 
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -39,6 +45,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 pub const WAL_MAX_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// The share of the bound at which the writer restarts the log (numerator, denominator).
 const RESTART_SHARE: (i64, i64) = (3, 4);
+/// Intervals the checkpoint thread stands aside for a restart the writer asked for.
+const RESTART_WAIT_INTERVALS: u32 = 5;
 const CHECKPOINT_CACHE_KIB: i64 = 512;
 
 thread_local! {
@@ -62,7 +70,9 @@ impl Wal {
         // A frame is a page and its 24-byte header.
         let limit_frames = i64::try_from(max_bytes).unwrap_or(i64::MAX) / (page_size.max(512) + 24);
         writer.execute_batch(&format!("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={max_bytes};"))?;
-        // After the pragma above, which clears any hook of its own.
+        // After the pragma above: setting `wal_autocheckpoint` replaces the WAL hook, so nothing may
+        // set it on the writer's connection again, or the count stops and the log is unbounded
+        // (`tests/api/wal.rs` would see it).
         writer.wal_hook(Some(|_, frames| {
             FRAMES.set(i64::from(frames));
             Ok(())
@@ -70,7 +80,8 @@ impl Wal {
         let checkpointer = super::open_connection(path, CHECKPOINT_CACHE_KIB)?;
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let checkpointing = Arc::new(Mutex::new(()));
-        let (wanted, lock) = (restart_wanted.clone(), checkpointing.clone());
+        // Weak: the thread ends once the writer, and with it this `Wal`, is gone.
+        let (wanted, lock) = (Arc::downgrade(&restart_wanted), checkpointing.clone());
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &wanted, &lock))
@@ -93,20 +104,24 @@ impl Wal {
                 FRAMES.set(0);
                 self.restart_wanted.store(false, Ordering::Relaxed);
             }
-            Ok(_) => tracing::debug!("WAL restart checkpoint could not finish (a reader); trying after the next commit"),
+            Ok(_) => tracing::debug!("WAL restart checkpoint could not finish (a reader, or another process checkpointing); trying after the next commit"),
             Err(e) => tracing::debug!(error = %e, "WAL restart checkpoint failed"),
         }
     }
 }
 
-/// PASSIVE checkpoints, except while the writer waits to restart the log. Ends when the database
-/// is gone (the store dropped and the file removed) or a checkpoint fails for good.
-fn checkpoint_loop(conn: &Connection, restart_wanted: &AtomicBool, checkpointing: &Mutex<()>) {
+/// PASSIVE checkpoints, except while the writer waits to restart the log (for a few intervals at
+/// most). Ends with the store, or when a checkpoint fails for good.
+fn checkpoint_loop(conn: &Connection, restart_wanted: &Weak<AtomicBool>, checkpointing: &Mutex<()>) {
+    let mut stood_aside = 0;
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
-        if restart_wanted.load(Ordering::Relaxed) {
+        let Some(wanted) = restart_wanted.upgrade() else { return };
+        if wanted.load(Ordering::Relaxed) && stood_aside < RESTART_WAIT_INTERVALS {
+            stood_aside += 1;
             continue;
         }
+        stood_aside = 0;
         let _alone = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::debug!(error = %e, "checkpoint thread stopping");

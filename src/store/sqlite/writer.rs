@@ -24,9 +24,10 @@ use crate::store::config_cache::ConfigCache;
 use crate::store::ledger::{self, run_now};
 use crate::store::{StoreError, StoreResult};
 
-/// Most writes one transaction takes (each allocation of a bulk request counts; a request is never
-/// split): bounds how long the first job of a burst waits for its commit, and how much one commit
-/// adds to the WAL, which is restarted only between transactions (`wal.rs`).
+/// Most writes one transaction takes, each allocation of a bulk request counted (a request is
+/// never split, so a bulk request larger than this has a transaction to itself): bounds how long
+/// the first job of a burst waits for its commit, and how far one commit carries the WAL past the
+/// point where it is restarted, which is only between transactions (`wal.rs`).
 pub const BATCH_MAX: usize = 512;
 /// Jobs that may wait for the writer before callers are told the store is busy.
 const QUEUE_MAX: usize = 8_192;
@@ -112,19 +113,25 @@ fn writer_loop(conn: &Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: u
     let configs = ConfigCache::new(true);
     let mut generic: Vec<Box<dyn WriteJob>> = Vec::new();
     let mut allocations: Vec<(Vec<AllocateCmd>, AllocationReply)> = Vec::new();
-    while let Some(first) = jobs.blocking_recv() {
+    // A job that would have taken a transaction past `batch_max`: the first of the next one.
+    let mut carried: Option<Queued> = None;
+    loop {
+        let Some(first) = carried.take().or_else(|| jobs.blocking_recv()) else { break };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(job) = next.take() {
+            let writes = match &job {
+                Queued::Generic(_) => 1,
+                Queued::Allocate { cmds, .. } => cmds.len().max(1),
+            };
+            if taken > 0 && taken + writes > batch_max {
+                carried = Some(job);
+                break;
+            }
+            taken += writes;
             match job {
-                Queued::Generic(j) => {
-                    generic.push(j);
-                    taken += 1;
-                }
-                Queued::Allocate { cmds, reply } => {
-                    taken += cmds.len().max(1);
-                    allocations.push((cmds, reply));
-                }
+                Queued::Generic(j) => generic.push(j),
+                Queued::Allocate { cmds, reply } => allocations.push((cmds, reply)),
             }
             if taken < batch_max {
                 next = jobs.try_recv().ok();
