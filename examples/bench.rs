@@ -6,7 +6,7 @@
 //! On a fresh database it starts the release server, preloads ledger entries through the bulk
 //! endpoint (measuring bulk throughput), then drives each phase for `--secs` seconds with its own
 //! keep-alive HTTP/1.1 load generator (a unique body per request): `GET /healthz` as the HTTP
-//! ceiling, `allocate-coin` with unique requestIds over 10,000 users, and balance reads, at 64 and
+//! ceiling, `allocate-coin` with unique requestIds over 10,000 users (`--users N`), and balance reads, at 64 and
 //! 256 connections. It reports requests/s, p50/p99/p99.9 latency, errors, the server's peak RSS and
 //! the ratios to healthz; for PostgreSQL it also measures allocation with group commit off. Last,
 //! it checks that every allocation answered 200 is in the ledger exactly once and that
@@ -54,7 +54,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const USERS: u64 = 10_000;
+/// Users the load spreads over (`--users N`, 10,000 by default).
+static USERS: AtomicU64 = AtomicU64::new(10_000);
+
+fn users() -> u64 {
+    USERS.load(Ordering::Relaxed)
+}
 const EVENT: &str = "BENCH_EVENT";
 const PERCENT_EVENT: &str = "BENCH_PERCENT";
 const HELD_EVENT: &str = "BENCH_HELD";
@@ -94,6 +99,7 @@ fn parse_args() -> Args {
             "--pg-url" => args.pg_url = value(),
             "--only" => args.only = value().split(',').map(str::to_owned).collect(),
             "--wal-max-mb" => args.wal_max_mb = Some(value().parse().expect("--wal-max-mb N")),
+            "--users" => USERS.store(value().parse().expect("--users N"), Ordering::Relaxed),
             other => panic!("unknown argument {other}; see the module doc"),
         }
     }
@@ -283,22 +289,22 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
                     Kind::Healthz => (health.clone(), None),
                     Kind::Allocate => {
                         let rid = format!("{tag}-{n}");
-                        let body = format!(r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"{rid}","userId":"U{}"}}"#, n % USERS);
+                        let body = format!(r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"{rid}","userId":"U{}"}}"#, n % users());
                         (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
                     }
-                    Kind::Balance => (request("GET", &format!("/api/v0/coins/balance?userId=U{}", n.wrapping_mul(7919) % USERS), &token, None), None),
+                    Kind::Balance => (request("GET", &format!("/api/v0/coins/balance?userId=U{}", n.wrapping_mul(7919) % users()), &token, None), None),
                     Kind::Percent => {
                         let rid = format!("{tag}-{n}");
                         let body = format!(
                             r#"{{"companyId":"{COMPANY}","event":"{PERCENT_EVENT}","requestId":"{rid}","userId":"U{}","orderId":"O-{rid}","amountMinor":{}}}"#,
-                            n % USERS,
+                            n % users(),
                             10_000 + n % 90_000
                         );
                         (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
                     }
                     Kind::Held => {
                         let rid = format!("{tag}-{n}");
-                        let body = format!(r#"{{"companyId":"{COMPANY}","event":"{HELD_EVENT}","requestId":"{rid}","userId":"U{}"}}"#, n % USERS);
+                        let body = format!(r#"{{"companyId":"{COMPANY}","event":"{HELD_EVENT}","requestId":"{rid}","userId":"U{}"}}"#, n % users());
                         (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
                     }
                 };
@@ -398,7 +404,7 @@ async fn preload(addr: &str, token: &str, total: u64, ok_ids: Arc<std::sync::Mut
                 let items: Vec<String> = (0..BULK_ITEMS as u64)
                     .map(|i| {
                         let n = r * BULK_ITEMS as u64 + i;
-                        format!(r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"bulk-{n}","userId":"U{}"}}"#, n % USERS)
+                        format!(r#"{{"companyId":"{COMPANY}","event":"{EVENT}","requestId":"bulk-{n}","userId":"U{}"}}"#, n % users())
                     })
                     .collect();
                 let body = format!(r#"{{"allocations":[{}]}}"#, items.join(","));

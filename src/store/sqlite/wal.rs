@@ -15,9 +15,10 @@
 //! - PASSIVE runs often (every [`CHECKPOINT_INTERVAL`]), so what is left over is a few commits.
 //! - The two never run at once (a RESTART that found PASSIVE running would fail BUSY). The writer
 //!   never waits for a PASSIVE in progress: it asks for the restart, and the checkpoint thread
-//!   starts no new PASSIVE until the writer has had its turn, a commit or two later. Should the
+//!   starts no new PASSIVE until the writer has had its turn, after its next commit. Should the
 //!   writer not get to it (no more writes came, or a reader kept the restart from finishing), the
-//!   checkpoint thread goes on after [`RESTART_WAIT_INTERVALS`] intervals.
+//!   checkpoint thread goes on after [`RESTART_WAIT_INTERVALS`] intervals (a second). Once the log
+//!   is as long as the bound, the writer waits for a PASSIVE in progress to end.
 //! - The writer counts the log's frames itself (SQLite tells each commit's connection), so it
 //!   restarts on time, not on a count a checkpoint published a while ago.
 //! - Restarting at three quarters of the limit keeps the file within it, but for the transaction
@@ -45,8 +46,10 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 pub const WAL_MAX_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// The share of the bound at which the writer restarts the log (numerator, denominator).
 const RESTART_SHARE: (i64, i64) = (3, 4);
-/// Intervals the checkpoint thread stands aside for a restart the writer asked for.
-const RESTART_WAIT_INTERVALS: u32 = 5;
+/// Intervals the checkpoint thread stands aside for a restart the writer asked for: longer than
+/// a transaction takes (a bulk request at 10M entries takes about 80 ms), so the writer gets its
+/// turn after its next commit; bounded, for a writer gone idle.
+const RESTART_WAIT_INTERVALS: u32 = 100;
 const CHECKPOINT_CACHE_KIB: i64 = 512;
 
 thread_local! {
@@ -57,6 +60,8 @@ thread_local! {
 pub struct Wal {
     /// Frames past which the writer restarts the log.
     restart_frames: i64,
+    /// Frames in a log as long as the bound: past it the writer waits for a PASSIVE in progress.
+    limit_frames: i64,
     /// Set by the writer when the log is due a restart: the checkpoint thread stands aside.
     restart_wanted: Arc<AtomicBool>,
     /// Held by whoever checkpoints: PASSIVE and RESTART never overlap.
@@ -87,7 +92,7 @@ impl Wal {
             .spawn(move || checkpoint_loop(&checkpointer, &wanted, &lock))
             .map_err(|e| StoreError::io("starting the SQLite checkpoint thread", e))?;
         let restart_frames = (limit_frames * RESTART_SHARE.0 / RESTART_SHARE.1).max(1);
-        Ok(Self { restart_frames, restart_wanted, checkpointing })
+        Ok(Self { restart_frames, limit_frames, restart_wanted, checkpointing })
     }
 
     /// Called by the writer between transactions.
@@ -96,8 +101,13 @@ impl Wal {
             return;
         }
         self.restart_wanted.store(true, Ordering::Relaxed);
-        // A PASSIVE in progress: the checkpoint thread starts no other, so try after the next commit.
-        let Ok(_alone) = self.checkpointing.try_lock() else { return };
+        // A PASSIVE in progress: the checkpoint thread starts no other, so try after the next
+        // commit; past the bound itself, wait for it to end rather than let the log grow on.
+        let _alone = match self.checkpointing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) if FRAMES.get() > self.limit_frames => self.checkpointing.lock().unwrap_or_else(|p| p.into_inner()),
+            Err(_) => return,
+        };
         match writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
             // 0: done; the next commit starts the log from its beginning.
             Ok(0) => {
