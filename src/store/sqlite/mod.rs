@@ -68,10 +68,13 @@ struct Readers {
     permits: Semaphore,
 }
 
+/// How long a connection waits for a lock another process holds (the CLI, a backup).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a connection with the pragmas every connection of this backend uses.
 fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
     // FULL: the WAL is synced at every commit, so an acknowledged write survives power loss.
     // temp_store=MEMORY: savepoint sub-journals of generic writer jobs stay in memory.

@@ -2,29 +2,34 @@
 //!
 //! Checkpoints copy the WAL back into the database file. Left automatic, SQLite runs them inside
 //! the writer's COMMIT; a thread of their own keeps them off the write path: PASSIVE checkpoints
-//! every [`CHECKPOINT_INTERVAL`], which never block the writer or the readers.
+//! every [`CHECKPOINT_INTERVAL`], which wait for no lock.
 //!
 //! Under a steady stream of commits PASSIVE checkpoints never catch up completely, and SQLite
 //! only rewinds the WAL once everything in it has been copied back, so the WAL grows without
 //! bound (seen: 2 GB within a minute of allocation load). So between two of its transactions,
 //! once the log holds more than [`RESTART_SHARE`] of the limit, the writer itself runs a RESTART
 //! checkpoint: it copies what PASSIVE left over, and the next commit starts the log from the
-//! beginning again. Run by the writer it never waits for the write lock, but writes wait while it
-//! copies, so it must find little to copy:
+//! beginning again. Run by the writer it needs no write lock from this process, but writes wait
+//! while it copies, so it must find little to copy:
 //!
 //! - PASSIVE runs often (every [`CHECKPOINT_INTERVAL`]), so what is left over is a few commits.
-//! - The two never run at once (a RESTART that found PASSIVE running would fail BUSY). The writer
-//!   never waits for a PASSIVE in progress: it asks for the restart, and the checkpoint thread
-//!   starts no new PASSIVE until the writer has had its turn, after its next commit. Should the
-//!   writer not get to it (no more writes came, or a reader kept the restart from finishing), the
-//!   checkpoint thread goes on after [`RESTART_WAIT_INTERVALS`] intervals (a second). Once the log
-//!   is as long as the bound, the writer waits for a PASSIVE in progress to end.
+//! - The two never run at once (a RESTART that found PASSIVE running would fail BUSY). Below the
+//!   bound the writer does not wait for a PASSIVE in progress: it asks for the restart, and the
+//!   checkpoint thread starts no new PASSIVE until the writer has had its turn, after its next
+//!   commit. Should the writer not get to it (no more writes came, or a reader kept the restart
+//!   from finishing), the checkpoint thread goes on after [`RESTART_WAIT_INTERVALS`] intervals (a
+//!   second). Once the log is as long as the bound, the writer waits for the PASSIVE in progress
+//!   to end (one copy of the log at most).
+//! - A RESTART waits for readers still on the old log ([`READERS_WAIT`], [`READERS_WAIT_PAST_BOUND`]
+//!   past the bound), then gives up until after the next commit: a long read (an open `sqlite3`
+//!   shell, a backup) keeps the log growing past the bound while it lasts, and is logged.
 //! - The writer counts the log's frames itself (SQLite tells each commit's connection), so it
 //!   restarts on time, not on a count a checkpoint published a while ago.
-//! - Restarting at three quarters of the limit keeps the file within it, but for the transaction
-//!   that crosses that point (at most 512 writes, or one bulk request). SQLite truncates a log
-//!   longer than `journal_size_limit` when it restarts, and a file cut back and grown again makes
-//!   every commit that grows it pay for the file system's metadata as well.
+//! - The file may pass the bound by what one transaction writes after the restart point (at most
+//!   512 writes, or one bulk request: about 12 MiB for 1,000 allocations at 1M entries), more if a
+//!   restart had to be put off. Restarting at three quarters of the bound leaves room for that:
+//!   SQLite cuts a log longer than `journal_size_limit` back when it restarts, and a file cut back
+//!   and grown again makes every commit that grows it pay for the file system's metadata too.
 //!
 //! A checkpoint run by another process at the same moment (a `coins` command, the `sqlite3`
 //! shell, a backup) makes the restart fail BUSY; the writer tries again after its next commit.
@@ -51,6 +56,9 @@ const RESTART_SHARE: (i64, i64) = (3, 4);
 /// turn after its next commit; bounded, for a writer gone idle.
 const RESTART_WAIT_INTERVALS: u32 = 100;
 const CHECKPOINT_CACHE_KIB: i64 = 512;
+/// How long a restart waits for readers to leave the old log (writes wait meanwhile).
+const READERS_WAIT: Duration = Duration::from_millis(20);
+const READERS_WAIT_PAST_BOUND: Duration = Duration::from_millis(500);
 
 thread_local! {
     /// Frames in the WAL after the last commit on this thread's connection (the writer's).
@@ -108,20 +116,30 @@ impl Wal {
             Err(_) if FRAMES.get() > self.limit_frames => self.checkpointing.lock().unwrap_or_else(|p| p.into_inner()),
             Err(_) => return,
         };
-        match writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+        // A RESTART waits (the busy handler) for readers still on the old log: briefly, since
+        // writes wait meanwhile; a little longer once the log is past its bound.
+        let past_bound = FRAMES.get() > self.limit_frames;
+        let _ = writer.busy_timeout(if past_bound { READERS_WAIT_PAST_BOUND } else { READERS_WAIT });
+        let outcome = writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+        let _ = writer.busy_timeout(super::BUSY_TIMEOUT);
+        match outcome {
             // 0: done; the next commit starts the log from its beginning.
             Ok(0) => {
                 FRAMES.set(0);
                 self.restart_wanted.store(false, Ordering::Relaxed);
             }
+            Ok(_) if past_bound => tracing::warn!(
+                frames = FRAMES.get(),
+                "the WAL is past its bound and could not be restarted: a long read (or another process) holds it; trying after the next commit"
+            ),
             Ok(_) => tracing::debug!("WAL restart checkpoint could not finish (a reader, or another process checkpointing); trying after the next commit"),
             Err(e) => tracing::debug!(error = %e, "WAL restart checkpoint failed"),
         }
     }
 }
 
-/// PASSIVE checkpoints, except while the writer waits to restart the log (for a few intervals at
-/// most). Ends with the store, or when a checkpoint fails for good.
+/// PASSIVE checkpoints, except while the writer waits to restart the log (for
+/// [`RESTART_WAIT_INTERVALS`] at most). Ends with the store, or when a checkpoint fails for good.
 fn checkpoint_loop(conn: &Connection, restart_wanted: &Weak<AtomicBool>, checkpointing: &Mutex<()>) {
     let mut stood_aside = 0;
     loop {
