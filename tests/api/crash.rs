@@ -22,9 +22,7 @@ fn start_server(db_url: &str) -> (Child, String) {
 }
 
 async fn admin_token(http: &reqwest::Client, base: &str) -> String {
-    let res =
-        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-    res.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    token_at(http, base, ADMIN_ID, ADMIN_SECRET).await
 }
 
 async fn allocate(http: &reqwest::Client, base: &str, token: &str, request_id: &str, user: &str) -> Option<u16> {
@@ -57,14 +55,7 @@ async fn kill_mid_burst_and_recover(backend: Backend) {
     let (child, base) = start_server(&url);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let token = admin_token(&http, &base).await;
-    let res = http
-        .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
-        .bearer_auth(&token)
-        .json(&json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    create_config_at(&http, &base, &token, json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1})).await;
 
     // The burst: each worker sends allocations until the server dies under it.
     let dead = Arc::new(AtomicBool::new(false));

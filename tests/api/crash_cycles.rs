@@ -503,9 +503,7 @@ async fn outbox_mismatches(backend: Backend, url: &str) -> (i64, i64, i64) {
 }
 
 async fn token(http: &reqwest::Client, base: &str) -> String {
-    let res =
-        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-    res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    token_at(http, base, ADMIN_ID, ADMIN_SECRET).await
 }
 
 fn kill(child: &mut Child) {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -127,17 +127,8 @@ pub(crate) struct Load {
 impl Load {
     /// Takes an admin token, creates the configuration and starts the clients.
     pub(crate) async fn start(http: &reqwest::Client, base: &str, admin: (&str, &str)) -> Self {
-        let res =
-            http.post(format!("{base}/oauth/token")).basic_auth(admin.0, Some(admin.1)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-        let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-        let res = http
-            .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
-            .bearer_auth(&token)
-            .json(&json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 200);
+        let token = token_at(http, base, admin.0, admin.1).await;
+        create_config_at(http, base, &token, json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1})).await;
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..8).map(|w| tokio::spawn(drive(http.clone(), base.to_owned(), token.clone(), w, stop.clone()))).collect();
         Self { stop, workers }

@@ -407,6 +407,19 @@ pub fn start_coins_serve_logging(db_url: &str, env: &[(&str, &str)], log: Option
     }
 }
 
+/// An access token for `id` from a server this test started ([`start_coins_serve`]).
+pub async fn token_at(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
+    let res = http.post(format!("{base}/oauth/token")).basic_auth(id, Some(secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Creates a configuration on a server this test started; it must be accepted.
+pub async fn create_config_at(http: &reqwest::Client, base: &str, token: &str, body: Value) {
+    let res = http.post(format!("{base}/api/v0/enkash-coins/create-coins-config")).bearer_auth(token).json(&body).send().await.unwrap();
+    let status = res.status().as_u16();
+    assert_eq!(status, 200, "create config: {}", res.text().await.unwrap_or_default());
+}
+
 /// The server this test started, ended (by its PID) when the test ends, passing or not.
 pub struct KillOnDrop(pub std::process::Child);
 

@@ -35,17 +35,8 @@ async fn the_wal_stays_within_its_bound_under_allocation_load() {
     );
     let mut server = KillOnDrop(child);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let res =
-        http.post(format!("{base}/oauth/token")).basic_auth(ADMIN_ID, Some(ADMIN_SECRET)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-    let token = res.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let res = http
-        .post(format!("{base}/api/v0/enkash-coins/create-coins-config"))
-        .bearer_auth(&token)
-        .json(&json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1,"validityDays":30}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    let token = token_at(&http, &base, ADMIN_ID, ADMIN_SECRET).await;
+    create_config_at(&http, &base, &token, json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1,"validityDays":30})).await;
 
     // The file's size, sampled far more often than the log fills.
     let wal = format!("{}-wal", db.url);
