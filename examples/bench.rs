@@ -18,9 +18,11 @@
 //! reported; `--wal-max-mb N` sets the server's bound (`COINS_SQLITE_WAL_MAX_MB`).
 //!
 //! `--only webhooks` measures allocation at each connection count without a webhook, then with one
-//! subscription for every event to a fast receiver in this process (answers 200 at once), and
-//! reports the throughput ratio and the delivery lag (entry `createdAt` to arrival, p50/p99), and
-//! how long the outbox took to drain after the load stopped.
+//! subscription for every event to a fast receiver in this process (answers 200 at once), then
+//! without again (the webhook deleted), and reports the throughput ratio to the mean of the runs
+//! without, the delivery lag (entry `createdAt` to arrival, p50/p99), and how long the outbox took
+//! to drain after the load stopped. With `--webhook-delivery off` the
+//! server delivers nothing (`COINS_WEBHOOK_CONCURRENCY=0`), so the ratio is the outbox's own cost.
 //!
 //! `--only export` streams the whole preloaded ledger through `GET /api/v0/coins/exports/ledger`
 //! (JSON lines), then the balances now and as of a past instant (read back from the ledger), and
@@ -56,6 +58,12 @@ use tokio::net::TcpStream;
 
 /// Users the load spreads over (`--users N`, 10,000 by default).
 static USERS: AtomicU64 = AtomicU64::new(10_000);
+
+/// The running server's PID, for the CPU time each phase costs it.
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether the server delivers webhooks (`--webhook-delivery off` pauses it: the outbox alone).
+static DELIVERY: AtomicBool = AtomicBool::new(true);
 
 fn users() -> u64 {
     USERS.load(Ordering::Relaxed)
@@ -100,6 +108,7 @@ fn parse_args() -> Args {
             "--only" => args.only = value().split(',').map(str::to_owned).collect(),
             "--wal-max-mb" => args.wal_max_mb = Some(value().parse().expect("--wal-max-mb N")),
             "--users" => USERS.store(value().parse().expect("--users N"), Ordering::Relaxed),
+            "--webhook-delivery" => DELIVERY.store(value() != "off", Ordering::Relaxed),
             other => panic!("unknown argument {other}; see the module doc"),
         }
     }
@@ -138,6 +147,7 @@ impl Server {
             .env("COINS_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
             .env("COINS_WEBHOOK_ALLOW_HTTP", "true")
             .env("COINS_WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("COINS_WEBHOOK_CONCURRENCY", if DELIVERY.load(Ordering::Relaxed) { "64" } else { "0" })
             .stdout(Stdio::piped())
             .spawn()
             .expect("start coins serve (run scripts/bench, which builds it)");
@@ -149,6 +159,7 @@ impl Server {
                 break a.to_owned();
             }
         };
+        SERVER_PID.store(child.id(), Ordering::Relaxed);
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
         Server { child, addr }
@@ -247,6 +258,46 @@ struct PhaseResult {
     p99_us: u32,
     p999_us: u32,
     non_200: Vec<(u16, u64)>,
+    /// CPU time the server and its SQLite writer thread (if any) spent during the phase.
+    cpu: CpuTimes,
+}
+
+/// A server's CPU time so far, in seconds: the whole process, and the SQLite writer thread.
+#[derive(Clone, Copy, Default)]
+struct CpuTimes {
+    process: f64,
+    writer: Option<f64>,
+}
+
+impl CpuTimes {
+    /// Read from `/proc` (zero where it cannot be read).
+    fn now() -> Self {
+        let pid = SERVER_PID.load(Ordering::Relaxed);
+        // utime and stime, fields 14 and 15, in clock ticks (100 per second on Linux).
+        let process = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+                Some((after.get(11)?.parse::<f64>().ok()? + after.get(12)?.parse::<f64>().ok()?) / 100.0)
+            })
+            .unwrap_or(0.0);
+        // The writer's on-CPU nanoseconds (first field of its schedstat).
+        let writer = std::fs::read_dir(format!("/proc/{pid}/task")).ok().and_then(|tasks| {
+            tasks.flatten().find_map(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                if comm.trim() != "sqlite-writer" {
+                    return None;
+                }
+                let ns: f64 = std::fs::read_to_string(t.path().join("schedstat")).ok()?.split_whitespace().next()?.parse().ok()?;
+                Some(ns / 1e9)
+            })
+        });
+        Self { process, writer }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self { process: self.process - before.process, writer: self.writer.zip(before.writer).map(|(a, b)| a - b) }
+    }
 }
 
 impl PhaseResult {
@@ -254,8 +305,9 @@ impl PhaseResult {
         self.requests as f64 / self.secs
     }
     fn print(&self) {
+        let per = |secs: f64| 1e6 * secs / self.requests.max(1) as f64;
         println!(
-            "  {:<26} {:>4} conns  {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  errors {}{}",
+            "  {:<26} {:>4} conns  {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  errors {}{}  server CPU {:.0} µs/req{}",
             self.name,
             self.conns,
             self.rps(),
@@ -263,7 +315,9 @@ impl PhaseResult {
             self.p99_us as f64 / 1000.0,
             self.p999_us as f64 / 1000.0,
             self.errors,
-            if self.non_200.is_empty() { String::new() } else { format!(" (statuses {:?})", self.non_200) }
+            if self.non_200.is_empty() { String::new() } else { format!(" (statuses {:?})", self.non_200) },
+            per(self.cpu.process),
+            self.cpu.writer.map(|w| format!(" (writer {:.0})", per(w))).unwrap_or_default()
         );
     }
 }
@@ -273,6 +327,7 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
     let stop = Arc::new(AtomicBool::new(false));
     let seq = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let cpu = CpuTimes::now();
     let started = Instant::now();
     for c in 0..conns {
         let (addr, token, stop, seq, tag, ok_ids) = (addr.to_owned(), token.to_owned(), stop.clone(), seq.clone(), tag.to_owned(), ok_ids.clone());
@@ -333,6 +388,7 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
     }
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu = CpuTimes::now().since(cpu);
     let mut all = Vec::new();
     let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
     let mut errors = 0;
@@ -364,6 +420,7 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
         p99_us: pct(0.99),
         p999_us: pct(0.999),
         non_200,
+        cpu,
     }
 }
 
@@ -603,37 +660,50 @@ async fn receiver(receipts: Arc<Receipts>) -> String {
     url
 }
 
-/// Allocation without and with a subscription to every event, and the delivery lag.
+/// Allocation without a subscription, with one to every event, and without again (the ratio is
+/// against the mean of the two runs without), and the delivery lag.
 async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) {
-    let without = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-off-{conns}"), ok_ids.clone()).await;
-    without.print();
+    let before = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-off-{conns}"), ok_ids.clone()).await;
+    before.print();
     let receipts = Arc::new(Receipts::default());
     let url = receiver(receipts.clone()).await;
     let hook = format!(r#"{{"companyId":"{COMPANY}","url":"{url}","events":["coins.allocated","coins.redeemed","coins.reversed","coins.expired"]}}"#);
     let (status, json) = http_json(addr, request("POST", "/api/v0/coins/webhooks", token, Some(&hook))).await;
     assert_eq!(status, 200, "create webhook: {json}");
     let webhook_id = json["payload"]["webhookId"].as_str().expect("webhookId").to_owned();
-    let with = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-on-{conns}"), ok_ids).await;
+    let with = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-on-{conns}"), ok_ids.clone()).await;
     with.print();
+    let expected = with.requests - with.errors;
+    let delivering = DELIVERY.load(Ordering::Relaxed);
     let during = receipts.ids.lock().unwrap().len();
     let stopped = Instant::now();
-    let expected = with.requests - with.errors;
-    while (receipts.ids.lock().unwrap().len() as u64) < expected && stopped.elapsed() < Duration::from_secs(300) {
+    while delivering && (receipts.ids.lock().unwrap().len() as u64) < expected && stopped.elapsed() < Duration::from_secs(300) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drain = stopped.elapsed().as_secs_f64();
     let (status, _) = http_json(addr, request("DELETE", &format!("/api/v0/coins/webhooks/{webhook_id}"), token, None)).await;
     assert_eq!(status, 200, "delete webhook");
+    let after = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-off2-{conns}"), ok_ids).await;
+    after.print();
+    let base = (before.rps() + after.rps()) / 2.0;
+    let versus = format!(
+        "allocate {:.0}/s with a subscription vs {base:.0}/s without (mean of {:.0} before and {:.0} after) = {:.0}%",
+        with.rps(),
+        before.rps(),
+        after.rps(),
+        100.0 * with.rps() / base
+    );
+    if !delivering {
+        println!("  webhooks (outbox only, delivery off), {conns:>4} conns: {versus}; {expected} messages were left in the outbox");
+        return;
+    }
     let mut lags = receipts.lags_ms.lock().unwrap().clone();
     lags.sort_by(f64::total_cmp);
     let pct = |p: f64| lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
     let delivered = receipts.ids.lock().unwrap().len();
     println!(
-        "  webhooks, {conns:>4} conns: allocate {:.0}/s with a subscription vs {:.0}/s without = {:.0}%; {delivered} of {expected} events delivered \
-         ({during} during the load, the rest {drain:.1} s after it; {} requests); lag p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        with.rps(),
-        without.rps(),
-        100.0 * with.rps() / without.rps(),
+        "  webhooks, {conns:>4} conns: {versus}; {delivered} of {expected} events delivered ({during} during the load, the rest {drain:.1} s \
+         after it; {} requests); lag p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         receipts.requests.load(Ordering::Relaxed),
         pct(0.5),
         pct(0.99),

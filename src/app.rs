@@ -114,6 +114,12 @@ impl App {
         let limits = Arc::new(RateLimits::new(settings.rates));
         let webhooks = Arc::new(settings.webhooks.clone());
         let worker = match webhooks.key {
+            Some(_) if webhooks.concurrency == 0 => {
+                tracing::info!(
+                    "COINS_WEBHOOK_CONCURRENCY=0: this process writes webhook messages to the outbox but delivers none; a process with delivery on sends them"
+                );
+                None
+            }
             Some(_) => Some(Worker::new(store.clone(), clock.clone(), webhooks.clone(), http::wire::events::body).map_err(std::io::Error::other)?),
             None => {
                 tracing::info!("no COINS_SECRET_KEY: webhooks cannot be registered and none are delivered by this process");

@@ -143,8 +143,9 @@ pub struct ServeArgs {
     #[arg(long, env = "COINS_WEBHOOK_ALLOW_PRIVATE", default_value = "false", action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
 
-    /// Webhook deliveries in flight at once, per process.
-    #[arg(long, env = "COINS_WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    /// Webhook deliveries in flight at once, per process; 0: this process delivers none (the
+    /// outbox is still written; other processes on the same PostgreSQL deliver it).
+    #[arg(long, env = "COINS_WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub webhook_concurrency: u64,
 
     /// Seconds an endpoint has to answer a delivery with a 2xx.

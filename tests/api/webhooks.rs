@@ -302,6 +302,29 @@ both_backends! {
     }
 }
 
+/// A process that writes the outbox but leaves delivery to others (`COINS_WEBHOOK_CONCURRENCY=0`).
+fn delivery_off() -> coins::config::ServeSettings {
+    let mut s = coins::config::ServeSettings::for_tests();
+    s.token_ttl_secs = TEST_TOKEN_TTL_SECS;
+    s.webhooks.concurrency = 0;
+    s
+}
+
+both_backends! {
+    settings = delivery_off;
+    async fn a_process_with_delivery_off_writes_the_outbox_and_sends_nothing(app: &TestApp) {
+        app.config("DEFAULT", "SHOP", "EARN", 5).await;
+        // Nothing listens on port 9: a delivering process records a failed attempt within a poll.
+        let (id, _) = app.webhook("SHOP", "http://127.0.0.1:9/hook", &["coins.allocated"]).await;
+        app.allocate(&app.admin_token, "SHOP", "EARN", "R-1", "U1").await.assert_ok();
+        // Fifty of the test worker's polls (20 ms).
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let log = app.get(&format!("{HOOKS}/{id}/deliveries"), &app.admin_token).await;
+        assert_eq!(log.assert_ok()["attempts"], json!([]), "no attempt was made");
+        assert_eq!(app.store().outbox_depth().await.unwrap(), 1, "the message waits in the outbox for a delivering process");
+    }
+}
+
 both_backends! {
     async fn an_attempt_recorded_after_its_webhook_was_deleted_is_skipped_not_an_error(app: &TestApp) {
         // The worker had sent a message when the webhook was deleted (messages and attempts go
