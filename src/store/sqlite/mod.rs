@@ -2,6 +2,7 @@
 //!
 //! - `writer.rs`: the writer thread, which owns the only write connection and commits every
 //!   queued write in one transaction (group commit).
+//! - `pcache.rs`: SQLite's page cache without a full scan at the end of most commits.
 //! - `wal.rs`: checkpoints off the write path, and the bound on the WAL file.
 //! - `clients.rs`, `configs.rs`, `ledger.rs`, `reports.rs`: one file per store trait.
 //!
@@ -22,6 +23,7 @@ mod campaigns;
 mod clients;
 mod configs;
 mod ledger;
+mod pcache;
 mod reminders;
 mod reports;
 mod tiers;
@@ -71,8 +73,15 @@ struct Readers {
 /// How long a connection waits for a lock another process holds (the CLI, a backup).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Installs this backend's page cache (`pcache.rs`) for the whole process; `main` calls it
+/// before any thread starts. Whether it is in place (not when SQLite was already running).
+pub fn install_page_cache() -> bool {
+    pcache::install()
+}
+
 /// Opens a connection with the pragmas every connection of this backend uses.
 fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
+    pcache::install();
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
