@@ -29,6 +29,8 @@ pub struct App {
 
 /// How often rate-limit buckets of idle keys are dropped.
 const FORGET_IDLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the webhook outbox depth gauge is refreshed.
+const OUTBOX_DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The expiry sweeper: every interval, writes the EXPIRE entries of lots past expiry (and the
 /// activations of held coins due). Reads never wait for it (they leave expired coins out
@@ -156,6 +158,17 @@ impl App {
     /// stops the sweeper between passes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let store = self.sweeper.store.clone();
+        // The outbox depth gauge, whether or not this process delivers.
+        let depth = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(OUTBOX_DEPTH_INTERVAL);
+            loop {
+                ticker.tick().await;
+                if let Ok(depth) = store.outbox_depth().await {
+                    crate::metrics::outbox_depth(depth);
+                }
+            }
+        });
         let sweeper = tokio::spawn(self.sweeper.run(stop_rx.clone()));
         let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
         let limits = self.limits.clone();
@@ -173,6 +186,7 @@ impl App {
         })
         .await;
         forgetter.abort();
+        depth.abort();
         if let Some(m) = metrics {
             m.abort();
         }

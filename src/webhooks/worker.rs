@@ -28,8 +28,6 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 const RECORD_BATCH_MAX: usize = 256;
 /// Outcomes waiting to be recorded before deliveries wait for the recorder.
 const RECORD_QUEUE_MAX: usize = 4096;
-/// How often the outbox depth gauge is refreshed.
-const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How a message becomes the body of its request.
 pub type BodyOf = fn(&Delivery) -> serde_json::Result<Vec<u8>>;
@@ -64,16 +62,9 @@ impl Worker {
         // may be claimed now, without waiting for the next poll.
         let recorded = Arc::new(Notify::new());
         let recorder = tokio::spawn(this.clone().record(to_record, recorded.clone()));
-        let mut depth_at = Instant::now();
         loop {
             if *stop.borrow() {
                 break;
-            }
-            if depth_at.elapsed() >= DEPTH_INTERVAL {
-                depth_at = Instant::now();
-                if let Ok(depth) = this.store.outbox_depth().await {
-                    crate::metrics::outbox_depth(depth);
-                }
             }
             // A quarter of the slots free first (waiting here while they are busy), then as many
             // messages as there are free slots: one claim (a round trip to the database) then

@@ -322,6 +322,16 @@ both_backends! {
         let log = app.get(&format!("{HOOKS}/{id}/deliveries"), &app.admin_token).await;
         assert_eq!(log.assert_ok()["attempts"], json!([]), "no attempt was made");
         assert_eq!(app.store().outbox_depth().await.unwrap(), 1, "the message waits in the outbox for a delivering process");
+        // The depth gauge is kept without a delivery worker too (refreshed every 5 s).
+        let started = Instant::now();
+        loop {
+            let text = app.http.get(app.url("/metrics")).bearer_auth(&app.admin_token).send().await.unwrap().text().await.unwrap();
+            if text.lines().any(|l| l == "coins_webhook_outbox_depth 1") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(8), "the outbox depth gauge never showed the waiting message");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
