@@ -19,7 +19,7 @@
 //!
 //! `--only webhooks` measures allocation at each connection count without a webhook, then with one
 //! subscription for every event to a fast receiver in this process (answers 200 at once), then
-//! without again (the webhook disabled; deleted after), and reports the throughput ratio to the
+//! without again (the webhook disabled; deleted after the last phase), and reports the throughput ratio to the
 //! mean of the runs without, the delivery lag (entry `createdAt` to arrival, p50/p99), and how
 //! long the outbox took to drain after the load stopped. With `--webhook-delivery off` the server
 //! delivers nothing (`COINS_WEBHOOK_CONCURRENCY=0`), so the ratio is the outbox's own cost.
@@ -661,8 +661,10 @@ async fn receiver(receipts: Arc<Receipts>) -> String {
 }
 
 /// Allocation without a subscription, with one to every event, and without again (the ratio is
-/// against the mean of the two runs without), and the delivery lag.
-async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) {
+/// against the mean of the two runs without), and the delivery lag. The webhook is left disabled;
+/// its path is returned for deleting after the last phase (deleting takes its messages with it,
+/// a transaction as big as the run, which the next phase would pay for).
+async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) -> String {
     let before = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-off-{conns}"), ok_ids.clone()).await;
     before.print();
     let receipts = Arc::new(Receipts::default());
@@ -681,15 +683,12 @@ async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drain = stopped.elapsed().as_secs_f64();
-    // Disabled, not deleted, until the run without is over: deleting takes its messages with it,
-    // a transaction as big as the run, which the run after would pay for.
+    // Disabled, not deleted (see above).
     let hook_url = format!("/api/v0/coins/webhooks/{webhook_id}");
     let (status, json) = http_json(addr, request("PATCH", &hook_url, token, Some(r#"{"enabled":false}"#))).await;
     assert_eq!(status, 200, "disable webhook: {json}");
     let after = phase(addr, token, Kind::Allocate, conns, secs, &format!("wh-off2-{conns}"), ok_ids).await;
     after.print();
-    let (status, _) = http_json(addr, request("DELETE", &hook_url, token, None)).await;
-    assert_eq!(status, 200, "delete webhook");
     let base = (before.rps() + after.rps()) / 2.0;
     let versus = format!(
         "allocate {:.0}/s with a subscription vs {base:.0}/s without (mean of {:.0} before and {:.0} after) = {:.0}%",
@@ -700,7 +699,7 @@ async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids:
     );
     if !delivering {
         println!("  webhooks (outbox only, delivery off), {conns:>4} conns: {versus}; {expected} messages were written to the outbox");
-        return;
+        return hook_url;
     }
     let mut lags = receipts.lags_ms.lock().unwrap().clone();
     lags.sort_by(f64::total_cmp);
@@ -714,6 +713,7 @@ async fn webhook_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids:
         pct(0.99),
         lags.last().copied().unwrap_or(f64::NAN),
     );
+    hook_url
 }
 
 /// Allocation without a campaign, under a ×2 one, under a ×2 one with a per-user limit, and
@@ -1005,8 +1005,13 @@ async fn run(args: Args) -> bool {
         }
     }
     if wants("webhooks") {
+        let mut hooks = Vec::new();
         for &conns in &args.conns {
-            webhook_phase(&addr, &token, conns, args.secs, ok_ids.clone()).await;
+            hooks.push(webhook_phase(&addr, &token, conns, args.secs, ok_ids.clone()).await);
+        }
+        for hook in hooks {
+            let (status, _) = http_json(&addr, request("DELETE", &hook, &token, None)).await;
+            assert_eq!(status, 200, "delete webhook");
         }
     }
     if wants("campaign") {

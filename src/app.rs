@@ -162,6 +162,8 @@ impl App {
         // The outbox depth gauge, whether or not this process delivers.
         let depth = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(OUTBOX_DEPTH_INTERVAL);
+            // After a stall, one refresh, not every one missed.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 if let Ok(depth) = store.outbox_depth().await {

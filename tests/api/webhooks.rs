@@ -329,7 +329,7 @@ both_backends! {
             if text.lines().any(|l| l == "coins_webhook_outbox_depth 1") {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(8), "the outbox depth gauge never showed the waiting message");
+            assert!(started.elapsed() < Duration::from_secs(12), "the outbox depth gauge never showed the waiting message");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -395,7 +395,7 @@ mod tests {
     /// The claim binds a new limit every time; the statement must not be compiled again each
     /// time (the plain `LIMIT ?2` it replaced was).
     #[tokio::test]
-    async fn the_claim_query_is_not_compiled_again_when_its_limit_changes() {
+    async fn the_claim_query_is_not_compiled_again_at_each_claim() {
         let dir = std::env::temp_dir().join(format!("coins-due-sql-{}", hex::encode(crate::crypto::random_bytes::<6>())));
         let path = dir.join("coins.db");
         let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
