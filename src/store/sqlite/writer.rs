@@ -138,36 +138,98 @@ fn writer_loop(conn: &Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: u
             }
         }
         crate::metrics::batch("sqlite", generic.len() + allocations.iter().map(|(c, _)| c.len()).sum::<usize>(), jobs.len());
-        // Jobs queued at the same time are concurrent, so either transaction may go first.
-        if !generic.is_empty() {
-            let outcome = run_batch(conn, &mut generic);
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, jobs = generic.len(), "sqlite batch failed; nothing in it was applied");
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            // Generic jobs do not say whose balance they changed (redemptions, reversals, expiry)
-            // or whether they changed a configuration.
-            balances.invalidate_all();
-            configs.clear();
-            for job in generic.drain(..) {
-                job.finish(outcome.clone());
-            }
-        }
-        if !allocations.is_empty() {
-            run_allocations(conn, &mut allocations, balances, &configs);
-        }
+        run_round(conn, &mut generic, &mut allocations, balances, &configs);
         wal.restart_if_long(conn);
     }
 }
 
+/// Why a round's transaction was rolled back.
+enum Failed {
+    /// An allocation hit a database error, before any other job ran.
+    Allocation(StoreError),
+    /// The transaction itself, or the other jobs' savepoints, failed.
+    Transaction(Arc<rusqlite::Error>),
+}
+
+/// One round of the writer in one transaction, so one commit and one `fsync` whatever it holds
+/// (a batch of webhook delivery outcomes shares the commit of the allocations beside it): the
+/// allocations first, without savepoints, then every other job in a savepoint of its own. Jobs
+/// queued at the same time are concurrent, so their order within the round is free.
+///
+/// Should an allocation hit a database error, the transaction is rolled back before any other
+/// job ran: those then commit on their own, and the allocations are re-applied one by one.
+/// Should the transaction fail otherwise, the other jobs hear of it (their work is gone) and the
+/// allocations are re-applied one by one.
+fn run_round(
+    conn: &Connection,
+    generic: &mut Vec<Box<dyn WriteJob>>,
+    allocations: &mut Vec<(Vec<AllocateCmd>, AllocationReply)>,
+    balances: &BalanceCache,
+    configs: &ConfigCache,
+) {
+    let sql = |s: &str| conn.execute_batch(s).map_err(|e| Failed::Transaction(Arc::new(e)));
+    let outcome = (|| -> Result<Vec<Vec<StoreResult<AllocateOk>>>, Failed> {
+        sql("BEGIN IMMEDIATE")?;
+        let answers = allocate_all(conn, allocations, configs).map_err(Failed::Allocation)?;
+        for job in generic.iter_mut() {
+            sql("SAVEPOINT job")?;
+            sql(if job.run(conn) { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" })?;
+        }
+        sql("COMMIT")?;
+        Ok(answers)
+    })();
+    match outcome {
+        Ok(answers) => {
+            finish_generic(generic, Ok(()), balances, configs);
+            answer_allocations(allocations, answers, balances);
+        }
+        Err(Failed::Allocation(e)) => {
+            tracing::warn!(error = %e, "allocation batch failed; re-applying its items one by one");
+            let _ = conn.execute_batch("ROLLBACK");
+            if !generic.is_empty() {
+                let commit = run_batch(conn, generic);
+                finish_generic(generic, commit, balances, configs);
+            }
+            allocate_each(conn, allocations, balances, configs);
+        }
+        Err(Failed::Transaction(e)) => {
+            tracing::error!(error = %e, jobs = generic.len(), "sqlite batch failed; nothing in it was applied");
+            let _ = conn.execute_batch("ROLLBACK");
+            finish_generic(generic, Err(e), balances, configs);
+            allocate_each(conn, allocations, balances, configs);
+        }
+    }
+}
+
+/// The jobs other than allocations in a transaction of their own: after an allocation failed.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Commit {
     let sql = |s: &str| conn.execute_batch(s).map_err(Arc::new);
-    sql("BEGIN IMMEDIATE")?;
-    for job in batch.iter_mut() {
-        sql("SAVEPOINT job")?;
-        sql(if job.run(conn) { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" })?;
+    let commit = (|| {
+        sql("BEGIN IMMEDIATE")?;
+        for job in batch.iter_mut() {
+            sql("SAVEPOINT job")?;
+            sql(if job.run(conn) { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" })?;
+        }
+        sql("COMMIT")
+    })();
+    if let Err(e) = &commit {
+        tracing::error!(error = %e, jobs = batch.len(), "sqlite batch failed; nothing in it was applied");
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    sql("COMMIT")
+    commit
+}
+
+/// Answers the jobs other than allocations once their transaction ended. They do not say whose
+/// balance they changed (redemptions, reversals, expiry) or whether they changed a configuration.
+fn finish_generic(generic: &mut Vec<Box<dyn WriteJob>>, commit: Commit, balances: &BalanceCache, configs: &ConfigCache) {
+    if generic.is_empty() {
+        return;
+    }
+    balances.invalidate_all();
+    configs.clear();
+    for job in generic.drain(..) {
+        job.finish(commit.clone());
+    }
 }
 
 /// One allocation: resolve its configuration (cached), then the shared flow.
@@ -176,47 +238,48 @@ fn allocate_one(conn: &Connection, cmd: &AllocateCmd, configs: &ConfigCache) -> 
     run_now(ledger::allocate(&mut super::SqliteTx(conn), cmd, resolved.config.as_ref(), resolved.offers()))
 }
 
-/// The allocations of one writer round in one transaction, without savepoints (see the module
-/// doc); answered after the commit.
-fn run_allocations(conn: &Connection, batch: &mut Vec<(Vec<AllocateCmd>, AllocationReply)>, balances: &BalanceCache, configs: &ConfigCache) {
-    let fast = (|| -> Result<Vec<Vec<StoreResult<AllocateOk>>>, StoreError> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut answers = Vec::with_capacity(batch.len());
-        for (cmds, _) in batch.iter() {
-            let mut results = Vec::with_capacity(cmds.len());
-            for cmd in cmds {
-                match allocate_one(conn, cmd, configs) {
-                    Err(e @ StoreError::Refused(_)) => results.push(Err(e)),
-                    Err(e) => return Err(e),
-                    ok => results.push(ok),
-                }
-            }
-            answers.push(results);
-        }
-        conn.execute_batch("COMMIT")?;
-        Ok(answers)
-    })();
-    match fast {
-        Ok(answers) => {
-            for ((cmds, reply), results) in batch.drain(..).zip(answers) {
-                for (cmd, result) in cmds.iter().zip(&results) {
-                    // An allocation that earned nothing may still have opened the user's account.
-                    if let Ok(AllocateOk::Allocated { .. } | AllocateOk::Zero) = result {
-                        balances.invalidate(cmd.user.as_str());
-                    }
-                }
-                let _ = reply.send(results);
+/// Every allocation of the round, in the open transaction; an error other than a refusal ends
+/// them all (the caller rolls the transaction back).
+fn allocate_all(
+    conn: &Connection,
+    batch: &[(Vec<AllocateCmd>, AllocationReply)],
+    configs: &ConfigCache,
+) -> Result<Vec<Vec<StoreResult<AllocateOk>>>, StoreError> {
+    let mut answers = Vec::with_capacity(batch.len());
+    for (cmds, _) in batch {
+        let mut results = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            match allocate_one(conn, cmd, configs) {
+                Err(e @ StoreError::Refused(_)) => results.push(Err(e)),
+                Err(e) => return Err(e),
+                ok => results.push(ok),
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "allocation batch failed; re-applying its items one by one");
-            let _ = conn.execute_batch("ROLLBACK");
-            for (cmds, reply) in batch.drain(..) {
-                let results = cmds.iter().map(|cmd| allocate_alone(conn, cmd, configs)).collect();
-                balances.invalidate_all();
-                let _ = reply.send(results);
+        answers.push(results);
+    }
+    Ok(answers)
+}
+
+/// Answers the round's allocations once it committed.
+fn answer_allocations(batch: &mut Vec<(Vec<AllocateCmd>, AllocationReply)>, answers: Vec<Vec<StoreResult<AllocateOk>>>, balances: &BalanceCache) {
+    for ((cmds, reply), results) in batch.drain(..).zip(answers) {
+        for (cmd, result) in cmds.iter().zip(&results) {
+            // An allocation that earned nothing may still have opened the user's account.
+            if let Ok(AllocateOk::Allocated { .. } | AllocateOk::Zero) = result {
+                balances.invalidate(cmd.user.as_str());
             }
         }
+        let _ = reply.send(results);
+    }
+}
+
+/// The slow path after the round's transaction failed: each allocation in a transaction of its
+/// own, so no neighbour is failed or lost.
+fn allocate_each(conn: &Connection, batch: &mut Vec<(Vec<AllocateCmd>, AllocationReply)>, balances: &BalanceCache, configs: &ConfigCache) {
+    for (cmds, reply) in batch.drain(..) {
+        let results = cmds.iter().map(|cmd| allocate_alone(conn, cmd, configs)).collect();
+        balances.invalidate_all();
+        let _ = reply.send(results);
     }
 }
 
@@ -230,4 +293,112 @@ fn allocate_alone(conn: &Connection, cmd: &AllocateCmd, configs: &ConfigCache) -
         return Err(e.into());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::config::{ConfigValues, Earning};
+    use crate::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{ConfigStore, Store, StoreOptions};
+
+    fn cmd(user: &str, request: &str) -> AllocateCmd {
+        AllocateCmd {
+            company: CompanyId::parse("C").unwrap(),
+            user: UserId::parse(user).unwrap(),
+            event: EventName::parse("E").unwrap(),
+            request_id: RequestId::parse(request).unwrap(),
+            purchase: Default::default(),
+            now_ms: 1_000_000,
+        }
+    }
+
+    /// A job other than an allocation: records `tag` in a table of its own.
+    fn tagging(tag: &'static str) -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<()>>) {
+        let (reply, answer) = oneshot::channel();
+        let work = move |conn: &Connection| -> StoreResult<()> {
+            conn.execute("INSERT INTO tags (tag) VALUES (?1)", [tag])?;
+            Ok(())
+        };
+        (Box::new(Job::new(work, reply)), answer)
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A round commits once, whatever it holds; an allocation's database error rolls the round
+    /// back before the other jobs ran, and then they and every other allocation still commit.
+    #[tokio::test]
+    async fn a_round_commits_once_and_a_failed_allocation_loses_no_neighbour() {
+        let dir = std::env::temp_dir().join(format!("coins-round-{}", hex::encode(crate::crypto::random_bytes::<6>())));
+        let path = dir.join("coins.db");
+        let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+        store.migrate().await.unwrap();
+        let values = ConfigValues {
+            kind: ConfigKind::Default,
+            company_id: CompanyId::parse("C").unwrap(),
+            event: EventName::parse("E").unwrap(),
+            amount: Coins::amount(10),
+            earning: Earning::default(),
+            validity_days: None,
+            max_per_user_per_day: None,
+            max_per_user: None,
+            active: true,
+        };
+        store.create_config(values, "test", 0).await.unwrap();
+        drop(store);
+
+        let conn = super::super::open_connection(&path, 1024).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tags (tag TEXT NOT NULL); \
+             CREATE TRIGGER boom BEFORE INSERT ON ledger_entries WHEN NEW.user_id = 'BOOM' BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let seen = commits.clone();
+        conn.commit_hook(Some(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            false
+        }));
+        let balances = BalanceCache::default();
+        let configs = ConfigCache::new(true);
+
+        // Allocations and another job: one commit.
+        let (job, job_answer) = tagging("first");
+        let (reply, answer) = oneshot::channel();
+        let mut generic = vec![job];
+        let mut allocations = vec![(vec![cmd("U1", "R1"), cmd("U2", "R2")], reply)];
+        run_round(&conn, &mut generic, &mut allocations, &balances, &configs);
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+        assert!(job_answer.await.unwrap().is_ok());
+        let results = answer.await.unwrap();
+        assert!(results.iter().all(|r| matches!(r, Ok(AllocateOk::Allocated { .. }))), "{results:?}");
+        assert!(generic.is_empty() && allocations.is_empty());
+
+        // One allocation fails with a database error: the other job commits on its own, then
+        // each allocation in a transaction of its own (the failing one commits nothing).
+        commits.store(0, Ordering::SeqCst);
+        let (job, job_answer) = tagging("second");
+        let (reply, answer) = oneshot::channel();
+        let mut generic = vec![job];
+        let mut allocations = vec![(vec![cmd("U3", "R3"), cmd("BOOM", "R4"), cmd("U4", "R5")], reply)];
+        run_round(&conn, &mut generic, &mut allocations, &balances, &configs);
+        assert_eq!(commits.load(Ordering::SeqCst), 3);
+        assert!(job_answer.await.unwrap().is_ok());
+        let results = answer.await.unwrap();
+        assert!(matches!(results[0], Ok(AllocateOk::Allocated { .. })), "{results:?}");
+        assert!(matches!(results[1], Err(StoreError::Sqlite(_))), "{results:?}");
+        assert!(matches!(results[2], Ok(AllocateOk::Allocated { .. })), "{results:?}");
+
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM tags"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM ledger_entries"), 4);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM ledger_entries WHERE user_id = 'BOOM'"), 0);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM requests WHERE request_id = 'R4'"), 0);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
