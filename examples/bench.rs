@@ -44,7 +44,7 @@
 //! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
 //! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
 //! that holds its coins for 14 days (`pendingDays`), so their cost shows against plain allocation
-//! in one run.
+//! in one run. `percent-held` does the same on a PERCENT configuration that holds its coins.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -71,6 +71,7 @@ fn users() -> u64 {
 const EVENT: &str = "BENCH_EVENT";
 const PERCENT_EVENT: &str = "BENCH_PERCENT";
 const HELD_EVENT: &str = "BENCH_HELD";
+const PERCENT_HELD_EVENT: &str = "BENCH_PERCENT_HELD";
 const COMPANY: &str = "BENCHCO";
 const BULK_ITEMS: usize = 1_000;
 
@@ -246,6 +247,9 @@ enum Kind {
     Percent,
     /// Allocation on a configuration that holds its coins (`pendingDays`).
     Held,
+    /// Both at once: a PERCENT configuration that holds its coins, with an order id and a
+    /// purchase value.
+    PercentHeld,
 }
 
 struct PhaseResult {
@@ -348,10 +352,11 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
                         (request("POST", "/api/v0/enkash-coins/allocate-coin", &token, Some(&body)), Some(rid))
                     }
                     Kind::Balance => (request("GET", &format!("/api/v0/coins/balance?userId=U{}", n.wrapping_mul(7919) % users()), &token, None), None),
-                    Kind::Percent => {
+                    Kind::Percent | Kind::PercentHeld => {
                         let rid = format!("{tag}-{n}");
+                        let event = if kind == Kind::Percent { PERCENT_EVENT } else { PERCENT_HELD_EVENT };
                         let body = format!(
-                            r#"{{"companyId":"{COMPANY}","event":"{PERCENT_EVENT}","requestId":"{rid}","userId":"U{}","orderId":"O-{rid}","amountMinor":{}}}"#,
+                            r#"{{"companyId":"{COMPANY}","event":"{event}","requestId":"{rid}","userId":"U{}","orderId":"O-{rid}","amountMinor":{}}}"#,
                             n % users(),
                             10_000 + n % 90_000
                         );
@@ -411,6 +416,7 @@ async fn phase(addr: &str, token: &str, kind: Kind, conns: usize, secs: u64, tag
             Kind::Balance => "GET balance".into(),
             Kind::Percent => format!("allocate PERCENT ({tag})"),
             Kind::Held => format!("allocate held ({tag})"),
+            Kind::PercentHeld => format!("allocate PERCENT held ({tag})"),
         },
         conns,
         requests: all.len() as u64,
@@ -945,6 +951,12 @@ async fn run(args: Args) -> bool {
     let extra = [
         ("percent", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_EVENT}","amountType":"PERCENT","rateBps":200}}"#)),
         ("held", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{HELD_EVENT}","amount":1,"pendingDays":14}}"#)),
+        (
+            "percent-held",
+            format!(
+                r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_HELD_EVENT}","amountType":"PERCENT","rateBps":200,"pendingDays":14}}"#
+            ),
+        ),
     ];
     for (_, cfg) in extra.iter().filter(|(p, _)| wanted(p)) {
         let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(cfg))).await;
@@ -985,11 +997,15 @@ async fn run(args: Args) -> bool {
         let b = run(Kind::Balance, wants("balance"), "b".into()).await;
         let p = run(Kind::Percent, wants("percent"), format!("pct-{conns}")).await;
         let held = run(Kind::Held, wants("held"), format!("held-{conns}")).await;
+        let both = run(Kind::PercentHeld, wants("percent-held"), format!("pct-held-{conns}")).await;
         if let (Some(a), Some(p)) = (&a, &p) {
             println!("  {conns:>4} conns: PERCENT allocation {:.0}/s = {:.0}% of plain allocation", p.rps(), 100.0 * p.rps() / a.rps());
         }
         if let (Some(a), Some(held)) = (&a, &held) {
             println!("  {conns:>4} conns: held allocation {:.0}/s = {:.0}% of plain allocation", held.rps(), 100.0 * held.rps() / a.rps());
+        }
+        if let (Some(a), Some(both)) = (&a, &both) {
+            println!("  {conns:>4} conns: PERCENT held allocation {:.0}/s = {:.0}% of plain allocation", both.rps(), 100.0 * both.rps() / a.rps());
         }
         results.push((conns, h, a, b));
     }
