@@ -3,13 +3,19 @@
 //! then answers every job, so concurrent requests share one fsync (group commit). WAL with
 //! `synchronous=FULL` makes a commit durable before anyone hears of it.
 //!
-//! Two kinds of job. Allocations, the hot path, run without savepoints: every refusal is decided
-//! before an allocation's first write and undoes its claim (see `store/ledger.rs`), so a refused
-//! item has nothing else to undo (SQLite savepoints cost time that grows with the database: they
-//! were most of the writer's time in profiles). Should an allocation hit a database error
-//! mid-way, the whole transaction is rolled back and each item is re-applied in a transaction of
-//! its own, so no neighbour is failed or lost. Every other job runs in its own savepoint, so one
-//! that fails undoes only itself.
+//! Two kinds of job, both in the round's one transaction. Allocations, the hot path, run first and
+//! without savepoints: every refusal is decided before an allocation's first write and undoes its
+//! claim (see `store/ledger.rs`), so a refused item has nothing else to undo (SQLite savepoints
+//! cost time that grows with the database: they were most of the writer's time in profiles).
+//! Every other job runs after them in its own savepoint, so one that fails undoes only itself.
+//!
+//! Should an allocation fail otherwise than by a refusal, the transaction is rolled back before
+//! any other job ran; the other jobs then commit together in a transaction of their own, and each
+//! allocation is re-applied in a transaction of its own, so no neighbour is failed or lost.
+//! Should the transaction fail after the allocations (a savepoint, or the commit), the other jobs
+//! are answered with the error and the allocations are re-applied one by one. Should it not even
+//! begin (another process holding the write lock past the busy timeout), nothing ran and every
+//! job is answered with the error at once: a 503 the client may retry with the same request id.
 
 use std::sync::Arc;
 
@@ -143,11 +149,13 @@ fn writer_loop(conn: &Connection, mut jobs: mpsc::Receiver<Queued>, batch_max: u
     }
 }
 
-/// Why a round's transaction was rolled back.
+/// Why a round's transaction did not commit.
 enum Failed {
-    /// An allocation hit a database error, before any other job ran.
+    /// It never began: nothing ran.
+    Begin(Arc<rusqlite::Error>),
+    /// An allocation failed otherwise than by a refusal, before any other job ran.
     Allocation(StoreError),
-    /// The transaction itself, or the other jobs' savepoints, failed.
+    /// A savepoint of the other jobs, or the commit, failed.
     Transaction(Arc<rusqlite::Error>),
 }
 
@@ -156,10 +164,7 @@ enum Failed {
 /// allocations first, without savepoints, then every other job in a savepoint of its own. Jobs
 /// queued at the same time are concurrent, so their order within the round is free.
 ///
-/// Should an allocation hit a database error, the transaction is rolled back before any other
-/// job ran: those then commit on their own, and the allocations are re-applied one by one.
-/// Should the transaction fail otherwise, the other jobs hear of it (their work is gone) and the
-/// allocations are re-applied one by one.
+/// How each failure is answered: the module doc.
 fn run_round(
     conn: &Connection,
     generic: &mut Vec<Box<dyn WriteJob>>,
@@ -169,7 +174,7 @@ fn run_round(
 ) {
     let sql = |s: &str| conn.execute_batch(s).map_err(|e| Failed::Transaction(Arc::new(e)));
     let outcome = (|| -> Result<Vec<Vec<StoreResult<AllocateOk>>>, Failed> {
-        sql("BEGIN IMMEDIATE")?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| Failed::Begin(Arc::new(e)))?;
         let answers = allocate_all(conn, allocations, configs).map_err(Failed::Allocation)?;
         for job in generic.iter_mut() {
             sql("SAVEPOINT job")?;
@@ -192,8 +197,17 @@ fn run_round(
             }
             allocate_each(conn, allocations, balances, configs);
         }
+        Err(Failed::Begin(e)) => {
+            tracing::error!(error = %e, jobs = generic.len(), allocations = allocations.len(), "sqlite transaction did not begin; nothing was applied");
+            let busy = matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
+            let failed = || if busy { StoreError::Unavailable(Box::new(e.clone())) } else { StoreError::Sqlite(e.clone()) };
+            for (cmds, reply) in allocations.drain(..) {
+                let _ = reply.send(cmds.iter().map(|_| Err(failed())).collect());
+            }
+            finish_generic(generic, Err(e), balances, configs);
+        }
         Err(Failed::Transaction(e)) => {
-            tracing::error!(error = %e, jobs = generic.len(), "sqlite batch failed; nothing in it was applied");
+            tracing::error!(error = %e, jobs = generic.len(), "sqlite batch failed; its other jobs were not applied, its allocations are re-applied one by one");
             let _ = conn.execute_batch("ROLLBACK");
             finish_generic(generic, Err(e), balances, configs);
             allocate_each(conn, allocations, balances, configs);
@@ -330,10 +344,10 @@ mod tests {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
-    /// A round commits once, whatever it holds; an allocation's database error rolls the round
-    /// back before the other jobs ran, and then they and every other allocation still commit.
+    /// A round commits once, whatever it holds; each way it can fail answers every job once,
+    /// loses no allocation that could apply and applies none twice.
     #[tokio::test]
-    async fn a_round_commits_once_and_a_failed_allocation_loses_no_neighbour() {
+    async fn a_round_commits_once_and_each_failure_answers_every_job_once() {
         let dir = std::env::temp_dir().join(format!("coins-round-{}", hex::encode(crate::crypto::random_bytes::<6>())));
         let path = dir.join("coins.db");
         let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
@@ -398,7 +412,44 @@ mod tests {
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM ledger_entries"), 4);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM ledger_entries WHERE user_id = 'BOOM'"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM requests WHERE request_id = 'R4'"), 0);
-        drop(conn);
+
+        // The transaction fails after the allocations (here a job ends it under its savepoint):
+        // that job hears of it, and each allocation is re-applied and committed alone, once.
+        commits.store(0, Ordering::SeqCst);
+        let (reply, job_answer) = oneshot::channel();
+        let breaking = |conn: &Connection| -> StoreResult<()> {
+            conn.execute_batch("ROLLBACK")?;
+            Ok(())
+        };
+        let mut generic: Vec<Box<dyn WriteJob>> = vec![Box::new(Job::new(breaking, reply))];
+        let (reply, answer) = oneshot::channel();
+        let mut allocations = vec![(vec![cmd("U5", "R6"), cmd("U6", "R7")], reply)];
+        run_round(&conn, &mut generic, &mut allocations, &balances, &configs);
+        assert_eq!(commits.load(Ordering::SeqCst), 2);
+        assert!(matches!(job_answer.await.unwrap(), Err(StoreError::Sqlite(_))));
+        let results = answer.await.unwrap();
+        assert!(results.iter().all(|r| matches!(r, Ok(AllocateOk::Allocated { .. }))), "{results:?}");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM ledger_entries"), 6);
+
+        // The transaction cannot begin (another connection holds the write lock past the busy
+        // timeout): nothing runs, and every job is answered at once, allocations as unavailable.
+        let other = super::super::open_connection(&path, 1024).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn.busy_timeout(std::time::Duration::from_millis(20)).unwrap();
+        commits.store(0, Ordering::SeqCst);
+        let (job, job_answer) = tagging("third");
+        let (reply, answer) = oneshot::channel();
+        let mut generic = vec![job];
+        let mut allocations = vec![(vec![cmd("U7", "R8"), cmd("U8", "R9")], reply)];
+        run_round(&conn, &mut generic, &mut allocations, &balances, &configs);
+        assert!(job_answer.await.unwrap().is_err());
+        let results = answer.await.unwrap();
+        assert!(results.len() == 2 && results.iter().all(|r| matches!(r, Err(StoreError::Unavailable(_)))), "{results:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 0);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM tags"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM ledger_entries"), 6);
+        drop((conn, other));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
