@@ -4,8 +4,8 @@
 //! What is cached is the *resolution*: for a (company, event), the active CUSTOM
 //! configuration, else the active DEFAULT one, else none; and the company's bonus campaigns for
 //! the event that had not ended when it was read (each allocation checks their windows against
-//! its own time), and the company's tier scheme. A campaign or tier scheme change is announced
-//! as a configuration change. The rules that keep
+//! its own time), the company's tier scheme, and what one of its coins is worth. A campaign,
+//! tier scheme or coin value change is announced as a configuration change. The rules that keep
 //! it correct:
 //! - every configuration change made by this process clears the cache after its COMMIT and before
 //!   it is answered, so it takes effect at once here;
@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use crate::domain::CoinConfig;
 use crate::domain::campaigns::Campaign;
+use crate::domain::redeem::CoinValue;
 use crate::domain::tiers::TierScheme;
 use crate::store::ledger::Offers;
 
@@ -57,6 +58,9 @@ pub struct Resolved {
     pub campaigns: Arc<Vec<Campaign>>,
     /// The company's tier scheme.
     pub tiers: Option<Arc<TierScheme>>,
+    /// What one of the company's coins is worth (its own value, else the installation's); `None`
+    /// when not read with the resolution, and the allocation reads it itself if it needs it.
+    pub value: Option<CoinValue>,
 }
 
 impl Resolved {
@@ -67,7 +71,7 @@ impl Resolved {
 
     /// What may raise the allocation's coins beyond its configuration.
     pub(crate) fn offers(&self) -> Offers<'_> {
-        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_ref() }
+        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_ref(), value: self.value.as_ref() }
     }
 }
 

@@ -187,11 +187,13 @@ async fn request_after_lost_claim<T: LedgerTx>(tx: &mut T, company: &CompanyId, 
 
 /// What may raise an allocation's coins beyond its configuration, as cached: the company's
 /// campaigns for the event, and its tier scheme (a hint only: the allocation reads the scheme
-/// again under the member's lock, since a cached one may be a moment stale).
+/// again under the member's lock, since a cached one may be a moment stale). And the company's
+/// coin value, when it was read with the configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Offers<'a> {
     pub campaigns: &'a [Campaign],
     pub tiers: Option<&'a Arc<TierScheme>>,
+    pub value: Option<&'a CoinValue>,
 }
 
 /// The tier code and multiplier an allocation under `config` earns at, when above ×1 (a
@@ -255,14 +257,18 @@ async fn overdue<T: LedgerTx>(tx: &mut T, scheme: &TierScheme, state: &TierState
 /// limit, the user's row is locked first and the triggers counted, so concurrent allocations of
 /// one user never exceed it; the record is then rewritten with the campaign that applied.
 pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>, offers: Offers<'_>) -> StoreResult<AllocateOk> {
-    let Offers { campaigns, tiers: tiers_hint } = offers;
+    let Offers { campaigns, tiers: tiers_hint, value: cached_value } = offers;
     let (company, user) = (&cmd.company, &cmd.user);
     let Some(config) = config else {
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
     };
     let terms = config.values.terms().map_err(|p| StoreError::Corrupt(format!("configuration {} is inconsistent: {p:?}", config.id)))?;
     let purchase = &cmd.purchase;
-    let value = if purchase.amount_minor.is_some() || purchase.currency.is_some() { tx.coin_value(company).await? } else { CoinValue::builtin() };
+    let value = match cached_value {
+        _ if purchase.amount_minor.is_none() && purchase.currency.is_none() => CoinValue::builtin(),
+        Some(value) => value.clone(),
+        None => tx.coin_value(company).await?,
+    };
     let calculation = match allocate::calculation(cmd, terms, &value) {
         Ok(calculation) => calculation,
         // The request id comes first: a repeat is answered whatever the body says now.

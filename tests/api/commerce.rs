@@ -59,6 +59,23 @@ both_backends! {
         assert_eq!(page.assert_ok()["entries"][1]["coins"], json!(9));
     }
 
+    async fn a_new_coin_value_applies_to_the_next_allocation_at_once(app: &TestApp) {
+        // Allocations take the coin value from the cached configuration: a change must reach the
+        // very next allocation, as a configuration change does.
+        percent_config(app, "BUY", json!({})).await;
+        buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P1","userId":"ASHA","amountMinor":50000})).await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 10);
+        let put = |body: Value| async move { app.send(reqwest::Method::PUT, "/api/v0/coins/coin-value", Some(&app.admin_token), Some(&body)).await };
+        put(json!({"companyId":"SHOP","currency":"INR","minorUnitsPerCoin":50})).await.assert_ok();
+        buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P2","userId":"ASHA","amountMinor":50000})).await.assert_ok();
+        assert_eq!(app.balance("ASHA").await, 30);
+        assert_eq!(record(app, "P2").await["calculation"]["minorUnitsPerCoin"], json!(50));
+        put(json!({"companyId":"SHOP","currency":"USD","minorUnitsPerCoin":1})).await.assert_ok();
+        let res = buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P3","userId":"ASHA","amountMinor":100,"currency":"INR"})).await;
+        assert!(res.assert_error(400, "VALIDATION_FAILED").starts_with("currency must be USD"));
+        assert_eq!(app.balance("ASHA").await, 30);
+    }
+
     async fn a_percentage_needs_the_purchase_value_in_the_companys_currency(app: &TestApp) {
         percent_config(app, "BUY", json!({})).await;
         let res = buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P1","userId":"ASHA"})).await;

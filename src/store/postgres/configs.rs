@@ -111,7 +111,8 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             let event_name = EventName::from_trusted(event.to_owned());
             let theirs = campaigns.iter().filter(|c| c.company.as_str() == company && c.terms.applies_to(&event_name)).cloned().collect();
             let tiers = schemes.iter().find(|(c, _)| c == company).map(|(_, s)| Arc::new(s.clone()));
-            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers };
+            let value = Some(coin_value_in(tx, Some(&CompanyId::from_trusted(company.to_owned()))).await?);
+            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers, value };
             fills.push((company.to_owned(), event.to_owned(), value.clone()));
             resolved.insert((company, event), value);
         }
@@ -300,17 +301,29 @@ impl ConfigStore for PgStore {
     }
 
     async fn set_coin_value(&self, value: CoinValue, actor: &str, now_ms: i64) -> StoreResult<()> {
-        self.core
-            .client()
-            .await?
-            .execute(
-                "INSERT INTO coin_values (company_id, currency, minor_units_per_coin, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency, \
-                 minor_units_per_coin = excluded.minor_units_per_coin, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                &[&coin_value_key(value.company.as_ref()), &value.currency, &value.minor_units_per_coin, &actor, &now_ms],
-            )
-            .await?;
-        Ok(())
+        let actor = actor.to_owned();
+        let outcome = self
+            .core
+            .transact(move |tx| {
+                let (value, actor) = (value.clone(), actor.clone());
+                Box::pin(async move {
+                    tx.execute(
+                        "INSERT INTO coin_values (company_id, currency, minor_units_per_coin, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency, \
+                         minor_units_per_coin = excluded.minor_units_per_coin, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                        &[&coin_value_key(value.company.as_ref()), &value.currency, &value.minor_units_per_coin, &actor, &now_ms],
+                    )
+                    .await?;
+                    // Allocations take the coin value from the cached resolution: announced as a
+                    // configuration change, delivered if and only if this commits.
+                    tx.execute("SELECT pg_notify($1, '')", &[&CONFIGS_CHANNEL]).await?;
+                    Ok(())
+                })
+            })
+            .await;
+        // At once in this process; other processes clear on the notification.
+        self.core.caches.configs.clear();
+        outcome
     }
 
     async fn coin_value(&self, company: Option<&CompanyId>) -> StoreResult<CoinValue> {

@@ -50,8 +50,9 @@ fn config_by_id(conn: &Connection, id: CoinConfigId) -> StoreResult<Option<CoinC
     Ok(conn.prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = ?1"))?.query_row(params![id.seq()], config_from_row).optional()?)
 }
 
-/// What an allocation of (company, event) at `now_ms` resolves to — its configuration and the
-/// company's campaigns for the event and its tier scheme — from the writer's cache when it has it.
+/// What an allocation of (company, event) at `now_ms` resolves to — its configuration, the
+/// company's campaigns for the event, its tier scheme and its coin value — from the writer's
+/// cache when it has it.
 pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyId, event: &EventName, now_ms: i64) -> StoreResult<Resolved> {
     if let Some(hit) = cache.get(company.as_str(), event.as_str()) {
         return Ok(hit);
@@ -67,7 +68,8 @@ pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyI
     let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default);
     let campaigns = super::campaigns::running(conn, company, campaigns_since(now_ms))?.into_iter().filter(|c| c.terms.applies_to(event)).collect();
     let tiers = super::tiers::scheme(conn, company)?.map(Arc::new);
-    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns), tiers };
+    let value = Some(coin_value_in(conn, Some(company))?);
+    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns), tiers, value };
     cache.fill(generation, [(company.to_string(), event.to_string(), resolved.clone())]);
     Ok(resolved)
 }
