@@ -58,7 +58,8 @@ pub struct Resolved {
     pub campaigns: Arc<Vec<Campaign>>,
     /// The company's tier scheme.
     pub tiers: Option<Arc<TierScheme>>,
-    /// What one of the company's coins is worth (its own value, else the installation's); `None`
+    /// What one of the company's coins is worth (its own value, else the installation's, else the
+    /// built-in one); `None`
     /// when not read with the resolution, and the allocation reads it itself if it needs it.
     pub value: Option<CoinValue>,
 }

@@ -30,6 +30,13 @@ impl Peer {
         (res.status().as_u16(), res.json().await.unwrap())
     }
 
+    /// A purchase of 500.00 on event BUY under `request_id`; the status.
+    async fn buy(&self, request_id: &str) -> u16 {
+        let body = json!({"companyId": "C", "event": "BUY", "requestId": request_id, "userId": "U", "amountMinor": 50000});
+        let res = self.http.post(format!("{}/api/v0/enkash-coins/allocate-coin", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        res.status().as_u16()
+    }
+
     async fn balance(&self, user: &str) -> i64 {
         let res = self.http.get(format!("{}/api/v0/coins/balance?userId={user}", self.base)).bearer_auth(&self.token).send().await.unwrap();
         res.json::<Value>().await.unwrap()["payload"].as_i64().unwrap()
@@ -120,4 +127,42 @@ async fn while_the_listener_is_down_nothing_stale_is_served() {
     assert_eq!(app.balance("U").await, 10);
     assert_eq!(peer.allocate("R3", "U").await.0, 200);
     within(Duration::from_secs(2), "the credit after listening resumed", || async { app.balance("U").await == 15 }).await;
+}
+
+/// A coin value is cached with the configuration; its change reaches another process by the
+/// configuration notification, well before the 4 s after which the cache would read it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coin_value_change_reaches_every_process() {
+    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let peer = Peer::start(&app.db.url, &app.admin_token);
+    let config = json!({"configuration":"DEFAULT","companyId":"C","event":"BUY","amountType":"PERCENT","rateBps":200});
+    app.create_config(&app.admin_token, config).await.assert_ok();
+    let minor_units = |request_id: String| {
+        let app = &app;
+        async move {
+            let record = app.get(&format!("/api/v0/coins/allocations/{request_id}?companyId=C"), &app.admin_token).await.assert_ok().clone();
+            record["calculation"]["minorUnitsPerCoin"].as_i64().unwrap()
+        }
+    };
+    // The peer resolves (and caches) BUY with the built-in value: 100 minor units a coin.
+    assert_eq!(peer.buy("R1").await, 200);
+    assert_eq!(minor_units("R1".into()).await, 100);
+
+    // The installation's value changes here (company C has none of its own).
+    let body = json!({"companyId": null, "currency": "INR", "minorUnitsPerCoin": 50});
+    app.send(reqwest::Method::PUT, "/api/v0/coins/coin-value", Some(&app.admin_token), Some(&body)).await.assert_ok();
+    let mut n = 0;
+    let seen = within(Duration::from_secs(2), "the new coin value in the peer", || {
+        n += 1;
+        let request_id = format!("R2-{n}");
+        let peer = &peer;
+        let minor_units = &minor_units;
+        async move {
+            assert_eq!(peer.buy(&request_id).await, 200);
+            minor_units(request_id).await == 50
+        }
+    })
+    .await;
+    eprintln!("coin value change seen by the other process after {seen:?}");
+    app.assert_ledger_consistent().await;
 }

@@ -74,6 +74,15 @@ both_backends! {
         let res = buy(app, json!({"companyId":"SHOP","event":"BUY","requestId":"P3","userId":"ASHA","amountMinor":100,"currency":"INR"})).await;
         assert!(res.assert_error(400, "VALIDATION_FAILED").starts_with("currency must be USD"));
         assert_eq!(app.balance("ASHA").await, 30);
+        // The installation's value reaches a company without one of its own at once too.
+        app.create_config(&app.admin_token, json!({"configuration":"CUSTOM","companyId":"MART","event":"BUY","amountType":"PERCENT","rateBps":200}))
+            .await
+            .assert_ok();
+        buy(app, json!({"companyId":"MART","event":"BUY","requestId":"M1","userId":"RAVI","amountMinor":50000})).await.assert_ok();
+        assert_eq!(app.balance("RAVI").await, 10);
+        put(json!({"companyId":null,"currency":"INR","minorUnitsPerCoin":25})).await.assert_ok();
+        buy(app, json!({"companyId":"MART","event":"BUY","requestId":"M2","userId":"RAVI","amountMinor":50000})).await.assert_ok();
+        assert_eq!(app.balance("RAVI").await, 50);
     }
 
     async fn a_percentage_needs_the_purchase_value_in_the_companys_currency(app: &TestApp) {

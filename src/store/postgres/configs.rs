@@ -73,10 +73,11 @@ pub(super) async fn coin_value_in(client: &impl GenericClient, company: Option<&
     Ok(coin_value_from(row.map(|r| (r.get(0), r.get(1), r.get(2)))))
 }
 
-/// What each allocation resolves to — its configuration and its company's campaigns for the
-/// event — from the cache where possible; the misses are resolved with one query each for
-/// configurations and campaigns, and cached. One resolution per (company, event) per batch, so
-/// every item of a pair is decided under the same configuration.
+/// What each allocation resolves to — its configuration, its company's campaigns for the event,
+/// tier scheme and coin value — from the cache where possible; the misses are resolved with one
+/// query each for configurations, campaigns, tier schemes and coin values, and cached. One
+/// resolution per (company, event) per batch, so every item of a pair is decided under the same
+/// configuration.
 pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<Resolved>> {
     let mut resolved: HashMap<(&str, &str), Resolved> = HashMap::new();
     let mut missing: Vec<(&str, &str)> = Vec::new();
@@ -103,6 +104,10 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
         let earliest = cmds.iter().map(|c| c.now_ms).min().unwrap_or(0);
         let campaigns = super::campaigns::running(tx, &companies, campaigns_since(earliest)).await?;
         let schemes = super::tiers::schemes(tx, &companies).await?;
+        let stmt =
+            tx.prepare_cached("SELECT company_id, currency, minor_units_per_coin FROM coin_values WHERE company_id = ANY($1) OR company_id = ''").await?;
+        let values: HashMap<String, (String, String, i64)> =
+            tx.query(&stmt, &[&companies]).await?.iter().map(|r| (r.get(0), (r.get(0), r.get(1), r.get(2)))).collect();
         let mut fills = Vec::with_capacity(missing.len());
         for (company, event) in missing {
             let custom =
@@ -111,7 +116,7 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             let event_name = EventName::from_trusted(event.to_owned());
             let theirs = campaigns.iter().filter(|c| c.company.as_str() == company && c.terms.applies_to(&event_name)).cloned().collect();
             let tiers = schemes.iter().find(|(c, _)| c == company).map(|(_, s)| Arc::new(s.clone()));
-            let value = Some(coin_value_in(tx, Some(&CompanyId::from_trusted(company.to_owned()))).await?);
+            let value = Some(coin_value_from(values.get(company).or_else(|| values.get("")).cloned()));
             let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers, value };
             fills.push((company.to_owned(), event.to_owned(), value.clone()));
             resolved.insert((company, event), value);
