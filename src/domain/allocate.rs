@@ -113,6 +113,19 @@ pub struct EarnPlan {
     pub record: Option<RecordFields>,
 }
 
+impl EarnPlan {
+    /// When a held credit becomes spendable; `None`: at once.
+    pub fn held_until(&self) -> Option<i64> {
+        self.record.as_ref().and_then(|r| r.activates_at)
+    }
+
+    /// When the credit's lot expires: `validityDays` after it becomes spendable (a held credit's
+    /// clock starts when it activates).
+    pub fn lot_expiry(&self, now_ms: i64, config: &CoinConfig) -> Option<i64> {
+        config::expiry_for(self.held_until().unwrap_or(now_ms), config.values.validity_days)
+    }
+}
+
 /// A plain allocation: EnKash's fields only, under a configuration that credits a fixed amount at
 /// once and nothing else. It keeps no record of its own (its ledger entry says everything), and on
 /// PostgreSQL it is decided set-based with the rest of its batch (`coins_allocate_set`).
@@ -241,11 +254,11 @@ pub fn plan_credit(cmd: &AllocateCmd, earn: &EarnPlan, config: &CoinConfig, acco
         return Ok(CreditPlan { entry: None, lot: None, balance: old, pending: held, new_account: account.is_none() });
     }
     // A held credit goes to the pending balance; its expiry clock starts when it activates.
-    let pending_until = earn.record.as_ref().and_then(|r| r.activates_at);
+    let pending_until = earn.held_until();
     let (coins, pending_coins) = if pending_until.is_some() { (0, earn.coins) } else { (earn.coins, 0) };
     let balance = old.checked_add(coins).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
     let pending = held.checked_add(pending_coins).ok_or_else(|| Refusal::BalanceOverflow(cmd.user.clone()))?;
-    let expires_at = config::expiry_for(pending_until.unwrap_or(cmd.now_ms), config.values.validity_days);
+    let expires_at = earn.lot_expiry(cmd.now_ms, config);
     Ok(CreditPlan {
         entry: Some(NewEntry {
             kind: EntryKind::Allocate,

@@ -19,7 +19,7 @@ use super::model::{Applied, Expired, RecordRow, StoredReceipt};
 use super::{StoreError, StoreResult};
 use crate::domain::activate::{self, ActivateCmd, ActivateReceipt};
 use crate::domain::adjust::{self, AdjustCmd, AdjustReceipt};
-use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, RecordFields};
+use crate::domain::allocate::{self, AllocateCmd, AllocateOk, EarnPlan, NewLot, RecordFields};
 use crate::domain::allocation::{self, ActivateAt, Activation, ActivationPlan, HeldLot, OrderClaim, OrderHolder};
 use crate::domain::allocation::{AllocationState, ReturnKind};
 use crate::domain::campaigns::{self, Campaign, CampaignId};
@@ -244,10 +244,40 @@ async fn overdue<T: LedgerTx>(tx: &mut T, scheme: &TierScheme, state: &TierState
     Ok(scheme.at_expiry(state, qualifying, now_ms))
 }
 
-/// A new allocation: on SQLite every one; on PostgreSQL those that are not plain (an order id, a
-/// purchase value, a percentage, a campaign...), while plain ones are decided set-based
-/// (`postgres/ledger.rs`). `config` is the resolution for the command's company and event, and
-/// `campaigns` the company's campaigns for the event.
+/// The coin value an allocation is computed at, when no read is needed: the built-in one for an
+/// allocation without a purchase value or currency, else the company's if it came with the
+/// cached configuration.
+fn value_at_hand(cmd: &AllocateCmd, cached: Option<&CoinValue>) -> Option<CoinValue> {
+    let purchase = &cmd.purchase;
+    if purchase.amount_minor.is_none() && purchase.currency.is_none() {
+        return Some(CoinValue::builtin());
+    }
+    cached.cloned()
+}
+
+/// What an allocation earns when nothing read under the member's lock can change it: the company
+/// has no tier scheme, the best campaign running for the event (if any) has no per-user limit,
+/// and the coin value is at hand. `None` otherwise, and when the earning is refused (a purchase
+/// value missing, another currency): [`allocate`] decides those step by step. This is the plan
+/// [`allocate`] reaches for the same item (PostgreSQL decides such items set-based with it, and
+/// the batch property test holds the two paths equal).
+pub(crate) fn earning_before_claim(cmd: &AllocateCmd, config: &CoinConfig, offers: Offers<'_>) -> Option<EarnPlan> {
+    if offers.tiers.is_some() {
+        return None;
+    }
+    let value = value_at_hand(cmd, offers.value)?;
+    let calculation = allocate::calculation(cmd, config.values.terms().ok()?, &value).ok()?;
+    let best = campaigns::ranked(offers.campaigns, &cmd.event, cmd.now_ms, &calculation).first().copied();
+    if best.is_some_and(|c| c.terms.max_triggers_per_user.is_some()) {
+        return None;
+    }
+    Some(allocate::plan_earning(cmd, config, &value, &calculation, (best, None), best.is_some()))
+}
+
+/// A new allocation: on SQLite every one; on PostgreSQL those whose earning depends on what is
+/// read under the member's lock (a tier scheme, a campaign with a per-user limit) or is refused,
+/// while the others are decided set-based on [`earning_before_claim`] (`postgres/ledger.rs`).
+/// `config` is the resolution for the command's company and event, and `offers` what came with it.
 ///
 /// The request id is checked first, then the order id: a claim lost to the order's live
 /// allocation is a replay (the same user and purchase value: the new id becomes its alias) or
@@ -263,10 +293,8 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
     };
     let terms = config.values.terms().map_err(|p| StoreError::Corrupt(format!("configuration {} is inconsistent: {p:?}", config.id)))?;
-    let purchase = &cmd.purchase;
-    let value = match cached_value {
-        _ if purchase.amount_minor.is_none() && purchase.currency.is_none() => CoinValue::builtin(),
-        Some(value) => value.clone(),
+    let value = match value_at_hand(cmd, cached_value) {
+        Some(value) => value,
         None => tx.coin_value(company).await?,
     };
     let calculation = match allocate::calculation(cmd, terms, &value) {
@@ -389,7 +417,7 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
 
 /// The claim was lost but the request id is free: a live allocation holds the order id. The same
 /// purchase again is a replay under an alias; anything else a conflict naming the holder.
-async fn answer_held_order<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd) -> StoreResult<AllocateOk> {
+pub(crate) async fn answer_held_order<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd) -> StoreResult<AllocateOk> {
     let (company, order) = (&cmd.company, cmd.purchase.order_id.as_ref());
     let order = order.ok_or_else(|| StoreError::Corrupt(format!("the claim of {} was lost to no request and no order", cmd.request_id)))?;
     let holder = tx.live_order(company, &cmd.event, order).await?;

@@ -52,6 +52,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 13, name: "reminders", sql: include_str!("../../migrations/postgres/0013_reminders.sql") },
     Migration { version: 14, name: "campaigns", sql: include_str!("../../migrations/postgres/0014_campaigns.sql") },
     Migration { version: 15, name: "tiers", sql: include_str!("../../migrations/postgres/0015_tiers.sql") },
+    Migration { version: 16, name: "allocate_set_records", sql: include_str!("../../migrations/postgres/0016_allocate_set_records.sql") },
 ];
 
 impl Migration {
@@ -164,6 +165,7 @@ mod tests {
         (13, "94da4598194f2ef964a31ec3d689ebe82df3f8d3dabe6b5c55adf93888abfdd1"),
         (14, "d1088e624d9483af87006d3c8040fcd84266313a35796a180524c1c25cf54315"),
         (15, "084e4b371c24799a33190ca6bc5434643b7a5f1e79c08318f742c11742508244"),
+        (16, "6558bbd3398ecbb4e2f334c16406edeeeac7be54d77a2f693be79a774521db9a"),
     ];
 
     #[test]

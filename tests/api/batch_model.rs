@@ -1,7 +1,9 @@
 //! Property test of group commit: a batch of allocations must decide every item exactly as the
 //! same items applied one at a time, in order. Random batches mixing replays, request-id
-//! conflicts, duplicates within the batch, users of another company, missing configurations and
-//! per-day / lifetime caps (some batches straddle midnight UTC) run as one `allocate` call on one
+//! conflicts, duplicates within the batch, users of another company, missing configurations,
+//! per-day / lifetime caps (some batches straddle midnight UTC), held coins, and percentages of a
+//! purchase value under order ids (retries of an order under new ids, orders of other users,
+//! purchases too small to earn a coin) run as one `allocate` call on one
 //! database and item by item on another; the per-item answers, every user's ledger history and
 //! `verify` must agree. Both must also agree with the pure plan: the same items decided by
 //! `domain::allocate` alone, on rows kept in memory (PostgreSQL decides batches in set-based SQL,
@@ -12,13 +14,14 @@ use std::collections::HashMap;
 use coins::domain::CoinConfigId;
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
-use coins::domain::allocate::{answer_repeat, calculation, cap_windows, plan_credit, plan_earning};
+use coins::domain::allocate::{Purchase, answer_repeat, calculation, cap_windows, plan_credit, plan_earning};
+use coins::domain::allocation::{OrderClaim, OrderHolder, check_order};
 use coins::domain::config::{CoinConfig, ConfigValues, Earning, resolve};
-use coins::domain::earn::CalculationRecord;
+use coins::domain::earn::{AmountType, CalculationRecord};
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
 use coins::domain::redeem::CoinValue;
 use coins::domain::refusal::Cap;
-use coins::domain::{Coins, CompanyId, ConfigKind, EventName, RequestId, UserId};
+use coins::domain::{Coins, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
 use coins::store::{Store, StoreError};
 use proptest::prelude::*;
 
@@ -30,19 +33,26 @@ const REQUESTS: usize = 8;
 /// Midnight UTC.
 const MIDNIGHT_MS: i64 = 1_700_006_400_000;
 
-/// (kind, company, event, amount, validity days, maxPerUserPerDay, maxPerUser, pendingDays). E3
-/// has none; E5 holds its coins (on PostgreSQL its items leave the set-based path for the Rust
-/// plans, beside plain items of the same batch).
+/// (kind, company, event, amount (a PERCENT configuration's rate, in basis points), validity
+/// days, maxPerUserPerDay, maxPerUser, pendingDays). E3 has none; E5 and E7 hold their coins; E6
+/// and E7 earn a percentage of the purchase value, and their items carry one and an order id.
 type Cfg = (ConfigKind, &'static str, &'static str, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-const CONFIGS: [Cfg; 6] = [
+const CONFIGS: [Cfg; 8] = [
     (ConfigKind::Default, "C1", "E0", 5, None, None, None, None),
     (ConfigKind::Default, "C1", "E1", 3, None, None, Some(2), None),
     (ConfigKind::Default, "C1", "E2", 7, Some(1), Some(1), None, None),
     (ConfigKind::Custom, "C2", "E4", 11, Some(3), Some(2), Some(3), None),
     (ConfigKind::Default, "C1", "E4", 13, None, None, None, None),
     (ConfigKind::Default, "C1", "E5", 9, Some(2), None, Some(2), Some(2)),
+    (ConfigKind::Default, "C1", "E6", 1_000, Some(4), None, Some(2), None),
+    (ConfigKind::Default, "C1", "E7", 500, Some(2), Some(1), None, Some(3)),
 ];
-const EVENTS: [&str; 5] = ["E0", "E1", "E2", "E4", "E5"];
+const EVENTS: [&str; 7] = ["E0", "E1", "E2", "E4", "E5", "E6", "E7"];
+/// Events whose configuration earns a percentage.
+const PERCENT: [&str; 2] = ["E6", "E7"];
+/// Purchase values: at 10% or 5% of 100 minor units a coin, the smallest earns nothing.
+const AMOUNTS: [i64; 4] = [50, 1_000, 25_000, 99_999];
+const ORDERS: usize = 8;
 
 #[derive(Debug, Clone)]
 struct Item {
@@ -50,17 +60,22 @@ struct Item {
     user: usize,
     event: usize,
     req: usize,
+    /// For E6 and E7: the order id and the purchase value.
+    order: usize,
+    amount: usize,
 }
 
 fn item() -> impl Strategy<Value = Item> {
     // Mostly C1 so users are shared; E3 (no configuration) now and then.
-    (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], 0..USERS, prop_oneof![6 => 0..5usize, 1 => Just(5usize)], 0..REQUESTS)
-        .prop_map(|(company, user, event, req)| Item { company, user, event, req })
+    let event = prop_oneof![6 => 0..5usize, 1 => Just(7usize), 4 => 5..7usize];
+    (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], 0..USERS, event, 0..REQUESTS, 0..ORDERS, 0..AMOUNTS.len())
+        .prop_map(|(company, user, event, req, order, amount)| Item { company, user, event, req, order, amount })
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Allocated(i64, i64),
+    Zero,
     Replayed(i64),
     Refused(&'static str),
 }
@@ -69,9 +84,10 @@ fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
     match r {
         Ok(AllocateOk::Allocated { coins, balance, .. }) => Outcome::Allocated(coins.get(), balance),
         Ok(AllocateOk::Replayed { coins }) => Outcome::Replayed(coins.get()),
-        Ok(AllocateOk::Zero) => panic!("a fixed amount never earns zero"),
+        Ok(AllocateOk::Zero) => Outcome::Zero,
         Err(StoreError::Refused(r)) => Outcome::Refused(match r {
             Refusal::RequestIdConflict(_) => "REQUEST_ID_CONFLICT",
+            Refusal::OrderIdConflict(_) => "ORDER_ID_CONFLICT",
             Refusal::ConfigNotFound { .. } => "CONFIG_NOT_FOUND",
             Refusal::UserCompanyMismatch { .. } => "USER_COMPANY_MISMATCH",
             Refusal::LimitReached { cap: Cap::PerDay, .. } => "LIMIT_PER_DAY",
@@ -84,8 +100,12 @@ fn outcome(r: Result<AllocateOk, StoreError>) -> Outcome {
 
 fn cmd(it: &Item, now_ms: i64) -> AllocateCmd {
     let event = EVENTS.get(it.event).copied().unwrap_or("E3");
+    let purchase = match PERCENT.contains(&event) {
+        true => Purchase { order_id: Some(OrderId::parse(&format!("O{}", it.order)).unwrap()), amount_minor: Some(AMOUNTS[it.amount]), currency: None },
+        false => Purchase::default(),
+    };
     AllocateCmd {
-        purchase: Default::default(),
+        purchase,
         company: CompanyId::parse(COMPANIES[it.company]).unwrap(),
         user: UserId::parse(&format!("U{}", it.user)).unwrap(),
         event: EventName::parse(event).unwrap(),
@@ -94,26 +114,26 @@ fn cmd(it: &Item, now_ms: i64) -> AllocateCmd {
     }
 }
 
+fn values(&(kind, company, event, amount, validity, per_day, ever, pending_days): &Cfg) -> ConfigValues {
+    let percent = PERCENT.contains(&event);
+    ConfigValues {
+        kind,
+        company_id: CompanyId::parse(company).unwrap(),
+        event: EventName::parse(event).unwrap(),
+        amount: if percent { None } else { Coins::amount(amount) },
+        earning: match percent {
+            true => Earning { amount_type: AmountType::Percent, rate_bps: Some(amount), pending_days, ..Default::default() },
+            false => Earning { pending_days, ..Default::default() },
+        },
+        validity_days: validity,
+        max_per_user_per_day: per_day,
+        max_per_user: ever,
+        active: true,
+    }
+}
+
 fn config_values() -> Vec<CoinConfig> {
-    CONFIGS
-        .iter()
-        .enumerate()
-        .map(|(i, &(kind, company, event, amount, validity, per_day, ever, pending_days))| CoinConfig {
-            id: CoinConfigId::from_seq(i as i64 + 1),
-            values: ConfigValues {
-                kind,
-                company_id: CompanyId::parse(company).unwrap(),
-                event: EventName::parse(event).unwrap(),
-                amount: Coins::amount(amount),
-                earning: Earning { pending_days, ..Default::default() },
-                validity_days: validity,
-                max_per_user_per_day: per_day,
-                max_per_user: ever,
-                active: true,
-            },
-            version: 1,
-        })
-        .collect()
+    CONFIGS.iter().enumerate().map(|(i, cfg)| CoinConfig { id: CoinConfigId::from_seq(i as i64 + 1), values: values(cfg), version: 1 }).collect()
 }
 
 /// The pure plan: `domain::allocate` deciding each item from rows kept in memory.
@@ -127,6 +147,8 @@ struct PurePlan {
     entries: HashMap<String, Vec<Written>>,
     /// The record fields the plans wrote for allocations that keep a record (held ones here).
     records: HashMap<(CompanyId, RequestId), RecordWritten>,
+    /// The live allocation of each (company, event, order id).
+    orders: HashMap<(CompanyId, EventName, OrderId), OrderHolder>,
 }
 
 /// What an allocation's record says beyond its entry: (coinConfigId, baseCoins, calculation,
@@ -158,21 +180,39 @@ impl PurePlan {
             .collect();
         let value = CoinValue::builtin();
         let earn = plan_earning(cmd, config, &value, &calculation(cmd, config.values.terms().unwrap(), &value).unwrap(), (None, None), false);
-        let plan = match plan_credit(cmd, &earn, config, self.accounts.get(&cmd.user), &counts) {
-            Ok(plan) => plan,
-            Err(refusal) => return outcome(Err(refusal.into())),
-        };
-        let stored = StoredRequest {
+        // The order id next: its live allocation makes this a replay under an alias, or a conflict.
+        let order = cmd.purchase.order_id.clone().map(|o| (cmd.company.clone(), cmd.event.clone(), o));
+        let stored = |user: &UserId, coins: i64| StoredRequest {
             kind: RequestKind::Allocate,
-            user: cmd.user.clone(),
+            user: user.clone(),
             event: Some(cmd.event.to_string()),
-            coins: earn.coins,
+            coins,
             fingerprint: String::new(),
             original: None,
             response: None,
             alias_of: None,
             state: None,
         };
+        if let Some(holder) = order.as_ref().and_then(|o| self.orders.get(o)) {
+            return match check_order(Some(holder), &cmd.user, cmd.purchase.amount_minor) {
+                Ok(OrderClaim::ReplayOf(_)) => {
+                    let coins = holder.coins;
+                    self.requests.insert(key, stored(&holder.user, coins));
+                    Outcome::Replayed(coins)
+                }
+                Ok(OrderClaim::Free) => unreachable!("a holder was given"),
+                Err(refusal) => outcome(Err(refusal.into())),
+            };
+        }
+        let plan = match plan_credit(cmd, &earn, config, self.accounts.get(&cmd.user), &counts) {
+            Ok(plan) => plan,
+            Err(refusal) => return outcome(Err(refusal.into())),
+        };
+        if let Some(o) = order {
+            let holder = OrderHolder { request_id: cmd.request_id.clone(), user: cmd.user.clone(), amount_minor: cmd.purchase.amount_minor, coins: earn.coins };
+            self.orders.insert(o, holder);
+        }
+        let stored = stored(&cmd.user, earn.coins);
         if let Some(r) = &earn.record {
             let calculation = serde_json::from_str(&r.calculation).unwrap();
             self.records.insert(key.clone(), (Some(r.coin_config_id.clone()), r.base_coins, calculation, r.activates_at, r.expires_at));
@@ -192,6 +232,10 @@ impl PurePlan {
             );
             self.entries.entry(cmd.user.to_string()).or_default().push(written);
         }
+        // An allocation that earned nothing writes no entry, so no cap counts it.
+        if plan.entry.is_none() {
+            return Outcome::Zero;
+        }
         self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
         Outcome::Allocated(earn.coins, plan.balance)
     }
@@ -205,19 +249,8 @@ fn history_cmd(i: usize, it: &Item, start: i64) -> AllocateCmd {
 
 async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb> {
     let db = test_db(backend).await?;
-    for (kind, company, event, amount, validity, per_day, ever, pending_days) in CONFIGS {
-        let values = ConfigValues {
-            kind,
-            company_id: CompanyId::parse(company).unwrap(),
-            event: EventName::parse(event).unwrap(),
-            amount: Coins::amount(amount),
-            earning: Earning { pending_days, ..Default::default() },
-            validity_days: validity,
-            max_per_user_per_day: per_day,
-            max_per_user: ever,
-            active: true,
-        };
-        db.store.create_config(values, "model", start - 100_000).await.unwrap();
+    for cfg in &CONFIGS {
+        db.store.create_config(values(cfg), "model", start - 100_000).await.unwrap();
     }
     // Earlier traffic, one by one on both sides; request ids R100+ so the batch can replay none.
     for (i, it) in history.iter().enumerate() {

@@ -21,7 +21,7 @@ use super::reports::{order_holder, record_row};
 use super::{Core, PgStore, PgTx};
 use crate::domain::activate::{ActivateCmd, ActivateReceipt};
 use crate::domain::adjust::{AdjustCmd, AdjustReceipt};
-use crate::domain::allocate::{self, AllocateCmd, AllocateOk, NewLot, Purchase, RecordFields};
+use crate::domain::allocate::{AllocateCmd, AllocateOk, EarnPlan, NewLot, Purchase, RecordFields};
 use crate::domain::allocation::{AllocationState, HeldLot, OrderHolder};
 use crate::domain::campaigns::CampaignId;
 use crate::domain::earn::ZeroReason;
@@ -666,32 +666,36 @@ async fn lock_ledger_order(tx: &Transaction<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-/// Whether `coins_allocate_set` decides this item: a plain allocation (EnKash's fields under a
-/// fixed amount, with no campaign running for its event and no tier scheme in its company), or
-/// one with no configuration (a replay or a refusal). Everything else — an order id, a purchase
-/// value, a percentage, a campaign, tiers — goes through the Rust plans of `store/ledger.rs`.
-fn set_based(cmd: &AllocateCmd, resolved: &Resolved) -> bool {
+/// How an item of a batch is decided.
+enum Path {
+    /// Set-based, with what it earns (`None`: no configuration applies, so it is a replay or
+    /// refused; never with a purchase, whose refusal the Rust plan words).
+    Set(Option<EarnPlan>),
+    /// Step by step, by the Rust plan of `store/ledger.rs`.
+    Steps,
+}
+
+/// Set-based unless the earning depends on what is read under the member's lock (a tier scheme,
+/// a campaign with a per-user limit) or is refused: see [`ledger::earning_before_claim`].
+fn path(cmd: &AllocateCmd, resolved: &Resolved) -> Path {
     match &resolved.config {
-        None => cmd.purchase == Purchase::default(),
-        Some(c) => {
-            !resolved.campaigns.iter().any(|k| k.applies(&cmd.event, cmd.now_ms))
-                && resolved.tiers.is_none()
-                && c.values.terms().is_ok_and(|terms| allocate::is_plain(&cmd.purchase, &c.values, &terms))
-        }
+        None if cmd.purchase == Purchase::default() => Path::Set(None),
+        None => Path::Steps,
+        Some(config) => ledger::earning_before_claim(cmd, config, resolved.offers()).map_or(Path::Steps, |earn| Path::Set(Some(earn))),
     }
 }
 
-/// Applies a batch: plain items with `coins_allocate_set` (a lone one with `coins_allocate_one`,
-/// cheaper when there is nothing to share), then the others one by one through the Rust plans,
-/// in the same transaction. A request id that occurs twice among the plain items starts a later
-/// call, where it finds the first occurrence and replays it, exactly as two requests one after
-/// the other would.
+/// Applies a batch: set-based items with `coins_allocate_set` (a lone plain one with
+/// `coins_allocate_one`, cheaper when there is nothing to share), the others one by one through
+/// the Rust plans, in the same transaction. A request id (or an order id) that occurs twice among
+/// the set-based items starts a later call, where it finds the first occurrence, exactly as two
+/// requests one after the other would.
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<StoreResult<AllocateOk>>> {
     lock_ledger_order(tx).await?;
     let configs = resolve_batch(tx, cmds, caches).await?;
     let mut results: Vec<Option<StoreResult<AllocateOk>>> = cmds.iter().map(|_| None).collect();
-    let plain: Vec<bool> = (0..cmds.len()).map(|i| set_based(&cmds[i], &configs[i])).collect();
-    if plain.contains(&false) {
+    let paths: Vec<Path> = cmds.iter().zip(&configs).map(|(cmd, resolved)| path(cmd, resolved)).collect();
+    if paths.iter().any(|p| matches!(p, Path::Steps)) {
         // The Rust plans lock each item's user as they reach it, in item order: two batches with
         // the same users in other orders would deadlock (and be retried whole, again and again:
         // measured at 34 allocations/s). Every user of the batch is locked first, in user_id
@@ -702,17 +706,11 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         let lock = tx.prepare_cached("SELECT 1 FROM users u JOIN unnest($1::TEXT[]) AS x(uid) ON u.user_id = x.uid ORDER BY u.user_id FOR UPDATE OF u").await?;
         tx.query(&lock, &[&users]).await?;
     }
-    let set = tx
-        .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-        .await?;
-    let one = tx
-        .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-        .await?;
-    // Items are decided in array order, as if applied one by one: a run of plain items goes to
-    // the set-based function at once, any other item to the Rust plans on its own.
+    // Items are decided in array order, as if applied one by one: a run of set-based items goes
+    // to the set-based function at once, any other item to the Rust plans on its own.
     let mut next = 0;
     while next < cmds.len() {
-        if !plain[next] {
+        if matches!(paths[next], Path::Steps) {
             match ledger::allocate(&mut PgTx(tx), &cmds[next], configs[next].config.as_ref(), configs[next].offers()).await {
                 // Anything but a refusal may have aborted the transaction: the batch fails whole
                 // (and `allocate_now` applies its items one by one).
@@ -722,44 +720,61 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
             next += 1;
             continue;
         }
-        // The longest run of plain items without a repeated request id: later items must see
-        // the effects of earlier ones, so a round is always a consecutive run.
-        let mut seen = HashSet::new();
-        let end = (next..cmds.len()).find(|&i| !plain[i] || !seen.insert((cmds[i].company.as_str(), cmds[i].request_id.as_str()))).unwrap_or(cmds.len());
-        let round: Vec<usize> = (next..end).collect();
+        // The longest run of set-based items without a repeated request id or order id: later
+        // items must see the effects of earlier ones, so a round is always a consecutive run.
+        let (mut requests, mut orders) = (HashSet::new(), HashSet::new());
+        let end = (next..cmds.len())
+            .find(|&i| {
+                let c = &cmds[i];
+                let order = c.purchase.order_id.as_ref().map(|o| (c.company.as_str(), c.event.as_str(), o.as_str()));
+                matches!(paths[i], Path::Steps) || !requests.insert((c.company.as_str(), c.request_id.as_str())) || order.is_some_and(|o| !orders.insert(o))
+            })
+            .unwrap_or(cmds.len());
+        let round: Vec<(usize, Option<&EarnPlan>)> = (next..end)
+            .map(|i| match &paths[i] {
+                Path::Set(earn) => (i, earn.as_ref()),
+                Path::Steps => unreachable!("a round holds set-based items only"),
+            })
+            .collect();
         next = end;
-        let pick = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&i| f(&cmds[i])).collect() };
-        let config = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|&i| configs[i].config.as_ref().and_then(f)).collect() };
-        let (companies, users, events, requests) =
-            (pick(&|c| c.company.as_str()), pick(&|c| c.user.as_str()), pick(&|c| c.event.as_str()), pick(&|c| c.request_id.as_str()));
-        let nows: Vec<i64> = round.iter().map(|&i| cmds[i].now_ms).collect();
-        let (seqs, amounts) = (config(&|c| Some(c.id.seq())), config(&|c| c.values.amount.map(Coins::get)));
-        let (validity, cap_day, cap_ever) =
-            (config(&|c| c.values.validity_days), config(&|c| c.values.max_per_user_per_day), config(&|c| c.values.max_per_user));
-        let rows = if round.len() == 1 {
-            tx.query(&one, &[&companies[0], &users[0], &events[0], &requests[0], &nows[0], &seqs[0], &amounts[0], &validity[0], &cap_day[0], &cap_ever[0]])
-                .await?
-        } else {
-            tx.query(&set, &[&companies, &users, &events, &requests, &nows, &seqs, &amounts, &validity, &cap_day, &cap_ever]).await?
-        };
+        let rows = allocate_round(tx, cmds, &configs, &round).await?;
         if rows.len() != round.len() {
             return Err(StoreError::Corrupt(format!("coins_allocate_set answered {} of {} items", rows.len(), round.len())));
         }
+        let mut entries = Vec::new();
+        let mut held_orders = Vec::new();
         for row in &rows {
             // out_idx is 1-based within this call; rows come in no particular order.
-            let i = usize::try_from(row.get::<_, i32>(0)).ok().and_then(|k| k.checked_sub(1)).and_then(|k| round.get(k).copied());
-            let Some(i) = i.filter(|&i| results[i].is_none()) else {
+            let k = usize::try_from(row.get::<_, i32>(0)).ok().and_then(|k| k.checked_sub(1));
+            let Some(&(i, earn)) = k.and_then(|k| round.get(k)).filter(|(i, _)| results[*i].is_none()) else {
                 return Err(StoreError::Corrupt("coins_allocate_set answered an unknown or repeated item".into()));
             };
-            results[i] = Some(allocation_outcome(row, &cmds[i])?);
+            match allocation_outcome(row, &cmds[i])? {
+                Some(outcome) => {
+                    if let Ok(AllocateOk::Allocated { entry_id, .. }) = &outcome {
+                        let held = earn.and_then(EarnPlan::held_until).is_some();
+                        entries.push((*entry_id, if held { EventType::Pending } else { EventType::Allocated }));
+                    }
+                    results[i] = Some(outcome);
+                }
+                None => held_orders.push(i),
+            }
         }
-        after_allocations(tx, &rows).await?;
+        after_allocations(tx, &mut entries).await?;
+        // Claims lost to a live allocation of the same order id: a replay under an alias, or a
+        // conflict naming the holder.
+        for i in held_orders {
+            match ledger::answer_held_order(&mut PgTx(tx), &cmds[i]).await {
+                Err(e) if !matches!(e, StoreError::Refused(_)) => return Err(e),
+                outcome => results[i] = Some(outcome),
+            }
+        }
     }
     // The set-based items were decided on a cached resolution without a tier scheme. One set up
     // meanwhile (its transaction holds the ledger's tables while it counts the history) committed
     // before this check: the batch runs again, on fresh reads, through the Rust plans.
     // (Items without a configuration write nothing a scheme would count.)
-    let set_companies: Vec<&str> = (0..cmds.len()).filter(|&i| plain[i] && configs[i].config.is_some()).map(|i| cmds[i].company.as_str()).collect();
+    let set_companies: Vec<&str> = (0..cmds.len()).filter(|&i| matches!(paths[i], Path::Set(Some(_)))).map(|i| cmds[i].company.as_str()).collect();
     if !set_companies.is_empty() {
         let stmt = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tier_schemes WHERE company_id = ANY($1))").await?;
         if tx.query_one(&stmt, &[&set_companies]).await?.get::<_, bool>(0) {
@@ -770,59 +785,148 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("an allocation was not answered".into())))).collect())
 }
 
+/// One call of the set-based functions for a round of items (index into `cmds`, and what each
+/// earns): `coins_allocate_one` for a lone plain item, `coins_allocate_set` otherwise.
+async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Resolved], round: &[(usize, Option<&EarnPlan>)]) -> StoreResult<Vec<Row>> {
+    let config = |i: usize| configs[i].config.as_ref();
+    if let [(i, earn)] = round
+        && earn.is_none_or(|e| e.record.is_none())
+    {
+        let (c, config) = (&cmds[*i], config(*i));
+        let one = tx
+            .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .await?;
+        let params: (Option<i64>, Option<i64>, Option<i64>) = (config.map(|c| c.id.seq()), earn.map(|e| e.coins), config.and_then(|c| c.values.validity_days));
+        let caps = (config.and_then(|c| c.values.max_per_user_per_day), config.and_then(|c| c.values.max_per_user));
+        return Ok(tx
+            .query(
+                &one,
+                &[
+                    &c.company.as_str(),
+                    &c.user.as_str(),
+                    &c.event.as_str(),
+                    &c.request_id.as_str(),
+                    &c.now_ms,
+                    &params.0,
+                    &params.1,
+                    &params.2,
+                    &caps.0,
+                    &caps.1,
+                ],
+            )
+            .await?);
+    }
+    let set = tx
+        .prepare_cached(
+            "SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+        )
+        .await?;
+    let cmd = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&(i, _)| f(&cmds[i])).collect() };
+    let record =
+        |f: &dyn Fn(&RecordFields) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|(_, e)| e.and_then(|e| e.record.as_ref()).and_then(f)).collect() };
+    let text = |f: &dyn Fn(&RecordFields) -> Option<String>| -> Vec<Option<String>> {
+        round.iter().map(|(_, e)| e.and_then(|e| e.record.as_ref()).and_then(f)).collect()
+    };
+    let (companies, users, events, requests) =
+        (cmd(&|c| c.company.as_str()), cmd(&|c| c.user.as_str()), cmd(&|c| c.event.as_str()), cmd(&|c| c.request_id.as_str()));
+    let nows: Vec<i64> = round.iter().map(|&(i, _)| cmds[i].now_ms).collect();
+    let config_ids: Vec<Option<String>> = round.iter().map(|&(i, _)| config(i).map(|c| c.id.to_string())).collect();
+    let coins: Vec<Option<i64>> = round.iter().map(|(_, e)| e.map(|e| e.coins)).collect();
+    let expires: Vec<Option<i64>> = round.iter().map(|&(i, e)| e.zip(config(i)).and_then(|(e, c)| e.lot_expiry(cmds[i].now_ms, c))).collect();
+    let cap = |f: &dyn Fn(&CoinConfig) -> Option<i64>| -> Vec<Option<i64>> { round.iter().map(|&(i, _)| config(i).and_then(f)).collect() };
+    let (cap_day, cap_ever) = (cap(&|c| c.values.max_per_user_per_day), cap(&|c| c.values.max_per_user));
+    let orders: Vec<Option<&str>> = round.iter().map(|&(i, _)| cmds[i].purchase.order_id.as_ref().map(OrderId::as_str)).collect();
+    let amounts: Vec<Option<i64>> = round.iter().map(|&(i, _)| cmds[i].purchase.amount_minor).collect();
+    Ok(tx
+        .query(
+            &set,
+            &[
+                &companies,
+                &users,
+                &events,
+                &requests,
+                &nows,
+                &config_ids,
+                &coins,
+                &expires,
+                &cap_day,
+                &cap_ever,
+                &record(&|r| r.activates_at),
+                &text(&|r| Some(r.state.as_str().to_owned())),
+                &text(&|r| r.zero_reason.map(|z| z.as_str().to_owned())),
+                &record(&|r| Some(r.base_coins)),
+                &orders,
+                &amounts,
+                &text(&|r| r.currency.clone()),
+                &text(&|r| Some(r.calculation.clone())),
+                &text(&|r| r.campaign_id.map(|c| c.to_string())),
+                &record(&|r| r.activated_at),
+                &record(&|r| r.expires_at),
+            ],
+        )
+        .await?)
+}
+
 /// Rows of the daily roll-up that concurrent transactions spread their additions over, so they
 /// do not queue for one row lock each (readers sum over the shards).
 const DAILY_SHARDS: u8 = 16;
 
-fn daily_shard() -> i64 {
-    i64::from(crate::crypto::random_bytes::<1>()[0] % DAILY_SHARDS)
-}
-
 /// What `write_entry` adds beside each entry — outbox rows and the daily roll-up — for a round's
 /// new entries at once (the flows' `record_events` and `add_to_daily`, set-based), in ledger order.
-async fn after_allocations(tx: &Transaction<'_>, rows: &[Row]) -> StoreResult<()> {
-    let entries: Vec<i64> = rows.iter().filter(|r| r.get::<_, &str>(1) == "ALLOCATED").filter_map(|r| r.get::<_, Option<i64>>(4)).collect();
+async fn after_allocations(tx: &Transaction<'_>, entries: &mut [(i64, EventType)]) -> StoreResult<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    // Rows in key order, so two transactions on one shard lock them in the same order.
+    entries.sort_unstable_by_key(|&(id, _)| id);
+    let ids: Vec<i64> = entries.iter().map(|&(id, _)| id).collect();
+    // Rows in key order, so two transactions on one shard lock them in the same order. One shard
+    // per connection, as the Rust plans' `add_to_daily` takes: a transaction then touches one row
+    // per key, so two of them cannot lock two shards of one key in opposite orders.
     let daily = tx
         .prepare_cached(
             "INSERT INTO ledger_daily (company_id, day, event, type, shard, credit, debit, entries) \
-             SELECT company_id, created_at / 86400000, COALESCE(event, ''), type, $2, SUM(GREATEST(coins, 0)), SUM(GREATEST(-coins, 0)), COUNT(*) \
+             SELECT company_id, created_at / 86400000, COALESCE(event, ''), type, pg_backend_pid() % $2, SUM(GREATEST(coins, 0)), \
+             SUM(GREATEST(-coins, 0)), COUNT(*) \
              FROM ledger_entries WHERE entry_id = ANY($1) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
              ON CONFLICT (company_id, day, event, type, shard) DO UPDATE SET credit = ledger_daily.credit + EXCLUDED.credit, \
              debit = ledger_daily.debit + EXCLUDED.debit, entries = ledger_daily.entries + EXCLUDED.entries",
         )
         .await?;
-    tx.execute(&daily, &[&entries, &daily_shard()]).await?;
-    let event = EventType::Allocated;
+    tx.execute(&daily, &[&ids, &i32::from(DAILY_SHARDS)]).await?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO webhook_messages (webhook_id, company_id, user_id, entry_id, event_type, state, next_attempt_at, created_at) \
-             SELECT w.webhook_id, e.company_id, e.user_id, e.entry_id, $2, 'pending', e.created_at, e.created_at \
-             FROM ledger_entries e JOIN webhooks w ON w.company_id = e.company_id AND w.enabled AND (w.event_mask & $3) <> 0 \
-             WHERE e.entry_id = ANY($1) ORDER BY e.entry_id, w.webhook_id",
+             SELECT w.webhook_id, e.company_id, e.user_id, e.entry_id, x.event, 'pending', e.created_at, e.created_at \
+             FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[]) AS x(entry_id, event, bit) \
+             JOIN ledger_entries e ON e.entry_id = x.entry_id \
+             JOIN webhooks w ON w.company_id = e.company_id AND w.enabled AND (w.event_mask & x.bit) <> 0 \
+             ORDER BY e.entry_id, w.webhook_id",
         )
         .await?;
-    tx.execute(&stmt, &[&entries, &event.as_str(), &event.bit()]).await?;
+    let events: Vec<&str> = entries.iter().map(|(_, e)| e.as_str()).collect();
+    let bits: Vec<i64> = entries.iter().map(|(_, e)| e.bit()).collect();
+    tx.execute(&stmt, &[&ids, &events, &bits]).await?;
     Ok(())
 }
 
-/// One row of `coins_allocate_set`, as the item's answer. `ALONE` fails the whole transaction:
+/// One row of `coins_allocate_set`, as the item's answer; `None` for a claim lost to a live
+/// allocation of the same order id (the caller answers it). `ALONE` fails the whole transaction:
 /// the caller then applies the items one by one.
-fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> StoreResult<StoreResult<AllocateOk>> {
+fn allocation_outcome(row: &Row, cmd: &AllocateCmd) -> StoreResult<Option<StoreResult<AllocateOk>>> {
     let coins: Option<i64> = row.get(2);
     let status: &str = row.get(1);
     let limit = |cap| Refusal::LimitReached { cap, limit: coins.unwrap_or(0), user: cmd.user.clone(), event: cmd.event.clone(), company: cmd.company.clone() };
-    let refused = |r: Refusal| Ok(Err(r.into()));
+    let refused = |r: Refusal| Ok(Some(Err(r.into())));
     match status {
-        "ALLOCATED" => Ok(Ok(AllocateOk::Allocated {
+        "ALLOCATED" => Ok(Some(Ok(AllocateOk::Allocated {
             coins: Coins::from_stored(coins.unwrap_or(0)),
             balance: row.get::<_, Option<i64>>(3).unwrap_or(0),
             entry_id: row.get::<_, Option<i64>>(4).unwrap_or(0),
-        })),
-        "REPLAYED" => Ok(Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) })),
+        }))),
+        "ZERO" => Ok(Some(Ok(AllocateOk::Zero))),
+        "REPLAYED" => Ok(Some(Ok(AllocateOk::Replayed { coins: Coins::from_stored(coins.unwrap_or(0)) }))),
+        "ORDER_HELD" => Ok(None),
         "REQUEST_ID_CONFLICT" => refused(Refusal::RequestIdConflict(cmd.request_id.clone())),
         "CONFIG_NOT_FOUND" => refused(Refusal::ConfigNotFound { company: cmd.company.clone(), event: cmd.event.clone() }),
         "USER_COMPANY_MISMATCH" => refused(Refusal::UserCompanyMismatch { user: cmd.user.clone(), company: cmd.company.clone() }),
