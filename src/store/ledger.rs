@@ -262,16 +262,40 @@ fn value_at_hand(cmd: &AllocateCmd, cached: Option<&CoinValue>) -> Option<CoinVa
 /// [`allocate`] reaches for the same item (PostgreSQL decides such items set-based with it, and
 /// the batch property test holds the two paths equal).
 pub(crate) fn earning_before_claim(cmd: &AllocateCmd, config: &CoinConfig, offers: Offers<'_>) -> Option<EarnPlan> {
-    if offers.tiers.is_some() {
+    match offers.tiers {
+        Some(_) => None,
+        None => earning_at_tier(cmd, config, offers, None),
+    }
+}
+
+/// What an allocation earns with the member's tier as read under their lock (`tier`: the
+/// company's scheme and the member's state; `None`: the company has none), as [`allocate`]
+/// decides it. `None` when [`allocate`] must decide it step by step: the tier's retention is up
+/// (it is evaluated first), the best campaign has a per-user limit (its triggers are counted
+/// under the lock), the coin value is not at hand, or the earning is refused.
+pub(crate) fn earning_at_tier(cmd: &AllocateCmd, config: &CoinConfig, offers: Offers<'_>, tier: Option<(&TierScheme, &TierState)>) -> Option<EarnPlan> {
+    if tier.is_some_and(|(_, state)| state.expires_at.is_some_and(|at| at <= cmd.now_ms)) {
         return None;
     }
     let value = value_at_hand(cmd, offers.value)?;
     let calculation = allocate::calculation(cmd, config.values.terms().ok()?, &value).ok()?;
-    let best = campaigns::ranked(offers.campaigns, &cmd.event, cmd.now_ms, &calculation).first().copied();
+    let multiplier = tier.and_then(|(scheme, state)| tier_multiplier(config, scheme, state));
+    let at_tier = multiplier.as_ref().map(|(code, bps)| (code.as_str(), *bps));
+    let tiered = allocate::with_tier(&calculation, at_tier);
+    let best = campaigns::ranked(offers.campaigns, &cmd.event, cmd.now_ms, &tiered).first().copied();
     if best.is_some_and(|c| c.terms.max_triggers_per_user.is_some()) {
         return None;
     }
-    Some(allocate::plan_earning(cmd, config, &value, &calculation, (best, None), best.is_some()))
+    Some(allocate::plan_earning(cmd, config, &value, &tiered, (best, at_tier), best.is_some() || multiplier.is_some()))
+}
+
+/// The qualifying coins an allocation's credit brings its member when it is spendable at once
+/// (held coins qualify when they activate): its base coins, before any multiplier or bonus.
+pub(crate) fn qualifying_now(earn: &EarnPlan) -> i64 {
+    match earn.held_until() {
+        Some(_) => 0,
+        None => earn.record.as_ref().map_or(earn.coins, |r| r.base_coins),
+    }
 }
 
 /// A new allocation: on SQLite every one; on PostgreSQL those whose earning depends on what is
@@ -407,10 +431,10 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         tx.set_pending(company, user, plan.pending).await?;
     }
     // Spendable at once: its base coins qualify now (held ones when they activate).
-    if let (Some(scheme), 0) = (tiers, entry.pending_coins) {
-        let base = earn.record.as_ref().map_or(earn.coins, |r| r.base_coins);
+    if let Some(scheme) = tiers {
         let id = cmd.request_id.to_string();
-        qualify(tx, scheme, company, user, QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: base }, cmd.now_ms).await?;
+        let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_now(&earn) };
+        qualify(tx, scheme, company, user, moved, cmd.now_ms).await?;
     }
     Ok(AllocateOk::Allocated { coins: Coins::from_stored(earn.coins), balance: plan.balance, entry_id })
 }

@@ -3,7 +3,8 @@
 //! conflicts, duplicates within the batch, users of another company, missing configurations,
 //! per-day / lifetime caps (some batches straddle midnight UTC), held coins, and percentages of a
 //! purchase value under order ids (retries of an order under new ids, orders of other users,
-//! purchases too small to earn a coin) run as one `allocate` call on one
+//! purchases too small to earn a coin), and a company with a tier scheme (LIFETIME or ROLLING,
+//! members upgraded mid-batch) and campaigns running, run as one `allocate` call on one
 //! database and item by item on another; the per-item answers, every user's ledger history and
 //! `verify` must agree. Both must also agree with the pure plan: the same items decided by
 //! `domain::allocate` alone, on rows kept in memory (PostgreSQL decides batches in set-based SQL,
@@ -14,20 +15,25 @@ use std::collections::HashMap;
 use coins::domain::CoinConfigId;
 use coins::domain::Refusal;
 use coins::domain::allocate::{AllocateCmd, AllocateOk};
-use coins::domain::allocate::{Purchase, answer_repeat, calculation, cap_windows, plan_credit, plan_earning};
-use coins::domain::allocation::{OrderClaim, OrderHolder, check_order};
+use coins::domain::allocate::{Purchase, answer_repeat, calculation, cap_windows, plan_credit, plan_earning, with_tier};
+use coins::domain::allocation::{AllocationState, OrderClaim, OrderHolder, check_order};
+use coins::domain::campaigns::{Campaign, CampaignTerms, Reward, ranked};
 use coins::domain::config::{CoinConfig, ConfigValues, Earning, resolve};
 use coins::domain::earn::{AmountType, CalculationRecord};
 use coins::domain::ledger::{Account, RequestKind, StoredRequest};
 use coins::domain::redeem::CoinValue;
 use coins::domain::refusal::Cap;
+use coins::domain::tiers::{Basis, Downgrade, Tier, TierScheme, TierState};
 use coins::domain::{Coins, CompanyId, ConfigKind, EventName, OrderId, RequestId, UserId};
-use coins::store::{Store, StoreError};
+use coins::store::{AllocationRecord, Store, StoreError};
 use proptest::prelude::*;
 
 use crate::helpers::*;
 
-const COMPANIES: [&str; 2] = ["C1", "C2"];
+/// C3 has a tier scheme and campaigns: ×2 on E0 and 3 coins more on E1 (no limit), ×3 on E4 twice
+/// per member (its items leave the set-based path on PostgreSQL, between set-based runs).
+const COMPANIES: [&str; 3] = ["C1", "C2", "C3"];
+const TIERED: &str = "C3";
 const USERS: usize = 4;
 const REQUESTS: usize = 8;
 /// Midnight UTC.
@@ -68,7 +74,7 @@ struct Item {
 fn item() -> impl Strategy<Value = Item> {
     // Mostly C1 so users are shared; E3 (no configuration) now and then.
     let event = prop_oneof![6 => 0..5usize, 1 => Just(7usize), 4 => 5..7usize];
-    (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], 0..USERS, event, 0..REQUESTS, 0..ORDERS, 0..AMOUNTS.len())
+    (prop_oneof![4 => Just(0usize), 1 => Just(1usize), 2 => Just(2usize)], 0..USERS, event, 0..REQUESTS, 0..ORDERS, 0..AMOUNTS.len())
         .prop_map(|(company, user, event, req, order, amount)| Item { company, user, event, req, order, amount })
 }
 
@@ -149,11 +155,51 @@ struct PurePlan {
     records: HashMap<(CompanyId, RequestId), RecordWritten>,
     /// The live allocation of each (company, event, order id).
     orders: HashMap<(CompanyId, EventName, OrderId), OrderHolder>,
+    /// C3's scheme and campaigns, and each of its members' tier and qualifying coins.
+    scheme: Option<TierScheme>,
+    campaigns: Vec<Campaign>,
+    tiers: HashMap<UserId, (TierState, i64)>,
+    /// How many allocations each campaign applied to, per member.
+    triggers: HashMap<(i64, UserId), i64>,
 }
 
-/// What an allocation's record says beyond its entry: (coinConfigId, baseCoins, calculation,
-/// activatesAt, expiresAt).
-type RecordWritten = (Option<String>, i64, CalculationRecord, Option<i64>, Option<i64>);
+/// What an allocation's record says beyond its entry, as the store reads it back.
+#[derive(Debug, PartialEq)]
+struct RecordWritten {
+    coin_config_id: Option<String>,
+    state: AllocationState,
+    zero_reason: Option<String>,
+    base_coins: i64,
+    order_id: Option<String>,
+    aliases: Vec<RequestId>,
+    amount_minor: Option<i64>,
+    amount_refunded_minor: Option<i64>,
+    currency: Option<String>,
+    calculation: CalculationRecord,
+    activates_at: Option<i64>,
+    activated_at: Option<i64>,
+    expires_at: Option<i64>,
+}
+
+impl RecordWritten {
+    fn read(r: AllocationRecord) -> Self {
+        Self {
+            coin_config_id: r.coin_config_id,
+            state: r.state,
+            zero_reason: r.zero_reason,
+            base_coins: r.base_coins,
+            order_id: r.order_id,
+            aliases: r.aliases,
+            amount_minor: r.amount_minor,
+            amount_refunded_minor: r.amount_refunded_minor,
+            currency: r.currency,
+            calculation: r.calculation,
+            activates_at: r.activates_at_ms,
+            activated_at: r.activated_at_ms,
+            expires_at: r.expires_at_ms,
+        }
+    }
+}
 
 /// What an entry says, as the history reads it: (type, coins, balanceAfter, requestId, expiresAt,
 /// coinConfigId, pendingCoins, pendingAfter). A held credit's `expiresAt` is its lot's provisional
@@ -179,7 +225,27 @@ impl PurePlan {
             })
             .collect();
         let value = CoinValue::builtin();
-        let earn = plan_earning(cmd, config, &value, &calculation(cmd, config.values.terms().unwrap(), &value).unwrap(), (None, None), false);
+        let calculation = calculation(cmd, config.values.terms().unwrap(), &value).unwrap();
+        // C3's members earn at their tier's multiplier, and the best campaign on top.
+        let scheme = self.scheme.as_ref().filter(|_| cmd.company.as_str() == TIERED);
+        let member = self.accounts.get(&cmd.user).filter(|a| a.company == cmd.company).and(self.tiers.get(&cmd.user));
+        let state = member.map(|(state, _)| state.clone()).unwrap_or_default();
+        let multiplier = scheme
+            .map(|s| (s.tiers[s.current(&state)].code.clone(), s.multiplier_bps(&state)))
+            .filter(|(_, bps)| *bps != 10_000 && config.values.earning.tier_multiplier);
+        let at_tier = multiplier.as_ref().map(|(code, bps)| (code.as_str(), *bps));
+        let tiered = with_tier(&calculation, at_tier);
+        let campaigns = if scheme.is_some() { &self.campaigns[..] } else { &[] };
+        let ranked = ranked(campaigns, &cmd.event, cmd.now_ms, &tiered);
+        let earn = match ranked.first() {
+            // The best campaign has a per-user limit: the best one with room applies.
+            Some(best) if best.terms.max_triggers_per_user.is_some() => {
+                let room =
+                    |c: &&&Campaign| c.terms.max_triggers_per_user.is_none_or(|n| self.triggers.get(&(c.id.seq(), cmd.user.clone())).copied().unwrap_or(0) < n);
+                plan_earning(cmd, config, &value, &tiered, (ranked.iter().find(room).copied(), at_tier), true)
+            }
+            best => plan_earning(cmd, config, &value, &tiered, (best.copied(), at_tier), best.is_some() || multiplier.is_some()),
+        };
         // The order id next: its live allocation makes this a replay under an alias, or a conflict.
         let order = cmd.purchase.order_id.clone().map(|o| (cmd.company.clone(), cmd.event.clone(), o));
         let stored = |user: &UserId, coins: i64| StoredRequest {
@@ -197,7 +263,11 @@ impl PurePlan {
             return match check_order(Some(holder), &cmd.user, cmd.purchase.amount_minor) {
                 Ok(OrderClaim::ReplayOf(_)) => {
                     let coins = holder.coins;
+                    let holder_key = (cmd.company.clone(), holder.request_id.clone());
                     self.requests.insert(key, stored(&holder.user, coins));
+                    if let Some(record) = self.records.get_mut(&holder_key) {
+                        record.aliases.push(cmd.request_id.clone());
+                    }
                     Outcome::Replayed(coins)
                 }
                 Ok(OrderClaim::Free) => unreachable!("a holder was given"),
@@ -214,8 +284,25 @@ impl PurePlan {
         }
         let stored = stored(&cmd.user, earn.coins);
         if let Some(r) = &earn.record {
-            let calculation = serde_json::from_str(&r.calculation).unwrap();
-            self.records.insert(key.clone(), (Some(r.coin_config_id.clone()), r.base_coins, calculation, r.activates_at, r.expires_at));
+            let record = RecordWritten {
+                coin_config_id: Some(r.coin_config_id.clone()),
+                state: r.state,
+                zero_reason: r.zero_reason.map(|z| z.as_str().to_owned()),
+                base_coins: r.base_coins,
+                order_id: r.order_id.as_ref().map(ToString::to_string),
+                aliases: Vec::new(),
+                amount_minor: r.amount_minor,
+                amount_refunded_minor: r.amount_minor.map(|_| 0),
+                currency: r.currency.clone(),
+                calculation: serde_json::from_str(&r.calculation).unwrap(),
+                activates_at: r.activates_at,
+                activated_at: r.activated_at,
+                expires_at: r.expires_at,
+            };
+            self.records.insert(key.clone(), record);
+            if let Some(campaign) = r.campaign_id {
+                *self.triggers.entry((campaign.seq(), cmd.user.clone())).or_default() += 1;
+            }
         }
         self.requests.insert(key, stored);
         self.accounts.insert(cmd.user.clone(), Account { company: cmd.company.clone(), balance: plan.balance, pending: plan.pending });
@@ -233,8 +320,15 @@ impl PurePlan {
             self.entries.entry(cmd.user.to_string()).or_default().push(written);
         }
         // An allocation that earned nothing writes no entry, so no cap counts it.
-        if plan.entry.is_none() {
-            return Outcome::Zero;
+        let Some(entry) = &plan.entry else { return Outcome::Zero };
+        // Spendable at once: its base coins qualify now, and may upgrade the member.
+        if let (Some(scheme), 0) = (scheme, entry.pending_coins) {
+            let base = earn.record.as_ref().map_or(earn.coins, |r| r.base_coins);
+            let (state, total) = self.tiers.entry(cmd.user.clone()).or_default();
+            *total += base;
+            if let Some(change) = scheme.after_earning(state, *total, cmd.now_ms, cmd.request_id.as_str()) {
+                *state = change.state;
+            }
         }
         self.allocations.push((cmd.company.clone(), cmd.user.clone(), cmd.event.clone(), cmd.now_ms));
         Outcome::Allocated(earn.coins, plan.balance)
@@ -247,10 +341,36 @@ fn history_cmd(i: usize, it: &Item, start: i64) -> AllocateCmd {
     c
 }
 
-async fn setup(backend: Backend, history: &[Item], start: i64) -> Option<TestDb> {
+/// C3's scheme: ×1, ×1.5 from 20 qualifying coins, ×2 from 60, kept 30 days.
+fn scheme(rolling: bool) -> TierScheme {
+    let tier = |code: &str, threshold, earn_multiplier_bps| Tier { code: code.into(), name: code.into(), threshold, earn_multiplier_bps };
+    TierScheme {
+        basis: if rolling { Basis::Rolling } else { Basis::Lifetime },
+        window_days: rolling.then_some(30),
+        retention_days: Some(30),
+        downgrade: Downgrade::OneDown,
+        tiers: vec![tier("T0", 0, 10_000), tier("T1", 20, 15_000), tier("T2", 60, 20_000)],
+    }
+}
+
+async fn setup(backend: Backend, history: &[Item], start: i64, rolling: bool) -> Option<TestDb> {
     let db = test_db(backend).await?;
     for cfg in &CONFIGS {
         db.store.create_config(values(cfg), "model", start - 100_000).await.unwrap();
+    }
+    let tiered = CompanyId::parse(TIERED).unwrap();
+    db.store.put_tiers(&tiered, scheme(rolling), "model", start - 100_000).await.unwrap();
+    let offers = [("E0", Reward::Multiplier(20_000), None), ("E1", Reward::Bonus(3), None), ("E4", Reward::Multiplier(30_000), Some(2))];
+    for (event, reward, max_triggers_per_user) in offers {
+        let terms = CampaignTerms {
+            name: format!("{event} offer"),
+            events: Some(vec![EventName::parse(event).unwrap()]),
+            starts_at: start - 100_000,
+            ends_at: start + 86_400_000,
+            reward,
+            max_triggers_per_user,
+        };
+        db.store.create_campaign(&tiered, terms, "model", start - 100_000).await.unwrap();
     }
     // Earlier traffic, one by one on both sides; request ids R100+ so the batch can replay none.
     for (i, it) in history.iter().enumerate() {
@@ -285,11 +405,11 @@ async fn ledger(store: &dyn Store) -> Vec<(String, Vec<Written>)> {
     out
 }
 
-async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle: bool) {
+async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, (straddle, rolling): (bool, bool)) {
     // Straddling batches put some items after midnight, so a per-day cap restarts mid-batch.
     let start = if straddle { MIDNIGHT_MS - 3_000 } else { MIDNIGHT_MS - 3_600_000 };
-    let Some(batched) = setup(backend, &history, start).await else { return };
-    let Some(single) = setup(backend, &history, start).await else { return };
+    let Some(batched) = setup(backend, &history, start, rolling).await else { return };
+    let Some(single) = setup(backend, &history, start, rolling).await else { return };
     let cmds: Vec<AllocateCmd> = batch.iter().enumerate().map(|(i, it)| cmd(it, start + 1_000 * i as i64)).collect();
 
     let answers = batched.store.allocate(cmds.clone()).await;
@@ -312,7 +432,8 @@ async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle:
     }
     assert_eq!(together, apart, "per-item answers differ for batch {batch:?} after {history:?}");
     let configs = config_values();
-    let mut pure = PurePlan::default();
+    let tiered = CompanyId::parse(TIERED).unwrap();
+    let mut pure = PurePlan { scheme: Some(scheme(rolling)), campaigns: batched.store.campaigns(&tiered).await.unwrap(), ..PurePlan::default() };
     for (i, it) in history.iter().enumerate() {
         pure.allocate(&history_cmd(i, it, start), &configs);
     }
@@ -330,7 +451,22 @@ async fn check(backend: Backend, history: Vec<Item>, batch: Vec<Item>, straddle:
         assert_eq!(record, single.store.allocation(&c.company, &c.request_id).await.unwrap(), "records of {} differ", c.request_id);
         if let Some(planned) = pure.records.get(&(c.company.clone(), c.request_id.clone())) {
             let r = record.unwrap_or_else(|| panic!("{} keeps no record", c.request_id));
-            assert_eq!(&(r.coin_config_id, r.base_coins, r.calculation, r.activates_at_ms, r.expires_at_ms), planned, "record of {}", c.request_id);
+            assert_eq!(&RecordWritten::read(r), planned, "record of {}", c.request_id);
+        }
+    }
+    // Every member of C3 is in the tier the plan placed them in, with its qualifying coins, and
+    // the same on both sides.
+    let now = start + 1_000 * cmds.len() as i64;
+    for u in 0..USERS {
+        let user = UserId::parse(&format!("U{u}")).unwrap();
+        let tier = batched.store.member_tier(&tiered, &user, now).await.unwrap();
+        assert_eq!(tier, single.store.member_tier(&tiered, &user, now).await.unwrap(), "tiers of {user} differ");
+        let member = pure.accounts.get(&user).is_some_and(|a| a.company == tiered);
+        if let (Some(tier), true) = (tier, member) {
+            let (state, total) = pure.tiers.get(&user).cloned().unwrap_or_default();
+            let scheme = scheme(rolling);
+            let planned = (scheme.tiers[scheme.current(&state)].code.clone(), total, state.expires_at);
+            assert_eq!((tier.view.code, tier.view.qualifying_coins, tier.view.expires_at), planned, "tier of {user}");
         }
     }
     for db in [&batched, &single] {
@@ -344,9 +480,9 @@ fn run_cases(backend: Backend, cases: u32) {
     let cases = std::env::var("MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     let config = ProptestConfig { cases, ..ProptestConfig::default() };
     let items = |n| proptest::collection::vec(item(), 0..n);
-    proptest!(config, |(history in items(8), batch in items(40), straddle in proptest::bool::weighted(0.3))| {
+    proptest!(config, |(history in items(8), batch in items(40), straddle in proptest::bool::weighted(0.3), rolling in any::<bool>())| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(backend, history, batch, straddle));
+        rt.block_on(check(backend, history, batch, (straddle, rolling)));
     });
 }
 

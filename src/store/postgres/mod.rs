@@ -8,7 +8,7 @@
 //! a deadlock or serialization failure is retried whole; it had no effect.
 //!
 //! - `batcher.rs`: group commit for single allocations; `ledger.rs`: the ledger's fetches and
-//!   writes, and the set-based allocation of whole batches (migrations/postgres/0003).
+//!   writes, and the set-based allocation of whole batches (migrations/postgres/0016).
 //! - `listen.rs`: LISTEN/NOTIFY keeping this process's caches right when others write.
 //! - `clients.rs`, `configs.rs`, `reports.rs`: one file per store trait.
 
@@ -94,8 +94,8 @@ fn is_retryable(e: &StoreError) -> bool {
             .and_then(tokio_postgres::Error::as_db_error)
             .and_then(|db| db.constraint())
             .is_some_and(|c| c == "users_pkey" || c == "users_by_user_id"),
-        // A batch decided set-based for a company whose tier scheme was set up meanwhile: run
-        // again, it goes through the Rust plans (the cache was cleared).
+        // A batch that decided a new member's earning at the first tier while another
+        // transaction placed them higher: run again, it reads their tier under their lock.
         StoreError::Stale(_) => true,
         _ => false,
     }
