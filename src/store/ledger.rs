@@ -298,9 +298,10 @@ pub(crate) fn qualifying_now(earn: &EarnPlan) -> i64 {
     }
 }
 
-/// A new allocation: on SQLite every one; on PostgreSQL those whose earning depends on what is
-/// read under the member's lock (a tier scheme, a campaign with a per-user limit) or is refused,
-/// while the others are decided set-based on [`earning_before_claim`] (`postgres/ledger.rs`).
+/// A new allocation: on SQLite every one; on PostgreSQL those whose earning depends on what only
+/// this plan reads under the member's lock (a campaign with a per-user limit, a tier whose
+/// retention is up) or is refused, while the others are decided set-based on [`earning_at_tier`]
+/// (`postgres/ledger.rs`).
 /// `config` is the resolution for the command's company and event, and `offers` what came with it.
 ///
 /// The request id is checked first, then the order id: a claim lost to the order's live

@@ -35,7 +35,7 @@ use crate::helpers::*;
 const COMPANIES: [&str; 3] = ["C1", "C2", "C3"];
 const TIERED: &str = "C3";
 const USERS: usize = 4;
-const REQUESTS: usize = 8;
+const REQUESTS: usize = 20;
 /// Midnight UTC.
 const MIDNIGHT_MS: i64 = 1_700_006_400_000;
 
@@ -494,4 +494,24 @@ fn a_batch_decides_each_item_as_if_applied_alone_on_sqlite() {
 #[test]
 fn a_batch_decides_each_item_as_if_applied_alone_on_postgres() {
     run_cases(Backend::Postgres, 48);
+}
+
+/// One member of the tiered company, five allocations of E0 (5 base coins each, ×2 campaign) in
+/// one batch: the fourth reaches the second tier (20), so it is the upgrade's cause and earns at
+/// ×1 still, and the fifth earns at ×1.5. Both bases, decided exactly as one by one.
+async fn upgrade_mid_batch(backend: Backend) {
+    let items: Vec<Item> = (0..5).map(|req| Item { company: 2, user: 0, event: 0, req, order: 0, amount: 0 }).collect();
+    for rolling in [false, true] {
+        check(backend, Vec::new(), items.clone(), (false, rolling)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_upgraded_mid_batch_earns_the_new_multiplier_from_the_next_item_on_sqlite() {
+    upgrade_mid_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_upgraded_mid_batch_earns_the_new_multiplier_from_the_next_item_on_postgres() {
+    upgrade_mid_batch(Backend::Postgres).await;
 }

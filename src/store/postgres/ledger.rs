@@ -5,17 +5,18 @@
 //! configuration, purchase value, hold, campaign and the member's tier, read in one statement per
 //! run); the function claims, applies caps and balances, and writes the records, entries and lots;
 //! the webhook messages, the members' qualifying coins and upgrades follow in a few statements per
-//! run, and the daily roll-up in one at the end of the batch. Only an item whose earning depends
+//! run, and the set-based entries' daily roll-up in one at the end of the batch. Only an item whose earning depends
 //! on what the step-by-step plan reads under the member's lock (a campaign with a per-user limit,
 //! a tier whose retention is up) or is refused takes that plan, alone, between runs. A property
 //! test (`tests/api/batch_model.rs`) holds the answers, ledger, records and tiers equal to the
 //! items applied one by one and to the pure plan of `domain::allocate`.
 //!
 //! Lock order: `requests` (ROW EXCLUSIVE, before any member: a tier scheme's setup takes it in
-//! SHARE) -> the users' rows (FOR UPDATE, in user_id order; a batch with more than one run locks
-//! every user of the batch first) -> request ids and live order ids (by inserting their rows) ->
-//! the users' lots -> the daily roll-up's rows, in key order. Any deadlock that remains possible
-//! is retried whole by `Core::transact`.
+//! SHARE) -> the users' rows (FOR UPDATE, in user_id order; a batch with more than one run, a
+//! tiered item or a step-by-step one locks every user of the batch first) -> request ids and live
+//! order ids (by inserting their rows) -> the users' lots -> the daily roll-up's rows (in key
+//! order at the end of the batch; a step-by-step item writes its own when it runs). Any deadlock
+//! that remains possible is retried whole by `Core::transact`.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -737,37 +738,30 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
             next += 1;
             continue;
         }
-        // The longest run of set-based items without a repeated request id, order id or tiered
-        // member: later items must see the effects of earlier ones (a member's upgrade raises
-        // their next allocation's multiplier), so a round is always a consecutive run.
-        let (mut requests, mut orders, mut members) = (HashSet::new(), HashSet::new(), HashSet::new());
+        // The longest run of set-based items without a repeated request id or order id (later
+        // items must see the effects of earlier ones, so a round is always a consecutive run),
+        // which `decide_round` may end earlier.
+        let (mut requests, mut orders) = (HashSet::new(), HashSet::new());
         let end = (next..cmds.len())
             .find(|&i| {
                 let c = &cmds[i];
                 let order = c.purchase.order_id.as_ref().map(|o| (c.company.as_str(), c.event.as_str(), o.as_str()));
-                matches!(paths[i], Path::Steps)
-                    || !requests.insert((c.company.as_str(), c.request_id.as_str()))
-                    || order.is_some_and(|o| !orders.insert(o))
-                    || (matches!(paths[i], Path::Tiered) && !members.insert(c.user.as_str()))
+                matches!(paths[i], Path::Steps) || !requests.insert((c.company.as_str(), c.request_id.as_str())) || order.is_some_and(|o| !orders.insert(o))
             })
             .unwrap_or(cmds.len());
-        let round = match decide_round(tx, cmds, &configs, &paths, next..end).await? {
-            Decided::Round(round) => round,
-            // Its member's tier or a campaign's limit needs the step-by-step plan: the round ends
-            // before it, and it is applied alone after.
-            Decided::Steps(i) if i == next => {
-                paths[i] = Path::Steps;
+        let round = decide_round(tx, cmds, &configs, &paths, next..end).await?;
+        if let Some(i) = round.steps {
+            // Its member's tier or a campaign's limit needs the step-by-step plan: it is applied
+            // alone after the round.
+            paths[i] = Path::Steps;
+        }
+        let Some(&(last, _)) = round.items.last() else {
+            if round.steps == Some(next) {
                 continue;
             }
-            Decided::Steps(i) => {
-                paths[i] = Path::Steps;
-                match decide_round(tx, cmds, &configs, &paths, next..i).await? {
-                    Decided::Round(round) => round,
-                    Decided::Steps(_) => return Err(StoreError::Corrupt("a round decided twice differently".into())),
-                }
-            }
+            return Err(StoreError::Corrupt("an empty round of set-based items".into()));
         };
-        next = round.items.last().map_or(next, |(i, _)| i + 1);
+        next = last + 1;
         let refs: Vec<(usize, Option<&EarnPlan>)> = round.items.iter().map(|(i, e)| (*i, e.as_ref())).collect();
         let rows = allocate_round(tx, cmds, &configs, &refs).await?;
         if rows.len() != round.items.len() {
@@ -847,53 +841,73 @@ struct Round {
     tiers: HashMap<usize, (Arc<TierScheme>, TierState)>,
     /// Tiered members not yet in the ledger when their tier was read (the first tier).
     new_members: Vec<String>,
+    /// The item the round ends before because it must be applied step by step.
+    steps: Option<usize>,
 }
 
-enum Decided {
-    Round(Round),
-    /// This item of the run must be applied step by step.
-    Steps(usize),
-}
-
-/// Decides what each item of a run of set-based items earns, reading the tiers of its tiered
-/// members in one statement.
-async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Resolved], paths: &[Path], run: Range<usize>) -> StoreResult<Decided> {
+/// Decides what each item of a run of set-based items earns, reading (and locking) the tiers of
+/// its tiered members in one statement. The round ends early before an item that needs the
+/// step-by-step plan, and before a member's next item once an earlier one of the round may
+/// upgrade them (their qualifying coins so far, counting every earlier item of the round as
+/// credited, reach a higher tier): that item earns at the new multiplier, so it waits for the
+/// upgrade to be written. A ROLLING scheme counts at most the member's lifetime total, so that is
+/// the bound on both bases.
+async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Resolved], paths: &[Path], run: Range<usize>) -> StoreResult<Round> {
     let members: Vec<&str> = run.clone().filter(|&i| matches!(paths[i], Path::Tiered)).map(|i| cmds[i].user.as_str()).collect();
-    let mut states: HashMap<String, (String, TierState)> = HashMap::new();
+    let mut states: HashMap<String, (String, TierState, i64)> = HashMap::new();
     if !members.is_empty() {
-        let stmt = tx.prepare_cached(&format!("SELECT user_id, company_id, {TIER_COLUMNS} FROM users WHERE user_id = ANY($1)")).await?;
+        // Locked: a member whose row appeared after the batch's upfront lock is locked here, so
+        // no other transaction changes their tier before this run is written.
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT u.user_id, u.company_id, u.qualifying_total, {} FROM users u JOIN unnest($1::TEXT[]) AS x(uid) ON u.user_id = x.uid \
+                 ORDER BY u.user_id FOR UPDATE OF u",
+                TIER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+            ))
+            .await?;
         for r in tx.query(&stmt, &[&members]).await? {
-            states.insert(r.get(0), (r.get(1), tier_state(&r, 2)));
+            states.insert(r.get(0), (r.get(1), tier_state(&r, 3), r.get(2)));
         }
     }
-    let mut round = Round { items: Vec::with_capacity(run.len()), tiers: HashMap::new(), new_members: Vec::new() };
+    let mut round = Round { items: Vec::with_capacity(run.len()), tiers: HashMap::new(), new_members: Vec::new(), steps: None };
+    // Per tiered member: the most qualifying coins they can have after the round's items so far,
+    // and whether one of those may have upgraded them.
+    let mut reach: HashMap<&str, (i64, bool)> = HashMap::new();
     for i in run {
         let (cmd, resolved) = (&cmds[i], &configs[i]);
         let earn = match (&paths[i], &resolved.config, &resolved.tiers) {
             (Path::Set(earn), ..) => earn.clone(),
             (Path::Tiered, Some(config), Some(scheme)) => {
                 // A new member, or one of another company (refused anyway), has the first tier.
-                let state = match states.get(cmd.user.as_str()) {
-                    Some((company, state)) if company == cmd.company.as_str() => state.clone(),
-                    Some(_) => TierState::default(),
+                let (state, total) = match states.get(cmd.user.as_str()) {
+                    Some((company, state, total)) if company == cmd.company.as_str() => (state.clone(), *total),
+                    Some(_) => (TierState::default(), 0),
                     None => {
                         round.new_members.push(cmd.user.to_string());
-                        TierState::default()
+                        (TierState::default(), 0)
                     }
                 };
-                match ledger::earning_at_tier(cmd, config, resolved.offers(), Some((scheme, &state))) {
-                    Some(earn) => {
-                        round.tiers.insert(i, (scheme.clone(), state));
-                        Some(earn)
-                    }
-                    None => return Ok(Decided::Steps(i)),
+                let (most, may_upgrade) = reach.entry(cmd.user.as_str()).or_insert((total, false));
+                if *may_upgrade {
+                    return Ok(round);
                 }
+                let Some(earn) = ledger::earning_at_tier(cmd, config, resolved.offers(), Some((scheme, &state))) else {
+                    round.steps = Some(i);
+                    return Ok(round);
+                };
+                *most = most.saturating_add(ledger::qualifying_now(&earn));
+                *may_upgrade = scheme.reached(*most) > scheme.current(&state);
+                round.tiers.insert(i, (scheme.clone(), state));
+                Some(earn)
             }
-            _ => return Ok(Decided::Steps(i)),
+            _ => {
+                round.steps = Some(i);
+                return Ok(round);
+            }
         };
         round.items.push((i, earn));
     }
-    Ok(Decided::Round(round))
+    Ok(round)
 }
 
 /// A new member's tier was read before they had a row: another transaction that created them
@@ -916,28 +930,41 @@ async fn placed_meanwhile(tx: &Transaction<'_>, new_members: &[String]) -> Store
 
 /// What the step-by-step plan's `qualify` does after each spendable credit of a tiered member,
 /// for a round's credits at once: their base coins added to the members' qualifying coins (and
-/// dated, on a ROLLING scheme), then each member whose coins now reach a higher tier upgraded
-/// (the allocation that does it earned at the old multiplier). A round holds at most one item
-/// per tiered member.
+/// dated, on a ROLLING scheme), then, in item order, each member whose coins after an item reach
+/// a higher tier upgraded (the allocation that does it earned at the old multiplier; a round
+/// holds no later item of a member an earlier one may upgrade).
 async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[(usize, Arc<TierScheme>, TierState, i64)]) -> StoreResult<()> {
-    let qualified: Vec<_> = qualified.iter().filter(|q| q.3 > 0).collect();
+    // In item order, so tier changes (and their webhook messages) follow the allocations' order.
+    let mut qualified: Vec<_> = qualified.iter().filter(|q| q.3 > 0).collect();
+    qualified.sort_unstable_by_key(|q| q.0);
     if qualified.is_empty() {
         return Ok(());
     }
-    let users: Vec<&str> = qualified.iter().map(|q| cmds[q.0].user.as_str()).collect();
-    let coins: Vec<i64> = qualified.iter().map(|q| q.3).collect();
+    let mut sums: HashMap<&str, i64> = HashMap::new();
+    for q in &qualified {
+        *sums.entry(cmds[q.0].user.as_str()).or_default() += q.3;
+    }
+    let (users, coins): (Vec<&str>, Vec<i64>) = sums.iter().map(|(u, c)| (*u, *c)).unzip();
     let stmt = tx
         .prepare_cached(
             "UPDATE users u SET qualifying_total = u.qualifying_total + x.coins FROM unnest($1::TEXT[], $2::BIGINT[]) AS x(user_id, coins) \
              WHERE u.user_id = x.user_id RETURNING u.user_id, u.qualifying_total",
         )
         .await?;
-    let mut totals: HashMap<String, i64> = tx.query(&stmt, &[&users, &coins]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let dated: Vec<_> = qualified.iter().filter(|q| q.1.dated()).collect();
+    let totals: HashMap<String, i64> = tx.query(&stmt, &[&users, &coins]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // What each item's member counts right after it (as `qualifying` would read it then): the
+    // count after the whole round less what the member's later items of the round add.
+    let mut after: Vec<i64> = Vec::with_capacity(qualified.len());
+    for q in &qualified {
+        let user = cmds[q.0].user.as_str();
+        let total = totals.get(user).copied().ok_or_else(|| StoreError::Corrupt(format!("member {user} has no row to qualify on")))?;
+        after.push(total);
+    }
+    let dated: Vec<usize> = (0..qualified.len()).filter(|&k| qualified[k].1.dated()).collect();
     if !dated.is_empty() {
-        let column = |f: &dyn Fn(&AllocateCmd) -> String| -> Vec<String> { dated.iter().map(|q| f(&cmds[q.0])).collect() };
+        let column = |f: &dyn Fn(&AllocateCmd) -> String| -> Vec<String> { dated.iter().map(|&k| f(&cmds[qualified[k].0])).collect() };
         let (users, requests, companies) = (column(&|c| c.user.to_string()), column(&|c| c.request_id.to_string()), column(&|c| c.company.to_string()));
-        let (earned, coins): (Vec<i64>, Vec<i64>) = dated.iter().map(|q| (cmds[q.0].now_ms, q.3)).unzip();
+        let (earned, coins): (Vec<i64>, Vec<i64>) = dated.iter().map(|&k| (cmds[qualified[k].0].now_ms, qualified[k].3)).unzip();
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
@@ -945,22 +972,30 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
             )
             .await?;
         tx.execute(&stmt, &[&users, &earned, &requests, &companies, &coins]).await?;
-        let since: Vec<i64> = dated.iter().map(|q| q.1.window_start(cmds[q.0].now_ms).unwrap_or(i64::MIN)).collect();
+        let since: Vec<i64> = dated.iter().map(|&k| qualified[k].1.window_start(cmds[qualified[k].0].now_ms).unwrap_or(i64::MIN)).collect();
         let stmt = tx
             .prepare_cached(
-                "SELECT x.user_id, (SELECT COALESCE(SUM(q.coins), 0)::BIGINT FROM qualifying_coins q WHERE q.user_id = x.user_id AND q.earned_at >= x.since) \
-                 FROM unnest($1::TEXT[], $2::BIGINT[]) AS x(user_id, since)",
+                "SELECT (SELECT COALESCE(SUM(q.coins), 0)::BIGINT FROM qualifying_coins q WHERE q.user_id = x.user_id AND q.earned_at >= x.since) \
+                 FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS x(user_id, since, n) ORDER BY x.n",
             )
             .await?;
-        for r in tx.query(&stmt, &[&users, &since]).await? {
-            totals.insert(r.get(0), r.get(1));
+        for (&k, r) in dated.iter().zip(tx.query(&stmt, &[&users, &since]).await?) {
+            after[k] = r.get(0);
         }
     }
-    for (i, scheme, state, _) in qualified {
-        let cmd = &cmds[*i];
-        let qualifying = totals.get(cmd.user.as_str()).copied().unwrap_or(0);
-        if let Some(change) = scheme.after_earning(state, qualifying, cmd.now_ms, cmd.request_id.as_str()) {
+    // Later items of the same member (all inside the window: later, and no older than the round).
+    for k in 0..qualified.len() {
+        let user = cmds[qualified[k].0].user.as_str();
+        let later: i64 = qualified[k + 1..].iter().filter(|q| cmds[q.0].user.as_str() == user).map(|q| q.3).sum();
+        after[k] -= later;
+    }
+    let mut states: HashMap<&str, TierState> = HashMap::new();
+    for (q, qualifying) in qualified.iter().zip(after) {
+        let cmd = &cmds[q.0];
+        let state = states.entry(cmd.user.as_str()).or_insert_with(|| q.2.clone());
+        if let Some(change) = q.1.after_earning(state, qualifying, cmd.now_ms, cmd.request_id.as_str()) {
             PgTx(tx).set_tier(&cmd.company, &cmd.user, &change.state, Some(&change), cmd.now_ms).await?;
+            *state = change.state;
         }
     }
     Ok(())
