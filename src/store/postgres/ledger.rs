@@ -701,9 +701,10 @@ fn path(cmd: &AllocateCmd, resolved: &Resolved) -> Path {
 
 /// Applies a batch: set-based items with `coins_allocate_set` (a lone plain one with
 /// `coins_allocate_one`, cheaper when there is nothing to share), the others one by one through
-/// the Rust plans, in the same transaction. A request id (or an order id, or a member of a tier
-/// scheme) that occurs twice among the set-based items starts a later call, where it finds the
-/// first occurrence's effects, exactly as two requests one after the other would.
+/// the Rust plans, in the same transaction. A request id or an order id that occurs twice among
+/// the set-based items starts a later call, where it finds the first occurrence's effects,
+/// exactly as two requests one after the other would (and so does a tiered member's item after
+/// one that may upgrade them: see `decide_round`).
 async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Caches) -> StoreResult<Vec<StoreResult<AllocateOk>>> {
     lock_ledger_order(tx).await?;
     let mut configs = resolve_batch(tx, cmds, caches).await?;
@@ -915,19 +916,22 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
 }
 
 /// A new member's tier was read before they had a row: another transaction that created them
-/// meanwhile (the set-based function waited for it) may have placed them in a higher tier, which
-/// this round's earning did not see. Then the batch runs again, with their row locked.
+/// meanwhile (the set-based function waited for it) may have placed them in a higher tier, or
+/// given them qualifying coins, which this round's earning (and its bound on upgrades) did not
+/// see. Then the batch runs again, with their row locked. A row this round created has neither
+/// yet: its qualifying coins are added after this check.
 async fn placed_meanwhile(tx: &Transaction<'_>, new_members: &[String]) -> StoreResult<()> {
     if new_members.is_empty() {
         return Ok(());
     }
     let stmt = tx
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ANY($1) AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL OR tier_expires_at IS NOT NULL))",
+            "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ANY($1) \
+             AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL OR tier_expires_at IS NOT NULL OR qualifying_total <> 0))",
         )
         .await?;
     match tx.query_one(&stmt, &[&new_members]).await?.get::<_, bool>(0) {
-        true => Err(StoreError::Stale("a new member was placed in a tier by another transaction during the batch")),
+        true => Err(StoreError::Stale("a new member was placed in a tier or qualified in another transaction during the batch")),
         false => Ok(()),
     }
 }
@@ -987,10 +991,11 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
             after[k] = r.get(0);
         }
     }
-    // Later items of the same member (all inside the window: later, and no older than the round).
+    // Less what the member's later items of the run added (on a ROLLING scheme, those inside
+    // item k's window: all of them, unless the clock went back a whole window within the batch).
     for k in 0..qualified.len() {
-        let user = cmds[qualified[k].0].user.as_str();
-        let later: i64 = qualified[k + 1..].iter().filter(|q| cmds[q.0].user.as_str() == user).map(|q| q.3).sum();
+        let (user, since) = (cmds[qualified[k].0].user.as_str(), qualified[k].1.window_start(cmds[qualified[k].0].now_ms).unwrap_or(i64::MIN));
+        let later: i64 = qualified[k + 1..].iter().filter(|q| cmds[q.0].user.as_str() == user && cmds[q.0].now_ms >= since).map(|q| q.3).sum();
         after[k] -= later;
     }
     let mut states: HashMap<&str, TierState> = HashMap::new();
@@ -1088,9 +1093,9 @@ async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[R
         .await?)
 }
 
-/// Whether the batch's set-based items make one call of the set-based function: no request id or
-/// order id repeats (a repeated tiered member also splits a round, and is read under an upfront
-/// lock anyway, as tiered batches take it).
+/// Whether the batch's set-based items make one call of the set-based function as far as request
+/// ids and order ids go: none repeats. (A tiered run may still end early, before a member's item
+/// after one that may upgrade them; tiered batches take the upfront lock anyway.)
 fn one_round(cmds: &[AllocateCmd]) -> bool {
     let (mut requests, mut orders) = (HashSet::new(), HashSet::new());
     cmds.iter().all(|c| {

@@ -94,8 +94,9 @@ fn is_retryable(e: &StoreError) -> bool {
             .and_then(tokio_postgres::Error::as_db_error)
             .and_then(|db| db.constraint())
             .is_some_and(|c| c == "users_pkey" || c == "users_by_user_id"),
-        // A batch that decided a new member's earning at the first tier while another
-        // transaction placed them higher: run again, it reads their tier under their lock.
+        // A batch that decided a new member's earning at the first tier (and with no qualifying
+        // coins) while another transaction placed or qualified them: run again, it reads their
+        // tier under their lock.
         StoreError::Stale(_) => true,
         _ => false,
     }
