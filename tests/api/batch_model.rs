@@ -515,3 +515,62 @@ async fn a_member_upgraded_mid_batch_earns_the_new_multiplier_from_the_next_item
 async fn a_member_upgraded_mid_batch_earns_the_new_multiplier_from_the_next_item_on_postgres() {
     upgrade_mid_batch(Backend::Postgres).await;
 }
+
+/// A ROLLING member whose earlier credits fell out of the window: their running total reaches the
+/// second tier (20) at the batch's first item but their window does not until the fourth, so the
+/// fourth is the upgrade's cause. Counting the total instead of the window, or skipping the
+/// window's sum when it is needed, upgrades them at another item.
+async fn window_in_batch(backend: Backend) {
+    const DAY: i64 = 86_400_000;
+    let Some(db) = test_db(backend).await else { return };
+    let start = MIDNIGHT_MS - 3_600_000;
+    db.store.create_config(values(&CONFIGS[0]), "model", start - 5 * DAY).await.unwrap();
+    let tiered = CompanyId::parse(TIERED).unwrap();
+    let scheme = TierScheme { window_days: Some(1), ..scheme(true) };
+    db.store.put_tiers(&tiered, scheme, "model", start - 5 * DAY).await.unwrap();
+    let item = |req| Item { company: 2, user: 0, event: 0, req, order: 0, amount: 0 };
+    // 15 qualifying coins three days ago, one by one.
+    for req in 10..13 {
+        assert_eq!(
+            outcome(db.store.allocate(vec![cmd(&item(req), start - 3 * DAY + req as i64)]).await.remove(0)),
+            Outcome::Allocated(5, 5 * (req as i64 - 9))
+        );
+    }
+    let batch: Vec<AllocateCmd> = (0..5).map(|req| cmd(&item(req), start + 1_000 * req as i64)).collect();
+    let answers: Vec<Outcome> = db.store.allocate(batch).await.into_iter().map(outcome).collect();
+    // ×1 up to the upgrade's cause, ×1.5 after it (5 base coins: 7.5, rounded as the plan rounds).
+    let upgraded = plan_at_tier_t1();
+    assert_eq!(
+        answers,
+        vec![
+            Outcome::Allocated(5, 20),
+            Outcome::Allocated(5, 25),
+            Outcome::Allocated(5, 30),
+            Outcome::Allocated(5, 35),
+            Outcome::Allocated(upgraded, 35 + upgraded)
+        ]
+    );
+    let history = db.store.tier_history(&tiered, &UserId::parse("U0").unwrap(), 10).await.unwrap();
+    let changes: Vec<(&str, &str, Option<&str>, i64)> =
+        history.iter().map(|h| (h.kind.as_str(), h.to.as_str(), h.request_id.as_deref(), h.qualifying)).collect();
+    assert_eq!(changes, vec![("UPGRADED", "T1", Some("R3"), 20)]);
+}
+
+/// What E0 (5 coins) earns at T1 (×1.5), as the domain rounds it.
+fn plan_at_tier_t1() -> i64 {
+    let config = &config_values()[0];
+    let value = CoinValue::builtin();
+    let c = cmd(&Item { company: 2, user: 0, event: 0, req: 0, order: 0, amount: 0 }, MIDNIGHT_MS);
+    let calc = calculation(&c, config.values.terms().unwrap(), &value).unwrap();
+    plan_earning(&c, config, &value, &with_tier(&calc, Some(("T1", 15_000))), (None, Some(("T1", 15_000))), true).coins
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_member_counts_only_the_window_within_a_batch_on_sqlite() {
+    window_in_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_member_counts_only_the_window_within_a_batch_on_postgres() {
+    window_in_batch(Backend::Postgres).await;
+}
