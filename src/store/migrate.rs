@@ -53,6 +53,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 14, name: "campaigns", sql: include_str!("../../migrations/postgres/0014_campaigns.sql") },
     Migration { version: 15, name: "tiers", sql: include_str!("../../migrations/postgres/0015_tiers.sql") },
     Migration { version: 16, name: "allocate_set_records", sql: include_str!("../../migrations/postgres/0016_allocate_set_records.sql") },
+    Migration { version: 17, name: "allocate_one_whole", sql: include_str!("../../migrations/postgres/0017_allocate_one_whole.sql") },
 ];
 
 impl Migration {
@@ -166,6 +167,7 @@ mod tests {
         (14, "d1088e624d9483af87006d3c8040fcd84266313a35796a180524c1c25cf54315"),
         (15, "084e4b371c24799a33190ca6bc5434643b7a5f1e79c08318f742c11742508244"),
         (16, "6558bbd3398ecbb4e2f334c16406edeeeac7be54d77a2f693be79a774521db9a"),
+        (17, "1f877f320af98ed66bee6370b851bd8694cefcebf604058b2b6e1fcf77afb8c5"),
     ];
 
     #[test]

@@ -9,7 +9,9 @@
 //! on what the step-by-step plan reads under the member's lock (a campaign with a per-user limit,
 //! a tier whose retention is up) or is refused takes that plan, alone, between runs. A property
 //! test (`tests/api/batch_model.rs`) holds the answers, ledger, records and tiers equal to the
-//! items applied one by one and to the pure plan of `domain::allocate`.
+//! items applied one by one and to the pure plan of `domain::allocate`. A batch of one plain
+//! item (group commit off, or a quiet moment) takes `coins_allocate_one` (migrations/postgres/0017)
+//! instead, which also writes the item's webhook messages and roll-up.
 //!
 //! Lock order: `requests` (ROW EXCLUSIVE, before any member: a tier scheme's setup takes it in
 //! SHARE) -> the users' rows (FOR UPDATE, in user_id order; a batch with more than one run, a
@@ -768,7 +770,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         };
         next = last + 1;
         let refs: Vec<(usize, Option<&EarnPlan>)> = round.items.iter().map(|(i, e)| (*i, e.as_ref())).collect();
-        let rows = allocate_round(tx, cmds, &configs, &refs).await?;
+        let (rows, whole) = allocate_round(tx, cmds, &configs, &refs).await?;
         if rows.len() != round.items.len() {
             return Err(StoreError::Corrupt(format!("coins_allocate_set answered {} of {} items", rows.len(), round.items.len())));
         }
@@ -787,7 +789,9 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
             match allocation_outcome(row, &cmds[i])? {
                 Some(outcome) => {
                     if let (Ok(AllocateOk::Allocated { entry_id, .. }), Some(earn)) = (&outcome, earn) {
-                        entries.push((*entry_id, if earn.held_until().is_some() { EventType::Pending } else { EventType::Allocated }));
+                        if !whole {
+                            entries.push((*entry_id, if earn.held_until().is_some() { EventType::Pending } else { EventType::Allocated }));
+                        }
                         if let Some((scheme, state)) = round.tiers.get(&i) {
                             qualified.push((i, scheme.clone(), state.clone(), ledger::qualifying_now(earn)));
                         }
@@ -1011,9 +1015,52 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
 }
 
 /// One call of the set-based functions for a round of items (index into `cmds`, and what each
-/// earns): `coins_allocate_one` for a lone plain item, `coins_allocate_set` otherwise.
-async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Resolved], round: &[(usize, Option<&EarnPlan>)]) -> StoreResult<Vec<Row>> {
+/// earns): `coins_allocate_one` for a lone plain item, `coins_allocate_set` otherwise. With
+/// whether the call also wrote the outbox and the daily roll-up of its entries (a batch of one
+/// plain item: `coins_allocate_one` writes it whole, in one statement after the claim).
+async fn allocate_round(
+    tx: &Transaction<'_>,
+    cmds: &[AllocateCmd],
+    configs: &[Resolved],
+    round: &[(usize, Option<&EarnPlan>)],
+) -> StoreResult<(Vec<Row>, bool)> {
     let config = |i: usize| configs[i].config.as_ref();
+    if let ([c], [(_, earn)]) = (cmds, round)
+        && earn.is_none_or(|e| e.record.is_none())
+    {
+        let config = configs[0].config.as_ref();
+        let whole = tx
+            .prepare_cached(
+                "SELECT out_idx, out_status, out_coins, out_balance, out_entry \
+                 FROM coins_allocate_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .await?;
+        let (config_id, coins) = (config.map(|c| c.id.to_string()), earn.map(|e| e.coins));
+        let expires = earn.zip(config).and_then(|(e, config)| e.lot_expiry(c.now_ms, config));
+        let caps = (config.and_then(|c| c.values.max_per_user_per_day), config.and_then(|c| c.values.max_per_user));
+        let event = EventType::Allocated;
+        let rows = tx
+            .query(
+                &whole,
+                &[
+                    &c.company.as_str(),
+                    &c.user.as_str(),
+                    &c.event.as_str(),
+                    &c.request_id.as_str(),
+                    &c.now_ms,
+                    &config_id,
+                    &coins,
+                    &expires,
+                    &caps.0,
+                    &caps.1,
+                    &event.as_str(),
+                    &event.bit(),
+                    &i32::from(DAILY_SHARDS),
+                ],
+            )
+            .await?;
+        return Ok((rows, true));
+    }
     if let [(i, earn)] = round
         && earn.is_none_or(|e| e.record.is_none())
     {
@@ -1023,7 +1070,7 @@ async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[R
             .await?;
         let params: (Option<i64>, Option<i64>, Option<i64>) = (config.map(|c| c.id.seq()), earn.map(|e| e.coins), config.and_then(|c| c.values.validity_days));
         let caps = (config.and_then(|c| c.values.max_per_user_per_day), config.and_then(|c| c.values.max_per_user));
-        return Ok(tx
+        let rows = tx
             .query(
                 &one,
                 &[
@@ -1039,7 +1086,8 @@ async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[R
                     &caps.1,
                 ],
             )
-            .await?);
+            .await?;
+        return Ok((rows, false));
     }
     let set = tx
         .prepare_cached(
@@ -1063,7 +1111,7 @@ async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[R
     let (cap_day, cap_ever) = (cap(&|c| c.values.max_per_user_per_day), cap(&|c| c.values.max_per_user));
     let orders: Vec<Option<&str>> = round.iter().map(|&(i, _)| cmds[i].purchase.order_id.as_ref().map(OrderId::as_str)).collect();
     let amounts: Vec<Option<i64>> = round.iter().map(|&(i, _)| cmds[i].purchase.amount_minor).collect();
-    Ok(tx
+    let rows = tx
         .query(
             &set,
             &[
@@ -1090,7 +1138,8 @@ async fn allocate_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[R
                 &record(&|r| r.expires_at),
             ],
         )
-        .await?)
+        .await?;
+    Ok((rows, false))
 }
 
 /// Whether the batch's set-based items make one call of the set-based function as far as request
