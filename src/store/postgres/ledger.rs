@@ -17,8 +17,9 @@
 //! SHARE) -> the users' rows (FOR UPDATE, in user_id order; a batch with more than one run, a
 //! tiered item or a step-by-step one locks every user of the batch first) -> request ids and live
 //! order ids (by inserting their rows) -> the users' lots -> the daily roll-up's rows (in key
-//! order at the end of the batch; a step-by-step item writes its own when it runs). Any deadlock
-//! that remains possible is retried whole by `Core::transact`.
+//! order at the end of the batch; a step-by-step item writes its own when it runs, and a batch of
+//! one plain item its one row inside `coins_allocate_one`, before any tier change of its member).
+//! Any deadlock that remains possible is retried whole by `Core::transact`.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -1064,6 +1065,9 @@ async fn allocate_round(
     if let [(i, earn)] = round
         && earn.is_none_or(|e| e.record.is_none())
     {
+        // A lone plain round inside a larger batch: the 10-argument overload (0012), which
+        // leaves the outbox and the roll-up to the batch (its roll-up rows are written at the
+        // end, in key order). Still called: migration 0017's header says otherwise, wrongly.
         let (c, config) = (&cmds[*i], config(*i));
         let one = tx
             .prepare_cached("SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
