@@ -6,7 +6,7 @@
 //! transaction as the entry it reports, one message per entry and enabled subscription that
 //! wants its event type.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::reminders::ReminderData;
 use super::{LedgerEntry, StoreResult};
@@ -182,25 +182,37 @@ pub(crate) trait WebhookTx {
     async fn lock_webhooks(&mut self, webhook_ids: &[String]) -> StoreResult<HashMap<String, Option<i64>>>;
     /// One row per attempt, with the time of its retry (`None`: no retry).
     async fn insert_attempts(&mut self, attempts: &[(&AttemptOutcome, Option<i64>)]) -> StoreResult<()>;
-    /// Each message's state after its attempt, made at the time given.
-    async fn finish_messages(&mut self, finished: &[(i64, MessageState, i64)]) -> StoreResult<()>;
+    /// Each message's state after its attempt, made at the time given, applied only while the
+    /// message still has the number of attempts it had when the attempt was claimed (given with
+    /// it); the messages it was applied to. The messages are distinct.
+    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<i64>>;
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()>;
     async fn disable(&mut self, webhook_id: &str, reason: &str, now_ms: i64) -> StoreResult<()>;
 }
 
+/// A message's state after an attempt: its sequence number, the number of attempts it had
+/// when the attempt was claimed, the state and the time of the attempt.
+pub(crate) type Finished = (i64, i64, MessageState, i64);
+
 /// Records attempts, each with the number made before it: the message is delivered, retried
 /// later (spread by its own jitter) or failed; a delivery ends its endpoint's failing streak, a
 /// failure starts one; an endpoint failing for the policy's period is disabled. The attempts are
-/// taken in order, as if recorded one by one, and written a few statements per batch. An attempt
-/// whose webhook was deleted meanwhile has nothing left to record it against and is skipped
-/// (`None`), so it cannot fail the others of its batch.
+/// taken in order, as if recorded one by one, and written a few statements per batch.
+///
+/// An attempt whose webhook was deleted meanwhile has nothing left to record it against and is
+/// skipped (`None`), so it cannot fail the others of its batch. So is a stale one: two attempts
+/// of one message can be in flight when a lease runs out before its attempt ends, and the first
+/// recorded decides; the later one, counted from the same attempts, would otherwise overwrite
+/// whatever came after the first (a manual retry accepted meanwhile would never be sent). Its
+/// attempt still goes in the log, without a retry time, and still counts for the endpoint's
+/// failing streak: the endpoint answered (or did not) all the same.
 pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOutcome, i64)], policy: &RetryPolicy) -> StoreResult<Vec<Option<MessageState>>> {
     let mut ids: Vec<String> = outcomes.iter().map(|(o, _)| o.webhook_id.clone()).collect();
     ids.sort_unstable();
     ids.dedup();
     let before = tx.lock_webhooks(&ids).await?;
     let mut failing = before.clone();
-    let (mut states, mut attempts, mut finished, mut disabled) = (Vec::new(), Vec::new(), Vec::new(), Vec::<(&str, i64)>::new());
+    let (mut states, mut finished, mut disabled) = (Vec::new(), Vec::<Finished>::new(), Vec::<(&str, i64)>::new());
     for (outcome, attempts_before) in outcomes {
         let Some(since) = failing.get_mut(&outcome.webhook_id) else {
             states.push(None);
@@ -217,23 +229,36 @@ pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOut
                 None => MessageState::Failed,
             }
         };
-        attempts.push((
-            outcome,
-            match state {
-                MessageState::Retry { at } => Some(at),
-                _ => None,
-            },
-        ));
-        finished.push((outcome.message_seq, state, now));
+        // A second attempt of a message in this batch is stale: the first one recorded decides.
+        let first = !finished.iter().any(|f| f.0 == outcome.message_seq);
+        if first {
+            finished.push((outcome.message_seq, *attempts_before, state, now));
+        }
         if outcome.delivered {
             *since = None;
         } else if !outcome.withdrawn && should_disable(policy, *since.get_or_insert(now), now) && !disabled.iter().any(|(id, _)| *id == outcome.webhook_id) {
             disabled.push((&outcome.webhook_id, now));
         }
-        states.push(Some(state));
+        states.push(first.then_some(state));
+    }
+    let applied = tx.finish_messages(&finished).await?;
+    let mut attempts = Vec::with_capacity(outcomes.len());
+    for ((outcome, _), state) in outcomes.iter().zip(states.iter_mut()) {
+        if !failing.contains_key(&outcome.webhook_id) {
+            continue;
+        }
+        if !applied.contains(&outcome.message_seq) {
+            *state = None;
+        }
+        attempts.push((
+            outcome,
+            match state {
+                Some(MessageState::Retry { at }) => Some(*at),
+                _ => None,
+            },
+        ));
     }
     tx.insert_attempts(&attempts).await?;
-    tx.finish_messages(&finished).await?;
     for id in &ids {
         if let (Some(was), Some(now)) = (before.get(id), failing.get(id))
             && was != now

@@ -360,6 +360,53 @@ both_backends! {
 }
 
 both_backends! {
+    settings = delivery_off;
+    async fn a_stale_attempt_does_not_undo_a_retry_accepted_after_the_first(app: &TestApp) {
+        // Two attempts of one message were in flight (a lease ran out before the first ended).
+        // The first recorded delivered it, a manual retry was accepted, then the second arrived,
+        // counted from the same attempts: it used to mark the message delivered again, and the
+        // retry was never sent.
+        app.config("DEFAULT", "SHOP", "EARN", 5).await;
+        let (id, _) = app.webhook("SHOP", "http://127.0.0.1:9/hook", &["coins.allocated"]).await;
+        app.allocate(&app.admin_token, "SHOP", "EARN", "R-1", "U1").await.assert_ok();
+        let policy = coins::domain::webhooks::RetryPolicy::standard();
+        let outcome = |at: i64, delivered: bool| coins::store::AttemptOutcome {
+            message_seq: 1,
+            webhook_id: id.clone(),
+            attempted_at: at,
+            delivered,
+            http_status: Some(if delivered { 200 } else { 500 }),
+            latency_ms: 1,
+            excerpt: None,
+            withdrawn: false,
+        };
+        let store = app.store();
+        let delivered = coins::store::MessageState::Delivered;
+        assert_eq!(store.record_attempts(vec![(outcome(1_000, true), 0)], &policy).await.unwrap(), vec![Some(delivered)]);
+        assert_eq!(store.outbox_depth().await.unwrap(), 0);
+        app.post(&format!("{HOOKS}/{id}/deliveries/msg_1/retry"), &app.admin_token, json!({})).await.assert_ok();
+        assert_eq!(store.outbox_depth().await.unwrap(), 1, "the retry is pending");
+        assert_eq!(store.record_attempts(vec![(outcome(2_000, true), 0)], &policy).await.unwrap(), vec![None], "stale");
+        assert_eq!(store.outbox_depth().await.unwrap(), 1, "the retry is still pending");
+
+        // Both in one batch: the first decides (a retry later), the second only goes in the log.
+        let states = store.record_attempts(vec![(outcome(3_000, false), 1), (outcome(3_001, true), 1)], &policy).await.unwrap();
+        assert!(matches!(states[..], [Some(coins::store::MessageState::Retry { .. }), None]), "{states:?}");
+        assert_eq!(store.outbox_depth().await.unwrap(), 1, "pending its retry");
+        // Counted from the attempts it has now (two), an attempt is recorded.
+        assert_eq!(store.record_attempts(vec![(outcome(4_000, true), 2)], &policy).await.unwrap(), vec![Some(delivered)]);
+        assert_eq!(store.outbox_depth().await.unwrap(), 0);
+
+        let log = app.get(&format!("{HOOKS}/{id}/deliveries"), &app.admin_token).await;
+        let attempts = log.assert_ok()["attempts"].as_array().unwrap().clone();
+        assert_eq!(attempts.len(), 5, "every attempt is in the log: {attempts:?}");
+        let retries: Vec<bool> = attempts.iter().map(|a| !a["nextAttemptAt"].is_null()).collect();
+        // Newest first: only the failure that decided has a retry time.
+        assert_eq!(retries, [false, false, true, false, false], "{attempts:?}");
+    }
+}
+
+both_backends! {
     settings = strict_targets;
     async fn urls_must_be_https_and_public_by_default(app: &TestApp) {
         let create = |url: &str| app.post(HOOKS, &app.admin_token, json!({"companyId": "SHOP", "url": url, "events": ["coins.allocated"]}));

@@ -2,7 +2,7 @@
 //! from one outbox: `FOR UPDATE SKIP LOCKED` keeps two claims apart, and the lease keeps a
 //! message with the process that claimed it until it reports back or the lease ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
@@ -13,7 +13,7 @@ use crate::domain::webhooks::{EventType, RetryPolicy};
 use crate::store::reminders::ReminderData;
 use crate::store::webhooks::TierChangeData;
 use crate::store::webhooks::{
-    self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
+    self, AttemptOutcome, AttemptRecord, Delivery, EventData, Finished, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
 };
 use crate::store::{EntryExtra, LedgerEntry, StoreError, StoreResult, WebhookStore};
 
@@ -169,22 +169,24 @@ impl WebhookTx for PgTx<'_> {
         Ok(())
     }
 
-    async fn finish_messages(&mut self, finished: &[(i64, MessageState, i64)]) -> StoreResult<()> {
+    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<i64>> {
         let stmt = self
             .0
             .prepare_cached(
                 "UPDATE webhook_messages m SET attempts = m.attempts + 1, state = u.state, next_attempt_at = COALESCE(u.next, m.next_attempt_at), \
                  delivered_at = COALESCE(u.delivered_at, m.delivered_at), lease_until = NULL, lease_owner = NULL \
-                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u (seq, state, next, delivered_at) WHERE m.message_seq = u.seq",
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u (seq, before, state, next, delivered_at) \
+                 WHERE m.message_seq = u.seq AND m.attempts = u.before RETURNING m.message_seq",
             )
             .await?;
-        let columns: Vec<_> = finished.iter().map(|&(_, state, now_ms)| webhooks::state_columns(state, now_ms)).collect();
-        let seqs: Vec<i64> = finished.iter().map(|(seq, ..)| *seq).collect();
+        let columns: Vec<_> = finished.iter().map(|&(_, _, state, now_ms)| webhooks::state_columns(state, now_ms)).collect();
+        let seqs: Vec<i64> = finished.iter().map(|f| f.0).collect();
+        let befores: Vec<i64> = finished.iter().map(|f| f.1).collect();
         let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
         let nexts: Vec<Option<i64>> = columns.iter().map(|c| c.1).collect();
         let delivered: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
-        self.0.execute(&stmt, &[&seqs, &names, &nexts, &delivered]).await?;
-        Ok(())
+        let rows = self.0.query(&stmt, &[&seqs, &befores, &names, &nexts, &delivered]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()> {

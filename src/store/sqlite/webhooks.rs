@@ -14,7 +14,7 @@ use crate::store::ledger::run_now;
 use crate::store::reminders::ReminderData;
 use crate::store::webhooks::TierChangeData;
 use crate::store::webhooks::{
-    self, AttemptOutcome, AttemptRecord, Delivery, EventData, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
+    self, AttemptOutcome, AttemptRecord, Delivery, EventData, Finished, MessageData, MessageRef, MessageState, WebhookChange, WebhookRecord, WebhookTx,
 };
 use crate::store::{EntryExtra, LedgerEntry, StoreResult, WebhookStore};
 
@@ -182,16 +182,19 @@ impl WebhookTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn finish_messages(&mut self, finished: &[(i64, MessageState, i64)]) -> StoreResult<()> {
+    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<i64>> {
         let mut stmt = self.0.prepare_cached(
-            "UPDATE webhook_messages SET attempts = attempts + 1, state = ?2, next_attempt_at = COALESCE(?3, next_attempt_at), \
-             delivered_at = COALESCE(?4, delivered_at), lease_until = NULL, lease_owner = NULL WHERE message_seq = ?1",
+            "UPDATE webhook_messages SET attempts = attempts + 1, state = ?3, next_attempt_at = COALESCE(?4, next_attempt_at), \
+             delivered_at = COALESCE(?5, delivered_at), lease_until = NULL, lease_owner = NULL WHERE message_seq = ?1 AND attempts = ?2",
         )?;
-        for &(seq, state, now_ms) in finished {
+        let mut applied = HashSet::new();
+        for &(seq, attempts_before, state, now_ms) in finished {
             let (name, next, delivered_at) = webhooks::state_columns(state, now_ms);
-            stmt.execute(params![seq, name, next, delivered_at])?;
+            if stmt.execute(params![seq, attempts_before, name, next, delivered_at])? == 1 {
+                applied.insert(seq);
+            }
         }
-        Ok(())
+        Ok(applied)
     }
 
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()> {
