@@ -34,6 +34,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 9, name: "reminders", sql: include_str!("../../migrations/sqlite/0009_reminders.sql") },
     Migration { version: 10, name: "campaigns", sql: include_str!("../../migrations/sqlite/0010_campaigns.sql") },
     Migration { version: 11, name: "tiers", sql: include_str!("../../migrations/sqlite/0011_tiers.sql") },
+    Migration { version: 12, name: "checks_without_lists", sql: include_str!("../../migrations/sqlite/0012_checks_without_lists.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -149,6 +150,7 @@ mod tests {
         (9, "44e77fa9f9b9b784b2f51520dd291c75223779a9d6126754b7ec8630296da2a3"),
         (10, "8ff446cb3dd9b82964239fd1c7a9b992e9ff621407b7d8f251a6d4e643c7b12c"),
         (11, "6eeb571e6ffa7724de1147e9aed24e1ac9f83b008458c47fcd372a2a505e73ba"),
+        (12, "0dea14b54a0d61ba595f1b45ce2792f8dba834c1dd1be20429dc40cdb48a95ab"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),

@@ -53,6 +53,11 @@ fn corrupt_kind(kind: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown request kind {kind}"))
 }
 
+/// The live allocation holding an order id. Its state test is the condition of
+/// `requests_live_order` word for word, so the lookup uses that index.
+const LIVE_ORDER_SQL: &str = "SELECT request_id, user_id, amount_minor, coins FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
+     AND order_id IS NOT NULL AND (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO')";
+
 impl LedgerTx for SqliteTx<'_> {
     async fn request(&mut self, company: &CompanyId, request_id: &RequestId) -> StoreResult<Option<StoredRequest>> {
         let row = self
@@ -138,10 +143,7 @@ impl LedgerTx for SqliteTx<'_> {
     async fn live_order(&mut self, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<OrderHolder>> {
         Ok(self
             .0
-            .prepare_cached(
-                "SELECT request_id, user_id, amount_minor, coins FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
-                 AND state IN ('PENDING', 'ACTIVE', 'ZERO')",
-            )?
+            .prepare_cached(LIVE_ORDER_SQL)?
             .query_row(params![company.as_str(), event.as_str(), order.as_str()], |r| {
                 Ok(OrderHolder {
                     request_id: RequestId::from_trusted(r.get(0)?),
@@ -637,5 +639,57 @@ impl LedgerStore for SqliteStore {
             report.add(&user, outcome);
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::sqlite::{SqliteStore, open_connection};
+    use crate::store::{Store, StoreOptions};
+
+    /// SQLite checks `x IN ('a', 'b', 'c')` by building a temporary B-tree of the values each
+    /// time a statement runs; the rows every allocation writes are checked with comparisons
+    /// instead (migration 0012), which must still refuse what the list refused.
+    #[tokio::test]
+    async fn the_rows_an_allocation_writes_are_checked_without_a_temporary_btree() {
+        let dir = std::env::temp_dir().join(format!("coins-checks-{}", hex::encode(crate::crypto::random_bytes::<6>())));
+        let path = dir.join("coins.db");
+        let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+        store.migrate().await.unwrap();
+        let conn = open_connection(&path, 1024).unwrap();
+        let temporary_btrees = |sql: &str| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            let unbound = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let ops: Vec<String> = stmt.query_map(rusqlite::params_from_iter(unbound), |r| r.get(1)).unwrap().map(Result::unwrap).collect();
+            ops.iter().filter(|op| *op == "OpenEphemeral").count()
+        };
+        for table in ["requests", "ledger_entries", "lots", "users", "webhook_messages", "ledger_daily"] {
+            assert_eq!(temporary_btrees(&format!("INSERT INTO {table} DEFAULT VALUES")), 0, "{table}");
+        }
+        assert_eq!(temporary_btrees("UPDATE webhook_messages SET state = 'delivered' WHERE message_seq = 1"), 0);
+        assert_eq!(temporary_btrees("UPDATE requests SET state = 'ACTIVE' WHERE company_id = 'C' AND request_id = 'R'"), 0);
+        assert_eq!(temporary_btrees(super::LIVE_ORDER_SQL), 0);
+        let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {}", super::LIVE_ORDER_SQL), ["C", "E", "O"], |r| r.get(3)).unwrap();
+        assert!(plan.contains("USING INDEX requests_live_order"), "{plan}");
+        // The control: a list of three constants does build one, so this test notices if SQLite
+        // stops doing it (and the comparisons could go back to lists).
+        assert_eq!(temporary_btrees("SELECT 1 FROM users WHERE user_id IN ('a', 'b', 'c')"), 1);
+
+        let insert = |table: &str, columns: &str, values: &str| conn.execute(&format!("INSERT INTO {table} ({columns}) VALUES ({values})"), []);
+        let request = |kind: &str| {
+            insert("requests", "company_id, request_id, kind, user_id, coins, fingerprint, created_at", &format!("'C', 'R-{kind}', '{kind}', 'U', 1, '', 0"))
+        };
+        for kind in ["ALLOCATE", "REDEEM", "REVERSE", "ACTIVATE", "ADJUST"] {
+            request(kind).unwrap();
+        }
+        assert!(request("allocate").unwrap_err().to_string().contains("CHECK constraint failed"));
+        let entry =
+            |kind: &str| insert("ledger_entries", "company_id, user_id, type, coins, balance_after, created_at", &format!("'C', 'U', '{kind}', 1, 1, 0"));
+        for kind in ["ALLOCATE", "ACTIVATE", "CANCEL", "REDEEM", "REVERSE", "EXPIRE", "ADJUST"] {
+            entry(kind).unwrap();
+        }
+        assert!(entry("BONUS").unwrap_err().to_string().contains("CHECK constraint failed"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
