@@ -173,7 +173,8 @@ pub trait WebhookStore: Send + Sync {
     async fn claim_deliveries(&self, now_ms: i64, limit: usize, lease_ms: i64, owner: &str) -> StoreResult<Vec<Delivery>>;
     /// Records attempts, each with the number made before it, and what follows from each
     /// (`store::webhooks::record_all`), in one transaction; `None` for an attempt whose webhook was
-    /// deleted meanwhile.
+    /// deleted meanwhile, or a stale one (another attempt of the message was recorded since its
+    /// claim).
     async fn record_attempts(&self, outcomes: Vec<(AttemptOutcome, i64)>, policy: &RetryPolicy) -> StoreResult<Vec<Option<MessageState>>>;
     /// Messages waiting to be delivered.
     async fn outbox_depth(&self) -> StoreResult<i64>;

@@ -184,8 +184,8 @@ pub(crate) trait WebhookTx {
     async fn insert_attempts(&mut self, attempts: &[(&AttemptOutcome, Option<i64>)]) -> StoreResult<()>;
     /// Each message's state after its attempt, made at the time given, applied only while the
     /// message still has the number of attempts it had when the attempt was claimed (given with
-    /// it); the messages it was applied to. The messages are distinct.
-    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<i64>>;
+    /// it); the (message, attempts before) pairs it was applied to. The pairs are distinct.
+    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<(i64, i64)>>;
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()>;
     async fn disable(&mut self, webhook_id: &str, reason: &str, now_ms: i64) -> StoreResult<()>;
 }
@@ -205,7 +205,9 @@ pub(crate) type Finished = (i64, i64, MessageState, i64);
 /// recorded decides; the later one, counted from the same attempts, would otherwise overwrite
 /// whatever came after the first (a manual retry accepted meanwhile would never be sent). Its
 /// attempt still goes in the log, without a retry time, and still counts for the endpoint's
-/// failing streak: the endpoint answered (or did not) all the same.
+/// failing streak: the endpoint answered (or did not) all the same. (A manual retry accepted
+/// while the message's current attempt is in flight is answered by that attempt: its outcome
+/// decides the message, delivered or retried on the policy's schedule.)
 pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOutcome, i64)], policy: &RetryPolicy) -> StoreResult<Vec<Option<MessageState>>> {
     let mut ids: Vec<String> = outcomes.iter().map(|(o, _)| o.webhook_id.clone()).collect();
     ids.sort_unstable();
@@ -229,8 +231,9 @@ pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOut
                 None => MessageState::Failed,
             }
         };
-        // A second attempt of a message in this batch is stale: the first one recorded decides.
-        let first = !finished.iter().any(|f| f.0 == outcome.message_seq);
+        // A second attempt counted from the same attempts in this batch is stale: the first one
+        // recorded decides. (One counted from more attempts is not: it came after.)
+        let first = !finished.iter().any(|f| (f.0, f.1) == (outcome.message_seq, *attempts_before));
         if first {
             finished.push((outcome.message_seq, *attempts_before, state, now));
         }
@@ -243,11 +246,11 @@ pub(crate) async fn record_all<T: WebhookTx>(tx: &mut T, outcomes: &[(AttemptOut
     }
     let applied = tx.finish_messages(&finished).await?;
     let mut attempts = Vec::with_capacity(outcomes.len());
-    for ((outcome, _), state) in outcomes.iter().zip(states.iter_mut()) {
+    for ((outcome, attempts_before), state) in outcomes.iter().zip(states.iter_mut()) {
         if !failing.contains_key(&outcome.webhook_id) {
             continue;
         }
-        if !applied.contains(&outcome.message_seq) {
+        if !applied.contains(&(outcome.message_seq, *attempts_before)) {
             *state = None;
         }
         attempts.push((

@@ -361,6 +361,40 @@ both_backends! {
 
 both_backends! {
     settings = delivery_off;
+    async fn the_next_allocation_after_a_subscription_changes_follows_it(app: &TestApp) {
+        // SQLite keeps which events a company's webhooks want with the cached configuration, and
+        // an allocation no webhook wants writes no outbox statement; a change to the webhooks
+        // must reach the very next allocation, with the cache warm.
+        app.config("DEFAULT", "SHOP", "EARN", 5).await;
+        let store = app.store();
+        let allocate = |n: u32| async move {
+            app.allocate(&app.admin_token, "SHOP", "EARN", &format!("R-{n}"), "U1").await.assert_ok();
+        };
+        allocate(1).await;
+        assert_eq!(store.outbox_depth().await.unwrap(), 0, "no webhook yet");
+        let (id, _) = app.webhook("SHOP", "http://127.0.0.1:9/hook", &["coins.redeemed"]).await;
+        allocate(2).await;
+        assert_eq!(store.outbox_depth().await.unwrap(), 0, "a webhook that wants other events");
+        app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId": "SHOP", "userId": "U1", "requestId": "SPEND-1", "coins": 1})).await.assert_ok();
+        assert_eq!(store.outbox_depth().await.unwrap(), 1, "the redemption it wants");
+        app.patch(&format!("{HOOKS}/{id}"), &app.admin_token, json!({"events": ["coins.allocated"]})).await.assert_ok();
+        allocate(3).await;
+        assert_eq!(store.outbox_depth().await.unwrap(), 2, "the allocation right after the change");
+        app.patch(&format!("{HOOKS}/{id}"), &app.admin_token, json!({"enabled": false})).await.assert_ok();
+        allocate(4).await;
+        assert_eq!(store.outbox_depth().await.unwrap(), 2, "disabled");
+        app.patch(&format!("{HOOKS}/{id}"), &app.admin_token, json!({"enabled": true})).await.assert_ok();
+        let (_, _) = app.webhook("SHOP", "http://127.0.0.1:9/other", &["coins.allocated"]).await;
+        allocate(5).await;
+        assert_eq!(store.outbox_depth().await.unwrap(), 4, "one message for each of the two webhooks");
+        // Another company's webhooks are not this company's (the DEFAULT configuration is every company's).
+        app.allocate(&app.admin_token, "MART", "EARN", "R-1", "U2").await.assert_ok();
+        assert_eq!(store.outbox_depth().await.unwrap(), 4);
+    }
+}
+
+both_backends! {
+    settings = delivery_off;
     async fn a_stale_attempt_does_not_undo_a_retry_accepted_after_the_first(app: &TestApp) {
         // Two attempts of one message were in flight (a lease ran out before the first ended).
         // The first recorded delivered it, a manual retry was accepted, then the second arrived,
@@ -396,13 +430,18 @@ both_backends! {
         // Counted from the attempts it has now (two), an attempt is recorded.
         assert_eq!(store.record_attempts(vec![(outcome(4_000, true), 2)], &policy).await.unwrap(), vec![Some(delivered)]);
         assert_eq!(store.outbox_depth().await.unwrap(), 0);
+        // A stale attempt ahead of the current one in a batch does not hide it.
+        app.post(&format!("{HOOKS}/{id}/deliveries/msg_1/retry"), &app.admin_token, json!({})).await.assert_ok();
+        let states = store.record_attempts(vec![(outcome(5_000, true), 0), (outcome(5_001, false), 3)], &policy).await.unwrap();
+        assert!(matches!(states[..], [None, Some(coins::store::MessageState::Retry { .. })]), "{states:?}");
+        assert_eq!(store.outbox_depth().await.unwrap(), 1, "pending its retry");
 
         let log = app.get(&format!("{HOOKS}/{id}/deliveries"), &app.admin_token).await;
         let attempts = log.assert_ok()["attempts"].as_array().unwrap().clone();
-        assert_eq!(attempts.len(), 5, "every attempt is in the log: {attempts:?}");
+        assert_eq!(attempts.len(), 7, "every attempt is in the log: {attempts:?}");
         let retries: Vec<bool> = attempts.iter().map(|a| !a["nextAttemptAt"].is_null()).collect();
-        // Newest first: only the failure that decided has a retry time.
-        assert_eq!(retries, [false, false, true, false, false], "{attempts:?}");
+        // Newest first: only the failures that decided have a retry time.
+        assert_eq!(retries, [true, false, false, false, true, false, false], "{attempts:?}");
     }
 }
 

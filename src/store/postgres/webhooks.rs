@@ -169,14 +169,14 @@ impl WebhookTx for PgTx<'_> {
         Ok(())
     }
 
-    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<i64>> {
+    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<(i64, i64)>> {
         let stmt = self
             .0
             .prepare_cached(
                 "UPDATE webhook_messages m SET attempts = m.attempts + 1, state = u.state, next_attempt_at = COALESCE(u.next, m.next_attempt_at), \
                  delivered_at = COALESCE(u.delivered_at, m.delivered_at), lease_until = NULL, lease_owner = NULL \
                  FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u (seq, before, state, next, delivered_at) \
-                 WHERE m.message_seq = u.seq AND m.attempts = u.before RETURNING m.message_seq",
+                 WHERE m.message_seq = u.seq AND m.attempts = u.before RETURNING m.message_seq, u.before",
             )
             .await?;
         let columns: Vec<_> = finished.iter().map(|&(_, _, state, now_ms)| webhooks::state_columns(state, now_ms)).collect();
@@ -186,7 +186,7 @@ impl WebhookTx for PgTx<'_> {
         let nexts: Vec<Option<i64>> = columns.iter().map(|c| c.1).collect();
         let delivered: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
         let rows = self.0.query(&stmt, &[&seqs, &befores, &names, &nexts, &delivered]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn set_failing_since(&mut self, webhook_id: &str, since: Option<i64>) -> StoreResult<()> {

@@ -671,9 +671,11 @@ mod tests {
         assert_eq!(temporary_btrees(super::LIVE_ORDER_SQL), 0);
         let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {}", super::LIVE_ORDER_SQL), ["C", "E", "O"], |r| r.get(3)).unwrap();
         assert!(plan.contains("USING INDEX requests_live_order"), "{plan}");
-        // The control: a list of three constants does build one, so this test notices if SQLite
-        // stops doing it (and the comparisons could go back to lists).
-        assert_eq!(temporary_btrees("SELECT 1 FROM users WHERE user_id IN ('a', 'b', 'c')"), 1);
+        // The control: a CHECK with a list of three constants does build one (two do not), so
+        // this test notices if SQLite stops doing it and the comparisons could go back to lists.
+        conn.execute_batch("CREATE TEMP TABLE three (x TEXT CHECK (x IN ('a', 'b', 'c'))); CREATE TEMP TABLE two (x TEXT CHECK (x IN ('a', 'b')))").unwrap();
+        assert_eq!(temporary_btrees("INSERT INTO three DEFAULT VALUES"), 1);
+        assert_eq!(temporary_btrees("INSERT INTO two DEFAULT VALUES"), 0);
 
         let insert = |table: &str, columns: &str, values: &str| conn.execute(&format!("INSERT INTO {table} ({columns}) VALUES ({values})"), []);
         let request = |kind: &str| {
@@ -689,6 +691,20 @@ mod tests {
             entry(kind).unwrap();
         }
         assert!(entry("BONUS").unwrap_err().to_string().contains("CHECK constraint failed"));
+        // The live-order index holds the same rows: one live allocation per order id.
+        let order = |id: &str, state: &str| {
+            insert(
+                "requests",
+                "company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state",
+                &format!("'C', '{id}', 'ALLOCATE', 'U', 'E', 1, '', 0, 'O-1', '{state}'"),
+            )
+        };
+        order("O-A", "ACTIVE").unwrap();
+        for (id, state) in [("O-B", "PENDING"), ("O-C", "ZERO"), ("O-D", "ACTIVE")] {
+            assert!(order(id, state).unwrap_err().to_string().contains("UNIQUE constraint failed"), "{state}");
+        }
+        order("O-E", "CANCELED").unwrap();
+        order("O-F", "REVERSED").unwrap();
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -182,7 +182,7 @@ impl WebhookTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<i64>> {
+    async fn finish_messages(&mut self, finished: &[Finished]) -> StoreResult<HashSet<(i64, i64)>> {
         let mut stmt = self.0.prepare_cached(
             "UPDATE webhook_messages SET attempts = attempts + 1, state = ?3, next_attempt_at = COALESCE(?4, next_attempt_at), \
              delivered_at = COALESCE(?5, delivered_at), lease_until = NULL, lease_owner = NULL WHERE message_seq = ?1 AND attempts = ?2",
@@ -191,7 +191,7 @@ impl WebhookTx for SqliteTx<'_> {
         for &(seq, attempts_before, state, now_ms) in finished {
             let (name, next, delivered_at) = webhooks::state_columns(state, now_ms);
             if stmt.execute(params![seq, attempts_before, name, next, delivered_at])? == 1 {
-                applied.insert(seq);
+                applied.insert((seq, attempts_before));
             }
         }
         Ok(applied)
@@ -375,10 +375,13 @@ impl WebhookStore for SqliteStore {
         let policy = policy.clone();
         let seqs: Vec<i64> = outcomes.iter().map(|(o, _)| o.message_seq).collect();
         let states = self.write(move |conn| run_now(webhooks::record_all(&mut SqliteTx(conn), &outcomes, &policy))).await?;
-        // Committed: the messages' next state is visible to the next claim.
+        // Committed: the messages' next state is visible to the next claim. A stale attempt's
+        // message keeps its lease: it is the lease of the attempt still in flight.
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        for seq in seqs {
-            leases.remove(&seq);
+        for (seq, state) in seqs.iter().zip(&states) {
+            if state.is_some() {
+                leases.remove(seq);
+            }
         }
         Ok(states)
     }
