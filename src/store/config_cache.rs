@@ -62,6 +62,10 @@ pub struct Resolved {
     /// built-in one); `None`
     /// when not read with the resolution, and the allocation reads it itself if it needs it.
     pub value: Option<CoinValue>,
+    /// The events the company's enabled webhooks subscribe to, their masks OR-ed together;
+    /// `None` when not read with the resolution (PostgreSQL, where another process may add a
+    /// webhook without this one knowing at once), and every entry looks for subscribers itself.
+    pub webhook_events: Option<i64>,
 }
 
 impl Resolved {
@@ -72,7 +76,7 @@ impl Resolved {
 
     /// What may raise the allocation's coins beyond its configuration.
     pub(crate) fn offers(&self) -> Offers<'_> {
-        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_ref(), value: self.value.as_ref() }
+        Offers { campaigns: &self.campaigns, tiers: self.tiers.as_ref(), value: self.value.as_ref(), webhook_events: self.webhook_events }
     }
 }
 

@@ -170,8 +170,24 @@ pub(crate) fn run_now<T>(flow: impl Future<Output = StoreResult<T>>) -> StoreRes
 /// A ledger entry, its webhook messages and its share of the daily roll-up: never one without
 /// the others.
 async fn write_entry<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &UserId, entry: &NewEntry, now_ms: i64) -> StoreResult<i64> {
+    write_entry_for(tx, company, user, entry, now_ms, None).await
+}
+
+/// [`write_entry`], told which events the company's webhooks subscribe to when that is known
+/// (`subscribed`): an entry no webhook wants sends no outbox statement at all.
+async fn write_entry_for<T: LedgerTx>(
+    tx: &mut T,
+    company: &CompanyId,
+    user: &UserId,
+    entry: &NewEntry,
+    now_ms: i64,
+    subscribed: Option<i64>,
+) -> StoreResult<i64> {
     let entry_id = tx.insert_entry(company, user, entry, now_ms).await?;
-    tx.record_events(company, user, entry_id, EventType::of_entry(entry.kind, entry.pending_coins), now_ms).await?;
+    let event = EventType::of_entry(entry.kind, entry.pending_coins);
+    if subscribed.is_none_or(|mask| mask & event.bit() != 0) {
+        tx.record_events(company, user, entry_id, event, now_ms).await?;
+    }
     tx.add_to_daily(company, entry, now_ms).await?;
     Ok(entry_id)
 }
@@ -194,6 +210,8 @@ pub(crate) struct Offers<'a> {
     pub campaigns: &'a [Campaign],
     pub tiers: Option<&'a Arc<TierScheme>>,
     pub value: Option<&'a CoinValue>,
+    /// The events the company's webhooks subscribe to, when read with the resolution.
+    pub webhook_events: Option<i64>,
 }
 
 /// The tier code and multiplier an allocation under `config` earns at, when above ×1 (a
@@ -312,7 +330,7 @@ pub(crate) fn qualifying_now(earn: &EarnPlan) -> i64 {
 /// limit, the user's row is locked first and the triggers counted, so concurrent allocations of
 /// one user never exceed it; the record is then rewritten with the campaign that applied.
 pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config: Option<&CoinConfig>, offers: Offers<'_>) -> StoreResult<AllocateOk> {
-    let Offers { campaigns, tiers: tiers_hint, value: cached_value } = offers;
+    let Offers { campaigns, tiers: tiers_hint, value: cached_value, webhook_events } = offers;
     let (company, user) = (&cmd.company, &cmd.user);
     let Some(config) = config else {
         return Ok(allocate::answer_repeat(tx.request(company, &cmd.request_id).await?.as_ref(), cmd)?);
@@ -423,7 +441,7 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         tx.set_tier(company, user, &change.state, Some(change), cmd.now_ms).await?;
     }
     let Some(entry) = &plan.entry else { return Ok(AllocateOk::Zero) };
-    let entry_id = write_entry(tx, company, user, entry, cmd.now_ms).await?;
+    let entry_id = write_entry_for(tx, company, user, entry, cmd.now_ms, webhook_events).await?;
     if let Some(lot) = &plan.lot {
         tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
     }

@@ -117,7 +117,7 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             let theirs = campaigns.iter().filter(|c| c.company.as_str() == company && c.terms.applies_to(&event_name)).cloned().collect();
             let tiers = schemes.iter().find(|(c, _)| c == company).map(|(_, s)| Arc::new(s.clone()));
             let value = Some(coin_value_from(values.get(company).or_else(|| values.get("")).cloned()));
-            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers, value };
+            let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers, value, webhook_events: None };
             fills.push((company.to_owned(), event.to_owned(), value.clone()));
             resolved.insert((company, event), value);
         }

@@ -69,7 +69,14 @@ pub(super) fn resolve(conn: &Connection, cache: &ConfigCache, company: &CompanyI
     let campaigns = super::campaigns::running(conn, company, campaigns_since(now_ms))?.into_iter().filter(|c| c.terms.applies_to(event)).collect();
     let tiers = super::tiers::scheme(conn, company)?.map(Arc::new);
     let value = Some(coin_value_in(conn, Some(company))?);
-    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns), tiers, value };
+    // Exact while cached: every webhook change is a write of this process's writer thread, and
+    // the writer clears the cache after each round that held one.
+    let webhook_events = Some(
+        conn.prepare_cached("SELECT event_mask FROM webhooks WHERE company_id = ?1 AND enabled = 1")?
+            .query_map(params![company.as_str()], |r| r.get::<_, i64>(0))?
+            .try_fold(0, |mask, m| m.map(|m| mask | m))?,
+    );
+    let resolved = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(campaigns), tiers, value, webhook_events };
     cache.fill(generation, [(company.to_string(), event.to_string(), resolved.clone())]);
     Ok(resolved)
 }
