@@ -363,33 +363,49 @@ both_backends! {
     settings = delivery_off;
     async fn the_next_allocation_after_a_subscription_changes_follows_it(app: &TestApp) {
         // SQLite keeps which events a company's webhooks want with the cached configuration, and
-        // an allocation no webhook wants writes no outbox statement; a change to the webhooks
-        // must reach the very next allocation, with the cache warm.
+        // an allocation no webhook wants writes no outbox statement for its entry; a change to
+        // the webhooks must reach the very next allocation. Each change below comes with the
+        // cache warm: an allocation of the same company and event just before it.
         app.config("DEFAULT", "SHOP", "EARN", 5).await;
+        app.create_config(&app.admin_token, json!({"configuration": "DEFAULT", "companyId": "SHOP", "event": "HELD", "amount": 5, "pendingDays": 14}))
+            .await
+            .assert_ok();
         let store = app.store();
-        let allocate = |n: u32| async move {
-            app.allocate(&app.admin_token, "SHOP", "EARN", &format!("R-{n}"), "U1").await.assert_ok();
+        let depth = || async { store.outbox_depth().await.unwrap() };
+        let allocate = |event: &'static str, n: u32| async move {
+            app.allocate(&app.admin_token, "SHOP", event, &format!("{event}-{n}"), "U1").await.assert_ok();
         };
-        allocate(1).await;
-        assert_eq!(store.outbox_depth().await.unwrap(), 0, "no webhook yet");
+        app.allocate(&app.admin_token, "MART", "EARN", "M-1", "U2").await.assert_ok();
+        allocate("EARN", 1).await;
+        assert_eq!(depth().await, 0, "no webhook yet");
         let (id, _) = app.webhook("SHOP", "http://127.0.0.1:9/hook", &["coins.redeemed"]).await;
-        allocate(2).await;
-        assert_eq!(store.outbox_depth().await.unwrap(), 0, "a webhook that wants other events");
+        allocate("EARN", 2).await;
+        assert_eq!(depth().await, 0, "a webhook that wants other events");
         app.post("/api/v0/coins/redeem", &app.admin_token, json!({"companyId": "SHOP", "userId": "U1", "requestId": "SPEND-1", "coins": 1})).await.assert_ok();
-        assert_eq!(store.outbox_depth().await.unwrap(), 1, "the redemption it wants");
+        assert_eq!(depth().await, 1, "the redemption it wants");
+        allocate("EARN", 3).await;
+        assert_eq!(depth().await, 1, "still not an allocation");
         app.patch(&format!("{HOOKS}/{id}"), &app.admin_token, json!({"events": ["coins.allocated"]})).await.assert_ok();
-        allocate(3).await;
-        assert_eq!(store.outbox_depth().await.unwrap(), 2, "the allocation right after the change");
+        allocate("EARN", 4).await;
+        assert_eq!(depth().await, 2, "the allocation right after the change");
         app.patch(&format!("{HOOKS}/{id}"), &app.admin_token, json!({"enabled": false})).await.assert_ok();
-        allocate(4).await;
-        assert_eq!(store.outbox_depth().await.unwrap(), 2, "disabled");
+        allocate("EARN", 5).await;
+        assert_eq!(depth().await, 2, "disabled");
         app.patch(&format!("{HOOKS}/{id}"), &app.admin_token, json!({"enabled": true})).await.assert_ok();
-        let (_, _) = app.webhook("SHOP", "http://127.0.0.1:9/other", &["coins.allocated"]).await;
-        allocate(5).await;
-        assert_eq!(store.outbox_depth().await.unwrap(), 4, "one message for each of the two webhooks");
-        // Another company's webhooks are not this company's (the DEFAULT configuration is every company's).
-        app.allocate(&app.admin_token, "MART", "EARN", "R-1", "U2").await.assert_ok();
-        assert_eq!(store.outbox_depth().await.unwrap(), 4);
+        allocate("EARN", 6).await;
+        assert_eq!(depth().await, 3, "enabled again");
+        let (other, _) = app.webhook("SHOP", "http://127.0.0.1:9/other", &["coins.allocated"]).await;
+        allocate("EARN", 7).await;
+        assert_eq!(depth().await, 5, "one message for each of the two webhooks");
+        // A held allocation is `coins.pending`, which neither wants yet.
+        allocate("HELD", 1).await;
+        assert_eq!(depth().await, 5, "held coins, not wanted");
+        app.patch(&format!("{HOOKS}/{other}"), &app.admin_token, json!({"events": ["coins.allocated", "coins.pending"]})).await.assert_ok();
+        allocate("HELD", 2).await;
+        assert_eq!(depth().await, 6, "held coins, wanted by one");
+        // Another company's webhooks are not this company's (the DEFAULT configurations are every company's).
+        app.allocate(&app.admin_token, "MART", "EARN", "M-2", "U2").await.assert_ok();
+        assert_eq!(depth().await, 6);
     }
 }
 
