@@ -8,8 +8,11 @@
 //!   member's allocations once they are spendable, less the share of them later canceled, returned
 //!   or waived ([`qualifying_of`]), plus staff adjustments made with `qualifying: true`. Redeeming
 //!   and expiry never lower them; held (pending) coins count from their activation. On the
-//!   `ROLLING` basis only coins activated in the last `windowDays` count (a return counts at its
-//!   allocation's activation time, so it never lowers a window its allocation is not in).
+//!   `ROLLING` basis only coins activated in the last `windowDays` count, in whole UTC days: the
+//!   current day and the `windowDays - 1` before it ([`TierScheme::window_start`]; a return counts
+//!   on its allocation's activation day, so it never lowers a window its allocation is not in).
+//!   Counting by day is what lets the store keep one row per member and day instead of one per
+//!   credit, and it is how members read "the last 365 days".
 //! - **Upgrade at once**: the transaction that raises a member's qualifying coins places them in
 //!   the highest tier reached. The allocation that causes the upgrade earns at the old multiplier;
 //!   the next one at the new.
@@ -45,13 +48,19 @@ pub const REASON_CHARS_MAX: usize = 500;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The UTC day (days since 1970-01-01) qualifying coins earned at `at_ms` are counted on: a
+/// rolling scheme keeps a member's qualifying coins as one sum per day.
+pub fn qualifying_day(at_ms: i64) -> i64 {
+    at_ms.div_euclid(DAY_MS)
+}
+
 /// What qualifying coins are counted over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Basis {
     /// Every qualifying coin ever.
     Lifetime,
-    /// Coins activated in the last `windowDays`.
+    /// Coins activated in the last `windowDays` UTC days, today included.
     Rolling,
 }
 
@@ -169,11 +178,14 @@ impl TierScheme {
         self.basis == Basis::Rolling
     }
 
-    /// Qualifying coins count from this instant on (`None`: ever).
+    /// Qualifying coins count from this instant on (`None`: ever): the start of the UTC day
+    /// `windowDays - 1` days before `now_ms`'s, so the window is whole days, today included, and a
+    /// credit leaves it at a midnight. Always the start of a day: what is counted by
+    /// [`qualifying_day`] and what is counted by instant agree.
     pub fn window_start(&self, now_ms: i64) -> Option<i64> {
         match self.basis {
             Basis::Lifetime => None,
-            Basis::Rolling => Some(now_ms - self.window_days.unwrap_or(DAYS_MAX) * DAY_MS),
+            Basis::Rolling => Some((qualifying_day(now_ms) - self.window_days.unwrap_or(DAYS_MAX) + 1) * DAY_MS),
         }
     }
 
@@ -564,9 +576,20 @@ mod tests {
     }
 
     #[test]
-    fn the_rolling_window_starts_window_days_ago() {
+    fn the_rolling_window_is_whole_utc_days_today_included() {
         let s = TierScheme { basis: Basis::Rolling, window_days: Some(10), ..scheme(Downgrade::OneDown, None) };
-        assert_eq!(s.window_start(100 * DAY), Some(90 * DAY));
+        // Day 100 and the nine before it, whatever the hour.
+        assert_eq!(s.window_start(100 * DAY), Some(91 * DAY));
+        assert_eq!(s.window_start(101 * DAY - 1), Some(91 * DAY));
+        assert_eq!(s.window_start(101 * DAY), Some(92 * DAY));
+        let one = TierScheme { window_days: Some(1), ..s };
+        assert_eq!(one.window_start(100 * DAY + 5), Some(100 * DAY));
         assert_eq!(scheme(Downgrade::OneDown, None).window_start(100 * DAY), None);
+    }
+
+    #[test]
+    fn a_qualifying_day_is_the_utc_day_even_before_1970() {
+        assert_eq!((qualifying_day(0), qualifying_day(DAY - 1), qualifying_day(DAY)), (0, 0, 1));
+        assert_eq!((qualifying_day(-1), qualifying_day(-DAY), qualifying_day(-DAY - 1)), (-1, -1, -2));
     }
 }

@@ -35,6 +35,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 10, name: "campaigns", sql: include_str!("../../migrations/sqlite/0010_campaigns.sql") },
     Migration { version: 11, name: "tiers", sql: include_str!("../../migrations/sqlite/0011_tiers.sql") },
     Migration { version: 12, name: "checks_without_lists", sql: include_str!("../../migrations/sqlite/0012_checks_without_lists.sql") },
+    Migration { version: 13, name: "qualifying_days", sql: include_str!("../../migrations/sqlite/0013_qualifying_days.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -55,6 +56,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 15, name: "tiers", sql: include_str!("../../migrations/postgres/0015_tiers.sql") },
     Migration { version: 16, name: "allocate_set_records", sql: include_str!("../../migrations/postgres/0016_allocate_set_records.sql") },
     Migration { version: 17, name: "allocate_one_whole", sql: include_str!("../../migrations/postgres/0017_allocate_one_whole.sql") },
+    Migration { version: 18, name: "qualifying_days", sql: include_str!("../../migrations/postgres/0018_qualifying_days.sql") },
 ];
 
 impl Migration {
@@ -151,6 +153,7 @@ mod tests {
         (10, "8ff446cb3dd9b82964239fd1c7a9b992e9ff621407b7d8f251a6d4e643c7b12c"),
         (11, "6eeb571e6ffa7724de1147e9aed24e1ac9f83b008458c47fcd372a2a505e73ba"),
         (12, "0dea14b54a0d61ba595f1b45ce2792f8dba834c1dd1be20429dc40cdb48a95ab"),
+        (13, "d9c04102918f1bb34eccb25401786140a664fc7b8530e000073d6092f58965ee"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),
@@ -170,6 +173,7 @@ mod tests {
         (15, "084e4b371c24799a33190ca6bc5434643b7a5f1e79c08318f742c11742508244"),
         (16, "6558bbd3398ecbb4e2f334c16406edeeeac7be54d77a2f693be79a774521db9a"),
         (17, "1f877f320af98ed66bee6370b851bd8694cefcebf604058b2b6e1fcf77afb8c5"),
+        (18, "79fcd05bea0a7c9e2c6a5183787fac0d033ce80d0d5ab33daef1ade3ebf5548f"),
     ];
 
     #[test]

@@ -7,14 +7,14 @@
 //! places every member again. A scheme change is announced like a configuration change, since
 //! allocations read the scheme with their configuration from the same cache.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
 use super::StoreResult;
 use super::ledger::LedgerTx;
 use super::model::RecordRow;
-use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState, TierView};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState, TierView, qualifying_day};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, Refusal, UserId};
 
@@ -79,8 +79,9 @@ pub trait TierStore: Send + Sync {
 pub(crate) trait TierTx: LedgerTx {
     /// Stores the scheme; the one it replaces, if any.
     async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>>;
-    /// Records a page of the history's dated moves (a rolling scheme).
-    async fn add_dated(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)]) -> StoreResult<()>;
+    /// Adds a page of the history's qualifying coins to the members' days (a rolling scheme),
+    /// summed by [`by_day`].
+    async fn add_days(&mut self, company: &CompanyId, days: &[QualifyingDay]) -> StoreResult<()>;
     /// Adds to members' running totals.
     async fn add_totals(&mut self, company: &CompanyId, totals: &[(UserId, i64)]) -> StoreResult<()>;
     /// Forgets every qualifying coin counted for the company (before counting them again).
@@ -99,6 +100,31 @@ pub(crate) trait TierTx: LedgerTx {
     /// Tells every process to read configurations (and schemes) again.
     async fn announce_tiers_change(&mut self) -> StoreResult<()>;
 }
+
+/// A member's qualifying coins of one UTC day, as a rolling scheme keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QualifyingDay {
+    pub user: UserId,
+    pub day: i64,
+    pub coins: i64,
+}
+
+/// Qualifying moves summed by member and day ([`qualifying_day`] of each move's time), in
+/// (member, day) order (the order batches lock members in); days that sum to nothing are left
+/// out. One row per member and day is what a rolling window needs, and writing each once keeps a
+/// statement from touching a row twice.
+pub(crate) fn by_day<'a>(moves: impl IntoIterator<Item = (&'a UserId, &'a QualifyingMove)>) -> Vec<QualifyingDay> {
+    let mut days: BTreeMap<(&str, i64), (&UserId, i64)> = BTreeMap::new();
+    for (user, m) in moves {
+        days.entry((user.as_str(), qualifying_day(m.earned_at))).or_insert((user, 0)).1 += m.coins;
+    }
+    days.into_iter().filter(|(_, (_, coins))| *coins != 0).map(|((_, day), (user, coins))| QualifyingDay { user: user.clone(), day, coins }).collect()
+}
+
+/// Adds to a member's qualifying coins of a day (both backends; PostgreSQL numbers the
+/// placeholders).
+pub(crate) const ADD_DAY_SQL: &str = "INSERT INTO qualifying_days (user_id, day, company_id, coins) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (user_id, day) DO UPDATE SET coins = qualifying_days.coins + excluded.coins";
 
 /// Credit records (and members) read at a time when a scheme is set up.
 const HISTORY_PAGE: i64 = 10_000;
@@ -126,7 +152,7 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
                 *totals.entry(user.clone()).or_default() += moved.coins;
             }
             if scheme.dated() {
-                tx.add_dated(company, &moves).await?;
+                tx.add_days(company, &by_day(moves.iter().map(|(user, m)| (user, m)))).await?;
             }
             match page.last() {
                 Some(last) if page.len() as i64 == HISTORY_PAGE => after.clone_from(&last.request_id),

@@ -1,11 +1,12 @@
 //! The ledger invariants `coins verify` checks (README, "How it is built"), in SQL both backends speak: each query returns one text column per problem
 //! found, so `coins verify` can print what differs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::as_of::counter_sql;
 use super::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
-use crate::domain::tiers::{TierScheme, TierState};
+use crate::domain::config::DAY_MS;
+use crate::domain::tiers::{TierScheme, TierState, qualifying_day};
 
 pub(crate) const CHECKS: &[(&str, &str)] = &[
     (
@@ -180,14 +181,15 @@ pub fn check_names() -> impl Iterator<Item = &'static str> {
     CHECKS.iter().map(|(_, name)| *name).chain(TIER_CHECKS)
 }
 
-/// What the tier checks read, in SQL both backends speak: the schemes; every qualifying move;
+/// What the tier checks read, in SQL both backends speak: the schemes; every member's qualifying
+/// coins by day (a rolling scheme's);
 /// the members of companies with a scheme and anyone with a tier; the time of the latest request
 /// or tier change (verify judges tiers at the later of it and the clock: a rolling window only
 /// loses coins as time passes, so no earlier instant may be used). The credits come from
 /// [`tier_credits_sql`].
 pub(crate) const TIER_FACTS: [&str; 4] = [
     "SELECT company_id, scheme FROM tier_schemes",
-    "SELECT company_id, user_id, earned_at, request_id, coins FROM qualifying_coins",
+    "SELECT company_id, user_id, day, coins FROM qualifying_days",
     "SELECT company_id, user_id, tier_code, tier_entered_at, tier_expires_at, tier_cause, tier_floor, tier_floor_reason, qualifying_total FROM users \
      WHERE company_id IN (SELECT company_id FROM tier_schemes) OR tier_code IS NOT NULL OR tier_floor IS NOT NULL OR qualifying_total <> 0",
     "SELECT COALESCE(MAX(t), 0) FROM (SELECT MAX(created_at) AS t FROM requests UNION ALL SELECT MAX(created_at) FROM tier_changes) latest",
@@ -201,12 +203,11 @@ pub(crate) fn tier_credits_sql() -> String {
     )
 }
 
-/// One qualifying move as the tier checks read it.
-pub(crate) struct MoveFact {
+/// A member's qualifying coins of one UTC day, as the tier checks read them.
+pub(crate) struct DayFact {
     pub company: String,
     pub user: String,
-    pub earned_at: i64,
-    pub request_id: String,
+    pub day: i64,
     pub coins: i64,
 }
 
@@ -215,15 +216,15 @@ pub(crate) struct TierFacts {
     pub schemes: Vec<(String, String)>,
     /// Each credit with its company.
     pub credits: Vec<(RecordRow, String)>,
-    pub moves: Vec<MoveFact>,
+    pub days: Vec<DayFact>,
     /// Each member with their tier and running total of qualifying coins.
     pub members: Vec<(String, String, TierState, i64)>,
     pub latest_ms: i64,
 }
 
 /// The tier checks: every member's running total of qualifying coins is what their credits'
-/// records say and, under a rolling scheme, every credit's dated coins too (counted once, at its
-/// activation time; a lifetime scheme keeps none); every member is at least in the tier their
+/// records say and, under a rolling scheme, so is each of their days (every credit counted on its
+/// activation day; a lifetime scheme keeps none); every member is at least in the tier their
 /// qualifying coins reach now; every stored tier code is one of the scheme's.
 pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
     let [counted_wrong, below, unknown] = TIER_CHECKS;
@@ -238,39 +239,27 @@ pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
             None => problems.push(format!("{unknown}: {company}: the scheme is unreadable")),
         }
     }
-    let mut counted: HashMap<(&str, &str), (i64, Vec<i64>)> = HashMap::new();
-    let mut by_member: HashMap<(&str, &str), Vec<(i64, i64)>> = HashMap::new();
-    for m in &facts.moves {
-        let c = counted.entry((m.company.as_str(), m.request_id.as_str())).or_default();
-        c.0 += m.coins;
-        c.1.push(m.earned_at);
-        by_member.entry((m.company.as_str(), m.user.as_str())).or_default().push((m.earned_at, m.coins));
+    // Each member's days as stored, and as the records say (rolling schemes only).
+    let mut stored: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
+    for d in &facts.days {
+        *stored.entry((d.company.as_str(), d.user.as_str(), d.day)).or_default() += d.coins;
     }
+    let mut said: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
     let mut totals: HashMap<(&str, &str), i64> = HashMap::new();
     for (row, company) in &facts.credits {
-        let expected = row.qualifying_with(row.returned()).filter(|(_, q)| *q != 0);
-        if let Some((_, q)) = expected {
-            *totals.entry((company.as_str(), row.user.as_str())).or_default() += q;
-        }
-        if !schemes.get(company.as_str()).is_some_and(TierScheme::dated) {
-            continue;
-        }
-        let actual = counted.remove(&(company.as_str(), row.request_id.as_str()));
-        let fine = match (&expected, &actual) {
-            (None, None) => true,
-            (None, Some((sum, _))) => *sum == 0,
-            (Some(_), None) => false,
-            (Some((at, q)), Some((sum, times))) => sum == q && times.iter().all(|t| t == at),
-        };
-        if !fine {
-            let said = expected.map_or("none".to_owned(), |(at, q)| format!("{q} at {at}"));
-            let found = actual.map_or("none".to_owned(), |(sum, times)| format!("{sum} at {times:?}"));
-            problems.push(format!("{counted_wrong}: {company}/{}: its record says {said}, counted {found}", row.request_id));
+        let Some((at, q)) = row.qualifying_with(row.returned()).filter(|(_, q)| *q != 0) else { continue };
+        *totals.entry((company.as_str(), row.user.as_str())).or_default() += q;
+        if schemes.get(company.as_str()).is_some_and(TierScheme::dated) {
+            *said.entry((company.as_str(), row.user.as_str(), qualifying_day(at))).or_default() += q;
         }
     }
-    for ((company, request), (sum, _)) in counted {
-        if sum != 0 {
-            problems.push(format!("{counted_wrong}: {company}/{request}: {sum} counted for no credit of a company with a rolling scheme"));
+    let keys: BTreeSet<(&str, &str, i64)> = stored.keys().chain(said.keys()).copied().collect();
+    for key @ (company, user, day) in keys {
+        let (counted, expected) = (stored.get(&key).copied().unwrap_or(0), said.get(&key).copied().unwrap_or(0));
+        if counted != expected {
+            let date = crate::clock::rfc3339(day.saturating_mul(DAY_MS));
+            let date = date.get(..10).unwrap_or(&date);
+            problems.push(format!("{counted_wrong}: {company}/{user} on {date}: the records say {expected}, counted {counted}"));
         }
     }
     for (company, user, _, total) in &facts.members {
@@ -292,8 +281,7 @@ pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
         let q: i64 = match scheme.window_start(now_ms) {
             None => *total,
             Some(since) => {
-                let moves = by_member.get(&(company.as_str(), user.as_str())).map_or(&[][..], Vec::as_slice);
-                moves.iter().filter(|(at, _)| *at >= since).map(|(_, coins)| coins).sum()
+                stored.range((company.as_str(), user.as_str(), qualifying_day(since))..=(company.as_str(), user.as_str(), i64::MAX)).map(|(_, c)| c).sum()
             }
         };
         let (is, reached) = (scheme.current(state), scheme.reached(q));

@@ -472,9 +472,10 @@ impl Model {
         }
     }
 
-    /// The member's qualifying coins at `now`.
+    /// The member's qualifying coins at `now`: those activated on `now`'s UTC day or on the
+    /// window's days before it.
     fn qualifying(&self, user: usize, now: i64) -> i64 {
-        let since = now - TIER_WINDOW_DAYS * DAY_MS;
+        let since = (now.div_euclid(DAY_MS) - (TIER_WINDOW_DAYS - 1)) * DAY_MS;
         self.qualified.iter().filter(|&&(u, at, _)| u == user && at >= since).map(|&(.., n)| n).sum()
     }
 

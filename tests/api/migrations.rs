@@ -191,6 +191,61 @@ async fn an_old_ledger_reads_as_records_after_the_upgrade(backend: Backend) {
     assert!(store.verify().await.unwrap().problems.is_empty(), "{:?}", store.verify().await.unwrap().problems);
 }
 
+/// Builds the database as the binary that shipped migration `last` left it (today's files up to
+/// it; rows left unsealed, which the upgrade seals).
+async fn migrate_up_to(backend: Backend, db: &BlankDb, last: i64) {
+    let list = if backend == Backend::Sqlite { migrate::SQLITE } else { migrate::POSTGRES };
+    execute(backend, &db.url, migrate::CREATE_TABLE).await;
+    for m in list.iter().filter(|m| m.version <= last) {
+        execute(backend, &db.url, m.sql).await;
+        execute(backend, &db.url, &format!("INSERT INTO schema_migrations (version, name, applied_at) VALUES ({}, '{}', 0)", m.version, m.name)).await;
+    }
+}
+
+/// A rolling scheme's qualifying coins, kept one row per credit and per return before, are
+/// carried forward as one sum per member and UTC day (a day before 1970 rounded down), and the
+/// old table is gone.
+async fn a_rolling_schemes_coins_are_summed_by_day_after_the_upgrade(backend: Backend) {
+    let Some(db) = blank_db(backend).await else { return };
+    let before_days = if backend == Backend::Sqlite { 12 } else { 17 };
+    migrate_up_to(backend, &db, before_days).await;
+    const DAY: i64 = 86_400_000;
+    for (user, at, request, by, coins) in [
+        ("U1", 1_000, "R1", "R1", 10),
+        ("U1", DAY - 1, "R2", "R2", 5),
+        ("U1", DAY, "R3", "R3", 7),
+        ("U1", DAY, "R3", "X3", -2),
+        ("U1", 3 * DAY + 5, "R4", "R4", 1),
+        ("U1", 3 * DAY + 6, "R4", "X4", -1),
+        ("U2", -1, "R5", "R5", 4),
+    ] {
+        execute(
+            backend,
+            &db.url,
+            &format!(
+                "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES ('{user}', {at}, '{request}', '{by}', 'C', {coins})"
+            ),
+        )
+        .await;
+    }
+    upgrade_with_this_binary(&db.url).await.expect("upgrade");
+    let sql = "SELECT user_id, day, company_id, coins FROM qualifying_days ORDER BY user_id, day";
+    let days: Vec<(String, i64, String, i64)> = match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(&db.url).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => pg(&db.url).await.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect(),
+    };
+    let row = |u: &str, day, coins| (u.to_owned(), day, "C".to_owned(), coins);
+    // A day whose credit was returned in full keeps its row, at nothing: it changes no sum.
+    assert_eq!(days, vec![row("U1", 0, 15), row("U1", 1, 5), row("U1", 3, 0), row("U2", -1, 4)]);
+    let dump = schema_dump(backend, &db.url).await;
+    assert!(dump.iter().any(|l| l.contains("qualifying_days")), "the dump must show tables");
+    assert!(!dump.iter().any(|l| l.contains("table qualifying_coins") || l.contains("column qualifying_coins.")), "the per-credit table must be gone");
+}
+
 /// `coins migrate` (and `serve`, which runs the same step first) on a database whose record of
 /// a shipped migration no longer matches: a clear error naming it, a failing exit, nothing applied.
 async fn a_changed_shipped_migration_refuses_to_start_naming_it(backend: Backend) {
@@ -236,5 +291,6 @@ macro_rules! on_both {
 on_both!(
     migrated_at_the_old_version_then_upgraded_has_the_schema_of_a_fresh_database,
     a_changed_shipped_migration_refuses_to_start_naming_it,
-    an_old_ledger_reads_as_records_after_the_upgrade
+    an_old_ledger_reads_as_records_after_the_upgrade,
+    a_rolling_schemes_coins_are_summed_by_day_after_the_upgrade
 );

@@ -191,6 +191,13 @@ verify_check! {
     credits_of_a_tier_company_never_counted: "qualifying coins differ from the credits' records", [
         "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000}]}', 'x', 0)",
     ];
+    // C gets a rolling scheme behind the API's back, with its running totals right and each
+    // member's coins counted, but on the day before their credits'.
+    a_rolling_members_coins_counted_on_another_day: "qualifying coins differ from the credits' records", [
+        "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"ROLLING\",\"windowDays\":3650,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000}]}', 'x', 0)",
+        "UPDATE users SET qualifying_total = (SELECT SUM(coins) FROM requests r WHERE r.user_id = users.user_id AND r.kind = 'ALLOCATE')",
+        "INSERT INTO qualifying_days (user_id, day, company_id, coins) SELECT user_id, created_at / 86400000 - 1, company_id, coins FROM requests WHERE kind = 'ALLOCATE'",
+    ];
     // Every credit counted, but nobody placed in the tier their 10 qualifying coins reach.
     members_left_below_their_tier: "member below the tier their qualifying coins reach", [
         "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000},{\"code\":\"TOP\",\"name\":\"Top\",\"threshold\":5,\"earnMultiplierBps\":20000}]}', 'x', 0)",

@@ -18,7 +18,10 @@ use crate::store::tiers::{MemberTier, StoredScheme};
 schema_of!(
     Basis,
     "TierBasis",
-    enum_schema(&["LIFETIME", "ROLLING"], "LIFETIME: every qualifying coin ever; ROLLING: those activated in the last `windowDays`")
+    enum_schema(
+        &["LIFETIME", "ROLLING"],
+        "LIFETIME: every qualifying coin ever; ROLLING: those activated in the last `windowDays` whole UTC days, today included (a credit leaves the window at a midnight UTC)"
+    )
 );
 schema_of!(
     Downgrade,

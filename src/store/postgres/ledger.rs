@@ -48,7 +48,7 @@ use crate::domain::refusal::Cap;
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::simulate::{SimulateCmd, Simulation};
-use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, RequestId, UserId};
 use crate::store::config_cache::Resolved;
@@ -56,7 +56,7 @@ use crate::store::dry_run;
 use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Returned};
 use crate::store::model::{RecordKinds, RecordRow};
-use crate::store::tiers::{TIER_COLUMNS, change_columns};
+use crate::store::tiers::{ADD_DAY_SQL, TIER_COLUMNS, by_day, change_columns};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -580,13 +580,8 @@ impl LedgerTx for PgTx<'_> {
         let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1").await?;
         self.0.execute(&stmt, &[&user.as_str(), &q.coins]).await?;
         if dated {
-            let stmt = self
-                .0
-                .prepare_cached(
-                    "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .await?;
-            self.0.execute(&stmt, &[&user.as_str(), &q.earned_at, &q.request_id, &q.by, &company.as_str(), &q.coins]).await?;
+            let stmt = self.0.prepare_cached(&ADD_DAY_SQL.replace('?', "$")).await?;
+            self.0.execute(&stmt, &[&user.as_str(), &qualifying_day(q.earned_at), &company.as_str(), &q.coins]).await?;
         }
         Ok(())
     }
@@ -975,20 +970,23 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
     }
     let dated: Vec<usize> = (0..qualified.len()).filter(|&k| qualified[k].1.dated()).collect();
     if !dated.is_empty() {
-        let column = |f: &dyn Fn(&AllocateCmd) -> String| -> Vec<String> { dated.iter().map(|&k| f(&cmds[qualified[k].0])).collect() };
-        let (users, requests, companies) = (column(&|c| c.user.to_string()), column(&|c| c.request_id.to_string()), column(&|c| c.company.to_string()));
-        let (earned, coins): (Vec<i64>, Vec<i64>) = dated.iter().map(|&k| (cmds[qualified[k].0].now_ms, qualified[k].3)).unzip();
+        let moves: Vec<(&UserId, QualifyingMove)> = dated
+            .iter()
+            .map(|&k| {
+                let cmd = &cmds[qualified[k].0];
+                let id = cmd.request_id.to_string();
+                (&cmd.user, QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualified[k].3 })
+            })
+            .collect();
+        let company_of: HashMap<&str, &CompanyId> = dated.iter().map(|&k| (cmds[qualified[k].0].user.as_str(), &cmds[qualified[k].0].company)).collect();
+        let days = by_day(moves.iter().map(|(user, m)| (*user, m)));
+        let with_company = days.iter().filter_map(|d| company_of.get(d.user.as_str()).map(|c| (d, *c)));
+        super::tiers::add_days(tx, with_company).await?;
+        let users: Vec<&str> = dated.iter().map(|&k| cmds[qualified[k].0].user.as_str()).collect();
+        let since: Vec<i64> = dated.iter().map(|&k| qualified[k].1.window_start(cmds[qualified[k].0].now_ms).map_or(i64::MIN, qualifying_day)).collect();
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
-                 SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])",
-            )
-            .await?;
-        tx.execute(&stmt, &[&users, &earned, &requests, &companies, &coins]).await?;
-        let since: Vec<i64> = dated.iter().map(|&k| qualified[k].1.window_start(cmds[qualified[k].0].now_ms).unwrap_or(i64::MIN)).collect();
-        let stmt = tx
-            .prepare_cached(
-                "SELECT (SELECT COALESCE(SUM(q.coins), 0)::BIGINT FROM qualifying_coins q WHERE q.user_id = x.user_id AND q.earned_at >= x.since) \
+                "SELECT (SELECT COALESCE(SUM(q.coins), 0)::BIGINT FROM qualifying_days q WHERE q.user_id = x.user_id AND q.day >= x.since) \
                  FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS x(user_id, since, n) ORDER BY x.n",
             )
             .await?;

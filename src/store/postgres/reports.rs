@@ -10,7 +10,7 @@ use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
-use crate::store::verify::{CHECKS, MoveFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
+use crate::store::verify::{CHECKS, DayFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
     StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
@@ -227,16 +227,11 @@ impl ReportStore for PgStore {
                 report.problems.push(format!("{what}: {}", row.get::<_, String>(0)));
             }
         }
-        let [schemes, moves, members, latest] = TIER_FACTS;
+        let [schemes, days, members, latest] = TIER_FACTS;
         let facts = TierFacts {
             schemes: tx.query(schemes, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect(),
             credits: tx.query(&tier_credits_sql(), &[]).await?.iter().map(|r| (record_from_row(r), r.get(22))).collect(),
-            moves: tx
-                .query(moves, &[])
-                .await?
-                .iter()
-                .map(|r| MoveFact { company: r.get(0), user: r.get(1), earned_at: r.get(2), request_id: r.get(3), coins: r.get(4) })
-                .collect(),
+            days: tx.query(days, &[]).await?.iter().map(|r| DayFact { company: r.get(0), user: r.get(1), day: r.get(2), coins: r.get(3) }).collect(),
             members: tx.query(members, &[]).await?.iter().map(|r| (r.get(0), r.get(1), super::tiers::tier_state(r, 2), r.get(8))).collect(),
             latest_ms: tx.query_one(latest, &[]).await?.get(0),
         };

@@ -10,12 +10,12 @@ use deadpool_postgres::GenericClient;
 use super::listen::CONFIGS_CHANNEL;
 use super::reports::record_from_row;
 use super::{PgStore, PgTx};
-use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
+use crate::domain::tiers::{TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::{CompanyId, UserId};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::tiers::change_columns;
 use crate::store::tiers::{
-    self, MEMBERS_PAGE_SQL, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx,
+    self, MEMBERS_PAGE_SQL, MemberTier, QualifyingDay, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -72,10 +72,33 @@ pub(super) async fn qualifying(client: &impl GenericClient, user: &UserId, since
             client.query_opt(&stmt, &[&user.as_str()]).await?.map_or(0, |r| r.get(0))
         }
         Some(since) => {
-            let stmt = client.prepare_cached("SELECT COALESCE(SUM(coins), 0)::BIGINT FROM qualifying_coins WHERE user_id = $1 AND earned_at >= $2").await?;
-            client.query_one(&stmt, &[&user.as_str(), &since]).await?.get(0)
+            let stmt = client.prepare_cached("SELECT COALESCE(SUM(coins), 0)::BIGINT FROM qualifying_days WHERE user_id = $1 AND day >= $2").await?;
+            client.query_one(&stmt, &[&user.as_str(), &qualifying_day(since)]).await?.get(0)
         }
     })
+}
+
+/// Adds to members' qualifying coins of a day, each with the member's company, in one statement
+/// (each member and day at most once: [`tiers::by_day`] sums them).
+pub(super) async fn add_days<'a>(client: &impl GenericClient, days: impl Iterator<Item = (&'a QualifyingDay, &'a CompanyId)>) -> StoreResult<()> {
+    let (mut users, mut numbers, mut companies, mut coins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (d, company) in days {
+        users.push(d.user.as_str());
+        numbers.push(d.day);
+        companies.push(company.as_str());
+        coins.push(d.coins);
+    }
+    if users.is_empty() {
+        return Ok(());
+    }
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO qualifying_days (user_id, day, company_id, coins) SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) \
+             ON CONFLICT (user_id, day) DO UPDATE SET coins = qualifying_days.coins + excluded.coins",
+        )
+        .await?;
+    client.execute(&stmt, &[&users, &numbers, &companies, &coins]).await?;
+    Ok(())
 }
 
 /// Waits for every ledger write under way to commit and holds off new ones until this
@@ -131,26 +154,12 @@ impl TierTx for PgTx<'_> {
         Ok(())
     }
 
-    async fn add_dated(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)]) -> StoreResult<()> {
-        {
-            let users: Vec<&str> = moves.iter().map(|(u, _)| u.as_str()).collect();
-            let at: Vec<i64> = moves.iter().map(|(_, m)| m.earned_at).collect();
-            let ids: Vec<&str> = moves.iter().map(|(_, m)| m.request_id.as_str()).collect();
-            let coins: Vec<i64> = moves.iter().map(|(_, m)| m.coins).collect();
-            let stmt = self
-                .0
-                .prepare_cached(
-                    "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) \
-                     SELECT x.uid, x.at, x.rid, x.rid, $5, x.coins FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS x(uid, at, rid, coins)",
-                )
-                .await?;
-            self.0.execute(&stmt, &[&users, &at, &ids, &coins, &company.as_str()]).await?;
-        }
-        Ok(())
+    async fn add_days(&mut self, company: &CompanyId, days: &[QualifyingDay]) -> StoreResult<()> {
+        add_days(self.0, days.iter().map(|d| (d, company))).await
     }
 
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {
-        let stmt = self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = $1").await?;
+        let stmt = self.0.prepare_cached("DELETE FROM qualifying_days WHERE company_id = $1").await?;
         self.0.execute(&stmt, &[&company.as_str()]).await?;
         let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = 0 WHERE company_id = $1 AND qualifying_total <> 0").await?;
         self.0.execute(&stmt, &[&company.as_str()]).await?;
@@ -197,11 +206,9 @@ impl TierTx for PgTx<'_> {
             .collect();
         if let Some(since) = since_ms {
             let users: Vec<&str> = rows.iter().map(|(u, ..)| u.as_str()).collect();
-            let stmt = self
-                .0
-                .prepare_cached("SELECT user_id, SUM(coins)::BIGINT FROM qualifying_coins WHERE user_id = ANY($1) AND earned_at >= $2 GROUP BY user_id")
-                .await?;
-            let sums: HashMap<String, i64> = self.0.query(&stmt, &[&users, &since]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let stmt =
+                self.0.prepare_cached("SELECT user_id, SUM(coins)::BIGINT FROM qualifying_days WHERE user_id = ANY($1) AND day >= $2 GROUP BY user_id").await?;
+            let sums: HashMap<String, i64> = self.0.query(&stmt, &[&users, &qualifying_day(since)]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
             for (user, _, q) in &mut rows {
                 *q = sums.get(user.as_str()).copied().unwrap_or(0);
             }

@@ -23,14 +23,14 @@ use crate::domain::redeem::{CoinValue, RedeemCmd, RedeemReceipt};
 use crate::domain::report;
 use crate::domain::reverse::{Original, OwnLot, ReverseCmd, ReverseReceipt, Taken};
 use crate::domain::simulate::{SimulateCmd, Simulation};
-use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
+use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::config_cache::{ConfigCache, Resolved};
 use crate::store::dry_run;
 use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Returned, run_now};
 use crate::store::model::{RecordKinds, RecordRow};
-use crate::store::tiers::change_columns;
+use crate::store::tiers::{ADD_DAY_SQL, change_columns};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -507,11 +507,7 @@ impl LedgerTx for SqliteTx<'_> {
     async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<()> {
         self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?2 WHERE user_id = ?1")?.execute(params![user.as_str(), q.coins])?;
         if dated {
-            self.0
-                .prepare_cached(
-                    "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![user.as_str(), q.earned_at, q.request_id, q.by, company.as_str(), q.coins])?;
+            self.0.prepare_cached(ADD_DAY_SQL)?.execute(params![user.as_str(), qualifying_day(q.earned_at), company.as_str(), q.coins])?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
-use crate::store::verify::{CHECKS, MoveFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
+use crate::store::verify::{CHECKS, DayFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
     StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
@@ -238,13 +238,13 @@ impl ReportStore for SqliteStore {
                     report.problems.push(format!("{what}: {}", row?));
                 }
             }
-            let [schemes, moves, members, latest] = TIER_FACTS;
+            let [schemes, days, members, latest] = TIER_FACTS;
             let facts = TierFacts {
                 schemes: conn.prepare(schemes)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?,
                 credits: conn.prepare(&tier_credits_sql())?.query_map([], |r| Ok((record_from_row(r)?, r.get(22)?)))?.collect::<Result<_, _>>()?,
-                moves: conn
-                    .prepare(moves)?
-                    .query_map([], |r| Ok(MoveFact { company: r.get(0)?, user: r.get(1)?, earned_at: r.get(2)?, request_id: r.get(3)?, coins: r.get(4)? }))?
+                days: conn
+                    .prepare(days)?
+                    .query_map([], |r| Ok(DayFact { company: r.get(0)?, user: r.get(1)?, day: r.get(2)?, coins: r.get(3)? }))?
                     .collect::<Result<_, _>>()?,
                 members: conn
                     .prepare(members)?

@@ -8,13 +8,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::reports::record_from_row;
 use super::{SqliteStore, SqliteTx};
-use crate::domain::tiers::{QualifyingMove, TierChange, TierScheme, TierState};
+use crate::domain::tiers::{TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::{CompanyId, UserId};
 use crate::store::ledger::LedgerTx;
 use crate::store::ledger::run_now;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::tiers::{
-    self, MEMBERS_PAGE_SQL, MemberTier, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx,
+    self, ADD_DAY_SQL, MEMBERS_PAGE_SQL, MemberTier, QualifyingDay, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore,
+    TierTx,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -63,8 +64,8 @@ pub(super) fn qualifying(conn: &Connection, user: &UserId, since_ms: Option<i64>
             .optional()?
             .unwrap_or(0),
         Some(since) => conn
-            .prepare_cached("SELECT COALESCE(SUM(coins), 0) FROM qualifying_coins WHERE user_id = ?1 AND earned_at >= ?2")?
-            .query_row(params![user.as_str(), since], |r| r.get(0))?,
+            .prepare_cached("SELECT COALESCE(SUM(coins), 0) FROM qualifying_days WHERE user_id = ?1 AND day >= ?2")?
+            .query_row(params![user.as_str(), qualifying_day(since)], |r| r.get(0))?,
     })
 }
 
@@ -80,12 +81,10 @@ impl TierTx for SqliteTx<'_> {
         Ok(before)
     }
 
-    async fn add_dated(&mut self, company: &CompanyId, moves: &[(UserId, QualifyingMove)]) -> StoreResult<()> {
-        let mut insert = self.0.prepare_cached(
-            "INSERT INTO qualifying_coins (user_id, earned_at, request_id, by_request_id, company_id, coins) VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
-        )?;
-        for (user, m) in moves {
-            insert.execute(params![user.as_str(), m.earned_at, m.request_id, company.as_str(), m.coins])?;
+    async fn add_days(&mut self, company: &CompanyId, days: &[QualifyingDay]) -> StoreResult<()> {
+        let mut add = self.0.prepare_cached(ADD_DAY_SQL)?;
+        for d in days {
+            add.execute(params![d.user.as_str(), d.day, company.as_str(), d.coins])?;
         }
         Ok(())
     }
@@ -99,7 +98,7 @@ impl TierTx for SqliteTx<'_> {
     }
 
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {
-        self.0.prepare_cached("DELETE FROM qualifying_coins WHERE company_id = ?1")?.execute(params![company.as_str()])?;
+        self.0.prepare_cached("DELETE FROM qualifying_days WHERE company_id = ?1")?.execute(params![company.as_str()])?;
         self.0.prepare_cached("UPDATE users SET qualifying_total = 0 WHERE company_id = ?1 AND qualifying_total <> 0")?.execute(params![company.as_str()])?;
         Ok(())
     }
