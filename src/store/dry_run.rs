@@ -453,9 +453,9 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(self.inner.qualifying(user, since_ms).await? + added)
     }
 
-    async fn add_qualifying(&mut self, _company: &CompanyId, _user: &UserId, qualifying: &QualifyingMove, _dated: bool) -> StoreResult<()> {
+    async fn add_qualifying(&mut self, _company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, _dated: bool) -> StoreResult<i64> {
         self.qualified.push(qualifying.clone());
-        Ok(())
+        self.qualifying(user, None).await
     }
 
     async fn set_tier(&mut self, _company: &CompanyId, _user: &UserId, state: &TierState, _change: Option<&TierChange>, _now_ms: i64) -> StoreResult<()> {

@@ -128,11 +128,19 @@ pub(crate) trait LedgerTx {
     async fn current_scheme(&mut self, company: &CompanyId, cached: Option<&Arc<TierScheme>>) -> StoreResult<Option<Arc<TierScheme>>>;
     /// The member's tier as stored (read after their row is locked).
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState>;
+    /// The member's tier now that their row is locked, given `read` earlier in the same
+    /// transaction before the lock. Read again, unless the backend knows nothing can have
+    /// changed it in between (the SQLite writer is the only writer).
+    async fn tier_locked(&mut self, user: &UserId, read: TierState) -> StoreResult<TierState> {
+        let _ = read;
+        self.tier(user).await
+    }
     /// The member's qualifying coins earned at or after `since_ms` (`None`: ever, their running
     /// total).
     async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64>;
-    /// Adds to the member's running total and, when `dated` (a rolling scheme), records the move.
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, dated: bool) -> StoreResult<()>;
+    /// Adds to the member's running total and, when `dated` (a rolling scheme), to their day;
+    /// the running total after it.
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, dated: bool) -> StoreResult<i64>;
     /// Stores the member's tier; with a change, records it and its webhook messages.
     async fn set_tier(&mut self, company: &CompanyId, user: &UserId, state: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()>;
 }
@@ -222,17 +230,35 @@ fn tier_multiplier(config: &CoinConfig, scheme: &TierScheme, state: &TierState) 
 }
 
 /// Qualifying coins a credit gained or lost, recorded. A gain upgrades the member at once if
-/// they reach a higher tier; a loss counts at the next evaluation.
-async fn qualify<T: LedgerTx>(tx: &mut T, scheme: &TierScheme, company: &CompanyId, user: &UserId, moved: QualifyingMove, now_ms: i64) -> StoreResult<()> {
+/// they reach a higher tier; a loss counts at the next evaluation. `known`: the member's tier as
+/// the caller already holds it under the lock (else it is read).
+async fn qualify<T: LedgerTx>(
+    tx: &mut T,
+    scheme: &TierScheme,
+    (company, user): (&CompanyId, &UserId),
+    moved: QualifyingMove,
+    now_ms: i64,
+    known: Option<&TierState>,
+) -> StoreResult<()> {
     if moved.coins == 0 {
         return Ok(());
     }
-    tx.add_qualifying(company, user, &moved, scheme.dated()).await?;
+    let total = tx.add_qualifying(company, user, &moved, scheme.dated()).await?;
     if moved.coins < 0 {
         return Ok(());
     }
-    let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
-    let state = tx.tier(user).await?;
+    let state = match known {
+        Some(state) => state.clone(),
+        None => tx.tier(user).await?,
+    };
+    let qualifying = match scheme.window_start(now_ms) {
+        None => total,
+        // A window never counts more than the running total (every day's sum is its credits
+        // less what was returned of them, never below nothing): when the total reaches no
+        // higher tier, neither does the window.
+        Some(_) if scheme.reached(total) <= scheme.current(&state) => return Ok(()),
+        since @ Some(_) => tx.qualifying(user, since).await?,
+    };
     if let Some(change) = scheme.after_earning(&state, qualifying, now_ms, &moved.by) {
         tx.set_tier(company, user, &change.state, Some(&change), now_ms).await?;
     }
@@ -352,9 +378,13 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     };
     // The member's multiplier as their tier stands now (read without the lock; checked again
     // under it, where a tier changed meanwhile or overdue is caught and the record rewritten).
-    let hint = match tiers_hint {
-        Some(scheme) => tier_multiplier(config, scheme, &tx.tier(user).await?),
+    let read = match tiers_hint {
+        Some(_) => Some(tx.tier(user).await?),
         None => None,
+    };
+    let hint = match (tiers_hint, &read) {
+        (Some(scheme), Some(state)) => tier_multiplier(config, scheme, state),
+        _ => None,
     };
     let tiered = allocate::with_tier(&calculation, hint.as_ref().map(|(code, bps)| (code.as_str(), *bps)));
     let ranked = campaigns::ranked(campaigns, &cmd.event, cmd.now_ms, &tiered);
@@ -385,7 +415,10 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     let tiers = scheme.as_deref();
     let (tier, evaluated) = match (tiers, &account) {
         (Some(scheme), Some(a)) if a.company == *company => {
-            let state = tx.tier(user).await?;
+            let state = match read {
+                Some(read) => tx.tier_locked(user, read).await?,
+                None => tx.tier(user).await?,
+            };
             match state.expires_at {
                 Some(at) if at <= cmd.now_ms => {
                     let change = overdue(tx, scheme, &state, user, cmd.now_ms).await?;
@@ -453,7 +486,7 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     if let Some(scheme) = tiers {
         let id = cmd.request_id.to_string();
         let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_now(&earn) };
-        qualify(tx, scheme, company, user, moved, cmd.now_ms).await?;
+        qualify(tx, scheme, (company, user), moved, cmd.now_ms, tier.as_ref()).await?;
     }
     Ok(AllocateOk::Allocated { coins: Coins::from_stored(earn.coins), balance: plan.balance, entry_id })
 }
@@ -523,7 +556,7 @@ async fn write_activations<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &
         let row = tx.allocation(company, &a.request_id).await?.ok_or_else(|| StoreError::Corrupt(format!("activated {} has no record", a.request_id)))?;
         if let Some((earned_at, coins)) = row.qualifying_with(row.returned()) {
             let id = a.request_id.to_string();
-            qualify(tx, &scheme, company, user, QualifyingMove { earned_at, request_id: id.clone(), by: id, coins }, now_ms).await?;
+            qualify(tx, &scheme, (company, user), QualifyingMove { earned_at, request_id: id.clone(), by: id, coins }, now_ms, None).await?;
         }
     }
     Ok(())
@@ -634,7 +667,7 @@ pub(crate) async fn adjust<T: LedgerTx>(tx: &mut T, cmd: &AdjustCmd) -> StoreRes
     if let Some(scheme) = scheme {
         let id = request_id.to_string();
         let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_base };
-        qualify(tx, &scheme, company, user, moved, cmd.now_ms).await?;
+        qualify(tx, &scheme, (company, user), moved, cmd.now_ms, None).await?;
     }
     // Adjustments count in the lifetime earned, as allocations and their returns do.
     tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Earned, plan.entry.coins).await?;
@@ -773,7 +806,7 @@ async fn requalify<T: LedgerTx>(
     let Some(scheme) = tx.tier_scheme(company).await? else { return Ok(()) };
     if let (Some((earned_at, was)), Some((_, is))) = (credit.qualifying_with(credit.returned()), credit.qualifying_with(returned)) {
         let moved = QualifyingMove { earned_at, request_id: credit.request_id.clone(), by: by.to_string(), coins: is - was };
-        qualify(tx, &scheme, company, user, moved, now_ms).await?;
+        qualify(tx, &scheme, (company, user), moved, now_ms, None).await?;
     }
     let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
     let state = tx.tier(user).await?;

@@ -576,14 +576,14 @@ impl LedgerTx for PgTx<'_> {
         super::tiers::qualifying(self.0, user, since_ms).await
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<()> {
-        let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1").await?;
-        self.0.execute(&stmt, &[&user.as_str(), &q.coins]).await?;
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<i64> {
+        let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1 RETURNING qualifying_total").await?;
+        let total: i64 = self.0.query_one(&stmt, &[&user.as_str(), &q.coins]).await?.get(0);
         if dated {
             let stmt = self.0.prepare_cached(&ADD_DAY_SQL.replace('?', "$")).await?;
             self.0.execute(&stmt, &[&user.as_str(), &qualifying_day(q.earned_at), &company.as_str(), &q.coins]).await?;
         }
-        Ok(())
+        Ok(total)
     }
 
     async fn set_tier(&mut self, company: &CompanyId, user: &UserId, t: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()> {

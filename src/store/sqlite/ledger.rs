@@ -500,16 +500,34 @@ impl LedgerTx for SqliteTx<'_> {
         super::tiers::state(self.0, user)
     }
 
+    async fn tier_locked(&mut self, _user: &UserId, read: TierState) -> StoreResult<TierState> {
+        // On the writer, the only writer, nothing changed it since it was read.
+        Ok(read)
+    }
+
     async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
         super::tiers::qualifying(self.0, user, since_ms)
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<()> {
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<i64> {
+        // Not `RETURNING`: SQLite collects a DML statement's returned rows in a temporary B-tree,
+        // which cost more than reading the row again (a page just written, in cache).
         self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?2 WHERE user_id = ?1")?.execute(params![user.as_str(), q.coins])?;
+        let total = super::tiers::qualifying(self.0, user, None)?;
         if dated {
-            self.0.prepare_cached(ADD_DAY_SQL)?.execute(params![user.as_str(), qualifying_day(q.earned_at), company.as_str(), q.coins])?;
+            // Most moves add to a day the member already has (today's): one seek. An upsert
+            // would seek twice, once to find the conflict and once to update.
+            let day = qualifying_day(q.earned_at);
+            let added = self.0.prepare_cached("UPDATE qualifying_days SET coins = coins + ?3 WHERE user_id = ?1 AND day = ?2")?.execute(params![
+                user.as_str(),
+                day,
+                q.coins
+            ])?;
+            if added == 0 {
+                self.0.prepare_cached(ADD_DAY_SQL)?.execute(params![user.as_str(), day, company.as_str(), q.coins])?;
+            }
         }
-        Ok(())
+        Ok(total)
     }
 
     async fn set_tier(&mut self, company: &CompanyId, user: &UserId, t: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()> {
