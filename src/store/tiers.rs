@@ -80,8 +80,10 @@ pub(crate) trait TierTx: LedgerTx {
     /// Stores the scheme; the one it replaces, if any.
     async fn write_scheme(&mut self, company: &CompanyId, scheme: &TierScheme, actor: &str, now_ms: i64) -> StoreResult<Option<TierScheme>>;
     /// Adds a page of the history's qualifying coins to the members' days (a rolling scheme),
-    /// summed by [`by_day`].
+    /// summed by [`by_day`]. A backend may hold them until [`TierTx::days_counted`].
     async fn add_days(&mut self, company: &CompanyId, days: &[QualifyingDay]) -> StoreResult<()>;
+    /// The whole history's days were added: anything held is written now.
+    async fn days_counted(&mut self, company: &CompanyId) -> StoreResult<()>;
     /// Adds to members' running totals.
     async fn add_totals(&mut self, company: &CompanyId, totals: &[(UserId, i64)]) -> StoreResult<()>;
     /// Forgets every qualifying coin counted for the company (before counting them again).
@@ -158,6 +160,9 @@ pub(crate) async fn put<T: TierTx>(tx: &mut T, company: &CompanyId, scheme: &Tie
                 Some(last) if page.len() as i64 == HISTORY_PAGE => after.clone_from(&last.request_id),
                 _ => break,
             }
+        }
+        if scheme.dated() {
+            tx.days_counted(company).await?;
         }
         // In user id order: the order every batch locks members in.
         let mut totals: Vec<(UserId, i64)> = totals.into_iter().filter(|(_, n)| *n != 0).collect();

@@ -154,8 +154,35 @@ impl TierTx for PgTx<'_> {
         Ok(())
     }
 
-    async fn add_days(&mut self, company: &CompanyId, days: &[QualifyingDay]) -> StoreResult<()> {
-        add_days(self.0, days.iter().map(|d| (d, company))).await
+    async fn add_days(&mut self, _company: &CompanyId, days: &[QualifyingDay]) -> StoreResult<()> {
+        // Staged, then summed once: the pages of the history come in request id order, so a
+        // member's day recurs on many pages, and updating its row once per page left a chain of
+        // row versions (all of this transaction's, none prunable) that every later update
+        // walked: over 30 s at 1.3M credits against 13 s for one row per credit.
+        let (users, numbers, coins): (Vec<&str>, Vec<i64>, Vec<i64>) = days.iter().map(|d| (d.user.as_str(), d.day, d.coins)).collect();
+        self.0
+            .batch_execute("CREATE TEMP TABLE IF NOT EXISTS qualifying_days_staged (user_id TEXT NOT NULL, day BIGINT NOT NULL, coins BIGINT NOT NULL) ON COMMIT DROP")
+            .await?;
+        // Not a cached statement: the staging table is a new one in every transaction.
+        let stmt = self.0.prepare("INSERT INTO qualifying_days_staged SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[])").await?;
+        self.0.execute(&stmt, &[&users, &numbers, &coins]).await?;
+        Ok(())
+    }
+
+    async fn days_counted(&mut self, company: &CompanyId) -> StoreResult<()> {
+        self.0
+            .batch_execute("CREATE TEMP TABLE IF NOT EXISTS qualifying_days_staged (user_id TEXT NOT NULL, day BIGINT NOT NULL, coins BIGINT NOT NULL) ON COMMIT DROP")
+            .await?;
+        let stmt = self
+            .0
+            .prepare(
+                "INSERT INTO qualifying_days (user_id, day, company_id, coins) SELECT user_id, day, $1, SUM(coins)::BIGINT FROM qualifying_days_staged \
+                 GROUP BY user_id, day HAVING SUM(coins) <> 0 ON CONFLICT (user_id, day) DO UPDATE SET coins = qualifying_days.coins + excluded.coins",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str()]).await?;
+        self.0.batch_execute("DROP TABLE qualifying_days_staged").await?;
+        Ok(())
     }
 
     async fn reset_qualifying(&mut self, company: &CompanyId) -> StoreResult<()> {

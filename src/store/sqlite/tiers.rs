@@ -89,6 +89,11 @@ impl TierTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn days_counted(&mut self, _company: &CompanyId) -> StoreResult<()> {
+        // Written as added: a row updated again in the same transaction costs SQLite nothing more.
+        Ok(())
+    }
+
     async fn add_totals(&mut self, company: &CompanyId, totals: &[(UserId, i64)]) -> StoreResult<()> {
         let mut update = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?3 WHERE company_id = ?1 AND user_id = ?2")?;
         for (user, n) in totals {
