@@ -172,8 +172,8 @@ impl TierScheme {
         serde_json::from_str(text).ok()
     }
 
-    /// Whether qualifying coins are kept with their dates (a rolling window needs them; a
-    /// lifetime count needs only the running total).
+    /// Whether qualifying coins are kept by day as well (a rolling window needs them; a lifetime
+    /// count needs only the running total).
     pub fn dated(&self) -> bool {
         self.basis == Basis::Rolling
     }
