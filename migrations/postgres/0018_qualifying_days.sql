@@ -5,6 +5,10 @@
 -- day (one row per member and active day) and a window sums at most its days. The window counts
 -- whole days, today included, so a day's sum is all it needs. Existing moves are carried forward
 -- in place, summed by member and day (a day before 1970 rounded down, as the application does).
+-- The old table is locked first, so no move an older process writes meanwhile is left behind
+-- between the copy and the drop: such a process waits, then fails on the dropped table.
+LOCK TABLE qualifying_coins IN ACCESS EXCLUSIVE MODE;
+
 CREATE TABLE qualifying_days (
     user_id     TEXT NOT NULL,
     day         BIGINT NOT NULL,

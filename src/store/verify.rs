@@ -258,7 +258,7 @@ pub(crate) fn tier_problems(facts: &TierFacts, now_ms: i64) -> Vec<String> {
         let (counted, expected) = (stored.get(&key).copied().unwrap_or(0), said.get(&key).copied().unwrap_or(0));
         if counted != expected {
             let date = crate::clock::rfc3339(day.saturating_mul(DAY_MS));
-            let date = date.get(..10).unwrap_or(&date);
+            let date = date.get(..10).map_or_else(|| format!("day {day}"), str::to_owned);
             problems.push(format!("{counted_wrong}: {company}/{user} on {date}: the records say {expected}, counted {counted}"));
         }
     }
