@@ -101,6 +101,11 @@ pub(super) async fn add_days<'a>(client: &impl GenericClient, days: impl Iterato
     Ok(())
 }
 
+/// The table a `ROLLING` history's days are staged in while a scheme is set up (this
+/// transaction's own; created by the first page, summed and dropped after the last).
+const STAGE_DAYS_SQL: &str =
+    "CREATE TEMP TABLE IF NOT EXISTS qualifying_days_staged (user_id TEXT NOT NULL, day BIGINT NOT NULL, coins BIGINT NOT NULL) ON COMMIT DROP";
+
 /// Waits for every ledger write under way to commit and holds off new ones until this
 /// transaction ends. Every ledger flow writes `requests` (a claim, or an activation's record)
 /// before it reads whether the company has a scheme, so none can decide without a scheme that this
@@ -162,11 +167,7 @@ impl TierTx for PgTx<'_> {
         // row versions (all of this transaction's, none prunable) that every later update
         // walked: over 30 s at 1.3M credits against 13 s for one row per credit.
         let (users, numbers, coins): (Vec<&str>, Vec<i64>, Vec<i64>) = days.iter().map(|d| (d.user.as_str(), d.day, d.coins)).collect();
-        self.0
-            .batch_execute(
-                "CREATE TEMP TABLE IF NOT EXISTS qualifying_days_staged (user_id TEXT NOT NULL, day BIGINT NOT NULL, coins BIGINT NOT NULL) ON COMMIT DROP",
-            )
-            .await?;
+        self.0.batch_execute(STAGE_DAYS_SQL).await?;
         // Not a cached statement: the staging table is a new one in every transaction.
         let stmt = self.0.prepare("INSERT INTO qualifying_days_staged SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[])").await?;
         self.0.execute(&stmt, &[&users, &numbers, &coins]).await?;
@@ -174,11 +175,7 @@ impl TierTx for PgTx<'_> {
     }
 
     async fn days_counted(&mut self, company: &CompanyId) -> StoreResult<()> {
-        self.0
-            .batch_execute(
-                "CREATE TEMP TABLE IF NOT EXISTS qualifying_days_staged (user_id TEXT NOT NULL, day BIGINT NOT NULL, coins BIGINT NOT NULL) ON COMMIT DROP",
-            )
-            .await?;
+        self.0.batch_execute(STAGE_DAYS_SQL).await?;
         let stmt = self
             .0
             .prepare(
