@@ -128,21 +128,37 @@ pub(crate) trait LedgerTx {
     async fn current_scheme(&mut self, company: &CompanyId, cached: Option<&Arc<TierScheme>>) -> StoreResult<Option<Arc<TierScheme>>>;
     /// The member's tier as stored (read after their row is locked).
     async fn tier(&mut self, user: &UserId) -> StoreResult<TierState>;
-    /// The member's tier now that their row is locked, given `read` earlier in the same
-    /// transaction before the lock. Read again, unless the backend knows nothing can have
-    /// changed it in between (the SQLite writer is the only writer).
-    async fn tier_locked(&mut self, user: &UserId, read: TierState) -> StoreResult<TierState> {
+    /// The member's account, tier and running total at once (a backend reads its row once),
+    /// `locked` as [`LedgerTx::account`] locks, or not as [`LedgerTx::account_unlocked`].
+    async fn member(&mut self, user: &UserId, locked: bool) -> StoreResult<Member> {
+        let account = if locked { self.account(user).await? } else { self.account_unlocked(user).await? };
+        Ok(Member { account, tier: self.tier(user).await?, qualifying_total: self.qualifying(user, None).await? })
+    }
+    /// The member now that their row is locked, given `read` earlier in the same transaction
+    /// before the lock. Read again, unless the backend knows nothing can have changed it in
+    /// between (the SQLite writer is the only writer).
+    async fn member_locked(&mut self, user: &UserId, read: Member) -> StoreResult<Member> {
         let _ = read;
-        self.tier(user).await
+        self.member(user, true).await
     }
     /// The member's qualifying coins earned at or after `since_ms` (`None`: ever, their running
     /// total).
     async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64>;
     /// Adds to the member's running total and, when `dated` (a rolling scheme), to their day;
-    /// the running total after it.
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, dated: bool) -> StoreResult<i64>;
+    /// the running total after it. `before`: the running total as this transaction read it
+    /// under the member's lock, which a backend may add to instead of reading the row again.
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, dated: bool, before: Option<i64>) -> StoreResult<i64>;
     /// Stores the member's tier; with a change, records it and its webhook messages.
     async fn set_tier(&mut self, company: &CompanyId, user: &UserId, state: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()>;
+}
+
+/// A member's row as one read: their account (none if never credited), tier and running total
+/// of qualifying coins.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Member {
+    pub account: Option<Account>,
+    pub tier: TierState,
+    pub qualifying_total: i64,
 }
 
 /// The record of an adjustment's credit: its state, hold and expiry, and the coins of it that
@@ -231,24 +247,26 @@ fn tier_multiplier(config: &CoinConfig, scheme: &TierScheme, state: &TierState) 
 
 /// Qualifying coins a credit gained or lost, recorded. A gain upgrades the member at once if
 /// they reach a higher tier; a loss counts at the next evaluation. `known`: the member's tier as
-/// the caller already holds it under the lock (else it is read).
+/// the caller already holds it under the lock (else it is read), with their running total when
+/// the caller read that there too.
 async fn qualify<T: LedgerTx>(
     tx: &mut T,
     scheme: &TierScheme,
     (company, user): (&CompanyId, &UserId),
     moved: QualifyingMove,
     now_ms: i64,
-    known: Option<&TierState>,
+    known: Option<(TierState, Option<i64>)>,
 ) -> StoreResult<()> {
     if moved.coins == 0 {
         return Ok(());
     }
-    let total = tx.add_qualifying(company, user, &moved, scheme.dated()).await?;
+    let (state, before) = known.map_or((None, None), |(state, total)| (Some(state), total));
+    let total = tx.add_qualifying(company, user, &moved, scheme.dated(), before).await?;
     if moved.coins < 0 {
         return Ok(());
     }
-    let state = match known {
-        Some(state) => state.clone(),
+    let state = match state {
+        Some(state) => state,
         None => tx.tier(user).await?,
     };
     let qualifying = match scheme.window_start(now_ms) {
@@ -379,11 +397,11 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     // The member's multiplier as their tier stands now (read without the lock; checked again
     // under it, where a tier changed meanwhile or overdue is caught and the record rewritten).
     let read = match tiers_hint {
-        Some(_) => Some(tx.tier(user).await?),
+        Some(_) => Some(tx.member(user, false).await?),
         None => None,
     };
     let hint = match (tiers_hint, &read) {
-        (Some(scheme), Some(state)) => tier_multiplier(config, scheme, state),
+        (Some(scheme), Some(member)) => tier_multiplier(config, scheme, &member.tier),
         _ => None,
     };
     let tiered = allocate::with_tier(&calculation, hint.as_ref().map(|(code, bps)| (code.as_str(), *bps)));
@@ -406,7 +424,13 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
         }
         return answer_held_order(tx, cmd).await;
     }
-    let account = tx.account(user).await?;
+    let (account, mut locked) = match read {
+        Some(read) => {
+            let member = tx.member_locked(user, read).await?;
+            (member.account.clone(), Some(member))
+        }
+        None => (tx.account(user).await?, None),
+    };
     // The scheme and the member's tier under the lock (on PostgreSQL the cached scheme may be a
     // moment stale: a scheme set up or removed meanwhile). A tier whose retention is up is
     // evaluated first (written once the allocation is sure to apply), so no allocation earns a
@@ -415,8 +439,8 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     let tiers = scheme.as_deref();
     let (tier, evaluated) = match (tiers, &account) {
         (Some(scheme), Some(a)) if a.company == *company => {
-            let state = match read {
-                Some(read) => tx.tier_locked(user, read).await?,
+            let state = match locked.as_mut() {
+                Some(member) => std::mem::take(&mut member.tier),
                 None => tx.tier(user).await?,
             };
             match state.expires_at {
@@ -486,7 +510,9 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     if let Some(scheme) = tiers {
         let id = cmd.request_id.to_string();
         let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_now(&earn) };
-        qualify(tx, scheme, (company, user), moved, cmd.now_ms, tier.as_ref()).await?;
+        // The tier as decided under the lock, and the running total when it was read there.
+        let known = tier.map(|state| (state, locked.as_ref().map(|member| member.qualifying_total)));
+        qualify(tx, scheme, (company, user), moved, cmd.now_ms, known).await?;
     }
     Ok(AllocateOk::Allocated { coins: Coins::from_stored(earn.coins), balance: plan.balance, entry_id })
 }

@@ -54,7 +54,7 @@ use crate::domain::{CoinConfig, Coins, CompanyId, EventName, OrderId, Refusal, R
 use crate::store::config_cache::Resolved;
 use crate::store::dry_run;
 use crate::store::error::Shared;
-use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Returned};
+use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Member, Returned};
 use crate::store::model::{RecordKinds, RecordRow};
 use crate::store::tiers::{ADD_DAY_SQL, TIER_COLUMNS, by_day, change_columns};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
@@ -572,11 +572,30 @@ impl LedgerTx for PgTx<'_> {
         super::tiers::state(self.0, user).await
     }
 
+    async fn member(&mut self, user: &UserId, locked: bool) -> StoreResult<Member> {
+        let lock = if locked { " FOR UPDATE" } else { "" };
+        let stmt = self
+            .0
+            .prepare_cached(&format!("SELECT company_id, balance, pending_balance, qualifying_total, {TIER_COLUMNS} FROM users WHERE user_id = $1{lock}"))
+            .await?;
+        Ok(self
+            .0
+            .query_opt(&stmt, &[&user.as_str()])
+            .await?
+            .map(|r| Member {
+                account: Some(Account { company: CompanyId::from_trusted(r.get(0)), balance: r.get(1), pending: r.get(2) }),
+                qualifying_total: r.get(3),
+                tier: tier_state(&r, 4),
+            })
+            .unwrap_or_default())
+    }
+
     async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64> {
         super::tiers::qualifying(self.0, user, since_ms).await
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<i64> {
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool, _before: Option<i64>) -> StoreResult<i64> {
+        // The update returns the total: no read saved by the one taken under the lock.
         let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1 RETURNING qualifying_total").await?;
         let total: i64 = self.0.query_one(&stmt, &[&user.as_str(), &q.coins]).await?.get(0);
         if dated {

@@ -28,7 +28,7 @@ use crate::domain::webhooks::EventType;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::config_cache::{ConfigCache, Resolved};
 use crate::store::dry_run;
-use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Returned, run_now};
+use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Member, Returned, run_now};
 use crate::store::model::{RecordKinds, RecordRow};
 use crate::store::tiers::{ADD_DAY_SQL, change_columns};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
@@ -500,7 +500,12 @@ impl LedgerTx for SqliteTx<'_> {
         super::tiers::state(self.0, user)
     }
 
-    async fn tier_locked(&mut self, _user: &UserId, read: TierState) -> StoreResult<TierState> {
+    async fn member(&mut self, user: &UserId, _locked: bool) -> StoreResult<Member> {
+        // The writer thread is the only writer: reading is locking.
+        super::tiers::member(self.0, user)
+    }
+
+    async fn member_locked(&mut self, _user: &UserId, read: Member) -> StoreResult<Member> {
         // On the writer, the only writer, nothing changed it since it was read.
         Ok(read)
     }
@@ -509,11 +514,15 @@ impl LedgerTx for SqliteTx<'_> {
         super::tiers::qualifying(self.0, user, since_ms)
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool) -> StoreResult<i64> {
-        // Not `RETURNING`: SQLite collects a DML statement's returned rows in a temporary B-tree,
-        // which cost more than reading the row again (a page just written, in cache).
+    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool, before: Option<i64>) -> StoreResult<i64> {
         self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?2 WHERE user_id = ?1")?.execute(params![user.as_str(), q.coins])?;
-        let total = super::tiers::qualifying(self.0, user, None)?;
+        // Not `RETURNING`: SQLite collects a DML statement's returned rows in a temporary B-tree,
+        // which cost more than reading the row again (a page just written, in cache). Neither
+        // when the total was read in this transaction: the writer is the only writer.
+        let total = match before {
+            Some(before) => before.checked_add(q.coins).ok_or_else(|| StoreError::Corrupt(format!("the qualifying coins of {user} overflow")))?,
+            None => super::tiers::qualifying(self.0, user, None)?,
+        };
         if dated {
             // Most moves add to a day the member already has (today's): one seek. An upsert
             // would seek twice, once to find the conflict and once to update.

@@ -10,7 +10,8 @@ use super::reports::record_from_row;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::tiers::{TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::{CompanyId, UserId};
-use crate::store::ledger::LedgerTx;
+use crate::domain::ledger::Account;
+use crate::store::ledger::{LedgerTx, Member};
 use crate::store::ledger::run_now;
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::tiers::{
@@ -52,6 +53,21 @@ pub(super) fn state(conn: &Connection, user: &UserId) -> StoreResult<TierState> 
     Ok(conn
         .prepare_cached(&format!("SELECT {TIER_COLUMNS} FROM users WHERE user_id = ?1"))?
         .query_row(params![user.as_str()], |r| tier_state(r, 0))
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// The member's account, tier and running total, in one read of their row.
+pub(super) fn member(conn: &Connection, user: &UserId) -> StoreResult<Member> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT company_id, balance, pending_balance, qualifying_total, {TIER_COLUMNS} FROM users WHERE user_id = ?1"))?
+        .query_row(params![user.as_str()], |r| {
+            Ok(Member {
+                account: Some(Account { company: CompanyId::from_trusted(r.get(0)?), balance: r.get(1)?, pending: r.get(2)? }),
+                qualifying_total: r.get(3)?,
+                tier: tier_state(r, 4)?,
+            })
+        })
         .optional()?
         .unwrap_or_default())
 }
