@@ -209,6 +209,14 @@ impl TierScheme {
         state.floor.as_deref().and_then(|f| self.index_of(Some(f))).unwrap_or(0)
     }
 
+    /// Whether a member whose running total of qualifying coins is `total` may reach a tier above
+    /// theirs. A rolling window never counts more than the running total (each day's sum is its
+    /// credits less what was returned of them, never below nothing), so when this is false their
+    /// window need not be counted: it upgrades no one.
+    pub fn may_upgrade(&self, state: &TierState, total: i64) -> bool {
+        self.reached(total) > self.current(state)
+    }
+
     /// The multiplier a member's allocations earn at.
     pub fn multiplier_bps(&self, state: &TierState) -> i64 {
         self.tiers[self.current(state)].earn_multiplier_bps

@@ -453,7 +453,14 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(self.inner.qualifying(user, since_ms).await? + added)
     }
 
-    async fn add_qualifying(&mut self, _company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, _dated: bool, _before: Option<i64>) -> StoreResult<i64> {
+    async fn add_qualifying(
+        &mut self,
+        _company: &CompanyId,
+        user: &UserId,
+        qualifying: &QualifyingMove,
+        _dated: bool,
+        _before: Option<i64>,
+    ) -> StoreResult<i64> {
         self.qualified.push(qualifying.clone());
         self.qualifying(user, None).await
     }

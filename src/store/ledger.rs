@@ -271,10 +271,7 @@ async fn qualify<T: LedgerTx>(
     };
     let qualifying = match scheme.window_start(now_ms) {
         None => total,
-        // A window never counts more than the running total (every day's sum is its credits
-        // less what was returned of them, never below nothing): when the total reaches no
-        // higher tier, neither does the window.
-        Some(_) if scheme.reached(total) <= scheme.current(&state) => return Ok(()),
+        Some(_) if !scheme.may_upgrade(&state, total) => return Ok(()),
         since @ Some(_) => tx.qualifying(user, since).await?,
     };
     if let Some(change) = scheme.after_earning(&state, qualifying, now_ms, &moved.by) {

@@ -920,7 +920,7 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
                     return Ok(round);
                 };
                 *most = most.saturating_add(ledger::qualifying_now(&earn));
-                *may_upgrade = scheme.reached(*most) > scheme.current(&state);
+                *may_upgrade = scheme.may_upgrade(&state, *most);
                 round.tiers.insert(i, (scheme.clone(), state));
                 Some(earn)
             }
@@ -980,12 +980,16 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
         .await?;
     let totals: HashMap<String, i64> = tx.query(&stmt, &[&users, &coins]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
     // What each item's member counts right after it (as `qualifying` would read it then): the
-    // count after the whole round less what the member's later items of the round add.
+    // running total after the whole round less what the member's later items of it add.
+    let user_of = |k: usize| cmds[qualified[k].0].user.as_str();
+    // The coins of the member's items after item k made at or after `since`.
+    let later = |k: usize, since: i64| -> i64 {
+        qualified[k + 1..].iter().filter(|q| cmds[q.0].user.as_str() == user_of(k) && cmds[q.0].now_ms >= since).map(|q| q.3).sum()
+    };
     let mut after: Vec<i64> = Vec::with_capacity(qualified.len());
-    for q in &qualified {
-        let user = cmds[q.0].user.as_str();
-        let total = totals.get(user).copied().ok_or_else(|| StoreError::Corrupt(format!("member {user} has no row to qualify on")))?;
-        after.push(total);
+    for k in 0..qualified.len() {
+        let total = totals.get(user_of(k)).copied().ok_or_else(|| StoreError::Corrupt(format!("member {} has no row to qualify on", user_of(k))))?;
+        after.push(total - later(k, i64::MIN));
     }
     let dated: Vec<usize> = (0..qualified.len()).filter(|&k| qualified[k].1.dated()).collect();
     if !dated.is_empty() {
@@ -997,28 +1001,28 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
                 (&cmd.user, QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualified[k].3 })
             })
             .collect();
-        let company_of: HashMap<&str, &CompanyId> = dated.iter().map(|&k| (cmds[qualified[k].0].user.as_str(), &cmds[qualified[k].0].company)).collect();
+        let company_of: HashMap<&str, &CompanyId> = dated.iter().map(|&k| (user_of(k), &cmds[qualified[k].0].company)).collect();
         let days = by_day(moves.iter().map(|(user, m)| (*user, m)));
         let with_company = days.iter().filter_map(|d| company_of.get(d.user.as_str()).map(|c| (d, *c)));
         super::tiers::add_days(tx, with_company).await?;
-        let users: Vec<&str> = dated.iter().map(|&k| cmds[qualified[k].0].user.as_str()).collect();
-        let since: Vec<i64> = dated.iter().map(|&k| qualified[k].1.window_start(cmds[qualified[k].0].now_ms).map_or(i64::MIN, qualifying_day)).collect();
+    }
+    // A window is counted only where the running total may upgrade (see `may_upgrade`): the
+    // window's sum after the round, less the member's later items of the round inside it (all
+    // of them, unless the clock went back a whole window within the batch).
+    let windowed: Vec<usize> = dated.into_iter().filter(|&k| qualified[k].1.may_upgrade(&qualified[k].2, after[k])).collect();
+    if !windowed.is_empty() {
+        let users: Vec<&str> = windowed.iter().map(|&k| user_of(k)).collect();
+        let since: Vec<i64> = windowed.iter().map(|&k| qualified[k].1.window_start(cmds[qualified[k].0].now_ms).map_or(i64::MIN, qualifying_day)).collect();
         let stmt = tx
             .prepare_cached(
                 "SELECT (SELECT COALESCE(SUM(q.coins), 0)::BIGINT FROM qualifying_days q WHERE q.user_id = x.user_id AND q.day >= x.since) \
                  FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS x(user_id, since, n) ORDER BY x.n",
             )
             .await?;
-        for (&k, r) in dated.iter().zip(tx.query(&stmt, &[&users, &since]).await?) {
-            after[k] = r.get(0);
+        for (&k, r) in windowed.iter().zip(tx.query(&stmt, &[&users, &since]).await?) {
+            let since = qualified[k].1.window_start(cmds[qualified[k].0].now_ms).unwrap_or(i64::MIN);
+            after[k] = r.get::<_, i64>(0) - later(k, since);
         }
-    }
-    // Less what the member's later items of the run added (on a ROLLING scheme, those inside
-    // item k's window: all of them, unless the clock went back a whole window within the batch).
-    for k in 0..qualified.len() {
-        let (user, since) = (cmds[qualified[k].0].user.as_str(), qualified[k].1.window_start(cmds[qualified[k].0].now_ms).unwrap_or(i64::MIN));
-        let later: i64 = qualified[k + 1..].iter().filter(|q| cmds[q.0].user.as_str() == user && cmds[q.0].now_ms >= since).map(|q| q.3).sum();
-        after[k] -= later;
     }
     let mut states: HashMap<&str, TierState> = HashMap::new();
     for (q, qualifying) in qualified.iter().zip(after) {

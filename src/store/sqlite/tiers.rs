@@ -8,11 +8,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::reports::record_from_row;
 use super::{SqliteStore, SqliteTx};
+use crate::domain::ledger::Account;
 use crate::domain::tiers::{TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::{CompanyId, UserId};
-use crate::domain::ledger::Account;
-use crate::store::ledger::{LedgerTx, Member};
 use crate::store::ledger::run_now;
+use crate::store::ledger::{LedgerTx, Member};
 use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
 use crate::store::tiers::{
     self, ADD_DAY_SQL, MEMBERS_PAGE_SQL, MemberTier, QualifyingDay, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore,
