@@ -522,6 +522,28 @@ mod tests {
     }
 
     #[test]
+    fn a_running_total_may_upgrade_only_past_the_tier_held_or_the_floor() {
+        let s = scheme(Downgrade::OneDown, Some(365));
+        let none = TierState::default();
+        assert!(!s.may_upgrade(&none, 999));
+        assert!(s.may_upgrade(&none, 1_000));
+        let silver = s.after_earning(&none, 1_000, DAY, "r1").unwrap().state;
+        assert!(!s.may_upgrade(&silver, 4_999));
+        assert!(s.may_upgrade(&silver, 5_000));
+        // A floor counts as the tier held: nothing below it upgrades.
+        let (floored, _) = s.with_floor(&none, Some("GOLD"), Some("partner"), 0, DAY);
+        assert!(!s.may_upgrade(&floored, 1_000_000));
+        // Whenever the total may not upgrade, neither does any window (never above the total).
+        for total in [0, 999, 1_000, 4_999, 5_000, 9_000] {
+            for state in [&none, &silver, &floored] {
+                if !s.may_upgrade(state, total) {
+                    assert!((0..=total).step_by(500).all(|window| s.after_earning(state, window, DAY, "r").is_none()), "{total}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn returning_the_upgrading_allocation_places_again_and_other_returns_wait() {
         let s = scheme(Downgrade::OneDown, Some(365));
         let gold = s.after_earning(&TierState::default(), 5_200, DAY, "big").unwrap().state;
