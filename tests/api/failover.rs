@@ -25,8 +25,20 @@ pub(crate) fn bindir() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// A port free now for a child process to listen on, taken below the kernel's ephemeral range
+/// (32768–60999 by default): a port the kernel hands out (`bind` to port 0, or any outgoing
+/// connection of a test running beside this one) could be taken again before the child binds it,
+/// which once failed the Patroni test with "Address already in use".
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Each test process starts at its own place in 20000–31999, so concurrent ones rarely meet.
+    let start = std::process::id() * 37;
+    loop {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 /// Runs a PostgreSQL binary, as `postgres` when we are root (initdb refuses root).
