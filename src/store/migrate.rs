@@ -57,6 +57,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 16, name: "allocate_set_records", sql: include_str!("../../migrations/postgres/0016_allocate_set_records.sql") },
     Migration { version: 17, name: "allocate_one_whole", sql: include_str!("../../migrations/postgres/0017_allocate_one_whole.sql") },
     Migration { version: 18, name: "qualifying_days", sql: include_str!("../../migrations/postgres/0018_qualifying_days.sql") },
+    Migration { version: 19, name: "allocate_set_qualifying", sql: include_str!("../../migrations/postgres/0019_allocate_set_qualifying.sql") },
 ];
 
 impl Migration {
@@ -174,6 +175,7 @@ mod tests {
         (16, "6558bbd3398ecbb4e2f334c16406edeeeac7be54d77a2f693be79a774521db9a"),
         (17, "1f877f320af98ed66bee6370b851bd8694cefcebf604058b2b6e1fcf77afb8c5"),
         (18, "36e9f38908a2e3ed682b70395681a3a86d441f6364871579e427d1eab4029906"),
+        (19, "26013aa55d0d29a75e37aebf431547fbcf5a47162a98758efdc576600b306561"),
     ];
 
     #[test]

@@ -1,11 +1,12 @@
 //! The ledger on PostgreSQL: the fetches and writes of `store/ledger.rs` in PostgreSQL's dialect,
-//! and allocation batches decided set-based by `coins_allocate_set` (migrations/postgres/0016):
-//! one call per run of items, where item-by-item SQL costs about fifteen round trips per item.
-//! The application decides what each item earns (`store::ledger::earning_at_tier`: the
-//! configuration, purchase value, hold, campaign and the member's tier, read in one statement per
-//! run); the function claims, applies caps and balances, and writes the records, entries and lots;
-//! the webhook messages, the members' qualifying coins and upgrades follow in a few statements per
-//! run, and the set-based entries' daily roll-up in one at the end of the batch. Only an item whose earning depends
+//! and allocation batches decided set-based by `coins_allocate_set` (migrations/postgres/0016,
+//! and 0019 for the overload called now): one call per run of items, where item-by-item SQL costs
+//! about fifteen round trips per item. The application decides what each item earns
+//! (`store::ledger::earning_at_tier`: the configuration, purchase value, hold, campaign and the
+//! member's tier, read in one statement per run); the function claims, applies caps and
+//! balances, writes the records, entries and lots, and adds tiered members' qualifying coins in
+//! the same update as their balance; the webhook messages and upgrades follow in a few statements
+//! per run, and the set-based entries' daily roll-up in one at the end of the batch. Only an item whose earning depends
 //! on what the step-by-step plan reads under the member's lock (a campaign with a per-user limit,
 //! a tier whose retention is up) or is refused takes that plan, alone, between runs. A property
 //! test (`tests/api/batch_model.rs`) holds the answers, ledger, records and tiers equal to the
@@ -56,7 +57,7 @@ use crate::store::dry_run;
 use crate::store::error::Shared;
 use crate::store::ledger::{self, Claim, CreditRecord, LedgerTx, Member, Returned};
 use crate::store::model::{RecordKinds, RecordRow};
-use crate::store::tiers::{ADD_DAY_SQL, TIER_COLUMNS, by_day, change_columns};
+use crate::store::tiers::{ADD_DAY_SQL, TIER_COLUMNS, change_columns};
 use crate::store::{Applied, Expired, LedgerStore, SWEEP_USERS_MAX, StoreError, StoreResult, SweepReport};
 
 /// A held lot with the allocation that opened it (`l` the lot, `e` its ALLOCATE entry).
@@ -785,11 +786,10 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
         };
         next = last + 1;
         let refs: Vec<(usize, Option<&EarnPlan>)> = round.items.iter().map(|(i, e)| (*i, e.as_ref())).collect();
-        let (rows, whole) = allocate_round(tx, cmds, &configs, &refs).await?;
+        let (rows, whole) = allocate_round(tx, cmds, &configs, &refs, &round.tiers).await?;
         if rows.len() != round.items.len() {
             return Err(StoreError::Corrupt(format!("coins_allocate_set answered {} of {} items", rows.len(), round.items.len())));
         }
-        placed_meanwhile(tx, &round.new_members).await?;
         let mut entries = Vec::new();
         let mut held_orders = Vec::new();
         let mut qualified = Vec::new();
@@ -807,8 +807,14 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
                         if !whole {
                             entries.push((*entry_id, if earn.held_until().is_some() { EventType::Pending } else { EventType::Allocated }));
                         }
-                        if let Some((scheme, state)) = round.tiers.get(&i) {
-                            qualified.push((i, scheme.clone(), state.clone(), ledger::qualifying_now(earn)));
+                        if let Some((scheme, state, total)) = round.tiers.get(&i) {
+                            qualified.push(Qualified {
+                                item: i,
+                                scheme: scheme.clone(),
+                                state: state.clone(),
+                                coins: ledger::qualifying_now(earn),
+                                before: *total,
+                            });
                         }
                     }
                     results[i] = Some(outcome);
@@ -816,6 +822,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
                 None => held_orders.push(i),
             }
         }
+        placed_meanwhile(tx, cmds, &round.new_members, &qualified).await?;
         record_events(tx, &mut entries).await?;
         rolled_up.extend(entries.iter().map(|&(id, _)| id));
         qualify_round(tx, cmds, &qualified).await?;
@@ -861,8 +868,9 @@ async fn fresh_schemes(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &mut
 /// A round of set-based items with what each earns.
 struct Round {
     items: Vec<(usize, Option<EarnPlan>)>,
-    /// The scheme and tier (as read under the member's lock) of each tiered item.
-    tiers: HashMap<usize, (Arc<TierScheme>, TierState)>,
+    /// The scheme, tier and running total (as read under the member's lock, before the round) of
+    /// each tiered item.
+    tiers: HashMap<usize, (Arc<TierScheme>, TierState, i64)>,
     /// Tiered members not yet in the ledger when their tier was read (the first tier).
     new_members: Vec<String>,
     /// The item the round ends before because it must be applied step by step.
@@ -921,7 +929,7 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
                 };
                 *most = most.saturating_add(ledger::qualifying_now(&earn));
                 *may_upgrade = scheme.may_upgrade(&state, *most);
-                round.tiers.insert(i, (scheme.clone(), state));
+                round.tiers.insert(i, (scheme.clone(), state, total));
                 Some(earn)
             }
             _ => {
@@ -937,82 +945,77 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
 /// A new member's tier was read before they had a row: another transaction that created them
 /// meanwhile (the set-based function waited for it) may have placed them in a higher tier, or
 /// given them qualifying coins, which this round's earning (and its bound on upgrades) did not
-/// see. Then the batch runs again, with their row locked. A row this round created has neither
-/// yet: its qualifying coins are added after this check.
-async fn placed_meanwhile(tx: &Transaction<'_>, new_members: &[String]) -> StoreResult<()> {
+/// see. Then the batch runs again, with their row locked. A row this round created has no tier
+/// yet, and no qualifying coins but those of this round's items, which the function added.
+async fn placed_meanwhile(tx: &Transaction<'_>, cmds: &[AllocateCmd], new_members: &[String], qualified: &[Qualified]) -> StoreResult<()> {
     if new_members.is_empty() {
         return Ok(());
     }
+    let mut added: HashMap<&str, i64> = new_members.iter().map(|m| (m.as_str(), 0)).collect();
+    for q in qualified.iter().filter(|q| q.coins > 0) {
+        if let Some(total) = added.get_mut(cmds[q.item].user.as_str()) {
+            *total = total.saturating_add(q.coins);
+        }
+    }
+    let (users, coins): (Vec<&str>, Vec<i64>) = added.into_iter().unzip();
     let stmt = tx
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ANY($1) \
-             AND (tier_code IS NOT NULL OR tier_floor IS NOT NULL OR tier_expires_at IS NOT NULL OR qualifying_total <> 0))",
+            "SELECT EXISTS (SELECT 1 FROM users u JOIN unnest($1::TEXT[], $2::BIGINT[]) AS x(user_id, added) ON u.user_id = x.user_id \
+             WHERE u.tier_code IS NOT NULL OR u.tier_floor IS NOT NULL OR u.tier_expires_at IS NOT NULL OR u.qualifying_total <> x.added)",
         )
         .await?;
-    match tx.query_one(&stmt, &[&new_members]).await?.get::<_, bool>(0) {
+    match tx.query_one(&stmt, &[&users, &coins]).await?.get::<_, bool>(0) {
         true => Err(StoreError::Stale("a new member was placed in a tier or qualified in another transaction during the batch")),
         false => Ok(()),
     }
 }
 
+/// A tiered item the set-based function allocated: its member's scheme and tier, the qualifying
+/// coins it added, and the member's running total before the round (read under their lock).
+struct Qualified {
+    item: usize,
+    scheme: Arc<TierScheme>,
+    state: TierState,
+    coins: i64,
+    before: i64,
+}
+
 /// What the step-by-step plan's `qualify` does after each spendable credit of a tiered member,
-/// for a round's credits at once: their base coins added to the members' qualifying coins (and
-/// dated, on a ROLLING scheme), then, in item order, each member whose coins after an item reach
-/// a higher tier upgraded (the allocation that does it earned at the old multiplier; a round
-/// holds no later item of a member an earlier one may upgrade).
-async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[(usize, Arc<TierScheme>, TierState, i64)]) -> StoreResult<()> {
+/// for a round's credits at once. The set-based function already added their qualifying coins
+/// to the members' running totals (and to their day rows, on a ROLLING scheme); here, in item
+/// order, each member whose coins after an item reach a higher tier is upgraded (the allocation
+/// that does it earned at the old multiplier; a round holds no later item of a member an earlier
+/// one may upgrade).
+async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[Qualified]) -> StoreResult<()> {
     // In item order, so tier changes (and their webhook messages) follow the allocations' order.
-    let mut qualified: Vec<_> = qualified.iter().filter(|q| q.3 > 0).collect();
-    qualified.sort_unstable_by_key(|q| q.0);
+    let mut qualified: Vec<&Qualified> = qualified.iter().filter(|q| q.coins > 0).collect();
+    qualified.sort_unstable_by_key(|q| q.item);
     if qualified.is_empty() {
         return Ok(());
     }
-    let mut sums: HashMap<&str, i64> = HashMap::new();
-    for q in &qualified {
-        *sums.entry(cmds[q.0].user.as_str()).or_default() += q.3;
-    }
-    let (users, coins): (Vec<&str>, Vec<i64>) = sums.iter().map(|(u, c)| (*u, *c)).unzip();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE users u SET qualifying_total = u.qualifying_total + x.coins FROM unnest($1::TEXT[], $2::BIGINT[]) AS x(user_id, coins) \
-             WHERE u.user_id = x.user_id RETURNING u.user_id, u.qualifying_total",
-        )
-        .await?;
-    let totals: HashMap<String, i64> = tx.query(&stmt, &[&users, &coins]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let user_of = |k: usize| cmds[qualified[k].item].user.as_str();
     // What each item's member counts right after it (as `qualifying` would read it then): the
-    // running total after the whole round less what the member's later items of it add.
-    let user_of = |k: usize| cmds[qualified[k].0].user.as_str();
+    // total read before the round plus the member's items of the round up to this one.
+    let mut running: HashMap<&str, i64> = HashMap::new();
+    let mut after: Vec<i64> = Vec::with_capacity(qualified.len());
+    for (k, q) in qualified.iter().enumerate() {
+        let total = running.entry(user_of(k)).or_insert(q.before);
+        *total = total.saturating_add(q.coins);
+        after.push(*total);
+    }
     // The coins of the member's items after item k made at or after `since`.
     let later = |k: usize, since: i64| -> i64 {
-        qualified[k + 1..].iter().filter(|q| cmds[q.0].user.as_str() == user_of(k) && cmds[q.0].now_ms >= since).map(|q| q.3).sum()
+        qualified[k + 1..].iter().filter(|q| cmds[q.item].user.as_str() == user_of(k) && cmds[q.item].now_ms >= since).map(|q| q.coins).sum()
     };
-    let mut after: Vec<i64> = Vec::with_capacity(qualified.len());
-    for k in 0..qualified.len() {
-        let total = totals.get(user_of(k)).copied().ok_or_else(|| StoreError::Corrupt(format!("member {} has no row to qualify on", user_of(k))))?;
-        after.push(total - later(k, i64::MIN));
-    }
-    let dated: Vec<usize> = (0..qualified.len()).filter(|&k| qualified[k].1.dated()).collect();
-    if !dated.is_empty() {
-        let moves: Vec<(&UserId, QualifyingMove)> = dated
-            .iter()
-            .map(|&k| {
-                let cmd = &cmds[qualified[k].0];
-                let id = cmd.request_id.to_string();
-                (&cmd.user, QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualified[k].3 })
-            })
-            .collect();
-        let company_of: HashMap<&str, &CompanyId> = dated.iter().map(|&k| (user_of(k), &cmds[qualified[k].0].company)).collect();
-        let days = by_day(moves.iter().map(|(user, m)| (*user, m)));
-        let with_company = days.iter().filter_map(|d| company_of.get(d.user.as_str()).map(|c| (d, *c)));
-        super::tiers::add_days(tx, with_company).await?;
-    }
     // A window is counted only where the running total may upgrade (see `may_upgrade`): the
     // window's sum after the round, less the member's later items of the round inside it (all
     // of them, unless the clock went back a whole window within the batch).
-    let windowed: Vec<usize> = dated.into_iter().filter(|&k| qualified[k].1.may_upgrade(&qualified[k].2, after[k])).collect();
+    let windowed: Vec<usize> =
+        (0..qualified.len()).filter(|&k| qualified[k].scheme.dated() && qualified[k].scheme.may_upgrade(&qualified[k].state, after[k])).collect();
     if !windowed.is_empty() {
         let users: Vec<&str> = windowed.iter().map(|&k| user_of(k)).collect();
-        let since: Vec<i64> = windowed.iter().map(|&k| qualified[k].1.window_start(cmds[qualified[k].0].now_ms).map_or(i64::MIN, qualifying_day)).collect();
+        let since: Vec<i64> =
+            windowed.iter().map(|&k| qualified[k].scheme.window_start(cmds[qualified[k].item].now_ms).map_or(i64::MIN, qualifying_day)).collect();
         let stmt = tx
             .prepare_cached(
                 "SELECT (SELECT COALESCE(SUM(q.coins), 0)::BIGINT FROM qualifying_days q WHERE q.user_id = x.user_id AND q.day >= x.since) \
@@ -1020,15 +1023,15 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
             )
             .await?;
         for (&k, r) in windowed.iter().zip(tx.query(&stmt, &[&users, &since]).await?) {
-            let since = qualified[k].1.window_start(cmds[qualified[k].0].now_ms).unwrap_or(i64::MIN);
+            let since = qualified[k].scheme.window_start(cmds[qualified[k].item].now_ms).unwrap_or(i64::MIN);
             after[k] = r.get::<_, i64>(0) - later(k, since);
         }
     }
     let mut states: HashMap<&str, TierState> = HashMap::new();
     for (q, qualifying) in qualified.iter().zip(after) {
-        let cmd = &cmds[q.0];
-        let state = states.entry(cmd.user.as_str()).or_insert_with(|| q.2.clone());
-        if let Some(change) = q.1.after_earning(state, qualifying, cmd.now_ms, cmd.request_id.as_str()) {
+        let cmd = &cmds[q.item];
+        let state = states.entry(cmd.user.as_str()).or_insert_with(|| q.state.clone());
+        if let Some(change) = q.scheme.after_earning(state, qualifying, cmd.now_ms, cmd.request_id.as_str()) {
             PgTx(tx).set_tier(&cmd.company, &cmd.user, &change.state, Some(&change), cmd.now_ms).await?;
             *state = change.state;
         }
@@ -1045,10 +1048,13 @@ async fn allocate_round(
     cmds: &[AllocateCmd],
     configs: &[Resolved],
     round: &[(usize, Option<&EarnPlan>)],
+    tiers: &HashMap<usize, (Arc<TierScheme>, TierState, i64)>,
 ) -> StoreResult<(Vec<Row>, bool)> {
     let config = |i: usize| configs[i].config.as_ref();
-    if let ([c], [(_, earn)]) = (cmds, round)
+    // Only coins_allocate_set adds a tiered member's qualifying coins.
+    if let ([c], [(i, earn)]) = (cmds, round)
         && earn.is_none_or(|e| e.record.is_none())
+        && !tiers.contains_key(i)
     {
         let config = configs[0].config.as_ref();
         let whole = tx
@@ -1085,6 +1091,7 @@ async fn allocate_round(
     }
     if let [(i, earn)] = round
         && earn.is_none_or(|e| e.record.is_none())
+        && !tiers.contains_key(i)
     {
         // A lone plain round inside a larger batch: the 10-argument overload (0012), which
         // leaves the outbox and the roll-up to the batch (its roll-up rows are written at the
@@ -1117,7 +1124,7 @@ async fn allocate_round(
     let set = tx
         .prepare_cached(
             "SELECT out_idx, out_status, out_coins, out_balance, out_entry FROM coins_allocate_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
         )
         .await?;
     let cmd = |f: &dyn Fn(&AllocateCmd) -> &str| -> Vec<&str> { round.iter().map(|&(i, _)| f(&cmds[i])).collect() };
@@ -1136,6 +1143,10 @@ async fn allocate_round(
     let (cap_day, cap_ever) = (cap(&|c| c.values.max_per_user_per_day), cap(&|c| c.values.max_per_user));
     let orders: Vec<Option<&str>> = round.iter().map(|&(i, _)| cmds[i].purchase.order_id.as_ref().map(OrderId::as_str)).collect();
     let amounts: Vec<Option<i64>> = round.iter().map(|&(i, _)| cmds[i].purchase.amount_minor).collect();
+    // A tiered item's qualifying coins, and on a ROLLING scheme the day they count on.
+    let tier = |i: usize| tiers.get(&i).map(|(scheme, ..)| scheme);
+    let qualify: Vec<Option<i64>> = round.iter().map(|&(i, e)| tier(i).and(e).map(ledger::qualifying_now)).collect();
+    let qualify_day: Vec<Option<i64>> = round.iter().map(|&(i, _)| tier(i).filter(|s| s.dated()).map(|_| qualifying_day(cmds[i].now_ms))).collect();
     let rows = tx
         .query(
             &set,
@@ -1161,6 +1172,8 @@ async fn allocate_round(
                 &text(&|r| r.campaign_id.map(|c| c.to_string())),
                 &record(&|r| r.activated_at),
                 &record(&|r| r.expires_at),
+                &qualify,
+                &qualify_day,
             ],
         )
         .await?;

@@ -8,7 +8,7 @@
 //! a deadlock or serialization failure is retried whole; it had no effect.
 //!
 //! - `batcher.rs`: group commit for single allocations; `ledger.rs`: the ledger's fetches and
-//!   writes, and the set-based allocation of whole batches (migrations/postgres/0016).
+//!   writes, and the set-based allocation of whole batches (migrations/postgres/0016, 0019).
 //! - `listen.rs`: LISTEN/NOTIFY keeping this process's caches right when others write.
 //! - `clients.rs`, `configs.rs`, `reports.rs`: one file per store trait.
 

@@ -78,29 +78,6 @@ pub(super) async fn qualifying(client: &impl GenericClient, user: &UserId, since
     })
 }
 
-/// Adds to members' qualifying coins of a day, each with the member's company, in one statement
-/// (each member and day at most once: [`tiers::by_day`] sums them).
-pub(super) async fn add_days<'a>(client: &impl GenericClient, days: impl Iterator<Item = (&'a QualifyingDay, &'a CompanyId)>) -> StoreResult<()> {
-    let (mut users, mut numbers, mut companies, mut coins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (d, company) in days {
-        users.push(d.user.as_str());
-        numbers.push(d.day);
-        companies.push(company.as_str());
-        coins.push(d.coins);
-    }
-    if users.is_empty() {
-        return Ok(());
-    }
-    let stmt = client
-        .prepare_cached(
-            "INSERT INTO qualifying_days (user_id, day, company_id, coins) SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) \
-             ON CONFLICT (user_id, day) DO UPDATE SET coins = qualifying_days.coins + excluded.coins",
-        )
-        .await?;
-    client.execute(&stmt, &[&users, &numbers, &companies, &coins]).await?;
-    Ok(())
-}
-
 /// The table a `ROLLING` history's days are staged in while a scheme is set up (this
 /// transaction's own; created by the first page, summed and dropped after the last).
 const STAGE_DAYS_SQL: &str =
