@@ -565,6 +565,40 @@ fn plan_at_tier_t1() -> i64 {
     plan_earning(&c, config, &value, &with_tier(&calc, Some(("T1", 15_000))), (None, Some(("T1", 15_000))), true).coins
 }
 
+/// Two companies with tier schemes, and a member of C3 at 15 qualifying coins. A batch holds an
+/// item of theirs for C2 first (refused: they are C3's), then two of C3: the first reaches T1
+/// (20) and the second earns at T1's ×1.5. The refused item must not make the round count the
+/// member's running total from 0, which would decide the second C3 item in the same round at ×1.
+async fn another_companys_item_first(backend: Backend) {
+    let Some(db) = test_db(backend).await else { return };
+    let start = MIDNIGHT_MS - 3_600_000;
+    db.store.create_config(values(&CONFIGS[0]), "model", start - 1_000_000).await.unwrap();
+    for company in ["C2", TIERED] {
+        db.store.put_tiers(&CompanyId::parse(company).unwrap(), scheme(false), "model", start - 1_000_000).await.unwrap();
+    }
+    let item = |company, req| Item { company, user: 0, event: 0, req, order: 0, amount: 0 };
+    for req in 10..13 {
+        assert_eq!(
+            outcome(db.store.allocate(vec![cmd(&item(2, req), start - 100_000 + req as i64)]).await.remove(0)),
+            Outcome::Allocated(5, 5 * (req as i64 - 9))
+        );
+    }
+    let batch = vec![cmd(&item(1, 0), start), cmd(&item(2, 1), start + 1_000), cmd(&item(2, 2), start + 2_000)];
+    let answers: Vec<Outcome> = db.store.allocate(batch).await.into_iter().map(outcome).collect();
+    let upgraded = plan_at_tier_t1();
+    assert_eq!(answers, vec![Outcome::Refused("USER_COMPANY_MISMATCH"), Outcome::Allocated(5, 20), Outcome::Allocated(upgraded, 20 + upgraded)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_companys_item_first_in_a_batch_leaves_the_members_running_total_on_sqlite() {
+    another_companys_item_first(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_companys_item_first_in_a_batch_leaves_the_members_running_total_on_postgres() {
+    another_companys_item_first(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_member_counts_only_the_window_within_a_batch_on_sqlite() {
     window_in_batch(Backend::Sqlite).await;

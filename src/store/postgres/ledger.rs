@@ -11,15 +11,16 @@
 //! a tier whose retention is up) or is refused takes that plan, alone, between runs. A property
 //! test (`tests/api/batch_model.rs`) holds the answers, ledger, records and tiers equal to the
 //! items applied one by one and to the pure plan of `domain::allocate`. A batch of one plain
-//! item (group commit off, or a quiet moment) takes `coins_allocate_one` (migrations/postgres/0017)
-//! instead, which also writes the item's webhook messages and roll-up.
+//! item of a company without tiers (group commit off, or a quiet moment) takes
+//! `coins_allocate_one` (migrations/postgres/0017) instead, which also writes the item's webhook
+//! messages and roll-up.
 //!
 //! Lock order: `requests` (ROW EXCLUSIVE, before any member: a tier scheme's setup takes it in
 //! SHARE) -> the users' rows (FOR UPDATE, in user_id order; a batch with more than one run, a
 //! tiered item or a step-by-step one locks every user of the batch first) -> request ids and live
 //! order ids (by inserting their rows) -> the users' lots -> the daily roll-up's rows (in key
 //! order at the end of the batch; a step-by-step item writes its own when it runs, and a batch of
-//! one plain item its one row inside `coins_allocate_one`, before any tier change of its member).
+//! one plain item its one row inside `coins_allocate_one`).
 //! Any deadlock that remains possible is retried whole by `Core::transact`.
 
 use std::collections::{HashMap, HashSet};
@@ -717,8 +718,8 @@ fn path(cmd: &AllocateCmd, resolved: &Resolved) -> Path {
     }
 }
 
-/// Applies a batch: set-based items with `coins_allocate_set` (a lone plain one with
-/// `coins_allocate_one`, cheaper when there is nothing to share), the others one by one through
+/// Applies a batch: set-based items with `coins_allocate_set` (a lone plain one of a company
+/// without tiers with `coins_allocate_one`, cheaper when there is nothing to share), the others one by one through
 /// the Rust plans, in the same transaction. A request id or an order id that occurs twice among
 /// the set-based items starts a later call, where it finds the first occurrence's effects,
 /// exactly as two requests one after the other would (and so does a tiered member's item after
@@ -919,7 +920,10 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
                         (TierState::default(), 0)
                     }
                 };
-                let (most, may_upgrade) = reach.entry(cmd.user.as_str()).or_insert((total, false));
+                // From the member's own running total even when this item is of another company
+                // (refused, but counted): a later item of their company must not start from 0.
+                let stored = states.get(cmd.user.as_str()).map_or(0, |(_, _, total)| *total);
+                let (most, may_upgrade) = reach.entry(cmd.user.as_str()).or_insert((stored, false));
                 if *may_upgrade {
                     return Ok(round);
                 }
@@ -1040,7 +1044,8 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
 }
 
 /// One call of the set-based functions for a round of items (index into `cmds`, and what each
-/// earns): `coins_allocate_one` for a lone plain item, `coins_allocate_set` otherwise. With
+/// earns): `coins_allocate_one` for a lone plain item of a company without tiers (it adds no
+/// qualifying coins), `coins_allocate_set` otherwise. With
 /// whether the call also wrote the outbox and the daily roll-up of its entries (a batch of one
 /// plain item: `coins_allocate_one` writes it whole, in one statement after the claim).
 async fn allocate_round(
