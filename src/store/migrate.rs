@@ -58,6 +58,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 17, name: "allocate_one_whole", sql: include_str!("../../migrations/postgres/0017_allocate_one_whole.sql") },
     Migration { version: 18, name: "qualifying_days", sql: include_str!("../../migrations/postgres/0018_qualifying_days.sql") },
     Migration { version: 19, name: "allocate_set_qualifying", sql: include_str!("../../migrations/postgres/0019_allocate_set_qualifying.sql") },
+    Migration { version: 20, name: "users_in_debt_by_flag", sql: include_str!("../../migrations/postgres/0020_users_in_debt_by_flag.sql") },
 ];
 
 impl Migration {
@@ -176,6 +177,7 @@ mod tests {
         (17, "1f877f320af98ed66bee6370b851bd8694cefcebf604058b2b6e1fcf77afb8c5"),
         (18, "36e9f38908a2e3ed682b70395681a3a86d441f6364871579e427d1eab4029906"),
         (19, "26013aa55d0d29a75e37aebf431547fbcf5a47162a98758efdc576600b306561"),
+        (20, "4fa16c929b4e788487761bfa111450591bcc7262684c45b511917d45eeff7e71"),
     ];
 
     #[test]

@@ -291,6 +291,25 @@ both_backends! {
         assert!(page.contains("Expiry reminders of SHOP are off.") && page.contains("<tr><td>SHOP</td><td>off</td></tr>"), "{page}");
     }
 
+    async fn the_overview_shows_what_users_owe_and_how_many_owe_it(app: &TestApp) {
+        app.config("CUSTOM", "SHOP", "ORDER", 50).await;
+        for (request, user) in [("A1", "ASHA"), ("A2", "RAVI"), ("A3", "MIRA")] {
+            app.allocate(&app.admin_token, "SHOP", "ORDER", request, user).await.assert_ok();
+        }
+        // ASHA then owes 150 and RAVI 10; MIRA owes nothing.
+        for (request, user, coins) in [("FRAUD-1", "ASHA", -200), ("FRAUD-2", "RAVI", -60)] {
+            let body = json!({"companyId":"SHOP","userId":user,"requestId":request,"coins":coins,"reason":"Fraudulent order","onShortfall":"NEGATIVE"});
+            app.post("/api/v0/coins/adjust", &app.admin_token, body).await.assert_ok();
+        }
+        // Credits pay debt first: RAVI's next 50 clears his 10 and leaves him 40.
+        app.allocate(&app.admin_token, "SHOP", "ORDER", "A4", "RAVI").await.assert_ok();
+        let mut admin = Browser::new(app);
+        admin.sign_in(&app.admin_id, &app.admin_secret).await;
+        let (_, page, _) = admin.get("/dashboard").await;
+        let card = r#"<div class="card" id="debt"><span class="label">Owed (debt)</span><span class="value">150</span><span class="note">coins, by 1 users</span></div>"#;
+        assert!(page.contains(card), "{page}");
+    }
+
     async fn the_user_page_shows_the_tier_and_its_progress_and_the_overview_the_members_by_tier(app: &TestApp) {
         app.config("CUSTOM", "SHOP", "VISIT", 100).await;
         let tiers = json!({"companyId":"SHOP","basis":"LIFETIME","retentionDays":365,"downgrade":"ONE_DOWN","tiers":[

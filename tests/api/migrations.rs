@@ -294,3 +294,28 @@ on_both!(
     an_old_ledger_reads_as_records_after_the_upgrade,
     a_rolling_schemes_coins_are_summed_by_day_after_the_upgrade
 );
+
+/// PostgreSQL updates a member's row in place (no new index entries, a HOT update) only when no
+/// column an index of `users` uses changes, the condition of a partial index included. Every
+/// allocation changes the balances, lifetime totals and qualifying coins, so no index may use
+/// them (0012's `balance < 0` condition did, until 0020: no update of `users` was in place).
+/// Members already in debt before the upgrade are found by the new index's condition after it.
+#[tokio::test]
+async fn no_index_of_users_uses_a_column_every_allocation_changes_on_postgres() {
+    let Some(db) = blank_db(Backend::Postgres).await else { return };
+    migrate_up_to(Backend::Postgres, &db, 19).await;
+    let users = "INSERT INTO users (company_id, user_id, balance, created_at) VALUES ('C', 'OWES', -5, 0), ('C', 'HAS', 5, 0), ('C', 'NONE', 0, 0)";
+    execute(Backend::Postgres, &db.url, users).await;
+    upgrade_with_this_binary(&db.url).await.unwrap();
+    let client = pg(&db.url).await;
+    let owing: Vec<String> = client.query("SELECT user_id FROM users WHERE in_debt ORDER BY user_id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(owing, ["OWES"]);
+    let rows = client.query("SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'users'::regclass", &[]).await.unwrap();
+    let definitions: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(definitions.iter().any(|d| d.contains("users_in_debt")), "{definitions:?}");
+    let changed = ["balance", "pending_balance", "lifetime_earned", "lifetime_redeemed", "lifetime_expired", "qualifying_total"];
+    for definition in &definitions {
+        let words: Vec<&str> = definition.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+        assert!(!changed.iter().any(|c| words.contains(c)), "{definition} uses a column every allocation changes");
+    }
+}

@@ -195,7 +195,7 @@ impl ReportStore for PgStore {
                  SELECT company_id, remaining FROM lots WHERE remaining > 0 AND expires_at <= $2 OFFSET 0) l WHERE {IN_SCOPE} GROUP BY company_id \
                UNION ALL SELECT company_id, 0, SUM(remaining), 0, 0 FROM ( \
                  SELECT company_id, remaining FROM lots WHERE remaining > 0 AND expires_at > $2 AND expires_at <= $3 OFFSET 0) l WHERE {IN_SCOPE} GROUP BY company_id \
-               UNION ALL SELECT company_id, -SUM(balance), 0, -SUM(balance), COUNT(*) FROM users WHERE balance < 0 AND {IN_SCOPE} GROUP BY company_id \
+               UNION ALL SELECT company_id, -SUM(balance), 0, -SUM(balance), COUNT(*) FROM users WHERE in_debt AND {IN_SCOPE} GROUP BY company_id \
              ) t GROUP BY company_id HAVING SUM(held) <> 0 OR SUM(soon) <> 0 OR SUM(owed) <> 0 ORDER BY company_id"
         );
         let stmt = client.prepare_cached(&sql).await?;
