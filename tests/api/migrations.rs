@@ -318,4 +318,11 @@ async fn no_index_of_users_uses_a_column_every_allocation_changes_on_postgres() 
         let words: Vec<&str> = definition.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
         assert!(!changed.iter().any(|c| words.contains(c)), "{definition} uses a column every allocation changes");
     }
+    // Room on the page for the new version, then a balance update that PostgreSQL does in place.
+    let options: Option<Vec<String>> = client.query_one("SELECT reloptions FROM pg_class WHERE oid = 'users'::regclass", &[]).await.unwrap().get(0);
+    assert_eq!(options, Some(vec!["fillfactor=80".to_owned()]));
+    client.batch_execute("BEGIN; UPDATE users SET balance = balance + 1, lifetime_earned = lifetime_earned + 1 WHERE user_id = 'HAS'").await.unwrap();
+    let in_place: i64 = client.query_one("SELECT pg_stat_get_xact_tuples_hot_updated('users'::regclass)", &[]).await.unwrap().get(0);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(in_place, 1, "the balance update was not done in place");
 }
