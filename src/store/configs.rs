@@ -16,7 +16,8 @@ pub(crate) trait ConfigTx {
     async fn insert_config(&mut self, values: &ConfigValues, now_ms: i64) -> StoreResult<CoinConfigId>;
     async fn update_config(&mut self, id: CoinConfigId, values: &ConfigValues, now_ms: i64) -> StoreResult<()>;
     async fn insert_audit(&mut self, id: CoinConfigId, action: &str, actor: &str, now_ms: i64, before: Option<String>, after: String) -> StoreResult<()>;
-    /// Tells other processes that configurations changed (delivered with the commit).
+    /// What the backend does once configurations changed, in the same transaction: PostgreSQL tells
+    /// other processes (delivered with the commit); SQLite keeps its caps index to them.
     async fn announce_change(&mut self) -> StoreResult<()>;
 }
 

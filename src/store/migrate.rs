@@ -36,6 +36,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 11, name: "tiers", sql: include_str!("../../migrations/sqlite/0011_tiers.sql") },
     Migration { version: 12, name: "checks_without_lists", sql: include_str!("../../migrations/sqlite/0012_checks_without_lists.sql") },
     Migration { version: 13, name: "qualifying_days", sql: include_str!("../../migrations/sqlite/0013_qualifying_days.sql") },
+    Migration { version: 14, name: "entry_found_from_request", sql: include_str!("../../migrations/sqlite/0014_entry_found_from_request.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -156,6 +157,7 @@ mod tests {
         (11, "6eeb571e6ffa7724de1147e9aed24e1ac9f83b008458c47fcd372a2a505e73ba"),
         (12, "0dea14b54a0d61ba595f1b45ce2792f8dba834c1dd1be20429dc40cdb48a95ab"),
         (13, "d9c04102918f1bb34eccb25401786140a664fc7b8530e000073d6092f58965ee"),
+        (14, "682b04f84ef5d948b6b35a08c936801ef7c251775a870eea015c24255aeeab2d"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),

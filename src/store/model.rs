@@ -570,7 +570,7 @@ pub struct AllocationRecord {
     pub zero_reason: Option<String>,
 }
 
-/// The columns both backends select for a record, from [`RECORD_FROM`].
+/// The columns both backends select for a record, from [`RecordFrom`].
 pub(crate) const RECORD_COLUMNS: &str = "r.request_id, r.order_id, r.user_id, r.event, COALESCE(r.coin_config_id, e.coin_config_id), r.state, r.coins, \
      r.base_coins, r.coins_canceled, r.coins_reversed, r.coins_waived, r.amount_minor, r.amount_refunded_minor, r.currency, r.calculation, \
      r.created_at, r.activates_at, r.activated_at, CASE WHEN r.calculation IS NULL THEN e.expires_at ELSE r.expires_at END, r.zero_reason, r.alias_of, r.kind";
@@ -591,7 +591,23 @@ impl RecordKinds {
     }
 }
 
-pub(crate) const RECORD_FROM: &str = "requests r LEFT JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind";
+/// Where a record is read from: the request (`r`) and the entry it wrote as its own (`e`), found
+/// the way each backend's layout finds it. PostgreSQL indexes entries by request; SQLite keeps the
+/// entry's number on the request instead (one index less to write per allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordFrom {
+    Postgres,
+    Sqlite,
+}
+
+impl RecordFrom {
+    pub const fn sql(self) -> &'static str {
+        match self {
+            Self::Postgres => "requests r LEFT JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id AND e.type = r.kind",
+            Self::Sqlite => "requests r LEFT JOIN ledger_entries e ON e.entry_id = r.entry_id AND e.type = r.kind",
+        }
+    }
+}
 
 /// One row of [`RECORD_COLUMNS`], as read.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::as_of::counter_sql;
-use super::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use super::model::{RECORD_COLUMNS, RecordRow};
 use crate::domain::config::DAY_MS;
 use crate::domain::tiers::{TierScheme, TierState, qualifying_day};
 
@@ -54,10 +54,12 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "pendingAfter breaks the running sum",
     ),
     (
-        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
-         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id \
-         AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL'))) \
-         NOT IN (CASE WHEN r.alias_of IS NOT NULL OR (r.kind = 'ALLOCATE' AND r.coins = 0) THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)",
+        // Counted from the entries grouped once, not per request: SQLite has no index of entries by
+        // request. A return of held coins writes a CANCEL entry for its REVERSE request.
+        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r LEFT JOIN \
+         (SELECT company_id, request_id, CASE WHEN type = 'CANCEL' THEN 'REVERSE' ELSE type END AS kind, COUNT(*) AS n FROM ledger_entries \
+          WHERE request_id IS NOT NULL GROUP BY 1, 2, 3) c ON c.company_id = r.company_id AND c.request_id = r.request_id AND c.kind = r.kind \
+         WHERE COALESCE(c.n, 0) NOT IN (CASE WHEN r.alias_of IS NOT NULL OR (r.kind = 'ALLOCATE' AND r.coins = 0) THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)",
         "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)",
     ),
     (
@@ -171,6 +173,21 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The checks of SQLite's own layout: a request keeps the number of the entry it wrote (SQLite
+/// finds a request's entry by it, having no index of entries by request). Every entry of a
+/// request's kind is the one its request points to, and every pointer leads to such an entry.
+pub(crate) const SQLITE_CHECKS: &[(&str, &str)] = &[(
+    "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || COALESCE(CAST(r.entry_id AS TEXT), 'none') \
+     || ', its entry is ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e JOIN requests r ON r.company_id = e.company_id \
+     AND r.request_id = e.request_id AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL')) WHERE r.entry_id IS NOT e.entry_id \
+     UNION ALL \
+     SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || CAST(r.entry_id AS TEXT) \
+     || ', which is not its own' FROM requests r LEFT JOIN ledger_entries e ON e.entry_id = r.entry_id WHERE r.entry_id IS NOT NULL \
+     AND (e.entry_id IS NULL OR e.company_id <> r.company_id OR e.request_id IS NOT r.request_id \
+          OR NOT (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL')))",
+    "request that does not point to its own ledger entry",
+)];
+
 /// The checks of status tiers, made in Rust over what [`TIER_FACTS`] read (the scheme is JSON and
 /// a credit's qualifying share is exact integer arithmetic).
 pub const TIER_CHECKS: [&str; 3] =
@@ -178,7 +195,7 @@ pub const TIER_CHECKS: [&str; 3] =
 
 /// The name of every check, as `coins verify` prints it before each problem found.
 pub fn check_names() -> impl Iterator<Item = &'static str> {
-    CHECKS.iter().map(|(_, name)| *name).chain(TIER_CHECKS)
+    CHECKS.iter().chain(SQLITE_CHECKS).map(|(_, name)| *name).chain(TIER_CHECKS)
 }
 
 /// What the tier checks read, in SQL both backends speak: the schemes; every member's qualifying
@@ -196,9 +213,9 @@ pub(crate) const TIER_FACTS: [&str; 4] = [
 ];
 
 /// The credits of companies with a scheme: their records, and their company after them.
-pub(crate) fn tier_credits_sql() -> String {
+pub(crate) fn tier_credits_sql(from: &str) -> String {
     format!(
-        "SELECT {RECORD_COLUMNS}, r.company_id FROM {RECORD_FROM} WHERE r.company_id IN (SELECT company_id FROM tier_schemes) \
+        "SELECT {RECORD_COLUMNS}, r.company_id FROM {from} WHERE r.company_id IN (SELECT company_id FROM tier_schemes) \
          AND r.kind IN ('ALLOCATE', 'ADJUST') AND r.alias_of IS NULL AND r.coins > 0"
     )
 }

@@ -160,3 +160,38 @@ both_backends! {
         assert_eq!(res.status().as_u16(), 400);
     }
 }
+
+/// On SQLite the index the per-user caps count with exists only while some configuration has a
+/// cap (every allocation writes into it otherwise, for nothing). A cap set later counts the
+/// allocations made while there was no index, as the cap always did.
+#[tokio::test]
+async fn the_caps_index_exists_only_while_a_configuration_has_a_cap_on_sqlite() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await else { return };
+    let has_index = || {
+        let conn = rusqlite::Connection::open(&app.db.url).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'ledger_caps'", [], |r| r.get::<_, i64>(0)).unwrap() == 1
+    };
+    assert!(!has_index(), "a new database has no cap");
+    app.config("DEFAULT", "C", "FREE", 1).await;
+    assert!(!has_index(), "a configuration without a cap needs no index");
+    let capped = app.create_config(&app.admin_token, json!({"configuration":"DEFAULT","companyId":"C","event":"E","amount":1,"maxPerUserPerDay":2})).await;
+    let id = capped.assert_ok()["coinConfigId"].as_str().unwrap().to_owned();
+    assert!(has_index(), "the first cap builds it");
+    app.allocate(&app.admin_token, "C", "E", "R1", "U").await.assert_ok();
+    app.allocate(&app.admin_token, "C", "E", "R2", "U").await.assert_ok();
+    app.allocate(&app.admin_token, "C", "E", "R3", "U").await.assert_error(409, "LIMIT_REACHED");
+
+    let path = format!("/api/v0/enkash-coins/{id}");
+    app.patch(&path, &app.admin_token, json!({"maxPerUserPerDay": null})).await.assert_ok();
+    assert!(!has_index(), "removing the last cap drops it");
+    app.allocate(&app.admin_token, "C", "E", "R3", "U").await.assert_ok();
+    app.allocate(&app.admin_token, "C", "E", "R4", "V").await.assert_ok();
+
+    app.patch(&path, &app.admin_token, json!({"maxPerUserPerDay": 4})).await.assert_ok();
+    assert!(has_index(), "a cap again builds it again");
+    app.allocate(&app.admin_token, "C", "E", "R5", "U").await.assert_ok();
+    let refused = app.allocate(&app.admin_token, "C", "E", "R6", "U").await.assert_error(409, "LIMIT_REACHED").to_owned();
+    assert!(refused.contains("maxPerUserPerDay"), "{refused}");
+    app.allocate(&app.admin_token, "C", "E", "R6", "V").await.assert_ok();
+    app.assert_ledger_consistent().await;
+}

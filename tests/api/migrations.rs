@@ -326,3 +326,88 @@ async fn no_index_of_users_uses_a_column_every_allocation_changes_on_postgres() 
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(in_place, 1, "the balance update was not done in place");
 }
+
+/// SQLite finds a request's own ledger entry by the entry's number kept on the request (0014),
+/// not by an index of entries by request: existing requests point to the entry of their kind
+/// (a return of held coins to its CANCEL entry; nothing for an allocation that earned nothing, an
+/// alias or an activation's entry), the index is gone, and an entry written after the upgrade is
+/// pointed to as it is written. The caps index goes too while no configuration has a cap, and the
+/// first start with a capped configuration builds it back.
+#[tokio::test]
+async fn requests_point_to_their_own_entries_after_the_upgrade_on_sqlite() {
+    let Some(db) = blank_db(Backend::Sqlite).await else { return };
+    migrate_up_to(Backend::Sqlite, &db, 13).await;
+    let request = |id: &str, kind: &str, coins: i64, alias: &str| {
+        format!(
+            "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, alias_of, created_at) \
+             VALUES ('C', '{id}', '{kind}', 'U', 'E', {coins}, '', {alias}, 1000)"
+        )
+    };
+    let entry = |id: &str, kind: &str, coins: i64| {
+        format!(
+            "INSERT INTO ledger_entries (company_id, user_id, type, coins, balance_after, event, request_id, created_at) \
+             VALUES ('C', 'U', '{kind}', {coins}, 0, 'E', '{id}', 1000)"
+        )
+    };
+    for sql in [
+        request("R1", "ALLOCATE", 10, "NULL"),
+        request("Z1", "ALLOCATE", 0, "NULL"),
+        request("Y1", "ALLOCATE", 10, "'R1'"),
+        request("X1", "REVERSE", 4, "NULL"),
+        request("D1", "REDEEM", 2, "NULL"),
+        request("A1", "ADJUST", 3, "NULL"),
+        request("P1", "ACTIVATE", 0, "NULL"),
+        entry("R1", "ALLOCATE", 10),
+        entry("R1", "ACTIVATE", 0),
+        entry("X1", "CANCEL", -4),
+        entry("D1", "REDEEM", -2),
+        entry("A1", "ADJUST", 3),
+    ] {
+        execute(Backend::Sqlite, &db.url, &sql).await;
+    }
+    upgrade_with_this_binary(&db.url).await.expect("upgrade");
+
+    let conn = rusqlite::Connection::open(&db.url).unwrap();
+    let own = |id: &str, kind: &str| -> Option<i64> {
+        conn.query_row("SELECT entry_id FROM ledger_entries WHERE request_id = ?1 AND type = ?2", [id, kind], |r| r.get(0)).ok()
+    };
+    let expected: Vec<(String, Option<i64>)> = [
+        ("A1", own("A1", "ADJUST")),
+        ("D1", own("D1", "REDEEM")),
+        ("P1", None),
+        ("R1", own("R1", "ALLOCATE")),
+        ("X1", own("X1", "CANCEL")),
+        ("Y1", None),
+        ("Z1", None),
+    ]
+    .into_iter()
+    .map(|(id, e)| (id.to_owned(), e))
+    .collect();
+    assert!(expected.iter().filter(|(_, e)| e.is_some()).count() == 4, "every own entry exists: {expected:?}");
+    let pointers = |conn: &rusqlite::Connection| -> Vec<(String, Option<i64>)> {
+        let mut stmt = conn.prepare("SELECT request_id, entry_id FROM requests ORDER BY request_id").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(pointers(&conn), expected);
+    let index = |name: &str| -> bool {
+        rusqlite::Connection::open(&db.url)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |r| r.get::<_, i64>(0))
+            .unwrap()
+            == 1
+    };
+    assert!(!index("ledger_by_request"), "the index of entries by request is gone");
+    assert!(!index("ledger_caps"), "no configuration has a cap");
+
+    conn.execute_batch(&format!("{}; {}", request("N1", "ALLOCATE", 5, "NULL"), entry("N1", "ALLOCATE", 5))).unwrap();
+    let n1: Option<i64> = conn.query_row("SELECT entry_id FROM requests WHERE request_id = 'N1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n1, own("N1", "ALLOCATE"));
+    assert!(n1.is_some());
+
+    conn.execute_batch(
+        "INSERT INTO coin_configs (configuration, company_id, event, amount, max_per_user, created_at, updated_at) VALUES ('DEFAULT', '', 'E', 1, 3, 0, 0)",
+    )
+    .unwrap();
+    upgrade_with_this_binary(&db.url).await.expect("a start with a capped configuration");
+    assert!(index("ledger_caps"), "a capped configuration has its index when the store opens");
+}

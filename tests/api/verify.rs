@@ -220,3 +220,25 @@ fn every_verify_check_has_a_corruption_test() {
         assert!(tested.contains(&name), "no corruption test for verify check \"{name}\"");
     }
 }
+
+/// A check of SQLite's own layout (PostgreSQL keeps no such pointer): every request points to the
+/// entry it wrote. R1 made to point nowhere, then to R2's entry.
+struct SqliteCorruption {
+    check: &'static str,
+    sql: &'static str,
+}
+
+const SQLITE_CORRUPTIONS: [SqliteCorruption; 2] = [
+    SqliteCorruption { check: "request that does not point to its own ledger entry", sql: "UPDATE requests SET entry_id = NULL WHERE request_id = 'R1'" },
+    SqliteCorruption {
+        check: "request that does not point to its own ledger entry",
+        sql: "UPDATE requests SET entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'R2') WHERE request_id = 'R1'",
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_point_to_its_own_entry_fails_verify_on_sqlite() {
+    for c in SQLITE_CORRUPTIONS {
+        corrupted_ledger_fails_verify_naming(Backend::Sqlite, c.check, &[c.sql]).await;
+    }
+}

@@ -50,6 +50,9 @@ use super::{Store, StoreError, StoreOptions, StoreResult};
 use batcher::Batcher;
 use listen::Caches;
 
+/// Where this backend reads an allocation's record from (see [`super::model::RecordFrom`]).
+const RECORD_FROM: &str = super::model::RecordFrom::Postgres.sql();
+
 /// Connections per process; PostgreSQL's default max_connections (100) allows several processes.
 const POOL_MAX: usize = 16;
 /// How long a request waits for a pooled connection before it is told to retry (503).

@@ -4,12 +4,13 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
 use super::PgStore;
+use super::RECORD_FROM;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
-use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
+use crate::store::model::{RECORD_COLUMNS, RecordKinds, RecordRow};
 use crate::store::verify::{CHECKS, DayFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
@@ -230,7 +231,7 @@ impl ReportStore for PgStore {
         let [schemes, days, members, latest] = TIER_FACTS;
         let facts = TierFacts {
             schemes: tx.query(schemes, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect(),
-            credits: tx.query(&tier_credits_sql(), &[]).await?.iter().map(|r| (record_from_row(r), r.get(22))).collect(),
+            credits: tx.query(&tier_credits_sql(RECORD_FROM), &[]).await?.iter().map(|r| (record_from_row(r), r.get(22))).collect(),
             days: tx.query(days, &[]).await?.iter().map(|r| DayFact { company: r.get(0), user: r.get(1), day: r.get(2), coins: r.get(3) }).collect(),
             members: tx.query(members, &[]).await?.iter().map(|r| (r.get(0), r.get(1), super::tiers::tier_state(r, 2), r.get(8))).collect(),
             latest_ms: tx.query_one(latest, &[]).await?.get(0),

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
+use super::RECORD_FROM;
 use super::listen::CONFIGS_CHANNEL;
 use super::reports::record_from_row;
 use super::{PgStore, PgTx};
 use crate::domain::tiers::{TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::{CompanyId, UserId};
-use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use crate::store::model::{RECORD_COLUMNS, RecordRow};
 use crate::store::tiers::change_columns;
 use crate::store::tiers::{
     self, MEMBERS_PAGE_SQL, MemberTier, QualifyingDay, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore, TierTx,

@@ -46,6 +46,21 @@ fn config_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CoinConfig> {
     })
 }
 
+/// The index the per-user caps count a member's allocations of an event with. It exists only
+/// while some configuration has a cap (checked after every configuration change, in its
+/// transaction, and when the store opens): without one, every allocation would write an entry
+/// into it for nothing, on a random page. Setting the first cap builds it from the whole ledger,
+/// once; removing the last drops it. Counting is right either way, only slower without it.
+const CAPS_INDEX: &str = "CREATE INDEX IF NOT EXISTS ledger_caps ON ledger_entries (company_id, user_id, event, created_at) WHERE type = 'ALLOCATE'";
+
+pub(super) fn keep_caps_index(conn: &Connection) -> StoreResult<()> {
+    let capped: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM coin_configs WHERE max_per_user_per_day IS NOT NULL OR max_per_user IS NOT NULL)")?
+        .query_row([], |r| r.get(0))?;
+    conn.execute_batch(if capped { CAPS_INDEX } else { "DROP INDEX IF EXISTS ledger_caps" })?;
+    Ok(())
+}
+
 fn config_by_id(conn: &Connection, id: CoinConfigId) -> StoreResult<Option<CoinConfig>> {
     Ok(conn.prepare_cached(&format!("SELECT {CONFIG_COLUMNS} FROM coin_configs WHERE seq = ?1"))?.query_row(params![id.seq()], config_from_row).optional()?)
 }
@@ -170,7 +185,7 @@ impl ConfigTx for SqliteTx<'_> {
 
     async fn announce_change(&mut self) -> StoreResult<()> {
         // The writer clears its configuration cache after every batch of generic jobs.
-        Ok(())
+        keep_caps_index(self.0)
     }
 }
 

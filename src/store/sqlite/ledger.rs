@@ -285,7 +285,10 @@ impl LedgerTx for SqliteTx<'_> {
     async fn original_entry(&mut self, company: &CompanyId, request_id: &RequestId, kind: RequestKind) -> StoreResult<Original> {
         Ok(self
             .0
-            .prepare_cached("SELECT entry_id, coins, event, coin_config_id FROM ledger_entries WHERE company_id = ?1 AND request_id = ?2 AND type = ?3")?
+            .prepare_cached(
+                "SELECT e.entry_id, e.coins, e.event, e.coin_config_id FROM requests r JOIN ledger_entries e ON e.entry_id = r.entry_id \
+                 WHERE r.company_id = ?1 AND r.request_id = ?2 AND e.type = ?3",
+            )?
             .query_row(params![company.as_str(), request_id.as_str(), kind.as_str()], |r| {
                 Ok(Original { entry_id: r.get(0)?, kind, coins: r.get(1)?, event: r.get(2)?, coin_config_id: r.get(3)? })
             })?)
@@ -391,8 +394,7 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT COALESCE(SUM(m.coins), 0) FROM requests r JOIN ledger_entries e ON e.company_id = r.company_id AND e.request_id = r.request_id \
-                 JOIN lot_moves m ON m.entry_id = e.entry_id WHERE r.company_id = ?1 AND r.original_request_id = ?2 AND r.kind = 'REVERSE' AND m.coins > 0",
+                "SELECT COALESCE(SUM(m.coins), 0) FROM requests r JOIN lot_moves m ON m.entry_id = r.entry_id WHERE r.company_id = ?1 AND r.original_request_id = ?2 AND r.kind = 'REVERSE' AND m.coins > 0",
             )?
             .query_row(params![company.as_str(), original.as_str()], |r| r.get(0))?)
     }

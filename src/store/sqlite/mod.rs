@@ -45,6 +45,9 @@ use super::{Store, StoreError, StoreOptions, StoreResult};
 pub use wal::WAL_MAX_BYTES_DEFAULT;
 use writer::{Job, Queued, Writer};
 
+/// Where this backend reads an allocation's record from (see [`super::model::RecordFrom`]).
+const RECORD_FROM: &str = super::model::RecordFrom::Sqlite.sql();
+
 /// Read connections on the blocking pool: a few more than cores, since reads also wait on disk.
 const READERS_MAX: usize = 4;
 
@@ -209,7 +212,11 @@ impl MigrationTarget for SqliteMigrations<'_> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        self.write(|conn| super::ledger::run_now(async { migrate::run(&mut SqliteMigrations(conn), migrate::SQLITE).await })).await
+        self.write(|conn| {
+            super::ledger::run_now(async { migrate::run(&mut SqliteMigrations(conn), migrate::SQLITE).await })?;
+            configs::keep_caps_index(conn)
+        })
+        .await
     }
 
     async fn ping(&self) -> StoreResult<()> {

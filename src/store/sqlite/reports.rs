@@ -3,14 +3,15 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
+use super::RECORD_FROM;
 use super::SqliteStore;
 use crate::domain::config::DAY_MS;
 use crate::domain::ledger::EntryKind;
 use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
-use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordKinds, RecordRow};
-use crate::store::verify::{CHECKS, DayFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
+use crate::store::model::{RECORD_COLUMNS, RecordKinds, RecordRow};
+use crate::store::verify::{CHECKS, DayFact, SQLITE_CHECKS, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
     StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
@@ -232,7 +233,7 @@ impl ReportStore for SqliteStore {
                 entries_checked: conn.query_row("SELECT COUNT(*) FROM ledger_entries", [], |r| r.get(0))?,
                 problems: Vec::new(),
             };
-            for (sql, what) in CHECKS {
+            for (sql, what) in CHECKS.iter().chain(SQLITE_CHECKS) {
                 let mut stmt = conn.prepare(sql)?;
                 for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
                     report.problems.push(format!("{what}: {}", row?));
@@ -241,7 +242,7 @@ impl ReportStore for SqliteStore {
             let [schemes, days, members, latest] = TIER_FACTS;
             let facts = TierFacts {
                 schemes: conn.prepare(schemes)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?,
-                credits: conn.prepare(&tier_credits_sql())?.query_map([], |r| Ok((record_from_row(r)?, r.get(22)?)))?.collect::<Result<_, _>>()?,
+                credits: conn.prepare(&tier_credits_sql(RECORD_FROM))?.query_map([], |r| Ok((record_from_row(r)?, r.get(22)?)))?.collect::<Result<_, _>>()?,
                 days: conn
                     .prepare(days)?
                     .query_map([], |r| Ok(DayFact { company: r.get(0)?, user: r.get(1)?, day: r.get(2)?, coins: r.get(3)? }))?

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::RECORD_FROM;
 use super::reports::record_from_row;
 use super::{SqliteStore, SqliteTx};
 use crate::domain::ledger::Account;
@@ -13,7 +14,7 @@ use crate::domain::tiers::{TierChange, TierScheme, TierState, qualifying_day};
 use crate::domain::{CompanyId, UserId};
 use crate::store::ledger::run_now;
 use crate::store::ledger::{LedgerTx, Member};
-use crate::store::model::{RECORD_COLUMNS, RECORD_FROM, RecordRow};
+use crate::store::model::{RECORD_COLUMNS, RecordRow};
 use crate::store::tiers::{
     self, ADD_DAY_SQL, MEMBERS_PAGE_SQL, MemberTier, QualifyingDay, StoredScheme, TIER_COLUMNS, TIERS_AT_SQL, TIERS_NOW_SQL, TierCount, TierHistory, TierStore,
     TierTx,
