@@ -54,15 +54,6 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
         "pendingAfter breaks the running sum",
     ),
     (
-        // Counted from the entries grouped once, not per request: SQLite has no index of entries by
-        // request. A return of held coins writes a CANCEL entry for its REVERSE request.
-        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r LEFT JOIN \
-         (SELECT company_id, request_id, CASE WHEN type = 'CANCEL' THEN 'REVERSE' ELSE type END AS kind, COUNT(*) AS n FROM ledger_entries \
-          WHERE request_id IS NOT NULL GROUP BY 1, 2, 3) c ON c.company_id = r.company_id AND c.request_id = r.request_id AND c.kind = r.kind \
-         WHERE COALESCE(c.n, 0) NOT IN (CASE WHEN r.alias_of IS NOT NULL OR (r.kind = 'ALLOCATE' AND r.coins = 0) THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)",
-        "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)",
-    ),
-    (
         "SELECT CAST(l.lot_id AS TEXT) || ' holds ' || CAST(l.remaining AS TEXT) || ' of ' || CAST(l.coins AS TEXT) \
          || ', moves sum to ' || CAST(COALESCE(m.total, 0) AS TEXT) FROM lots l LEFT JOIN \
          (SELECT lot_id, SUM(coins) AS total FROM lot_moves GROUP BY lot_id) m ON m.lot_id = l.lot_id \
@@ -173,20 +164,54 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The checks of SQLite's own layout: a request keeps the number of the entry it wrote (SQLite
-/// finds a request's entry by it, having no index of entries by request). Every entry of a
-/// request's kind is the one its request points to, and every pointer leads to such an entry.
-pub(crate) const SQLITE_CHECKS: &[(&str, &str)] = &[(
-    "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || COALESCE(CAST(r.entry_id AS TEXT), 'none') \
-     || ', its entry is ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e JOIN requests r ON r.company_id = e.company_id \
-     AND r.request_id = e.request_id AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL')) WHERE r.entry_id IS NOT e.entry_id \
-     UNION ALL \
-     SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || CAST(r.entry_id AS TEXT) \
-     || ', which is not its own' FROM requests r LEFT JOIN ledger_entries e ON e.entry_id = r.entry_id WHERE r.entry_id IS NOT NULL \
-     AND (e.entry_id IS NULL OR e.company_id <> r.company_id OR e.request_id IS NOT r.request_id \
-          OR NOT (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL')))",
-    "request that does not point to its own ledger entry",
+/// What a request's own entries are: the entry of its kind, or for a return of held coins its
+/// CANCEL entry. None for an alias, an allocation that earned nothing or an activation of an
+/// allocation already active; one for every other request.
+const ONE_ENTRY: &str = "request without exactly one ledger entry (none for an alias, an allocation that earned nothing or an activation of an active one)";
+macro_rules! expected_entries {
+    () => {
+        "(CASE WHEN r.alias_of IS NOT NULL OR (r.kind = 'ALLOCATE' AND r.coins = 0) THEN 0 ELSE 1 END, CASE WHEN r.kind = 'ACTIVATE' THEN 0 ELSE 1 END)"
+    };
+}
+
+/// The checks of PostgreSQL's layout, which indexes entries by request: each request's own
+/// entries counted.
+pub(crate) const POSTGRES_CHECKS: &[(&str, &str)] = &[(
+    concat!(
+        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r WHERE (SELECT COUNT(*) \
+         FROM ledger_entries e WHERE e.company_id = r.company_id AND e.request_id = r.request_id \
+         AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL'))) NOT IN ",
+        expected_entries!()
+    ),
+    ONE_ENTRY,
 )];
+
+/// The checks of SQLite's layout, where a request keeps the number of the entry it wrote (it has
+/// no index of entries by request). Every own entry is the one its request points to, and every
+/// pointer leads to an own entry, so a request has as many own entries as pointers (a second
+/// one would not be pointed to), and counting them reads the requests alone. A pointer lost
+/// altogether is reported by both checks.
+pub(crate) const SQLITE_CHECKS: &[(&str, &str)] = &[
+    (
+        "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || COALESCE(CAST(r.entry_id AS TEXT), 'none') \
+         || ', its entry is ' || CAST(e.entry_id AS TEXT) FROM ledger_entries e JOIN requests r ON r.company_id = e.company_id \
+         AND r.request_id = e.request_id AND (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL')) WHERE r.entry_id IS NOT e.entry_id \
+         UNION ALL \
+         SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || CAST(r.entry_id AS TEXT) \
+         || ', which is not its own' FROM requests r LEFT JOIN ledger_entries e ON e.entry_id = r.entry_id WHERE r.entry_id IS NOT NULL \
+         AND (e.entry_id IS NULL OR e.company_id <> r.company_id OR e.request_id IS NOT r.request_id \
+              OR NOT (e.type = r.kind OR (r.kind = 'REVERSE' AND e.type = 'CANCEL')))",
+        "request that does not point to its own ledger entry",
+    ),
+    (
+        concat!(
+            "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ')' FROM requests r \
+             WHERE CASE WHEN r.entry_id IS NULL THEN 0 ELSE 1 END NOT IN ",
+            expected_entries!()
+        ),
+        ONE_ENTRY,
+    ),
+];
 
 /// The checks of status tiers, made in Rust over what [`TIER_FACTS`] read (the scheme is JSON and
 /// a credit's qualifying share is exact integer arithmetic).
@@ -195,6 +220,7 @@ pub const TIER_CHECKS: [&str; 3] =
 
 /// The name of every check, as `coins verify` prints it before each problem found.
 pub fn check_names() -> impl Iterator<Item = &'static str> {
+    // PostgreSQL's layout check is one of SQLite's too.
     CHECKS.iter().chain(SQLITE_CHECKS).map(|(_, name)| *name).chain(TIER_CHECKS)
 }
 

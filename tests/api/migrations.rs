@@ -329,8 +329,9 @@ async fn no_index_of_users_uses_a_column_every_allocation_changes_on_postgres() 
 
 /// SQLite finds a request's own ledger entry by the entry's number kept on the request (0014),
 /// not by an index of entries by request: existing requests point to the entry of their kind
-/// (a return of held coins to its CANCEL entry; nothing for an allocation that earned nothing, an
-/// alias or an activation's entry), the index is gone, and an entry written after the upgrade is
+/// (a return of held coins to its CANCEL entry, an activation to its own; nothing for an
+/// allocation that earned nothing, an alias, an activation of an active allocation, and never an
+/// entry of another type that carries the request's id), the index is gone, and an entry written after the upgrade is
 /// pointed to as it is written. The caps index goes too while no configuration has a cap, and the
 /// first start with a capped configuration builds it back.
 #[tokio::test]
@@ -357,11 +358,13 @@ async fn requests_point_to_their_own_entries_after_the_upgrade_on_sqlite() {
         request("D1", "REDEEM", 2, "NULL"),
         request("A1", "ADJUST", 3, "NULL"),
         request("P1", "ACTIVATE", 0, "NULL"),
+        request("P2", "ACTIVATE", 6, "NULL"),
         entry("R1", "ALLOCATE", 10),
         entry("R1", "ACTIVATE", 0),
         entry("X1", "CANCEL", -4),
         entry("D1", "REDEEM", -2),
         entry("A1", "ADJUST", 3),
+        entry("P2", "ACTIVATE", 0),
     ] {
         execute(Backend::Sqlite, &db.url, &sql).await;
     }
@@ -375,6 +378,7 @@ async fn requests_point_to_their_own_entries_after_the_upgrade_on_sqlite() {
         ("A1", own("A1", "ADJUST")),
         ("D1", own("D1", "REDEEM")),
         ("P1", None),
+        ("P2", own("P2", "ACTIVATE")),
         ("R1", own("R1", "ALLOCATE")),
         ("X1", own("X1", "CANCEL")),
         ("Y1", None),
@@ -383,7 +387,7 @@ async fn requests_point_to_their_own_entries_after_the_upgrade_on_sqlite() {
     .into_iter()
     .map(|(id, e)| (id.to_owned(), e))
     .collect();
-    assert!(expected.iter().filter(|(_, e)| e.is_some()).count() == 4, "every own entry exists: {expected:?}");
+    assert!(expected.iter().filter(|(_, e)| e.is_some()).count() == 5, "every own entry exists: {expected:?}");
     let pointers = |conn: &rusqlite::Connection| -> Vec<(String, Option<i64>)> {
         let mut stmt = conn.prepare("SELECT request_id, entry_id FROM requests ORDER BY request_id").unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()

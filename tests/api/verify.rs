@@ -222,18 +222,20 @@ fn every_verify_check_has_a_corruption_test() {
 }
 
 /// A check of SQLite's own layout (PostgreSQL keeps no such pointer): every request points to the
-/// entry it wrote. R1 made to point nowhere, then to R2's entry.
+/// entry it wrote. R1 made to point to R2's entry, then to an entry that does not exist. (A
+/// pointer lost altogether is also reported as a request without its entry: SQLite counts a
+/// request's entries by its pointer.)
 struct SqliteCorruption {
     check: &'static str,
     sql: &'static str,
 }
 
 const SQLITE_CORRUPTIONS: [SqliteCorruption; 2] = [
-    SqliteCorruption { check: "request that does not point to its own ledger entry", sql: "UPDATE requests SET entry_id = NULL WHERE request_id = 'R1'" },
     SqliteCorruption {
         check: "request that does not point to its own ledger entry",
         sql: "UPDATE requests SET entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'R2') WHERE request_id = 'R1'",
     },
+    SqliteCorruption { check: "request that does not point to its own ledger entry", sql: "UPDATE requests SET entry_id = 999999 WHERE request_id = 'R1'" },
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use crate::domain::report::Moved;
 use crate::domain::{CompanyId, EventName, OrderId, RequestId, UserId};
 use crate::store::as_of;
 use crate::store::model::{RECORD_COLUMNS, RecordKinds, RecordRow};
-use crate::store::verify::{CHECKS, DayFact, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
+use crate::store::verify::{CHECKS, DayFact, POSTGRES_CHECKS, TIER_FACTS, TierFacts, tier_credits_sql, tier_problems};
 use crate::store::{
     AllocationRecord, CompanyScope, DailyTotals, EXPIRING_SOON_DAYS, EntryExtra, ExportBalance, ExportEntry, LedgerEntry, Outstanding, ReportStore, StoreError,
     StoreResult, SummaryLists, Unwritten, UserBalance, UserSummary, VerifyReport,
@@ -223,7 +223,7 @@ impl ReportStore for PgStore {
             entries_checked: tx.query_one("SELECT COUNT(*) FROM ledger_entries", &[]).await?.get(0),
             problems: Vec::new(),
         };
-        for (sql, what) in CHECKS {
+        for (sql, what) in CHECKS.iter().chain(POSTGRES_CHECKS) {
             for row in tx.query(*sql, &[]).await? {
                 report.problems.push(format!("{what}: {}", row.get::<_, String>(0)));
             }
