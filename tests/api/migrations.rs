@@ -415,3 +415,43 @@ async fn requests_point_to_their_own_entries_after_the_upgrade_on_sqlite() {
     upgrade_with_this_binary(&db.url).await.expect("a start with a capped configuration");
     assert!(index("ledger_caps"), "a capped configuration has its index when the store opens");
 }
+
+/// An order's allocations are indexed only once no longer live (0015): after the upgrade the
+/// index holds the reversed and canceled allocations and the aliases, not the live ones, and a
+/// reversal made after it moves its allocation in.
+#[tokio::test]
+async fn only_ended_allocations_and_aliases_are_indexed_by_order_after_the_upgrade_on_sqlite() {
+    let Some(db) = blank_db(Backend::Sqlite).await else { return };
+    migrate_up_to(Backend::Sqlite, &db, 14).await;
+    for (id, order, state, alias) in [
+        ("LIVE", "O1", "'ACTIVE'", "NULL"),
+        ("HELD", "O2", "'PENDING'", "NULL"),
+        ("NONE", "O3", "'ZERO'", "NULL"),
+        ("GONE", "O1", "'REVERSED'", "NULL"),
+        ("VOID", "O2", "'CANCELED'", "NULL"),
+        ("AGAIN", "O1", "NULL", "'LIVE'"),
+    ] {
+        execute(
+            Backend::Sqlite,
+            &db.url,
+            &format!(
+                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, alias_of) \
+                 VALUES ('C', '{id}', 'ALLOCATE', 'U', 'E', 1, '', 1000, '{order}', {state}, {alias})"
+            ),
+        )
+        .await;
+    }
+    upgrade_with_this_binary(&db.url).await.expect("upgrade");
+    let conn = rusqlite::Connection::open(&db.url).unwrap();
+    let indexed = |conn: &rusqlite::Connection| -> Vec<String> {
+        let sql = "SELECT request_id FROM requests INDEXED BY requests_ended_by_order WHERE company_id = 'C' AND event = 'E' AND order_id IS NOT NULL \
+                   AND (state IS NULL OR NOT (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO')) ORDER BY request_id";
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(indexed(&conn), ["AGAIN", "GONE", "VOID"]);
+    let old: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'requests_by_order'", [], |r| r.get(0)).unwrap();
+    assert_eq!(old, 0, "the index of every allocation by order is gone");
+    conn.execute_batch("UPDATE requests SET state = 'REVERSED' WHERE request_id = 'LIVE'").unwrap();
+    assert_eq!(indexed(&conn), ["AGAIN", "GONE", "LIVE", "VOID"]);
+}

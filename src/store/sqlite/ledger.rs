@@ -696,6 +696,19 @@ mod tests {
         assert_eq!(temporary_btrees(super::LIVE_ORDER_SQL), 0);
         let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {}", super::LIVE_ORDER_SQL), ["C", "E", "O"], |r| r.get(3)).unwrap();
         assert!(plan.contains("USING INDEX requests_live_order"), "{plan}");
+        // The order lookups of a record read: each through its partial index (ties on the time
+        // are sorted by request id among one order's rows).
+        let plan_of = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let unbound = vec![rusqlite::types::Null; stmt.parameter_count()];
+            stmt.query_map(rusqlite::params_from_iter(unbound), |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let live = plan_of(super::super::reports::LIVE_HOLDER_SQL);
+        assert!(live.contains("USING INDEX requests_live_order"), "{live}");
+        for sql in [super::super::reports::ENDED_ORDER_SQL, super::super::reports::ALIASES_SQL] {
+            let plan = plan_of(sql);
+            assert!(plan.contains("USING INDEX requests_ended_by_order (company_id=? AND event=? AND order_id=?)"), "{plan}");
+        }
         // The control: a CHECK with a list of three constants does build one (two do not), so
         // this test notices if SQLite stops doing it and the comparisons could go back to lists.
         conn.execute_batch("CREATE TEMP TABLE three (x TEXT CHECK (x IN ('a', 'b', 'c'))); CREATE TEMP TABLE two (x TEXT CHECK (x IN ('a', 'b')))").unwrap();

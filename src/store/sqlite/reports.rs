@@ -349,17 +349,29 @@ const USER_ALLOCATIONS_SQL: &str =
     "SELECT request_id FROM ledger_entries WHERE company_id = ?1 AND user_id = ?2 AND type = 'ALLOCATE' ORDER BY entry_id DESC LIMIT ?3";
 
 /// The allocation an order names: its live one first, else its latest.
+/// The order's live allocation first, else its latest.
 pub(super) fn order_holder(conn: &rusqlite::Connection, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
-    Ok(conn
-        .prepare_cached(ORDER_SQL)?
-        .query_row(params![company.as_str(), event.as_str(), order.as_str()], |r| r.get::<_, String>(0))
-        .optional()?
-        .map(RequestId::from_trusted))
+    let params = params![company.as_str(), event.as_str(), order.as_str()];
+    let live = conn.prepare_cached(LIVE_HOLDER_SQL)?.query_row(params, |r| r.get::<_, String>(0)).optional()?;
+    let holder = match live {
+        Some(id) => Some(id),
+        None => conn.prepare_cached(ENDED_ORDER_SQL)?.query_row(params, |r| r.get::<_, String>(0)).optional()?,
+    };
+    Ok(holder.map(RequestId::from_trusted))
 }
 
-/// The order's live allocation first, else its latest.
-const ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 AND alias_of IS NULL \
-     ORDER BY CASE WHEN state IN ('PENDING', 'ACTIVE', 'ZERO') THEN 0 ELSE 1 END, created_at DESC, request_id DESC LIMIT 1";
+/// An order's live allocation, through `requests_live_order` (its condition word for word).
+pub(super) const LIVE_HOLDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
+     AND order_id IS NOT NULL AND (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO')";
+/// An order's latest allocation that is no longer live, through `requests_ended_by_order` (its
+/// condition word for word; aliases are in it too, and left out here).
+pub(super) const ENDED_ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
+     AND order_id IS NOT NULL AND (state IS NULL OR NOT (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO')) AND alias_of IS NULL \
+     ORDER BY created_at DESC, request_id DESC LIMIT 1";
+/// An allocation's aliases (rows with no state, so in `requests_ended_by_order`).
+pub(super) const ALIASES_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
+     AND order_id IS NOT NULL AND (state IS NULL OR NOT (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO')) AND alias_of = ?4 \
+     ORDER BY created_at, request_id";
 
 /// One allocation's row (an alias's own row, not the allocation it repeats).
 pub(super) fn record_row(conn: &rusqlite::Connection, company: &CompanyId, request_id: &str, kinds: RecordKinds) -> StoreResult<Option<RecordRow>> {
@@ -405,9 +417,7 @@ fn record_in(conn: &rusqlite::Connection, company: &CompanyId, request_id: &Requ
         row = held;
     }
     let aliases = conn
-        .prepare_cached(
-            "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 AND alias_of = ?4 ORDER BY created_at, request_id",
-        )?
+        .prepare_cached(ALIASES_SQL)?
         .query_map(params![company.as_str(), row.event, row.order_id, row.request_id], |r| Ok(RequestId::from_trusted(r.get(0)?)))?
         .collect::<Result<_, _>>()?;
     row.into_record(company, aliases).map(Some)
