@@ -89,6 +89,10 @@ both_backends! {
         let res = ret(app, json!({"requestId":"R3","orderId":"O-1","event":"ORDER"})).await;
         assert_eq!(res.text, answer("R3", "A1", -30, 0, 0, 0, Value::Null, 0));
         assert_eq!(record(app, "A1").await["state"], json!("REVERSED"));
+        // With no live allocation left, a return by order finds the latest one, which has ended.
+        let res = ret(app, json!({"requestId":"R3B","orderId":"O-1","event":"ORDER","coins":1})).await;
+        let refused = res.assert_error(409, "ALREADY_REVERSED").to_owned();
+        assert!(refused.contains("A1"), "{refused}");
 
         // The order is free: it earns again, and a return by order now finds the new allocation.
         app.post(ALLOCATE, &app.admin_token, buy("A2")).await.assert_ok();

@@ -349,7 +349,6 @@ const USER_ALLOCATIONS_SQL: &str =
     "SELECT request_id FROM ledger_entries WHERE company_id = ?1 AND user_id = ?2 AND type = 'ALLOCATE' ORDER BY entry_id DESC LIMIT ?3";
 
 /// The allocation an order names: its live one first, else its latest.
-/// The order's live allocation first, else its latest.
 pub(super) fn order_holder(conn: &rusqlite::Connection, company: &CompanyId, event: &EventName, order: &OrderId) -> StoreResult<Option<RequestId>> {
     let params = params![company.as_str(), event.as_str(), order.as_str()];
     let live = conn.prepare_cached(LIVE_HOLDER_SQL)?.query_row(params, |r| r.get::<_, String>(0)).optional()?;
@@ -362,7 +361,7 @@ pub(super) fn order_holder(conn: &rusqlite::Connection, company: &CompanyId, eve
 
 /// An order's live allocation, through `requests_live_order` (its condition word for word).
 pub(super) const LIVE_HOLDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
-     AND order_id IS NOT NULL AND (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO')";
+     AND order_id IS NOT NULL AND (state = 'PENDING' OR state = 'ACTIVE' OR state = 'ZERO') AND alias_of IS NULL";
 /// An order's latest allocation that is no longer live, through `requests_ended_by_order` (its
 /// condition word for word; aliases are in it too, and left out here).
 pub(super) const ENDED_ORDER_SQL: &str = "SELECT request_id FROM requests WHERE company_id = ?1 AND event = ?2 AND order_id = ?3 \
