@@ -262,28 +262,39 @@ impl Calculation {
 /// the inputs, the exact amount as a decimal string, and what refunds need to recompute it.
 /// `minorUnitsPerCoin` is recorded when the allocation gave a purchase value (a fixed amount
 /// involves no currency).
+///
+/// Stored as JSON without its absent fields (the record's wire form names every field): a
+/// campaign or tiered allocation's row is written twice on its way into the ledger, and half of
+/// a stored calculation was `null`s. A stored record that has them reads the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CalculationRecord {
     pub amount_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_bps: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minor_units_per_coin: Option<i64>,
     pub multiplier_bps: i64,
     pub exact: String,
     pub rounding: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capped_by: Option<String>,
     /// FIXED: the configured amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_amount_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_coins_per_allocation: Option<i64>,
     /// The bonus campaign that applied, with its multiplier or its fixed bonus (`multiplierBps`
     /// includes the campaign's).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_bps: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_bonus_coins: Option<i64>,
     /// The member's tier when it was more than ×1, with its multiplier (`multiplierBps`
     /// includes it).
@@ -457,13 +468,20 @@ mod tests {
         let record = CalculationRecord::of(&calc, &calc.earn());
         assert_eq!(
             record.to_json(),
-            r#"{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"HALF_UP","cappedBy":"MAX_COINS_PER_ALLOCATION","amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":8,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null}"#
+            r#"{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"HALF_UP","cappedBy":"MAX_COINS_PER_ALLOCATION","maxCoinsPerAllocation":8}"#
         );
         assert_eq!(CalculationRecord::parse(&record.to_json()).and_then(|r| r.calculation()), Some(calc));
+        assert_eq!(CalculationRecord::plain(50).to_json(), r#"{"amountType":"FIXED","multiplierBps":10000,"exact":"50","rounding":"FLOOR","amount":50}"#);
+        // Records stored before absent fields were left out read the same.
+        let stored = r#"{"amountType":"PERCENT","amountMinor":49999,"rateBps":200,"minorUnitsPerCoin":100,"multiplierBps":10000,"exact":"9.9998","rounding":"HALF_UP","cappedBy":"MAX_COINS_PER_ALLOCATION","amount":null,"minAmountMinor":null,"maxCoinsPerAllocation":8,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null}"#;
+        assert_eq!(CalculationRecord::parse(stored), Some(record));
+        let stored = r#"{"amountType":"FIXED","amountMinor":null,"rateBps":null,"minorUnitsPerCoin":null,"multiplierBps":30000,"exact":"3","rounding":"FLOOR","cappedBy":null,"amount":1,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":"CMP1","campaignBps":20000,"campaignBonusCoins":null,"tierCode":"GOLD","tierBps":15000}"#;
+        let old = CalculationRecord::parse(stored).expect("a record with nulls");
         assert_eq!(
-            CalculationRecord::plain(50).to_json(),
-            r#"{"amountType":"FIXED","amountMinor":null,"rateBps":null,"minorUnitsPerCoin":null,"multiplierBps":10000,"exact":"50","rounding":"FLOOR","cappedBy":null,"amount":50,"minAmountMinor":null,"maxCoinsPerAllocation":null,"campaignId":null,"campaignBps":null,"campaignBonusCoins":null}"#
+            (old.campaign_id.as_deref(), old.campaign_bps, old.tier_code.as_deref(), old.amount_minor),
+            (Some("CMP1"), Some(20_000), Some("GOLD"), None)
         );
+        assert_eq!(CalculationRecord::parse(&old.to_json()), Some(old));
     }
 
     proptest! {
