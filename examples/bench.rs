@@ -41,6 +41,21 @@
 //! ratios against the mean of the two runs without, and times setting each scheme up (which
 //! counts the company's whole history in one transaction).
 //!
+//! `--ab <binary>` compares two builds: the server `COINS_BIN` (A) and `<binary>` (B), both running
+//! at once, each on its own fresh database. The preload alternates between them 100,000
+//! allocations at a time, and each `--only` phase (healthz, allocate, balance, percent, held,
+//! percent-held; no other) gives them turns of `--slice-secs` (2 by default), which goes first
+//! alternating from round to round, until each has had at least `--secs`, with half a second
+//! unmeasured after every turn; it prints each build's throughput, the median and worst p99 of its
+//! turns and its CPU per request (its whole CPU over the phase, pauses included, so what a turn
+//! leaves behind is charged to its own build), and B as a share of A. On this shared machine
+//! single runs of one build swing by tens of percent between minutes; whatever the machine does
+//! during an A/B run falls on both.
+//! `--b-tiers LIFETIME|ROLLING` gives B the tiers phase's 5-tier scheme and ×2 campaign after the
+//! preload: with `--ab` naming the same binary as `COINS_BIN`, that is tiered allocation against
+//! plain allocation, interleaved (`--a-tiers` gives them to A: both, to compare two builds on
+//! tiered allocation).
+//!
 //! `--only allocate,percent,held` adds, after the EnKash allocation phase, the same load on a
 //! PERCENT configuration (2 % of a purchase value, each under its own order id) and on a FIXED one
 //! that holds its coins for 14 days (`pendingDays`), so their cost shows against plain allocation
@@ -85,6 +100,15 @@ struct Args {
     only: Vec<String>,
     /// SQLite: the server's WAL bound in MiB (its default when not given).
     wal_max_mb: Option<u64>,
+    /// `--ab <binary>`: compare that build (B) with `COINS_BIN` (A), interleaved.
+    ab: Option<String>,
+    /// `--ab`: the length of each build's turn, in seconds.
+    slice_secs: u64,
+    /// `--ab`: B runs with the 5-tier scheme on this basis and a ×2 campaign (set up after the
+    /// preload), so one build can be compared with itself with and without them.
+    b_tiers: Option<String>,
+    /// `--ab`: the same for A (both with them: two builds compared on tiered allocation).
+    a_tiers: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -96,6 +120,10 @@ fn parse_args() -> Args {
         pg_url: std::env::var("COINS_BENCH_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         only: vec!["healthz".into(), "allocate".into(), "balance".into()],
         wal_max_mb: None,
+        ab: None,
+        slice_secs: 2,
+        b_tiers: None,
+        a_tiers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -108,12 +136,26 @@ fn parse_args() -> Args {
             "--pg-url" => args.pg_url = value(),
             "--only" => args.only = value().split(',').map(str::to_owned).collect(),
             "--wal-max-mb" => args.wal_max_mb = Some(value().parse().expect("--wal-max-mb N")),
+            "--ab" => args.ab = Some(value()),
+            "--slice-secs" => args.slice_secs = value().parse().expect("--slice-secs N"),
+            "--b-tiers" => args.b_tiers = Some(basis(value())),
+            "--a-tiers" => args.a_tiers = Some(basis(value())),
             "--users" => USERS.store(value().parse().expect("--users N"), Ordering::Relaxed),
             "--webhook-delivery" => DELIVERY.store(value() != "off", Ordering::Relaxed),
             other => panic!("unknown argument {other}; see the module doc"),
         }
     }
+    assert!(args.secs > 0 && args.slice_secs > 0, "--secs and --slice-secs must be at least 1");
+    if args.ab.is_some() {
+        let unknown: Vec<&String> = args.only.iter().filter(|o| !AB_PHASES.iter().any(|(p, _)| p == o)).collect();
+        assert!(unknown.is_empty(), "--ab runs only {:?}, not {unknown:?}", AB_PHASES.map(|(p, _)| p));
+    }
     args
+}
+
+fn basis(value: String) -> String {
+    assert!(value == "LIFETIME" || value == "ROLLING", "a tier basis is LIFETIME or ROLLING, not {value}");
+    value
 }
 
 /// A running `coins serve` started by us; stopped by PID with SIGTERM.
@@ -129,7 +171,10 @@ impl Server {
 
     /// With the server's clock `offset_secs` from the system's (the dashboard phase seeds past days).
     fn start_at(db_url: &str, group_commit: &str, wal_max_mb: Option<u64>, offset_secs: i64) -> Server {
-        let bin = std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into());
+        Self::start_bin(&coins_bin(), db_url, group_commit, wal_max_mb, offset_secs)
+    }
+
+    fn start_bin(bin: &str, db_url: &str, group_commit: &str, wal_max_mb: Option<u64>, offset_secs: i64) -> Server {
         let mut command = Command::new(bin);
         command.env("COINS_CLOCK_OFFSET_SECS", offset_secs.to_string());
         if let Some(mb) = wal_max_mb {
@@ -276,7 +321,10 @@ struct CpuTimes {
 impl CpuTimes {
     /// Read from `/proc` (zero where it cannot be read).
     fn now() -> Self {
-        let pid = SERVER_PID.load(Ordering::Relaxed);
+        Self::of(SERVER_PID.load(Ordering::Relaxed))
+    }
+
+    fn of(pid: u32) -> Self {
         // utime and stime, fields 14 and 15, in clock ticks (100 per second on Linux).
         let process = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
@@ -447,11 +495,39 @@ async fn get_token(addr: &str) -> String {
     json["access_token"].as_str().expect("token").to_owned()
 }
 
+/// The configuration every phase allocates on (a fixed amount, at once), and those of the
+/// phases in `only` that need their own. Only when asked for: a server from before these
+/// configurations would refuse them.
+async fn create_configs(addr: &str, token: &str, only: &[String]) {
+    let extra = [
+        ("percent", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_EVENT}","amountType":"PERCENT","rateBps":200}}"#)),
+        ("held", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{HELD_EVENT}","amount":1,"pendingDays":14}}"#)),
+        (
+            "percent-held",
+            format!(
+                r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_HELD_EVENT}","amountType":"PERCENT","rateBps":200,"pendingDays":14}}"#
+            ),
+        ),
+    ];
+    let plain = format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{EVENT}","amount":1}}"#);
+    let wanted = extra.iter().filter(|(p, _)| only.iter().any(|o| o == p)).map(|(_, cfg)| cfg);
+    for cfg in std::iter::once(&plain).chain(wanted) {
+        let (status, json) = http_json(addr, request("POST", "/api/v0/enkash-coins/create-coins-config", token, Some(cfg))).await;
+        assert_eq!(status, 200, "create config: {json}");
+    }
+}
+
 /// Preloads `total` allocations through the bulk endpoint; returns (allocations/s, conns).
 async fn preload(addr: &str, token: &str, total: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) -> (f64, usize) {
+    preload_from(addr, token, 0, total, ok_ids).await
+}
+
+/// [`preload`], the bulk request numbers starting at `first / 1,000` (a multiple of 1,000).
+async fn preload_from(addr: &str, token: &str, first: u64, total: u64, ok_ids: Arc<std::sync::Mutex<Vec<String>>>) -> (f64, usize) {
     const CONNS: usize = 4;
-    let requests = total.div_ceil(BULK_ITEMS as u64);
-    let next = Arc::new(AtomicU64::new(0));
+    assert_eq!(first % BULK_ITEMS as u64, 0, "a preload starts at a whole bulk request");
+    let requests = first / BULK_ITEMS as u64 + total.div_ceil(BULK_ITEMS as u64);
+    let next = Arc::new(AtomicU64::new(first / BULK_ITEMS as u64));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CONNS {
@@ -520,8 +596,15 @@ async fn check_ledger(backend: &str, db_url: &str, ok_ids: &[String]) -> Result<
     Ok(entries.len() - answered.len())
 }
 
+fn coins_bin() -> String {
+    std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into())
+}
+
 fn verify(db_url: &str) -> bool {
-    let bin = std::env::var("COINS_BIN").unwrap_or_else(|_| "target/release/coins".into());
+    verify_with(&coins_bin(), db_url)
+}
+
+fn verify_with(bin: &str, db_url: &str) -> bool {
     let out = Command::new(bin).arg("verify").env("COINS_DATABASE_URL", db_url).env("COINS_LOG", "warn").output().expect("coins verify");
     print!("  coins verify: {}", String::from_utf8_lossy(&out.stdout));
     out.status.success()
@@ -760,6 +843,32 @@ async fn campaign_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids
     }
 }
 
+/// Sets up the 5-tier scheme on `basis` (LIFETIME, or ROLLING over 365 days) and a ×2 campaign
+/// for the event, running from a minute ago for a day; returns the seconds setting the scheme up
+/// took (it counts the company's whole history) and the campaign's id.
+async fn tiers_and_campaign(addr: &str, token: &str, basis: &str) -> (f64, String) {
+    let window = if basis == "ROLLING" { "365" } else { "null" };
+    let scheme = format!(
+        r#"{{"companyId":"{COMPANY}","basis":"{basis}","windowDays":{window},"retentionDays":365,"downgrade":"ONE_DOWN","tiers":[
+            {{"code":"T1","name":"Member","threshold":0,"earnMultiplierBps":10000}},{{"code":"T2","name":"Bronze","threshold":100,"earnMultiplierBps":11000}},
+            {{"code":"T3","name":"Silver","threshold":500,"earnMultiplierBps":12500}},{{"code":"T4","name":"Gold","threshold":2000,"earnMultiplierBps":15000}},
+            {{"code":"T5","name":"Platinum","threshold":10000,"earnMultiplierBps":20000}}]}}"#
+    );
+    let started = Instant::now();
+    let (status, json) = http_json(addr, request("PUT", "/api/v0/coins/tiers", token, Some(&scheme))).await;
+    assert_eq!(status, 200, "put tiers: {json}");
+    let setup = started.elapsed().as_secs_f64();
+    let now = coins::clock::system_now_ms();
+    let body = format!(
+        r#"{{"companyId":"{COMPANY}","name":"bench","events":["{EVENT}"],"startsAt":"{}","endsAt":"{}","multiplierBps":20000}}"#,
+        coins::clock::rfc3339(now - 60_000),
+        coins::clock::rfc3339(now + 86_400_000)
+    );
+    let (status, json) = http_json(addr, request("POST", "/api/v0/coins/campaigns", token, Some(&body))).await;
+    assert_eq!(status, 200, "create campaign: {json}");
+    (setup, json["payload"]["campaignId"].as_str().expect("campaignId").to_owned())
+}
+
 /// Allocation without tiers or a campaign; then with a 5-tier scheme (LIFETIME, then ROLLING)
 /// and a ×2 campaign for the event; then without again (each scheme deleted and its campaign
 /// ended before the next phase). Setting each scheme up counts the company's whole history, timed
@@ -768,26 +877,8 @@ async fn tiers_phase(addr: &str, token: &str, conns: usize, secs: u64, ok_ids: A
     let before = phase(addr, token, Kind::Allocate, conns, secs, &format!("tr-off-{conns}"), ok_ids.clone()).await;
     before.print();
     let mut with = Vec::new();
-    for (basis, window) in [("LIFETIME", "null"), ("ROLLING", "365")] {
-        let scheme = format!(
-            r#"{{"companyId":"{COMPANY}","basis":"{basis}","windowDays":{window},"retentionDays":365,"downgrade":"ONE_DOWN","tiers":[
-                {{"code":"T1","name":"Member","threshold":0,"earnMultiplierBps":10000}},{{"code":"T2","name":"Bronze","threshold":100,"earnMultiplierBps":11000}},
-                {{"code":"T3","name":"Silver","threshold":500,"earnMultiplierBps":12500}},{{"code":"T4","name":"Gold","threshold":2000,"earnMultiplierBps":15000}},
-                {{"code":"T5","name":"Platinum","threshold":10000,"earnMultiplierBps":20000}}]}}"#
-        );
-        let started = Instant::now();
-        let (status, json) = http_json(addr, request("PUT", "/api/v0/coins/tiers", token, Some(&scheme))).await;
-        assert_eq!(status, 200, "put tiers: {json}");
-        let setup = started.elapsed().as_secs_f64();
-        let now = coins::clock::system_now_ms();
-        let body = format!(
-            r#"{{"companyId":"{COMPANY}","name":"bench","events":["{EVENT}"],"startsAt":"{}","endsAt":"{}","multiplierBps":20000}}"#,
-            coins::clock::rfc3339(now - 60_000),
-            coins::clock::rfc3339(now + 86_400_000)
-        );
-        let (status, json) = http_json(addr, request("POST", "/api/v0/coins/campaigns", token, Some(&body))).await;
-        assert_eq!(status, 200, "create campaign: {json}");
-        let id = json["payload"]["campaignId"].as_str().expect("campaignId").to_owned();
+    for basis in ["LIFETIME", "ROLLING"] {
+        let (setup, id) = tiers_and_campaign(addr, token, basis).await;
         let r = phase(addr, token, Kind::Allocate, conns, secs, &format!("tr-{}-{conns}", basis.to_lowercase()), ok_ids.clone()).await;
         r.print();
         let (status, json) = http_json(addr, request("DELETE", &format!("/api/v0/coins/tiers?companyId={COMPANY}"), token, None)).await;
@@ -907,12 +998,17 @@ impl Cleanup {
 }
 
 async fn fresh_db(args: &Args) -> (String, Cleanup) {
+    fresh_db_named(args, "").await
+}
+
+/// A fresh database whose name ends in `suffix` (two at once for `--ab`).
+async fn fresh_db_named(args: &Args, suffix: &str) -> (String, Cleanup) {
     if args.backend == "sqlite" {
-        let dir = std::env::temp_dir().join(format!("coins-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("coins-bench-{}{suffix}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         (dir.join("coins.db").to_string_lossy().into_owned(), Cleanup::Dir(dir))
     } else {
-        let schema = format!("coins_bench_{}", std::process::id());
+        let schema = format!("coins_bench_{}{suffix}", std::process::id());
         let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
         tokio::spawn(conn);
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.expect("schema");
@@ -925,6 +1021,9 @@ async fn fresh_db(args: &Args) -> (String, Cleanup) {
 async fn run(args: Args) -> bool {
     if args.only == ["dashboard"] {
         return dashboard_bench(&args).await;
+    }
+    if let Some(b) = &args.ab {
+        return ab_bench(&args, b).await;
     }
     println!("coins benchmark: backend {}, {} s per phase, connections {:?}, preload {} entries", args.backend, args.secs, args.conns, args.preload);
     let (db_url, cleanup) = fresh_db(&args).await;
@@ -943,25 +1042,7 @@ async fn run(args: Args) -> bool {
         })
     });
     let token = get_token(&addr).await;
-    let cfg = format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{EVENT}","amount":1}}"#);
-    let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(&cfg))).await;
-    assert_eq!(status, 200, "create config: {json}");
-    // Only when asked for: a server from before these configurations would refuse them.
-    let wanted = |p: &str| args.only.iter().any(|o| o == p);
-    let extra = [
-        ("percent", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_EVENT}","amountType":"PERCENT","rateBps":200}}"#)),
-        ("held", format!(r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{HELD_EVENT}","amount":1,"pendingDays":14}}"#)),
-        (
-            "percent-held",
-            format!(
-                r#"{{"configuration":"DEFAULT","companyId":"{COMPANY}","event":"{PERCENT_HELD_EVENT}","amountType":"PERCENT","rateBps":200,"pendingDays":14}}"#
-            ),
-        ),
-    ];
-    for (_, cfg) in extra.iter().filter(|(p, _)| wanted(p)) {
-        let (status, json) = http_json(&addr, request("POST", "/api/v0/enkash-coins/create-coins-config", &token, Some(cfg))).await;
-        assert_eq!(status, 200, "create config: {json}");
-    }
+    create_configs(&addr, &token, &args.only).await;
 
     let ok_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut results = Vec::new();
@@ -1092,6 +1173,167 @@ async fn run(args: Args) -> bool {
     let verified = verify(&db_url);
     cleanup.run().await;
     ledger_ok && verified && exported
+}
+
+/// One build under `--ab`: its server, database and the allocations it answered 200.
+struct Build {
+    name: &'static str,
+    bin: String,
+    server: Server,
+    token: String,
+    db_url: String,
+    cleanup: Cleanup,
+    ok_ids: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The phases `--ab` runs.
+const AB_PHASES: [(&str, Kind); 6] = [
+    ("healthz", Kind::Healthz),
+    ("allocate", Kind::Allocate),
+    ("balance", Kind::Balance),
+    ("percent", Kind::Percent),
+    ("held", Kind::Held),
+    ("percent-held", Kind::PercentHeld),
+];
+
+/// What one build did over its turns of a phase.
+#[derive(Default)]
+struct Turns {
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    p99_ms: Vec<f64>,
+}
+
+/// Two builds compared on this noisy machine: A (`COINS_BIN`) and B (`--ab <binary>`), each on a
+/// fresh database, preloaded in alternating chunks of 100,000 allocations, then each `--only`
+/// phase (healthz, allocate, balance, percent, held, percent-held) in alternating turns of
+/// `--slice-secs` until each build has had `--secs`. Whatever the machine does meanwhile falls on
+/// both builds alike, so the ratio B/A holds still where single runs swing by tens of percent.
+/// Ends with the ledger check and `coins verify` on both databases.
+async fn ab_bench(args: &Args, bin_b: &str) -> bool {
+    println!(
+        "coins A/B benchmark: backend {}, A {} against B {bin_b}, {} s per build and phase in turns of {} s, connections {:?}, preload {} entries each",
+        args.backend,
+        coins_bin(),
+        args.secs,
+        args.slice_secs,
+        args.conns,
+        args.preload
+    );
+    let mut builds = Vec::new();
+    for (name, bin) in [("A", coins_bin()), ("B", bin_b.to_owned())] {
+        let (db_url, cleanup) = fresh_db_named(args, &format!("_{}", name.to_lowercase())).await;
+        let server = Server::start_bin(&bin, &db_url, "on", args.wal_max_mb, 0);
+        let token = get_token(&server.addr).await;
+        create_configs(&server.addr, &token, &args.only).await;
+        builds.push(Build { name, bin, server, token, db_url, cleanup, ok_ids: Arc::new(std::sync::Mutex::new(Vec::new())) });
+    }
+    // A pause no one is measured in, after each build's preload chunk, setup and turn: what a
+    // server still does after its load stops (a checkpoint's copying, PostgreSQL's own work)
+    // falls in it rather than in the other build's turn.
+    let settle = || tokio::time::sleep(Duration::from_millis(500));
+    const CHUNK: u64 = 100_000;
+    let mut bulk = [(0.0f64, 0u64); 2];
+    let mut done = 0;
+    while done < args.preload {
+        let n = CHUNK.min(args.preload - done);
+        let order: [usize; 2] = if (done / CHUNK).is_multiple_of(2) { [0, 1] } else { [1, 0] };
+        for i in order {
+            let b = &builds[i];
+            SERVER_PID.store(b.server.child.id(), Ordering::Relaxed);
+            let started = Instant::now();
+            preload_from(&b.server.addr, &b.token, done, n, b.ok_ids.clone()).await;
+            bulk[i].0 += started.elapsed().as_secs_f64();
+            bulk[i].1 += n;
+            settle().await;
+        }
+        done += n;
+    }
+    if args.preload > 0 {
+        let rate = |i: usize| bulk[i].1 as f64 / bulk[i].0;
+        println!("  bulk allocate-coins (1,000 items/request): A {:.0}/s, B {:.0}/s = {:.1}% of A", rate(0), rate(1), 100.0 * rate(1) / rate(0));
+    }
+    for (b, basis) in builds.iter().zip([&args.a_tiers, &args.b_tiers]) {
+        if let Some(basis) = basis {
+            let (setup, _) = tiers_and_campaign(&b.server.addr, &b.token, basis).await;
+            println!("  {}: a 5-tier scheme on the {basis} basis and a ×2 campaign for the event (setting the scheme up took {setup:.1} s)", b.name);
+        }
+    }
+    settle().await;
+    let slices = args.secs.div_ceil(args.slice_secs);
+    // One count across every phase: the build that goes first alternates from round to round,
+    // and from one phase's first round to the next's.
+    let mut round = 0usize;
+    for &conns in &args.conns {
+        for (label, kind) in AB_PHASES.iter().filter(|(p, _)| args.only.iter().any(|o| o == p)) {
+            let mut turns = [Turns::default(), Turns::default()];
+            // Each server's CPU over the whole phase, its pauses included: it is idle outside its
+            // turns, so what its turns left behind is charged to it.
+            let cpu_before: Vec<CpuTimes> = builds.iter().map(|b| CpuTimes::of(b.server.child.id())).collect();
+            for slice in 0..slices {
+                let order: [usize; 2] = if round.is_multiple_of(2) { [0, 1] } else { [1, 0] };
+                round += 1;
+                for i in order {
+                    let b = &builds[i];
+                    SERVER_PID.store(b.server.child.id(), Ordering::Relaxed);
+                    let tag = format!("ab-{label}-{conns}-{slice}");
+                    let r = phase(&b.server.addr, &b.token, *kind, conns, args.slice_secs, &tag, b.ok_ids.clone()).await;
+                    settle().await;
+                    let t = &mut turns[i];
+                    t.requests += r.requests;
+                    t.errors += r.errors;
+                    t.secs += r.secs;
+                    t.p99_ms.push(r.p99_us as f64 / 1000.0);
+                }
+            }
+            let cpu: Vec<CpuTimes> = builds.iter().zip(cpu_before).map(|(b, before)| CpuTimes::of(b.server.child.id()).since(before)).collect();
+            let rps = |t: &Turns| t.requests as f64 / t.secs;
+            let per = |t: &Turns, secs: f64| 1e6 * secs / t.requests.max(1) as f64;
+            for ((b, t), cpu) in builds.iter().zip(&mut turns).zip(&cpu) {
+                t.p99_ms.sort_by(f64::total_cmp);
+                println!(
+                    "  {:<14} {conns:>4} conns  {}: {:>9.0} req/s  p99 of its turns: median {:.2} ms, worst {:.2} ms  errors {}  server CPU {:.1} µs/req{}",
+                    label,
+                    b.name,
+                    rps(t),
+                    t.p99_ms[t.p99_ms.len() / 2],
+                    t.p99_ms.last().copied().unwrap_or(0.0),
+                    t.errors,
+                    per(t, cpu.process),
+                    cpu.writer.map(|w| format!(" (writer {:.1})", per(t, w))).unwrap_or_default()
+                );
+            }
+            let errors = turns[0].errors + turns[1].errors;
+            println!(
+                "  {:<14} {conns:>4} conns  B/A: throughput {:.1}%, server CPU per request {:.1}%{}",
+                label,
+                100.0 * rps(&turns[1]) / rps(&turns[0]),
+                100.0 * per(&turns[1], cpu[1].process) / per(&turns[0], cpu[0].process),
+                if errors > 0 { format!("  (NOT COMPARABLE: {errors} requests failed)") } else { String::new() }
+            );
+        }
+    }
+    let mut ok = true;
+    for b in builds {
+        println!("  {}: server peak RSS {:.1} MB", b.name, b.server.peak_rss_mb());
+        b.server.stop();
+        let ids = b.ok_ids.lock().unwrap().clone();
+        match check_ledger(&args.backend, &b.db_url, &ids).await {
+            Ok(lost) => println!(
+                "  {}: ledger: all {} allocations answered 200 are in the ledger exactly once ({lost} applied whose answer was lost)",
+                b.name,
+                ids.len()
+            ),
+            Err(e) => {
+                println!("  {}: ledger: FAILED: {e}", b.name);
+                ok = false;
+            }
+        }
+        ok &= verify_with(&b.bin, &b.db_url);
+        b.cleanup.run().await;
+    }
+    ok
 }
 
 /// The dashboard at scale: `--preload` entries (10,000,000 for the issue's figure) over 90 days,
