@@ -97,8 +97,11 @@ pub struct RecordFields {
     pub currency: Option<String>,
     /// JSON ([`CalculationRecord`]).
     pub calculation: String,
-    /// The bonus campaign that applied (its per-user limit counts these).
+    /// The bonus campaign that applied.
     pub campaign_id: Option<CampaignId>,
+    /// That campaign has a per-user trigger limit, which counts this allocation (fixed before
+    /// the campaign starts, so it never changes for an allocation made under it).
+    pub campaign_limited: bool,
     /// Held credits: when they become spendable (their expiry is known only then).
     pub activates_at: Option<i64>,
     pub activated_at: Option<i64>,
@@ -210,6 +213,7 @@ fn record_of(
         }
         .to_json(),
         campaign_id: campaign.map(|c| c.id),
+        campaign_limited: campaign.is_some_and(|c| c.terms.max_triggers_per_user.is_some()),
         activates_at,
         activated_at: (state == AllocationState::Active).then_some(cmd.now_ms),
         expires_at: if state == AllocationState::Active { expires_at } else { None },

@@ -428,6 +428,11 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         Ok(())
     }
 
+    async fn set_balance_qualifying(&mut self, _company: &CompanyId, _user: &UserId, _balance: i64, _delta: i64, _qualifying: i64) -> StoreResult<()> {
+        // The qualifying coins are kept by `add_qualifying`, which follows.
+        Ok(())
+    }
+
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
         let scheme = self.inner.tier_scheme(company).await?;
         self.scheme.clone_from(&scheme);
@@ -460,6 +465,7 @@ impl<T: LedgerTx> LedgerTx for DryRun<T> {
         qualifying: &QualifyingMove,
         _dated: bool,
         _before: Option<i64>,
+        _counted: bool,
     ) -> StoreResult<i64> {
         self.qualified.push(qualifying.clone());
         self.qualifying(user, None).await

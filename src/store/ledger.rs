@@ -121,6 +121,10 @@ pub(crate) trait LedgerTx {
     async fn insert_lot(&mut self, company: &CompanyId, user: &UserId, entry_id: i64, lot: &NewLot, now_ms: i64) -> StoreResult<()>;
     async fn apply_moves(&mut self, entry_id: i64, moves: &[LotMove]) -> StoreResult<()>;
     async fn set_balance(&mut self, company: &CompanyId, user: &UserId, balance: i64, lifetime: Lifetime, delta: i64) -> StoreResult<()>;
+    /// [`LedgerTx::set_balance`] for a credit (lifetime earned) whose base coins qualify for a
+    /// tier at once, raising the member's running total of qualifying coins by `qualifying` in
+    /// the same write; [`LedgerTx::add_qualifying`] is then told it is `counted`.
+    async fn set_balance_qualifying(&mut self, company: &CompanyId, user: &UserId, balance: i64, delta: i64, qualifying: i64) -> StoreResult<()>;
     /// The company's tier scheme, if it has one.
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>>;
     /// The scheme an allocation applies, given the one its cached resolution holds: that one
@@ -144,10 +148,19 @@ pub(crate) trait LedgerTx {
     /// The member's qualifying coins earned at or after `since_ms` (`None`: ever, their running
     /// total).
     async fn qualifying(&mut self, user: &UserId, since_ms: Option<i64>) -> StoreResult<i64>;
-    /// Adds to the member's running total and, when `dated` (a rolling scheme), to their day;
-    /// the running total after it. `before`: the running total as this transaction read it
-    /// under the member's lock, which a backend may add to instead of reading the row again.
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, qualifying: &QualifyingMove, dated: bool, before: Option<i64>) -> StoreResult<i64>;
+    /// Adds to the member's running total (unless `counted`: added with the balance already)
+    /// and, when `dated` (a rolling scheme), to their day; the running total after it.
+    /// `before`: the running total as this transaction read it under the member's lock, which a
+    /// backend may add to instead of reading the row again.
+    async fn add_qualifying(
+        &mut self,
+        company: &CompanyId,
+        user: &UserId,
+        qualifying: &QualifyingMove,
+        dated: bool,
+        before: Option<i64>,
+        counted: bool,
+    ) -> StoreResult<i64>;
     /// Stores the member's tier; with a change, records it and its webhook messages.
     async fn set_tier(&mut self, company: &CompanyId, user: &UserId, state: &TierState, change: Option<&TierChange>, now_ms: i64) -> StoreResult<()>;
 }
@@ -256,12 +269,13 @@ async fn qualify<T: LedgerTx>(
     moved: QualifyingMove,
     now_ms: i64,
     known: Option<(TierState, Option<i64>)>,
+    counted: bool,
 ) -> StoreResult<()> {
     if moved.coins == 0 {
         return Ok(());
     }
     let (state, before) = known.map_or((None, None), |(state, total)| (Some(state), total));
-    let total = tx.add_qualifying(company, user, &moved, scheme.dated(), before).await?;
+    let total = tx.add_qualifying(company, user, &moved, scheme.dated(), before, counted).await?;
     if moved.coins < 0 {
         return Ok(());
     }
@@ -499,17 +513,22 @@ pub(crate) async fn allocate<T: LedgerTx>(tx: &mut T, cmd: &AllocateCmd, config:
     if let Some(lot) = &plan.lot {
         tx.insert_lot(company, user, entry_id, lot, cmd.now_ms).await?;
     }
-    tx.set_balance(company, user, plan.balance, Lifetime::Earned, entry.coins).await?;
+    // Spendable at once: its base coins qualify now (held ones when they activate), added to
+    // the member's running total with the balance.
+    let qualifying = tiers.map_or(0, |_| qualifying_now(&earn));
+    match qualifying {
+        0 => tx.set_balance(company, user, plan.balance, Lifetime::Earned, entry.coins).await?,
+        coins => tx.set_balance_qualifying(company, user, plan.balance, entry.coins, coins).await?,
+    }
     if entry.pending_coins != 0 {
         tx.set_pending(company, user, plan.pending).await?;
     }
-    // Spendable at once: its base coins qualify now (held ones when they activate).
     if let Some(scheme) = tiers {
         let id = cmd.request_id.to_string();
-        let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_now(&earn) };
+        let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying };
         // The tier as decided under the lock, and the running total when it was read there.
         let known = tier.map(|state| (state, locked.as_ref().map(|member| member.qualifying_total)));
-        qualify(tx, scheme, (company, user), moved, cmd.now_ms, known).await?;
+        qualify(tx, scheme, (company, user), moved, cmd.now_ms, known, true).await?;
     }
     Ok(AllocateOk::Allocated { coins: Coins::from_stored(earn.coins), balance: plan.balance, entry_id })
 }
@@ -579,7 +598,7 @@ async fn write_activations<T: LedgerTx>(tx: &mut T, company: &CompanyId, user: &
         let row = tx.allocation(company, &a.request_id).await?.ok_or_else(|| StoreError::Corrupt(format!("activated {} has no record", a.request_id)))?;
         if let Some((earned_at, coins)) = row.qualifying_with(row.returned()) {
             let id = a.request_id.to_string();
-            qualify(tx, &scheme, (company, user), QualifyingMove { earned_at, request_id: id.clone(), by: id, coins }, now_ms, None).await?;
+            qualify(tx, &scheme, (company, user), QualifyingMove { earned_at, request_id: id.clone(), by: id, coins }, now_ms, None, false).await?;
         }
     }
     Ok(())
@@ -690,7 +709,7 @@ pub(crate) async fn adjust<T: LedgerTx>(tx: &mut T, cmd: &AdjustCmd) -> StoreRes
     if let Some(scheme) = scheme {
         let id = request_id.to_string();
         let moved = QualifyingMove { earned_at: cmd.now_ms, request_id: id.clone(), by: id, coins: qualifying_base };
-        qualify(tx, &scheme, (company, user), moved, cmd.now_ms, None).await?;
+        qualify(tx, &scheme, (company, user), moved, cmd.now_ms, None, false).await?;
     }
     // Adjustments count in the lifetime earned, as allocations and their returns do.
     tx.set_balance(company, user, plan.entry.balance_after, Lifetime::Earned, plan.entry.coins).await?;
@@ -829,7 +848,7 @@ async fn requalify<T: LedgerTx>(
     let Some(scheme) = tx.tier_scheme(company).await? else { return Ok(()) };
     if let (Some((earned_at, was)), Some((_, is))) = (credit.qualifying_with(credit.returned()), credit.qualifying_with(returned)) {
         let moved = QualifyingMove { earned_at, request_id: credit.request_id.clone(), by: by.to_string(), coins: is - was };
-        qualify(tx, &scheme, (company, user), moved, now_ms, None).await?;
+        qualify(tx, &scheme, (company, user), moved, now_ms, None, false).await?;
     }
     let qualifying = tx.qualifying(user, scheme.window_start(now_ms)).await?;
     let state = tx.tier(user).await?;

@@ -38,6 +38,11 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 13, name: "qualifying_days", sql: include_str!("../../migrations/sqlite/0013_qualifying_days.sql") },
     Migration { version: 14, name: "entry_found_from_request", sql: include_str!("../../migrations/sqlite/0014_entry_found_from_request.sql") },
     Migration { version: 15, name: "ended_allocations_by_order", sql: include_str!("../../migrations/sqlite/0015_ended_allocations_by_order.sql") },
+    Migration {
+        version: 16,
+        name: "campaign_members_only_when_limited",
+        sql: include_str!("../../migrations/sqlite/0016_campaign_members_only_when_limited.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -160,6 +165,7 @@ mod tests {
         (13, "d9c04102918f1bb34eccb25401786140a664fc7b8530e000073d6092f58965ee"),
         (14, "682b04f84ef5d948b6b35a08c936801ef7c251775a870eea015c24255aeeab2d"),
         (15, "fa802c9d6157b8f2c8f2c482a08b4db3eca6b5fa9b3f2875aafa3d7502f722c8"),
+        (16, "3e1a355d01dafe7b2b3ae8d03bdf91ae3bb22e5e5a83564530408942bf9777b6"),
     ];
     const SHIPPED_POSTGRES: &[(i64, &str)] = &[
         (1, "0f54320a3829807969ad290ead1b73368874f0ac15f6727152894a3794ceacfe"),

@@ -455,3 +455,54 @@ async fn only_ended_allocations_and_aliases_are_indexed_by_order_after_the_upgra
     conn.execute_batch("UPDATE requests SET state = 'REVERSED' WHERE request_id = 'LIVE'").unwrap();
     assert_eq!(indexed(&conn), ["AGAIN", "GONE", "LIVE", "VOID"]);
 }
+
+/// A campaign's allocations are indexed by member only under a per-user limit (0016): after the
+/// upgrade the allocations of a limited campaign carry the mark and are in that index, those of
+/// an unlimited one and the rest are not; every campaign's allocations are still counted by
+/// campaign.
+#[tokio::test]
+async fn only_a_limited_campaigns_allocations_are_indexed_by_member_after_the_upgrade_on_sqlite() {
+    let Some(db) = blank_db(Backend::Sqlite).await else { return };
+    migrate_up_to(Backend::Sqlite, &db, 15).await;
+    for (name, limit) in [("limited", "2"), ("open", "NULL")] {
+        execute(
+            Backend::Sqlite,
+            &db.url,
+            &format!(
+                "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
+                 VALUES ('C', '{name}', NULL, 0, 9000000000000000, 5, {limit}, 'x', 0, 'x', 0)"
+            ),
+        )
+        .await;
+    }
+    let campaign = |name: &str| format!("(SELECT 'CMP' || CAST(seq + 100000 AS TEXT) FROM campaigns WHERE name = '{name}')");
+    for (id, user, under) in [("L1", "U", campaign("limited")), ("L2", "V", campaign("limited")), ("O1", "U", campaign("open")), ("N1", "U", "NULL".into())] {
+        execute(
+            Backend::Sqlite,
+            &db.url,
+            &format!(
+                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, campaign_id) \
+                 VALUES ('C', '{id}', 'ALLOCATE', '{user}', 'E', 1, '', 1000, {under})"
+            ),
+        )
+        .await;
+    }
+    upgrade_with_this_binary(&db.url).await.expect("upgrade");
+    let conn = rusqlite::Connection::open(&db.url).unwrap();
+    let rows = |sql: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(rows("SELECT request_id FROM requests WHERE campaign_limited = 1 ORDER BY request_id"), ["L1", "L2"]);
+    let limited = format!(
+        "SELECT request_id FROM requests INDEXED BY requests_by_limited_campaign WHERE company_id = 'C' AND campaign_id = {} AND user_id = 'U' \
+         AND campaign_limited = 1",
+        campaign("limited")
+    );
+    assert_eq!(rows(&limited), ["L1"]);
+    let by_campaign = "SELECT campaign_id || ':' || CAST(COUNT(*) AS TEXT) FROM requests INDEXED BY requests_by_campaign \
+                       WHERE company_id = 'C' AND campaign_id IS NOT NULL GROUP BY campaign_id ORDER BY campaign_id";
+    assert_eq!(rows(by_campaign), ["CMP100001:2", "CMP100002:1"]);
+    let columns: Vec<String> = rows("SELECT name FROM pragma_index_info('requests_by_campaign') ORDER BY seqno");
+    assert_eq!(columns, ["company_id", "campaign_id"], "the index by campaign no longer holds the member");
+}

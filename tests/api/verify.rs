@@ -180,13 +180,6 @@ verify_check! {
          VALUES ('C', 'old', NULL, 0, 1, 5, 'x', 0, 'x', 0)",
         "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id = 'R1'",
     ];
-    // R1 and D1 of U1 both name a campaign that applies once per user (its window and events
-    // cover them both).
-    a_campaign_applied_beyond_its_limit: "campaign applied more often than its per-user limit", [
-        "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
-         VALUES ('C', 'once', NULL, 0, 9000000000000000, 5, 1, 'x', 0, 'x', 0)",
-        "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id IN ('R1', 'D1')",
-    ];
     // C gets a tier scheme behind the API's back, so none of its credits were counted.
     credits_of_a_tier_company_never_counted: "qualifying coins differ from the credits' records", [
         "INSERT INTO tier_schemes (company_id, scheme, updated_by, updated_at) VALUES ('C', '{\"basis\":\"LIFETIME\",\"windowDays\":null,\"retentionDays\":null,\"downgrade\":\"NEVER\",\"tiers\":[{\"code\":\"BASE\",\"name\":\"Base\",\"threshold\":0,\"earnMultiplierBps\":10000}]}', 'x', 0)",
@@ -211,6 +204,34 @@ verify_check! {
     ];
 }
 
+/// R1 and D1 of U1 both name a campaign that applies once per user (its window and events cover
+/// them both); on SQLite they carry the mark of a limited campaign's allocations, as they would
+/// had the campaign applied.
+struct OverTheLimit {
+    check: &'static str,
+    sql: [&'static str; 2],
+}
+
+const OVER_THE_LIMIT: OverTheLimit = OverTheLimit {
+    check: "campaign applied more often than its per-user limit",
+    sql: [
+        "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
+         VALUES ('C', 'once', NULL, 0, 9000000000000000, 5, 1, 'x', 0, 'x', 0)",
+        "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id IN ('R1', 'D1')",
+    ],
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_applied_beyond_its_limit_fails_verify_on_sqlite() {
+    let marked = "UPDATE requests SET campaign_limited = 1 WHERE request_id IN ('R1', 'D1')";
+    corrupted_ledger_fails_verify_naming(Backend::Sqlite, OVER_THE_LIMIT.check, &[OVER_THE_LIMIT.sql[0], OVER_THE_LIMIT.sql[1], marked]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_applied_beyond_its_limit_fails_verify_on_postgres() {
+    corrupted_ledger_fails_verify_naming(Backend::Postgres, OVER_THE_LIMIT.check, &OVER_THE_LIMIT.sql).await;
+}
+
 /// The list above covers every check verify has: adding a check without a test fails here.
 #[test]
 fn every_verify_check_has_a_corruption_test() {
@@ -230,12 +251,24 @@ struct SqliteCorruption {
     sql: &'static str,
 }
 
-const SQLITE_CORRUPTIONS: [SqliteCorruption; 2] = [
+const SQLITE_CORRUPTIONS: [SqliteCorruption; 4] = [
     SqliteCorruption {
         check: "request that does not point to its own ledger entry",
         sql: "UPDATE requests SET entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'R2') WHERE request_id = 'R1'",
     },
     SqliteCorruption { check: "request that does not point to its own ledger entry", sql: "UPDATE requests SET entry_id = 999999 WHERE request_id = 'R1'" },
+    // R1, under no campaign, marked as counted by a per-user limit.
+    SqliteCorruption {
+        check: "allocation marked unlike its campaign's per-user limit",
+        sql: "UPDATE requests SET campaign_limited = 1 WHERE request_id = 'R1'",
+    },
+    // R1 put under a campaign limited to 5 per user without the mark: the limit would not see it.
+    SqliteCorruption {
+        check: "allocation marked unlike its campaign's per-user limit",
+        sql: "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
+              VALUES ('C', 'five', NULL, 0, 9000000000000000, 5, 5, 'x', 0, 'x', 0); \
+              UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id = 'R1'",
+    },
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -561,6 +561,18 @@ impl LedgerTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn set_balance_qualifying(&mut self, company: &CompanyId, user: &UserId, balance: i64, delta: i64, qualifying: i64) -> StoreResult<()> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "UPDATE users SET balance = $3, lifetime_earned = lifetime_earned + $4, qualifying_total = qualifying_total + $5 \
+                 WHERE company_id = $1 AND user_id = $2",
+            )
+            .await?;
+        self.0.execute(&stmt, &[&company.as_str(), &user.as_str(), &balance, &delta, &qualifying]).await?;
+        Ok(())
+    }
+
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
         super::tiers::scheme(self.0, company).await
     }
@@ -596,10 +608,25 @@ impl LedgerTx for PgTx<'_> {
         super::tiers::qualifying(self.0, user, since_ms).await
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool, _before: Option<i64>) -> StoreResult<i64> {
-        // The update returns the total: no read saved by the one taken under the lock.
-        let stmt = self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1 RETURNING qualifying_total").await?;
-        let total: i64 = self.0.query_one(&stmt, &[&user.as_str(), &q.coins]).await?.get(0);
+    async fn add_qualifying(
+        &mut self,
+        company: &CompanyId,
+        user: &UserId,
+        q: &QualifyingMove,
+        dated: bool,
+        before: Option<i64>,
+        counted: bool,
+    ) -> StoreResult<i64> {
+        let total = match (counted, before) {
+            (true, Some(before)) => before.checked_add(q.coins).ok_or_else(|| StoreError::Corrupt(format!("the qualifying coins of {user} overflow")))?,
+            (true, None) => super::tiers::qualifying(self.0, user, None).await?,
+            // The update returns the total: no read saved by the one taken under the lock.
+            (false, _) => {
+                let stmt =
+                    self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + $2 WHERE user_id = $1 RETURNING qualifying_total").await?;
+                self.0.query_one(&stmt, &[&user.as_str(), &q.coins]).await?.get(0)
+            }
+        };
         if dated {
             let stmt = self.0.prepare_cached(&ADD_DAY_SQL.replace('?', "$")).await?;
             self.0.execute(&stmt, &[&user.as_str(), &qualifying_day(q.earned_at), &company.as_str(), &q.coins]).await?;

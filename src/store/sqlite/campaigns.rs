@@ -132,7 +132,7 @@ impl CampaignStore for SqliteStore {
         let company = company.clone();
         self.read(move |conn| {
             let rows = conn
-                .prepare_cached("SELECT campaign_id, COUNT(*) FROM requests WHERE company_id = ?1 AND campaign_id IS NOT NULL GROUP BY campaign_id")?
+                .prepare_cached(CAMPAIGN_TRIGGERS_SQL)?
                 .query_map(params![company.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
@@ -142,3 +142,8 @@ impl CampaignStore for SqliteStore {
         .await
     }
 }
+
+/// How many allocations each campaign of a company applied to, from `requests_by_campaign`: by
+/// campaign alone, so each campaign's new allocations land on its last page.
+pub(super) const CAMPAIGN_TRIGGERS_SQL: &str =
+    "SELECT campaign_id, COUNT(*) FROM requests WHERE company_id = ?1 AND campaign_id IS NOT NULL GROUP BY campaign_id";

@@ -49,6 +49,16 @@ fn held_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeldLot> {
     })
 }
 
+/// A member's allocations under a campaign, asked only of one with a per-user limit: its
+/// allocations are all marked, and only those are indexed by member.
+const LIMITED_TRIGGERS_SQL: &str = "SELECT COUNT(*) FROM requests WHERE company_id = ?1 AND campaign_id = ?2 AND user_id = ?3 AND campaign_limited = 1";
+
+/// `requests.campaign_limited`: 1 for an allocation under a campaign with a per-user limit (only
+/// those are indexed by member, for the limit's count), NULL otherwise.
+fn limited_mark(r: &RecordFields) -> Option<i64> {
+    (r.campaign_id.is_some() && r.campaign_limited).then_some(1)
+}
+
 fn corrupt_kind(kind: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown request kind {kind}"))
 }
@@ -113,7 +123,7 @@ impl LedgerTx for SqliteTx<'_> {
             .prepare_cached(
                 "INSERT OR IGNORE INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
                  zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at, \
-                 activates_at, campaign_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 activates_at, campaign_id, campaign_limited) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             )?
             .execute(params![
                 company.as_str(),
@@ -135,7 +145,8 @@ impl LedgerTx for SqliteTx<'_> {
                 r.activated_at,
                 r.expires_at,
                 r.activates_at,
-                r.campaign_id.map(|c| c.to_string())
+                r.campaign_id.map(|c| c.to_string()),
+                limited_mark(r)
             ])?
             == 1)
     }
@@ -226,17 +237,14 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn campaign_triggers(&mut self, company: &CompanyId, campaign: CampaignId, user: &UserId) -> StoreResult<i64> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT COUNT(*) FROM requests WHERE company_id = ?1 AND campaign_id = ?2 AND user_id = ?3")?
-            .query_row(params![company.as_str(), campaign.to_string(), user.as_str()], |r| r.get(0))?)
+        Ok(self.0.prepare_cached(LIMITED_TRIGGERS_SQL)?.query_row(params![company.as_str(), campaign.to_string(), user.as_str()], |r| r.get(0))?)
     }
 
     async fn rewrite_record(&mut self, company: &CompanyId, request_id: &RequestId, coins: i64, r: &RecordFields) -> StoreResult<()> {
         self.0
             .prepare_cached(
                 "UPDATE requests SET coins = ?3, state = ?4, zero_reason = ?5, base_coins = ?6, calculation = ?7, activated_at = ?8, \
-                 expires_at = ?9, activates_at = ?10, campaign_id = ?11 WHERE company_id = ?1 AND request_id = ?2",
+                 expires_at = ?9, activates_at = ?10, campaign_id = ?11, campaign_limited = ?12 WHERE company_id = ?1 AND request_id = ?2",
             )?
             .execute(params![
                 company.as_str(),
@@ -249,7 +257,8 @@ impl LedgerTx for SqliteTx<'_> {
                 r.activated_at,
                 r.expires_at,
                 r.activates_at,
-                r.campaign_id.map(|c| c.to_string())
+                r.campaign_id.map(|c| c.to_string()),
+                limited_mark(r)
             ])?;
         Ok(())
     }
@@ -488,6 +497,16 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn set_balance_qualifying(&mut self, company: &CompanyId, user: &UserId, balance: i64, delta: i64, qualifying: i64) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE users SET balance = ?3, lifetime_earned = lifetime_earned + ?4, qualifying_total = qualifying_total + ?5 \
+                 WHERE company_id = ?1 AND user_id = ?2",
+            )?
+            .execute(params![company.as_str(), user.as_str(), balance, delta, qualifying])?;
+        Ok(())
+    }
+
     async fn tier_scheme(&mut self, company: &CompanyId) -> StoreResult<Option<TierScheme>> {
         super::tiers::scheme(self.0, company)
     }
@@ -516,8 +535,18 @@ impl LedgerTx for SqliteTx<'_> {
         super::tiers::qualifying(self.0, user, since_ms)
     }
 
-    async fn add_qualifying(&mut self, company: &CompanyId, user: &UserId, q: &QualifyingMove, dated: bool, before: Option<i64>) -> StoreResult<i64> {
-        self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?2 WHERE user_id = ?1")?.execute(params![user.as_str(), q.coins])?;
+    async fn add_qualifying(
+        &mut self,
+        company: &CompanyId,
+        user: &UserId,
+        q: &QualifyingMove,
+        dated: bool,
+        before: Option<i64>,
+        counted: bool,
+    ) -> StoreResult<i64> {
+        if !counted {
+            self.0.prepare_cached("UPDATE users SET qualifying_total = qualifying_total + ?2 WHERE user_id = ?1")?.execute(params![user.as_str(), q.coins])?;
+        }
         // Not `RETURNING`: SQLite collects a DML statement's returned rows in a temporary B-tree,
         // which cost more than reading the row again (a page just written, in cache). Neither
         // when the total was read in this transaction: the writer is the only writer.
@@ -709,6 +738,12 @@ mod tests {
             let plan = plan_of(sql);
             assert!(plan.contains("USING INDEX requests_ended_by_order (company_id=? AND event=? AND order_id=?)"), "{plan}");
         }
+        // A campaign's allocations: a member's through the index of limited campaigns' ones, the
+        // count of each (the campaigns page) from the index by campaign alone, read whole.
+        let plan = plan_of(super::LIMITED_TRIGGERS_SQL);
+        assert!(plan.contains("USING COVERING INDEX requests_by_limited_campaign (company_id=? AND campaign_id=? AND user_id=?)"), "{plan}");
+        let plan = plan_of(super::super::campaigns::CAMPAIGN_TRIGGERS_SQL);
+        assert!(plan.contains("USING COVERING INDEX requests_by_campaign (company_id=? AND campaign_id>?)"), "{plan}");
         // The control: a CHECK with a list of three constants does build one (two do not), so
         // this test notices if SQLite stops doing it and the comparisons could go back to lists.
         conn.execute_batch("CREATE TEMP TABLE three (x TEXT CHECK (x IN ('a', 'b', 'c'))); CREATE TEMP TABLE two (x TEXT CHECK (x IN ('a', 'b')))").unwrap();
