@@ -8,8 +8,8 @@
 -- land on its last page.
 ALTER TABLE requests ADD COLUMN campaign_limited INTEGER CHECK (campaign_limited = 1);
 UPDATE requests SET campaign_limited = 1
- WHERE campaign_id IS NOT NULL AND EXISTS (SELECT 1 FROM campaigns c WHERE c.company_id = requests.company_id
-   AND 'CMP' || CAST(c.seq + 100000 AS TEXT) = requests.campaign_id AND c.max_triggers_per_user IS NOT NULL);
+ WHERE campaign_id IS NOT NULL AND (company_id, campaign_id) IN
+   (SELECT company_id, 'CMP' || CAST(seq + 100000 AS TEXT) FROM campaigns WHERE max_triggers_per_user IS NOT NULL);
 DROP INDEX requests_by_campaign;
 CREATE INDEX requests_by_campaign ON requests (company_id, campaign_id) WHERE campaign_id IS NOT NULL;
 CREATE INDEX requests_by_limited_campaign ON requests (company_id, campaign_id, user_id) WHERE campaign_limited = 1;

@@ -214,7 +214,7 @@ pub(crate) const SQLITE_CHECKS: &[(&str, &str)] = &[
     ),
     (
         "SELECT r.company_id || '/' || r.request_id || ' is marked limited, ' || COALESCE(r.campaign_id, 'under no campaign') FROM requests r \
-         WHERE r.campaign_limited IS NOT NULL AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.company_id = r.company_id \
+         WHERE r.campaign_limited = 1 AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.company_id = r.company_id \
          AND 'CMP' || CAST(c.seq + 100000 AS TEXT) = r.campaign_id AND c.max_triggers_per_user IS NOT NULL) \
          UNION ALL \
          SELECT r.company_id || '/' || r.request_id || ' under ' || r.campaign_id || ', limited per user, is not marked' FROM campaigns c \
