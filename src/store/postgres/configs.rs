@@ -103,7 +103,7 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
         let candidates: Vec<CoinConfig> = tx.query(&stmt, &[&events, &companies]).await?.iter().map(config_from_row).collect();
         let earliest = cmds.iter().map(|c| c.now_ms).min().unwrap_or(0);
         let campaigns = super::campaigns::running(tx, &companies, campaigns_since(earliest)).await?;
-        let schemes = super::tiers::schemes(tx, &companies).await?;
+        let schemes = super::tiers::schemes(tx, &companies, &caches.schemes).await?;
         let stmt =
             tx.prepare_cached("SELECT company_id, currency, minor_units_per_coin FROM coin_values WHERE company_id = ANY($1) OR company_id = ''").await?;
         let values: HashMap<String, (String, String, i64)> =
@@ -115,7 +115,7 @@ pub(super) async fn resolve_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], ca
             let default = candidates.iter().find(|c| c.values.kind == ConfigKind::Default && c.values.event.as_str() == event);
             let event_name = EventName::from_trusted(event.to_owned());
             let theirs = campaigns.iter().filter(|c| c.company.as_str() == company && c.terms.applies_to(&event_name)).cloned().collect();
-            let tiers = schemes.iter().find(|(c, _)| c == company).map(|(_, s)| Arc::new(s.clone()));
+            let tiers = schemes.iter().find(|(c, _)| c == company).map(|(_, s)| s.clone());
             let value = Some(coin_value_from(values.get(company).or_else(|| values.get("")).cloned()));
             let value = Resolved { config: cfg::resolve(custom, default).cloned(), campaigns: Arc::new(theirs), tiers, value, webhook_events: None };
             fills.push((company.to_owned(), event.to_owned(), value.clone()));

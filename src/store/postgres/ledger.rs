@@ -836,13 +836,7 @@ async fn allocate_batch(tx: &Transaction<'_>, cmds: &[AllocateCmd], caches: &Cac
                             entries.push((*entry_id, if earn.held_until().is_some() { EventType::Pending } else { EventType::Allocated }));
                         }
                         if let Some((scheme, state, total)) = round.tiers.get(&i) {
-                            qualified.push(Qualified {
-                                item: i,
-                                scheme: scheme.clone(),
-                                state: state.clone(),
-                                coins: ledger::qualifying_now(earn),
-                                before: *total,
-                            });
+                            qualified.push(Qualified { item: i, scheme, state, coins: ledger::qualifying_now(earn), before: *total });
                         }
                     }
                     results[i] = Some(outcome);
@@ -878,12 +872,16 @@ async fn fresh_schemes(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &mut
     if companies.is_empty() {
         return Ok(());
     }
-    let schemes = super::tiers::schemes(tx, &companies).await?;
+    let schemes = super::tiers::schemes(tx, &companies, &caches.schemes).await?;
     let mut stale = false;
     for (cmd, resolved) in cmds.iter().zip(configs.iter_mut()) {
         let fresh = schemes.iter().find(|(c, _)| c == cmd.company.as_str()).map(|(_, s)| s);
-        if resolved.config.is_some() && resolved.tiers.as_deref() != fresh {
-            resolved.tiers = fresh.map(|s| Arc::new(s.clone()));
+        let same = match (&resolved.tiers, fresh) {
+            (Some(cached), Some(fresh)) => Arc::ptr_eq(cached, fresh) || cached == fresh,
+            (cached, fresh) => cached.is_none() && fresh.is_none(),
+        };
+        if resolved.config.is_some() && !same {
+            resolved.tiers = fresh.cloned();
             stale = true;
         }
     }
@@ -898,7 +896,7 @@ struct Round {
     items: Vec<(usize, Option<EarnPlan>)>,
     /// The scheme, tier and running total (as read under the member's lock, before the round) of
     /// each tiered item.
-    tiers: HashMap<usize, (Arc<TierScheme>, TierState, i64)>,
+    tiers: HashMap<usize, (Arc<TierScheme>, Arc<TierState>, i64)>,
     /// Tiered members not yet in the ledger when their tier was read (the first tier).
     new_members: Vec<String>,
     /// The item the round ends before because it must be applied step by step.
@@ -914,7 +912,7 @@ struct Round {
 /// the bound on both bases.
 async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Resolved], paths: &[Path], run: Range<usize>) -> StoreResult<Round> {
     let members: Vec<&str> = run.clone().filter(|&i| matches!(paths[i], Path::Tiered)).map(|i| cmds[i].user.as_str()).collect();
-    let mut states: HashMap<String, (String, TierState, i64)> = HashMap::new();
+    let mut states: HashMap<String, (String, Arc<TierState>, i64)> = HashMap::new();
     if !members.is_empty() {
         // Locked: a member whose row appeared after the batch's upfront lock is locked here, so
         // no other transaction changes their tier before this run is written.
@@ -926,7 +924,8 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
             ))
             .await?;
         for r in tx.query(&stmt, &[&members]).await? {
-            states.insert(r.get(0), (r.get(1), tier_state(&r, 3), r.get(2)));
+            // Shared by the member's items of the round: a tier has six fields, four of them text.
+            states.insert(r.get(0), (r.get(1), Arc::new(tier_state(&r, 3)), r.get(2)));
         }
     }
     let mut round = Round { items: Vec::with_capacity(run.len()), tiers: HashMap::new(), new_members: Vec::new(), steps: None };
@@ -941,10 +940,10 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
                 // A new member, or one of another company (refused anyway), has the first tier.
                 let (state, total) = match states.get(cmd.user.as_str()) {
                     Some((company, state, total)) if company == cmd.company.as_str() => (state.clone(), *total),
-                    Some(_) => (TierState::default(), 0),
+                    Some(_) => (Arc::default(), 0),
                     None => {
                         round.new_members.push(cmd.user.to_string());
-                        (TierState::default(), 0)
+                        (Arc::default(), 0)
                     }
                 };
                 // From the member's own running total even when this item is of another company
@@ -978,7 +977,7 @@ async fn decide_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], configs: &[Res
 /// given them qualifying coins, which this round's earning (and its bound on upgrades) did not
 /// see. Then the batch runs again, with their row locked. A row this round created has no tier
 /// yet, and no qualifying coins but those of this round's items, which the function added.
-async fn placed_meanwhile(tx: &Transaction<'_>, cmds: &[AllocateCmd], new_members: &[String], qualified: &[Qualified]) -> StoreResult<()> {
+async fn placed_meanwhile(tx: &Transaction<'_>, cmds: &[AllocateCmd], new_members: &[String], qualified: &[Qualified<'_>]) -> StoreResult<()> {
     if new_members.is_empty() {
         return Ok(());
     }
@@ -1003,10 +1002,10 @@ async fn placed_meanwhile(tx: &Transaction<'_>, cmds: &[AllocateCmd], new_member
 
 /// A tiered item the set-based function allocated: its member's scheme and tier, the qualifying
 /// coins it added, and the member's running total before the round (read under their lock).
-struct Qualified {
+struct Qualified<'a> {
     item: usize,
-    scheme: Arc<TierScheme>,
-    state: TierState,
+    scheme: &'a TierScheme,
+    state: &'a TierState,
     coins: i64,
     before: i64,
 }
@@ -1017,9 +1016,9 @@ struct Qualified {
 /// order, each member whose coins after an item reach a higher tier is upgraded (the allocation
 /// that does it earned at the old multiplier; a round holds no later item of a member an earlier
 /// one may upgrade).
-async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[Qualified]) -> StoreResult<()> {
+async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[Qualified<'_>]) -> StoreResult<()> {
     // In item order, so tier changes (and their webhook messages) follow the allocations' order.
-    let mut qualified: Vec<&Qualified> = qualified.iter().filter(|q| q.coins > 0).collect();
+    let mut qualified: Vec<&Qualified<'_>> = qualified.iter().filter(|q| q.coins > 0).collect();
     qualified.sort_unstable_by_key(|q| q.item);
     if qualified.is_empty() {
         return Ok(());
@@ -1042,7 +1041,7 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
     // window's sum after the round, less the member's later items of the round inside it (all
     // of them, unless the clock went back a whole window within the batch).
     let windowed: Vec<usize> =
-        (0..qualified.len()).filter(|&k| qualified[k].scheme.dated() && qualified[k].scheme.may_upgrade(&qualified[k].state, after[k])).collect();
+        (0..qualified.len()).filter(|&k| qualified[k].scheme.dated() && qualified[k].scheme.may_upgrade(qualified[k].state, after[k])).collect();
     if !windowed.is_empty() {
         let users: Vec<&str> = windowed.iter().map(|&k| user_of(k)).collect();
         let since: Vec<i64> =
@@ -1058,13 +1057,14 @@ async fn qualify_round(tx: &Transaction<'_>, cmds: &[AllocateCmd], qualified: &[
             after[k] = r.get::<_, i64>(0) - later(k, since);
         }
     }
-    let mut states: HashMap<&str, TierState> = HashMap::new();
+    // The tiers of the members this round moved, as moved (the others are as read).
+    let mut moved: HashMap<&str, TierState> = HashMap::new();
     for (q, qualifying) in qualified.iter().zip(after) {
         let cmd = &cmds[q.item];
-        let state = states.entry(cmd.user.as_str()).or_insert_with(|| q.state.clone());
+        let state = moved.get(cmd.user.as_str()).unwrap_or(q.state);
         if let Some(change) = q.scheme.after_earning(state, qualifying, cmd.now_ms, cmd.request_id.as_str()) {
             PgTx(tx).set_tier(&cmd.company, &cmd.user, &change.state, Some(&change), cmd.now_ms).await?;
-            *state = change.state;
+            moved.insert(cmd.user.as_str(), change.state);
         }
     }
     Ok(())
@@ -1080,7 +1080,7 @@ async fn allocate_round(
     cmds: &[AllocateCmd],
     configs: &[Resolved],
     round: &[(usize, Option<&EarnPlan>)],
-    tiers: &HashMap<usize, (Arc<TierScheme>, TierState, i64)>,
+    tiers: &HashMap<usize, (Arc<TierScheme>, Arc<TierState>, i64)>,
 ) -> StoreResult<(Vec<Row>, bool)> {
     let config = |i: usize| configs[i].config.as_ref();
     // Only coins_allocate_set adds a tiered member's qualifying coins.

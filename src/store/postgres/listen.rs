@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::tiers::SchemeTexts;
 use crate::store::balance_cache::BalanceCache;
 use crate::store::config_cache::ConfigCache;
 
@@ -44,12 +45,14 @@ const NOTIFY_BATCH_MAX: usize = 4_096;
 pub struct Caches {
     pub configs: ConfigCache,
     pub balances: BalanceCache,
+    /// Tier schemes by their text: a pure memo, right whatever other processes do.
+    pub schemes: SchemeTexts,
 }
 
 impl Caches {
     /// Both off until a listener turns them on.
     pub fn new() -> Self {
-        Self { configs: ConfigCache::new(false), balances: BalanceCache::with_max_age(false, BALANCE_MAX_AGE) }
+        Self { configs: ConfigCache::new(false), balances: BalanceCache::with_max_age(false, BALANCE_MAX_AGE), schemes: SchemeTexts::default() }
     }
 
     fn set_live(&self, live: bool) {

@@ -3,6 +3,7 @@
 //! scheme.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -41,8 +42,10 @@ pub(super) async fn scheme(client: &impl GenericClient, company: &CompanyId) -> 
     Ok(stored(client, company).await?.map(|s| s.scheme))
 }
 
-/// The schemes of `companies` (what allocations resolve with).
-pub(super) async fn schemes(client: &impl GenericClient, companies: &[&str]) -> StoreResult<Vec<(String, TierScheme)>> {
+/// The schemes of `companies` (what allocations resolve with), each parsed once per text: every
+/// allocation batch reads its companies' schemes again (see `fresh_schemes`), and parsing one
+/// cost more than the read.
+pub(super) async fn schemes(client: &impl GenericClient, companies: &[&str], parsed: &SchemeTexts) -> StoreResult<Vec<(String, Arc<TierScheme>)>> {
     let stmt = client.prepare_cached("SELECT company_id, scheme FROM tier_schemes WHERE company_id = ANY($1)").await?;
     client
         .query(&stmt, &[&companies])
@@ -50,10 +53,34 @@ pub(super) async fn schemes(client: &impl GenericClient, companies: &[&str]) -> 
         .iter()
         .map(|r| {
             let company: String = r.get(0);
-            let scheme = parse_scheme(&company, r.get(1))?;
+            let scheme = parsed.parse(&company, r.get(1))?;
             Ok((company, scheme))
         })
         .collect()
+}
+
+/// The last text of each company's scheme this process parsed, with what it parsed to.
+#[derive(Default)]
+pub struct SchemeTexts(Mutex<HashMap<String, (String, Arc<TierScheme>)>>);
+
+impl SchemeTexts {
+    /// Companies remembered at most; past that the memory starts over (a reparse costs microseconds).
+    const COMPANIES_MAX: usize = 1_024;
+
+    fn parse(&self, company: &str, text: &str) -> StoreResult<Arc<TierScheme>> {
+        if let Some((known, scheme)) = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(company)
+            && known == text
+        {
+            return Ok(scheme.clone());
+        }
+        let scheme = Arc::new(parse_scheme(company, text)?);
+        let mut texts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if texts.len() >= Self::COMPANIES_MAX && !texts.contains_key(company) {
+            texts.clear();
+        }
+        texts.insert(company.to_owned(), (text.to_owned(), scheme.clone()));
+        Ok(scheme)
+    }
 }
 
 /// The six [`TIER_COLUMNS`] of a row, from column `at` on.
@@ -391,5 +418,44 @@ impl TierStore for PgStore {
         let client = self.core.client().await?;
         let stmt = client.prepare_cached("SELECT tier_code, tier_floor, COUNT(*) FROM users WHERE company_id = $1 GROUP BY tier_code, tier_floor").await?;
         Ok(client.query(&stmt, &[&company.as_str()]).await?.iter().map(|r| TierCount { code: r.get(0), floor: r.get(1), members: r.get(2) }).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::SchemeTexts;
+
+    const GOLD: &str = r#"{"basis":"LIFETIME","windowDays":null,"retentionDays":null,"downgrade":"NEVER","tiers":[
+        {"code":"BASE","name":"Base","threshold":0,"earnMultiplierBps":10000},{"code":"GOLD","name":"Gold","threshold":100,"earnMultiplierBps":15000}]}"#;
+
+    #[test]
+    fn a_scheme_text_is_parsed_once_and_again_when_it_changes() {
+        let texts = SchemeTexts::default();
+        let first = texts.parse("C1", GOLD).expect("a readable scheme");
+        assert_eq!(first.tiers[1].earn_multiplier_bps, 15_000);
+        assert!(Arc::ptr_eq(&first, &texts.parse("C1", GOLD).unwrap()), "the same text is not parsed again");
+        // Another company with the same text has its own entry.
+        assert!(!Arc::ptr_eq(&first, &texts.parse("C2", GOLD).unwrap()));
+        let changed = GOLD.replace("15000", "20000");
+        let second = texts.parse("C1", &changed).unwrap();
+        assert_eq!(second.tiers[1].earn_multiplier_bps, 20_000);
+        assert!(Arc::ptr_eq(&second, &texts.parse("C1", &changed).unwrap()));
+        assert!(texts.parse("C1", "{").is_err(), "an unreadable text is an error, not the last scheme");
+        assert_eq!(texts.parse("C1", &changed).unwrap().tiers[1].earn_multiplier_bps, 20_000);
+    }
+
+    #[test]
+    fn past_its_bound_the_memory_starts_over() {
+        let texts = SchemeTexts::default();
+        let kept = texts.parse("C0", GOLD).unwrap();
+        for n in 1..SchemeTexts::COMPANIES_MAX {
+            texts.parse(&format!("C{n}"), GOLD).unwrap();
+        }
+        assert!(Arc::ptr_eq(&kept, &texts.parse("C0", GOLD).unwrap()), "within the bound");
+        texts.parse("ONE MORE", GOLD).unwrap();
+        assert_eq!(texts.0.lock().unwrap().len(), 1, "cleared, then the new company kept");
+        assert!(!Arc::ptr_eq(&kept, &texts.parse("C0", GOLD).unwrap()));
     }
 }
