@@ -108,6 +108,15 @@ pub struct RecordFields {
     pub expires_at: Option<i64>,
 }
 
+impl RecordFields {
+    /// The stored mark of an allocation a campaign's per-user limit counts: `Some(true)` for one,
+    /// NULL for every other, so the index of such allocations by member (its condition is the
+    /// mark) holds only them.
+    pub fn campaign_limited_mark(&self) -> Option<bool> {
+        (self.campaign_id.is_some() && self.campaign_limited).then_some(true)
+    }
+}
+
 /// What an allocation earns, decided before its claim (it depends on nothing the claim guards).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EarnPlan {

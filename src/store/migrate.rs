@@ -66,6 +66,11 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 18, name: "qualifying_days", sql: include_str!("../../migrations/postgres/0018_qualifying_days.sql") },
     Migration { version: 19, name: "allocate_set_qualifying", sql: include_str!("../../migrations/postgres/0019_allocate_set_qualifying.sql") },
     Migration { version: 20, name: "users_in_debt_by_flag", sql: include_str!("../../migrations/postgres/0020_users_in_debt_by_flag.sql") },
+    Migration {
+        version: 21,
+        name: "campaign_members_only_when_limited",
+        sql: include_str!("../../migrations/postgres/0021_campaign_members_only_when_limited.sql"),
+    },
 ];
 
 impl Migration {
@@ -188,6 +193,7 @@ mod tests {
         (18, "36e9f38908a2e3ed682b70395681a3a86d441f6364871579e427d1eab4029906"),
         (19, "26013aa55d0d29a75e37aebf431547fbcf5a47162a98758efdc576600b306561"),
         (20, "4fa16c929b4e788487761bfa111450591bcc7262684c45b511917d45eeff7e71"),
+        (21, "736b3fba97bb5e92405610ce0e63428fda33180899db4723f990cf1d62b521b6"),
     ];
 
     #[test]

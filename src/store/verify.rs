@@ -162,6 +162,18 @@ pub(crate) const CHECKS: &[(&str, &str)] = &[
          GROUP BY r.company_id, r.user_id, r.campaign_id HAVING COUNT(*) > MIN(c.max_triggers_per_user)",
         "campaign applied more often than its per-user limit",
     ),
+    // Every allocation under a campaign with a per-user limit, and only those, carries the mark
+    // that indexes it by member for the limit's count.
+    (
+        "SELECT r.company_id || '/' || r.request_id || ' is marked limited, ' || COALESCE(r.campaign_id, 'under no campaign') FROM requests r \
+         WHERE r.campaign_limited AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.company_id = r.company_id \
+         AND 'CMP' || CAST(c.seq + 100000 AS TEXT) = r.campaign_id AND c.max_triggers_per_user IS NOT NULL) \
+         UNION ALL \
+         SELECT r.company_id || '/' || r.request_id || ' under ' || r.campaign_id || ', limited per user, is not marked' FROM campaigns c \
+         JOIN requests r ON r.company_id = c.company_id AND r.campaign_id = 'CMP' || CAST(c.seq + 100000 AS TEXT) \
+         WHERE c.max_triggers_per_user IS NOT NULL AND r.campaign_limited IS NOT TRUE",
+        "allocation marked unlike its campaign's per-user limit",
+    ),
 ];
 
 /// What a request's own entries are: the entry of its kind, or for a return of held coins its
@@ -190,8 +202,7 @@ pub(crate) const POSTGRES_CHECKS: &[(&str, &str)] = &[(
 /// no index of entries by request). Every own entry is the one its request points to, and every
 /// pointer leads to an own entry, so a request has as many own entries as pointers (a second
 /// one would not be pointed to), and counting them reads the requests alone. A pointer lost
-/// altogether is reported by both checks. And every allocation under a campaign with a per-user
-/// limit, and only those, carries the mark that indexes it by member for the limit's count.
+/// altogether is reported by both checks.
 pub(crate) const SQLITE_CHECKS: &[(&str, &str)] = &[
     (
         "SELECT r.company_id || '/' || r.request_id || ' (' || r.kind || ') points to entry ' || COALESCE(CAST(r.entry_id AS TEXT), 'none') \
@@ -211,16 +222,6 @@ pub(crate) const SQLITE_CHECKS: &[(&str, &str)] = &[
             expected_entries!()
         ),
         ONE_ENTRY,
-    ),
-    (
-        "SELECT r.company_id || '/' || r.request_id || ' is marked limited, ' || COALESCE(r.campaign_id, 'under no campaign') FROM requests r \
-         WHERE r.campaign_limited = 1 AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.company_id = r.company_id \
-         AND 'CMP' || CAST(c.seq + 100000 AS TEXT) = r.campaign_id AND c.max_triggers_per_user IS NOT NULL) \
-         UNION ALL \
-         SELECT r.company_id || '/' || r.request_id || ' under ' || r.campaign_id || ', limited per user, is not marked' FROM campaigns c \
-         JOIN requests r ON r.company_id = c.company_id AND r.campaign_id = 'CMP' || CAST(c.seq + 100000 AS TEXT) \
-         WHERE c.max_triggers_per_user IS NOT NULL AND r.campaign_limited IS NULL",
-        "allocation marked unlike its campaign's per-user limit",
     ),
 ];
 

@@ -292,7 +292,8 @@ on_both!(
     migrated_at_the_old_version_then_upgraded_has_the_schema_of_a_fresh_database,
     a_changed_shipped_migration_refuses_to_start_naming_it,
     an_old_ledger_reads_as_records_after_the_upgrade,
-    a_rolling_schemes_coins_are_summed_by_day_after_the_upgrade
+    a_rolling_schemes_coins_are_summed_by_day_after_the_upgrade,
+    only_a_limited_campaigns_allocations_are_indexed_by_member_after_the_upgrade
 );
 
 /// PostgreSQL updates a member's row in place (no new index entries, a HOT update) only when no
@@ -456,17 +457,28 @@ async fn only_ended_allocations_and_aliases_are_indexed_by_order_after_the_upgra
     assert_eq!(indexed(&conn), ["AGAIN", "GONE", "LIVE", "VOID"]);
 }
 
-/// A campaign's allocations are indexed by member only under a per-user limit (0016): after the
-/// upgrade the allocations of a limited campaign carry the mark and are in that index, those of
-/// an unlimited one and the rest are not; every campaign's allocations are still counted by
-/// campaign.
-#[tokio::test]
-async fn only_a_limited_campaigns_allocations_are_indexed_by_member_after_the_upgrade_on_sqlite() {
-    let Some(db) = blank_db(Backend::Sqlite).await else { return };
-    migrate_up_to(Backend::Sqlite, &db, 15).await;
+/// A query's rows on either backend, one text column each.
+async fn texts(backend: Backend, url: &str, sql: &str) -> Vec<String> {
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        }
+        Backend::Postgres => pg(url).await.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect(),
+    }
+}
+
+/// A campaign's allocations are indexed by member only under a per-user limit (SQLite 0016,
+/// PostgreSQL 0021): after the upgrade the allocations of a limited campaign carry the mark and
+/// are in that index, those of an unlimited one and the rest are not; every campaign's
+/// allocations are still counted by campaign, from an index that no longer holds the member.
+async fn only_a_limited_campaigns_allocations_are_indexed_by_member_after_the_upgrade(backend: Backend) {
+    let Some(db) = blank_db(backend).await else { return };
+    migrate_up_to(backend, &db, if backend == Backend::Sqlite { 15 } else { 20 }).await;
     for (name, limit) in [("limited", "2"), ("open", "NULL")] {
         execute(
-            Backend::Sqlite,
+            backend,
             &db.url,
             &format!(
                 "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
@@ -476,33 +488,60 @@ async fn only_a_limited_campaigns_allocations_are_indexed_by_member_after_the_up
         .await;
     }
     let campaign = |name: &str| format!("(SELECT 'CMP' || CAST(seq + 100000 AS TEXT) FROM campaigns WHERE name = '{name}')");
-    for (id, user, under) in [("L1", "U", campaign("limited")), ("L2", "V", campaign("limited")), ("O1", "U", campaign("open")), ("N1", "U", "NULL".into())] {
-        execute(
-            Backend::Sqlite,
-            &db.url,
-            &format!(
-                "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, campaign_id) \
-                 VALUES ('C', '{id}', 'ALLOCATE', '{user}', 'E', 1, '', 1000, {under})"
-            ),
+    let insert = |id: &str, user: &str, under: &str| {
+        format!(
+            "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, campaign_id) \
+             VALUES ('C', '{id}', 'ALLOCATE', '{user}', 'E', 1, '', 1000, {under})"
         )
-        .await;
+    };
+    for (id, user, under) in [("L1", "U", campaign("limited")), ("L2", "V", campaign("limited")), ("O1", "U", campaign("open")), ("N1", "U", "NULL".into())] {
+        execute(backend, &db.url, &insert(id, user, &under)).await;
     }
     upgrade_with_this_binary(&db.url).await.expect("upgrade");
-    let conn = rusqlite::Connection::open(&db.url).unwrap();
-    let rows = |sql: &str| -> Vec<String> {
-        let mut stmt = conn.prepare(sql).unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
-    };
-    assert_eq!(rows("SELECT request_id FROM requests WHERE campaign_limited = 1 ORDER BY request_id"), ["L1", "L2"]);
-    let limited = format!(
-        "SELECT request_id FROM requests INDEXED BY requests_by_limited_campaign WHERE company_id = 'C' AND campaign_id = {} AND user_id = 'U' \
-         AND campaign_limited = 1",
-        campaign("limited")
-    );
-    assert_eq!(rows(&limited), ["L1"]);
-    let by_campaign = "SELECT campaign_id || ':' || CAST(COUNT(*) AS TEXT) FROM requests INDEXED BY requests_by_campaign \
-                       WHERE company_id = 'C' AND campaign_id IS NOT NULL GROUP BY campaign_id ORDER BY campaign_id";
-    assert_eq!(rows(by_campaign), ["CMP100001:2", "CMP100002:1"]);
-    let columns: Vec<String> = rows("SELECT name FROM pragma_index_info('requests_by_campaign') ORDER BY seqno");
-    assert_eq!(columns, ["company_id", "campaign_id"], "the index by campaign no longer holds the member");
+    let marked = "SELECT request_id FROM requests WHERE campaign_limited ORDER BY request_id";
+    assert_eq!(texts(backend, &db.url, marked).await, ["L1", "L2"]);
+    let by_campaign = "SELECT campaign_id || ':' || CAST(COUNT(*) AS TEXT) FROM requests WHERE company_id = 'C' AND campaign_id IS NOT NULL \
+                       GROUP BY campaign_id ORDER BY campaign_id";
+    assert_eq!(texts(backend, &db.url, by_campaign).await, ["CMP100001:2", "CMP100002:1"]);
+    match backend {
+        Backend::Sqlite => {
+            let limited = format!(
+                "SELECT request_id FROM requests INDEXED BY requests_by_limited_campaign WHERE company_id = 'C' AND campaign_id = {} AND user_id = 'U' \
+                 AND campaign_limited = 1",
+                campaign("limited")
+            );
+            assert_eq!(texts(backend, &db.url, &limited).await, ["L1"]);
+            let indexed = by_campaign.replace("FROM requests", "FROM requests INDEXED BY requests_by_campaign");
+            assert_eq!(texts(backend, &db.url, &indexed).await, ["CMP100001:2", "CMP100002:1"]);
+            let columns = texts(backend, &db.url, "SELECT name FROM pragma_index_info('requests_by_campaign') ORDER BY seqno").await;
+            assert_eq!(columns, ["company_id", "campaign_id"], "the index by campaign no longer holds the member");
+        }
+        Backend::Postgres => {
+            let definitions = texts(
+                backend,
+                &db.url,
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE 'requests_by_%campaign' ORDER BY indexname",
+            )
+            .await;
+            assert_eq!(definitions.len(), 2, "{definitions:?}");
+            assert!(definitions[0].ends_with("(company_id, campaign_id) WHERE (campaign_id IS NOT NULL)"), "{definitions:?}");
+            assert!(definitions[1].ends_with("(company_id, campaign_id, user_id) WHERE campaign_limited"), "{definitions:?}");
+            // A binary older than the migration, left running beside a newer one, writes no mark:
+            // verify names its allocations under a limited campaign, and the statement the README
+            // gives for that case marks them (and nothing else).
+            for (id, under) in [("L3", campaign("limited")), ("O2", campaign("open"))] {
+                execute(backend, &db.url, &insert(id, "W", &under)).await;
+            }
+            let unmarked = |problems: Vec<String>| -> Vec<String> { problems.into_iter().filter(|p| p.contains("marked")).collect() };
+            let problems = unmarked(store::open(&db.url).await.unwrap().verify().await.unwrap().problems);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains("C/L3 under CMP100001, limited per user, is not marked"), "{problems:?}");
+            let readme = include_str!("../../README.md");
+            let section = &readme[readme.find("**Upgrading to `0021_campaign_members_only_when_limited`").expect("the README's upgrade note")..];
+            let statement = section.split("```sql\n").nth(1).and_then(|s| s.split("```").next()).expect("the statement in the upgrade note");
+            execute(backend, &db.url, statement).await;
+            assert_eq!(texts(backend, &db.url, marked).await, ["L1", "L2", "L3"]);
+            assert_eq!(unmarked(store::open(&db.url).await.unwrap().verify().await.unwrap().problems), Vec::<String>::new());
+        }
+    }
 }

@@ -202,34 +202,25 @@ verify_check! {
         "UPDATE users SET qualifying_total = (SELECT SUM(coins) FROM requests r WHERE r.user_id = users.user_id AND r.kind = 'ALLOCATE')",
         "UPDATE users SET tier_code = 'GOLD' WHERE user_id = 'U1'",
     ];
-}
-
-/// R1 and D1 of U1 both name a campaign that applies once per user (its window and events cover
-/// them both); on SQLite they carry the mark of a limited campaign's allocations, as they would
-/// had the campaign applied.
-struct OverTheLimit {
-    check: &'static str,
-    sql: [&'static str; 2],
-}
-
-const OVER_THE_LIMIT: OverTheLimit = OverTheLimit {
-    check: "campaign applied more often than its per-user limit",
-    sql: [
+    // R1 and D1 of U1 both name a campaign that applies once per user (its window and events
+    // cover them both), and carry the mark of a limited campaign's allocations, as they would had
+    // the campaign applied.
+    a_campaign_applied_beyond_its_limit: "campaign applied more often than its per-user limit", [
         "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
          VALUES ('C', 'once', NULL, 0, 9000000000000000, 5, 1, 'x', 0, 'x', 0)",
         "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id IN ('R1', 'D1')",
-    ],
-};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_campaign_applied_beyond_its_limit_fails_verify_on_sqlite() {
-    let marked = "UPDATE requests SET campaign_limited = 1 WHERE request_id IN ('R1', 'D1')";
-    corrupted_ledger_fails_verify_naming(Backend::Sqlite, OVER_THE_LIMIT.check, &[OVER_THE_LIMIT.sql[0], OVER_THE_LIMIT.sql[1], marked]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_campaign_applied_beyond_its_limit_fails_verify_on_postgres() {
-    corrupted_ledger_fails_verify_naming(Backend::Postgres, OVER_THE_LIMIT.check, &OVER_THE_LIMIT.sql).await;
+        "UPDATE requests SET campaign_limited = TRUE WHERE request_id IN ('R1', 'D1')",
+    ];
+    // R1, under no campaign, marked as counted by a per-user limit.
+    an_allocation_marked_limited_under_no_campaign: "allocation marked unlike its campaign's per-user limit", [
+        "UPDATE requests SET campaign_limited = TRUE WHERE request_id = 'R1'",
+    ];
+    // R1 put under a campaign limited to 5 per user without the mark: the limit would not see it.
+    a_limited_campaigns_allocation_without_the_mark: "allocation marked unlike its campaign's per-user limit", [
+        "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
+         VALUES ('C', 'five', NULL, 0, 9000000000000000, 5, 5, 'x', 0, 'x', 0)",
+        "UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id = 'R1'",
+    ];
 }
 
 /// The list above covers every check verify has: adding a check without a test fails here.
@@ -251,24 +242,12 @@ struct SqliteCorruption {
     sql: &'static str,
 }
 
-const SQLITE_CORRUPTIONS: [SqliteCorruption; 4] = [
+const SQLITE_CORRUPTIONS: [SqliteCorruption; 2] = [
     SqliteCorruption {
         check: "request that does not point to its own ledger entry",
         sql: "UPDATE requests SET entry_id = (SELECT entry_id FROM ledger_entries WHERE request_id = 'R2') WHERE request_id = 'R1'",
     },
     SqliteCorruption { check: "request that does not point to its own ledger entry", sql: "UPDATE requests SET entry_id = 999999 WHERE request_id = 'R1'" },
-    // R1, under no campaign, marked as counted by a per-user limit.
-    SqliteCorruption {
-        check: "allocation marked unlike its campaign's per-user limit",
-        sql: "UPDATE requests SET campaign_limited = 1 WHERE request_id = 'R1'",
-    },
-    // R1 put under a campaign limited to 5 per user without the mark: the limit would not see it.
-    SqliteCorruption {
-        check: "allocation marked unlike its campaign's per-user limit",
-        sql: "INSERT INTO campaigns (company_id, name, events, starts_at, ends_at, bonus_coins, max_triggers_per_user, created_by, created_at, updated_by, updated_at) \
-              VALUES ('C', 'five', NULL, 0, 9000000000000000, 5, 5, 'x', 0, 'x', 0); \
-              UPDATE requests SET campaign_id = (SELECT 'CMP' || CAST(MAX(seq) + 100000 AS TEXT) FROM campaigns) WHERE request_id = 'R1'",
-    },
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

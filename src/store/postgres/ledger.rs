@@ -136,7 +136,8 @@ impl LedgerTx for PgTx<'_> {
             .prepare_cached(
                 "INSERT INTO requests (company_id, request_id, kind, user_id, event, coins, fingerprint, created_at, order_id, state, \
                  zero_reason, coin_config_id, base_coins, amount_minor, amount_refunded_minor, currency, calculation, activated_at, expires_at, \
-                 activates_at, campaign_id) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) ON CONFLICT DO NOTHING",
+                 activates_at, campaign_id, campaign_limited) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+                 ON CONFLICT DO NOTHING",
             )
             .await?;
         let n = self
@@ -164,6 +165,7 @@ impl LedgerTx for PgTx<'_> {
                     &r.expires_at,
                     &r.activates_at,
                     &r.campaign_id.map(|c| c.to_string()),
+                    &r.campaign_limited_mark(),
                 ],
             )
             .await?;
@@ -268,7 +270,10 @@ impl LedgerTx for PgTx<'_> {
     }
 
     async fn campaign_triggers(&mut self, company: &CompanyId, campaign: CampaignId, user: &UserId) -> StoreResult<i64> {
-        let stmt = self.0.prepare_cached("SELECT COUNT(*) FROM requests WHERE company_id = $1 AND campaign_id = $2 AND user_id = $3").await?;
+        // Asked only of a campaign with a per-user limit: its allocations are all marked, and only
+        // those are indexed by member.
+        let stmt =
+            self.0.prepare_cached("SELECT COUNT(*) FROM requests WHERE company_id = $1 AND campaign_id = $2 AND user_id = $3 AND campaign_limited").await?;
         Ok(self.0.query_one(&stmt, &[&company.as_str(), &campaign.to_string(), &user.as_str()]).await?.get(0))
     }
 
@@ -277,7 +282,7 @@ impl LedgerTx for PgTx<'_> {
             .0
             .prepare_cached(
                 "UPDATE requests SET coins = $3, state = $4, zero_reason = $5, base_coins = $6, calculation = $7, activated_at = $8, \
-                 expires_at = $9, activates_at = $10, campaign_id = $11 WHERE company_id = $1 AND request_id = $2",
+                 expires_at = $9, activates_at = $10, campaign_id = $11, campaign_limited = $12 WHERE company_id = $1 AND request_id = $2",
             )
             .await?;
         self.0
@@ -295,6 +300,7 @@ impl LedgerTx for PgTx<'_> {
                     &r.expires_at,
                     &r.activates_at,
                     &r.campaign_id.map(|c| c.to_string()),
+                    &r.campaign_limited_mark(),
                 ],
             )
             .await?;
@@ -1152,6 +1158,10 @@ async fn allocate_round(
             )
             .await?;
         return Ok((rows, false));
+    }
+    // The function writes no `campaign_limited` mark: a per-user limit's count would miss these.
+    if round.iter().any(|(_, e)| e.and_then(|e| e.record.as_ref()).is_some_and(|r| r.campaign_limited_mark().is_some())) {
+        return Err(StoreError::Corrupt("an allocation under a campaign with a per-user limit reached the set-based function".into()));
     }
     let set = tx
         .prepare_cached(

@@ -53,12 +53,6 @@ fn held_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeldLot> {
 /// allocations are all marked, and only those are indexed by member.
 const LIMITED_TRIGGERS_SQL: &str = "SELECT COUNT(*) FROM requests WHERE company_id = ?1 AND campaign_id = ?2 AND user_id = ?3 AND campaign_limited = 1";
 
-/// `requests.campaign_limited`: 1 for an allocation under a campaign with a per-user limit (only
-/// those are indexed by member, for the limit's count), NULL otherwise.
-fn limited_mark(r: &RecordFields) -> Option<i64> {
-    (r.campaign_id.is_some() && r.campaign_limited).then_some(1)
-}
-
 fn corrupt_kind(kind: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown request kind {kind}"))
 }
@@ -146,7 +140,7 @@ impl LedgerTx for SqliteTx<'_> {
                 r.expires_at,
                 r.activates_at,
                 r.campaign_id.map(|c| c.to_string()),
-                limited_mark(r)
+                r.campaign_limited_mark()
             ])?
             == 1)
     }
@@ -258,7 +252,7 @@ impl LedgerTx for SqliteTx<'_> {
                 r.expires_at,
                 r.activates_at,
                 r.campaign_id.map(|c| c.to_string()),
-                limited_mark(r)
+                r.campaign_limited_mark()
             ])?;
         Ok(())
     }
